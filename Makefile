@@ -25,5 +25,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m engine bench
 
+# The Selection-via-Proxy study (issue 5): resumable; then tables and plots.
+study: $(STAMP)
+	$(PY) scripts/svp_study.py
+	$(PY) scripts/plot_study.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,203 @@
+"""Turn the SVP study's JSON results into tables, checks and plots.
+
+Reads `docs/svp-study/results/*.json` (one `python -m engine simulate` run
+each), writes `accuracy.png` and `runtime.png` beside them, and rewrites the
+generated block of `docs/svp-study.md` (between the GENERATED markers), leaving
+the hand-written text around it alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY_DIR = REPO / "docs" / "svp-study"
+DOC = REPO / "docs" / "svp-study.md"
+BEGIN, END = "<!-- GENERATED: scripts/plot_study.py -->", "<!-- END GENERATED -->"
+
+
+def load_runs(results: Path) -> dict[tuple[str, str], list[dict]]:
+    """Group run JSONs by (strategy, selector)."""
+    runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for path in sorted(results.glob("*__seed*.json")):
+        run = json.loads(path.read_text())
+        settings = run["settings"]
+        runs[(settings["strategy"], settings["selector"])].append(run)
+    return runs
+
+
+def selection_seconds(run: dict) -> float:
+    """Proxy (or target) train + score + select, summed over the selection rounds."""
+    return sum((r.get("train_s") or 0) + (r.get("score_s") or 0) + (r.get("select_s") or 0)
+               for r in run["rounds"])
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    if not values:
+        return "–"
+    mean, std = mean_std([v * scale for v in values])
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def accuracy_by_budget(runs: list[dict], key: str) -> dict[int, list[float]]:
+    """labeled count -> accuracies (one per seed) of `key` in the round rows."""
+    table: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for row in run["rounds"]:
+            if row.get(key) is not None:
+                table[row["labeled"]].append(row[key])
+        if key == "target_test_acc" and run.get("target"):
+            target = run["target"]
+            if target["labeled"] not in {r["labeled"] for r in run["rounds"] if r.get(key) is not None}:
+                table[target["labeled"]].append(target["test_acc"])
+    return dict(sorted(table.items()))
+
+
+def results_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
+    lines = ["| strategy | selector | seeds | target test acc. (%) at final budget | "
+             "selector test acc. (%) by labels | selection runtime (s) |",
+             "|---|---|---|---|---|---|"]
+    for (strategy, selector), group in sorted(runs.items()):
+        final = [run["target"]["test_acc"] for run in group]
+        per_budget = accuracy_by_budget(group, "proxy_test_acc")
+        curve = "; ".join(f"{n}: {fmt(v, 100)}" for n, v in per_budget.items())
+        runtime = [selection_seconds(run) for run in group]
+        lines.append(f"| {strategy} | {selector} | {len(group)} | {fmt(final, 100)} | {curve} | {fmt(runtime)} |")
+    return lines
+
+
+def target_curve_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
+    budgets = sorted({n for group in runs.values() for n in accuracy_by_budget(group, "target_test_acc")})
+    lines = ["| strategy | selector | " + " | ".join(f"{n} labels" for n in budgets) + " |",
+             "|---|---|" + "---|" * len(budgets)]
+    for (strategy, selector), group in sorted(runs.items()):
+        curve = accuracy_by_budget(group, "target_test_acc")
+        lines.append(f"| {strategy} | {selector} | " + " | ".join(fmt(curve.get(n, []), 100) for n in budgets) + " |")
+    return lines
+
+
+def checks(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """The paper's expectations, stated against our numbers."""
+    def final_acc(key):
+        return statistics.fmean(run["target"]["test_acc"] for run in runs[key]) * 100
+
+    def runtime(key):
+        return statistics.fmean(selection_seconds(run) for run in runs[key])
+
+    lines = []
+    if ("random", "proxy") in runs:
+        base = final_acc(("random", "proxy"))
+        for strategy in ("least_confidence", "kcenter"):
+            if (strategy, "proxy") in runs:
+                acc = final_acc((strategy, "proxy"))
+                verdict = "holds" if acc >= base else "does NOT hold"
+                lines.append(f"- {strategy} via proxy ≥ random: {acc:.1f}% vs {base:.1f}% — {verdict}.")
+    for strategy in ("least_confidence", "kcenter"):
+        proxy, target = (strategy, "proxy"), (strategy, "target")
+        if proxy in runs and target in runs:
+            gap = final_acc(proxy) - final_acc(target)
+            verdict = "holds" if gap >= -1.0 else "does NOT hold"
+            lines.append(f"- {strategy}: proxy selection within 1 point of target selection: "
+                         f"{final_acc(proxy):.1f}% vs {final_acc(target):.1f}% ({gap:+.1f}) — {verdict}.")
+            ratio = runtime(target) / runtime(proxy)
+            verdict = "holds" if ratio >= 3 else "does NOT hold"
+            lines.append(f"- {strategy}: proxy selection ≥ 3× faster: target/proxy runtime "
+                         f"{runtime(target):.0f} s / {runtime(proxy):.0f} s = {ratio:.1f}× — {verdict}.")
+    return lines
+
+
+def plot_accuracy(runs, out: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (strategy, selector), group in sorted(runs.items()):
+        style = "-" if selector == "proxy" else "--"
+        for ax, key in zip(axes, ("proxy_test_acc", "target_test_acc")):
+            curve = accuracy_by_budget(group, key)
+            if curve:
+                xs = list(curve)
+                ax.errorbar(xs, [mean_std(v)[0] * 100 for v in curve.values()],
+                            yerr=[mean_std(v)[1] * 100 for v in curve.values()],
+                            linestyle=style, marker="o", capsize=3, label=f"{strategy} ({selector})")
+    axes[0].set_title("selector model test accuracy")
+    axes[1].set_title("target test accuracy")
+    for ax in axes:
+        ax.set_xlabel("labels")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_runtime(runs, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (strategy, selector), group in sorted(runs.items()):
+        per_round = defaultdict(list)
+        for run in group:
+            for row in run["rounds"]:
+                if row.get("train_s") is not None:
+                    per_round[row["labeled"]].append(row["train_s"] + row["score_s"] + row["select_s"])
+        if per_round:
+            xs = sorted(per_round)
+            ax.plot(xs, [statistics.fmean(per_round[x]) for x in xs], marker="o",
+                    linestyle="-" if selector == "proxy" else "--", label=f"{strategy} ({selector})")
+    ax.set_xlabel("labels at the start of the round")
+    ax.set_ylabel("seconds (train + score + select)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def generated_block(runs, study_run: dict | None) -> str:
+    lines = [BEGIN, ""]
+    if study_run:
+        lines += [f"Machine: {study_run['machine']}. Profile `{study_run['profile']}`: "
+                  f"{json.dumps(study_run['settings'])}; initial {study_run['initial']}, "
+                  f"rounds of {study_run['round_size']}, budget {study_run['budget']}, seeds {study_run['seeds']}.", ""]
+    lines += ["### Results (mean ± std over seeds)", ""] + results_table(runs)
+    lines += ["", "### Target test accuracy (%) by labels", ""] + target_curve_table(runs)
+    lines += ["", "### The paper's expectations against our figures", ""] + checks(runs)
+    lines += ["", "![accuracy](svp-study/accuracy.png)", "", "![runtime per round](svp-study/runtime.png)", "", END]
+    return "\n".join(lines)
+
+
+def write_doc(block: str) -> None:
+    text = DOC.read_text() if DOC.exists() else f"# Selection via Proxy: our study\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(head + block + tail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=STUDY_DIR / "results")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.results)
+    if not runs:
+        raise SystemExit(f"no results in {args.results}: run scripts/svp_study.py first")
+    study_run_path = args.results / "study_run.json"
+    study_run = json.loads(study_run_path.read_text()) if study_run_path.exists() else None
+    plot_accuracy(runs, STUDY_DIR / "accuracy.png")
+    plot_runtime(runs, STUDY_DIR / "runtime.png")
+    write_doc(generated_block(runs, study_run))
+    print(f"wrote {DOC} and plots in {STUDY_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

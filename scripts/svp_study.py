@@ -1,0 +1,123 @@
+"""Run the Selection-via-Proxy study: every strategy and selector over several seeds.
+
+Each run is one `python -m engine simulate` call whose JSON lands in
+`docs/svp-study/results/`. Finished runs are skipped, so an interrupted study
+resumes where it stopped. `scripts/plot_study.py` turns the results into the
+tables and plots of `docs/svp-study.md`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets" / "cifar10"
+RESULTS = REPO / "docs" / "svp-study" / "results"
+
+# (strategy, selector): the SVP comparison grid of issue 5.
+GRID = [
+    ("random", "proxy"),
+    ("least_confidence", "proxy"),
+    ("kcenter", "proxy"),
+    ("least_confidence", "target"),
+    ("kcenter", "target"),
+]
+
+# The CPU profile: a smaller target and fewer epochs than the paper, stated in
+# docs/svp-study.md. The GPU profile is the paper's models.
+PROFILES = {
+    "cpu": dict(proxy="proxy_tiny", target="resnet20", proxy_epochs=6, target_epochs=12),
+    "gpu": dict(proxy="resnet20", target="resnet18", proxy_epochs=50, target_epochs=100),
+}
+
+
+def unpack_cifar(dest: Path) -> Path:
+    """Unzip the shared CIFAR-10 subset into `dest` (ImageFolder: train/, test/)."""
+    if not (dest / "train").is_dir():
+        for name in ("train.zip", "test.zip"):
+            with zipfile.ZipFile(DATASETS / name) as archive:
+                archive.extractall(dest)
+    return dest
+
+
+def run_name(strategy: str, selector: str, seed: int) -> str:
+    return f"{strategy}__{selector}__seed{seed}"
+
+
+def simulate_command(data: Path, out: Path, strategy: str, selector: str, seed: int, args) -> list[str]:
+    profile = PROFILES[args.profile]
+    return [
+        sys.executable, "-m", "engine", "simulate",
+        "--data", str(data), "--out", str(out),
+        "--strategy", strategy, "--selector", selector, "--seed", str(seed),
+        "--initial", str(args.initial), "--round-size", str(args.round_size),
+        "--budget", str(args.budget),
+        "--proxy", profile["proxy"], "--target", profile["target"],
+        "--proxy-epochs", str(profile["proxy_epochs"]),
+        "--target-epochs", str(profile["target_epochs"]),
+        "--device", args.device,
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--initial", type=int, default=1000)
+    parser.add_argument("--round-size", type=int, default=1000)
+    parser.add_argument("--budget", type=int, default=5000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data", type=Path, help="ImageFolder root (default: unzip the shared subset)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    data = args.data or unpack_cifar(Path(tempfile.gettempdir()) / "svp-study-cifar10")
+    started = time.perf_counter()
+    for seed in args.seeds:
+        for strategy, selector in GRID:
+            out = args.results / f"{run_name(strategy, selector, seed)}.json"
+            if out.exists():
+                print(f"skip {out.name} (done)", flush=True)
+                continue
+            print(f"run {out.name}", flush=True)
+            subprocess.run(simulate_command(data, out, strategy, selector, seed, args), cwd=REPO, check=True)
+    total = time.perf_counter() - started
+    (args.results / "study_run.json").write_text(json.dumps({
+        "profile": args.profile, "settings": PROFILES[args.profile], "seeds": args.seeds,
+        "initial": args.initial, "round_size": args.round_size, "budget": args.budget,
+        "wall_s_this_invocation": round(total, 1), "machine": machine_description(),
+    }, indent=2))
+    print(f"study finished in {total / 60:.1f} min", flush=True)
+    return 0
+
+
+def machine_description() -> str:
+    """CPU model and core count (and GPU name when torch sees one)."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    description = f"{model}, {os.cpu_count()} cores"
+    try:
+        import torch
+        if torch.cuda.is_available():
+            description += f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return description
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
