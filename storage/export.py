@@ -1,0 +1,175 @@
+"""Export current labels as CSV, JSONL or an ImageFolder-layout zip.
+
+Every export covers items whose current label is a class (validation
+items included) and is written to a temporary file in the destination's
+folder, then renamed into place, so a reader never sees half a file.
+Columns / keys: path (relative to the image root), class, annotator,
+labeled_at (ISO 8601 UTC), round (round index, empty / null when the label
+came from no round).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+import unicodedata
+import zipfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+from storage.items import inside_root
+from storage.project import Project, _read_settings, opened
+
+COLUMNS = ("path", "class", "annotator", "labeled_at", "round")
+_FORBIDDEN = set('/\\:*?"<>|')
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+MAX_NAME_BYTES = 200
+
+
+def sanitize_class_name(name: str) -> str:
+    """A folder name safe on Linux, macOS and Windows that keeps the name readable.
+
+    Separators, control characters and characters Windows forbids become
+    '_'; leading/trailing dots and spaces are dropped (so no '.' or '..');
+    reserved Windows device names get a '_' prefix; never empty.
+    """
+    name = unicodedata.normalize("NFC", str(name))
+    safe = "".join("_" if ch in _FORBIDDEN or unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in name)
+    safe = safe.strip(" .")
+    while len(safe.encode("utf-8")) > MAX_NAME_BYTES:
+        safe = safe[:-1]
+    if not safe:
+        return "_"
+    if safe.split(".")[0].upper() in _RESERVED:
+        return "_" + safe
+    return safe
+
+
+def _label_rows(project: Project) -> tuple[Path, list[dict]]:
+    with opened(project) as db:
+        root = Path(_read_settings(db).image_root).resolve()
+        rows = db.execute(
+            "SELECT i.id, i.path, c.name, l.annotator, l.created_at, r.idx FROM current_labels l "
+            "JOIN items i ON i.id = l.item_id JOIN classes c ON c.id = l.class_id "
+            "LEFT JOIN rounds r ON r.id = l.round_id "
+            "WHERE l.kind = 'label' AND c.position IS NOT NULL AND i.status = 'ok' ORDER BY i.id"
+        ).fetchall()
+    keys = ("item_id", "path", "class", "annotator", "created_at", "round")
+    return root, [dict(zip(keys, row)) for row in rows]
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _public(row: dict) -> dict:
+    return {
+        "path": row["path"],
+        "class": row["class"],
+        "annotator": row["annotator"],
+        "labeled_at": _iso(row["created_at"]),
+        "round": row["round"],
+    }
+
+
+@contextlib.contextmanager
+def _atomic_file(dest: Path, mode: str) -> Iterator[IO]:
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, dest)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def export_labels_csv(project: Project, dest: Path) -> Path:
+    """Write current labels as UTF-8 CSV with a header row; returns dest."""
+    _, rows = _label_rows(project)
+    with _atomic_file(dest, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in _public(row).items()})
+    return Path(dest)
+
+
+def export_labels_jsonl(project: Project, dest: Path) -> Path:
+    """Write current labels as JSON Lines, one object per labeled item; returns dest."""
+    _, rows = _label_rows(project)
+    with _atomic_file(dest, "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(_public(row), ensure_ascii=False) + "\n")
+    return Path(dest)
+
+
+def export_imagefolder_zip(project: Project, dest: Path) -> Path:
+    """Write a zip of `<sanitized class>/<file name>` for every labeled item; returns dest.
+
+    File names repeated within a class (ignoring case) get an `<item id>_`
+    prefix; colliding sanitized class names get a `-<n>` suffix. Only files
+    that resolve inside the image root are read: StorageError otherwise,
+    and nothing is written.
+    """
+    root, rows = _label_rows(project)
+    folders = _class_folders([row["class"] for row in rows])
+    names = _member_names(rows, folders)
+    with _atomic_file(dest, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+        for row, member in zip(rows, names):
+            archive.write(inside_root(root, row["path"]), member)
+    return Path(dest)
+
+
+def _class_folders(classes: list[str]) -> dict[str, str]:
+    folders: dict[str, str] = {}
+    used: set[str] = set()
+    for name in dict.fromkeys(classes):
+        folder, n = sanitize_class_name(name), 1
+        while folder.casefold() in used:
+            n += 1
+            folder = f"{sanitize_class_name(name)}-{n}"
+        used.add(folder.casefold())
+        folders[name] = folder
+    return folders
+
+
+def _member_names(rows: list[dict], folders: dict[str, str]) -> list[str]:
+    def key(row: dict) -> tuple[str, str]:
+        return folders[row["class"]], _file_name(row["path"]).casefold()
+
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        counts[key(row)] = counts.get(key(row), 0) + 1
+    names = []
+    for row in rows:
+        file_name = _file_name(row["path"])
+        if counts[key(row)] > 1:
+            file_name = f"{row['item_id']}_{file_name}"
+        names.append(f"{folders[row['class']]}/{file_name}")
+    return names
+
+
+def _file_name(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    stem, dot, ext = name.rpartition(".")
+    return sanitize_class_name(stem) + dot + ext if dot else sanitize_class_name(name)
+
+
+def export_summary(project: Project) -> dict[str, int]:
+    """Number of labeled items an export would contain, per class name."""
+    _, rows = _label_rows(project)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["class"]] = counts.get(row["class"], 0) + 1
+    return counts
+

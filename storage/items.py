@@ -1,0 +1,141 @@
+"""Ingested images: usable items, rejected files, the validation sample."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from storage.project import (
+    Project,
+    StorageError,
+    _read_settings,
+    opened,
+    writing,
+)
+
+_ITEM_COLUMNS = "id, path, width, height, mode, sha256, is_validation"
+
+
+@dataclass(frozen=True)
+class Item:
+    """A usable image. `path` is relative to the image root, POSIX separators;
+    width and height are in pixels after EXIF orientation."""
+
+    id: int
+    path: str
+    width: int
+    height: int
+    mode: str
+    sha256: str
+    is_validation: bool
+
+
+def _item(row: tuple) -> Item:
+    item_id, path, width, height, mode, sha, is_validation = row
+    return Item(item_id, path, width, height, mode, sha, bool(is_validation))
+
+
+def usable_items(project: Project) -> list[Item]:
+    """Every usable item ordered by id; never rejected or duplicate rows."""
+    with opened(project) as db:
+        rows = db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE status = 'ok' ORDER BY id")
+        return [_item(row) for row in rows]
+
+
+def get_item(project: Project, item_id: int) -> Item:
+    """One usable item; StorageError if it does not exist or is not usable."""
+    with opened(project) as db:
+        row = db.execute(
+            f"SELECT {_ITEM_COLUMNS}, status, reason FROM items WHERE id = ?", (item_id,)
+        ).fetchone()
+    if row is None:
+        raise StorageError(f"no item with id {item_id}")
+    if row[7] != "ok":
+        raise StorageError(f"item {item_id} ({row[1]}) is not usable: {row[8] or row[7]}")
+    return _item(row[:7])
+
+
+def rejected_files(project: Project) -> list[tuple[str, str]]:
+    """(relative path, reason) of every file ingest could not use, by path."""
+    with opened(project) as db:
+        rows = db.execute("SELECT path, reason FROM items WHERE status = 'rejected' ORDER BY path")
+        return [(path, reason) for path, reason in rows]
+
+
+def duplicate_files(project: Project) -> list[tuple[str, str]]:
+    """(relative path, path of the usable item with the same content), by path."""
+    with opened(project) as db:
+        rows = db.execute(
+            "SELECT d.path, o.path FROM items d JOIN items o ON o.id = d.duplicate_of "
+            "WHERE d.status = 'duplicate' ORDER BY d.path"
+        )
+        return [(path, original) for path, original in rows]
+
+
+def item_counts(project: Project) -> dict[str, int]:
+    """Number of rows per status: {"ok": .., "duplicate": .., "rejected": ..}."""
+    with opened(project) as db:
+        counts = dict(db.execute("SELECT status, COUNT(*) FROM items GROUP BY status").fetchall())
+    return {status: counts.get(status, 0) for status in ("ok", "duplicate", "rejected")}
+
+
+def resolve_item_path(project: Project, item_id: int) -> Path:
+    """Absolute path of an item's file, symlinks resolved.
+
+    Raises StorageError if the item does not exist or its file would lie
+    outside the image root (for example a symlink swapped in after ingest).
+    """
+    with opened(project) as db:
+        row = db.execute("SELECT path FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise StorageError(f"no item with id {item_id}")
+        root = Path(_read_settings(db).image_root).resolve()
+    return inside_root(root, row[0])
+
+
+def inside_root(root: Path, relative: str) -> Path:
+    """`root / relative` resolved; StorageError if that leaves `root` (a resolved path)."""
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise StorageError(f"{relative} resolves outside the image root; it will not be read")
+    return path
+
+
+def reserve_validation(project: Project) -> list[int]:
+    """Reserve a seeded random sample of `settings.validation_size` usable items.
+
+    Idempotent: items already reserved stay reserved; only the shortfall is
+    drawn, from items never queued, labeled or skipped. Returns every
+    validation item id, ascending.
+    """
+    with writing(project) as db:
+        settings = _read_settings(db)
+        reserved = _validation_ids(db)
+        missing = settings.validation_size - len(reserved)
+        if missing > 0:
+            candidates = _validation_candidates(db)
+            if len(candidates) < missing:
+                raise StorageError(
+                    f"only {len(candidates)} images are free to reserve for validation, "
+                    f"{missing} more are needed; lower the validation size or add images"
+                )
+            chosen = random.Random(settings.seed).sample(candidates, missing)
+            db.conn.executemany(
+                "UPDATE items SET is_validation = 1 WHERE id = ?", [(i,) for i in chosen]
+            )
+        return _validation_ids(db)
+
+
+def _validation_ids(db: sqlite_utils.Database) -> list[int]:
+    return [i for (i,) in db.execute("SELECT id FROM items WHERE is_validation = 1 ORDER BY id")]
+
+
+def _validation_candidates(db: sqlite_utils.Database) -> list[int]:
+    rows = db.execute(
+        "SELECT id FROM items WHERE status = 'ok' AND is_validation = 0 "
+        "AND id NOT IN (SELECT item_id FROM queue) "
+        "AND id NOT IN (SELECT item_id FROM labels) ORDER BY id"
+    )
+    return [i for (i,) in rows]

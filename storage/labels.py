@@ -1,0 +1,243 @@
+"""Durable, append-only labels.
+
+Each action appends one `labels` row (kind 'label', 'skip' or 'clear') in its
+own committed transaction; the current state of an item is its latest row.
+Undo appends a row restoring the state before the latest not-yet-undone
+action, so repeated undos walk back through the history. Rows store a
+stable class id: renaming a class keeps its labels; a label whose class was
+removed counts as unlabeled.
+
+Sets of ids: `labeled_ids`, `skipped_ids` and `unlabeled_ids` partition the
+usable items outside the validation set; `validation_ids` lists that set.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import sqlite_utils
+
+from storage.project import Project, SettingsError, StorageError, opened, writing
+
+
+class _Skip(enum.Enum):
+    SKIP = "skip"
+
+    def __repr__(self) -> str:
+        return "SKIP"
+
+
+SKIP: Final = _Skip.SKIP
+"""Pass as the value of `set_label` to skip an item; returned by `current_label`."""
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """One row of an item's history. `class_name` is None for a skip or a clear
+    (`kind` says which); `created_at` is Unix seconds."""
+
+    item_id: int
+    class_name: str | None
+    skipped: bool
+    annotator: str
+    created_at: float
+    round_id: int | None
+    kind: str = "label"
+
+
+_EVENT_SQL = (
+    "SELECT l.item_id, c.name, l.kind, l.annotator, l.created_at, l.round_id "
+    "FROM labels l LEFT JOIN classes c ON c.id = l.class_id "
+)
+
+
+def _event(row: tuple) -> LabelEvent:
+    item_id, name, kind, annotator, created_at, round_id = row
+    return LabelEvent(item_id, name, kind == "skip", annotator, created_at, round_id, kind)
+
+
+def set_label(
+    project: Project,
+    item_id: int,
+    value: str | _Skip,
+    annotator: str = "user",
+    round_id: int | None = None,
+) -> LabelEvent:
+    """Label `item_id` with a class NAME, or skip it with SKIP; committed before return.
+
+    round_id defaults to the round that queued the item, if any. Raises
+    SettingsError for an unknown class name, StorageError for an unknown or
+    unusable item or an unknown round.
+    """
+    with writing(project) as db:
+        _check_item(db, item_id)
+        class_id = None if value is SKIP else _class_id(db, value)
+        kind = "skip" if value is SKIP else "label"
+        return _append(db, item_id, kind, class_id, annotator, _round_for(db, item_id, round_id))
+
+
+def clear_label(project: Project, item_id: int, annotator: str = "user") -> LabelEvent:
+    """Make `item_id` unlabeled again (appends a 'clear' row); committed before return."""
+    with writing(project) as db:
+        _check_item(db, item_id)
+        return _append(db, item_id, "clear", None, annotator, _round_for(db, item_id, None))
+
+
+def undo_label(project: Project, item_id: int, annotator: str = "user") -> LabelEvent | None:
+    """Undo the latest not-yet-undone action on `item_id` by appending the state
+    before it. Returns the appended event, or None when there is nothing to undo."""
+    with writing(project) as db:
+        _check_item(db, item_id)
+        stack = _action_stack(db, item_id)
+        if not stack:
+            return None
+        undone = stack.pop()
+        kind, class_id, round_id = stack[-1][1:] if stack else ("clear", None, undone[3])
+        return _append(db, item_id, kind, class_id, annotator, round_id, undoes=undone[0])
+
+
+def _action_stack(db: sqlite_utils.Database, item_id: int) -> list[tuple]:
+    stack: list[tuple] = []
+    rows = db.execute(
+        "SELECT id, kind, class_id, round_id, undoes FROM labels WHERE item_id = ? ORDER BY id",
+        (item_id,),
+    )
+    for label_id, kind, class_id, round_id, undoes in rows:
+        if undoes is None:
+            stack.append((label_id, kind, class_id, round_id))
+        elif stack:
+            stack.pop()
+    return stack
+
+
+def _append(db, item_id, kind, class_id, annotator, round_id, undoes=None) -> LabelEvent:
+    cursor = db.execute(
+        "INSERT INTO labels (item_id, class_id, kind, annotator, created_at, round_id, undoes) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (item_id, class_id, kind, str(annotator), time.time(), round_id, undoes),
+    )
+    return _event(db.execute(_EVENT_SQL + "WHERE l.id = ?", (cursor.lastrowid,)).fetchone())
+
+
+def _check_item(db: sqlite_utils.Database, item_id: int) -> None:
+    row = db.execute("SELECT status FROM items WHERE id = ?", (item_id,)).fetchone()
+    if row is None:
+        raise StorageError(f"no item with id {item_id}")
+    if row[0] != "ok":
+        raise StorageError(f"item {item_id} is {row[0]} and cannot be labeled")
+
+
+def _class_id(db: sqlite_utils.Database, name: str) -> int:
+    row = db.execute(
+        "SELECT id FROM classes WHERE name = ? AND position IS NOT NULL", (str(name),)
+    ).fetchone()
+    if row is None:
+        raise SettingsError(f"unknown class {name!r}; add it to the classes first")
+    return row[0]
+
+
+def _round_for(db: sqlite_utils.Database, item_id: int, round_id: int | None) -> int | None:
+    if round_id is not None:
+        if db.execute("SELECT 1 FROM rounds WHERE id = ?", (round_id,)).fetchone() is None:
+            raise StorageError(f"no round with id {round_id}")
+        return round_id
+    row = db.execute("SELECT round_id FROM queue WHERE item_id = ?", (item_id,)).fetchone()
+    return row[0] if row else None
+
+
+# ---------------------------------------------------------------- queries
+
+def current_label(project: Project, item_id: int) -> str | _Skip | None:
+    """The item's class name, SKIP, or None when unlabeled."""
+    with opened(project) as db:
+        row = db.execute(
+            "SELECT l.kind, c.name, c.position FROM current_labels l "
+            "LEFT JOIN classes c ON c.id = l.class_id WHERE l.item_id = ?",
+            (item_id,),
+        ).fetchone()
+    if row is None or row[0] == "clear":
+        return None
+    if row[0] == "skip":
+        return SKIP
+    return row[1] if row[2] is not None else None
+
+
+_ACTIVE = (
+    "SELECT l.item_id, c.position, c.name, i.is_validation FROM current_labels l "
+    "JOIN classes c ON c.id = l.class_id JOIN items i ON i.id = l.item_id "
+    "WHERE l.kind = 'label' AND c.position IS NOT NULL AND i.status = 'ok' "
+)
+
+
+def current_labels(project: Project) -> dict[int, str]:
+    """item id -> class name for every labeled item, validation included."""
+    with opened(project) as db:
+        return {item_id: name for item_id, _, name, _ in db.execute(_ACTIVE + "ORDER BY l.item_id")}
+
+
+def training_labels(project: Project) -> dict[int, int]:
+    """item id -> class index (position) of labeled items outside the validation set."""
+    with opened(project) as db:
+        rows = db.execute(_ACTIVE + "AND i.is_validation = 0 ORDER BY l.item_id")
+        return {item_id: position for item_id, position, _, _ in rows}
+
+
+def validation_labels(project: Project) -> dict[int, int]:
+    """item id -> class index (position) of labeled validation items."""
+    with opened(project) as db:
+        rows = db.execute(_ACTIVE + "AND i.is_validation = 1 ORDER BY l.item_id")
+        return {item_id: position for item_id, position, _, _ in rows}
+
+
+def label_counts(project: Project) -> dict[str, int]:
+    """class name -> number of training labels, every class present (0 if none), in class order."""
+    with opened(project) as db:
+        rows = db.execute(
+            "SELECT c.name, COUNT(a.item_id) FROM classes c LEFT JOIN "
+            f"({_ACTIVE} AND i.is_validation = 0) a ON a.position = c.position "
+            "WHERE c.position IS NOT NULL GROUP BY c.id ORDER BY c.position"
+        )
+        return dict(rows.fetchall())
+
+
+def label_history(project: Project, item_id: int) -> list[LabelEvent]:
+    """Every event of `item_id`, oldest first."""
+    with opened(project) as db:
+        rows = db.execute(_EVENT_SQL + "WHERE l.item_id = ? ORDER BY l.id", (item_id,))
+        return [_event(row) for row in rows]
+
+
+def _ids(project: Project, where: str) -> list[int]:
+    with opened(project) as db:
+        rows = db.execute(
+            "SELECT i.id FROM items i LEFT JOIN current_labels l ON l.item_id = i.id "
+            "LEFT JOIN classes c ON c.id = l.class_id "
+            f"WHERE i.status = 'ok' AND {where} ORDER BY i.id"
+        )
+        return [i for (i,) in rows]
+
+
+_IS_LABELED = "(l.kind = 'label' AND c.position IS NOT NULL)"
+_IS_SKIPPED = "(l.kind = 'skip')"
+
+
+def labeled_ids(project: Project) -> list[int]:
+    """Items outside the validation set whose current label is a class, ascending."""
+    return _ids(project, f"i.is_validation = 0 AND {_IS_LABELED}")
+
+
+def skipped_ids(project: Project) -> list[int]:
+    """Items outside the validation set that are currently skipped, ascending."""
+    return _ids(project, f"i.is_validation = 0 AND {_IS_SKIPPED}")
+
+
+def unlabeled_ids(project: Project) -> list[int]:
+    """Items outside the validation set with neither a label nor a skip, ascending."""
+    return _ids(project, f"i.is_validation = 0 AND NOT COALESCE({_IS_LABELED} OR {_IS_SKIPPED}, 0)")
+
+
+def validation_ids(project: Project) -> list[int]:
+    """Items reserved for validation, labeled or not, ascending."""
+    return _ids(project, "i.is_validation = 1")

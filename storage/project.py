@@ -1,0 +1,395 @@
+"""A labeling project: a directory holding `project.db`, its settings and classes.
+
+Every call opens its own connection (`connect`) and closes it: a sqlite3
+connection belongs to the thread that opened it, and Streamlit runs scripts
+on many threads. Writes run under `BEGIN IMMEDIATE` (`write_transaction`) so
+a writer waits on the busy timeout instead of failing with "database is
+locked" when it upgrades a read lock.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import sqlite3
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import sqlite_utils
+
+from storage import schema
+
+BUSY_TIMEOUT_S = 30.0
+MIN_CLASSES, MAX_CLASSES = 2, 100
+MAX_CLASS_NAME = 100
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class StorageError(Exception):
+    """Any user-actionable storage problem; the message says what is wrong."""
+
+
+class SettingsError(StorageError, ValueError):
+    """Invalid settings; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a project is configured with; stored in the database."""
+
+    image_root: str                  # absolute path of the image folder
+    classes: tuple[str, ...]         # 2..100 unique, non-empty names, in order
+    budget: int = 500                # labels collected by selection (validation excluded)
+    round_size: int = 50
+    initial_size: int = 50           # round 0: seeded random batch
+    validation_size: int = 0         # seeded random sample reserved for validation
+    strategy: str = "least_confidence"
+    proxy: str = "proxy_tiny"
+    target: str = "resnet18"
+    image_size: int = 0              # pixels; 0 = let the engine pick from the data
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | mps
+    proxy_epochs: int = 8
+    target_epochs: int = 15
+    auto_next_round: bool = True
+    warm_start: bool = False
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project directory; paths of its parts are properties."""
+
+    root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "project.db"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+
+# ---------------------------------------------------------------- validation
+
+def normalize_settings(settings: Settings) -> Settings:
+    """Strip class names, make `classes` a tuple and `image_root` absolute."""
+    classes = tuple(str(name).strip() for name in settings.classes)
+    root = str(Path(settings.image_root).expanduser().resolve()) if settings.image_root else ""
+    return dataclasses.replace(settings, classes=classes, image_root=root)
+
+
+def validate_settings(settings: Settings, pool_size: int | None = None) -> None:
+    """Raise SettingsError naming the first invalid field; return None if valid.
+
+    pool_size: number of usable images, once ingested; budget plus
+    validation size must fit in it.
+    """
+    settings = normalize_settings(settings)
+    _check_image_root(settings.image_root)
+    _check_classes(settings.classes)
+    _check_numbers(settings)
+    _check_names(settings)
+    if pool_size is not None and settings.budget + settings.validation_size > pool_size:
+        raise SettingsError(
+            f"budget ({settings.budget}) plus validation size ({settings.validation_size}) "
+            f"is larger than the {pool_size} usable images; lower the budget or the validation size"
+        )
+
+
+def _check_image_root(image_root: str) -> None:
+    if not image_root:
+        raise SettingsError("image root is empty; choose the folder that holds your images")
+    path = Path(image_root)
+    if not path.exists():
+        raise SettingsError(f"image root {image_root} does not exist; choose an existing folder")
+    if not path.is_dir():
+        raise SettingsError(f"image root {image_root} is not a folder; choose a folder")
+
+
+def _check_classes(classes: tuple[str, ...]) -> None:
+    if not MIN_CLASSES <= len(classes) <= MAX_CLASSES:
+        raise SettingsError(
+            f"{len(classes)} classes given; give between {MIN_CLASSES} and {MAX_CLASSES}"
+        )
+    seen: dict[str, str] = {}
+    for position, name in enumerate(classes, start=1):
+        if not name:
+            raise SettingsError(f"class {position} has an empty name; give it a name")
+        if len(name) > MAX_CLASS_NAME:
+            raise SettingsError(f"class name {name[:20]!r}... is longer than {MAX_CLASS_NAME} characters")
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise SettingsError(f"class name {name!r} contains control characters; remove them")
+        key = name.casefold()
+        if key in seen:
+            raise SettingsError(f"class names {seen[key]!r} and {name!r} are the same; make them unique")
+        seen[key] = name
+
+
+_POSITIVE = ("budget", "round_size", "initial_size", "proxy_epochs", "target_epochs")
+_NON_NEGATIVE = ("validation_size", "image_size", "seed")
+
+
+def _check_numbers(settings: Settings) -> None:
+    for name in _POSITIVE + _NON_NEGATIVE:
+        value = getattr(settings, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SettingsError(f"{name} must be a whole number, got {value!r}")
+        lowest = 1 if name in _POSITIVE else 0
+        if value < lowest:
+            raise SettingsError(f"{name} is {value}; it must be at least {lowest}")
+    if settings.initial_size > settings.budget:
+        raise SettingsError(
+            f"initial batch ({settings.initial_size}) is larger than the budget ({settings.budget}); "
+            "lower the initial batch or raise the budget"
+        )
+    if settings.image_size and not 8 <= settings.image_size <= 1024:
+        raise SettingsError(f"image size {settings.image_size} must be 0 (automatic) or 8 to 1024 pixels")
+    for name in ("auto_next_round", "warm_start"):
+        if not isinstance(getattr(settings, name), bool):
+            raise SettingsError(f"{name} must be true or false")
+
+
+def _check_names(settings: Settings) -> None:
+    for name in ("strategy", "proxy", "target"):
+        value = getattr(settings, name)
+        if not isinstance(value, str) or not value.strip():
+            raise SettingsError(f"{name} must be a non-empty name")
+    if settings.device not in DEVICES:
+        raise SettingsError(f"device {settings.device!r} must be one of {', '.join(DEVICES)}")
+
+
+# ---------------------------------------------------------------- connections
+
+def connect(project: Project) -> sqlite_utils.Database:
+    """Open a new connection: WAL, 30 s busy timeout, foreign keys on, autocommit.
+
+    The caller closes it (`db.close()`); never share it across threads.
+    """
+    conn = sqlite3.connect(project.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: a committed label survives power loss too, not only a killed process.
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return sqlite_utils.Database(conn)
+
+
+@contextlib.contextmanager
+def opened(project: Project) -> Iterator[sqlite_utils.Database]:
+    """`with opened(project) as db:` a connection closed on exit."""
+    db = connect(project)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """`BEGIN IMMEDIATE` ... `COMMIT` (or `ROLLBACK` on any exception)."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def writing(project: Project) -> Iterator[sqlite_utils.Database]:
+    """A fresh connection inside one write transaction, closed on exit."""
+    with opened(project) as db, write_transaction(db):
+        yield db
+
+
+# ---------------------------------------------------------------- lifecycle
+
+def create_project(root: str | Path, settings: Settings) -> Project:
+    """Create the project directory, its database and settings.
+
+    Validates first; raises StorageError if `root` already holds a project.
+    On any error nothing is left behind.
+    """
+    settings = normalize_settings(settings)
+    validate_settings(settings)
+    project = Project(Path(root).expanduser().resolve())
+    if project.db_path.exists():
+        raise StorageError(f"{project.root} already holds a project; open it instead")
+    if project.root.exists() and not project.root.is_dir():
+        raise StorageError(f"{project.root} is a file; choose a folder for the project")
+    created = _make_dirs(project)
+    try:
+        with opened(project) as db:
+            schema.migrate(db)
+            with write_transaction(db):
+                _write_settings(db, settings)
+                _sync_classes(db, settings.classes)
+    except BaseException:
+        _remove_created(project, created)
+        raise
+    return project
+
+
+def _make_dirs(project: Project) -> list[Path]:
+    created = []
+    for path in (project.root, project.cache_dir, project.models_dir, project.exports_dir):
+        if not path.exists():
+            path.mkdir(parents=True)
+            created.append(path)
+    return created
+
+
+def _remove_created(project: Project, created: list[Path]) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{project.db_path}{suffix}").unlink(missing_ok=True)
+    for path in reversed(created):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def open_project(root: str | Path) -> Project:
+    """Open an existing project, applying any pending migrations.
+
+    Raises StorageError if there is no `project.db`, or it comes from a newer version.
+    """
+    project = Project(Path(root).expanduser().resolve())
+    if not project.db_path.is_file():
+        raise StorageError(f"no project at {project.root} (project.db is missing); create one first")
+    with opened(project) as db:
+        try:
+            version = schema.schema_version(db)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{project.db_path} is not a project database: {exc}") from exc
+        if version > schema.LATEST_VERSION:
+            raise StorageError(
+                f"{project.db_path} has schema version {version}, newer than this app "
+                f"({schema.LATEST_VERSION}); update the app"
+            )
+        schema.migrate(db)
+    return project
+
+
+# ---------------------------------------------------------------- settings
+
+def load_settings(project: Project) -> Settings:
+    """Read the project's settings, classes in their current order."""
+    with opened(project) as db:
+        return _read_settings(db)
+
+
+def _read_settings(db: sqlite_utils.Database) -> Settings:
+    stored = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM settings")}
+    known = {f.name for f in fields(Settings)} - {"classes"}
+    values = {key: value for key, value in stored.items() if key in known}
+    return Settings(classes=tuple(_active_class_names(db)), **values)
+
+
+def _write_settings(db: sqlite_utils.Database, settings: Settings) -> None:
+    for f in fields(Settings):
+        if f.name != "classes":
+            db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (f.name, json.dumps(getattr(settings, f.name))),
+            )
+
+
+def save_settings(project: Project, settings: Settings) -> None:
+    """Validate and store new settings in one transaction; on error change nothing.
+
+    Classes keep their ids by name, then by position: a new name at the
+    position of a vanished name is a rename and keeps its labels. A class
+    can be removed only while no item is currently labeled with it. Once
+    images are ingested the image root is fixed and budget plus validation
+    size must fit the usable images.
+    """
+    settings = normalize_settings(settings)
+    validate_settings(settings)
+    with writing(project) as db:
+        _check_against_data(db, settings)
+        _write_settings(db, settings)
+        _sync_classes(db, settings.classes)
+
+
+def _check_against_data(db: sqlite_utils.Database, settings: Settings) -> None:
+    n_items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    if not n_items:
+        return
+    old = _read_settings(db)
+    if Path(old.image_root) != Path(settings.image_root):
+        raise SettingsError("the image root cannot change after images are ingested; create a new project")
+    usable = db.execute("SELECT COUNT(*) FROM items WHERE status = 'ok'").fetchone()[0]
+    validate_settings(settings, pool_size=usable)
+    queued = db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+    if settings.budget < queued:
+        raise SettingsError(f"budget {settings.budget} is below the {queued} images already queued; raise it")
+    reserved = db.execute("SELECT COUNT(*) FROM items WHERE is_validation = 1").fetchone()[0]
+    if settings.validation_size < reserved:
+        raise SettingsError(
+            f"{reserved} images are already reserved for validation; the validation size can grow but not shrink"
+        )
+
+
+def _active_class_names(db: sqlite_utils.Database) -> list[str]:
+    rows = db.execute("SELECT name FROM classes WHERE position IS NOT NULL ORDER BY position")
+    return [name for (name,) in rows]
+
+
+def _sync_classes(db: sqlite_utils.Database, names: tuple[str, ...]) -> None:
+    rows = db.execute("SELECT id, position, name FROM classes").fetchall()
+    by_name = {name: cid for cid, _, name in rows}
+    by_position = {pos: (cid, name) for cid, pos, name in rows if pos is not None}
+    ids = _match_class_ids(names, by_name, by_position)
+    _refuse_retiring_labeled(db, {cid for cid, _ in by_position.values()} - set(ids.values()))
+    db.execute("UPDATE classes SET position = NULL")
+    for position, name in enumerate(names):
+        cid = ids.get(name)
+        if cid is None:
+            db.execute("INSERT INTO classes (position, name) VALUES (?, ?)", (position, name))
+        else:
+            db.execute("UPDATE classes SET position = ?, name = ? WHERE id = ?", (position, name, cid))
+
+
+def _match_class_ids(names, by_name, by_position) -> dict[str, int]:
+    ids = {name: by_name[name] for name in names if name in by_name}
+    taken = set(ids.values())
+    for position, name in enumerate(names):
+        if name in ids or position not in by_position:
+            continue
+        cid, old_name = by_position[position]
+        if old_name not in names and cid not in taken:
+            ids[name] = cid
+            taken.add(cid)
+    return ids
+
+
+def _refuse_retiring_labeled(db: sqlite_utils.Database, retired: set[int]) -> None:
+    for cid in retired:
+        row = db.execute(
+            "SELECT c.name, COUNT(*) FROM current_labels l JOIN classes c ON c.id = l.class_id "
+            "WHERE l.class_id = ? AND l.kind = 'label'",
+            (cid,),
+        ).fetchone()
+        if row[1]:
+            raise SettingsError(
+                f"class {row[0]!r} still labels {row[1]} images; relabel them before removing the class"
+            )
+
+
+def class_names(project: Project) -> list[str]:
+    """Current class names in order (position 0 first)."""
+    with opened(project) as db:
+        return _active_class_names(db)

@@ -1,0 +1,175 @@
+"""Selection rounds and their ranked queues of items to label.
+
+An item is queued at most once over the whole project, so `budget_left` is
+simply the budget minus the queue length. Validation items never enter a
+queue.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from storage.project import Project, StorageError, _read_settings, opened, writing
+
+
+@dataclass(frozen=True)
+class Round:
+    """One selection round. index 0 is the random initial batch; seconds are
+    wall-clock; n_labeled counts training labels when the round was made."""
+
+    id: int
+    index: int
+    strategy: str
+    selector: str
+    created_at: float
+    train_s: float | None
+    score_s: float | None
+    select_s: float | None
+    proxy_val_acc: float | None
+    n_labeled: int
+
+
+_ROUND_SQL = (
+    "SELECT id, idx, strategy, selector, created_at, train_s, score_s, select_s, "
+    "proxy_val_acc, n_labeled FROM rounds "
+)
+
+
+def create_round(
+    project: Project,
+    *,
+    strategy: str,
+    selector: str,
+    item_ids: Sequence[int],
+    scores: Sequence[float],
+    n_labeled: int,
+    train_s: float | None = None,
+    score_s: float | None = None,
+    select_s: float | None = None,
+    proxy_val_acc: float | None = None,
+) -> Round:
+    """Create the next round with its queue, in one transaction.
+
+    item_ids are in rank order (most informative first), scores[i] belongs
+    to item_ids[i]. Raises StorageError, writing nothing, if lengths differ,
+    an id repeats, an item is unusable, reserved for validation or already
+    queued, or the batch exceeds the budget left.
+    """
+    item_ids = [int(i) for i in item_ids]
+    scores = [_score(s) for s in scores]
+    if len(item_ids) != len(scores):
+        raise StorageError(f"{len(item_ids)} items but {len(scores)} scores; give one score per item")
+    if len(set(item_ids)) != len(item_ids):
+        raise StorageError("a round cannot list the same item twice")
+    with writing(project) as db:
+        _check_queueable(db, item_ids)
+        left = _budget_left(db)
+        if len(item_ids) > left:
+            raise StorageError(f"the round has {len(item_ids)} items but only {left} are left in the budget")
+        index = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds").fetchone()[0]
+        cursor = db.execute(
+            "INSERT INTO rounds (idx, strategy, selector, created_at, train_s, score_s, select_s, "
+            "proxy_val_acc, n_labeled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (index, strategy, selector, time.time(), train_s, score_s, select_s, proxy_val_acc, int(n_labeled)),
+        )
+        round_id = cursor.lastrowid
+        db.conn.executemany(
+            "INSERT INTO queue (round_id, rank, item_id, score) VALUES (?, ?, ?, ?)",
+            [(round_id, rank, item_id, score) for rank, (item_id, score) in enumerate(zip(item_ids, scores))],
+        )
+        return _round(db.execute(_ROUND_SQL + "WHERE id = ?", (round_id,)).fetchone())
+
+
+def _score(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _check_queueable(db: sqlite_utils.Database, item_ids: list[int]) -> None:
+    for item_id in item_ids:
+        row = db.execute(
+            "SELECT i.status, i.is_validation, q.round_id FROM items i "
+            "LEFT JOIN queue q ON q.item_id = i.id WHERE i.id = ?",
+            (item_id,),
+        ).fetchone()
+        if row is None:
+            raise StorageError(f"no item with id {item_id}")
+        status, is_validation, queued_in = row
+        if status != "ok":
+            raise StorageError(f"item {item_id} is {status} and cannot be queued")
+        if is_validation:
+            raise StorageError(f"item {item_id} is reserved for validation and cannot be queued")
+        if queued_in is not None:
+            raise StorageError(f"item {item_id} is already queued in round {queued_in}")
+
+
+def _round(row: tuple) -> Round:
+    return Round(*row)
+
+
+def current_round(project: Project) -> Round | None:
+    """The latest round, or None before the first."""
+    with opened(project) as db:
+        row = db.execute(_ROUND_SQL + "ORDER BY idx DESC LIMIT 1").fetchone()
+    return _round(row) if row else None
+
+
+def list_rounds(project: Project) -> list[Round]:
+    """Every round, oldest first."""
+    with opened(project) as db:
+        return [_round(row) for row in db.execute(_ROUND_SQL + "ORDER BY idx")]
+
+
+def get_round(project: Project, round_id: int) -> Round:
+    """One round by id; StorageError if unknown."""
+    with opened(project) as db:
+        row = db.execute(_ROUND_SQL + "WHERE id = ?", (round_id,)).fetchone()
+    if row is None:
+        raise StorageError(f"no round with id {round_id}")
+    return _round(row)
+
+
+_QUEUE_SQL = (
+    "SELECT q.item_id, q.score FROM queue q "
+    "LEFT JOIN current_labels l ON l.item_id = q.item_id "
+    "LEFT JOIN classes c ON c.id = l.class_id WHERE q.round_id = ? "
+)
+_OPEN = "AND NOT COALESCE((l.kind = 'label' AND c.position IS NOT NULL) OR l.kind = 'skip', 0) "
+
+
+def round_queue(project: Project, round_id: int) -> list[tuple[int, float]]:
+    """(item id, score) of the round's items neither labeled nor skipped, in rank order."""
+    with opened(project) as db:
+        return db.execute(_QUEUE_SQL + _OPEN + "ORDER BY q.rank", (round_id,)).fetchall()
+
+
+def round_items(project: Project, round_id: int) -> list[tuple[int, float]]:
+    """(item id, score) of every item of the round, in rank order."""
+    with opened(project) as db:
+        return db.execute(_QUEUE_SQL + "ORDER BY q.rank", (round_id,)).fetchall()
+
+
+def round_complete(project: Project, round_id: int) -> bool:
+    """True when every item of the round is labeled or skipped."""
+    return not round_queue(project, round_id)
+
+
+def queued_ids(project: Project) -> list[int]:
+    """Every item id queued in any round, ascending."""
+    with opened(project) as db:
+        return [i for (i,) in db.execute("SELECT item_id FROM queue ORDER BY item_id")]
+
+
+def budget_left(project: Project) -> int:
+    """settings.budget minus the items queued in all rounds so far (never below 0)."""
+    with opened(project) as db:
+        return _budget_left(db)
+
+
+def _budget_left(db: sqlite_utils.Database) -> int:
+    queued = db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+    return max(0, _read_settings(db).budget - queued)

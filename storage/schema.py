@@ -1,0 +1,144 @@
+"""Numbered schema migrations for `project.db`.
+
+Each migration is a tuple of SQL statements applied in its own
+`BEGIN IMMEDIATE` transaction together with its `schema_version` row, so a
+crash leaves the database at a whole version. Never edit a released
+migration: append a new one. `docs/storage.md` describes the tables.
+"""
+from __future__ import annotations
+
+import time
+
+import sqlite_utils
+
+_V1 = (
+    """CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE classes (
+        id INTEGER PRIMARY KEY,
+        position INTEGER UNIQUE,
+        name TEXT NOT NULL
+    )""",
+    """CREATE TABLE items (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size_bytes INTEGER,
+        mtime REAL,
+        sha256 TEXT,
+        width INTEGER,
+        height INTEGER,
+        mode TEXT,
+        n_frames INTEGER,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'duplicate', 'rejected')),
+        reason TEXT,
+        duplicate_of INTEGER REFERENCES items(id),
+        is_validation INTEGER NOT NULL DEFAULT 0 CHECK (is_validation IN (0, 1)),
+        added_at REAL NOT NULL,
+        CHECK ((status = 'rejected') = (reason IS NOT NULL)),
+        CHECK ((status = 'duplicate') = (duplicate_of IS NOT NULL)),
+        CHECK (is_validation = 0 OR status = 'ok')
+    )""",
+    "CREATE INDEX items_sha256 ON items(sha256)",
+    "CREATE UNIQUE INDEX items_usable_sha256 ON items(sha256) WHERE status = 'ok'",
+    """CREATE TABLE rounds (
+        id INTEGER PRIMARY KEY,
+        idx INTEGER NOT NULL UNIQUE,
+        strategy TEXT NOT NULL,
+        selector TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        train_s REAL,
+        score_s REAL,
+        select_s REAL,
+        proxy_val_acc REAL,
+        n_labeled INTEGER NOT NULL
+    )""",
+    """CREATE TABLE queue (
+        round_id INTEGER NOT NULL REFERENCES rounds(id),
+        rank INTEGER NOT NULL,
+        item_id INTEGER NOT NULL UNIQUE REFERENCES items(id),
+        score REAL,
+        PRIMARY KEY (round_id, rank)
+    )""",
+    """CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        class_id INTEGER REFERENCES classes(id),
+        kind TEXT NOT NULL CHECK (kind IN ('label', 'skip', 'clear')),
+        annotator TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        round_id INTEGER REFERENCES rounds(id),
+        undoes INTEGER REFERENCES labels(id),
+        CHECK ((kind = 'label') = (class_id IS NOT NULL))
+    )""",
+    "CREATE INDEX labels_item ON labels(item_id, id)",
+    """CREATE VIEW current_labels AS
+        SELECT l.* FROM labels l
+        JOIN (SELECT item_id, MAX(id) AS id FROM labels GROUP BY item_id) latest
+          ON l.id = latest.id""",
+    """CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        progress REAL NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        result TEXT,
+        error TEXT,
+        worker TEXT,
+        heartbeat_at REAL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX jobs_state ON jobs(state, id)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""MIGRATIONS[i] brings the schema from version i to version i + 1."""
+
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The version the database is at: 0 for a fresh file."""
+    if "schema_version" not in db.table_names():
+        return 0
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return row[0] or 0
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply every pending migration, one transaction each; returns the new version.
+
+    Safe to call from several processes at once: the version is re-read
+    after `BEGIN IMMEDIATE` takes the write lock.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    while schema_version(db) < LATEST_VERSION:
+        _apply_next(db)
+    return schema_version(db)
+
+
+def _apply_next(db: sqlite_utils.Database) -> None:
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = schema_version(db)
+        if version < LATEST_VERSION:
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (version + 1, time.time()),
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
