@@ -268,18 +268,23 @@ def open_project(root: str | Path) -> Project:
     project = Project(Path(root).expanduser().resolve())
     if not project.db_path.is_file():
         raise StorageError(f"no project at {project.root} (project.db is missing); create one first")
-    with opened(project) as db:
-        try:
-            version = schema.schema_version(db)
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{project.db_path} is not a project database: {exc}") from exc
-        if version > schema.LATEST_VERSION:
-            raise StorageError(
-                f"{project.db_path} has schema version {version}, newer than this app "
-                f"({schema.LATEST_VERSION}); update the app"
-            )
-        schema.migrate(db)
+    try:
+        with opened(project) as db:
+            _check_version(project, schema.schema_version(db))
+            schema.migrate(db)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):  # e.g. a lock timeout: not the file's fault
+            raise
+        raise StorageError(f"{project.db_path} is not a project database: {exc}") from exc
     return project
+
+
+def _check_version(project: Project, version: int) -> None:
+    if version > schema.LATEST_VERSION:
+        raise StorageError(
+            f"{project.db_path} has schema version {version}, newer than this app "
+            f"({schema.LATEST_VERSION}); update the app"
+        )
 
 
 # ---------------------------------------------------------------- settings

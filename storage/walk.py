@@ -54,11 +54,15 @@ class _Walker:
         stack = [(self.root, "")]
         while stack or self.linked:
             # Linked folders come last, so a real folder keeps its own paths.
-            directory, prefix = stack.pop() if stack else self.linked.pop(0)
+            directory, prefix = stack.pop() if stack else self._next_linked()
             if not self._first_visit(directory):
                 continue
             for entry in self._entries(directory):
                 self._visit(entry, prefix, stack)
+
+    def _next_linked(self) -> tuple[str, str]:
+        self.linked.sort(key=lambda pair: pair[1])
+        return self.linked.pop(0)
 
     def _first_visit(self, directory: str) -> bool:
         try:
