@@ -13,6 +13,7 @@ import io
 import multiprocessing
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ def ingest(
     total counts the new files only. workers: decoding processes (default
     min(2, CPUs)). Files larger than max_file_bytes are "too large"; images
     over max_pixels (width x height) are "too large (decompression bomb)".
+    From a multithreaded caller the pool is spawned, which re-imports the
+    `__main__` module: scripts must guard their entry point as usual.
     """
     with opened(project) as db:
         root = Path(_read_settings(db).image_root).resolve()
@@ -132,8 +135,10 @@ def _examine_all(root, paths, workers, max_pixels, max_file_bytes) -> Iterator[E
     if workers <= 1 or len(args) < POOL_THRESHOLD:
         yield from (_examine_args(a) for a in args)
         return
-    # spawn, not fork: the caller may be a multithreaded Streamlit server.
-    context = multiprocessing.get_context("spawn")
+    # fork only from a single-threaded caller (forking a threaded process such
+    # as a Streamlit server can deadlock the child); spawn re-imports __main__.
+    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
+    context = multiprocessing.get_context(method)
     with context.Pool(workers, initializer=_init_worker, initargs=(max_pixels,)) as pool:
         yield from pool.imap(_examine_args, args, chunksize=64)
 

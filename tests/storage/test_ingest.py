@@ -6,6 +6,7 @@ import importlib
 import io
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -236,23 +237,36 @@ def test_project_folder_inside_image_root_is_not_ingested(tmp_path, image_root):
     assert not any(item.path.startswith("project/") for item in storage.usable_items(project))
 
 
-def test_process_pool_gives_the_same_rows_as_in_process(tmp_path, monkeypatch):
+def _item_rows(project) -> list[tuple]:
+    db = storage.connect(project)
+    try:
+        return db.execute(
+            "SELECT id, path, sha256, width, height, mode, status, reason, duplicate_of FROM items ORDER BY id"
+        ).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("threaded_caller", [False, True], ids=["fork", "spawn"])
+def test_process_pool_gives_the_same_rows_as_in_process(tmp_path, monkeypatch, threaded_caller):
     root = tmp_path / "images"
     write_images(root, 40)
     (root / "bad.jpg").write_bytes(b"nope")
     (root / "copy.png").write_bytes(png_bytes(3))
     monkeypatch.setattr(ingest_module, "POOL_THRESHOLD", 8)
     monkeypatch.setattr(ingest_module, "CHUNK", 16)
+    stop = threading.Event()
+    if threaded_caller:  # a second live thread makes ingest spawn, as under Streamlit
+        threading.Thread(target=stop.wait, daemon=True).start()
     rows = []
-    for name, workers in (("pool", 2), ("inline", 1)):
-        project = storage.create_project(tmp_path / name, settings_for(root))
-        report = storage.ingest(project, workers=workers)
-        db = storage.connect(project)
-        rows.append(db.execute(
-            "SELECT id, path, sha256, width, height, mode, status, reason, duplicate_of FROM items ORDER BY id"
-        ).fetchall())
-        db.close()
-        assert (report.added, report.duplicates, report.rejected) == (40, 1, 1)
+    try:
+        for name, workers in (("pool", 2), ("inline", 1)):
+            project = storage.create_project(tmp_path / name, settings_for(root))
+            report = storage.ingest(project, workers=workers)
+            assert (report.added, report.duplicates, report.rejected) == (40, 1, 1)
+            rows.append(_item_rows(project))
+    finally:
+        stop.set()
     assert rows[0] == rows[1]
 
 
