@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from storage.items import inside_root
-from storage.project import Project, _read_settings, opened
+from storage.project import Project, read_settings, opened
 
 COLUMNS = ("path", "class", "annotator", "labeled_at", "round")
 _FORBIDDEN = set('/\\:*?"<>|')
@@ -51,7 +51,7 @@ def sanitize_class_name(name: str) -> str:
 
 def _label_rows(project: Project) -> tuple[Path, list[dict]]:
     with opened(project) as db:
-        root = Path(_read_settings(db).image_root).resolve()
+        root = Path(read_settings(db).image_root).resolve()
         rows = db.execute(
             "SELECT i.id, i.path, c.name, l.annotator, l.created_at, r.idx FROM current_labels l "
             "JOIN items i ON i.id = l.item_id JOIN classes c ON c.id = l.class_id "

@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlite_utils
 from PIL import Image, UnidentifiedImageError
 
-from storage.project import Project, _read_settings, opened, write_transaction
+from storage.project import Project, read_settings, opened, write_transaction
 from storage.walk import find_images
 
 DEFAULT_MAX_PIXELS = 100_000_000      # pixels (width x height) of the first frame
@@ -90,7 +90,7 @@ def ingest(
     `__main__` module: scripts must guard their entry point as usual.
     """
     with opened(project) as db:
-        root = Path(_read_settings(db).image_root).resolve()
+        root = Path(read_settings(db).image_root).resolve()
         known = {path for (path,) in db.execute("SELECT path FROM items")}
     found = find_images(root, exclude=project.root)
     new = [path for path in found.paths if path not in known]

@@ -10,7 +10,7 @@ import sqlite_utils
 from storage.project import (
     Project,
     StorageError,
-    _read_settings,
+    read_settings,
     opened,
     writing,
 )
@@ -91,7 +91,7 @@ def resolve_item_path(project: Project, item_id: int) -> Path:
         row = db.execute("SELECT path FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
             raise StorageError(f"no item with id {item_id}")
-        root = Path(_read_settings(db).image_root).resolve()
+        root = Path(read_settings(db).image_root).resolve()
     return inside_root(root, row[0])
 
 
@@ -111,7 +111,7 @@ def reserve_validation(project: Project) -> list[int]:
     validation item id, ascending.
     """
     with writing(project) as db:
-        settings = _read_settings(db)
+        settings = read_settings(db)
         reserved = _validation_ids(db)
         missing = settings.validation_size - len(reserved)
         if missing > 0:

@@ -21,19 +21,13 @@ from pathlib import Path
 import sqlite_utils
 
 from storage import schema
+from storage.classes import active_class_names, sync_classes
+from storage.errors import SettingsError, StorageError
 
 BUSY_TIMEOUT_S = 30.0
 MIN_CLASSES, MAX_CLASSES = 2, 100
 MAX_CLASS_NAME = 100
 DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-class StorageError(Exception):
-    """Any user-actionable storage problem; the message says what is wrong."""
-
-
-class SettingsError(StorageError, ValueError):
-    """Invalid settings; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +231,7 @@ def create_project(root: str | Path, settings: Settings) -> Project:
             schema.migrate(db)
             with write_transaction(db):
                 _write_settings(db, settings)
-                _sync_classes(db, settings.classes)
+                sync_classes(db, settings.classes)
     except BaseException:
         _remove_created(project, created)
         raise
@@ -292,14 +286,15 @@ def _check_version(project: Project, version: int) -> None:
 def load_settings(project: Project) -> Settings:
     """Read the project's settings, classes in their current order."""
     with opened(project) as db:
-        return _read_settings(db)
+        return read_settings(db)
 
 
-def _read_settings(db: sqlite_utils.Database) -> Settings:
+def read_settings(db: sqlite_utils.Database) -> Settings:
+    """Settings read through an open connection (inside the caller's transaction)."""
     stored = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM settings")}
     known = {f.name for f in fields(Settings)} - {"classes"}
     values = {key: value for key, value in stored.items() if key in known}
-    return Settings(classes=tuple(_active_class_names(db)), **values)
+    return Settings(classes=tuple(active_class_names(db)), **values)
 
 
 def _write_settings(db: sqlite_utils.Database, settings: Settings) -> None:
@@ -326,14 +321,14 @@ def save_settings(project: Project, settings: Settings) -> None:
     with writing(project) as db:
         _check_against_data(db, settings)
         _write_settings(db, settings)
-        _sync_classes(db, settings.classes)
+        sync_classes(db, settings.classes)
 
 
 def _check_against_data(db: sqlite_utils.Database, settings: Settings) -> None:
     n_items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
     if not n_items:
         return
-    old = _read_settings(db)
+    old = read_settings(db)
     if Path(old.image_root) != Path(settings.image_root):
         raise SettingsError("the image root cannot change after images are ingested; create a new project")
     usable = db.execute("SELECT COUNT(*) FROM items WHERE status = 'ok'").fetchone()[0]
@@ -348,53 +343,7 @@ def _check_against_data(db: sqlite_utils.Database, settings: Settings) -> None:
         )
 
 
-def _active_class_names(db: sqlite_utils.Database) -> list[str]:
-    rows = db.execute("SELECT name FROM classes WHERE position IS NOT NULL ORDER BY position")
-    return [name for (name,) in rows]
-
-
-def _sync_classes(db: sqlite_utils.Database, names: tuple[str, ...]) -> None:
-    rows = db.execute("SELECT id, position, name FROM classes").fetchall()
-    by_name = {name: cid for cid, _, name in rows}
-    by_position = {pos: (cid, name) for cid, pos, name in rows if pos is not None}
-    ids = _match_class_ids(names, by_name, by_position)
-    _refuse_retiring_labeled(db, {cid for cid, _ in by_position.values()} - set(ids.values()))
-    db.execute("UPDATE classes SET position = NULL")
-    for position, name in enumerate(names):
-        cid = ids.get(name)
-        if cid is None:
-            db.execute("INSERT INTO classes (position, name) VALUES (?, ?)", (position, name))
-        else:
-            db.execute("UPDATE classes SET position = ?, name = ? WHERE id = ?", (position, name, cid))
-
-
-def _match_class_ids(names, by_name, by_position) -> dict[str, int]:
-    ids = {name: by_name[name] for name in names if name in by_name}
-    taken = set(ids.values())
-    for position, name in enumerate(names):
-        if name in ids or position not in by_position:
-            continue
-        cid, old_name = by_position[position]
-        if old_name not in names and cid not in taken:
-            ids[name] = cid
-            taken.add(cid)
-    return ids
-
-
-def _refuse_retiring_labeled(db: sqlite_utils.Database, retired: set[int]) -> None:
-    for cid in retired:
-        row = db.execute(
-            "SELECT c.name, COUNT(*) FROM current_labels l JOIN classes c ON c.id = l.class_id "
-            "WHERE l.class_id = ? AND l.kind = 'label'",
-            (cid,),
-        ).fetchone()
-        if row[1]:
-            raise SettingsError(
-                f"class {row[0]!r} still labels {row[1]} images; relabel them before removing the class"
-            )
-
-
 def class_names(project: Project) -> list[str]:
     """Current class names in order (position 0 first)."""
     with opened(project) as db:
-        return _active_class_names(db)
+        return active_class_names(db)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from storage.project import Project, StorageError, _read_settings, opened, writing
+from storage.project import Project, StorageError, read_settings, opened, writing
 
 
 @dataclass(frozen=True)
@@ -172,4 +172,4 @@ def budget_left(project: Project) -> int:
 
 def _budget_left(db: sqlite_utils.Database) -> int:
     queued = db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
-    return max(0, _read_settings(db).budget - queued)
+    return max(0, read_settings(db).budget - queued)
