@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlite_utils
 from PIL import Image, UnidentifiedImageError
 
-from storage.project import Project, read_settings, opened, write_transaction
+from storage.project import Project, StorageError, read_settings, opened, write_transaction
 from storage.walk import find_images
 
 DEFAULT_MAX_PIXELS = 100_000_000      # pixels (width x height) of the first frame
@@ -92,6 +92,8 @@ def ingest(
     with opened(project) as db:
         root = Path(read_settings(db).image_root).resolve()
         known = {path for (path,) in db.execute("SELECT path FROM items")}
+    if not root.is_dir():
+        raise StorageError(f"image root {root} is missing or not a folder; restore it or create a new project")
     found = find_images(root, exclude=project.root)
     new = [path for path in found.paths if path not in known]
     counts = {"ok": 0, "duplicate": 0, "rejected": 0}

@@ -292,3 +292,9 @@ def test_resolve_refuses_a_file_swapped_for_a_link_outside(tmp_path, project, im
     (image_root / "img_0003.png").symlink_to(outside)
     with pytest.raises(storage.StorageError, match="outside the image root"):
         storage.resolve_item_path(project, 4)
+
+
+def test_missing_image_root_is_an_error(tmp_path, image_root, empty_project):
+    image_root.rename(tmp_path / "moved")
+    with pytest.raises(storage.StorageError, match="is missing or not a folder"):
+        storage.ingest(empty_project)
