@@ -1,0 +1,105 @@
+"""One no-grad pass of a model over the pool: softmax probabilities and embeddings.
+
+`PoolScores` is what every selection strategy reads (see `engine.select`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.device import Normalization, batch_to_tensor, check_images, model_device, normalization_tensors, to_float
+
+
+@dataclass
+class PoolScores:
+    """Scores of every pool position from one pass of the proxy."""
+
+    probs: np.ndarray       # float32 [N, C], softmax, rows sum to 1
+    embeddings: np.ndarray  # float32 [N, D], penultimate features after global pooling
+
+
+def score_pool(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    normalization: Normalization,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> PoolScores:
+    """Softmax probabilities and embeddings of uint8 `images` [N, 3, H, W].
+
+    `images` may be a numpy memmap: each batch is copied and converted on its
+    own, so no float copy of the whole pool is ever made. The model is put in
+    eval mode (and moved to `device` when one is given; default: where the
+    model already is); its train/eval mode is restored afterwards.
+    """
+    check_images(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else model_device(model)
+    model.to(device)
+    n = images.shape[0]
+    probs, embeds = None, None
+    with eval_mode(model), torch.inference_mode():
+        mean, std = normalization_tensors(normalization, device)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            x = to_float(batch_to_tensor(images, start, stop, device), mean, std, device.type == "cuda")
+            logits, emb = logits_and_embedding(model, x)
+            if probs is None:
+                probs = np.empty((n, logits.shape[1]), np.float32)
+                embeds = np.empty((n, emb.shape[1]), np.float32)
+            probs[start:stop] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            embeds[start:stop] = emb.float().cpu().numpy()
+    if probs is None:
+        c, d = _output_dims(model)
+        probs, embeds = np.empty((0, c), np.float32), np.empty((0, d), np.float32)
+    return PoolScores(probs=probs, embeddings=embeds)
+
+
+def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, normalization: Normalization,
+                   batch_size: int = 512, device: torch.device | str | None = None) -> np.ndarray:
+    """float32 logits [N, C] of uint8 `images` [N, 3, H, W], batched, no grad."""
+    check_images(images)
+    device = torch.device(device) if device is not None else model_device(model)
+    model.to(device)
+    out = []
+    with eval_mode(model), torch.inference_mode():
+        mean, std = normalization_tensors(normalization, device)
+        for start in range(0, images.shape[0], batch_size):
+            stop = min(start + batch_size, images.shape[0])
+            x = to_float(batch_to_tensor(images, start, stop, device), mean, std, device.type == "cuda")
+            out.append(model(x).float().cpu())
+    if not out:
+        return np.empty((0, _output_dims(model)[0]), np.float32)
+    return torch.cat(out).numpy()
+
+
+def logits_and_embedding(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B, C], embedding [B, D]) in one pass when the model has `classify`, else two."""
+    emb = model.embed(x)
+    if hasattr(model, "classify"):
+        return model.classify(emb), emb
+    return model(x), emb
+
+
+def _output_dims(model: nn.Module) -> tuple[int, int]:
+    config = getattr(model, "config", None)
+    classes = config.num_classes if config is not None else 0
+    return classes, int(getattr(model, "embed_dim", 0))
+
+
+class eval_mode:
+    """Context manager: the model in eval mode inside, its previous mode restored after."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> nn.Module:
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        self.model.train(self.was_training)
