@@ -1,0 +1,284 @@
+"""The pool cache: every usable image decoded once into a memory-mappable uint8 array.
+
+Files in `cache_dir` for image size S:
+- `pool_{S}.npy`: uint8 [N, 3, S, S], RGB, loaded with `np.load(mmap_mode="r")`;
+- `pool_{S}_ids.npy`: int64 [N], the item id of each row (row = pool position);
+- `pool_{S}_stats.json`: per-channel mean/std in 0..1 units, N and a hash of the ids.
+
+Each file is written under a temporary name and moved into place with
+os.replace, the stats last; `load_pool_cache` checks the three agree, so an
+interrupted build is seen as "no cache" and rebuilt, never read half-written.
+This module imports no torch: decoding workers start fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+POOL_THRESHOLD = 64       # fewer new images than this: decode in-process
+CHUNK = 128               # images per worker task
+STATS_CHUNK = 2048        # images per step when computing channel statistics
+WORKERS = 2
+BACKGROUND = (255, 255, 255)   # transparent pixels are composited onto white
+
+
+class PoolCacheError(RuntimeError):
+    """An image could not be decoded, or the cache request is invalid."""
+
+
+@dataclass
+class PoolCache:
+    """The decoded pool. Row i of `images` is item `item_ids[i]` (its pool position)."""
+
+    item_ids: np.ndarray                 # int64 [N]
+    images: np.ndarray                   # uint8 [N, 3, S, S], read-only memmap
+    mean: tuple[float, float, float]     # per channel, 0..1
+    std: tuple[float, float, float]      # per channel, 0..1
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """(mean, std) as `engine.train` and `engine.score` take it."""
+        return self.mean, self.std
+
+    def __len__(self) -> int:
+        return int(self.item_ids.shape[0])
+
+    def positions(self, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Pool positions (int64) of `item_ids`; KeyError if one is not cached."""
+        wanted = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+        order = np.argsort(self.item_ids, kind="stable")
+        sorted_ids = self.item_ids[order]
+        at = np.minimum(np.searchsorted(sorted_ids, wanted), max(0, len(sorted_ids) - 1))
+        missing = sorted_ids[at] != wanted if len(sorted_ids) else np.ones(wanted.shape, bool)
+        if np.any(missing):
+            raise KeyError(f"items not in the pool cache: {wanted[missing][:10].tolist()}")
+        return order[at].astype(np.int64)
+
+
+def pick_image_size(sizes: Sequence[tuple[int, int]]) -> int:
+    """Cache side in px from the images' (width, height): by the median shorter side m.
+
+    m <= 48 -> 32 (CIFAR-sized), m <= 96 -> 64, m <= 160 -> 96, else 128
+    (photos; 128 keeps CPU rounds affordable). ValueError for no sizes.
+    """
+    if len(sizes) == 0:
+        raise ValueError("pick_image_size needs at least one (width, height)")
+    median = float(np.median([min(int(w), int(h)) for w, h in sizes]))
+    for limit, size in ((48, 32), (96, 64), (160, 96)):
+        if median <= limit:
+            return size
+    return 128
+
+
+def decode_image(path: str | Path, image_size: int) -> np.ndarray:
+    """uint8 [3, S, S] RGB of the image at `path` (S = image_size); PoolCacheError naming the file."""
+    _check_size(image_size)
+    try:
+        with Image.open(path) as img:
+            return image_to_array(img, image_size)
+    except Exception as exc:  # any decoder failure becomes one clear error
+        raise PoolCacheError(f"cannot decode image {path}: {exc}") from exc
+
+
+def image_to_array(img: Image.Image, image_size: int) -> np.ndarray:
+    """uint8 [3, S, S] RGB of an open PIL image: the pool cache's resize rule.
+
+    First frame of animations; EXIF orientation applied; any mode made RGB
+    (see `to_rgb`); the shorter side resized to S (bicubic, antialiased) and
+    the longer side center-cropped to S.
+    """
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    if img.format == "JPEG":
+        img.draft("RGB", (image_size, image_size))   # DCT-domain downscale: keeps both sides >= S
+    img = to_rgb(ImageOps.exif_transpose(img))
+    img = ImageOps.fit(img, (image_size, image_size), Image.Resampling.BICUBIC)
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB version of any Pillow mode.
+
+    Alpha (RGBA, LA, P with transparency) is composited onto white; 16-bit
+    and 32-bit integer images are scaled from 0..65535 when they exceed 255;
+    float images in 0..1 are scaled to 0..255.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_to_uint8(np.asarray(img), mode), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    values = values.astype(np.float64)
+    peak = float(values.max()) if values.size else 0.0
+    if mode == "F" and peak <= 1.0:
+        values = values * 255.0
+    elif mode.startswith("I;16") or peak > 255:
+        values = values / 257.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def load_pool_cache(cache_dir: str | Path, image_size: int) -> PoolCache | None:
+    """The cache for `image_size` in `cache_dir`, or None if absent, incomplete or inconsistent."""
+    array_path, ids_path, stats_path = _paths(Path(cache_dir), image_size)
+    if not (array_path.is_file() and ids_path.is_file() and stats_path.is_file()):
+        return None
+    try:
+        images = np.load(array_path, mmap_mode="r")
+        ids = np.load(ids_path)
+        stats = json.loads(stats_path.read_text())
+    except (OSError, ValueError):
+        return None
+    n = ids.shape[0] if ids.ndim == 1 else -1
+    if (images.dtype != np.uint8 or images.shape != (n, 3, image_size, image_size) or ids.dtype != np.int64
+            or stats.get("n") != n or stats.get("ids_sha256") != _ids_hash(ids)):
+        return None
+    return PoolCache(ids, images, tuple(stats["mean"]), tuple(stats["std"]))
+
+
+def build_pool_cache(
+    cache_dir: str | Path,
+    items: Sequence[tuple[int, str | Path]],
+    image_size: int,
+    on_progress: Callable[[int, int], None] | None = None,
+    *,
+    workers: int = WORKERS,
+) -> PoolCache:
+    """Cache exactly `items` ((item id, absolute path) pairs) at `image_size`; return the cache.
+
+    Rows already cached are copied, never decoded again; new items are
+    decoded (in `workers` processes when there are many) and appended, in the
+    order given. Cached items missing from `items` are dropped. Calls
+    `on_progress(decoded, to_decode)` as decoding advances. PoolCacheError
+    names the first file that fails to decode; the old cache is then untouched.
+    """
+    _check_size(image_size)
+    cache_dir = Path(cache_dir)
+    ids = np.array([int(i) for i, _ in items], dtype=np.int64)
+    if ids.size == 0:
+        raise PoolCacheError("no items to cache")
+    if np.unique(ids).size != ids.size:
+        raise PoolCacheError("item ids passed to build_pool_cache must be unique")
+    old = load_pool_cache(cache_dir, image_size)
+    old_ids = old.item_ids if old is not None else np.empty(0, np.int64)
+    keep = np.isin(old_ids, ids)
+    cached = set(old_ids[keep].tolist())
+    new_items = [(int(i), Path(p)) for i, p in items if int(i) not in cached]
+    if old is not None and keep.all() and not new_items:
+        return old
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final_ids = np.concatenate([old_ids[keep], np.array([i for i, _ in new_items], np.int64)])
+    _write(cache_dir, image_size, final_ids, old, keep, new_items, on_progress, workers)
+    cache = load_pool_cache(cache_dir, image_size)
+    if cache is None:
+        raise PoolCacheError(f"pool cache in {cache_dir} could not be read back after writing")
+    return cache
+
+
+def _write(cache_dir, size, final_ids, old, keep, new_items, on_progress, workers) -> None:
+    array_path, ids_path, stats_path = _paths(cache_dir, size)
+    tmp = [p.with_name(f"{p.name}.{os.getpid()}.tmp") for p in (array_path, ids_path, stats_path)]
+    try:
+        out = np.lib.format.open_memmap(tmp[0], mode="w+", dtype=np.uint8, shape=(len(final_ids), 3, size, size))
+        n_kept = int(keep.sum())
+        if n_kept:
+            _copy_rows(old.images, np.flatnonzero(keep), out)
+        _decode_into(out, n_kept, [p for _, p in new_items], size, on_progress, workers)
+        out.flush()
+        mean, std = channel_stats(out)
+        del out
+        with open(tmp[1], "wb") as f:
+            np.save(f, final_ids)
+        stats = {"n": int(len(final_ids)), "image_size": size, "ids_sha256": _ids_hash(final_ids),
+                 "mean": mean, "std": std}
+        tmp[2].write_text(json.dumps(stats, indent=1))
+        for src, dst in zip(tmp, (array_path, ids_path, stats_path)):   # stats last: it commits
+            os.replace(src, dst)
+    finally:
+        for p in tmp:
+            p.unlink(missing_ok=True)
+
+
+def _copy_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    for start in range(0, len(rows), STATS_CHUNK):
+        part = rows[start:start + STATS_CHUNK]
+        out[start:start + len(part)] = src[part]
+
+
+def _decode_into(out: np.ndarray, offset: int, paths: list[Path], size: int,
+                 on_progress: Callable[[int, int], None] | None, workers: int) -> None:
+    total = len(paths)
+    chunks = [(paths[i:i + CHUNK], size) for i in range(0, total, CHUNK)]
+    done = 0
+    for block in _decode_chunks(chunks, workers if total >= POOL_THRESHOLD else 1):
+        out[offset + done: offset + done + len(block)] = block
+        done += len(block)
+        if on_progress is not None:
+            on_progress(done, total)
+
+
+def _decode_chunks(chunks: list, workers: int):
+    if workers <= 1 or len(chunks) <= 1:
+        yield from map(_decode_chunk, chunks)
+        return
+    # fork only from a single-threaded caller (forking a threaded process such
+    # as a Streamlit server can deadlock the child); spawn re-imports __main__.
+    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        yield from pool.imap(_decode_chunk, chunks)
+
+
+def _decode_chunk(task: tuple[list[Path], int]) -> np.ndarray:
+    paths, size = task
+    block = np.empty((len(paths), 3, size, size), np.uint8)
+    for i, path in enumerate(paths):
+        block[i] = decode_image(path, size)
+    return block
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) in 0..1 units of uint8 [N, 3, H, W], in chunks (no full float copy)."""
+    total = np.zeros(3, np.float64)
+    squares = np.zeros(3, np.float64)
+    for start in range(0, images.shape[0], STATS_CHUNK):
+        chunk = images[start:start + STATS_CHUNK].astype(np.float32) / 255.0
+        total += chunk.sum(axis=(0, 2, 3), dtype=np.float64)
+        squares += np.square(chunk).sum(axis=(0, 2, 3), dtype=np.float64)
+    count = max(1, images.shape[0] * images.shape[2] * images.shape[3])
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+    std = np.where(std > 1e-6, std, 1.0)   # a constant channel: avoid dividing by zero later
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def _paths(cache_dir: Path, size: int) -> tuple[Path, Path, Path]:
+    return cache_dir / f"pool_{size}.npy", cache_dir / f"pool_{size}_ids.npy", cache_dir / f"pool_{size}_stats.json"
+
+
+def _ids_hash(ids: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _check_size(image_size: int) -> None:
+    if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+        raise PoolCacheError(f"image_size must be an integer >= 8 px, got {image_size!r}")
