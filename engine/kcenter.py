@@ -1,0 +1,411 @@
+"""k-center greedy selection, exact and fast.
+
+The greedy of Sener & Savarese, "Active Learning for Convolutional Neural
+Networks: A Core-Set Approach" (ICLR 2018), as used in Algorithm 1 of Coleman
+et al., "Selection via Proxy" (ICLR 2020): repeatedly pick the candidate whose
+Euclidean distance to its nearest chosen point (labeled or already picked) is
+largest, ties to the lowest pool position.
+
+Every path compares one distance: the squared Euclidean distance summed in
+float64 over the float32 coordinates (`sq_distances`). Faster arithmetic
+(FAISS's float32 ||x||^2 - 2x.c + ||c||^2, float64 BLAS) is only used to bound
+that value, never to decide a pick, so all paths pick identically.
+
+Paths: `k_center_lazy` (FAISS for the nearest labeled point, then a lazy greedy
+over upper bounds; the CPU default), `k_center_torch` (one vectorized pass over
+the pool per pick; for CUDA), `k_center_numpy` (the SVP reference's way, a
+baseline for benchmarks).
+"""
+from __future__ import annotations
+
+import heapq
+
+import faiss
+import numpy as np
+import torch
+
+# Relative error bounds of the fast arithmetic, about 4x the worst case of a
+# length-D float32 / float64 dot product, so bounds stay valid with margin.
+F32_REL = 2.0**-21
+F64_REL = 2.0**-50
+FAISS_K = 8          # nearest labeled points fetched per candidate
+FAISS_CHUNK = 8192   # queries per FAISS search call: caps result memory
+# float64 temporaries per torch update: cache-sized on CPU (3x faster than
+# whole-pool passes there), large on CUDA where launches cost more than bytes.
+TORCH_CHUNK_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
+
+__all__ = [
+    "k_center_greedy", "k_center_lazy", "k_center_torch", "k_center_numpy",
+    "k_center_distances", "sq_distances", "check_embeddings", "check_selection",
+]
+
+
+def check_embeddings(embeddings, *, keep_tensor: bool = False):
+    """Validated float32 [N, D] embeddings: C-contiguous numpy, or (with
+    keep_tensor and a tensor given) a tensor on its own device."""
+    if isinstance(embeddings, torch.Tensor):
+        t = embeddings.detach()
+        if not keep_tensor:
+            return check_embeddings(t.cpu().numpy())
+        _check_shape(tuple(t.shape))
+        t = t.to(torch.float32)
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("embeddings contain NaN or inf; rescore the pool (did the proxy diverge?)")
+        return t
+    X = np.asarray(embeddings)
+    _check_shape(X.shape)
+    if X.dtype.kind not in "fiu":
+        raise ValueError(f"embeddings must be numeric, got dtype {X.dtype}")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if len(bad):
+        raise ValueError(f"embeddings contain NaN or inf (in float32) in {len(bad)} rows, "
+                         f"e.g. rows {bad[:5].tolist()}; rescore the pool (did the proxy diverge?)")
+    return X
+
+
+def _check_shape(shape: tuple) -> None:
+    if len(shape) != 2 or shape[1] == 0:
+        raise ValueError(f"embeddings must be a 2-D array [N, D] with D >= 1, got shape {shape}")
+
+
+def check_selection(n: int, labeled, budget: int) -> np.ndarray:
+    """Validated `labeled` as int64 [L] for a pool of n positions, and a budget
+    within 0..n - L. Raises ValueError saying what is wrong."""
+    if labeled is None:
+        labeled = np.empty(0, np.int64)
+    if isinstance(labeled, torch.Tensor):
+        labeled = labeled.detach().cpu().numpy()
+    lab = np.asarray(labeled)
+    if lab.ndim != 1:
+        raise ValueError(f"labeled must be a 1-D array of pool positions, got shape {lab.shape}")
+    if lab.size == 0:
+        lab = np.empty(0, np.int64)
+    elif lab.dtype.kind not in "iu":
+        raise ValueError(f"labeled must hold integer pool positions, got dtype {lab.dtype}")
+    lab = lab.astype(np.int64)
+    out = lab[(lab < 0) | (lab >= n)]
+    if len(out):
+        raise ValueError(f"labeled positions out of range 0..{n - 1}: {out[:5].tolist()}")
+    uniq, counts = np.unique(lab, return_counts=True)
+    if len(uniq) != len(lab):
+        raise ValueError(f"labeled positions repeat: {uniq[counts > 1][:5].tolist()}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise ValueError(f"budget must be an integer, got {budget!r}")
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if budget > n - len(lab):
+        raise ValueError(f"budget {budget} is larger than the {n - len(lab)} candidates "
+                         f"({n} pool positions, {len(lab)} labeled)")
+    return lab
+
+
+def draw_first(taken: np.ndarray, rng: np.random.Generator | None) -> int:
+    """The first center when nothing is labeled: a uniform draw among the
+    positions not taken (the same draw in every path)."""
+    if rng is None:
+        raise ValueError("nothing is labeled, so the first center is drawn at random: pass rng")
+    cand = np.flatnonzero(~taken)
+    return int(cand[rng.integers(len(cand))])
+
+
+def sq_distances(rows: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances, [k] float64, from rows [k, D] to point [D].
+
+    The one definition of distance for every path: float64 differences,
+    squared and summed per row (bit-identical whatever the row's position).
+    """
+    diff = np.asarray(rows, dtype=np.float64) - np.asarray(point, dtype=np.float64)
+    np.square(diff, out=diff)
+    return diff.sum(axis=1)
+
+
+def _screened_min(rows64: np.ndarray, rows_sq: np.ndarray, x64: np.ndarray, x_sq: float,
+                  current: float) -> float:
+    """min(current, min exact sq distance from x to rows), computing exact
+    distances only for rows whose float64-BLAS estimate could beat `current`."""
+    if len(rows64) == 0:
+        return current
+    if len(rows64) <= 16:
+        return min(current, float(sq_distances(rows64, x64).min()))
+    approx = rows_sq + x_sq - 2.0 * (rows64 @ x64)
+    slack = (len(x64) + 8) * F64_REL * (rows_sq + x_sq)
+    near = np.flatnonzero(approx - slack < current)
+    if len(near) == 0:
+        return current
+    return min(current, float(sq_distances(rows64[near], x64).min()))
+
+
+class _Seeds:
+    """The starting centers (labeled points) behind a FAISS index.
+
+    `search` gives float32 estimates of each query's nearest seeds; `exact_min`
+    turns them into the exact (float64) squared distance to the nearest seed.
+    """
+
+    def __init__(self, X: np.ndarray, seeds: np.ndarray):
+        self.rows64 = X[seeds].astype(np.float64)             # [L, D]
+        self.sq = np.einsum("ij,ij->i", self.rows64, self.rows64)
+        self.k = min(FAISS_K, len(seeds))
+        self.rel = F32_REL
+        self.index = faiss.IndexFlatL2(X.shape[1])
+        self.index.add(np.ascontiguousarray(X[seeds]))
+        if _faiss_gpus() > 0:
+            self.index = faiss.index_cpu_to_gpu(_faiss_resources(), 0, self.index)
+            self.rel = 2.0**-9  # cuBLAS may use TF32 products
+
+    def slack(self, x_sq: np.ndarray) -> np.ndarray:
+        """Bound on |FAISS estimate - exact| for queries with squared norms x_sq."""
+        return (self.rows64.shape[1] + 8) * self.rel * (x_sq + self.sq.max())
+
+    def search(self, X: np.ndarray, rows: np.ndarray):
+        """For pool rows: (nearest estimate [n], k-th estimate [n], seed ids [n, k])."""
+        first = np.empty(len(rows), np.float32)
+        kth = np.empty(len(rows), np.float32)
+        ids = np.empty((len(rows), self.k), np.int64)
+        for s in range(0, len(rows), FAISS_CHUNK):
+            part = rows[s:s + FAISS_CHUNK]
+            dist, idx = self.index.search(np.ascontiguousarray(X[part]), self.k)
+            first[s:s + len(part)], kth[s:s + len(part)], ids[s:s + len(part)] = dist[:, 0], dist[:, -1], idx
+        return first, kth, ids
+
+    def exact_min(self, x64: np.ndarray, x_sq: float, kth: float, ids: np.ndarray) -> float:
+        """Exact squared distance from x to its nearest seed.
+
+        Seeds outside the FAISS top-k have estimates >= kth, so exact values
+        >= kth - slack; if the best of the top-k is below that, it is the min.
+        """
+        best = float(sq_distances(self.rows64[ids], x64).min())
+        if self.k == len(self.rows64) or best <= kth - self.slack(x_sq):
+            return best
+        return _screened_min(self.rows64, self.sq, x64, x_sq, best)
+
+
+def _faiss_gpus() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+_GPU_RESOURCES: list = []
+
+
+def _faiss_resources():
+    if not _GPU_RESOURCES:
+        _GPU_RESOURCES.append(faiss.StandardGpuResources())
+    return _GPU_RESOURCES[0]
+
+
+def k_center_lazy(X: np.ndarray, labeled: np.ndarray, budget: int,
+                  rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k-center greedy with FAISS seeding and lazily refreshed bounds.
+
+    X float32 [N, D]; labeled: validated pool positions. Returns (picks int64
+    [budget], squared distances float64 [budget] at pick time; inf for a
+    random first center). Extra memory is O(N + (L + budget) * D).
+
+    Min distances only ever shrink as centers are added, so a stale value is an
+    upper bound. A max-heap keyed (-bound, position) pops the leader; it is
+    refreshed against the centers added since its last refresh and picked only
+    if it still leads with an exact, current value. Ties go to the lowest index
+    because the key orders them so.
+    """
+    picks = np.empty(budget, np.int64)
+    sqd = np.empty(budget, np.float64)
+    if budget == 0:
+        return picks, sqd
+    N, D = X.shape
+    taken = np.zeros(N, bool)
+    taken[labeled] = True
+    n = 0
+    if len(labeled) == 0:
+        picks[0], sqd[0] = draw_first(taken, rng), np.inf
+        taken[picks[0]] = True
+        n = 1
+    seeds = _Seeds(X, labeled if len(labeled) else picks[:1])
+    cand = np.flatnonzero(~taken)
+    x_sq = _row_sq(X, cand)
+    first, kth, ids = seeds.search(X, cand)
+    bound = first + seeds.slack(x_sq)
+    bound[~np.isfinite(bound)] = np.inf
+    slot = np.full(N, -1, np.int64)   # candidate position -> row in cand arrays
+    slot[cand] = np.arange(len(cand))
+    fresh = np.full(len(cand), -1, np.int64)  # centers counted in bound; -1: seeds estimated only
+    heap = list(zip((-bound).tolist(), cand.tolist()))
+    heapq.heapify(heap)
+    centers = np.empty((budget, D), np.float64)
+    centers_sq = np.empty(budget, np.float64)
+    start = n
+    while n < budget:
+        neg, pos = heap[0]
+        r = slot[pos]
+        if fresh[r] == n:
+            heapq.heappop(heap)
+            picks[n], sqd[n] = pos, -neg
+            centers[n] = X[pos]
+            centers_sq[n] = x_sq[r]
+            n += 1
+            continue
+        x64 = X[pos].astype(np.float64)
+        value = -neg
+        if fresh[r] < 0:
+            value = seeds.exact_min(x64, x_sq[r], kth[r], ids[r])
+            fresh[r] = start
+        value = _screened_min(centers[fresh[r]:n], centers_sq[fresh[r]:n], x64, x_sq[r], value)
+        fresh[r] = n
+        heapq.heapreplace(heap, (-value, pos))
+    return picks, sqd
+
+
+def _row_sq(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Squared norms float64 [len(rows)], chunked to keep float64 copies small."""
+    out = np.empty(len(rows), np.float64)
+    for s in range(0, len(rows), FAISS_CHUNK):
+        part = X[rows[s:s + FAISS_CHUNK]].astype(np.float64)
+        out[s:s + len(part)] = np.einsum("ij,ij->i", part, part)
+    return out
+
+
+def k_center_torch(X, labeled: np.ndarray, budget: int, rng: np.random.Generator | None = None,
+                   device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """k-center greedy with one vectorized min-distance update per center.
+
+    X float32 [N, D] (numpy or tensor); runs on `device` (default: X's device).
+    Memory-bandwidth bound: meant for CUDA, where a pass over the pool is
+    cheap; on CPU it is correct but slow. Float64 distances computed as in
+    `sq_distances`; no host sync inside the loop. Returns as `k_center_lazy`.
+    """
+    Xt = torch.as_tensor(X)
+    Xt = Xt.to(device=device if device is not None else Xt.device, dtype=torch.float32)
+    N, D = Xt.shape
+    min_d = torch.full((N,), float("inf"), dtype=torch.float64, device=Xt.device)
+    picks = torch.empty(budget, dtype=torch.int64, device=Xt.device)
+    sqd = torch.empty(budget, dtype=torch.float64, device=Xt.device)
+    if budget == 0:
+        return picks.cpu().numpy(), sqd.cpu().numpy()
+    chunk = max(1, TORCH_CHUNK_BYTES.get(Xt.device.type, 4 << 20) // (8 * D))
+    lab = torch.as_tensor(labeled, dtype=torch.int64, device=Xt.device)
+    for i in range(len(labeled)):
+        _torch_update(Xt, min_d, Xt[lab[i]], chunk)
+    min_d[lab] = float("-inf")
+    n = 0
+    if len(labeled) == 0:
+        taken = np.zeros(N, bool)
+        first = torch.tensor([draw_first(taken, rng)], device=Xt.device)
+        picks[0], sqd[0] = first[0], float("inf")
+        min_d[first] = float("-inf")
+        _torch_update(Xt, min_d, Xt[first[0]], chunk)
+        n = 1
+    for n in range(n, budget):
+        idx = torch.argmax(min_d)   # first maximum: ties to the lowest index
+        picks[n], sqd[n] = idx, min_d[idx]
+        min_d.index_fill_(0, idx.view(1), float("-inf"))
+        _torch_update(Xt, min_d, Xt[idx], chunk)
+    return picks.cpu().numpy(), sqd.cpu().numpy()
+
+
+def _torch_update(Xt: torch.Tensor, min_d: torch.Tensor, c: torch.Tensor, chunk: int) -> None:
+    """min_d = min(min_d, sq distance to c), in row chunks to cap temporaries."""
+    c64 = c.to(torch.float64)
+    for s in range(0, Xt.shape[0], chunk):
+        diff = Xt[s:s + chunk].to(torch.float64) - c64
+        d = diff.square_().sum(dim=1)
+        torch.minimum(min_d[s:s + chunk], d, out=min_d[s:s + chunk])
+
+
+def k_center_numpy(X: np.ndarray, labeled: np.ndarray, budget: int,
+                   rng: np.random.Generator | None = None,
+                   dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline: recompute distances from each new center to the whole pool.
+
+    The SVP reference's way (one pass over the pool per pick) with BLAS
+    ||x||^2 - 2x.c + ||c||^2 in `dtype`. In float64 the rounding (~1e-15
+    relative) cannot flip a pick except at exact ties of exactly
+    representable data, which it computes exactly; float32 can flip near-ties.
+    Holds a `dtype` copy of X. Returns as `k_center_lazy`.
+    """
+    N, D = X.shape
+    Xd = X.astype(dtype)
+    x_sq = np.einsum("ij,ij->i", Xd, Xd)
+    min_d = np.full(N, np.inf, dtype)
+    for s in range(0, len(labeled), 256):
+        S = Xd[labeled[s:s + 256]]
+        for r in range(0, N, 4096):
+            d = x_sq[r:r + 4096, None] - 2.0 * (Xd[r:r + 4096] @ S.T) + x_sq[labeled[s:s + 256]]
+            np.minimum(min_d[r:r + 4096], d.min(axis=1), out=min_d[r:r + 4096])
+    min_d[labeled] = -np.inf
+    picks = np.empty(budget, np.int64)
+    sqd = np.empty(budget, np.float64)
+    for n in range(budget):
+        if n == 0 and len(labeled) == 0:
+            idx, sqd[0] = draw_first(np.zeros(N, bool), rng), np.inf
+        else:
+            idx = int(np.argmax(min_d))
+            sqd[n] = min_d[idx]
+        picks[n] = idx
+        min_d[idx] = -np.inf
+        np.minimum(min_d, x_sq - 2.0 * (Xd @ Xd[idx]) + x_sq[idx], out=min_d)
+    return picks, sqd
+
+
+def k_center_greedy(embeddings, labeled, budget: int, *, rng: np.random.Generator | None = None,
+                    device: str | torch.device | None = None,
+                    return_distances: bool = False):
+    """Pool positions chosen by k-center greedy, in the order chosen.
+
+    embeddings: float32 [N, D] (numpy, or a torch tensor); labeled: pool
+    positions already chosen (int, unique, in range); budget: how many to pick
+    (0 <= budget <= N - len(labeled)). rng draws the first center when nothing
+    is labeled (required then). device: None = CUDA torch path if embeddings
+    are a CUDA tensor, else FAISS + lazy greedy on CPU; "auto" = CUDA when
+    available; "cpu" or "cuda[:i]" force a path.
+
+    Returns int64 [budget]; with return_distances also float64 [budget]: each
+    pick's Euclidean distance to its nearest earlier center (inf for a random
+    first center). Raises ValueError on bad arguments.
+    """
+    target = _pick_device(embeddings, device)
+    X = check_embeddings(embeddings, keep_tensor=target.type == "cuda")
+    lab = check_selection(len(X), labeled, budget)
+    if len(lab) == 0 and budget > 0 and rng is None:
+        raise ValueError("nothing is labeled, so the first center is drawn at random: pass rng")
+    if target.type == "cuda":
+        picks, sqd = k_center_torch(X, lab, budget, rng, target)
+    else:
+        picks, sqd = k_center_lazy(X, lab, budget, rng)
+    return (picks, np.sqrt(sqd)) if return_distances else picks
+
+
+def _pick_device(embeddings, device) -> torch.device:
+    if device is None:
+        on_cuda = isinstance(embeddings, torch.Tensor) and embeddings.is_cuda
+        return embeddings.device if on_cuda else torch.device("cpu")
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    target = torch.device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if target.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r} for k-center; use auto, cpu or cuda")
+    return target
+
+
+def k_center_distances(embeddings, labeled, chosen) -> np.ndarray:
+    """Euclidean distance float64 [len(chosen)] from each chosen position to
+    the nearest of `labeled` and the chosen positions before it (inf if none):
+    what k-center greedy saw when it picked them in this order."""
+    X = check_embeddings(embeddings)
+    lab = check_selection(len(X), labeled, 0)
+    order = check_selection(len(X), chosen, 0)
+    if np.isin(order, lab).any():
+        raise ValueError("chosen positions must not be labeled ones")
+    out = np.full(len(order), np.inf)
+    if len(order) == 0:
+        return out
+    if len(lab):
+        seeds = _Seeds(X, lab)
+        first, kth, ids = seeds.search(X, order)
+        x_sq = _row_sq(X, order)
+        for i, pos in enumerate(order):
+            out[i] = seeds.exact_min(X[pos].astype(np.float64), x_sq[i], kth[i], ids[i])
+    for i in range(1, len(order)):
+        out[i] = min(out[i], float(sq_distances(X[order[:i]], X[order[i]]).min()))
+    return np.sqrt(out)

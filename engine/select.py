@@ -1,0 +1,153 @@
+"""Selection strategies: plain functions from pool scores to pool positions.
+
+Every strategy is `strategy(pool, labeled, budget, *, rng) -> int64 [budget]`:
+pool positions, most informative first, never one of `labeled` (the positions
+that count as already chosen). A higher score always means more informative;
+equal scores go to the lowest position. `STRATEGIES` maps names to functions;
+`strategy_scores` gives the per-item score the UI shows.
+
+Uncertainty sampling follows Settles, "Active Learning Literature Survey"
+(2009, section 3.1): least confidence, margin (Scheffer et al. 2001) and
+entropy (Shannon). k-center greedy is Sener & Savarese (ICLR 2018), as in
+Coleman et al., "Selection via Proxy" (ICLR 2020); see `engine.kcenter`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from engine.kcenter import check_selection, k_center_distances, k_center_greedy
+from engine.score import PoolScores
+
+Strategy = Callable[..., np.ndarray]
+
+__all__ = [
+    "STRATEGIES", "SCORES", "Strategy", "strategy_scores", "top_k", "k_center_greedy",
+    "least_confidence_scores", "margin_scores", "entropy_scores",
+    "random_sample", "least_confidence", "margin", "entropy", "kcenter",
+]
+
+
+def check_probs(probs) -> np.ndarray:
+    """Validated probabilities as float64 [N, C]; ValueError if not 2-D or not finite."""
+    p = np.asarray(probs)
+    if p.ndim != 2 or p.shape[1] == 0:
+        raise ValueError(f"probs must be a 2-D array [N, C] with C >= 1, got shape {p.shape}")
+    if p.dtype.kind not in "fiu":
+        raise ValueError(f"probs must be numeric, got dtype {p.dtype}")
+    p = p.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(p).all(axis=1))
+    if len(bad):
+        raise ValueError(f"probs contain NaN or inf in {len(bad)} rows, e.g. rows {bad[:5].tolist()}; "
+                         "rescore the pool (did the proxy diverge?)")
+    return p
+
+
+def least_confidence_scores(probs) -> np.ndarray:
+    """1 - max class probability, float64 [N]: 0 when sure, up to 1 - 1/C."""
+    return 1.0 - check_probs(probs).max(axis=1)
+
+
+def margin_scores(probs) -> np.ndarray:
+    """1 - (top probability - second probability), float64 [N]; with one class, 1 - p."""
+    p = check_probs(probs)
+    if p.shape[1] == 1:
+        return 1.0 - p[:, 0]
+    top2 = -np.partition(-p, 1, axis=1)[:, :2]  # [N, 2], largest first
+    return 1.0 - (top2[:, 0] - top2[:, 1])
+
+
+def entropy_scores(probs) -> np.ndarray:
+    """Shannon entropy in nats, float64 [N], with 0 log 0 = 0."""
+    p = check_probs(probs)
+    logp = np.log(p, out=np.zeros_like(p), where=p > 0)
+    return -(p * logp).sum(axis=1)
+
+
+def top_k(scores: np.ndarray, labeled, budget: int) -> np.ndarray:
+    """The `budget` unlabeled positions with the highest scores, int64, best
+    first, equal scores in ascending position (a stable sort)."""
+    scores = np.asarray(scores)
+    lab = check_selection(len(scores), labeled, budget)
+    free = np.ones(len(scores), bool)
+    free[lab] = False
+    cand = np.flatnonzero(free)
+    order = np.argsort(-scores[cand], kind="stable")[:budget]
+    return cand[order].astype(np.int64)
+
+
+def random_sample(pool: PoolScores, labeled, budget: int, *, rng: np.random.Generator) -> np.ndarray:
+    """`budget` unlabeled positions drawn uniformly without replacement with `rng`."""
+    lab = check_selection(len(pool.probs), labeled, budget)
+    if rng is None:
+        raise ValueError("random selection needs rng (a numpy Generator)")
+    free = np.ones(len(pool.probs), bool)
+    free[lab] = False
+    return rng.permutation(np.flatnonzero(free))[:budget].astype(np.int64)
+
+
+def least_confidence(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
+    """Least-confidence sampling: lowest top-class probability first."""
+    return top_k(least_confidence_scores(pool.probs), labeled, budget)
+
+
+def margin(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
+    """Margin sampling: smallest gap between the two most likely classes first."""
+    return top_k(margin_scores(pool.probs), labeled, budget)
+
+
+def entropy(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
+    """Entropy sampling: highest predictive entropy first."""
+    return top_k(entropy_scores(pool.probs), labeled, budget)
+
+
+def kcenter(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
+    """k-center greedy over the embeddings (rng draws the first center when
+    nothing is labeled)."""
+    return k_center_greedy(pool.embeddings, labeled, budget, rng=rng)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "random": random_sample,
+    "least_confidence": least_confidence,
+    "margin": margin,
+    "entropy": entropy,
+    "kcenter": kcenter,
+}
+
+
+def _zeros(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
+    return np.zeros(len(chosen))
+
+
+def _from_probs(score_fn) -> Callable[[PoolScores, np.ndarray, object], np.ndarray]:
+    return lambda pool, chosen, labeled: score_fn(np.asarray(pool.probs)[chosen])
+
+
+def _kcenter_scores(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
+    return k_center_distances(pool.embeddings, labeled, chosen)
+
+
+# name -> (pool, chosen int64 [k], labeled) -> float64 [k]
+SCORES: dict[str, Callable[[PoolScores, np.ndarray, object], np.ndarray]] = {
+    "random": _zeros,
+    "least_confidence": _from_probs(least_confidence_scores),
+    "margin": _from_probs(margin_scores),
+    "entropy": _from_probs(entropy_scores),
+    "kcenter": _kcenter_scores,
+}
+
+
+def strategy_scores(name: str, pool: PoolScores, chosen, *, labeled=None) -> np.ndarray:
+    """The score shown in the UI for each chosen position, float64 [len(chosen)].
+
+    random: 0; least_confidence, margin, entropy: the strategy's score;
+    kcenter: Euclidean distance to the nearest of `labeled` and the chosen
+    positions before it, in the order given (inf for the first when nothing is
+    labeled) - what k-center greedy saw when it picked it.
+    """
+    if name not in SCORES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(SCORES)}")
+    order = check_selection(len(pool.probs), chosen, 0)
+    return SCORES[name](pool, order, labeled)
