@@ -257,17 +257,23 @@ def _decode_chunk(task: tuple[list[Path], int]) -> np.ndarray:
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel (mean, std) in 0..1 units of uint8 [N, 3, H, W], in chunks (no full float copy)."""
-    total = np.zeros(3, np.float64)
-    squares = np.zeros(3, np.float64)
+    """Per-channel (mean, std) in 0..1 units of uint8 [N, 3, H, W].
+
+    Exact: from per-channel histograms of the 256 values, read in chunks (no
+    float copy of the pool, no cancellation error for near-constant channels).
+    A constant channel gets std 1.0 so normalizing never divides by zero.
+    """
+    counts = np.zeros((3, 256), np.int64)
     for start in range(0, images.shape[0], STATS_CHUNK):
-        chunk = images[start:start + STATS_CHUNK].astype(np.float32) / 255.0
-        total += chunk.sum(axis=(0, 2, 3), dtype=np.float64)
-        squares += np.square(chunk).sum(axis=(0, 2, 3), dtype=np.float64)
-    count = max(1, images.shape[0] * images.shape[2] * images.shape[3])
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
-    std = np.where(std > 1e-6, std, 1.0)   # a constant channel: avoid dividing by zero later
+        chunk = np.asarray(images[start:start + STATS_CHUNK])
+        for c in range(3):
+            counts[c] += np.bincount(chunk[:, c].ravel(), minlength=256)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    n = np.maximum(counts.sum(1), 1)
+    mean = counts @ values / n
+    var = counts @ values ** 2 / n - mean ** 2
+    std = np.sqrt(np.maximum(var, 0.0))
+    std = np.where(std > 1e-6, std, 1.0)
     return [float(m) for m in mean], [float(s) for s in std]
 
 
