@@ -1,0 +1,313 @@
+"""One active-learning round: train the selector on the labels, score the pool, queue the next batch.
+
+Round 0 is a seeded random batch (`run_initial_round`). Every later round
+(`run_round`) reads the training labels from storage, trains the proxy from
+scratch (or warm-starts it from the previous round), evaluates it on the
+labeled validation items, scores the whole usable pool in one pass, picks
+the batch with the project's strategy and writes it, with per-item scores
+and stage timings, in one storage transaction. Images come only from the
+pool cache: once it is current, a round opens no image file.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+import storage
+from engine.config import stage_config
+from engine.models import build_model, load_pretrained
+from engine.pool_cache import PoolCache, build_pool_cache, load_pool_cache, pick_image_size
+from engine.score import score_pool
+from engine.select import STRATEGIES, strategy_scores
+from engine.train import Cancelled, Progress, evaluate, train
+from storage.items import inside_root
+
+OnProgress = Callable[[float, str], None]
+ShouldStop = Callable[[], bool]
+
+WARM_START_FILE = "proxy_last.safetensors"
+# Share of a round's progress bar per stage; decoding is only needed when the cache is stale.
+STAGE_SPANS = {"decode": (0.0, 0.1), "train": (0.1, 0.85), "score": (0.85, 0.95), "select": (0.95, 1.0)}
+
+
+class RoundError(ValueError):
+    """A round cannot run now; the message says what to do instead."""
+
+
+@dataclass
+class ProjectPool:
+    """The project's usable items as pool positions over the pool cache."""
+
+    item_ids: np.ndarray       # int64 [N], usable item ids in id order: pool position -> item id
+    images: np.ndarray         # uint8 [N, 3, S, S] (the cache memmap itself when it matches)
+    normalization: tuple       # (mean, std) per channel, 0..1 units
+    image_size: int            # S, pixels
+
+    def positions(self, item_ids) -> np.ndarray:
+        """Pool positions (int64) of `item_ids`, in the order given."""
+        ids = np.asarray(list(item_ids), dtype=np.int64)
+        pos = np.searchsorted(self.item_ids, ids)
+        if len(ids) and (pos.max() >= len(self.item_ids) or np.any(self.item_ids[pos] != ids)):
+            raise RoundError("some labeled items are not usable pool items; re-ingest the image folder")
+        return pos
+
+
+@dataclass
+class RoundOutcome:
+    """A written round plus the selector model that chose it (for callers that evaluate it)."""
+
+    round: storage.Round
+    model: nn.Module
+    pool: ProjectPool
+
+
+def run_initial_round(project: storage.Project) -> storage.Round:
+    """Round 0: a seeded random batch of `settings.initial_size` unlabeled, non-validation items.
+
+    Reserves the validation sample first so it never overlaps the batch.
+    Raises RoundError if a round already exists or nothing can be queued.
+    """
+    settings = storage.load_settings(project)
+    if storage.current_round(project) is not None:
+        raise RoundError("the initial random batch was already made; run a selection round instead")
+    storage.reserve_validation(project)
+    candidates = _candidate_ids(project)
+    size = min(settings.initial_size, storage.budget_left(project), len(candidates))
+    if size < 1:
+        raise RoundError("no unlabeled images are left to queue; add images or raise the budget")
+    rng = np.random.default_rng(settings.seed)
+    chosen = rng.choice(np.asarray(candidates, dtype=np.int64), size=size, replace=False)
+    return storage.create_round(
+        project, strategy="random", selector="random", item_ids=chosen.tolist(),
+        scores=[0.0] * size, n_labeled=len(storage.training_labels(project)),
+    )
+
+
+def run_round(project: storage.Project, on_progress: OnProgress | None = None,
+              should_stop: ShouldStop | None = None, *, model_name: str | None = None,
+              epochs: int | None = None) -> storage.Round:
+    """Train the selector on every training label, score the pool and queue the next batch.
+
+    The selector is the project's proxy with `proxy_epochs`, unless
+    `model_name` / `epochs` override it (the SVP baseline selects with the
+    target). `on_progress(fraction 0..1, message)` follows decode, training
+    epochs, scoring and selection; `should_stop()` returning True raises
+    engine.train.Cancelled and writes nothing. Raises RoundError when the
+    budget is spent, the previous round still has unlabeled items, fewer
+    than two classes have labels, or no candidates are left.
+    """
+    return select_next_batch(project, on_progress, should_stop, model_name=model_name, epochs=epochs).round
+
+
+def select_next_batch(project: storage.Project, on_progress: OnProgress | None = None,
+                      should_stop: ShouldStop | None = None, *, model_name: str | None = None,
+                      epochs: int | None = None) -> RoundOutcome:
+    """`run_round`, also returning the trained selector model and the pool it scored."""
+    settings = storage.load_settings(project)
+    strategy = _strategy(settings.strategy)
+    index = _next_index(project)
+    stage = stage_config(settings, "proxy", model_name=model_name, epochs=epochs, seed_offset=index)
+    storage.reserve_validation(project)
+    size = _batch_size(project, settings)
+    labels = storage.training_labels(project)
+    _check_classes(labels, settings.classes)
+    report = _Report(on_progress)
+    pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
+    taken = pool.positions(_taken_ids(project))
+    _stop(should_stop)
+
+    started = time.perf_counter()
+    model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
+    warm = settings.warm_start and stage.model_name == settings.proxy
+    _warm_start(model, project, warm)
+    ids = sorted(labels)
+    images = np.asarray(pool.images[pool.positions(ids)])
+    targets = np.array([labels[i] for i in ids], dtype=np.int64)
+    train(model, images, targets, stage.train, pool.normalization,
+          on_progress=_train_progress(report.span("train", "training")), should_stop=should_stop)
+    val_acc = _validation_accuracy(project, model, pool)
+    train_s = time.perf_counter() - started
+    if stage.model_name == settings.proxy:
+        _save_last(model, project)
+    _stop(should_stop)
+
+    report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
+    started = time.perf_counter()
+    scores = score_pool(model, pool.images, pool.normalization)
+    score_s = time.perf_counter() - started
+    _stop(should_stop)
+
+    report.at("select", 0.0, f"selecting {size} images ({settings.strategy})")
+    started = time.perf_counter()
+    rng = np.random.default_rng(stage.train.seed)
+    picks = np.asarray(strategy(scores, taken, size, rng=rng), dtype=np.int64)
+    item_scores = strategy_scores(settings.strategy, scores, picks, labeled=taken)
+    select_s = time.perf_counter() - started
+    _stop(should_stop)
+
+    written = storage.create_round(
+        project, strategy=settings.strategy, selector=stage.model_name,
+        item_ids=pool.item_ids[picks].tolist(), scores=[float(s) for s in item_scores],
+        n_labeled=len(labels), train_s=train_s, score_s=score_s, select_s=select_s, proxy_val_acc=val_acc,
+    )
+    report.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
+    return RoundOutcome(round=written, model=model, pool=pool)
+
+
+def load_project_pool(project: storage.Project, settings: storage.Settings | None = None,
+                      on_progress: Callable[[float], None] | None = None) -> ProjectPool:
+    """The pool cache over every usable item, decoding only items not cached yet.
+
+    Image size: `settings.image_size`, or picked from the items' sizes. When
+    every usable item is already cached no image file is opened.
+    `on_progress(fraction)` follows decoding.
+    """
+    settings = settings or storage.load_settings(project)
+    items = storage.usable_items(project)
+    if not items:
+        raise RoundError("the project has no usable images; ingest an image folder first")
+    size = settings.image_size or pick_image_size([(item.width, item.height) for item in items])
+    ids = np.array([item.id for item in items], dtype=np.int64)
+    cache = load_pool_cache(project.cache_dir, size)
+    if cache is None or not np.isin(ids, cache.item_ids).all():
+        root = Path(settings.image_root).resolve()
+        paths = [(item.id, inside_root(root, item.path)) for item in items]
+        cache = build_pool_cache(project.cache_dir, paths, size, on_progress=_count_progress(on_progress))
+    return _pool_view(cache, ids, size)
+
+
+def _pool_view(cache: PoolCache, ids: np.ndarray, size: int) -> ProjectPool:
+    cached = np.asarray(cache.item_ids, dtype=np.int64)
+    normalization = (tuple(cache.mean), tuple(cache.std))
+    if np.array_equal(cached, ids):
+        return ProjectPool(ids, cache.images, normalization, size)   # no copy of the pool
+    order = np.argsort(cached, kind="stable")
+    rows = order[np.searchsorted(cached[order], ids)]
+    return ProjectPool(ids, np.asarray(cache.images[rows]), normalization, size)
+
+
+def _count_progress(on_progress: Callable[[float], None] | None):
+    """Adapt a fraction callback to the cache builder's (done, total, ...) callback."""
+    if on_progress is None:
+        return None
+
+    def callback(done, total=None, *_):
+        on_progress(done / total if total else float(done))
+    return callback
+
+
+# ---------------------------------------------------------------- checks
+
+def _strategy(name: str):
+    if name not in STRATEGIES:
+        raise RoundError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+    return STRATEGIES[name]
+
+
+def _next_index(project: storage.Project) -> int:
+    latest = storage.current_round(project)
+    return 0 if latest is None else latest.index + 1
+
+
+def _batch_size(project: storage.Project, settings: storage.Settings) -> int:
+    left = storage.budget_left(project)
+    if left < 1:
+        raise RoundError(f"the labeling budget of {settings.budget} is spent; train the target model "
+                         "or raise the budget in the settings")
+    latest = storage.current_round(project)
+    if latest is not None:
+        open_items = len(storage.round_queue(project, latest.id))
+        if open_items:
+            raise RoundError(f"round {latest.index} still has {open_items} unlabeled images; "
+                             "label or skip them before the next round")
+    candidates = len(_candidate_ids(project))
+    if candidates < 1:
+        raise RoundError("every usable image is already labeled, queued, skipped or in the validation set; "
+                         "add images to continue")
+    return min(settings.round_size, left, candidates)
+
+
+def _check_classes(labels: dict[int, int], classes: tuple[str, ...]) -> None:
+    present = sorted(set(labels.values()))
+    if len(present) < 2:
+        have = ", ".join(classes[i] for i in present) or "none"
+        raise RoundError(f"training needs labels in at least 2 classes (labeled so far: {have}); "
+                         "label more images first")
+
+
+def _taken_ids(project: storage.Project) -> list[int]:
+    """Items that count as already chosen: labeled, validation, skipped or queued."""
+    return sorted(set(storage.labeled_ids(project)) | set(storage.validation_ids(project))
+                  | set(storage.skipped_ids(project)) | set(storage.queued_ids(project)))
+
+
+def _candidate_ids(project: storage.Project) -> list[int]:
+    taken = set(_taken_ids(project))
+    return [item.id for item in storage.usable_items(project) if item.id not in taken]
+
+
+def _stop(should_stop: ShouldStop | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("round cancelled")
+
+
+# ---------------------------------------------------------------- model state
+
+def _validation_accuracy(project: storage.Project, model: nn.Module, pool: ProjectPool) -> float | None:
+    labels = storage.validation_labels(project)
+    if not labels:
+        return None
+    ids = sorted(labels)
+    images = np.asarray(pool.images[pool.positions(ids)])
+    return evaluate(model, images, np.array([labels[i] for i in ids], dtype=np.int64), pool.normalization)
+
+
+def _warm_start(model: nn.Module, project: storage.Project, enabled: bool) -> None:
+    path = project.models_dir / WARM_START_FILE
+    if enabled and path.is_file():
+        try:
+            load_pretrained(model, path)
+        except ValueError:
+            pass   # the architecture changed since the last round: train from scratch
+
+
+def _save_last(model: nn.Module, project: storage.Project) -> None:
+    from safetensors.torch import save_file
+
+    project.models_dir.mkdir(parents=True, exist_ok=True)
+    path = project.models_dir / WARM_START_FILE
+    tmp = path.with_suffix(".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- progress
+
+class _Report:
+    """Maps per-stage fractions onto the round's 0..1 progress (see STAGE_SPANS)."""
+
+    def __init__(self, on_progress: OnProgress | None):
+        self.on_progress = on_progress
+
+    def at(self, stage: str, fraction: float, message: str) -> None:
+        if self.on_progress is not None:
+            start, end = STAGE_SPANS[stage]
+            self.on_progress(start + (end - start) * min(1.0, max(0.0, fraction)), message)
+
+    def span(self, stage: str, message: str) -> Callable[..., None]:
+        def callback(fraction: float, detail: str | None = None) -> None:
+            self.at(stage, fraction, detail or message)
+        return callback
+
+
+def _train_progress(callback: Callable[..., None]) -> Callable[[Progress], None]:
+    def on_progress(p: Progress) -> None:
+        callback(p.fraction, f"training: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}")
+    return on_progress

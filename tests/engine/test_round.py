@@ -1,0 +1,172 @@
+"""Rounds end to end on generated images through the real storage layer."""
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+
+import storage
+from engine.round import WARM_START_FILE, RoundError, load_project_pool, run_initial_round, run_round
+from engine.train import Cancelled
+from tests.engine.conftest import label_by_folder, label_queue, make_tiny_project
+
+
+def test_initial_round_is_a_seeded_random_batch(tiny_project):
+    first = run_initial_round(tiny_project)
+    items = storage.round_items(tiny_project, first.id)
+    assert (first.index, first.strategy, first.selector, first.n_labeled) == (0, "random", "random", 0)
+    assert len(items) == 6 and {score for _, score in items} == {0.0}
+    assert storage.budget_left(tiny_project) == 8
+    with pytest.raises(RoundError, match="initial random batch was already made"):
+        run_initial_round(tiny_project)
+
+
+def test_initial_round_skips_the_validation_sample(tmp_path):
+    project = make_tiny_project(tmp_path, validation_size=5)
+    first = run_initial_round(project)
+    validation = set(storage.validation_ids(project))
+    assert len(validation) == 5
+    assert not validation & {item_id for item_id, _ in storage.round_items(project, first.id)}
+
+
+def test_round_end_to_end(labeled_project):
+    seen = []
+    made = run_round(labeled_project, on_progress=lambda f, m: seen.append((f, m)))
+    queue = storage.round_queue(labeled_project, made.id)
+    assert (made.index, made.strategy, made.selector, made.n_labeled) == (1, "least_confidence", "proxy_tiny", 6)
+    assert len(queue) == 4
+    assert not {i for i, _ in queue} & set(storage.labeled_ids(labeled_project))
+    assert all(math.isfinite(score) for _, score in queue)
+    assert [score for _, score in queue] == sorted((score for _, score in queue), reverse=True)
+    assert all(t is not None and t >= 0 for t in (made.train_s, made.score_s, made.select_s))
+    assert made.proxy_val_acc is None                      # no validation labels
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("epoch 1/1" in m for _, m in seen)
+    assert storage.budget_left(labeled_project) == 4
+
+
+def test_rounds_continue_until_the_budget_is_spent(labeled_project):
+    for expected_index in (1, 2):
+        made = run_round(labeled_project)
+        assert made.index == expected_index
+        label_queue(labeled_project)
+    assert storage.budget_left(labeled_project) == 0
+    assert len(storage.training_labels(labeled_project)) == 14
+    with pytest.raises(RoundError, match="budget of 14 is spent"):
+        run_round(labeled_project)
+
+
+def test_round_records_validation_accuracy(tmp_path):
+    project = make_tiny_project(tmp_path, validation_size=4)
+    run_initial_round(project)
+    label_queue(project)
+    label_by_folder(project, storage.validation_ids(project), annotator="user")
+    made = run_round(project)
+    assert 0.0 <= made.proxy_val_acc <= 1.0
+    assert made.n_labeled == 6                               # validation labels do not train
+
+
+def _picks(tmp_path, name):
+    project = make_tiny_project(tmp_path / name)
+    run_initial_round(project)
+    label_queue(project)
+    made = run_round(project)
+    paths = {item.id: item.path for item in storage.usable_items(project)}
+    return [(paths[i], round(score, 5)) for i, score in storage.round_items(project, made.id)]
+
+
+def test_rounds_are_reproducible_for_a_fixed_seed(tmp_path):
+    assert _picks(tmp_path, "a") == _picks(tmp_path, "b")
+
+
+def test_round_reads_no_image_file_once_cached(labeled_project, tmp_path):
+    load_project_pool(labeled_project)
+    shutil.move(tmp_path / "images", tmp_path / "moved")
+    made = run_round(labeled_project)
+    assert len(storage.round_items(labeled_project, made.id)) == 4
+
+
+@pytest.mark.parametrize("strategy", ["random", "margin", "entropy", "kcenter"])
+def test_every_strategy_runs_a_round(tmp_path, strategy):
+    project = make_tiny_project(tmp_path, strategy=strategy)
+    run_initial_round(project)
+    label_queue(project)
+    made = run_round(project)
+    assert made.strategy == strategy
+    assert len(storage.round_items(project, made.id)) == 4
+
+
+def test_warm_start_reuses_the_last_proxy(tmp_path):
+    project = make_tiny_project(tmp_path, warm_start=True)
+    run_initial_round(project)
+    label_queue(project)
+    run_round(project)
+    saved = project.models_dir / WARM_START_FILE
+    assert saved.is_file()
+    label_queue(project)
+    assert run_round(project).index == 2
+
+
+def test_model_override_selects_with_another_model(labeled_project):
+    made = run_round(labeled_project, model_name="resnet20", epochs=1)
+    assert made.selector == "resnet20"
+
+
+# ---------------------------------------------------------------- refusals: nothing is written
+
+def _refuses(project, match, **kwargs):
+    before = storage.list_rounds(project)
+    with pytest.raises(RoundError, match=match):
+        run_round(project, **kwargs)
+    assert storage.list_rounds(project) == before
+
+
+def test_refuses_while_the_previous_round_is_unlabeled(tiny_project):
+    run_initial_round(tiny_project)
+    _refuses(tiny_project, "round 0 still has 6 unlabeled images; label or skip them")
+
+
+def test_refuses_when_the_budget_is_spent(tmp_path):
+    project = make_tiny_project(tmp_path, budget=6)
+    run_initial_round(project)
+    label_queue(project)
+    _refuses(project, "budget of 6 is spent")
+
+
+def test_refuses_with_fewer_than_two_classes(tiny_project):
+    first = run_initial_round(tiny_project)
+    for item_id, _ in storage.round_queue(tiny_project, first.id):
+        storage.set_label(tiny_project, item_id, "red")
+    _refuses(tiny_project, r"at least 2 classes \(labeled so far: red\)")
+
+
+def test_refuses_without_labels(tiny_project):
+    _refuses(tiny_project, r"at least 2 classes \(labeled so far: none\)")
+
+
+def test_refuses_when_no_candidates_are_left(tmp_path):
+    project = make_tiny_project(tmp_path, per_class=2, budget=8)
+    run_initial_round(project)
+    label_queue(project)
+    _refuses(project, "every usable image is already labeled")
+
+
+def test_refuses_an_unknown_strategy_or_model(tmp_path):
+    project = make_tiny_project(tmp_path, strategy="best_guess")
+    run_initial_round(project)
+    label_queue(project)
+    _refuses(project, "unknown strategy 'best_guess'; choose one of")
+    storage.save_settings(project, storage.Settings(**{**storage.load_settings(project).__dict__,
+                                                       "strategy": "margin", "proxy": "tiny_net"}))
+    with pytest.raises(ValueError, match="unknown model 'tiny_net'"):
+        run_round(project)
+
+
+def test_cancelled_round_writes_nothing(labeled_project):
+    before = storage.list_rounds(labeled_project)
+    with pytest.raises(Cancelled):
+        run_round(labeled_project, should_stop=lambda: True)
+    assert storage.list_rounds(labeled_project) == before
+    assert storage.budget_left(labeled_project) == 8
