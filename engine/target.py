@@ -1,0 +1,139 @@
+"""The target stage: train the target model on every training label, evaluate, save a checkpoint.
+
+`fit_target` trains and evaluates (simulate uses it to test the target on a
+held-out set); `run_target` also saves the checkpoint under
+`project.models_dir / "target"` with the metrics beside it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+import storage
+from engine.checkpoint import save_checkpoint
+from engine.config import stage_config
+from engine.models import build_model
+from engine.round import ProjectPool, RoundError, load_project_pool
+from engine.score import predict_logits
+from engine.train import Cancelled, Progress, train
+
+CHECKPOINT_DIR = "target"
+METRICS_FILE = "metrics.json"
+
+
+class TargetError(RoundError):
+    """The target cannot be trained now; the message says what to do instead."""
+
+
+@dataclass
+class TargetFit:
+    """A trained target model and what it was trained and evaluated on."""
+
+    model: nn.Module
+    pool: ProjectPool
+    class_names: list[str]
+    metrics: dict            # see validation_metrics, plus train_s, n_labels, model, epochs
+
+
+def fit_target(project: storage.Project, on_progress: Callable[[float, str], None] | None = None,
+               should_stop: Callable[[], bool] | None = None, *, model_name: str | None = None,
+               epochs: int | None = None) -> TargetFit:
+    """Train `settings.target` (or `model_name`) for `target_epochs` (or `epochs`) on every
+    training label and evaluate it on the labeled validation items.
+
+    Raises TargetError when fewer than two classes have labels, Cancelled
+    when `should_stop()` turns True.
+    """
+    settings = storage.load_settings(project)
+    stage = stage_config(settings, "target", model_name=model_name, epochs=epochs)
+    labels = storage.training_labels(project)
+    if len(set(labels.values())) < 2:
+        raise TargetError("the target needs labels in at least 2 classes; label more images first")
+    report = on_progress or (lambda fraction, message: None)
+    pool = load_project_pool(project, settings, lambda f: report(0.05 * f, "decoding images"))
+    ids = sorted(labels)
+    images = np.asarray(pool.images[pool.positions(ids)])
+    targets = np.array([labels[i] for i in ids], dtype=np.int64)
+
+    started = time.perf_counter()
+    model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
+
+    def on_train(p: Progress) -> None:
+        report(0.05 + 0.9 * p.fraction, f"training the target: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}")
+
+    train(model, images, targets, stage.train, pool.normalization, on_progress=on_train, should_stop=should_stop)
+    train_s = time.perf_counter() - started
+    if should_stop is not None and should_stop():
+        raise Cancelled("target training cancelled")
+    report(0.95, "evaluating on the validation set")
+    metrics = validation_metrics(model, project, pool, len(settings.classes))
+    metrics.update(train_s=train_s, n_labels=len(ids), model=stage.model_name, epochs=stage.train.epochs)
+    return TargetFit(model=model, pool=pool, class_names=list(settings.classes), metrics=metrics)
+
+
+def run_target(project: storage.Project, on_progress: Callable[[float, str], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train and evaluate the target, save its checkpoint; return the metrics and `checkpoint` path.
+
+    The checkpoint goes to `project.models_dir / "target"` (engine.checkpoint
+    format, loadable with `load_checkpoint`); the metrics are also written as
+    `metrics.json` beside the weights. Metrics: accuracy (None without
+    validation labels), per_class_accuracy, confusion, n_validation,
+    train_s, n_labels, model, epochs.
+    """
+    fit = fit_target(project, on_progress, should_stop)
+    path = save_checkpoint(
+        fit.model, project.models_dir / CHECKPOINT_DIR, class_names=fit.class_names,
+        image_size=fit.pool.image_size, normalization=fit.pool.normalization,
+        metrics=fit.metrics, n_labels=fit.metrics["n_labels"],
+    )
+    path = Path(path)
+    _write_json(path if path.is_dir() else path.parent, METRICS_FILE, fit.metrics)
+    if on_progress is not None:
+        on_progress(1.0, "target model saved")
+    return {**fit.metrics, "checkpoint": str(path)}
+
+
+def validation_metrics(model: nn.Module, project: storage.Project, pool: ProjectPool, n_classes: int) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix on the labeled validation items.
+
+    confusion[i][j] counts items of class i predicted as j; per_class_accuracy[i]
+    is None for a class with no validation items; accuracy is None when
+    nothing in the validation set is labeled.
+    """
+    labels = storage.validation_labels(project)
+    ids = sorted(labels)
+    truth = np.array([labels[i] for i in ids], dtype=np.int64)
+    if ids:
+        images = np.asarray(pool.images[pool.positions(ids)])
+        predicted = predict_logits(model, images, pool.normalization).argmax(1)
+    else:
+        predicted = np.empty(0, dtype=np.int64)
+    return classification_metrics(truth, predicted, n_classes)
+
+
+def classification_metrics(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict:
+    """accuracy, per_class_accuracy and confusion (lists, JSON-ready) of int labels [N]."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (truth, predicted), 1)
+    support = confusion.sum(1)
+    per_class = [float(confusion[c, c] / support[c]) if support[c] else None for c in range(n_classes)]
+    accuracy = float(np.trace(confusion) / len(truth)) if len(truth) else None
+    return {"accuracy": accuracy, "per_class_accuracy": per_class,
+            "confusion": confusion.tolist(), "n_validation": int(len(truth))}
+
+
+def _write_json(folder: Path, name: str, data: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+    return path

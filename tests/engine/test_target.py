@@ -1,0 +1,80 @@
+"""The target stage: trains on every training label, evaluates on validation, saves a usable checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import storage
+from engine.checkpoint import load_checkpoint
+from engine.round import run_initial_round
+from engine.target import TargetError, classification_metrics, run_target
+from engine.train import Cancelled
+from tests.engine.conftest import CLASS_NAMES, label_by_folder, label_queue, make_tiny_project
+
+
+@pytest.fixture
+def validated_project(tmp_path):
+    project = make_tiny_project(tmp_path, validation_size=6)
+    run_initial_round(project)
+    label_queue(project)
+    label_by_folder(project, storage.validation_ids(project), annotator="user")
+    return project
+
+
+def test_target_writes_a_checkpoint_that_loads_and_predicts(validated_project, tmp_path):
+    seen = []
+    result = run_target(validated_project, on_progress=lambda f, m: seen.append(f))
+    checkpoint = Path(result["checkpoint"])
+    assert checkpoint == validated_project.models_dir / "target"
+    assert (result["n_labels"], result["n_validation"], result["model"], result["epochs"]) == (6, 6, "resnet20", 1)
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert len(result["per_class_accuracy"]) == 3
+    assert np.array(result["confusion"]).sum() == 6
+    assert result["train_s"] > 0
+    assert seen[-1] == 1.0
+    saved = json.loads((checkpoint / "metrics.json").read_text())
+    assert saved["confusion"] == result["confusion"]
+
+    loaded = load_checkpoint(checkpoint)
+    image_path = next((tmp_path / "images" / "red").iterdir())
+    with Image.open(image_path) as image:
+        predictions = loaded.predict([image.convert("RGB"), image.convert("L")])
+    assert len(predictions) == 2
+    assert all(name in CLASS_NAMES[:3] and 0.0 <= prob <= 1.0 for name, prob in predictions)
+
+
+def test_target_without_validation_labels_has_no_accuracy(tmp_path):
+    project = make_tiny_project(tmp_path)
+    run_initial_round(project)
+    label_queue(project)
+    result = run_target(project)
+    assert (result["accuracy"], result["n_validation"], result["per_class_accuracy"]) == (None, 0, [None] * 3)
+    assert Path(result["checkpoint"], "metrics.json").is_file()
+
+
+def test_target_refuses_with_one_class(tiny_project):
+    first = run_initial_round(tiny_project)
+    for item_id, _ in storage.round_queue(tiny_project, first.id):
+        storage.set_label(tiny_project, item_id, "blue")
+    with pytest.raises(TargetError, match="at least 2 classes"):
+        run_target(tiny_project)
+    assert not (tiny_project.models_dir / "target").exists()
+
+
+def test_cancelled_target_saves_nothing(validated_project):
+    with pytest.raises(Cancelled):
+        run_target(validated_project, should_stop=lambda: True)
+    assert not (validated_project.models_dir / "target").exists()
+
+
+def test_classification_metrics_on_known_predictions():
+    truth = np.array([0, 0, 1, 1, 1])
+    predicted = np.array([0, 1, 1, 1, 0])
+    metrics = classification_metrics(truth, predicted, 3)
+    assert metrics == {"accuracy": 0.6, "per_class_accuracy": [0.5, 2 / 3, None],
+                       "confusion": [[1, 1, 0], [1, 2, 0], [0, 0, 0]], "n_validation": 5}
+    assert classification_metrics(np.array([], int), np.array([], int), 2)["accuracy"] is None
