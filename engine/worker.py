@@ -1,0 +1,334 @@
+"""The background worker: takes round and target jobs from a project's jobs table.
+
+One worker process per project, enforced by an exclusive `flock` on
+`PROJECT/worker.lock` (released by the kernel when the process dies, so a
+crash never leaves a stale lock); a second worker exits quietly. Claiming a
+job is atomic in storage as well, so two rounds never run at once. While a
+job runs, a heartbeat thread keeps it from looking stale during a long
+epoch; a failure is recorded on the job as one readable line, the
+traceback goes to `PROJECT/logs/worker.log`, and labels are never touched.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import storage
+from engine.round import run_initial_round, run_round
+from engine.target import run_target
+from engine.train import Cancelled
+
+LOCK_FILE = "worker.lock"
+PID_FILE = "worker.pid"
+LOG_FILE = Path("logs") / "worker.log"
+KINDS = ("round", "target")
+HEARTBEAT_S = 5.0          # seconds between heartbeats while a job runs
+STALE_AFTER_S = 60.0       # a running job silent this long belongs to a dead worker
+PROGRESS_EVERY_S = 0.5     # at most this often a progress write to the database
+CANCEL_CHECK_S = 1.0       # at most this often a cancellation read
+STARTING_GRACE_S = 60.0    # a just-started worker may take this long to take the lock
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+log = logging.getLogger("engine.worker")
+_children: list[subprocess.Popen] = []   # started workers, kept so they can be reaped
+
+
+class WorkerLock:
+    """Exclusive, non-blocking `flock` on PROJECT/worker.lock; `acquire()` says whether we got it."""
+
+    def __init__(self, project_dir: Path):
+        self.path = Path(project_dir) / LOCK_FILE
+        self.handle = None
+
+    def acquire(self) -> bool:
+        """True when this process now holds the lock, False when another one does."""
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        """Give the lock back (closing the file releases the flock)."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def run_worker(project_dir: str | Path, *, once: bool = False, poll_s: float = 0.5,
+               idle_exit_s: float | None = None, stale_after_s: float = STALE_AFTER_S,
+               heartbeat_s: float = HEARTBEAT_S) -> int:
+    """Run round and target jobs of the project at `project_dir` until told to stop; return jobs run.
+
+    once: return as soon as no job is waiting. idle_exit_s: return after
+    that many seconds without a job. Returns 0 at once, quietly, when
+    another worker holds the project's lock.
+    """
+    project = storage.open_project(project_dir)
+    lock = WorkerLock(project.root)
+    if not lock.acquire():
+        return 0
+    handler = _attach_log(project.root)
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        _write_pid(project.root)
+        log.info("worker %s started for %s", name, project.root)
+        return _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s)
+    finally:
+        log.info("worker %s stopping", name)
+        _remove_pid(project.root)
+        log.removeHandler(handler)
+        handler.close()
+        lock.release()
+
+
+def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s) -> int:
+    done, idle_since = 0, time.monotonic()
+    while True:
+        job = storage.claim_job(project, name, kinds=KINDS, stale_after_s=stale_after_s)
+        if job is None:
+            if once or (idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s):
+                return done
+            time.sleep(poll_s)
+            continue
+        run_job(project, job, name, heartbeat_s=heartbeat_s)
+        done += 1
+        idle_since = time.monotonic()
+
+
+def run_job(project: storage.Project, job: storage.Job, worker: str, *, heartbeat_s: float = HEARTBEAT_S) -> None:
+    """Run one claimed job to its end: finish_job with its result, or fail_job with a readable error."""
+    log.info("job %s (%s) %s started", job.id, job.kind, job.params)
+    beat = _Heartbeat(project, job.id, worker, heartbeat_s)
+    beat.start()
+    try:
+        result = JOBS[job.kind](project, job.params, _progress(project, job.id), _canceller(project, job.id, beat))
+    except Exception as exc:  # any failure is reported on the job, never lost
+        beat.stop()
+        _record_failure(project, job, exc)
+        return
+    beat.stop()
+    try:
+        storage.finish_job(project, job.id, result)
+        log.info("job %s done: %s", job.id, result)
+    except storage.StorageError as exc:
+        log.warning("job %s finished but could not be marked done: %s", job.id, exc)
+
+
+def _record_failure(project: storage.Project, job: storage.Job, exc: BaseException) -> None:
+    message = "cancelled" if isinstance(exc, Cancelled) else describe_error(exc)
+    log.error("job %s (%s) failed: %s\n%s", job.id, job.kind, message,
+              "".join(traceback.format_exception(exc)))
+    try:
+        storage.fail_job(project, job.id, message)
+    except storage.StorageError as err:   # another worker took the job over, or it was ended
+        log.warning("job %s failed but could not be marked failed: %s", job.id, err)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for the UI: exception type and message, no traceback."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- job kinds
+
+def _round_job(project, params, on_progress, should_stop) -> dict:
+    params = _check_params("round", params, {"model", "epochs", "strategy"})
+    if params.get("strategy") not in (None, storage.load_settings(project).strategy):
+        raise ValueError("a round job's strategy must match the project's; change it in the settings")
+    if storage.current_round(project) is None:
+        made = run_initial_round(project)
+    else:
+        made = run_round(project, on_progress, should_stop, model_name=params.get("model"),
+                         epochs=params.get("epochs"))
+    return {"round_id": made.id, "index": made.index, "size": len(storage.round_items(project, made.id)),
+            "train_s": made.train_s, "score_s": made.score_s, "select_s": made.select_s,
+            "proxy_val_acc": made.proxy_val_acc, "n_labeled": made.n_labeled}
+
+
+def _target_job(project, params, on_progress, should_stop) -> dict:
+    _check_params("target", params, set())
+    return run_target(project, on_progress, should_stop)
+
+
+JOBS: dict[str, Callable[..., dict]] = {"round": _round_job, "target": _target_job}
+
+
+def _check_params(kind: str, params: dict | None, allowed: set[str]) -> dict:
+    params = params or {}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        expected = ", ".join(sorted(allowed)) or "none"
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for a {kind} job; expected: {expected}")
+    return params
+
+
+# ---------------------------------------------------------------- liveness
+
+class _Heartbeat:
+    """Heartbeats a running job from a thread; notes when the job was taken away from us."""
+
+    def __init__(self, project, job_id: int, worker: str, every_s: float):
+        self.project, self.job_id, self.worker, self.every_s = project, job_id, worker, every_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                storage.heartbeat(self.project, self.job_id, self.worker)
+            except storage.StorageError as exc:
+                log.warning("job %s: %s; stopping it", self.job_id, exc)
+                self.lost = True
+                return
+            except Exception:   # a busy database must not kill the heartbeat thread
+                log.exception("job %s: heartbeat failed, will retry", self.job_id)
+
+
+def _progress(project, job_id: int) -> Callable[[float, str], None]:
+    last = [0.0]
+
+    def on_progress(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or fraction >= 1.0:
+            last[0] = now
+            try:
+                storage.report_progress(project, job_id, fraction, message)
+            except storage.StorageError as exc:
+                log.warning("job %s: progress not recorded: %s", job_id, exc)
+    return on_progress
+
+
+def _canceller(project, job_id: int, beat: _Heartbeat) -> Callable[[], bool]:
+    state = {"at": 0.0, "value": False}
+
+    def should_stop() -> bool:
+        if beat.lost:
+            return True
+        now = time.monotonic()
+        if not state["value"] and now - state["at"] >= CANCEL_CHECK_S:
+            state["at"] = now
+            state["value"] = storage.is_cancel_requested(project, job_id)
+        return state["value"]
+    return should_stop
+
+
+# ---------------------------------------------------------------- processes
+
+def ensure_worker(project_dir: str | Path, *, idle_exit_s: float | None = 600.0) -> int:
+    """Start a detached `python -m engine worker` for the project unless one is alive; return its pid.
+
+    A worker counts as alive when it holds the lock, or when one was started
+    less than a minute ago and has not taken the lock yet (importing torch
+    takes seconds). The new process has its own session, so it outlives the
+    caller (the Streamlit server); its output goes to logs/worker.log.
+    """
+    project = storage.open_project(project_dir)
+    _reap()
+    running = _live_worker_pid(project.root)
+    if running is not None:
+        return running
+    log_path = project.root / LOG_FILE
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "engine", "worker", "--project", str(project.root)]
+    if idle_exit_s is not None:
+        command += ["--idle-exit", str(idle_exit_s)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(log_path, "ab") as out:
+        child = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=out, start_new_session=True)
+    _children.append(child)
+    _write_pid(project.root, child.pid)
+    return child.pid
+
+
+def worker_alive(project_dir: str | Path) -> bool:
+    """True when some process holds the project's worker lock."""
+    lock = WorkerLock(Path(project_dir))
+    if lock.acquire():
+        lock.release()
+        return False
+    return True
+
+
+def _live_worker_pid(root: Path) -> int | None:
+    pid, written = _read_pid(root)
+    if worker_alive(root):
+        return pid if pid is not None else -1
+    if pid is not None and time.time() - written < STARTING_GRACE_S and _process_exists(pid):
+        return pid
+    return None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _reap() -> None:
+    """Collect exit statuses of workers we started, so none lingers as a zombie."""
+    _children[:] = [child for child in _children if child.poll() is None]
+
+
+def _write_pid(root: Path, pid: int | None = None) -> None:
+    path = root / PID_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(pid or os.getpid()))
+    os.replace(tmp, path)
+
+
+def _read_pid(root: Path) -> tuple[int | None, float]:
+    path = root / PID_FILE
+    try:
+        return int(path.read_text().strip()), path.stat().st_mtime
+    except (OSError, ValueError):
+        return None, 0.0
+
+
+def _remove_pid(root: Path) -> None:
+    pid, _ = _read_pid(root)
+    if pid == os.getpid():
+        (root / PID_FILE).unlink(missing_ok=True)
+
+
+def _attach_log(root: Path) -> logging.Handler:
+    path = root / LOG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler

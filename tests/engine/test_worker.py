@@ -1,0 +1,150 @@
+"""The background worker: runs round and target jobs, records failures readably, one per project."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import storage
+from engine import worker
+from engine.round import run_initial_round
+from engine.worker import WorkerLock, describe_error, ensure_worker, run_worker, worker_alive
+from tests.engine.conftest import label_queue
+
+
+def _labels(project):
+    return storage.current_labels(project), {i: storage.label_history(project, i) for i in storage.labeled_ids(project)}
+
+
+def test_worker_runs_the_initial_round_then_a_selection_round(tiny_project):
+    first_job = storage.enqueue_job(tiny_project, "round")
+    assert run_worker(tiny_project.root, once=True) == 1
+    done = storage.get_job(tiny_project, first_job.id)
+    assert (done.state, done.result["index"], done.result["size"]) == ("done", 0, 6)
+
+    label_queue(tiny_project)
+    job = storage.enqueue_job(tiny_project, "round")
+    assert run_worker(tiny_project.root, once=True) == 1
+    done = storage.get_job(tiny_project, job.id)
+    assert (done.state, done.progress, done.error) == ("done", 1.0, None)
+    assert (done.result["index"], done.result["size"], done.result["n_labeled"]) == (1, 4, 6)
+    assert done.result["train_s"] > 0
+    assert storage.current_round(tiny_project).index == 1
+    assert (tiny_project.root / "logs" / "worker.log").is_file()
+    assert not (tiny_project.root / worker.PID_FILE).exists()
+
+
+def test_worker_runs_a_target_job(labeled_project):
+    job = storage.enqueue_job(labeled_project, "target")
+    run_worker(labeled_project.root, once=True)
+    done = storage.get_job(labeled_project, job.id)
+    assert done.state == "done"
+    assert done.result["n_labels"] == 6 and done.result["checkpoint"].endswith("target")
+
+
+def test_failure_is_readable_and_labels_are_untouched(tiny_project):
+    run_initial_round(tiny_project)
+    storage.set_label(tiny_project, storage.round_queue(tiny_project, 1)[0][0], "red")
+    before = _labels(tiny_project)
+    job = storage.enqueue_job(tiny_project, "round")
+    run_worker(tiny_project.root, once=True)
+    failed = storage.get_job(tiny_project, job.id)
+    assert failed.state == "failed"
+    assert failed.error == ("RoundError: round 0 still has 5 unlabeled images; "
+                            "label or skip them before the next round")
+    assert "Traceback" not in failed.error
+    assert _labels(tiny_project) == before
+    log_text = (tiny_project.root / "logs" / "worker.log").read_text()
+    assert "Traceback" in log_text and "RoundError" in log_text
+
+
+def test_bad_params_fail_the_job(labeled_project):
+    job = storage.enqueue_job(labeled_project, "round", {"epochz": 3})
+    other = storage.enqueue_job(labeled_project, "round", {"model": "no_such_net"})
+    assert run_worker(labeled_project.root, once=True) == 2
+    assert storage.get_job(labeled_project, job.id).error == (
+        "ValueError: unknown parameter(s) epochz for a round job; expected: epochs, model, strategy")
+    assert storage.get_job(labeled_project, other.id).error.startswith("ValueError: unknown model 'no_such_net'")
+    assert storage.current_round(labeled_project).index == 0
+
+
+def test_stale_job_is_reclaimed(labeled_project):
+    job = storage.enqueue_job(labeled_project, "round")
+    storage.claim_job(labeled_project, "dead-worker")
+    assert run_worker(labeled_project.root, once=True, stale_after_s=60) == 0
+    time.sleep(1.1)
+    assert run_worker(labeled_project.root, once=True, stale_after_s=1) == 1
+    done = storage.get_job(labeled_project, job.id)
+    assert (done.state, done.attempts) == ("done", 2)
+    assert done.worker != "dead-worker"
+
+
+def test_a_second_worker_exits_while_the_lock_is_held(labeled_project):
+    job = storage.enqueue_job(labeled_project, "round")
+    held = WorkerLock(labeled_project.root)
+    assert held.acquire()
+    try:
+        assert worker_alive(labeled_project.root)
+        assert run_worker(labeled_project.root, once=True) == 0
+        assert storage.get_job(labeled_project, job.id).state == "queued"
+    finally:
+        held.release()
+    assert not worker_alive(labeled_project.root)
+    assert run_worker(labeled_project.root, once=True) == 1
+
+
+def test_cancel_request_stops_a_running_round(labeled_project):
+    job = storage.enqueue_job(labeled_project, "round")
+    claimed = storage.claim_job(labeled_project, "w")
+    storage.cancel_job(labeled_project, job.id)
+    worker.run_job(labeled_project, claimed, "w")
+    ended = storage.get_job(labeled_project, job.id)
+    assert (ended.state, ended.error) == ("cancelled", "cancelled")
+    assert storage.current_round(labeled_project).index == 0
+
+
+def test_heartbeat_thread_keeps_a_long_job_fresh(labeled_project, monkeypatch):
+    def slow_job(project, params, on_progress, should_stop):
+        time.sleep(0.4)
+        return {"slept": True}
+
+    monkeypatch.setitem(worker.JOBS, "round", slow_job)
+    job = storage.enqueue_job(labeled_project, "round")
+    claimed = storage.claim_job(labeled_project, "w")
+    worker.run_job(labeled_project, claimed, "w", heartbeat_s=0.05)
+    done = storage.get_job(labeled_project, job.id)
+    assert done.state == "done" and done.result == {"slept": True}
+    assert done.heartbeat_at > claimed.heartbeat_at + 0.2
+
+
+def test_idle_worker_exits(tiny_project):
+    started = time.monotonic()
+    assert run_worker(tiny_project.root, poll_s=0.05, idle_exit_s=0.2) == 0
+    assert time.monotonic() - started < 5
+
+
+def test_describe_error_is_one_line():
+    assert describe_error(ValueError("bad\n  value")) == "ValueError: bad value"
+    assert describe_error(KeyError()) == "KeyError"
+
+
+def test_ensure_worker_starts_one_detached_worker(labeled_project):
+    job = storage.enqueue_job(labeled_project, "round")
+    pid = ensure_worker(labeled_project.root, idle_exit_s=1)
+    try:
+        assert ensure_worker(labeled_project.root, idle_exit_s=1) == pid
+        deadline = time.monotonic() + 90
+        while storage.get_job(labeled_project, job.id).state in ("queued", "running"):
+            assert time.monotonic() < deadline, "the worker did not finish the job"
+            time.sleep(0.2)
+        assert storage.get_job(labeled_project, job.id).state == "done"
+        child = next(c for c in worker._children if c.pid == pid)
+        assert child.wait(timeout=30) == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    assert not worker_alive(labeled_project.root)
