@@ -65,8 +65,13 @@ def save_checkpoint(model: nn.Module, path_dir: str | Path, *, class_names: Sequ
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic_write(path_dir / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
-    _atomic_write(path_dir / METADATA, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+    _atomic_write(path_dir / METADATA, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2, default=_plain)))
     return path_dir
+
+
+def _plain(value):
+    """JSON fallback for metric values such as numpy scalars."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _atomic_write(dest: Path, write) -> None:
