@@ -32,7 +32,7 @@ class TrainConfig:
     """Hyperparameters; the defaults suit a proxy trained from scratch on ~1,000 images."""
 
     epochs: int = 8
-    batch_size: int = 128          # images per step (fewer when the set is smaller)
+    batch_size: int = 128          # images per step (fewer when the set is smaller); >= 2
     lr: float = 0.4                # peak learning rate of the schedule
     momentum: float = 0.9          # SGD Nesterov momentum
     weight_decay: float = 5e-4     # on conv/linear weights only, not BN or biases
@@ -90,8 +90,7 @@ def train(
     mean, std = normalization_tensors(normalization, device)
     gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu").manual_seed(config.seed)
     n = data.shape[0]
-    batch = min(config.batch_size, n)
-    steps = math.ceil(n / batch)
+    batch, steps = _batching(n, config.batch_size)
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, steps * config.epochs)
     pad = max(1, round(4 * data.shape[-1] / 32))                  # 4 px at 32 px, scaled with the size
@@ -99,7 +98,7 @@ def train(
     loss_sum = torch.zeros((), device=device)
     seen = 0
     for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(n, generator=gen, device=gen.device).to(device)
+        order = torch.randperm(n, generator=gen, device=gen.device).repeat(2 if n == 1 else 1).to(device)
         for step in range(1, steps + 1):
             stopper.check()
             idx = order[(step - 1) * batch: step * batch]
@@ -156,6 +155,19 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     period = 2 * (size - 1)
     index = index.remainder(period)
     return torch.where(index >= size, period - index, index)
+
+
+def _batching(n: int, batch_size: int) -> tuple[int, int]:
+    """(images per step, steps per epoch) for n examples.
+
+    Batch norm cannot train on one example when the last feature map is 1x1
+    (torchvision ResNets on small images), so no step ever has a single
+    example: a lone example is repeated, and a leftover of one after the full
+    batches sits out that epoch (a different one each epoch, by shuffling).
+    """
+    n = max(n, 2)
+    batch = min(batch_size, n)
+    return batch, n // batch + (1 if n % batch >= 2 else 0)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -220,7 +232,9 @@ def _check_inputs(images, labels: np.ndarray, config: TrainConfig, model: nn.Mod
     classes = getattr(getattr(model, "config", None), "num_classes", None)
     if labels.min() < 0 or (classes is not None and labels.max() >= classes):
         raise ValueError(f"labels must lie in 0..{classes - 1 if classes else 'C-1'}, got {labels.min()}..{labels.max()}")
-    if config.epochs < 1 or config.batch_size < 1 or config.report_every < 1:
-        raise ValueError("epochs, batch_size and report_every must be >= 1")
+    if config.epochs < 1 or config.report_every < 1:
+        raise ValueError("epochs and report_every must be >= 1")
+    if config.batch_size < 2:
+        raise ValueError("batch_size must be >= 2 (batch norm needs two examples)")
     if config.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {config.schedule!r}; use one of {SCHEDULES}")

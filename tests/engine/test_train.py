@@ -77,12 +77,20 @@ def test_seeded_training_is_reproducible_on_cpu():
     assert not all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(other)))
 
 
-@pytest.mark.parametrize("n", [1, 3])
-def test_tiny_sets_and_single_example_classes_train(n):
-    images, labels = separable(n_per_class=1)
-    model = train(build_model("proxy_tiny", 3, 16, seed=0), images[:n], labels[:n],
-                  TrainConfig(epochs=2, batch_size=128, device="cpu"), NORM)
+@pytest.mark.parametrize("name", ["proxy_tiny", "tv_resnet18"])    # tv_resnet18: 1x1 last map at 16 px
+@pytest.mark.parametrize("n, batch_size", [(1, 128), (3, 128), (3, 2), (5, 4)])
+def test_tiny_sets_and_single_example_classes_train(name, n, batch_size):
+    images, labels = separable(n_per_class=2)
+    model = train(build_model(name, 3, 16, seed=0), images[:n], labels[:n],
+                  TrainConfig(epochs=2, batch_size=batch_size, device="cpu"), NORM)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+def test_batching_never_leaves_a_single_example_step():
+    assert train_module._batching(1, 128) == (2, 1)
+    assert train_module._batching(129, 128) == (128, 1)
+    assert train_module._batching(130, 128) == (128, 2)
+    assert train_module._batching(1000, 128) == (128, 8)
 
 
 def test_cosine_schedule_and_torch_inputs():
@@ -99,6 +107,7 @@ def test_cosine_schedule_and_torch_inputs():
     (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(3, np.int64), FAST, "shape"),
     (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(schedule="step"), "schedule"),
     (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(epochs=0), ">= 1"),
+    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(batch_size=1), ">= 2"),
 ])
 def test_bad_inputs_raise_clear_errors(images, labels, config, message):
     with pytest.raises(ValueError, match=message):
