@@ -1,0 +1,86 @@
+"""`python -m engine {simulate,bench,worker}`: the engine's command line.
+
+Subcommand modules are imported only when their command runs, so `--help`
+answers without loading torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with its three subcommands."""
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Selection-via-Proxy engine.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{simulate,bench,worker}")
+
+    simulate = commands.add_parser("simulate", help="run the active-learning loop headless with an oracle",
+                                   description="Run the whole loop on an ImageFolder tree (train/, test/).")
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(run="engine.simulate:main")
+
+    bench = commands.add_parser("bench", help="benchmark k-center selection and one round",
+                                description="(a) k-center greedy on random data; (b) one round on the CIFAR subset.")
+    bench.add_argument("--only", choices=("kcenter", "round"), help="run one of the two benchmarks")
+    bench.add_argument("--data", type=Path, default=None,
+                       help="round bench: an image folder of class subfolders (default: unzip the CIFAR subset)")
+    bench.add_argument("--labeled", type=int, default=1000, help="round bench: labels before the timed round")
+    bench.add_argument("--round-size", type=int, default=1000, help="round bench: images selected")
+    bench.add_argument("--strategy", default="least_confidence", help="round bench: selection strategy")
+    bench.add_argument("--proxy", default=None, help="round bench: proxy model (default: the settings default)")
+    bench.add_argument("--proxy-epochs", type=int, default=None, help="round bench: epochs (default: the settings default)")
+    bench.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    bench.set_defaults(run="engine.bench_round:main_all")
+
+    worker = commands.add_parser("worker", help="run the background worker of a project",
+                                 description="Take round and target jobs from a project's jobs table.")
+    worker.add_argument("--project", type=Path, required=True, help="the project directory")
+    worker.add_argument("--once", action="store_true", help="exit when no job is waiting")
+    worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the jobs table")
+    worker.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    worker.set_defaults(run="engine.cli:run_worker_command")
+    return parser
+
+
+def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulate flags. Omitted flags take engine.simulate.SimulateConfig's defaults."""
+    optional = dict(default=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, required=True, help="ImageFolder root holding train/<class>/ and test/<class>/")
+    parser.add_argument("--out", type=Path, required=True, help="results JSON; a CSV of the rounds goes beside it")
+    parser.add_argument("--strategy", help="random | least_confidence | margin | entropy | kcenter", **optional)
+    parser.add_argument("--initial", type=int, help="size of the random initial batch", **optional)
+    parser.add_argument("--round-size", type=int, help="images selected per round", **optional)
+    parser.add_argument("--budget", type=int, help="labels in all, initial batch included", **optional)
+    parser.add_argument("--proxy", help="proxy model name (engine.models.MODELS)", **optional)
+    parser.add_argument("--target", help="target model name", **optional)
+    parser.add_argument("--selector", choices=("proxy", "target"),
+                        help="model that selects each batch; target = the SVP baseline", **optional)
+    parser.add_argument("--seed", type=int, **optional)
+    parser.add_argument("--proxy-epochs", type=int, **optional)
+    parser.add_argument("--target-epochs", type=int, **optional)
+    parser.add_argument("--eval-every-round", action="store_true", help="also train and test the target every round",
+                        **optional)
+    parser.add_argument("--device", help="auto | cpu | cuda | mps", **optional)
+    parser.add_argument("--image-size", type=int, help="pixels; 0 = picked from the data", **optional)
+    parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)", **optional)
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    """`python -m engine worker`."""
+    from engine.worker import run_worker
+
+    run_worker(args.project, once=args.once, poll_s=args.poll, idle_exit_s=args.idle_exit)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` and run the chosen subcommand; errors a user can fix print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    module, function = args.run.split(":")
+    try:
+        return getattr(importlib.import_module(module), function)(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2

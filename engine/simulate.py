@@ -1,0 +1,273 @@
+"""`python -m engine simulate`: the whole active-learning loop headless, with an oracle.
+
+Ground truth comes from an ImageFolder tree: `ROOT/train/<class>/*` is the
+pool, `ROOT/test/<class>/*` the test set. The loop goes through the real
+storage layer in a temporary project: ingest, the random initial batch,
+then rounds until the budget is spent, the oracle labeling each queued
+batch. Each round reports the selector's test accuracy and its train /
+score / select seconds; at the end the target trains on every label.
+`--selector target` selects with the target architecture and epochs: the
+baseline the Selection-via-Proxy paper compares against.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import storage
+from engine.config import check_model_name
+from engine.pool_cache import decode_image, pick_image_size
+from engine.round import run_initial_round, select_next_batch
+from engine.select import STRATEGIES
+from engine.target import fit_target
+from engine.train import evaluate
+from storage.walk import find_images
+
+CSV_COLUMNS = ("round", "labeled", "proxy_test_acc", "train_s", "score_s", "select_s", "target_test_acc")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """One simulation; field names match the command-line flags."""
+
+    data: Path
+    out: Path
+    strategy: str = "least_confidence"
+    initial: int = 1000
+    round_size: int = 1000
+    budget: int = 5000
+    proxy: str = "proxy_tiny"
+    target: str = "resnet18"
+    selector: str = "proxy"          # proxy | target
+    seed: int = 0
+    proxy_epochs: int = 8
+    target_epochs: int = 15
+    eval_every_round: bool = False
+    device: str = "auto"
+    image_size: int = 0              # 0 = picked from the pool
+    workdir: Path | None = None      # keep the project here instead of a temp dir
+
+
+def config_from_args(args: argparse.Namespace) -> SimulateConfig:
+    """SimulateConfig from parsed flags (engine.cli); flags not given keep the defaults."""
+    names = {f.name for f in dataclasses.fields(SimulateConfig)}
+    return SimulateConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of `python -m engine simulate`."""
+    result = simulate(config_from_args(args))
+    target = result["target"]
+    print(f"\ntarget test accuracy {target['test_acc']:.4f} with {target['labeled']} labels; "
+          f"results in {args.out}", file=sys.stderr)
+    return 0
+
+
+def simulate(config: SimulateConfig, progress=None) -> dict:
+    """Run one simulation and write its JSON (and CSV) to `config.out`; return the JSON dict."""
+    started = time.perf_counter()
+    check_config(config)
+    progress = progress or ProgressLine(expected_rounds(config))
+    with _workdir(config.workdir) as workdir:
+        project, classes = _make_project(config, Path(workdir))
+        oracle = _oracle(project, classes)
+        size = storage.load_settings(project).image_size
+        test_images, test_labels = load_test_set(config.data / "test", classes, size)
+        selector_model = config.target if config.selector == "target" else config.proxy
+        selector_epochs = config.target_epochs if config.selector == "target" else config.proxy_epochs
+
+        first = run_initial_round(project)
+        rows = [_row(first, None)]
+        _label_queue(project, first, oracle)
+        while storage.budget_left(project) > 0:
+            progress.round(first.index + len(rows))
+            outcome = select_next_batch(project, progress.update, model_name=selector_model, epochs=selector_epochs)
+            acc = evaluate(outcome.model, test_images, test_labels, outcome.pool.normalization)
+            row = _row(outcome.round, acc)
+            if config.eval_every_round:
+                row["target_test_acc"] = _target_accuracy(project, test_images, test_labels, progress)[0]
+            rows.append(row)
+            _label_queue(project, outcome.round, oracle)
+
+        progress.round(None, "training the target")
+        test_acc, train_s = _target_accuracy(project, test_images, test_labels, progress)
+        result = {
+            "settings": _settings_json(config, classes, project, len(test_labels)),
+            "rounds": rows,
+            "target": {"test_acc": test_acc, "train_s": train_s,
+                       "labeled": len(storage.training_labels(project))},
+            "total_s": time.perf_counter() - started,
+        }
+    progress.done()
+    write_results(result, config.out)
+    return result
+
+
+def check_config(config: SimulateConfig) -> None:
+    """ValueError naming the first bad setting, before any work starts."""
+    if not (config.data / "train").is_dir():
+        raise ValueError(f"{config.data}/train is not a folder; --data must hold train/<class>/ and test/<class>/")
+    if not (config.data / "test").is_dir():
+        raise ValueError(f"{config.data}/test is not a folder; --data must hold train/<class>/ and test/<class>/")
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {config.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+    check_model_name(config.proxy)
+    check_model_name(config.target)
+    if config.selector not in ("proxy", "target"):
+        raise ValueError(f"selector must be proxy or target, got {config.selector!r}")
+    for name in ("initial", "round_size", "budget", "proxy_epochs", "target_epochs"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if config.initial > config.budget:
+        raise ValueError(f"--initial ({config.initial}) is larger than --budget ({config.budget})")
+
+
+def expected_rounds(config: SimulateConfig) -> int:
+    """Rounds the loop will make if the pool is large enough: round 0 plus the selection rounds."""
+    return 1 + math.ceil(max(0, config.budget - config.initial) / config.round_size)
+
+
+def _make_project(config: SimulateConfig, workdir: Path) -> tuple[storage.Project, list[str]]:
+    train_root = (config.data / "train").resolve()
+    classes = sorted(p.name for p in train_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    settings = storage.Settings(
+        image_root=str(train_root), classes=tuple(classes), budget=config.budget,
+        round_size=config.round_size, initial_size=config.initial, strategy=config.strategy,
+        proxy=config.proxy, target=config.target, image_size=config.image_size, seed=config.seed,
+        device=config.device, proxy_epochs=config.proxy_epochs, target_epochs=config.target_epochs,
+        auto_next_round=False,
+    )
+    project = storage.create_project(workdir / "project", settings)
+    storage.ingest(project)
+    items = storage.usable_items(project)
+    if len(items) < config.budget:
+        raise ValueError(f"the pool has {len(items)} usable images, fewer than the budget of {config.budget}")
+    if not config.image_size:
+        size = pick_image_size([(item.width, item.height) for item in items])
+        storage.save_settings(project, dataclasses.replace(storage.load_settings(project), image_size=size))
+    return project, classes
+
+
+def _oracle(project: storage.Project, classes: list[str]) -> dict[int, str | object]:
+    """item id -> its class folder's name (SKIP for a file outside any class folder)."""
+    known = set(classes)
+    answers = {}
+    for item in storage.usable_items(project):
+        folder = item.path.split("/", 1)[0] if "/" in item.path else None
+        answers[item.id] = folder if folder in known else storage.SKIP
+    return answers
+
+
+def _label_queue(project: storage.Project, made: storage.Round, oracle: dict) -> None:
+    for item_id, _ in storage.round_queue(project, made.id):
+        storage.set_label(project, item_id, oracle[item_id], annotator="oracle", round_id=made.id)
+
+
+def load_test_set(test_root: Path, classes: list[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode `test_root/<class>/*` once: (uint8 [N, 3, S, S], int64 class indices [N])."""
+    index = {name: i for i, name in enumerate(classes)}
+    paths, labels = [], []
+    for folder in sorted(p for p in test_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name not in index:
+            raise ValueError(f"test class {folder.name!r} is not among the train classes {classes}")
+        found = find_images(folder).paths
+        paths += [folder / p for p in found]
+        labels += [index[folder.name]] * len(found)
+    if not paths:
+        raise ValueError(f"no test images under {test_root}/<class>/")
+    images = np.stack([decode_image(path, image_size) for path in paths])
+    return images, np.asarray(labels, dtype=np.int64)
+
+
+def _target_accuracy(project, test_images, test_labels, progress) -> tuple[float, float]:
+    fit = fit_target(project, progress.update)
+    acc = evaluate(fit.model, test_images, test_labels, fit.pool.normalization)
+    return acc, fit.metrics["train_s"]
+
+
+def _row(made: storage.Round, acc: float | None) -> dict:
+    return {"round": made.index, "labeled": made.n_labeled, "proxy_test_acc": acc,
+            "train_s": made.train_s, "score_s": made.score_s, "select_s": made.select_s}
+
+
+def _settings_json(config: SimulateConfig, classes, project, n_test: int) -> dict:
+    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    values.update(classes=list(classes), pool_size=len(storage.usable_items(project)), test_size=n_test,
+                  image_size=storage.load_settings(project).image_size)
+    return values
+
+
+def write_results(result: dict, out: Path) -> tuple[Path, Path]:
+    """Write the JSON to `out` and the rounds as CSV beside it (same name, .csv); both atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    csv_path = out.with_suffix(".csv")
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result["rounds"])
+    os.replace(tmp, csv_path)
+    return out, csv_path
+
+
+class _workdir:
+    """The given folder, or a temporary one removed afterwards."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.temp = path, None
+
+    def __enter__(self) -> str:
+        if self.path is not None:
+            Path(self.path).mkdir(parents=True, exist_ok=True)
+            return str(self.path)
+        self.temp = tempfile.TemporaryDirectory(prefix="engine-simulate-")
+        return self.temp.name
+
+    def __exit__(self, *exc) -> None:
+        if self.temp is not None:
+            self.temp.cleanup()
+
+
+class ProgressLine:
+    """A one-line progress display on stderr, redrawn with \\r at most 10 times a second."""
+
+    def __init__(self, rounds: int, stream=None):
+        self.rounds, self.stream = rounds, stream or sys.stderr
+        self.current, self.label, self.last = 0, "", 0.0
+
+    def round(self, index: int | None, label: str = "") -> None:
+        """Start round `index` (None: the final target stage)."""
+        if index is not None:
+            self.current = index
+        self.label = label or f"round {self.current}/{self.rounds - 1}"
+        self.update(0.0, "", force=True)
+
+    def update(self, fraction: float, message: str, force: bool = False) -> None:
+        """Redraw with the current stage's fraction (0..1) and message."""
+        now = time.monotonic()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        done = min(1.0, (self.current + fraction) / max(1, self.rounds))
+        bar = "#" * int(done * 20)
+        self.stream.write(f"\r[{bar:<20}] {self.label} {message[:60]:<60}")
+        self.stream.flush()
+
+    def done(self) -> None:
+        """End the line."""
+        self.stream.write("\n")
+        self.stream.flush()

@@ -1,0 +1,63 @@
+"""`python -m engine`: help for every subcommand and a tiny simulate, in subprocesses."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli import build_parser, main
+from tests.engine.conftest import write_image_folder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_the_subcommands():
+    done = _run("--help")
+    assert done.returncode == 0
+    assert "{simulate,bench,worker}" in done.stdout
+
+
+@pytest.mark.parametrize("command, flag", [("simulate", "--selector"), ("bench", "--only"), ("worker", "--project")])
+def test_subcommand_help(command, flag, capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--help"])
+    assert exited.value.code == 0
+    assert flag in capsys.readouterr().out
+
+
+def test_missing_subcommand_is_an_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+
+
+def test_bad_settings_print_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["simulate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "error: " in capsys.readouterr().err
+
+
+def test_tiny_simulate_in_a_subprocess(tmp_path):
+    write_image_folder(tmp_path / "data" / "train", classes=2, per_class=6, seed=3)
+    write_image_folder(tmp_path / "data" / "test", classes=2, per_class=2, seed=4)
+    out = tmp_path / "result.json"
+    done = _run("simulate", "--data", str(tmp_path / "data"), "--out", str(out), "--strategy", "margin",
+                "--initial", "4", "--round-size", "3", "--budget", "7", "--proxy", "proxy_tiny",
+                "--target", "proxy_tiny", "--selector", "proxy", "--seed", "1", "--proxy-epochs", "1",
+                "--target-epochs", "1", "--device", "cpu", "--image-size", "8")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert [r["labeled"] for r in result["rounds"]] == [0, 4]
+    assert result["settings"]["seed"] == 1 and result["target"]["labeled"] == 7
+    assert out.with_suffix(".csv").is_file()
+    assert "round 1/1" in done.stderr and "target test accuracy" in done.stderr

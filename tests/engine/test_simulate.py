@@ -1,0 +1,87 @@
+"""`simulate` on a tiny generated ImageFolder tree: well-formed JSON and CSV."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from engine.simulate import ProgressLine, SimulateConfig, expected_rounds, simulate
+from tests.engine.conftest import write_image_folder
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    write_image_folder(tmp_path / "data" / "train", classes=3, per_class=8, seed=1)
+    write_image_folder(tmp_path / "data" / "test", classes=3, per_class=3, seed=2)
+    return tmp_path / "data"
+
+
+def _config(data_root, tmp_path, **overrides) -> SimulateConfig:
+    values = dict(data=data_root, out=tmp_path / "out" / "run.json", strategy="least_confidence",
+                  initial=6, round_size=4, budget=14, proxy="proxy_tiny", target="resnet20",
+                  selector="proxy", seed=0, proxy_epochs=1, target_epochs=1, device="cpu", image_size=8)
+    values.update(overrides)
+    return SimulateConfig(**values)
+
+
+def test_simulate_writes_json_and_csv(data_root, tmp_path):
+    stream = io.StringIO()
+    config = _config(data_root, tmp_path, eval_every_round=True)
+    result = simulate(config, progress=ProgressLine(expected_rounds(config), stream))
+    written = json.loads(config.out.read_text())
+    assert written == json.loads(json.dumps(result))
+    assert written["settings"]["strategy"] == "least_confidence"
+    assert written["settings"]["selector"] == "proxy"
+    assert (written["settings"]["pool_size"], written["settings"]["test_size"]) == (24, 9)
+    rounds = written["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert [r["labeled"] for r in rounds] == [0, 6, 10]
+    assert rounds[0]["proxy_test_acc"] is None and rounds[0]["train_s"] is None
+    for row in rounds[1:]:
+        assert 0.0 <= row["proxy_test_acc"] <= 1.0 and 0.0 <= row["target_test_acc"] <= 1.0
+        assert all(row[k] >= 0 for k in ("train_s", "score_s", "select_s"))
+    assert written["target"]["labeled"] == 14
+    assert 0.0 <= written["target"]["test_acc"] <= 1.0 and written["target"]["train_s"] > 0
+    assert written["total_s"] > 0
+
+    with open(config.out.with_suffix(".csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["labeled"] for row in rows] == ["0", "6", "10"]
+    assert list(rows[0]) == ["round", "labeled", "proxy_test_acc", "train_s", "score_s", "select_s",
+                             "target_test_acc"]
+    assert "round 2/2" in stream.getvalue()
+
+
+def test_simulate_with_the_target_as_selector(data_root, tmp_path):
+    result = simulate(_config(data_root, tmp_path, selector="target", strategy="kcenter", budget=10),
+                      progress=ProgressLine(2, io.StringIO()))
+    assert [r["labeled"] for r in result["rounds"]] == [0, 6]
+    assert "target_test_acc" not in result["rounds"][1]
+    assert result["target"]["labeled"] == 10
+
+
+def test_simulate_keeps_its_project_in_workdir(data_root, tmp_path):
+    simulate(_config(data_root, tmp_path, budget=6, workdir=tmp_path / "work"), progress=ProgressLine(1, io.StringIO()))
+    assert (tmp_path / "work" / "project" / "project.db").is_file()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(strategy="best"), "unknown strategy 'best'"),
+    (dict(proxy="nope"), "unknown model 'nope'"),
+    (dict(initial=20, budget=14), r"--initial \(20\) is larger than --budget \(14\)"),
+    (dict(round_size=0), "--round-size must be at least 1"),
+    (dict(budget=100, initial=6), "fewer than the budget of 100"),
+])
+def test_simulate_rejects_bad_settings(data_root, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        simulate(_config(data_root, tmp_path, **overrides), progress=ProgressLine(1, io.StringIO()))
+
+
+def test_simulate_needs_train_and_test_folders(tmp_path):
+    write_image_folder(tmp_path / "only" / "train", classes=2, per_class=3)
+    with pytest.raises(ValueError, match="test is not a folder"):
+        simulate(_config(tmp_path / "only", tmp_path), progress=ProgressLine(1, io.StringIO()))
+    with pytest.raises(ValueError, match="train is not a folder"):
+        simulate(_config(tmp_path / "missing", tmp_path), progress=ProgressLine(1, io.StringIO()))
