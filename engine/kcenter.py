@@ -56,7 +56,8 @@ def check_embeddings(embeddings, *, keep_tensor: bool = False):
     _check_shape(X.shape)
     if X.dtype.kind not in "fiu":
         raise ValueError(f"embeddings must be numeric, got dtype {X.dtype}")
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    with np.errstate(over="ignore"):  # overflow to inf is reported just below
+        X = np.ascontiguousarray(X, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if len(bad):
         raise ValueError(f"embeddings contain NaN or inf (in float32) in {len(bad)} rows, "
@@ -317,9 +318,10 @@ def k_center_numpy(X: np.ndarray, labeled: np.ndarray, budget: int,
     """Baseline: recompute distances from each new center to the whole pool.
 
     The SVP reference's way (one pass over the pool per pick) with BLAS
-    ||x||^2 - 2x.c + ||c||^2 in `dtype`. In float64 the rounding (~1e-15
-    relative) cannot flip a pick except at exact ties of exactly
-    representable data, which it computes exactly; float32 can flip near-ties.
+    ||x||^2 - 2x.c + ||c||^2 in `dtype`. In float64 its rounding (~1e-15
+    relative) flips no pick on generic or integer-valued data, but it can
+    break exact ties between duplicated non-integer points (their distance
+    comes out as +-1e-16 rather than 0); float32 can flip near-ties.
     Holds a `dtype` copy of X. Returns as `k_center_lazy`.
     """
     N, D = X.shape
