@@ -1,0 +1,74 @@
+"""Bytes for the Export page's download buttons, written by `storage.export_*` into the project's exports folder."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import storage
+
+CHECKPOINT_DIR = "target"     # engine.target saves the target under models_dir / "target"
+BUNDLE_README = """\
+# Target model checkpoint
+
+Trained by Proxy Labeler on {n_labels} labels; classes in output order:
+{classes}
+
+Files: `model.safetensors` (weights), `metadata.json` (model config, class
+names, image size, normalization, metrics), `metrics.json` (validation metrics).
+
+## Load it
+
+With this repository on the Python path (`pip install -r requirements.txt`):
+
+```python
+from PIL import Image
+from engine.checkpoint import load_checkpoint
+
+model = load_checkpoint("path/to/this/unzipped/folder")   # CPU; device="cuda" for a GPU
+print(model.predict([Image.open("some_image.jpg")]))     # [(class name, probability)]
+```
+
+Without the repository, rebuild the architecture from `metadata.json["model"]`
+and load the state dict with `safetensors.torch.load_file("model.safetensors")`.
+Inputs are RGB, resized to `image_size` square, scaled to 0..1 and normalized
+with `metadata.json["normalization"]` (mean, std per channel).
+"""
+
+
+def labels_csv(project: storage.Project) -> bytes:
+    return storage.export_labels_csv(project, project.exports_dir / "labels.csv").read_bytes()
+
+
+def labels_jsonl(project: storage.Project) -> bytes:
+    return storage.export_labels_jsonl(project, project.exports_dir / "labels.jsonl").read_bytes()
+
+
+def imagefolder_zip(project: storage.Project) -> bytes:
+    return storage.export_imagefolder_zip(project, project.exports_dir / "imagefolder.zip").read_bytes()
+
+
+def checkpoint_dir(project: storage.Project) -> Path | None:
+    """The target checkpoint folder, if the target was trained and its metadata written."""
+    folder = project.models_dir / CHECKPOINT_DIR
+    return folder if (folder / "metadata.json").is_file() else None
+
+
+def checkpoint_bundle(project: storage.Project) -> bytes:
+    """A zip of the target checkpoint (weights, metadata.json, metrics) plus a README on loading it."""
+    folder = checkpoint_dir(project)
+    if folder is None:
+        raise storage.StorageError("no target checkpoint yet; train the target on the Target page first")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    readme = BUNDLE_README.format(
+        n_labels=metadata.get("n_labels", "?"),
+        classes="\n".join(f"{i}. {name}" for i, name in enumerate(metadata.get("class_names", []))),
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                archive.write(path, f"target/{path.name}")
+        archive.writestr("target/README.md", readme)
+    return out.getvalue()

@@ -1,0 +1,100 @@
+"""Asking the engine for background work: round and target jobs run by the worker process.
+
+The page never trains: it enqueues a job in the project's jobs table, makes
+sure a worker process is alive (`engine.worker.ensure_worker`) and polls the
+job. The worker outlives the Streamlit server, so a refresh, a closed tab or
+a server restart never stops a running round.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+
+import storage
+
+ACTIVE = ("queued", "running")
+TARGET_DIR = "target"      # engine.target saves under models_dir / "target"
+# Two tabs of one server finishing the same batch must enqueue one round, not two.
+_enqueue_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """Where the project is between batches.
+
+    kind: labeling (batch has open items) | running (a round job is queued or
+    running) | failed (the latest round job failed or was cancelled) |
+    waiting (batch done, auto_next_round off) | spent (budget used up) |
+    none (no round yet).
+    """
+
+    kind: str
+    round: storage.Round | None
+    job: storage.Job | None = None
+
+
+def start_worker(project: storage.Project) -> None:
+    from engine.worker import ensure_worker
+
+    ensure_worker(project.root)
+
+
+def round_state(project: storage.Project) -> RoundState:
+    """Read where the project stands; enqueues nothing."""
+    current = storage.current_round(project)
+    if current is None:
+        return RoundState("none", None)
+    active = storage.active_jobs(project, "round")
+    if active:
+        return RoundState("running", current, active[0])
+    if not storage.round_complete(project, current.id):
+        return RoundState("labeling", current)
+    latest = storage.latest_job(project, "round")
+    if latest is not None and latest.state in ("failed", "cancelled") and latest.created_at > current.created_at:
+        return RoundState("failed", current, latest)
+    if storage.budget_left(project) <= 0:
+        return RoundState("spent", current)
+    return RoundState("waiting", current)
+
+
+def advance(project: storage.Project, *, force: bool = False) -> RoundState:
+    """Enqueue the next round when the batch is done and auto_next_round is on (or `force`).
+
+    A failed round is not retried automatically: the user sees its reason
+    first and presses Retry (which calls this with force=True).
+    """
+    with _enqueue_lock:
+        state = round_state(project)
+        wants = state.kind == "waiting" or (force and state.kind == "failed")
+        if wants and (force or storage.load_settings(project).auto_next_round):
+            job = storage.enqueue_job(project, "round")
+            state = RoundState("running", state.round, job)
+    if state.kind == "running":
+        start_worker(project)
+    return state
+
+
+def start_target(project: storage.Project) -> storage.Job:
+    """Enqueue target training unless one is already queued or running."""
+    with _enqueue_lock:
+        active = storage.active_jobs(project, "target")
+        job = active[0] if active else storage.enqueue_job(project, "target")
+    start_worker(project)
+    return job
+
+
+def latest_target(project: storage.Project) -> storage.Job | None:
+    return storage.latest_job(project, "target")
+
+
+def last_target_result(project: storage.Project) -> dict | None:
+    """Metrics of the latest trained target: its job's result, else the metrics saved beside the checkpoint."""
+    job = storage.latest_job(project, "target")
+    if job is not None and job.state == "done" and job.result:
+        return job.result
+    saved = project.models_dir / TARGET_DIR / "metrics.json"
+    try:
+        return json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return None

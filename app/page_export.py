@@ -1,0 +1,57 @@
+"""Export page: labels as CSV, JSONL and an ImageFolder zip; the target checkpoint bundle."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import storage
+from app import exports, state, widgets
+
+
+def summary(project: storage.Project) -> int:
+    counts = storage.export_summary(project)
+    total = sum(counts.values())
+    st.metric("Labeled images to export", total, help="Training and validation labels; skipped images are left out.")
+    if counts:
+        st.bar_chart(pd.DataFrame({"labels": counts}), horizontal=True, height=220)
+    return total
+
+
+def label_downloads(project: storage.Project, name: str, empty: bool) -> None:
+    st.subheader("Labels")
+    st.caption("Columns: path (relative to the image folder), class, annotator, labeled_at (UTC), round.")
+    csv, jsonl, folder = st.columns(3)
+    csv.download_button("Labels as CSV", lambda: exports.labels_csv(project), f"{name}_labels.csv",
+                        "text/csv", key="dl-csv", disabled=empty, icon=":material/table:")
+    jsonl.download_button("Labels as JSONL", lambda: exports.labels_jsonl(project), f"{name}_labels.jsonl",
+                          "application/jsonl", key="dl-jsonl", disabled=empty, icon=":material/data_object:")
+    folder.download_button("ImageFolder zip", lambda: exports.imagefolder_zip(project), f"{name}_imagefolder.zip",
+                           "application/zip", key="dl-zip", disabled=empty, icon=":material/folder_zip:",
+                           help="One folder per class (names made safe for file systems) holding the labeled images.")
+
+
+def checkpoint_download(project: storage.Project, name: str) -> None:
+    st.subheader("Target model")
+    ready = exports.checkpoint_dir(project) is not None
+    if not ready:
+        st.caption("No target checkpoint yet: train it on the Target page.")
+    st.download_button("Target checkpoint bundle", lambda: exports.checkpoint_bundle(project),
+                       f"{name}_target_checkpoint.zip", "application/zip", key="dl-checkpoint",
+                       disabled=not ready, icon=":material/deployed_code:",
+                       help="model.safetensors, metadata.json, metrics.json and a README on loading it.")
+
+
+def main() -> None:
+    project = state.active_project()
+    if project is None:
+        st.stop()
+    st.title("Export")
+    name = storage.sanitize_class_name(project.root.name) or "project"
+    total = summary(project)
+    label_downloads(project, name, empty=total == 0)
+    checkpoint_download(project, name)
+    st.caption(f"Files are also kept in {widgets.md(project.exports_dir)}.")
+
+
+if __name__ == "__main__":
+    main()

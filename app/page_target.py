@@ -1,0 +1,66 @@
+"""Target page: train the target model in the background; validation accuracy and confusion matrix."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import storage
+from app import jobs, state, widgets
+
+
+def train_controls(project: storage.Project) -> None:
+    settings = storage.load_settings(project)
+    labels = storage.training_labels(project)
+    n_classes = len(set(labels.values()))
+    st.write(f"Target model **{widgets.md(settings.target)}**, {settings.target_epochs} epochs, "
+             f"on {len(labels)} labels; evaluated on {len(storage.validation_labels(project))} labeled "
+             "validation images.")
+    job = jobs.latest_target(project)
+    busy = job is not None and job.state in jobs.ACTIVE
+    if busy:
+        widgets.live_job(str(project.root), job.id)
+    elif job is not None and job.state in ("failed", "cancelled"):
+        widgets.job_failed(job, "Retry target training", lambda: jobs.start_target(project))
+    if n_classes < 2:
+        st.caption("The target needs labels in at least two classes.")
+    if not busy:
+        st.button("Train the target model", type="primary", disabled=n_classes < 2,
+                  on_click=jobs.start_target, args=(project,), key="train-target")
+
+
+def results(project: storage.Project, result: dict) -> None:
+    classes = storage.class_names(project)
+    st.subheader("Results")
+    cols = st.columns(4)
+    accuracy = result.get("accuracy")
+    cols[0].metric("Validation accuracy", "n/a" if accuracy is None else f"{accuracy:.1%}")
+    cols[1].metric("Validation images", result.get("n_validation", 0))
+    cols[2].metric("Training labels", result.get("n_labels", 0))
+    cols[3].metric("Training time", f"{result.get('train_s', 0):.0f} s")
+    if accuracy is None:
+        st.caption("Label validation images to see accuracy, per-class accuracy and the confusion matrix.")
+        return
+    per_class, confusion = st.columns([1, 2])
+    with per_class:
+        st.caption("Accuracy per class")
+        values = result.get("per_class_accuracy") or []
+        st.bar_chart(pd.DataFrame({"accuracy": values}, index=classes[:len(values)]), horizontal=True)
+    with confusion:
+        st.caption("Confusion matrix (rows: label given, columns: prediction)")
+        matrix = result.get("confusion") or []
+        st.dataframe(pd.DataFrame(matrix, index=classes[:len(matrix)], columns=classes[:len(matrix)]))
+
+
+def main() -> None:
+    project = state.active_project()
+    if project is None:
+        st.stop()
+    st.title("Target")
+    train_controls(project)
+    result = jobs.last_target_result(project)
+    if result:
+        results(project, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Small widgets shared by the pages: safe text, progress bars, the live job panel."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import streamlit as st
+
+import storage
+from app import jobs
+
+STYLE = Path(__file__).resolve().parents[1] / "assets" / "style.css"
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=^])")
+
+
+def md(text: object) -> str:
+    """User text (class or file names) escaped for Streamlit markdown: shown literally, never as markup."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def apply_style() -> None:
+    """The app's own static CSS (no user data): pixelated scaling and compact tiles."""
+    if STYLE.is_file():
+        st.html(f"<style>{STYLE.read_text()}</style>")
+
+
+def progress_bars(project: storage.Project, entries_done: int, entries_total: int, label: str) -> None:
+    """The round's and the budget's progress, side by side."""
+    settings = storage.load_settings(project)
+    used = settings.budget - storage.budget_left(project)
+    labeled = len(storage.training_labels(project))
+    left, right = st.columns(2)
+    left.progress(entries_done / entries_total if entries_total else 1.0,
+                  text=f"{label}: {entries_done} of {entries_total} done")
+    right.progress(min(1.0, labeled / settings.budget),
+                   text=f"Budget: {labeled} labeled of {settings.budget} ({used} queued so far)")
+
+
+def show_job(job: storage.Job) -> None:
+    """A job's progress bar and message."""
+    text = md(job.message) if job.message else ("waiting for the worker to start" if job.state == "queued" else job.state)
+    st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.kind} job {job.id}: {text}")
+
+
+@st.fragment(run_every=1.0)
+def live_job(project_root: str, job_id: int) -> None:
+    """Polls the job every second; reruns the whole page once it ends."""
+    project = storage.Project(Path(project_root))
+    job = storage.get_job(project, job_id)
+    if job.state in jobs.ACTIVE:
+        show_job(job)
+        jobs.start_worker(project)   # a worker that died is restarted; the job is claimed again when stale
+        return
+    st.rerun(scope="app")
+
+
+def job_failed(job: storage.Job, retry_label: str, on_retry) -> None:
+    """A failed job's reason (as text) and a Retry button; labels are untouched by failures."""
+    st.error(f"The {job.kind} job failed: {md(job.error or job.state)}")
+    st.button(retry_label, on_click=on_retry, type="primary", key=f"retry-{job.id}")

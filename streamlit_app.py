@@ -1,0 +1,12 @@
+"""Router: page config and navigation only; each page lives in app/."""
+import streamlit as st
+
+st.set_option("client.toolbarMode", "minimal")   # no "Deploy" button: this is a local tool
+st.set_page_config(page_title="Proxy Labeler", page_icon=":material/label:", layout="wide")
+st.navigation([
+    st.Page("app/page_label.py", title="Label", icon=":material/label:", default=True),
+    st.Page("app/page_project.py", title="Project", icon=":material/folder_open:"),
+    st.Page("app/page_progress.py", title="Progress", icon=":material/monitoring:"),
+    st.Page("app/page_target.py", title="Target", icon=":material/model_training:"),
+    st.Page("app/page_export.py", title="Export", icon=":material/download:"),
+]).run()
