@@ -1,7 +1,7 @@
 """`python -m engine {simulate,bench,worker}`: the engine's command line.
 
-Subcommand modules are imported only when their command runs, so `--help`
-answers without loading torch.
+Subcommand modules are imported only when their command runs (the bench
+flags of engine.bench_select excepted).
 """
 from __future__ import annotations
 
@@ -22,16 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(run="engine.simulate:main")
 
     bench = commands.add_parser("bench", help="benchmark k-center selection and one round",
-                                description="(a) k-center greedy on random data; (b) one round on the CIFAR subset.")
+                                description="(a) k-center greedy on random data; (b) one round on the CIFAR subset. "
+                                            "--labeled is shared: labeled positions in (a), oracle labels in (b).")
     bench.add_argument("--only", choices=("kcenter", "round"), help="run one of the two benchmarks")
-    bench.add_argument("--data", type=Path, default=None,
-                       help="round bench: an image folder of class subfolders (default: unzip the CIFAR subset)")
-    bench.add_argument("--labeled", type=int, default=1000, help="round bench: labels before the timed round")
-    bench.add_argument("--round-size", type=int, default=1000, help="round bench: images selected")
-    bench.add_argument("--strategy", default="least_confidence", help="round bench: selection strategy")
-    bench.add_argument("--proxy", default=None, help="round bench: proxy model (default: the settings default)")
-    bench.add_argument("--proxy-epochs", type=int, default=None, help="round bench: epochs (default: the settings default)")
-    bench.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    from engine.bench_select import add_arguments as kcenter_arguments   # imports torch: only here
+    kcenter_arguments(bench.add_argument_group("k-center benchmark (a)"))
+    round_bench = bench.add_argument_group("round benchmark (b)")
+    round_bench.add_argument("--data", type=Path, default=None,
+                             help="an image folder of class subfolders (default: unzip the CIFAR subset)")
+    round_bench.add_argument("--round-size", type=int, default=1000, help="images the timed round selects")
+    round_bench.add_argument("--strategy", default="least_confidence", help="selection strategy")
+    round_bench.add_argument("--proxy", default=None, help="proxy model (default: the settings default)")
+    round_bench.add_argument("--proxy-epochs", type=int, default=None, help="epochs (default: the settings default)")
+    round_bench.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     bench.set_defaults(run="engine.bench_round:main_all")
 
     worker = commands.add_parser("worker", help="run the background worker of a project",
@@ -79,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run the chosen subcommand; errors a user can fix print one line and exit 2."""
     args = build_parser().parse_args(argv)
     module, function = args.run.split(":")
+    from storage import StorageError
+
     try:
         return getattr(importlib.import_module(module), function)(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, StorageError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2

@@ -97,7 +97,11 @@ def run_worker(project_dir: str | Path, *, once: bool = False, poll_s: float = 0
 def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s) -> int:
     done, idle_since = 0, time.monotonic()
     while True:
-        job = storage.claim_job(project, name, kinds=KINDS, stale_after_s=stale_after_s)
+        try:
+            job = storage.claim_job(project, name, kinds=KINDS, stale_after_s=stale_after_s)
+        except Exception:   # a locked or briefly unreadable database: try again after the poll
+            log.exception("could not claim a job")
+            job = None
         if job is None:
             if once or (idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s):
                 return done

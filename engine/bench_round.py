@@ -1,0 +1,131 @@
+"""Round benchmark: one active-learning round's turnaround on the CIFAR-10 subset.
+
+Unzips `../shared/datasets/cifar10/train.zip` (20,000 32x32 JPEGs) into a
+temporary folder (or takes `--data`), ingests it into a fresh project,
+times building the pool cache, lets an oracle label a random `--labeled`
+batch, then times one `run_round` with the project's default proxy, split
+into train, score and select. `python -m engine bench` runs it after the
+k-center benchmark of `engine.bench_select`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import subprocess
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+import storage
+from engine.round import load_project_pool, run_initial_round, run_round
+from engine.train import best_device
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CIFAR_ZIP = REPO_ROOT.parent / "shared" / "datasets" / "cifar10" / "train.zip"
+
+
+def main_all(args: argparse.Namespace) -> int:
+    """`python -m engine bench`: the k-center benchmark, then the round benchmark (or `--only` one)."""
+    print(machine_description(), flush=True)
+    if args.only in (None, "kcenter"):
+        from engine import bench_select
+
+        bench_select.run_kcenter_bench(args)
+    if args.only in (None, "round"):
+        run_round_bench(args)
+    return 0
+
+
+def run_round_bench(args: argparse.Namespace) -> dict:
+    """Time the pool cache and one round; print the figures and return them (seconds)."""
+    with tempfile.TemporaryDirectory(prefix="engine-bench-round-") as tmp:
+        data = args.data or unzip(CIFAR_ZIP, Path(tmp) / "data")
+        project = make_project(Path(tmp) / "project", data, args)
+        figures = time_round(project, args.labeled)
+    print_figures(figures)
+    return figures
+
+
+def unzip(archive: Path, dest: Path) -> Path:
+    """Extract `archive` into `dest`; return the folder of class subfolders inside it."""
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found; pass --data with an image folder of class subfolders")
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(dest)
+    inner = dest / "train"
+    return inner if inner.is_dir() else dest
+
+
+def make_project(root: Path, data: Path, args: argparse.Namespace) -> storage.Project:
+    """A project over `data` (class = first folder of each path), ingested, settings from the flags."""
+    classes = tuple(sorted(p.name for p in Path(data).iterdir() if p.is_dir() and not p.name.startswith(".")))
+    settings = storage.Settings(image_root=str(data), classes=classes, budget=args.labeled + args.round_size,
+                                round_size=args.round_size, initial_size=args.labeled, strategy=args.strategy,
+                                device=args.device, seed=0, auto_next_round=False)
+    defaults = storage.Settings(image_root=str(data), classes=classes)
+    settings = dataclasses.replace(settings, proxy=args.proxy or defaults.proxy,
+                                   proxy_epochs=args.proxy_epochs or defaults.proxy_epochs)
+    project = storage.create_project(root, settings)
+    started = time.perf_counter()
+    report = storage.ingest(project)
+    print(f"ingest: {report.added} images in {time.perf_counter() - started:.1f} s", flush=True)
+    return project
+
+
+def time_round(project: storage.Project, labeled: int) -> dict:
+    """Build the pool cache, oracle-label a random initial batch of `labeled`, time one round."""
+    started = time.perf_counter()
+    pool = load_project_pool(project)
+    cache_s = time.perf_counter() - started
+    print(f"pool cache: {len(pool.item_ids)} images at {pool.image_size} px in {cache_s:.1f} s", flush=True)
+
+    first = run_initial_round(project)
+    paths = {item.id: item.path for item in storage.usable_items(project)}
+    for item_id, _ in storage.round_queue(project, first.id):
+        storage.set_label(project, item_id, paths[item_id].split("/")[0], annotator="oracle")
+
+    settings = storage.load_settings(project)
+    load_before = os.getloadavg()[0]
+    started, cpu_started = time.perf_counter(), time.process_time()
+    made = run_round(project)
+    total_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    return {"pool_size": len(pool.item_ids), "image_size": pool.image_size, "cache_s": cache_s,
+            "labeled": made.n_labeled, "selected": len(storage.round_items(project, made.id)),
+            "proxy": settings.proxy, "proxy_epochs": settings.proxy_epochs, "strategy": settings.strategy,
+            "device": str(best_device(settings.device)), "train_s": made.train_s, "score_s": made.score_s,
+            "select_s": made.select_s, "round_s": total_s, "round_cpu_s": cpu_s,
+            "load_avg_1min": max(load_before, os.getloadavg()[0]),
+            "train_images_per_s": made.n_labeled * settings.proxy_epochs / made.train_s}
+
+
+def print_figures(f: dict) -> None:
+    """The round figures as a small table, with each stage's share of the round."""
+    print(f"\nround on {f['pool_size']} images at {f['image_size']} px, {f['labeled']} labeled, "
+          f"{f['selected']} selected ({f['strategy']}); proxy {f['proxy']}, {f['proxy_epochs']} epochs, "
+          f"device {f['device']}")
+    other = f["round_s"] - f["train_s"] - f["score_s"] - f["select_s"]
+    for name, seconds in (("train", f["train_s"]), ("score", f["score_s"]), ("select", f["select_s"]),
+                          ("other (reads, writes)", other), ("round, in all", f["round_s"])):
+        print(f"  {name:<22} {seconds:7.2f} s  {100 * seconds / f['round_s']:5.1f} %")
+    print(f"  proxy training throughput: {f['train_images_per_s']:.0f} images/s; "
+          f"scoring: {f['pool_size'] / f['score_s']:.0f} images/s")
+    print(f"  CPU time of the round: {f['round_cpu_s']:.1f} s over {torch.get_num_threads()} threads; "
+          f"1-min load average up to {f['load_avg_1min']:.1f} (the machine is shared)")
+    print(f"  pool cache build: {f['cache_s']:.1f} s", flush=True)
+
+
+def machine_description() -> str:
+    """CPU model, cores, torch threads and GPU (if any): benchmark figures come with their machine."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), model)
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"machine: {model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
