@@ -82,12 +82,12 @@ def train(
     labels = _labels_array(labels)
     _check_inputs(images, labels, config, model)
     device = best_device(config.device)
-    on_cuda = device.type == "cuda"
     data = _as_tensor(images).to(device)                         # uint8, converted per batch
     targets = torch.from_numpy(labels.astype(np.int64)).to(device)
     model.to(device, memory_format=torch.channels_last)          # faster on CUDA and on CPU
     model.train()
     mean, std = normalization_tensors(normalization, device)
+    on_cuda = device.type == "cuda"
     gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu").manual_seed(config.seed)
     n = data.shape[0]
     batch, steps = _batching(n, config.batch_size)
@@ -103,19 +103,25 @@ def train(
             stopper.check()
             idx = order[(step - 1) * batch: step * batch]
             x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda):
-                loss = F.cross_entropy(model(x), targets[idx], label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss_sum += _step(model, x, targets[idx], optimizer, config.label_smoothing, on_cuda)
             scheduler.step()
-            loss_sum += loss.detach().float()                      # stays on the device: no sync
             seen += 1
             if on_progress is not None and (step == steps or step % config.report_every == 0):
                 on_progress(Progress(epoch, config.epochs, step, steps, loss_sum.item() / seen))
                 loss_sum.zero_()
                 seen = 0
     return model.eval()
+
+
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+          label_smoothing: float, bf16: bool) -> torch.Tensor:
+    """One SGD step; returns the detached float32 loss, still on the device (no host sync)."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach().float()
 
 
 def evaluate(model: nn.Module, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
