@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_ASSETS = REPO_ROOT / "assets" / "demo"
 GROUND_TRUTH = "ground_truth.csv"
 ENV_DEMO_DIR = "PROXY_LABELER_DEMO_DIR"
+ENV_DEMO_ASSETS = "PROXY_LABELER_DEMO_ASSETS"
 ORACLE = "oracle"
 
 # Small rounds keep each proxy round to seconds on a 2-core CPU.
@@ -36,6 +37,10 @@ def demo_dir() -> Path:
     return Path(os.environ.get(ENV_DEMO_DIR) or REPO_ROOT / ".demo_project")
 
 
+def demo_assets() -> Path:
+    return Path(os.environ.get(ENV_DEMO_ASSETS) or DEMO_ASSETS)
+
+
 def ground_truth(assets: Path = DEMO_ASSETS) -> dict[str, str]:
     """Relative image path -> class name, from the demo's ground-truth CSV."""
     with open(assets / GROUND_TRUTH, newline="") as handle:
@@ -48,7 +53,13 @@ def demo_classes(assets: Path = DEMO_ASSETS) -> tuple[str, ...]:
 
 
 def demo_settings(assets: Path = DEMO_ASSETS) -> storage.Settings:
-    return storage.Settings(image_root=str(assets / "images"), classes=demo_classes(assets), **DEMO_SETTINGS)
+    """DEMO_SETTINGS, shrunk to fit when the demo folder holds fewer images than the bundled 2,000."""
+    n = len(ground_truth(assets))
+    values = dict(DEMO_SETTINGS)
+    values["validation_size"] = min(values["validation_size"], n // 10)
+    values["budget"] = min(values["budget"], n - values["validation_size"])
+    values["initial_size"] = min(values["initial_size"], values["budget"])
+    return storage.Settings(image_root=str(assets / "images"), classes=demo_classes(assets), **values)
 
 
 def ensure_demo(root: Path, assets: Path = DEMO_ASSETS,
@@ -78,16 +89,16 @@ def ensure_demo(root: Path, assets: Path = DEMO_ASSETS,
 
 def open_demo_with_status() -> storage.Project | None:
     """Open the demo project, building it with a visible progress bar the first time."""
-    root = demo_dir()
-    if not DEMO_ASSETS.is_dir():
-        st.error("No project is open and the demo images (assets/demo) are missing. "
+    root, assets = demo_dir(), demo_assets()
+    if not (assets / GROUND_TRUTH).is_file():
+        st.info("No project is open and the demo images (assets/demo) are missing. "
                  "Create or open a project on the Project page.")
         return None
     if (root / "project.db").is_file() and _has_round(root):
         return storage.open_project(root)
     with st.status("Preparing the demo project (first start only)...", expanded=True) as status:
         bar = st.progress(0.0)
-        project = ensure_demo(root, on_progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+        project = ensure_demo(root, assets, on_progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
         status.update(label="Demo project ready", state="complete", expanded=False)
     return project
 
@@ -99,15 +110,16 @@ def _has_round(root: Path) -> bool:
         return False
 
 
-def is_demo(project: storage.Project, assets: Path = DEMO_ASSETS) -> bool:
+def is_demo(project: storage.Project, assets: Path | None = None) -> bool:
     """True when the project labels the bundled demo images (so the oracle may answer)."""
+    assets = assets or demo_assets()
     settings = storage.load_settings(project)
     return Path(settings.image_root).resolve() == (assets / "images").resolve()
 
 
-def oracle_label(project: storage.Project, item_ids: list[int], assets: Path = DEMO_ASSETS) -> int:
+def oracle_label(project: storage.Project, item_ids: list[int], assets: Path | None = None) -> int:
     """Label `item_ids` with their ground-truth classes (annotator 'oracle'); return how many."""
-    truth = ground_truth(assets)
+    truth = ground_truth(assets or demo_assets())
     classes = set(storage.class_names(project))
     done = 0
     for item_id in item_ids:

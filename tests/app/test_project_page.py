@@ -1,0 +1,93 @@
+"""Project page: invalid settings show an inline error and save nothing; classes; create with ingest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+import storage
+from tests.app.conftest import MAIN, write_dataset
+
+
+def submit(at, form_key: str):
+    next(b for b in at.button if b.proto.form_id == form_key).click().run()
+    return at
+
+
+def test_invalid_settings_show_error_and_save_nothing(open_app, project):
+    before = storage.load_settings(project)
+    at = open_app("app/page_project.py")
+    at.number_input(key="s-initial_size").set_value(50)    # larger than the budget of 12
+    submit(at, "settings")
+    assert any("initial batch" in e.value and "Not saved" in e.value for e in at.error)
+    assert storage.load_settings(project) == before
+
+    at.number_input(key="s-initial_size").set_value(4)
+    at.number_input(key="s-budget").set_value(30)          # 30 + 3 validation > 24 usable images
+    submit(at, "settings")
+    assert any("usable images" in e.value for e in at.error)
+    assert storage.load_settings(project) == before
+
+
+def test_valid_settings_are_saved(open_app, project):
+    at = open_app("app/page_project.py")
+    at.number_input(key="s-round_size").set_value(6)
+    at.selectbox(key="s-strategy").set_value("kcenter")
+    submit(at, "settings")
+    assert not at.error
+    saved = storage.load_settings(project)
+    assert (saved.round_size, saved.strategy) == (6, "kcenter")
+
+
+def test_class_editor_renames_reorders_and_rejects_duplicates(open_app, project):
+    at = open_app("app/page_project.py")
+    at.text_area[0].set_value("green\nred\nblue\nblue")
+    submit(at, "classes")
+    assert any("same" in e.value for e in at.error)
+    assert storage.class_names(project) == ["red", "green", "blue"]
+
+    at.text_area[0].set_value("lime\nred\nblue\n<b>purple</b>")
+    submit(at, "classes")
+    assert not at.error
+    assert storage.class_names(project) == ["lime", "red", "blue", "<b>purple</b>"]
+    legend = at.dataframe[0].value
+    assert list(legend["key"]) == ["1", "2", "3", "4"]
+    assert list(legend["class"])[-1] == "<b>purple</b>"       # shown as text in a table cell
+
+
+def test_create_project_ingests_reports_rejects_and_makes_first_batch(tmp_path: Path):
+    images = tmp_path / "new_images"
+    write_dataset(images, per_class=4)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (images / "empty.png").write_bytes(b"")
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.session_state["project_dir"] = "/nonexistent"          # avoid building the demo
+    at.run()
+    at.switch_page("app/page_project.py").run()
+    at.text_input[1].set_value(str(images))
+    at.text_input[2].set_value(str(tmp_path / "new_project"))
+    at.text_area[-1].set_value("red\ngreen\nblue")
+    at.number_input(key="c-budget").set_value(8)
+    at.number_input(key="c-initial_size").set_value(4)
+    at.number_input(key="c-round_size").set_value(4)
+    submit(at, "create")
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    report = " ".join(s.value for s in at.success)
+    assert "Added 12 images" in report and "2 rejected" in report and "empty file" in report
+    project = storage.open_project(tmp_path / "new_project")
+    assert len(storage.round_items(project, storage.current_round(project).id)) == 4
+    assert at.session_state["project_dir"] == str(project.root)
+
+
+def test_create_with_invalid_settings_creates_nothing(tmp_path: Path):
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.session_state["project_dir"] = "/nonexistent"
+    at.run()
+    at.switch_page("app/page_project.py").run()
+    at.text_input[1].set_value(str(tmp_path / "missing"))
+    at.text_input[2].set_value(str(tmp_path / "p"))
+    at.text_area[-1].set_value("a\nb")
+    submit(at, "create")
+    assert any("does not exist" in e.value for e in at.error)
+    assert not (tmp_path / "p").exists()

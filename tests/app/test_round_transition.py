@@ -1,0 +1,71 @@
+"""Round transition with the real engine: finish a batch, the round job runs, the next batch appears."""
+from __future__ import annotations
+
+import storage
+from engine.worker import run_worker
+
+
+def label_batch_by_keys(at, project):
+    """Press class buttons until the batch has no open item, alternating classes so training can run."""
+    for step in range(10):
+        current = storage.current_round(project)
+        if not storage.round_queue(project, current.id):
+            return
+        at.button(key=f"class-{step % 2}").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+    raise AssertionError("batch never completed")
+
+
+def test_finished_batch_queues_a_round_and_shows_the_next_batch(open_app, project):
+    at = open_app()
+    first = storage.current_round(project)
+    first_ids = {i for i, _ in storage.round_items(project, first.id)}
+    label_batch_by_keys(at, project)
+    at.run()
+    [job] = storage.active_jobs(project, "round")
+    assert any("retraining" in info.value for info in at.info)
+    assert at.get("progress")                                  # live job panel
+    # the user can keep labeling validation items meanwhile
+    assert "validation" in at.markdown[1].value
+
+    assert run_worker(project.root, once=True) == 1
+    at.run()
+    assert storage.get_job(project, job.id).state == "done"
+    second = storage.current_round(project)
+    assert second.index == 1
+    second_ids = {i for i, _ in storage.round_items(project, second.id)}
+    assert second_ids and not second_ids & first_ids
+    shown = at.markdown[0].value.replace("\\", "")
+    assert any(storage.get_item(project, i).path in shown for i in second_ids)
+    assert "proxy" in shown                                   # why chosen: least confidence caption
+    assert set(storage.training_labels(project)) == first_ids
+
+
+def test_failed_round_shows_reason_and_retry(open_app, project):
+    at = open_app()
+    for _ in range(4):                                        # one class only: training must refuse
+        at.button(key="class-0").click().run()
+    at.run()
+    run_worker(project.root, once=True)
+    at.run()
+    failed = storage.latest_job(project, "round")
+    assert failed.state == "failed"
+    assert any("2 classes" in err.value for err in at.error)
+    assert len(storage.training_labels(project)) == 4         # labels intact
+    assert not storage.active_jobs(project)                   # no automatic retry loop
+
+    at.button(key=f"retry-{failed.id}").click().run()
+    [retry] = storage.active_jobs(project, "round")
+    assert retry.id != failed.id
+
+
+def test_manual_next_round_when_auto_is_off(open_app, project):
+    settings = storage.load_settings(project)
+    storage.save_settings(project, settings.__class__(**{**settings.__dict__, "auto_next_round": False}))
+    at = open_app()
+    label_batch_by_keys(at, project)
+    at.run()
+    assert not storage.active_jobs(project)
+    start = next(b for b in at.button if b.label == "Start the next round")
+    start.click().run()
+    assert len(storage.active_jobs(project, "round")) == 1

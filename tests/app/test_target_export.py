@@ -1,0 +1,86 @@
+"""Target page trains through the worker and shows metrics; Export page buttons hold the right bytes."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+
+import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
+
+import storage
+from engine.worker import run_worker
+
+
+def label_everything_queued(project, truth):
+    """Label the batch and the validation set with the dataset's true classes."""
+    ids = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
+    for item_id in ids + storage.validation_ids(project):
+        storage.set_label(project, item_id, truth[storage.get_item(project, item_id).path])
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    """file id -> (callable, file name) of every deferred download button rendered."""
+    captured = {}
+    original = MediaFileManager.add_deferred
+
+    def spy(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        file_id = original(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
+        captured[file_id] = (data_callable, file_name)
+        return file_id
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    return captured
+
+
+def download(at, deferred, key):
+    button = at.download_button(key=key)
+    make, file_name = deferred[button.proto.deferred_file_id]
+    return make(), file_name
+
+
+def test_target_job_runs_and_shows_accuracy_and_confusion(open_app, project, dataset):
+    label_everything_queued(project, dataset[1])
+    at = open_app("app/page_target.py")
+    at.button(key="train-target").click().run()
+    [job] = storage.active_jobs(project, "target")
+    assert at.get("progress")                                  # live progress panel
+    run_worker(project.root, once=True)   # also runs the round the label page queued on first load
+    at.run()
+    assert storage.get_job(project, job.id).state == "done"
+    assert [m.label for m in at.metric][:2] == ["Validation accuracy", "Validation images"]
+    assert at.metric[1].value == "3"
+    confusion = at.dataframe[0].value
+    assert list(confusion.columns) == ["red", "green", "blue"]
+    assert int(confusion.to_numpy().sum()) == 3
+
+
+def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dataset, deferred):
+    label_everything_queued(project, dataset[1])
+    at = open_app("app/page_export.py")
+    assert at.download_button(key="dl-checkpoint").proto.disabled     # no target yet
+
+    data, name = download(at, deferred, "dl-csv")
+    rows = list(csv.DictReader(io.StringIO(data.decode())))
+    assert name.endswith(".csv") and len(rows) == 7                   # 4 batch + 3 validation
+    assert {r["class"] for r in rows} <= {"red", "green", "blue"}
+    assert all(dataset[1][r["path"]] == r["class"] for r in rows)
+
+    data, _ = download(at, deferred, "dl-jsonl")
+    records = [json.loads(line) for line in data.decode().splitlines()]
+    assert {r["path"] for r in records} == {r["path"] for r in rows}
+
+    data, _ = download(at, deferred, "dl-zip")
+    members = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert sorted(members) == sorted(f"{r['class']}/{r['path']}" for r in rows)
+
+    storage.enqueue_job(project, "target")
+    run_worker(project.root, once=True)
+    deferred.clear()
+    at.run()
+    data, name = download(at, deferred, "dl-checkpoint")
+    bundle = zipfile.ZipFile(io.BytesIO(data))
+    assert {"target/model.safetensors", "target/metadata.json", "target/README.md"} <= set(bundle.namelist())
+    assert json.loads(bundle.read("target/metadata.json"))["class_names"] == ["red", "green", "blue"]
+    assert "load_checkpoint" in bundle.read("target/README.md").decode()
