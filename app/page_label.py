@@ -91,8 +91,9 @@ def focus_view(project: storage.Project, source: str, entries: list[Entry], stra
     picture.image(thumbs.thumbnail(root, entry.item_id, thumbs.FOCUS_PX))
     with controls:
         why = "" if entry.is_validation else f" · {labeling.why_chosen(strategy, entry.score)}"
-        st.markdown(f"**{widgets.md(entry.path)}** · image {index + 1} of {len(entries)}{why}")
-        st.markdown(status_line(entry))
+        with st.container(key="focus-info"):
+            st.markdown(f"**{widgets.md(entry.path)}** · image {index + 1} of {len(entries)}{why}")
+            st.markdown(status_line(entry))
         class_buttons(root, source, entry, classes, next_id)
         action_buttons(root, source, entries, index, next_id)
 

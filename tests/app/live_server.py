@@ -1,0 +1,64 @@
+"""Start `streamlit run streamlit_app.py` on a free localhost port for browser tests and benchmarks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url}")
+
+
+@contextlib.contextmanager
+def streamlit_server(project_dir: Path, home: Path, log_path: Path) -> Iterator[str]:
+    """Yield the URL of a Streamlit server on `project_dir`; stop it and the project's worker after."""
+    port = free_port()
+    env = {**os.environ, "PROXY_LABELER_PROJECT": str(project_dir), "PROXY_LABELER_HOME": str(home),
+           "PROXY_LABELER_DEMO_ASSETS": str(home / "no_demo"), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"),
+               "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+               "--server.fileWatcherType", "none"]
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url)
+        yield url
+    finally:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(10)
+        stop_worker(project_dir)
+
+
+def stop_worker(project_dir: Path) -> None:
+    """End the worker process the app started for this project (it would idle-exit later anyway)."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((project_dir / "worker.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
