@@ -29,7 +29,7 @@ import torch
 F32_REL = 2.0**-21
 F64_REL = 2.0**-50
 FAISS_K = 8          # nearest labeled points fetched per candidate
-FAISS_CHUNK = 8192   # queries per FAISS search call: caps result memory
+CHUNK_BYTES = 4 << 20  # float32 rows per FAISS search / norm block: caps temporaries
 # float64 temporaries per torch update: cache-sized on CPU (3x faster than
 # whole-pool passes there), large on CUDA where launches cost more than bytes.
 TORCH_CHUNK_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
@@ -159,15 +159,15 @@ class _Seeds:
         """Bound on |FAISS estimate - exact| for queries with squared norms x_sq."""
         return (self.rows64.shape[1] + 8) * self.rel * (x_sq + self.sq.max())
 
-    def search(self, X: np.ndarray, rows: np.ndarray):
-        """For pool rows: (nearest estimate [n], k-th estimate [n], seed ids [n, k])."""
-        first = np.empty(len(rows), np.float32)
-        kth = np.empty(len(rows), np.float32)
-        ids = np.empty((len(rows), self.k), np.int64)
-        for s in range(0, len(rows), FAISS_CHUNK):
-            part = rows[s:s + FAISS_CHUNK]
-            dist, idx = self.index.search(np.ascontiguousarray(X[part]), self.k)
-            first[s:s + len(part)], kth[s:s + len(part)], ids[s:s + len(part)] = dist[:, 0], dist[:, -1], idx
+    def search(self, X: np.ndarray, rows: np.ndarray | None = None):
+        """For pool rows (default all): (nearest estimate [n], k-th estimate
+        [n], seed ids [n, k]), float32, float32, int64."""
+        n = len(X) if rows is None else len(rows)
+        first, kth = np.empty(n, np.float32), np.empty(n, np.float32)
+        ids = np.empty((n, self.k), np.int64)
+        for s, block in _blocks(X, rows):
+            dist, idx = self.index.search(np.ascontiguousarray(block), self.k)
+            first[s:s + len(block)], kth[s:s + len(block)], ids[s:s + len(block)] = dist[:, 0], dist[:, -1], idx
         return first, kth, ids
 
     def exact_min(self, x64: np.ndarray, x_sq: float, kth: float, ids: np.ndarray) -> float:
@@ -223,8 +223,10 @@ def k_center_lazy(X: np.ndarray, labeled: np.ndarray, budget: int,
         n = 1
     seeds = _Seeds(X, labeled if len(labeled) else picks[:1])
     cand = np.flatnonzero(~taken)
-    x_sq = _row_sq(X, cand)
-    first, kth, ids = seeds.search(X, cand)
+    # all rows in contiguous blocks (no copies), then the candidates' share
+    x_sq = _row_sq(X)[cand]
+    first, kth, ids = seeds.search(X)
+    first, kth, ids = first[cand], kth[cand], ids[cand]
     bound = first + seeds.slack(x_sq)
     bound[~np.isfinite(bound)] = np.inf
     slot = np.full(N, -1, np.int64)   # candidate position -> row in cand arrays
@@ -256,11 +258,19 @@ def k_center_lazy(X: np.ndarray, labeled: np.ndarray, budget: int,
     return picks, sqd
 
 
-def _row_sq(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Squared norms float64 [len(rows)], chunked to keep float64 copies small."""
-    out = np.empty(len(rows), np.float64)
-    for s in range(0, len(rows), FAISS_CHUNK):
-        part = X[rows[s:s + FAISS_CHUNK]].astype(np.float64)
+def _blocks(X: np.ndarray, rows: np.ndarray | None):
+    """(start, rows of X) in blocks of about CHUNK_BYTES; views when rows is None."""
+    step = max(256, CHUNK_BYTES // (4 * X.shape[1]))
+    n = len(X) if rows is None else len(rows)
+    for s in range(0, n, step):
+        yield s, (X[s:s + step] if rows is None else X[rows[s:s + step]])
+
+
+def _row_sq(X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Squared norms float64 [n] of the given rows (default all), blockwise."""
+    out = np.empty(len(X) if rows is None else len(rows), np.float64)
+    for s, block in _blocks(X, rows):
+        part = block.astype(np.float64)
         out[s:s + len(part)] = np.einsum("ij,ij->i", part, part)
     return out
 

@@ -269,3 +269,13 @@ def test_strategy_scores_errors():
         strategy_scores("margin", POOL, [7])
     with pytest.raises(ValueError, match="must not be labeled"):
         strategy_scores("kcenter", POOL, [0, 1], labeled=[1])
+
+
+def test_bench_kcenter_smoke(capsys):
+    from engine import bench_select
+    result = bench_select.main(["--n", "400", "--dims", "3", "--labeled", "10", "--budget", "30",
+                                "--repeats", "1", "--torch-device", "cpu"])
+    row = result["dims"][0]
+    assert row["all_identical"] and row["torch"]["identical_to_lazy"]
+    assert row["lazy"]["seconds"] > 0
+    assert "numpy baseline f64" in capsys.readouterr().out
