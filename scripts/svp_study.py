@@ -33,7 +33,7 @@ GRID = [
 # The CPU profile: a smaller target and fewer epochs than the paper, stated in
 # docs/svp-study.md. The GPU profile is the paper's models.
 PROFILES = {
-    "cpu": dict(proxy="proxy_tiny", target="resnet20", proxy_epochs=6, target_epochs=12),
+    "cpu": dict(proxy="proxy_tiny", target="resnet20", proxy_epochs=3, target_epochs=5),
     "gpu": dict(proxy="resnet20", target="resnet18", proxy_epochs=50, target_epochs=100),
 }
 
