@@ -23,6 +23,7 @@ import torch
 from engine import kcenter as kc
 
 MB = 2.0**20
+PATHS = ("lazy", "torch", "numpy_svp", "numpy_blas_f64", "numpy_blas_f32")
 
 
 def make_data(n: int, dim: int, n_labeled: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -102,9 +103,9 @@ def bench_kcenter(n: int = 50_000, dims=(64, 512), n_labeled: int = 1_000, budge
                              repeats if on_gpu else slow_repeats)
         row["torch"]["budget"] = t_budget
         if baselines:
-            row["numpy_f64"] = timed(lambda: kc.k_center_numpy(X, lab, budget)[0], slow_repeats)
-            row["numpy_f32"] = timed(lambda: kc.k_center_numpy(X, lab, budget, dtype=np.float32)[0],
-                                     slow_repeats)
+            row["numpy_svp"] = timed(lambda: kc.k_center_numpy(X, lab, budget)[0], slow_repeats)
+            for name, dtype in (("numpy_blas_f64", np.float64), ("numpy_blas_f32", np.float32)):
+                row[name] = timed(lambda: kc.k_center_numpy(X, lab, budget, blas_dtype=dtype)[0], slow_repeats)
         _compare(row)
         result["dims"].append(row)
     return result
@@ -113,14 +114,14 @@ def bench_kcenter(n: int = 50_000, dims=(64, 512), n_labeled: int = 1_000, budge
 def _compare(row: dict) -> None:
     """Agreement with the fast path's picks and speed ratios, in place; drops picks."""
     ref = row["lazy"]["picks"]
-    for name in ("torch", "numpy_f64", "numpy_f32"):
+    for name in PATHS[1:]:
         if name in row:
             picks = row[name].pop("picks")
             row[name]["identical_to_lazy"] = bool(np.array_equal(picks, ref[:len(picks)]))
             full = len(picks) == len(ref)
             row[name]["lazy_speedup"] = row[name]["seconds"] / row["lazy"]["seconds"] if full else None
     row["lazy"].pop("picks")
-    exact = [row[name]["identical_to_lazy"] for name in ("torch", "numpy_f64") if name in row]
+    exact = [row[name]["identical_to_lazy"] for name in ("torch", "numpy_svp") if name in row]
     row["all_identical"] = all(exact)
 
 
@@ -146,8 +147,8 @@ def print_kcenter(result: dict) -> None:
     for row in result["dims"]:
         print(f"\nD={row['dim']} (embeddings {row['embeddings_mb']:.0f} MB)")
         print(f"  {'path':<32}{'median s':>10}{'runs':>6}{'slower x':>10}{'peak RSS MB':>13}  same picks")
-        for name, label in (("lazy", "faiss + lazy bounds"), ("torch", f"torch ({result['torch_device']})"),
-                            ("numpy_f64", "numpy baseline f64"), ("numpy_f32", "numpy baseline f32")):
+        for name, label in zip(PATHS, ("faiss + lazy bounds", f"torch ({result['torch_device']})",
+                                       "numpy, SVP's way (exact)", "numpy, BLAS f64", "numpy, BLAS f32")):
             if name not in row:
                 continue
             r = row[name]

@@ -324,25 +324,23 @@ def _torch_update(Xt: torch.Tensor, min_d: torch.Tensor, c: torch.Tensor, chunk:
 
 def k_center_numpy(X: np.ndarray, labeled: np.ndarray, budget: int,
                    rng: np.random.Generator | None = None,
-                   dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline: recompute distances from each new center to the whole pool.
+                   blas_dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline: recompute distances from each center to the whole pool.
 
-    The SVP reference's way (one pass over the pool per pick) with BLAS
-    ||x||^2 - 2x.c + ||c||^2 in `dtype`. In float64 its rounding (~1e-15
-    relative) flips no pick on generic or integer-valued data, but it can
-    break exact ties between duplicated non-integer points (their distance
-    comes out as +-1e-16 rather than 0); float32 can flip near-ties.
-    Holds a `dtype` copy of X. Returns as `k_center_lazy`.
+    The SVP reference's way (its `k_center_greedy` calls scipy's cdist from
+    each labeled point and each new center to the pool), keeping one
+    min-distance vector instead of its (|labeled|+budget) x N matrix.
+    blas_dtype None: direct differences as in `sq_distances`, exact. Else
+    ||x||^2 - 2x.c + ||c||^2 by BLAS in that dtype, on a copy of X: a stronger
+    baseline, but its rounding breaks exact ties between duplicated
+    non-integer points (float64) or flips near-ties (float32).
+    Returns as `k_center_lazy`.
     """
-    N, D = X.shape
-    Xd = X.astype(dtype)
-    x_sq = np.einsum("ij,ij->i", Xd, Xd)
-    min_d = np.full(N, np.inf, dtype)
-    for s in range(0, len(labeled), 256):
-        S = Xd[labeled[s:s + 256]]
-        for r in range(0, N, 4096):
-            d = x_sq[r:r + 4096, None] - 2.0 * (Xd[r:r + 4096] @ S.T) + x_sq[labeled[s:s + 256]]
-            np.minimum(min_d[r:r + 4096], d.min(axis=1), out=min_d[r:r + 4096])
+    N = len(X)
+    update = _direct_update(X) if blas_dtype is None else _blas_update(X, blas_dtype)
+    min_d = np.full(N, np.inf)
+    for pos in labeled:
+        update(min_d, pos)
     min_d[labeled] = -np.inf
     picks = np.empty(budget, np.int64)
     sqd = np.empty(budget, np.float64)
@@ -350,12 +348,32 @@ def k_center_numpy(X: np.ndarray, labeled: np.ndarray, budget: int,
         if n == 0 and len(labeled) == 0:
             idx, sqd[0] = draw_first(np.zeros(N, bool), rng), np.inf
         else:
-            idx = int(np.argmax(min_d))
+            idx = int(np.argmax(min_d))  # first maximum: ties to the lowest index
             sqd[n] = min_d[idx]
         picks[n] = idx
         min_d[idx] = -np.inf
-        np.minimum(min_d, x_sq - 2.0 * (Xd @ Xd[idx]) + x_sq[idx], out=min_d)
+        update(min_d, idx)
     return picks, sqd
+
+
+def _direct_update(X: np.ndarray):
+    """min_d <- min(min_d, sq_distances(X, X[pos])), in cache-sized blocks."""
+    step = max(256, CHUNK_BYTES // (8 * X.shape[1]))
+
+    def update(min_d: np.ndarray, pos: int) -> None:
+        for s in range(0, len(X), step):
+            np.minimum(min_d[s:s + step], sq_distances(X[s:s + step], X[pos]), out=min_d[s:s + step])
+    return update
+
+
+def _blas_update(X: np.ndarray, dtype):
+    """min_d <- min(min_d, ||x||^2 - 2 x.c + ||c||^2) with BLAS in dtype."""
+    Xd = X.astype(dtype)
+    x_sq = np.einsum("ij,ij->i", Xd, Xd)
+
+    def update(min_d: np.ndarray, pos: int) -> None:
+        np.minimum(min_d, x_sq - 2 * (Xd @ Xd[pos]) + x_sq[pos], out=min_d)
+    return update
 
 
 def k_center_greedy(embeddings, labeled, budget: int, *, rng: np.random.Generator | None = None,
