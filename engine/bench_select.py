@@ -136,14 +136,15 @@ def machine() -> dict:
     import faiss
     return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "numpy": np.__version__, "torch": torch.__version__, "faiss": faiss.__version__}
+            "load_average_1min": os.getloadavg()[0], "numpy": np.__version__, "torch": torch.__version__, "faiss": faiss.__version__}
 
 
 def print_kcenter(result: dict) -> None:
     """Print `bench_kcenter`'s result as a table, one block per width."""
     m = result["machine"]
     print(f"k-center greedy: N={result['n']:,}, {result['n_labeled']:,} labeled, budget {result['budget']:,}; "
-          f"{m['cpu']} x{m['cores']} cores, GPU {m['gpu'] or 'none'}, torch on {result['torch_device']}")
+          f"{m['cpu']} x{m['cores']} cores, load {m['load_average_1min']:.1f}, GPU {m['gpu'] or 'none'}, "
+          f"torch on {result['torch_device']}")
     for row in result["dims"]:
         print(f"\nD={row['dim']} (embeddings {row['embeddings_mb']:.0f} MB)")
         print(f"  {'path':<32}{'median s':>10}{'runs':>6}{'slower x':>10}{'peak RSS MB':>13}  same picks")
