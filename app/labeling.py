@@ -12,9 +12,7 @@ import streamlit as st
 
 import storage
 
-KEYS = "1234567890"          # class position -> keyboard key (first ten classes)
-SKIP_KEY, UNDO_KEY, UNDO_KEY2 = "S", "U", "Backspace"
-PREV_KEY, NEXT_KEY = "Left", "Right"
+KEYS = "1234567890"          # class position -> keyboard key (first ten classes); assets/keys.js maps them
 
 
 @dataclass(frozen=True)
@@ -84,12 +82,14 @@ def cursor_key(project: storage.Project, source: str) -> str:
 
 
 def focused(entries: list[Entry], project: storage.Project, source: str) -> int:
-    """Index of the focused entry: the stored cursor if still listed, else the first open one."""
-    wanted = st.session_state["cursor"].get(cursor_key(project, source))
+    """Index of the focused entry: the cursor's, unless another tab has labeled it meanwhile
+    (then the next open one); the first open entry when there is no cursor."""
+    item_id, pinned = st.session_state["cursor"].get(cursor_key(project, source), (None, False))
     ids = [e.item_id for e in entries]
-    if wanted in ids:
-        return ids.index(wanted)
-    return next_open(entries, -1)
+    if item_id not in ids:
+        return next_open(entries, -1)
+    index = ids.index(item_id)
+    return index if pinned or not entries[index].done else next_open(entries, index)
 
 
 def next_open(entries: list[Entry], after: int) -> int:
@@ -102,39 +102,71 @@ def next_open(entries: list[Entry], after: int) -> int:
     return max(after, 0)
 
 
-def set_cursor(project: storage.Project, source: str, item_id: int) -> None:
-    st.session_state["cursor"][cursor_key(project, source)] = item_id
+def set_cursor(project: storage.Project, source: str, item_id: int, *, pinned: bool = False) -> None:
+    """Focus `item_id`; pinned (arrows, undo) keeps it focused even once it is labeled."""
+    st.session_state["cursor"][cursor_key(project, source)] = (item_id, pinned)
 
 
-def move(project_root: str, source: str, item_ids: list[int], index: int, step: int) -> None:
+def keep_cursor(project: storage.Project, source: str, item_id: int) -> None:
+    """Store the item the page shows, so keys act on it; a pin on the same item is kept."""
+    stored = st.session_state["cursor"].get(cursor_key(project, source))
+    if not stored or stored[0] != item_id:
+        set_cursor(project, source, item_id)
+
+
+def worklist(project: storage.Project, source: str) -> list[Entry]:
+    """The entries of `source` ("Batch": the current round; "Validation") as stored now."""
+    if source == "Validation":
+        return validation_entries(project)
+    current = storage.current_round(project)
+    return batch_entries(project, current.id) if current else []
+
+
+# Key callbacks act on the session's cursor, never on ids captured when the buttons were
+# drawn: a key pressed while a rerun is still drawing would otherwise hit the previous image.
+
+def _at_cursor(project: storage.Project, source: str) -> tuple[list[Entry], int]:
+    entries = worklist(project, source)
+    return entries, focused(entries, project, source) if entries else -1
+
+
+def move(project_root: str, source: str, step: int) -> None:
     """Arrow keys: focus the previous or next image (wrapping)."""
     project = storage.Project(Path(project_root))
-    set_cursor(project, source, item_ids[(index + step) % len(item_ids)])
+    entries, index = _at_cursor(project, source)
+    if entries:
+        set_cursor(project, source, entries[(index + step) % len(entries)].item_id, pinned=True)
 
 
-# ---------------------------------------------------------------- actions
-
-def give(project_root: str, source: str, item_id: int, value: str | object, next_id: int | None) -> None:
-    """Commit a label (class name) or storage.SKIP, then move the cursor on."""
+def give(project_root: str, source: str, value: str | object) -> None:
+    """Commit a label (class name) or storage.SKIP for the focused image, then focus the next open one."""
     project = storage.Project(Path(project_root))
+    entries, index = _at_cursor(project, source)
+    if not entries:
+        return
+    item_id = entries[index].item_id
     storage.set_label(project, item_id, value)
     st.session_state["undo_stack"].append(item_id)
     shown = "skipped" if value is storage.SKIP else str(value)
-    st.session_state["last_saved"] = (item_path(project_root, item_id), shown)
-    if next_id is not None:
-        set_cursor(project, source, next_id)
+    st.session_state["last_saved"] = f"Saved: {item_path(project_root, item_id)} → {shown} ✓"
+    entries = worklist(project, source)
+    set_cursor(project, source, entries[next_open(entries, index)].item_id)
 
 
-def undo(project_root: str, source: str, fallback_id: int | None) -> None:
-    """Undo this tab's latest label (or the focused item's) and focus that item."""
+def undo(project_root: str, source: str) -> None:
+    """Undo this tab's latest label (or the focused image's) and focus that image."""
     project = storage.Project(Path(project_root))
     stack = st.session_state["undo_stack"]
-    item_id = stack.pop() if stack else fallback_id
-    if item_id is None:
-        return
+    if stack:
+        item_id = stack.pop()
+    else:
+        entries, index = _at_cursor(project, source)
+        if not entries:
+            return
+        item_id = entries[index].item_id
     storage.undo_label(project, item_id)
-    st.session_state["last_saved"] = (item_path(project_root, item_id), "undone")
-    set_cursor(project, source, item_id)
+    st.session_state["last_saved"] = f"Undone: {item_path(project_root, item_id)}"
+    set_cursor(project, source, item_id, pinned=True)
 
 
 def choose_in_grid(project_root: str, item_id: int, widget_key: str, classes: list[str]) -> None:
@@ -149,4 +181,4 @@ def choose_in_grid(project_root: str, item_id: int, widget_key: str, classes: li
         storage.set_label(project, item_id, value)
         shown = "skipped" if choice < 0 else classes[choice]
     st.session_state["undo_stack"].append(item_id)
-    st.session_state["last_saved"] = (item_path(project_root, item_id), shown)
+    st.session_state["last_saved"] = f"Saved: {item_path(project_root, item_id)} → {shown} ✓"

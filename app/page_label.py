@@ -67,7 +67,7 @@ def area_header(project: storage.Project, source: str, entries: list[Entry]) -> 
     widgets.progress_bars(project, done, len(entries), "This batch" if source == "Batch" else "Validation set")
     saved = st.session_state.get("last_saved")
     if saved:
-        st.caption(f"Saved: {widgets.md(saved[0])} → {widgets.md(saved[1])} ✓")
+        st.caption(widgets.md(saved))
 
 
 # ---------------------------------------------------------------- focus mode
@@ -85,8 +85,7 @@ def focus_view(project: storage.Project, source: str, entries: list[Entry], stra
     index = labeling.focused(entries, project, source)
     entry = entries[index]
     root = str(project.root)
-    later = labeling.next_open(entries, index)
-    next_id = entries[later].item_id if later != index else None
+    labeling.keep_cursor(project, source, entry.item_id)   # the keys act on what is shown
     picture, controls = st.columns([1, 2], gap="medium")
     picture.image(thumbs.thumbnail(root, entry.item_id, thumbs.FOCUS_PX))
     with controls:
@@ -94,37 +93,31 @@ def focus_view(project: storage.Project, source: str, entries: list[Entry], stra
         with st.container(key="focus-info"):
             st.markdown(f"**{widgets.md(entry.path)}** · image {index + 1} of {len(entries)}{why}")
             st.markdown(status_line(entry))
-        class_buttons(root, source, entry, classes, next_id)
-        action_buttons(root, source, entries, index, next_id)
+        class_buttons(root, source, entry, classes)
+        action_buttons(root, source)
 
 
-def class_buttons(root: str, source: str, entry: Entry, classes: list[str], next_id: int | None) -> None:
-    per_row = 5
+def class_buttons(root: str, source: str, entry: Entry, classes: list[str]) -> None:
+    per_row = 4
     for start in range(0, len(classes), per_row):
         cols = st.columns(per_row)
         for offset, name in enumerate(classes[start:start + per_row]):
             position = start + offset
+            key = labeling.class_key(position)
             cols[offset].button(
-                widgets.md(name), key=f"class-{position}", shortcut=labeling.class_key(position),
+                f"{widgets.md(name)} `{key}`" if key else widgets.md(name), key=f"class-{position}",
                 type="primary" if entry.label == name else "secondary", width="stretch",
-                on_click=labeling.give, args=(root, source, entry.item_id, name, next_id),
+                on_click=labeling.give, args=(root, source, name),
             )
 
 
-def action_buttons(root: str, source: str, entries: list[Entry], index: int, next_id: int | None) -> None:
-    ids = [e.item_id for e in entries]
-    entry = entries[index]
+def action_buttons(root: str, source: str) -> None:
     prev, skip, undo, nxt = st.columns(4)
-    prev.button("Previous", key="prev", shortcut=labeling.PREV_KEY, width="stretch",
-                on_click=labeling.move, args=(root, source, ids, index, -1))
-    skip.button("Skip", key="skip", shortcut=labeling.SKIP_KEY, width="stretch",
-                on_click=labeling.give, args=(root, source, entry.item_id, storage.SKIP, next_id))
-    undo.button("Undo", key="undo", shortcut=labeling.UNDO_KEY, width="stretch",
-                on_click=labeling.undo, args=(root, source, entry.item_id))
-    undo.button("Undo", key="undo-backspace", shortcut=labeling.UNDO_KEY2,
-                on_click=labeling.undo, args=(root, source, entry.item_id))
-    nxt.button("Next", key="next", shortcut=labeling.NEXT_KEY, width="stretch",
-               on_click=labeling.move, args=(root, source, ids, index, 1))
+    prev.button("Previous `←`", key="prev", width="stretch", on_click=labeling.move, args=(root, source, -1))
+    skip.button("Skip `S`", key="skip", width="stretch", on_click=labeling.give, args=(root, source, storage.SKIP))
+    undo.button("Undo `U`", key="undo", width="stretch", on_click=labeling.undo, args=(root, source),
+                help="U or Backspace")
+    nxt.button("Next `→`", key="next", width="stretch", on_click=labeling.move, args=(root, source, 1))
 
 
 # ---------------------------------------------------------------- grid mode
@@ -185,6 +178,7 @@ def labeling_area(project_root: str, round_kind: str) -> None:
     if st.session_state.get("view") == "Grid":
         grid_view(project, entries, strategy, list(settings.classes))
     else:
+        widgets.keyboard_script()
         focus_view(project, source, entries, strategy, list(settings.classes))
         st.caption(keyboard_help(len(settings.classes)))
 

@@ -25,10 +25,10 @@ DEFAULTS = {
     "project_dir": None,    # str: the project this session works on
     "view": "Focus",        # Focus | Grid
     "source": "Batch",      # Batch | Validation
-    "cursor": {},           # (project, source) -> focused item id
+    "cursor": {},           # "project|source" -> (focused item id, pinned by arrows/undo)
     "undo_stack": [],       # item ids labeled in this session, latest last
     "grid_page": 0,
-    "last_saved": None,     # (file name, shown value) of the latest committed label
+    "last_saved": None,     # line saying which label was committed last
 }
 
 

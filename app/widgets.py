@@ -9,7 +9,9 @@ import streamlit as st
 import storage
 from app import jobs
 
-STYLE = Path(__file__).resolve().parents[1] / "assets" / "style.css"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+STYLE = ASSETS / "style.css"
+KEYS_SCRIPT = ASSETS / "keys.js"
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=^])")
 
 
@@ -22,6 +24,11 @@ def apply_style() -> None:
     """The app's own static CSS (no user data): pixelated scaling and compact tiles."""
     if STYLE.is_file():
         st.html(f"<style>{STYLE.read_text()}</style>")
+
+
+def keyboard_script() -> None:
+    """Our own static key listener (assets/keys.js): keys click the focus view's buttons."""
+    st.html(f"<script>{KEYS_SCRIPT.read_text()}</script>", unsafe_allow_javascript=True)
 
 
 def progress_bars(project: storage.Project, entries_done: int, entries_total: int, label: str) -> None:

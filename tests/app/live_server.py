@@ -36,11 +36,17 @@ def wait_healthy(url: str, timeout_s: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def streamlit_server(project_dir: Path, home: Path, log_path: Path) -> Iterator[str]:
-    """Yield the URL of a Streamlit server on `project_dir`; stop it and the project's worker after."""
+def streamlit_server(project_dir: Path | None, home: Path, log_path: Path,
+                     demo_dir: Path | None = None) -> Iterator[str]:
+    """Yield the URL of a Streamlit server on `project_dir` (None: the demo, built in `demo_dir`);
+    stop it and the project's worker afterwards."""
     port = free_port()
-    env = {**os.environ, "PROXY_LABELER_PROJECT": str(project_dir), "PROXY_LABELER_HOME": str(home),
-           "PROXY_LABELER_DEMO_ASSETS": str(home / "no_demo"), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LABELER_")}
+    env.update(PROXY_LABELER_HOME=str(home), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    if project_dir is not None:
+        env.update(PROXY_LABELER_PROJECT=str(project_dir), PROXY_LABELER_DEMO_ASSETS=str(home / "no_demo"))
+    if demo_dir is not None:
+        env["PROXY_LABELER_DEMO_DIR"] = str(demo_dir)
     command = [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"),
                "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
                "--server.fileWatcherType", "none"]
@@ -54,7 +60,9 @@ def streamlit_server(project_dir: Path, home: Path, log_path: Path) -> Iterator[
         server.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(10)
-        stop_worker(project_dir)
+        for folder in (project_dir, demo_dir):
+            if folder is not None:
+                stop_worker(folder)
 
 
 def stop_worker(project_dir: Path) -> None:

@@ -17,14 +17,13 @@ def item_named(project, name: str) -> int:
     return next(i for i in batch_ids(project) if storage.get_item(project, i).path == name)
 
 
-def test_class_buttons_carry_keyboard_shortcuts(open_app):
+def test_buttons_show_their_keys_and_the_key_script_is_loaded(open_app):
     at = open_app()
-    keys = [at.button(key=f"class-{i}").proto.shortcut for i in range(3)]
-    assert keys == ["1", "2", "3"]
-    assert at.button(key="skip").proto.shortcut == "s"
-    assert at.button(key="undo").proto.shortcut == "u"
-    assert at.button(key="undo-backspace").proto.shortcut == "backspace"
-    assert at.button(key="prev").proto.shortcut == "left"
+    assert [at.button(key=f"class-{i}").label for i in range(3)] == ["red `1`", "green `2`", "blue `3`"]
+    assert [at.button(key=k).label for k in ("skip", "undo", "prev", "next")] == [
+        "Skip `S`", "Undo `U`", "Previous `←`", "Next `→`"]
+    scripts = [h.proto.body for h in at.get("html") if "__proxyLabelerKeys" in h.proto.body]
+    assert len(scripts) == 1 and "backspace" in scripts[0]
 
 
 def test_label_is_committed_and_shown_saved_then_undone(open_app, project):

@@ -48,7 +48,7 @@ def test_first_start_opens_the_demo_with_a_batch_and_the_oracle(tmp_path, monkey
     assert storage.class_names(project) == ["blue", "green", "red"]       # fixed, sorted order
     batch = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
     assert len(batch) == storage.load_settings(project).initial_size == 17   # shrunk to fit 18 images
-    assert [b.label for b in at.button][1:4] == ["blue", "green", "red"]
+    assert [b.label for b in at.button][1:4] == ["blue `1`", "green `2`", "red `3`"]
 
     at.button(key="oracle").click().run()
     labels = storage.current_labels(project)
