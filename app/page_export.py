@@ -13,7 +13,7 @@ def summary(project: storage.Project) -> int:
     total = sum(counts.values())
     st.metric("Labeled images to export", total, help="Training and validation labels; skipped images are left out.")
     if counts:
-        st.bar_chart(pd.DataFrame({"labels": counts}), horizontal=True, height=220)
+        st.bar_chart(pd.DataFrame({"labels": counts}), horizontal=True, height=60 + 24 * len(counts))
     return total
 
 

@@ -141,15 +141,14 @@ def tile(project: storage.Project, entry: Entry, strategy: str, classes: list[st
     root = str(project.root)
     st.image(thumbs.thumbnail(root, entry.item_id, thumbs.GRID_PX))
     why = "validation" if entry.is_validation else labeling.why_chosen(strategy, entry.score)
-    st.caption(f"{widgets.md(entry.path)} · {why}")
+    st.caption(f"{widgets.md(entry.path)} · {why}  \n{status_line(entry)}")
     current = -1 if entry.skipped else (classes.index(entry.label) if entry.label in classes else None)
     key = f"tile-{entry.item_id}-{current}"
     st.pills(
-        "Class", list(range(len(classes))) + [-1], default=current, key=key, label_visibility="collapsed",
+        "Class", list(range(len(classes))) + [-1], default=current, key=key, label_visibility="collapsed", wrap=True,
         format_func=lambda i: "skip" if i < 0 else _pill_label(i, classes[i]),
         on_change=labeling.choose_in_grid, args=(root, entry.item_id, key, classes),
     )
-    st.markdown(status_line(entry))
 
 
 def _pill_label(position: int, name: str) -> str:

@@ -45,7 +45,7 @@ def learning_curve(frame: pd.DataFrame) -> None:
 def labels_per_class(project: storage.Project) -> None:
     st.subheader("Labels per class")
     counts = storage.label_counts(project)
-    st.bar_chart(pd.DataFrame({"labels": counts}), height=280, horizontal=True)
+    st.bar_chart(pd.DataFrame({"labels": counts}), height=max(280, 60 + 24 * len(counts)), horizontal=True)
 
 
 def time_per_round(frame: pd.DataFrame) -> None:

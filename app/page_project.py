@@ -121,7 +121,13 @@ def class_editor(project: storage.Project) -> None:
 
 def overview(project: storage.Project) -> None:
     settings = storage.load_settings(project)
-    st.markdown(f"Project folder: `{widgets.md(project.root)}`  \nImage folder: `{widgets.md(settings.image_root)}`")
+    folders = st.columns(2)
+    with folders[0]:
+        st.caption("Project folder")
+        st.code(str(project.root), language=None, wrap_lines=True)
+    with folders[1]:
+        st.caption("Image folder")
+        st.code(settings.image_root, language=None, wrap_lines=True)
     counts = storage.item_counts(project)
     cols = st.columns(3)
     cols[0].metric("Usable images", counts["ok"])
