@@ -166,9 +166,14 @@ def plot_runtime(runs, out: Path) -> None:
 def generated_block(runs, study_run: dict | None) -> str:
     lines = [BEGIN, ""]
     if study_run:
-        lines += [f"Machine: {study_run['machine']}. Profile `{study_run['profile']}`: "
-                  f"{json.dumps(study_run['settings'])}; initial {study_run['initial']}, "
-                  f"rounds of {study_run['round_size']}, budget {study_run['budget']}, seeds {study_run['seeds']}.", ""]
+        lines += [f"Machine: {study_run['machine']}. Profile `{study_run['profile']}`.", ""]
+    all_runs = [run for group in runs.values() for run in group]
+    settings = all_runs[0]["settings"]
+    lines += [f"Settings of every run: proxy `{settings['proxy']}` ({settings['proxy_epochs']} epochs), "
+              f"target `{settings['target']}` ({settings['target_epochs']} epochs), initial {settings['initial']}, "
+              f"rounds of {settings['round_size']}, budget {settings['budget']}, pool {settings['pool_size']}, "
+              f"test set {settings['test_size']}. Runs: {len(all_runs)}; their summed running time: "
+              f"{sum(run['total_s'] for run in all_runs) / 60:.0f} min.", ""]
     lines += ["### Results (mean ± std over seeds)", ""] + results_table(runs)
     lines += ["", "### Target test accuracy (%) by labels", ""] + target_curve_table(runs)
     lines += ["", "### The paper's expectations against our figures", ""] + checks(runs)
