@@ -158,9 +158,14 @@ def run_ingest(project: storage.Project) -> storage.IngestReport:
     report = storage.ingest(project, on_progress=on_progress)
     bar.progress(1.0, text="done")
     reasons = ", ".join(f"{n} {widgets.md(r)}" for r, n in sorted(report.rejected_reasons.items()))
-    st.success(f"Added {report.added} images; {report.duplicates} duplicates, {report.rejected} rejected"
+    st.success(f"Added {_count(report.added, 'image')}; {_count(report.duplicates, 'duplicate')}, "
+               f"{report.rejected} rejected"
                f"{' (' + reasons + ')' if reasons else ''}; {report.already_known} already known.")
     return report
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------- open / create
