@@ -120,9 +120,13 @@ def checks(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
 
 def plot_accuracy(runs, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    single_budget = all(len(accuracy_by_budget(g, "target_test_acc")) <= 1 for g in runs.values())
+    if single_budget:
+        plot_final_bars(axes[1], runs)
     for (strategy, selector), group in sorted(runs.items()):
         style = "-" if selector == "proxy" else "--"
-        for ax, key in zip(axes, ("proxy_test_acc", "target_test_acc")):
+        keys = ("proxy_test_acc",) if single_budget else ("proxy_test_acc", "target_test_acc")
+        for ax, key in zip(axes, keys):
             curve = accuracy_by_budget(group, key)
             if curve:
                 xs = list(curve)
@@ -130,15 +134,24 @@ def plot_accuracy(runs, out: Path) -> None:
                             yerr=[mean_std(v)[1] * 100 for v in curve.values()],
                             linestyle=style, marker="o", capsize=3, label=f"{strategy} ({selector})")
     axes[0].set_title("selector model test accuracy")
-    axes[1].set_title("target test accuracy")
-    for ax in axes:
+    axes[1].set_title("target test accuracy" + (" at the final budget" if single_budget else ""))
+    for ax in axes[:1] if single_budget else axes:
         ax.set_xlabel("labels")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[0 if single_budget else 1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def plot_final_bars(ax, runs) -> None:
+    """Target accuracy at the final budget as bars (mean, std over seeds) when no curve exists."""
+    names = [f"{strategy}\n({selector})" for strategy, selector in sorted(runs)]
+    stats = [mean_std([run["target"]["test_acc"] * 100 for run in runs[key]]) for key in sorted(runs)]
+    ax.bar(names, [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3, color="tab:blue", alpha=0.7)
+    ax.set_ylim(min(m for m, _ in stats) - 5, max(m for m, _ in stats) + 5)
+    ax.tick_params(axis="x", labelsize=7)
 
 
 def plot_runtime(runs, out: Path) -> None:
