@@ -84,6 +84,11 @@ def start_target(project: storage.Project) -> storage.Job:
     return job
 
 
+def cancel(project: storage.Project, job_id: int) -> None:
+    """Cancel a queued job at once, or ask the worker to stop a running one (it checks every second)."""
+    storage.cancel_job(project, job_id)
+
+
 def latest_target(project: storage.Project) -> storage.Job | None:
     return storage.latest_job(project, "target")
 

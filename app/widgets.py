@@ -46,6 +46,8 @@ def progress_bars(project: storage.Project, entries_done: int, entries_total: in
 def show_job(job: storage.Job) -> None:
     """A job's progress bar and message."""
     text = md(job.message) if job.message else ("waiting for the worker to start" if job.state == "queued" else job.state)
+    if job.cancel_requested:
+        text = f"stopping (cancel requested) · {text}"
     st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.kind} job {job.id}: {text}")
 
 
@@ -56,12 +58,18 @@ def live_job(project_root: str, job_id: int) -> None:
     job = storage.get_job(project, job_id)
     if job.state in jobs.ACTIVE:
         show_job(job)
+        st.button("Cancel", key=f"cancel-{job_id}", on_click=jobs.cancel, args=(project, job_id),
+                  disabled=job.cancel_requested,
+                  help="Stops the job within a few seconds. Labels are kept; you can start it again.")
         jobs.start_worker(project)   # a worker that died is restarted; the job is claimed again when stale
         return
     st.rerun(scope="app")
 
 
 def job_failed(job: storage.Job, retry_label: str, on_retry) -> None:
-    """A failed job's reason (as text) and a Retry button; labels are untouched by failures."""
-    st.error(f"The {job.kind} job failed: {md(job.error or job.state)}")
+    """A failed or cancelled job's reason (as text) and a Retry button; labels are untouched by either."""
+    if job.state == "cancelled":
+        st.info(f"The {job.kind} job was cancelled. Your labels are kept.")
+    else:
+        st.error(f"The {job.kind} job failed: {md(job.error or job.state)}")
     st.button(retry_label, on_click=on_retry, type="primary", key=f"retry-{job.id}")

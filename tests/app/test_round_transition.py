@@ -69,3 +69,41 @@ def test_manual_next_round_when_auto_is_off(open_app, project):
     start = next(b for b in at.button if b.label == "Start the next round")
     start.click().run()
     assert len(storage.active_jobs(project, "round")) == 1
+
+
+def test_cancel_a_queued_round_keeps_labels_and_offers_retry(open_app, project):
+    at = open_app()
+    label_batch_by_keys(at, project)
+    at.run()
+    [job] = storage.active_jobs(project, "round")
+    labeled = set(storage.training_labels(project))
+
+    at.button(key=f"cancel-{job.id}").click().run()
+    assert storage.get_job(project, job.id).state == "cancelled"
+    at.run()
+    assert any("was cancelled" in info.value for info in at.info)
+    assert not at.error
+    assert set(storage.training_labels(project)) == labeled
+    assert not storage.active_jobs(project)                   # a cancelled round is not restarted by itself
+
+    at.button(key=f"retry-{job.id}").click().run()
+    [again] = storage.active_jobs(project, "round")
+    assert run_worker(project.root, once=True) == 1
+    assert storage.get_job(project, again.id).state == "done"
+
+
+def test_cancel_a_running_round_asks_the_worker_to_stop(open_app, project):
+    at = open_app()
+    label_batch_by_keys(at, project)
+    at.run()
+    job = storage.claim_job(project, "test-worker")           # as if a worker were training it now
+    at.run()
+    at.button(key=f"cancel-{job.id}").click().run()
+    assert storage.is_cancel_requested(project, job.id)
+    assert storage.get_job(project, job.id).state == "running"
+    assert at.button(key=f"cancel-{job.id}").disabled
+    assert any("stopping" in bar.proto.text for bar in at.get("progress"))
+
+    storage.fail_job(project, job.id, "round cancelled")      # what the worker records when it stops
+    at.run()
+    assert any("was cancelled" in info.value for info in at.info)
