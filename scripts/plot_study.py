@@ -65,56 +65,102 @@ def accuracy_by_budget(runs: list[dict], key: str) -> dict[int, list[float]]:
     return dict(sorted(table.items()))
 
 
+def budgets_of(runs: dict[tuple[str, str], list[dict]]) -> list[int]:
+    return sorted({n for group in runs.values() for n in accuracy_by_budget(group, "target_test_acc")})
+
+
+def component_seconds(run: dict, part: str) -> float:
+    return sum(row.get(part) or 0 for row in run["rounds"])
+
+
+def speedup(runs, strategy: str, selector: str) -> str:
+    """Target-selector runtime over this row's runtime, for the proxy rows that have a target twin."""
+    twin = (strategy, "target")
+    if selector != "proxy" or twin not in runs:
+        return "–"
+    proxy = statistics.fmean(selection_seconds(run) for run in runs[(strategy, selector)])
+    target = statistics.fmean(selection_seconds(run) for run in runs[twin])
+    return f"{target / proxy:.1f}×"
+
+
 def results_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
-    lines = ["| strategy | selector | seeds | target test acc. (%) at final budget | "
-             "selector test acc. (%) by labels | selection runtime (s) |",
-             "|---|---|---|---|---|---|"]
+    """SVP Table 2's shape: target accuracy at each budget, selection runtime, speed-up."""
+    budgets = budgets_of(runs)
+    lines = ["| strategy | selector | seeds | " + " | ".join(f"{n} labels" for n in budgets)
+             + " | selection runtime (s) | speed-up |",
+             "|---|---|---|" + "---|" * len(budgets) + "---|---|"]
     for (strategy, selector), group in sorted(runs.items()):
-        final = [run["target"]["test_acc"] for run in group]
-        per_budget = accuracy_by_budget(group, "proxy_test_acc")
-        curve = "; ".join(f"{n}: {fmt(v, 100)}" for n, v in per_budget.items())
+        curve = accuracy_by_budget(group, "target_test_acc")
         runtime = [selection_seconds(run) for run in group]
-        lines.append(f"| {strategy} | {selector} | {len(group)} | {fmt(final, 100)} | {curve} | {fmt(runtime)} |")
+        lines.append(f"| {strategy} | {selector} | {len(group)} | "
+                     + " | ".join(fmt(curve.get(n, []), 100) for n in budgets)
+                     + f" | {fmt(runtime, digits=0)} | {speedup(runs, strategy, selector)} |")
     return lines
 
 
-def target_curve_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
-    budgets = sorted({n for group in runs.values() for n in accuracy_by_budget(group, "target_test_acc")})
+def runtime_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
+    lines = ["| strategy | selector | train (s) | score (s) | select (s) | in all (s) |",
+             "|---|---|---|---|---|---|"]
+    for (strategy, selector), group in sorted(runs.items()):
+        parts = [fmt([component_seconds(run, part) for run in group], digits=1)
+                 for part in ("train_s", "score_s", "select_s")]
+        total = fmt([selection_seconds(run) for run in group], digits=1)
+        lines.append(f"| {strategy} | {selector} | " + " | ".join(parts) + f" | {total} |")
+    return lines
+
+
+def selector_curve_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
+    budgets = sorted({n for group in runs.values() for n in accuracy_by_budget(group, "proxy_test_acc")})
     lines = ["| strategy | selector | " + " | ".join(f"{n} labels" for n in budgets) + " |",
              "|---|---|" + "---|" * len(budgets)]
     for (strategy, selector), group in sorted(runs.items()):
-        curve = accuracy_by_budget(group, "target_test_acc")
+        curve = accuracy_by_budget(group, "proxy_test_acc")
         lines.append(f"| {strategy} | {selector} | " + " | ".join(fmt(curve.get(n, []), 100) for n in budgets) + " |")
     return lines
 
 
+def mean_acc(runs, key, budget: int) -> float | None:
+    values = accuracy_by_budget(runs.get(key, []), "target_test_acc").get(budget)
+    return statistics.fmean(values) * 100 if values else None
+
+
+def compare_line(runs, text: str, mine, other, budgets: list[int], tolerance: float) -> str:
+    """'text: 2000: a vs b (+d); ... — holds/does NOT hold at the final budget (k of n budgets)'."""
+    parts, held = [], []
+    for n in budgets:
+        a, b = mean_acc(runs, mine, n), mean_acc(runs, other, n)
+        if a is None or b is None:
+            continue
+        parts.append(f"{n}: {a:.1f} vs {b:.1f} ({a - b:+.1f})")
+        held.append(a - b >= tolerance)
+    if not held:
+        return f"- {text}: no budget with both figures."
+    verdict = "holds" if held[-1] else "does NOT hold"
+    return (f"- {text}: " + "; ".join(parts) + f" — {verdict} at the final budget "
+            f"(holds at {sum(held)} of {len(held)} budgets).")
+
+
 def checks(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
-    """The paper's expectations, stated against our numbers."""
-    def final_acc(key):
-        return statistics.fmean(run["target"]["test_acc"] for run in runs[key]) * 100
+    """The paper's expectations, stated against our numbers, at every budget after the first round."""
+    budgets = [n for n in budgets_of(runs) if n > min(budgets_of(runs))] or budgets_of(runs)
 
     def runtime(key):
         return statistics.fmean(selection_seconds(run) for run in runs[key])
 
     lines = []
-    if ("random", "proxy") in runs:
-        base = final_acc(("random", "proxy"))
-        for strategy in ("least_confidence", "kcenter"):
-            if (strategy, "proxy") in runs:
-                acc = final_acc((strategy, "proxy"))
-                verdict = "holds" if acc >= base else "does NOT hold"
-                lines.append(f"- {strategy} via proxy ≥ random: {acc:.1f}% vs {base:.1f}% — {verdict}.")
+    for strategy in ("least_confidence", "kcenter"):
+        if (strategy, "proxy") in runs and ("random", "proxy") in runs:
+            lines.append(compare_line(runs, f"{strategy} via proxy ≥ random (target acc. %)",
+                                      (strategy, "proxy"), ("random", "proxy"), budgets, 0.0))
     for strategy in ("least_confidence", "kcenter"):
         proxy, target = (strategy, "proxy"), (strategy, "target")
         if proxy in runs and target in runs:
-            gap = final_acc(proxy) - final_acc(target)
-            verdict = "holds" if gap >= -1.0 else "does NOT hold"
-            lines.append(f"- {strategy}: proxy selection within 1 point of target selection: "
-                         f"{final_acc(proxy):.1f}% vs {final_acc(target):.1f}% ({gap:+.1f}) — {verdict}.")
+            lines.append(compare_line(runs, f"{strategy}: proxy selection within 1 point of target selection, or better",
+                                      proxy, target, budgets, -1.0))
             ratio = runtime(target) / runtime(proxy)
             verdict = "holds" if ratio >= 3 else "does NOT hold"
             lines.append(f"- {strategy}: proxy selection ≥ 3× faster: target/proxy runtime "
-                         f"{runtime(target):.0f} s / {runtime(proxy):.0f} s = {ratio:.1f}× — {verdict}.")
+                         f"{runtime(target):.0f} s / {runtime(proxy):.0f} s = {ratio:.2f}× — {verdict}.")
     return lines
 
 
@@ -186,9 +232,15 @@ def generated_block(runs, study_run: dict | None) -> str:
               f"target `{settings['target']}` ({settings['target_epochs']} epochs), initial {settings['initial']}, "
               f"rounds of {settings['round_size']}, budget {settings['budget']}, pool {settings['pool_size']}, "
               f"test set {settings['test_size']}. Runs: {len(all_runs)}; their summed running time: "
-              f"{sum(run['total_s'] for run in all_runs) / 60:.0f} min.", ""]
-    lines += ["### Results (mean ± std over seeds)", ""] + results_table(runs)
-    lines += ["", "### Target test accuracy (%) by labels", ""] + target_curve_table(runs)
+              f"{sum(run['total_s'] for run in all_runs) / 60:.0f} min"
+              + (f"; the last `scripts/svp_study.py` invocation took {study_run['wall_s_this_invocation'] / 60:.0f} min"
+                 if study_run else "") + ".", ""]
+    lines += ["### Target test accuracy (%) by labels, and selection runtime (mean ± std over seeds)", "",
+              "Selection runtime: the selector's train + score + select, summed over the selection rounds. "
+              "Speed-up: the target-selector row's runtime over the proxy-selector row's.", ""]
+    lines += results_table(runs)
+    lines += ["", "### Selection runtime by part (s, summed over rounds)", ""] + runtime_table(runs)
+    lines += ["", "### Selector model test accuracy (%) by labels", ""] + selector_curve_table(runs)
     lines += ["", "### The paper's expectations against our figures", ""] + checks(runs)
     lines += ["", "![accuracy](svp-study/accuracy.png)", "", "![runtime per round](svp-study/runtime.png)", "", END]
     return "\n".join(lines)

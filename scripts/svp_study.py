@@ -63,7 +63,7 @@ def simulate_command(data: Path, out: Path, strategy: str, selector: str, seed: 
         "--proxy-epochs", str(profile["proxy_epochs"]),
         "--target-epochs", str(profile["target_epochs"]),
         "--device", args.device,
-    ]
+    ] + (["--eval-every-round"] if args.eval_every_round else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-size", type=int, default=1000)
     parser.add_argument("--budget", type=int, default=5000)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--final-only", dest="eval_every_round", action="store_false",
+                        help="test the target only after the final round (default: after every round)")
     parser.add_argument("--data", type=Path, help="ImageFolder root (default: unzip the shared subset)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "study_run.json").write_text(json.dumps({
         "profile": args.profile, "settings": PROFILES[args.profile], "seeds": args.seeds,
         "initial": args.initial, "round_size": args.round_size, "budget": args.budget,
-        "wall_s_this_invocation": round(total, 1), "machine": machine_description(),
+        "eval_every_round": args.eval_every_round, "wall_s_this_invocation": round(total, 1), "machine": machine_description(),
     }, indent=2))
     print(f"study finished in {total / 60:.1f} min", flush=True)
     return 0
