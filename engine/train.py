@@ -32,7 +32,7 @@ class TrainConfig:
     """Hyperparameters; the defaults suit a proxy trained from scratch on ~1,000 images."""
 
     epochs: int = 8
-    batch_size: int = 128          # images per step (fewer when the set is smaller); >= 2
+    batch_size: int = 128          # most images per step; batches are made equal; >= 2
     lr: float = 0.4                # peak learning rate of the schedule
     momentum: float = 0.9          # SGD Nesterov momentum
     weight_decay: float = 5e-4     # on conv/linear weights only, not BN or biases
@@ -90,7 +90,9 @@ def train(
     on_cuda = device.type == "cuda"
     gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu").manual_seed(config.seed)
     n = data.shape[0]
-    batch, steps = _batching(n, config.batch_size)
+    sizes = _step_sizes(n, config.batch_size)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    steps = len(sizes)
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, steps * config.epochs)
     pad = max(1, round(4 * data.shape[-1] / 32))                  # 4 px at 32 px, scaled with the size
@@ -101,7 +103,7 @@ def train(
         order = torch.randperm(n, generator=gen, device=gen.device).repeat(2 if n == 1 else 1).to(device)
         for step in range(1, steps + 1):
             stopper.check()
-            idx = order[(step - 1) * batch: step * batch]
+            idx = order[starts[step - 1]: starts[step - 1] + sizes[step - 1]]
             x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
             loss_sum += _step(model, x, targets[idx], optimizer, config.label_smoothing, on_cuda)
             scheduler.step()
@@ -163,17 +165,21 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, period - index, index)
 
 
-def _batching(n: int, batch_size: int) -> tuple[int, int]:
-    """(images per step, steps per epoch) for n examples.
+def _step_sizes(n: int, batch_size: int) -> list[int]:
+    """Images in each step of one epoch: every example once, in near-equal batches.
 
-    Batch norm cannot train on one example when the last feature map is 1x1
-    (torchvision ResNets on small images), so no step ever has a single
-    example: a lone example is repeated, and a leftover of one after the full
-    batches sits out that epoch (a different one each epoch, by shuffling).
+    Equal batches, not full batches plus a remainder: 5,000 images in
+    batches of 128 would leave a step of 8 images in every epoch (the last
+    one moving the batch-norm running statistics too), and that alone cost
+    the target 3-8 points of test accuracy (docs/svp-study.md). No step ever has a single
+    example (batch norm cannot train on one when the last feature map is
+    1x1, as in torchvision ResNets on small images): a lone example is
+    repeated, and a batch_size of 2 or 3 may give one step of 3.
     """
     n = max(n, 2)
-    batch = min(batch_size, n)
-    return batch, n // batch + (1 if n % batch >= 2 else 0)
+    steps = max(1, min(-(-n // batch_size), n // 2))
+    small, extra = divmod(n, steps)
+    return [small + 1] * extra + [small] * (steps - extra)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -86,11 +86,24 @@ def test_tiny_sets_and_single_example_classes_train(name, n, batch_size):
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
 
 
-def test_batching_never_leaves_a_single_example_step():
-    assert train_module._batching(1, 128) == (2, 1)
-    assert train_module._batching(129, 128) == (128, 1)
-    assert train_module._batching(130, 128) == (128, 2)
-    assert train_module._batching(1000, 128) == (128, 8)
+@pytest.mark.parametrize("n, batch_size, expected", [
+    (1, 128, [2]),                     # a lone example is repeated
+    (3, 2, [3]),                       # never a step of one
+    (129, 128, [65, 64]),
+    (1000, 128, [125] * 8),
+    (5000, 128, [125] * 40),           # not 39 x 128 + a step of 8
+    (4001, 128, [126] * 1 + [125] * 31),
+])
+def test_step_sizes_are_equal_batches_of_every_example(n, batch_size, expected):
+    assert train_module._step_sizes(n, batch_size) == expected
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 7, 128])
+def test_step_sizes_use_each_example_once_and_never_one(batch_size):
+    for n in range(2, 600):
+        sizes = train_module._step_sizes(n, batch_size)
+        assert sum(sizes) == n and min(sizes) >= 2 and max(sizes) - min(sizes) <= 1, (n, sizes)
+        assert max(sizes) <= max(batch_size, 3), (n, sizes)
 
 
 def test_cosine_schedule_and_torch_inputs():
