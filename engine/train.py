@@ -91,7 +91,6 @@ def train(
     gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu").manual_seed(config.seed)
     n = data.shape[0]
     sizes = _step_sizes(n, config.batch_size)
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]
     steps = len(sizes)
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, steps * config.epochs)
@@ -101,9 +100,8 @@ def train(
     seen = 0
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(n, generator=gen, device=gen.device).repeat(2 if n == 1 else 1).to(device)
-        for step in range(1, steps + 1):
+        for step, idx in enumerate(order.split(sizes), start=1):
             stopper.check()
-            idx = order[starts[step - 1]: starts[step - 1] + sizes[step - 1]]
             x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
             loss_sum += _step(model, x, targets[idx], optimizer, config.label_smoothing, on_cuda)
             scheduler.step()
