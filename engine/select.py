@@ -8,7 +8,10 @@ equal scores go to the lowest position. `STRATEGIES` maps names to functions;
 
 Uncertainty sampling follows Settles, "Active Learning Literature Survey"
 (2009, section 3.1): least confidence, margin (Scheffer et al. 2001) and
-entropy (Shannon). k-center greedy is Sener & Savarese (ICLR 2018), as in
+entropy (Shannon). Its batches are balanced across predicted classes
+(`balanced_top_k`): a proxy unsure of one class would otherwise fill a batch
+with it, which is how uncertainty sampling falls below random (Emam et al.
+2021, "Active learning at the ImageNet scale", balanced selection). k-center greedy is Sener & Savarese (ICLR 2018), as in
 Coleman et al., "Selection via Proxy" (ICLR 2020); see `engine.kcenter`.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ from engine.score import PoolScores
 Strategy = Callable[..., np.ndarray]
 
 __all__ = [
-    "STRATEGIES", "SCORES", "Strategy", "strategy_scores", "top_k", "k_center_greedy",
+    "STRATEGIES", "SCORES", "Strategy", "strategy_scores", "top_k", "balanced_top_k", "k_center_greedy",
     "least_confidence_scores", "margin_scores", "entropy_scores",
     "random_sample", "least_confidence", "margin", "entropy", "kcenter",
 ]
@@ -77,6 +80,31 @@ def top_k(scores: np.ndarray, labeled, budget: int) -> np.ndarray:
     return cand[order].astype(np.int64)
 
 
+def balanced_top_k(scores: np.ndarray, predicted: np.ndarray, labeled, budget: int) -> np.ndarray:
+    """`top_k` with equal quotas per predicted class, int64 positions, highest score first.
+
+    Each class predicted among the unlabeled positions gets an equal share of
+    the budget (shares differ by at most one, the extra ones to the classes
+    whose best score is highest); a class with fewer candidates than its
+    share passes the rest on. Within a class the highest scores win; equal
+    scores go to the lowest position.
+    """
+    scores, predicted = np.asarray(scores, dtype=np.float64), np.asarray(predicted)
+    lab = check_selection(len(scores), labeled, budget)
+    if predicted.shape != scores.shape:
+        raise ValueError(f"predicted must have shape {scores.shape}, got {predicted.shape}")
+    free = np.ones(len(scores), bool)
+    free[lab] = False
+    cand = np.flatnonzero(free)
+    by_class_then_score = np.lexsort((cand, -scores[cand], predicted[cand]))
+    ordered = cand[by_class_then_score]                      # grouped by class, best first in each
+    classes = predicted[ordered]
+    starts = np.flatnonzero(np.r_[True, classes[1:] != classes[:-1]])
+    rank = np.arange(len(ordered)) - np.repeat(starts, np.diff(np.r_[starts, len(ordered)]))  # rank in class
+    chosen = ordered[np.lexsort((ordered, -scores[ordered], rank))[:budget]]
+    return chosen[np.lexsort((chosen, -scores[chosen]))].astype(np.int64)
+
+
 def random_sample(pool: PoolScores, labeled, budget: int, *, rng: np.random.Generator) -> np.ndarray:
     """`budget` unlabeled positions drawn uniformly without replacement with `rng`."""
     lab = check_selection(len(pool.probs), labeled, budget)
@@ -88,18 +116,22 @@ def random_sample(pool: PoolScores, labeled, budget: int, *, rng: np.random.Gene
 
 
 def least_confidence(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
-    """Least-confidence sampling: lowest top-class probability first."""
-    return top_k(least_confidence_scores(pool.probs), labeled, budget)
+    """Least-confidence sampling, balanced across predicted classes: lowest top-class probability first."""
+    return balanced_top_k(least_confidence_scores(pool.probs), _predicted(pool), labeled, budget)
 
 
 def margin(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
-    """Margin sampling: smallest gap between the two most likely classes first."""
-    return top_k(margin_scores(pool.probs), labeled, budget)
+    """Margin sampling, balanced across predicted classes: smallest gap between the top two classes first."""
+    return balanced_top_k(margin_scores(pool.probs), _predicted(pool), labeled, budget)
 
 
 def entropy(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
-    """Entropy sampling: highest predictive entropy first."""
-    return top_k(entropy_scores(pool.probs), labeled, budget)
+    """Entropy sampling, balanced across predicted classes: highest predictive entropy first."""
+    return balanced_top_k(entropy_scores(pool.probs), _predicted(pool), labeled, budget)
+
+
+def _predicted(pool: PoolScores) -> np.ndarray:
+    return np.asarray(pool.probs).argmax(axis=1)  # [N]
 
 
 def kcenter(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:

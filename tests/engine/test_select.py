@@ -7,7 +7,7 @@ import torch
 from engine import kcenter as kc
 from engine.score import PoolScores
 from engine.select import (
-    STRATEGIES, entropy_scores, k_center_greedy, least_confidence_scores, margin_scores,
+    STRATEGIES, balanced_top_k, entropy_scores, k_center_greedy, least_confidence_scores, margin_scores,
     strategy_scores, top_k,
 )
 
@@ -281,3 +281,41 @@ def test_bench_kcenter_smoke(capsys):
     assert row["all_identical"] and row["torch"]["identical_to_lazy"]
     assert row["lazy"]["seconds"] > 0
     assert "SVP's way" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- class balance
+
+def test_balanced_top_k_gives_each_predicted_class_an_equal_share():
+    scores = np.array([.99, .98, .97, .96, .95, .10, .09, .50])
+    predicted = np.array([0, 0, 0, 0, 0, 1, 1, 2])
+    # plain top-k would take five images predicted as class 0
+    assert top_k(scores, [], 5).tolist() == [0, 1, 2, 3, 4]
+    picks = balanced_top_k(scores, predicted, [], 5)
+    assert sorted(np.bincount(predicted[picks], minlength=3).tolist()) == [1, 2, 2]
+    assert picks.tolist() == [0, 1, 7, 5, 6]       # most informative first
+    # class 2 has one candidate: its unused share goes to the others
+    assert np.bincount(predicted[balanced_top_k(scores, predicted, [], 7)]).tolist() == [4, 2, 1]
+
+
+def test_balanced_top_k_skips_labeled_and_breaks_ties_by_position():
+    scores = np.array([.5, .5, .5, .5])
+    predicted = np.array([1, 0, 1, 0])
+    assert balanced_top_k(scores, predicted, [1], 2).tolist() == [0, 3]
+    assert balanced_top_k(scores, predicted, [], 4).tolist() == [0, 1, 2, 3]
+    assert balanced_top_k(scores, predicted, [0, 1, 2, 3], 0).dtype == np.int64
+    with pytest.raises(ValueError, match="predicted must have shape"):
+        balanced_top_k(scores, predicted[:3], [], 1)
+
+
+@pytest.mark.parametrize("name", ["least_confidence", "margin", "entropy"])
+def test_uncertainty_batches_are_not_dominated_by_one_predicted_class(name):
+    rng = np.random.default_rng(0)
+    # 900 images the proxy calls class 0 with low confidence, 100 it calls class 1 or 2 more surely
+    unsure = np.column_stack([rng.uniform(.34, .5, 900), rng.uniform(0, .33, 900), rng.uniform(0, .33, 900)])
+    sure = np.column_stack([rng.uniform(0, .1, 100), rng.uniform(.6, .9, 100), rng.uniform(0, .1, 100)])
+    sure[50:, [1, 2]] = sure[50:, [2, 1]]
+    probs = np.vstack([unsure, sure]).astype(np.float32)
+    probs /= probs.sum(1, keepdims=True)
+    pool = PoolScores(probs=probs, embeddings=np.zeros((1000, 2), np.float32))
+    picks = STRATEGIES[name](pool, np.array([], np.int64), 30)
+    assert np.bincount(probs[picks].argmax(1), minlength=3).tolist() == [10, 10, 10]
