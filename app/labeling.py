@@ -56,8 +56,8 @@ def batch_entries(project: storage.Project, round_id: int) -> list[Entry]:
 
 
 def validation_entries(project: storage.Project) -> list[Entry]:
-    """Every item reserved for validation, by id."""
-    return _entries(project, [(i, None) for i in storage.validation_ids(project)], validation=True)
+    """Every item reserved for validation, in its seeded random labeling order."""
+    return _entries(project, [(i, None) for i in storage.validation_order(project)], validation=True)
 
 
 def why_chosen(strategy: str, score: float | None) -> str:

@@ -21,6 +21,7 @@ from storage.items import (
     reserve_validation,
     resolve_item_path,
     usable_items,
+    validation_order,
 )
 from storage.jobs import (
     Job,
@@ -54,6 +55,7 @@ from storage.labels import (
     validation_labels,
 )
 from storage.project import (
+    TRAINING_LEVELS,
     Project,
     Settings,
     SettingsError,

@@ -1,6 +1,7 @@
 """Ingested images: usable items, rejected files, the validation sample."""
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,19 @@ def reserve_validation(project: Project) -> list[int]:
                 "UPDATE items SET is_validation = 1 WHERE id = ?", [(i,) for i in chosen]
             )
         return _validation_ids(db)
+
+
+def validation_order(project: Project) -> list[int]:
+    """Validation item ids in the order to label them: seeded, random and stable.
+
+    Each id's place comes from a hash of (project seed, id), so the order
+    does not change when the set grows (new ids fall at random places), and
+    any labeled prefix is an unbiased sample of the set, not one folder.
+    """
+    with opened(project) as db:
+        seed = read_settings(db).seed
+        ids = _validation_ids(db)
+    return sorted(ids, key=lambda item_id: hashlib.blake2b(f"{seed}:{item_id}".encode(), digest_size=8).digest())
 
 
 def _validation_ids(db: sqlite_utils.Database) -> list[int]:

@@ -125,6 +125,34 @@ def test_reserve_validation_is_seeded_idempotent_and_grows(tmp_path, project):
     assert len(grown) == 6 and set(first) < set(grown)
 
 
+def test_validation_order_is_seeded_random_and_stable_as_the_set_grows(project):
+    settings = dataclasses.replace(storage.load_settings(project), budget=4, initial_size=2, validation_size=10, seed=3)
+    storage.save_settings(project, settings)
+    ids = storage.reserve_validation(project)
+    order = storage.validation_order(project)
+    assert sorted(order) == ids and order != ids            # the same items, not in id order
+    assert storage.validation_order(project) == order       # stable across calls
+    storage.save_settings(project, dataclasses.replace(settings, validation_size=14))
+    storage.reserve_validation(project)
+    grown = storage.validation_order(project)
+    assert len(grown) == 14 and [i for i in grown if i in set(order)] == order   # old items keep their order
+    storage.save_settings(project, dataclasses.replace(settings, validation_size=14, seed=4))
+    assert storage.validation_order(project) != grown       # another seed, another order
+
+
+def test_validation_order_mixes_folders(tmp_path):
+    from tests.storage.conftest import write_images
+    root = tmp_path / "folders"
+    for index, name in enumerate(("a", "b")):
+        write_images(root / name, 20, start=100 * index)
+    made = storage.create_project(tmp_path / "p", storage.Settings(
+        image_root=str(root), classes=("a", "b"), budget=4, initial_size=2, round_size=2, validation_size=20))
+    storage.ingest(made)
+    storage.reserve_validation(made)
+    folders = [storage.get_item(made, i).path.split("/")[0] for i in storage.validation_order(made)[:6]]
+    assert set(folders) == {"a", "b"}                       # the first few are not all from one folder
+
+
 def test_reserve_validation_skips_queued_and_labeled_items(project):
     storage.create_round(project, strategy="random", selector="none", item_ids=list(range(1, 9)),
                          scores=[0.0] * 8, n_labeled=0)
