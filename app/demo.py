@@ -26,8 +26,8 @@ ORACLE = "oracle"
 # Small rounds keep each proxy round to seconds on a 2-core CPU.
 DEMO_SETTINGS = dict(
     budget=400, round_size=20, initial_size=20, validation_size=100,
-    strategy="least_confidence", proxy="proxy_tiny", target="resnet18",
-    proxy_epochs=8, target_epochs=10, device="auto",
+    strategy="least_confidence", proxy="auto", target="auto",
+    proxy_training="balanced", target_training="balanced", device="auto",
 )
 
 _build_lock = threading.Lock()   # two first sessions must not both create the demo

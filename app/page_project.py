@@ -12,6 +12,7 @@ from app import demo, labeling, state, widgets
 
 PROJECTS_DIR = demo.REPO_ROOT / "projects"
 DEVICES = ["auto", "cpu", "cuda"]
+TRAINING_LEVELS = list(storage.TRAINING_LEVELS)
 HELP = {
     "budget": "How many images you will label through selection, the first random batch included "
               "(validation images are extra).",
@@ -21,11 +22,16 @@ HELP = {
                        "they are never used for training. Can grow later, not shrink.",
     "strategy": "How the proxy picks the next batch: least_confidence, margin and entropy ask about images "
                 "it is unsure of; kcenter covers the pool in feature space; random is the baseline.",
-    "proxy": "The small, fast model retrained every round to choose the next batch.",
-    "target": "The larger model trained once on all labels at the end.",
+    "proxy": "The small, fast model retrained every round to choose the next batch. "
+             "auto: proxy_tiny on a CPU, resnet20 on a GPU.",
+    "target": "The larger model trained once on all labels at the end. auto: resnet20 on a CPU, resnet18 on a GPU.",
     "device": "auto uses a GPU when there is one, else the CPU.",
-    "proxy_epochs": "Training epochs of the proxy in each round.",
-    "target_epochs": "Training epochs of the target model.",
+    "proxy_training": "How long the proxy trains each round. fast: at most ~10 s on a CPU; balanced: ~20 s; "
+                      "thorough: up to 90 s. Small label sets always get a few hundred steps.",
+    "target_training": "How long the target trains. fast: at most ~1 minute on a CPU; balanced: ~5 minutes; "
+                       "thorough: up to 20 minutes. A GPU finishes the full plan much sooner.",
+    "proxy_steps": "Expert: a fixed number of training steps per round instead of the level's plan (0 = by level).",
+    "target_steps": "Expert: a fixed number of training steps for the target (0 = by level).",
     "auto_next_round": "Start the next round as soon as a batch is done; off: a button starts it.",
 }
 
@@ -34,7 +40,7 @@ def engine_choices() -> tuple[list[str], list[str]]:
     from engine.models import MODELS
     from engine.select import STRATEGIES
 
-    return list(STRATEGIES), list(MODELS)
+    return list(STRATEGIES), ["auto", *MODELS]
 
 
 def _index(options: list[str], value: str) -> int:
@@ -63,10 +69,16 @@ def settings_fields(settings: storage.Settings, prefix: str) -> dict:
                              key=f"{prefix}proxy"),
         "target": b.selectbox("Target model", models, _index(models, settings.target), help=HELP["target"],
                               key=f"{prefix}target"),
-        "proxy_epochs": a.number_input("Proxy epochs", value=settings.proxy_epochs, step=1,
-                                       help=HELP["proxy_epochs"], key=f"{prefix}proxy_epochs"),
-        "target_epochs": b.number_input("Target epochs", value=settings.target_epochs, step=1,
-                                        help=HELP["target_epochs"], key=f"{prefix}target_epochs"),
+        "proxy_training": a.selectbox("Proxy training", TRAINING_LEVELS,
+                                      _index(TRAINING_LEVELS, settings.proxy_training),
+                                      help=HELP["proxy_training"], key=f"{prefix}proxy_training"),
+        "target_training": b.selectbox("Target training", TRAINING_LEVELS,
+                                       _index(TRAINING_LEVELS, settings.target_training),
+                                       help=HELP["target_training"], key=f"{prefix}target_training"),
+        "proxy_steps": a.number_input("Proxy steps (0 = by level)", value=settings.proxy_steps, step=50,
+                                      help=HELP["proxy_steps"], key=f"{prefix}proxy_steps"),
+        "target_steps": b.number_input("Target steps (0 = by level)", value=settings.target_steps, step=100,
+                                       help=HELP["target_steps"], key=f"{prefix}target_steps"),
         "auto_next_round": st.checkbox("Start the next round automatically", settings.auto_next_round,
                                        help=HELP["auto_next_round"], key=f"{prefix}auto_next_round"),
     }

@@ -12,9 +12,9 @@ def train_controls(project: storage.Project) -> None:
     settings = storage.load_settings(project)
     labels = storage.training_labels(project)
     n_classes = len(set(labels.values()))
-    st.write(f"Target model **{widgets.md(settings.target)}**, {settings.target_epochs} epochs, "
-             f"on {len(labels)} labels; evaluated on {len(storage.validation_labels(project))} labeled "
-             "validation images.")
+    how = f"{settings.target_steps} training steps" if settings.target_steps else f"{settings.target_training} training"
+    st.write(f"Target model **{widgets.md(settings.target)}** ({how}) on {len(labels)} labels; evaluated on "
+             f"{len(storage.validation_labels(project))} labeled validation images.")
     job = jobs.latest_target(project)
     busy = job is not None and job.state in jobs.ACTIVE
     if busy:
@@ -31,15 +31,23 @@ def train_controls(project: storage.Project) -> None:
 def results(project: storage.Project, result: dict) -> None:
     classes = storage.class_names(project)
     st.subheader("Results")
-    cols = st.columns(4)
+    cols = st.columns(5)
     accuracy = result.get("accuracy")
-    cols[0].metric("Validation accuracy", "n/a" if accuracy is None else f"{accuracy:.1%}")
-    cols[1].metric("Validation images", result.get("n_validation", 0))
-    cols[2].metric("Training labels", result.get("n_labels", 0))
-    cols[3].metric("Training time", f"{result.get('train_s', 0):.0f} s")
+    proxy = latest_proxy_accuracy(project)
+    cols[0].metric("Validation accuracy", "n/a" if accuracy is None else f"{accuracy:.1%}",
+                   delta=None if accuracy is None or proxy is None else f"{100 * (accuracy - proxy[1]):+.1f} pts vs proxy")
+    cols[1].metric("Proxy, last round", "n/a" if proxy is None else f"{proxy[1]:.1%}",
+                   help="The proxy's validation accuracy when it chose the last batch.")
+    cols[2].metric("Validation images", result.get("n_validation", 0))
+    cols[3].metric("Training labels", result.get("n_labels", 0))
+    cols[4].metric("Training time", f"{result.get('train_s', 0):.0f} s",
+                   help=f"{result.get('steps', '?')} optimizer steps of {widgets.md(result.get('model', ''))}")
     if accuracy is None:
         st.caption("Label validation images to see accuracy, per-class accuracy and the confusion matrix.")
         return
+    if proxy is not None and accuracy < proxy[1]:
+        st.warning(f"The target is less accurate than the proxy of round {proxy[0]} "
+                   f"({accuracy:.1%} vs {proxy[1]:.1%}). Try thorough target training, or label more images.")
     per_class, confusion = st.columns([1, 2])
     with per_class:
         st.caption("Accuracy per class")
@@ -49,6 +57,12 @@ def results(project: storage.Project, result: dict) -> None:
         st.caption("Confusion matrix (rows: label given, columns: prediction)")
         matrix = result.get("confusion") or []
         st.dataframe(pd.DataFrame(matrix, index=classes[:len(matrix)], columns=classes[:len(matrix)]))
+
+
+def latest_proxy_accuracy(project: storage.Project) -> tuple[int, float] | None:
+    """(round index, proxy validation accuracy) of the latest round that measured one, or None."""
+    measured = [r for r in storage.list_rounds(project) if r.proxy_val_acc is not None]
+    return (measured[-1].index, measured[-1].proxy_val_acc) if measured else None
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def bench_project(root: Path, batch: int) -> storage.Project:
 
     settings = storage.Settings(image_root=str(DEMO_IMAGES), classes=tuple(f"class {i}" for i in range(10)),
                                 budget=400, initial_size=batch, round_size=32, validation_size=0,
-                                proxy_epochs=1, auto_next_round=False, device="cpu")
+                                proxy_steps=30, auto_next_round=False, device="cpu")
     project = storage.create_project(root, settings)
     storage.ingest(project)
     run_initial_round(project)

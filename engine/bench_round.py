@@ -3,9 +3,11 @@
 Unzips `../shared/datasets/cifar10/train.zip` (20,000 32x32 JPEGs) into a
 temporary folder (or takes `--data`), ingests it into a fresh project,
 times building the pool cache, lets an oracle label a random `--labeled`
-batch, then times one `run_round` with the project's default proxy, split
-into train, score and select. `python -m engine bench` runs it after the
-k-center benchmark of `engine.bench_select`.
+batch, then times one round with the project's default proxy, split into
+train, score and select, and tests the proxy it trained on the CIFAR test
+subset (or `--data`'s sibling `test/` folder), so the timing comes with the
+accuracy it bought. `python -m engine bench` runs it after the k-center
+benchmark of `engine.bench_select`.
 """
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ import numpy as np
 import torch
 
 import storage
-from engine.round import load_project_pool, run_initial_round, run_round
-from engine.train import best_device
+from engine.round import load_project_pool, run_initial_round, select_next_batch
+from engine.simulate import load_test_set
+from engine.train import best_device, evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR_ZIP = REPO_ROOT.parent / "shared" / "datasets" / "cifar10" / "train.zip"
+CIFAR_TEST_ZIP = CIFAR_ZIP.with_name("test.zip")
 
 
 def main_all(args: argparse.Namespace) -> int:
@@ -46,8 +50,9 @@ def run_round_bench(args: argparse.Namespace) -> dict:
     """Time the pool cache and one round; print the figures and return them (seconds)."""
     with tempfile.TemporaryDirectory(prefix="engine-bench-round-") as tmp:
         data = args.data or unzip(CIFAR_ZIP, Path(tmp) / "data")
+        test = test_folder(data, Path(tmp) / "test")
         project = make_project(Path(tmp) / "project", data, args)
-        figures = time_round(project, args.labeled)
+        figures = time_round(project, args.labeled, test)
     print_figures(figures)
     return figures
 
@@ -62,6 +67,18 @@ def unzip(archive: Path, dest: Path) -> Path:
     return inner if inner.is_dir() else dest
 
 
+def test_folder(data: Path, dest: Path) -> Path | None:
+    """The `test/` folder beside `data`, else the CIFAR test subset unzipped into `dest`, else None."""
+    beside = Path(data).parent / "test"
+    if beside.is_dir() and beside != Path(data):
+        return beside
+    if Path(data).name == "train" and CIFAR_TEST_ZIP.is_file():
+        with zipfile.ZipFile(CIFAR_TEST_ZIP) as zipped:
+            zipped.extractall(dest)
+        return dest / "test"
+    return None
+
+
 def make_project(root: Path, data: Path, args: argparse.Namespace) -> storage.Project:
     """A project over `data` (class = first folder of each path), ingested, settings from the flags."""
     classes = tuple(sorted(p.name for p in Path(data).iterdir() if p.is_dir() and not p.name.startswith(".")))
@@ -70,7 +87,7 @@ def make_project(root: Path, data: Path, args: argparse.Namespace) -> storage.Pr
                                 device=args.device, seed=0, auto_next_round=False)
     defaults = storage.Settings(image_root=str(data), classes=classes)
     settings = dataclasses.replace(settings, proxy=args.proxy or defaults.proxy,
-                                   proxy_epochs=args.proxy_epochs or defaults.proxy_epochs)
+                                   proxy_training=args.proxy_training or defaults.proxy_training)
     project = storage.create_project(root, settings)
     started = time.perf_counter()
     report = storage.ingest(project)
@@ -78,8 +95,9 @@ def make_project(root: Path, data: Path, args: argparse.Namespace) -> storage.Pr
     return project
 
 
-def time_round(project: storage.Project, labeled: int) -> dict:
-    """Build the pool cache, oracle-label a random initial batch of `labeled`, time one round."""
+def time_round(project: storage.Project, labeled: int, test: Path | None = None) -> dict:
+    """Build the pool cache, oracle-label a random initial batch of `labeled`, time one round,
+    and test its proxy on the images of `test/<class>/` (if given)."""
     started = time.perf_counter()
     pool = load_project_pool(project)
     cache_s = time.perf_counter() - started
@@ -93,31 +111,39 @@ def time_round(project: storage.Project, labeled: int) -> dict:
     settings = storage.load_settings(project)
     load_before = os.getloadavg()[0]
     started, cpu_started = time.perf_counter(), time.process_time()
-    made = run_round(project)
+    outcome = select_next_batch(project)
+    made = outcome.round
     total_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    test_acc = None
+    if test is not None:
+        images, labels = load_test_set(test, list(settings.classes), pool.image_size)
+        test_acc = evaluate(outcome.model, images, labels, pool.normalization)
     started = time.perf_counter()
     reread = load_project_pool(project)
     np.asarray(reread.images).sum()              # touch every byte, as training and scoring do
     reload_s = time.perf_counter() - started
     return {"pool_size": len(pool.item_ids), "cache_reload_s": reload_s, "image_size": pool.image_size, "cache_s": cache_s,
             "labeled": made.n_labeled, "selected": len(storage.round_items(project, made.id)),
-            "proxy": settings.proxy, "proxy_epochs": settings.proxy_epochs, "strategy": settings.strategy,
+            "proxy": outcome.model.config.name, "proxy_training": settings.proxy_training,
+            "proxy_steps": outcome.train_steps, "proxy_test_acc": test_acc, "strategy": settings.strategy,
             "device": str(best_device(settings.device)), "train_s": made.train_s, "score_s": made.score_s,
             "select_s": made.select_s, "round_s": total_s, "round_cpu_s": cpu_s,
             "load_avg_1min": max(load_before, os.getloadavg()[0]),
-            "train_images_per_s": made.n_labeled * settings.proxy_epochs / made.train_s}
+            "train_steps_per_s": outcome.train_steps / made.train_s}
 
 
 def print_figures(f: dict) -> None:
     """The round figures as a small table, with each stage's share of the round."""
     print(f"\nround on {f['pool_size']} images at {f['image_size']} px, {f['labeled']} labeled, "
-          f"{f['selected']} selected ({f['strategy']}); proxy {f['proxy']}, {f['proxy_epochs']} epochs, "
-          f"device {f['device']}")
+          f"{f['selected']} selected ({f['strategy']}); proxy {f['proxy']} ({f['proxy_training']}: "
+          f"{f['proxy_steps']} steps), device {f['device']}")
+    if f["proxy_test_acc"] is not None:
+        print(f"  proxy test accuracy: {f['proxy_test_acc']:.3f}")
     other = f["round_s"] - f["train_s"] - f["score_s"] - f["select_s"]
     for name, seconds in (("train", f["train_s"]), ("score", f["score_s"]), ("select", f["select_s"]),
                           ("other (reads, writes)", other), ("round, in all", f["round_s"])):
         print(f"  {name:<22} {seconds:7.2f} s  {100 * seconds / f['round_s']:5.1f} %")
-    print(f"  proxy training throughput: {f['train_images_per_s']:.0f} images/s; "
+    print(f"  proxy training: {f['train_steps_per_s']:.1f} steps/s; "
           f"scoring: {f['pool_size'] / f['score_s']:.0f} images/s")
     print(f"  CPU time of the round: {f['round_cpu_s']:.1f} s over {torch.get_num_threads()} threads; "
           f"1-min load average up to {f['load_avg_1min']:.1f} (the machine is shared)")
@@ -135,3 +161,4 @@ def machine_description() -> str:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"machine: {model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
+

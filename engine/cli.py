@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     round_bench.add_argument("--round-size", type=int, default=1000, help="images the timed round selects")
     round_bench.add_argument("--strategy", default="least_confidence", help="selection strategy")
     round_bench.add_argument("--proxy", default=None, help="proxy model (default: the settings default)")
-    round_bench.add_argument("--proxy-epochs", type=int, default=None, help="epochs (default: the settings default)")
+    round_bench.add_argument("--proxy-training", choices=("fast", "balanced", "thorough"), default=None,
+                             help="proxy training level (default: the settings default)")
     round_bench.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     bench.set_defaults(run="engine.bench_round:main_all")
 
@@ -56,13 +57,18 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--initial", type=int, help="size of the random initial batch", **optional)
     parser.add_argument("--round-size", type=int, help="images selected per round", **optional)
     parser.add_argument("--budget", type=int, help="labels in all, initial batch included", **optional)
-    parser.add_argument("--proxy", help="proxy model name (engine.models.MODELS)", **optional)
-    parser.add_argument("--target", help="target model name", **optional)
+    parser.add_argument("--proxy", help="proxy model name (engine.models.MODELS), or auto", **optional)
+    parser.add_argument("--target", help="target model name, or auto", **optional)
     parser.add_argument("--selector", choices=("proxy", "target"),
                         help="model that selects each batch; target = the SVP baseline", **optional)
     parser.add_argument("--seed", type=int, **optional)
-    parser.add_argument("--proxy-epochs", type=int, **optional)
-    parser.add_argument("--target-epochs", type=int, **optional)
+    parser.add_argument("--proxy-training", choices=("fast", "balanced", "thorough"),
+                        help="how long each proxy run trains (default balanced)", **optional)
+    parser.add_argument("--target-training", choices=("fast", "balanced", "thorough"),
+                        help="how long the target trains (default balanced)", **optional)
+    parser.add_argument("--proxy-steps", type=int, help="fixed optimizer steps per proxy run (0 = planned)", **optional)
+    parser.add_argument("--target-steps", type=int, help="fixed optimizer steps of the target (0 = planned)",
+                        **optional)
     parser.add_argument("--eval-every-round", action="store_true", help="also train and test the target every round",
                         **optional)
     parser.add_argument("--device", help="auto | cpu | cuda | mps", **optional)

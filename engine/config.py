@@ -1,17 +1,51 @@
 """Project settings -> model name and TrainConfig for the proxy and target stages.
 
-Proxy and target are two configurations of one training mechanism; they
-differ only in the model name and the number of epochs the project sets.
+Proxy and target are two configurations of one training mechanism. Each
+stage has a model (`auto` picks one for the device) and a training level a
+person understands - fast, balanced or thorough - that sets how many
+optimizer steps a run plans and how many seconds it may take; an explicit
+step count overrides the plan (tests, studies).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from engine.device import best_device
 from engine.models import MODELS
 from engine.train import TrainConfig
 
-# stage -> (settings field of the model name, settings field of its epochs)
-STAGES = {"proxy": ("proxy", "proxy_epochs"), "target": ("target", "target_epochs")}
+AUTO = "auto"
+# stage -> (settings field of the model, of the training level, of the fixed step count)
+STAGES = {"proxy": ("proxy", "proxy_training", "proxy_steps"),
+          "target": ("target", "target_training", "target_steps")}
+# `auto` model per stage and device type: on a CPU resnet18 learns at ~40 images/s here,
+# resnet20 at ~450, proxy_tiny at ~1,400 (docs/training.md), so the CPU picks are smaller.
+AUTO_MODELS = {"proxy": {"cpu": "proxy_tiny", "cuda": "resnet20"},
+               "target": {"cpu": "resnet20", "cuda": "resnet18"}}
+
+
+@dataclass(frozen=True)
+class Level:
+    """One training level: the step plan (engine.train.plan) and a wall-clock cap."""
+
+    passes: float       # the plan sees each labeled image about this many times
+    min_steps: int      # never fewer steps (small sets need many)
+    max_steps: int
+    max_seconds: float  # the run is cut to fit this many seconds (never below 50 steps)
+
+
+# Chosen on CIFAR-10 and checked on other data (docs/training.md): "balanced" keeps a
+# 1,000-label proxy round near 30 s on a 2-core CPU and the target within 5 minutes.
+LEVELS: dict[str, dict[str, Level]] = {
+    "proxy": {"fast": Level(15, 100, 1000, 10.0),
+              "balanced": Level(30, 200, 3000, 20.0),
+              "thorough": Level(60, 400, 8000, 90.0)},
+    "target": {"fast": Level(20, 200, 3000, 60.0),
+               "balanced": Level(60, 400, 12000, 300.0),
+               "thorough": Level(120, 800, 30000, 1200.0)},
+}
+TRAINING_LEVELS = tuple(LEVELS["proxy"])
+BASE = TrainConfig(lr=0.4)
 
 
 @dataclass(frozen=True)
@@ -22,28 +56,51 @@ class StageConfig:
     train: TrainConfig
 
 
-def stage_config(settings, stage: str, *, model_name: str | None = None, epochs: int | None = None,
-                 seed_offset: int = 0) -> StageConfig:
+def stage_config(settings, stage: str, *, model_name: str | None = None, steps: int | None = None,
+                 level: str | None = None, seed_offset: int = 0) -> StageConfig:
     """The model and TrainConfig of `stage` ("proxy" or "target") for project `settings`.
 
-    `model_name` / `epochs` override the settings (the SVP baseline selects
-    with the target model); `seed_offset` varies the seed per round so rounds
-    do not share shuffles, while staying reproducible. ValueError names the
-    bad stage, model or epoch count.
+    `model_name`, `steps` and `level` override the settings (the SVP baseline
+    selects with the target's model and level); `seed_offset` varies the seed
+    per round so rounds do not share shuffles, while staying reproducible.
+    ValueError names the bad stage, model, level or step count.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; use one of {sorted(STAGES)}")
-    name_field, epochs_field = STAGES[stage]
-    name = model_name or getattr(settings, name_field)
-    check_model_name(name)
-    epochs = getattr(settings, epochs_field) if epochs is None else epochs
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
-    config = TrainConfig(epochs=epochs, seed=settings.seed + seed_offset, device=settings.device)
+    name_field, level_field, steps_field = STAGES[stage]
+    name = resolve_model_name(model_name or getattr(settings, name_field), stage, settings.device)
+    level = level or getattr(settings, level_field, "balanced")
+    if level not in LEVELS[stage]:
+        raise ValueError(f"unknown training level {level!r}; choose one of {', '.join(TRAINING_LEVELS)}")
+    steps = getattr(settings, steps_field, 0) if steps is None else steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be a whole number >= 0 (0 = planned), got {steps!r}")
+    plan = LEVELS[stage][level]
+    config = replace(BASE, steps=steps, passes=plan.passes, min_steps=plan.min_steps, max_steps=plan.max_steps,
+                     max_seconds=None if steps else plan.max_seconds,
+                     seed=settings.seed + seed_offset, device=settings.device)
     return StageConfig(model_name=name, train=config)
 
 
+def resolve_model_name(name: str, stage: str, device: str = AUTO) -> str:
+    """`name`, or for `auto` the stage's model for the device `device` resolves to; ValueError if unknown."""
+    if name == AUTO:
+        kind = best_device(device).type
+        return AUTO_MODELS[stage]["cuda" if kind == "cuda" else "cpu"]
+    check_model_name(name)
+    return name
+
+
 def check_model_name(name: str) -> None:
-    """ValueError with the known names unless `name` is a registered model."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    """ValueError with the known names unless `name` is a registered model or `auto`."""
+    if name != AUTO and name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose auto or one of {', '.join(sorted(MODELS))}")
+
+
+def use_tta(device: str) -> bool:
+    """Score the pool with flip test-time augmentation? Only where it is cheap: on a GPU.
+
+    It adds ~0.5 points of proxy accuracy on CIFAR-10 (docs/training.md) but
+    doubles the scoring time, the second-largest part of a CPU round.
+    """
+    return best_device(device).type == "cuda"

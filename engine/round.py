@@ -20,12 +20,12 @@ import numpy as np
 from torch import nn
 
 import storage
-from engine.config import stage_config
+from engine.config import stage_config, use_tta
 from engine.models import build_model, load_pretrained
 from engine.pool_cache import PoolCache, build_pool_cache, load_pool_cache, pick_image_size
 from engine.score import score_pool
 from engine.select import STRATEGIES, strategy_scores
-from engine.train import Cancelled, Progress, evaluate, train
+from engine.train import Cancelled, Progress, StepsSeen, evaluate, train
 from storage.items import inside_root
 
 OnProgress = Callable[[float, str], None]
@@ -65,6 +65,7 @@ class RoundOutcome:
     round: storage.Round
     model: nn.Module
     pool: ProjectPool
+    train_steps: int           # optimizer steps the selector took
 
 
 def run_initial_round(project: storage.Project) -> storage.Round:
@@ -91,28 +92,30 @@ def run_initial_round(project: storage.Project) -> storage.Round:
 
 def run_round(project: storage.Project, on_progress: OnProgress | None = None,
               should_stop: ShouldStop | None = None, *, model_name: str | None = None,
-              epochs: int | None = None) -> storage.Round:
+              steps: int | None = None, level: str | None = None) -> storage.Round:
     """Train the selector on every training label, score the pool and queue the next batch.
 
-    The selector is the project's proxy with `proxy_epochs`, unless
-    `model_name` / `epochs` override it (the SVP baseline selects with the
-    target). `on_progress(fraction 0..1, message)` follows decode, training
-    epochs, scoring and selection; `should_stop()` returning True raises
-    engine.train.Cancelled and writes nothing. Raises RoundError when the
-    budget is spent, the previous round still has unlabeled items, fewer
-    than two classes have labels, or no candidates are left.
+    The selector is the project's proxy at its training level, unless
+    `model_name` / `steps` / `level` override it (the SVP baseline selects
+    with the target). `on_progress(fraction 0..1, message)` follows decode,
+    training steps, scoring and selection; `should_stop()` returning True
+    raises engine.train.Cancelled and writes nothing. Raises RoundError when
+    the budget is spent, the previous round still has unlabeled items, fewer
+    than two classes have labels, or no candidates are left; TrainingFailed
+    when the proxy diverged or collapsed (nothing is written).
     """
-    return select_next_batch(project, on_progress, should_stop, model_name=model_name, epochs=epochs).round
+    return select_next_batch(project, on_progress, should_stop, model_name=model_name, steps=steps,
+                             level=level).round
 
 
 def select_next_batch(project: storage.Project, on_progress: OnProgress | None = None,
                       should_stop: ShouldStop | None = None, *, model_name: str | None = None,
-                      epochs: int | None = None) -> RoundOutcome:
+                      steps: int | None = None, level: str | None = None) -> RoundOutcome:
     """`run_round`, also returning the trained selector model and the pool it scored."""
     settings = storage.load_settings(project)
     strategy = _strategy(settings.strategy)
     index = _next_index(project)
-    stage = stage_config(settings, "proxy", model_name=model_name, epochs=epochs, seed_offset=index)
+    stage = stage_config(settings, "proxy", model_name=model_name, steps=steps, level=level, seed_offset=index)
     storage.reserve_validation(project)
     size = _batch_size(project, settings)
     labels = storage.training_labels(project)
@@ -124,22 +127,22 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
 
     started = time.perf_counter()
     model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
-    warm = settings.warm_start and stage.model_name == settings.proxy
+    warm = settings.warm_start and model_name is None
     _warm_start(model, project, warm)
     ids = sorted(labels)
     images = np.asarray(pool.images[pool.positions(ids)])
     targets = np.array([labels[i] for i in ids], dtype=np.int64)
-    train(model, images, targets, stage.train, pool.normalization,
-          on_progress=_train_progress(report.span("train", "training")), should_stop=should_stop)
+    steps = StepsSeen(_train_progress(report.span("train", "training")))
+    train(model, images, targets, stage.train, pool.normalization, on_progress=steps, should_stop=should_stop)
     val_acc = _validation_accuracy(project, model, pool)
     train_s = time.perf_counter() - started
-    if stage.model_name == settings.proxy:
+    if model_name is None:
         _save_last(model, project)
     _stop(should_stop)
 
     report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
     started = time.perf_counter()
-    scores = score_pool(model, pool.images, pool.normalization)
+    scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
     score_s = time.perf_counter() - started
     _stop(should_stop)
 
@@ -157,7 +160,7 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
         n_labeled=len(labels), train_s=train_s, score_s=score_s, select_s=select_s, proxy_val_acc=val_acc,
     )
     report.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
-    return RoundOutcome(round=written, model=model, pool=pool)
+    return RoundOutcome(round=written, model=model, pool=pool, train_steps=steps.last)
 
 
 def load_project_pool(project: storage.Project, settings: storage.Settings | None = None,
@@ -265,7 +268,7 @@ def _validation_accuracy(project: storage.Project, model: nn.Module, pool: Proje
         return None
     ids = sorted(labels)
     images = np.asarray(pool.images[pool.positions(ids)])
-    return evaluate(model, images, np.array([labels[i] for i in ids], dtype=np.int64), pool.normalization)
+    return evaluate(model, images, np.array([labels[i] for i in ids], dtype=np.int64), pool.normalization, tta=True)
 
 
 def _warm_start(model: nn.Module, project: storage.Project, enabled: bool) -> None:
@@ -309,5 +312,6 @@ class _Report:
 
 def _train_progress(callback: Callable[..., None]) -> Callable[[Progress], None]:
     def on_progress(p: Progress) -> None:
-        callback(p.fraction, f"training: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}")
+        callback(p.fraction, f"training: step {p.step}/{p.steps}, loss {p.loss:.3f}")
     return on_progress
+

@@ -29,6 +29,8 @@ def score_pool(
     normalization: Normalization,
     batch_size: int = 512,
     device: torch.device | str | None = None,
+    *,
+    tta: bool = False,
 ) -> PoolScores:
     """Softmax probabilities and embeddings of uint8 `images` [N, 3, H, W].
 
@@ -36,7 +38,8 @@ def score_pool(
     own, so no float copy of the whole pool is ever made. The model is put in
     eval mode (and moved to `device` when one is given; default: where the
     model already is); its train/eval mode is restored afterwards. On CPU
-    batches are capped at CPU_MAX_BATCH images.
+    batches are capped at CPU_MAX_BATCH images. `tta`: each image and its
+    mirror image; their logits and embeddings are averaged.
     """
     check_images(images)
     device = _prepare(model, device)
@@ -49,6 +52,9 @@ def score_pool(
             stop = min(start + batch_size, n)
             x = to_float(batch_to_tensor(images, start, stop, device), mean, std, channels_last=True)
             logits, emb = logits_and_embedding(model, x)
+            if tta:
+                flipped_logits, flipped_emb = logits_and_embedding(model, x.flip(3))
+                logits, emb = (logits + flipped_logits) / 2, (emb + flipped_emb) / 2
             if probs is None:
                 probs = np.empty((n, logits.shape[1]), np.float32)
                 embeds = np.empty((n, emb.shape[1]), np.float32)
@@ -61,8 +67,12 @@ def score_pool(
 
 
 def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, normalization: Normalization,
-                   batch_size: int = 512, device: torch.device | str | None = None) -> np.ndarray:
-    """float32 logits [N, C] of uint8 `images` [N, 3, H, W], batched, no grad."""
+                   batch_size: int = 512, device: torch.device | str | None = None, *,
+                   tta: bool = False) -> np.ndarray:
+    """float32 logits [N, C] of uint8 `images` [N, 3, H, W], batched, no grad.
+
+    `tta`: the mean of the logits of each image and of its mirror image.
+    """
     check_images(images)
     device = _prepare(model, device)
     batch_size = _batch_size(batch_size, device)
@@ -72,7 +82,10 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, normaliz
         for start in range(0, images.shape[0], batch_size):
             stop = min(start + batch_size, images.shape[0])
             x = to_float(batch_to_tensor(images, start, stop, device), mean, std, channels_last=True)
-            out.append(model(x).float().cpu())
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
+            out.append(logits.cpu())
     if not out:
         return np.empty((0, _output_dims(model)[0]), np.float32)
     return torch.cat(out).numpy()

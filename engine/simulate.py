@@ -6,7 +6,7 @@ storage layer in a temporary project: ingest, the random initial batch,
 then rounds until the budget is spent, the oracle labeling each queued
 batch. Each round reports the selector's test accuracy and its train /
 score / select seconds; at the end the target trains on every label.
-`--selector target` selects with the target architecture and epochs: the
+`--selector target` selects with the target architecture and training: the
 baseline the Selection-via-Proxy paper compares against.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import storage
-from engine.config import check_model_name
+from engine.config import TRAINING_LEVELS, check_model_name, resolve_model_name
 from engine.pool_cache import decode_image, pick_image_size
 from engine.round import run_initial_round, select_next_batch
 from engine.select import STRATEGIES
@@ -47,12 +47,14 @@ class SimulateConfig:
     initial: int = 1000
     round_size: int = 1000
     budget: int = 5000
-    proxy: str = "proxy_tiny"
-    target: str = "resnet18"
+    proxy: str = "auto"
+    target: str = "auto"
     selector: str = "proxy"          # proxy | target
     seed: int = 0
-    proxy_epochs: int = 8
-    target_epochs: int = 15
+    proxy_training: str = "balanced"   # fast | balanced | thorough
+    target_training: str = "balanced"
+    proxy_steps: int = 0             # fixed optimizer steps; 0 = planned by the training level
+    target_steps: int = 0
     eval_every_round: bool = False
     device: str = "auto"
     image_size: int = 0              # 0 = picked from the pool
@@ -84,15 +86,19 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
         oracle = _oracle(project, classes)
         size = storage.load_settings(project).image_size
         test_images, test_labels = load_test_set(config.data / "test", classes, size)
-        selector_model = config.target if config.selector == "target" else config.proxy
-        selector_epochs = config.target_epochs if config.selector == "target" else config.proxy_epochs
+        by_target = config.selector == "target"
+        selector = dict(model_name=config.target if by_target else config.proxy,
+                        steps=config.target_steps if by_target else config.proxy_steps,
+                        level=config.target_training if by_target else config.proxy_training)
+        if by_target:   # the target stage's `auto` model, not the proxy stage's
+            selector["model_name"] = resolve_model_name(config.target, "target", config.device)
 
         first = run_initial_round(project)
         rows = [_row(first, None)]
         _label_queue(project, first, oracle)
         while storage.budget_left(project) > 0:
             progress.round(first.index + len(rows))
-            outcome = select_next_batch(project, progress.update, model_name=selector_model, epochs=selector_epochs)
+            outcome = select_next_batch(project, progress.update, **selector)
             acc = evaluate(outcome.model, test_images, test_labels, outcome.pool.normalization)
             row = _row(outcome.round, acc)
             if config.eval_every_round:
@@ -126,9 +132,15 @@ def check_config(config: SimulateConfig) -> None:
     check_model_name(config.target)
     if config.selector not in ("proxy", "target"):
         raise ValueError(f"selector must be proxy or target, got {config.selector!r}")
-    for name in ("initial", "round_size", "budget", "proxy_epochs", "target_epochs"):
+    for name in ("initial", "round_size", "budget"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("proxy_steps", "target_steps"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 (planned) or more")
+    for name in ("proxy_training", "target_training"):
+        if getattr(config, name) not in TRAINING_LEVELS:
+            raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(TRAINING_LEVELS)}")
     if config.initial > config.budget:
         raise ValueError(f"--initial ({config.initial}) is larger than --budget ({config.budget})")
 
@@ -145,7 +157,8 @@ def _make_project(config: SimulateConfig, workdir: Path) -> tuple[storage.Projec
         image_root=str(train_root), classes=tuple(classes), budget=config.budget,
         round_size=config.round_size, initial_size=config.initial, strategy=config.strategy,
         proxy=config.proxy, target=config.target, image_size=config.image_size, seed=config.seed,
-        device=config.device, proxy_epochs=config.proxy_epochs, target_epochs=config.target_epochs,
+        device=config.device, proxy_training=config.proxy_training, target_training=config.target_training,
+        proxy_steps=config.proxy_steps, target_steps=config.target_steps,
         auto_next_round=False,
     )
     project = storage.create_project(workdir / "project", settings)
@@ -192,7 +205,7 @@ def load_test_set(test_root: Path, classes: list[str], image_size: int) -> tuple
 
 def _target_accuracy(project, test_images, test_labels, progress) -> tuple[float, float]:
     fit = fit_target(project, progress.update)
-    acc = evaluate(fit.model, test_images, test_labels, fit.pool.normalization)
+    acc = evaluate(fit.model, test_images, test_labels, fit.pool.normalization, tta=True)
     return acc, fit.metrics["train_s"]
 
 

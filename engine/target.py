@@ -22,7 +22,7 @@ from engine.config import stage_config
 from engine.models import build_model
 from engine.round import ProjectPool, RoundError, load_project_pool
 from engine.score import predict_logits
-from engine.train import Cancelled, Progress, train
+from engine.train import Cancelled, Progress, StepsSeen, train
 
 CHECKPOINT_DIR = "target"
 METRICS_FILE = "metrics.json"
@@ -39,20 +39,21 @@ class TargetFit:
     model: nn.Module
     pool: ProjectPool
     class_names: list[str]
-    metrics: dict            # see validation_metrics, plus train_s, n_labels, model, epochs
+    metrics: dict            # see validation_metrics, plus train_s, n_labels, model, steps, training
 
 
 def fit_target(project: storage.Project, on_progress: Callable[[float, str], None] | None = None,
                should_stop: Callable[[], bool] | None = None, *, model_name: str | None = None,
-               epochs: int | None = None) -> TargetFit:
-    """Train `settings.target` (or `model_name`) for `target_epochs` (or `epochs`) on every
-    training label and evaluate it on the labeled validation items.
+               steps: int | None = None, level: str | None = None) -> TargetFit:
+    """Train `settings.target` (or `model_name`) at its training level (or `steps` / `level`)
+    on every training label and evaluate it on the labeled validation items.
 
     Raises TargetError when fewer than two classes have labels, Cancelled
-    when `should_stop()` turns True.
+    when `should_stop()` turns True, TrainingFailed when the run diverged or
+    collapsed to one class (no model is returned, so none is ever saved).
     """
     settings = storage.load_settings(project)
-    stage = stage_config(settings, "target", model_name=model_name, epochs=epochs)
+    stage = stage_config(settings, "target", model_name=model_name, steps=steps, level=level)
     labels = storage.training_labels(project)
     if len(set(labels.values())) < 2:
         raise TargetError("the target needs labels in at least 2 classes; label more images first")
@@ -66,15 +67,18 @@ def fit_target(project: storage.Project, on_progress: Callable[[float, str], Non
     model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
 
     def on_train(p: Progress) -> None:
-        report(0.05 + 0.9 * p.fraction, f"training the target: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}")
+        report(0.05 + 0.9 * p.fraction, f"training the target: step {p.step}/{p.steps}, loss {p.loss:.3f}")
 
-    train(model, images, targets, stage.train, pool.normalization, on_progress=on_train, should_stop=should_stop)
+    steps = StepsSeen(on_train)
+    train(model, images, targets, stage.train, pool.normalization, on_progress=steps, should_stop=should_stop)
     train_s = time.perf_counter() - started
     if should_stop is not None and should_stop():
         raise Cancelled("target training cancelled")
     report(0.95, "evaluating on the validation set")
     metrics = validation_metrics(model, project, pool, len(settings.classes))
-    metrics.update(train_s=train_s, n_labels=len(ids), model=stage.model_name, epochs=stage.train.epochs)
+    level = level or settings.target_training
+    metrics.update(train_s=train_s, n_labels=len(ids), model=stage.model_name, steps=steps.last,
+                   training=f"{stage.train.steps} steps" if stage.train.steps else level)
     return TargetFit(model=model, pool=pool, class_names=list(settings.classes), metrics=metrics)
 
 
@@ -86,7 +90,7 @@ def run_target(project: storage.Project, on_progress: Callable[[float, str], Non
     format, loadable with `load_checkpoint`); the metrics are also written as
     `metrics.json` beside the weights. Metrics: accuracy (None without
     validation labels), per_class_accuracy, confusion, n_validation,
-    train_s, n_labels, model, epochs.
+    train_s, n_labels, model, steps (run), training (level or fixed steps).
     """
     fit = fit_target(project, on_progress, should_stop)
     path = save_checkpoint(
@@ -113,7 +117,7 @@ def validation_metrics(model: nn.Module, project: storage.Project, pool: Project
     truth = np.array([labels[i] for i in ids], dtype=np.int64)
     if ids:
         images = np.asarray(pool.images[pool.positions(ids)])
-        predicted = predict_logits(model, images, pool.normalization).argmax(1)
+        predicted = predict_logits(model, images, pool.normalization, tta=True).argmax(1)
     else:
         predicted = np.empty(0, dtype=np.int64)
     return classification_metrics(truth, predicted, n_classes)

@@ -1,16 +1,23 @@
-"""Training: one function, the whole labeled set as uint8 on the device.
+"""Training: one function, the whole labeled set as uint8 on the device, counted in optimizer steps.
 
 Following airbench/hlb-CIFAR10: the dataset is moved to the device once as
 uint8 (a quarter of float32's bytes), batches are index slices, and random
 crop + flip run on the device in batches. On CUDA the step loop never syncs
-with the host: the loss is summed on the device and read at report points.
-The CPU path runs the same code.
+with the host between reports. The CPU path runs the same code.
+
+Training length is counted in optimizer steps, not epochs: 100 labels and
+5,000 labels both need a few hundred steps to converge, and an epoch of 100
+labels is one step. `plan` picks the batch (small sets train with small
+batches) and the steps (passes over the set, between a floor and a cap); a
+wall-clock cap (`max_seconds`) shortens the plan once the first steps are
+timed. A run that diverges, collapses to one class or learned nothing raises
+`TrainingFailed` with a reason a person can read.
 """
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,46 +28,91 @@ from torch import nn
 from engine.device import Normalization, best_device, check_images, normalization_tensors, to_float
 from engine.score import predict_logits
 
-__all__ = ["TrainConfig", "Progress", "Cancelled", "best_device", "train", "evaluate", "augment"]
+__all__ = ["TrainConfig", "Progress", "StepsSeen", "Cancelled", "TrainingFailed", "best_device", "train", "evaluate",
+           "augment", "plan"]
 
 SCHEDULES = ("onecycle", "cosine")
 STOP_CHECK_S = 0.1      # seconds between should_stop() calls: it may query a database
+MIN_BATCH = 16          # sets at least this large never train on smaller batches
+BATCHES_PER_PASS = 8    # below batch_size, a set is cut into about this many batches per pass
+BASE_BATCH = 128        # config.lr is the peak for this batch size; other sizes scale linearly
+TIMED_STEPS = (2, 7)    # steps [2, 7) are timed to fit max_seconds (step 1 pays one-off costs)
+MIN_CAPPED_STEPS = 50   # a time cap never cuts a plan below this many steps
+CHECK_SAMPLE = 512      # training images predicted after training to detect a collapse
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters; the defaults suit a proxy trained from scratch on ~1,000 images."""
+    """Hyperparameters; units in comments. `plan` turns them into a batch size and a step count."""
 
-    epochs: int = 8
-    batch_size: int = 128          # most images per step; batches are made equal; >= 2
-    lr: float = 0.4                # peak learning rate of the schedule
+    steps: int = 0                 # optimizer steps; 0 = planned from the set size (passes, min/max_steps)
+    passes: float = 30.0           # a plan sees each labeled image about this many times ...
+    min_steps: int = 200           # ... in at least this many steps (small sets need many) ...
+    max_steps: int = 4000          # ... and at most this many
+    max_seconds: float | None = None   # wall-clock cap; None = none. Never cuts below MIN_CAPPED_STEPS
+    batch_size: int = 128          # the largest batch; smaller sets use smaller batches (>= 2)
+    lr: float = 0.2                # peak learning rate at a batch of 128; scaled linearly with the batch
+    warmup: float = 0.15           # share of the steps over which the lr rises linearly from 0
+    schedule: str = "onecycle"     # after warm-up: onecycle (linear decay to 0) | cosine
     momentum: float = 0.9          # SGD Nesterov momentum
     weight_decay: float = 5e-4     # on conv/linear weights only, not BN or biases
     label_smoothing: float = 0.1
-    schedule: str = "onecycle"     # onecycle (linear warm-up 25%, linear decay) | cosine
+    clip_norm: float = 5.0         # gradient norm clipping; 0 = off. Stops one bad batch from diverging a run
+    ema: float = 0.0               # EMA of the weights with this decay per step, returned instead; 0 = off
+    check: bool = True             # raise TrainingFailed for a diverged, collapsed or untrained model
     seed: int = 0                  # shuffling and augmentation
     device: str = "auto"           # auto | cpu | cuda | mps
-    report_every: int = 50         # steps between progress reports (and one at each epoch end)
+    report_every: int = 25         # steps between progress reports (and one at the last step)
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where training is: epoch 1..epochs, step 1..steps within the epoch, mean loss since the last report."""
+    """Where training is: step 1..steps, mean loss since the last report, seconds so far."""
 
-    epoch: int
-    epochs: int
     step: int
     steps: int
     loss: float
+    seconds: float = 0.0
 
     @property
     def fraction(self) -> float:
         """Share of all steps done, 0..1."""
-        return ((self.epoch - 1) * self.steps + self.step) / max(1, self.epochs * self.steps)
+        return self.step / max(1, self.steps)
+
+
+class StepsSeen:
+    """A progress callback that remembers the last step reported and passes each report on."""
+
+    def __init__(self, then: Callable[[Progress], None] | None = None):
+        self.then, self.last = then, 0
+
+    def __call__(self, p: Progress) -> None:
+        self.last = p.step
+        if self.then is not None:
+            self.then(p)
 
 
 class Cancelled(Exception):
     """Training stopped because should_stop() returned True."""
+
+
+class TrainingFailed(RuntimeError):
+    """Training ran but produced a model not worth using; the message says why and what to try."""
+
+
+def plan(n: int, config: TrainConfig) -> tuple[int, int]:
+    """(batch size, optimizer steps) for a labeled set of `n` images, before any time cap.
+
+    The batch is `config.batch_size` for large sets, about n / 8 for smaller
+    ones, never under MIN_BATCH (or n, if smaller) nor under 2. The steps are
+    `config.steps` when set, else `passes` times the steps of one pass,
+    clamped to [min_steps, max_steps].
+    """
+    batch = max(2, min(config.batch_size, max(min(n, MIN_BATCH), n // BATCHES_PER_PASS)))
+    if config.steps:
+        return batch, config.steps
+    per_pass = len(_step_sizes(n, batch))
+    return batch, int(min(config.max_steps, max(config.min_steps, round(config.passes * per_pass))))
 
 
 def train(
@@ -77,7 +129,10 @@ def train(
     Runs on `best_device(config.device)`; the returned model stays there, in
     eval mode. `should_stop` is polled between steps (at most every 0.1 s)
     and makes this raise Cancelled; `on_progress` gets a Progress every
-    `config.report_every` steps and at each epoch end.
+    `config.report_every` steps and at the last. Raises TrainingFailed when
+    the loss stops being finite, or (with `config.check`) when the trained
+    model predicts one class for every training image or does no better on
+    them than always answering the most common class.
     """
     labels = _labels_array(labels)
     _check_inputs(images, labels, config, model)
@@ -87,52 +142,128 @@ def train(
     model.to(device, memory_format=torch.channels_last)          # faster on CUDA and on CPU
     model.train()
     mean, std = normalization_tensors(normalization, device)
-    on_cuda = device.type == "cuda"
     gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu").manual_seed(config.seed)
-    n = data.shape[0]
-    sizes = _step_sizes(n, config.batch_size)
-    steps = len(sizes)
-    optimizer = _optimizer(model, config)
-    scheduler = _scheduler(optimizer, config, steps * config.epochs)
+    batch, planned = plan(len(labels), config)
+    schedule = _Schedule(planned, config)
+    optimizer = _optimizer(model, config, batch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
+    ema = _Ema(model, config.ema) if config.ema else None
     pad = max(1, round(4 * data.shape[-1] / 32))                  # 4 px at 32 px, scaled with the size
     stopper = _Stopper(should_stop)
+    clock = _Clock(device)
     loss_sum = torch.zeros((), device=device)
-    seen = 0
-    for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(n, generator=gen, device=gen.device).repeat(2 if n == 1 else 1).to(device)
-        for step, idx in enumerate(order.split(sizes), start=1):
-            stopper.check()
-            x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
-            loss_sum += _step(model, x, targets[idx], optimizer, config.label_smoothing, on_cuda)
-            scheduler.step()
-            seen += 1
-            if on_progress is not None and (step == steps or step % config.report_every == 0):
-                on_progress(Progress(epoch, config.epochs, step, steps, loss_sum.item() / seen))
-                loss_sum.zero_()
-                seen = 0
-    return model.eval()
+    since_report = 0
+    for step, idx in enumerate(_batches(len(labels), batch, gen, device), start=1):
+        if step > schedule.total:
+            break
+        stopper.check()
+        clock.tick(step, schedule, config.max_seconds)
+        x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
+        loss_sum += _step(model, x, targets[idx], optimizer, config)
+        scheduler.step()
+        if ema is not None:
+            ema.update(model, step)
+        since_report += 1
+        if step == schedule.total or step % config.report_every == 0:
+            loss = loss_sum.item() / since_report
+            _check_finite(loss, step, schedule.total)
+            if on_progress is not None:
+                on_progress(Progress(step, schedule.total, loss, clock.seconds()))
+            loss_sum.zero_()
+            since_report = 0
+    if ema is not None:
+        ema.copy_to(model)
+    model.eval()
+    if config.check:
+        check_learned(model, data, targets, normalization, gen)
+    return model
 
 
 def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-          label_smoothing: float, bf16: bool) -> torch.Tensor:
+          config: TrainConfig) -> torch.Tensor:
     """One SGD step; returns the detached float32 loss, still on the device (no host sync)."""
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16(x.device)):
+        loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if config.clip_norm:
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
     optimizer.step()
     return loss.detach().float()
 
 
+def use_bf16(device: torch.device) -> bool:
+    """bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16 / AMX); float32 elsewhere."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and _cpu_has_native_bf16()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _cpu_has_native_bf16() -> bool:
+    # mkldnn reports bf16 "supported" on any AVX512 CPU, where it is emulated and slower than float32
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_learned(model: nn.Module, data: torch.Tensor, targets: torch.Tensor, normalization: Normalization,
+                  gen: torch.Generator) -> None:
+    """Raise TrainingFailed when the trained `model` (eval mode) collapsed or learned nothing.
+
+    Predicts up to CHECK_SAMPLE of its own training images: one predicted
+    class for all of them (while the labels hold two or more), or an accuracy
+    no better than always answering the most common label, means the run
+    failed, whatever its loss said.
+    """
+    n = len(targets)
+    counts = torch.bincount(targets).cpu()
+    if (counts > 0).sum() < 2:
+        return
+    pick = torch.randperm(n, generator=gen, device=gen.device)[:CHECK_SAMPLE].to(data.device)
+    truth = targets[pick].cpu().numpy()
+    logits = predict_logits(model, data[pick], normalization)
+    if not np.isfinite(logits).all():
+        raise TrainingFailed("training diverged: the model outputs NaN or infinity; "
+                             "retry, or choose a lighter training setting or a smaller model")
+    predicted = logits.argmax(1)
+    majority = counts.max().item() / n
+    accuracy = float((predicted == truth).mean())
+    if len(np.unique(predicted)) == 1:
+        raise TrainingFailed(f"training collapsed: the model predicts class {int(predicted[0])} for every "
+                             f"training image ({accuracy:.0%} right on them); retry, or label more images "
+                             "of the other classes")
+    if accuracy <= majority and accuracy < 0.99:
+        raise TrainingFailed(f"the model learned nothing: {accuracy:.0%} right on its own training images, "
+                             f"no better than always answering the most common class ({majority:.0%}); "
+                             "retry with a more thorough training setting, or check the labels")
+
+
+def _check_finite(loss: float, step: int, total: int) -> None:
+    if not math.isfinite(loss):
+        raise TrainingFailed(f"training diverged: the loss became {loss} at step {step} of {total}; "
+                             "retry, or choose a lighter training setting or a smaller model")
+
+
 def evaluate(model: nn.Module, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
-             normalization: Normalization, device: torch.device | str | None = None) -> float:
-    """Top-1 accuracy (0..1) of `model` on uint8 `images` [N, 3, H, W] with int labels [N]."""
+             normalization: Normalization, device: torch.device | str | None = None, *, tta: bool = False) -> float:
+    """Top-1 accuracy (0..1) of `model` on uint8 `images` [N, 3, H, W] with int labels [N].
+
+    `tta`: average the logits of each image and its mirror image.
+    """
     labels = _labels_array(labels)
     if len(images) == 0:
         raise ValueError("cannot evaluate on an empty set")
     if labels.shape != (len(images),):
         raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
-    logits = predict_logits(model, images, normalization, device=device)
+    logits = predict_logits(model, images, normalization, device=device, tta=tta)
     return float((logits.argmax(1) == labels).mean())
 
 
@@ -163,11 +294,19 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, period - index, index)
 
 
+def _batches(n: int, batch: int, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
+    """Index batches forever: each pass a fresh shuffle of all n images, cut into near-equal batches."""
+    sizes = _step_sizes(n, batch)
+    while True:
+        order = torch.randperm(n, generator=gen, device=gen.device).repeat(2 if n == 1 else 1).to(device)
+        yield from order.split(sizes)
+
+
 def _step_sizes(n: int, batch_size: int) -> list[int]:
-    """Images in each step of one epoch: every example once, in near-equal batches.
+    """Images in each step of one pass: every example once, in near-equal batches.
 
     Equal batches, not full batches plus a remainder: 5,000 images in
-    batches of 128 would leave a step of 8 images in every epoch (the last
+    batches of 128 would leave a step of 8 images in every pass (the last
     one moving the batch-norm running statistics too), and that alone cost
     the target 3-8 points of test accuracy (docs/svp-study.md). No step ever has a single
     example (batch norm cannot train on one when the last feature map is
@@ -180,26 +319,83 @@ def _step_sizes(n: int, batch_size: int) -> list[int]:
     return [small + 1] * extra + [small] * (steps - extra)
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, config: TrainConfig, batch: int) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]    # BN scales/shifts and biases
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    lr = config.lr * batch / BASE_BATCH                           # linear scaling: small batches, small steps
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
-    warmup = max(1, round(0.25 * total)) if config.schedule == "onecycle" else max(1, round(0.05 * total))
+class _Schedule:
+    """Learning-rate multiplier per step: linear warm-up, then linear (onecycle) or cosine decay.
 
-    def factor(step: int) -> float:   # multiplier of config.lr before step `step` (0-based)
+    `total` may shrink once after the first steps are timed (see _Clock);
+    the multiplier follows the new length from then on.
+    """
+
+    def __init__(self, total: int, config: TrainConfig):
+        self.total, self.warmup_share, self.kind = total, config.warmup, config.schedule
+
+    def factor(self, step: int) -> float:   # multiplier of the peak lr before step `step` (0-based)
+        warmup = max(1, round(self.warmup_share * self.total))
         if step < warmup:
             return (step + 1) / warmup
-        rest = (step - warmup) / max(1, total - warmup)
-        if config.schedule == "onecycle":
+        rest = min(1.0, (step - warmup) / max(1, self.total - warmup))
+        if self.kind == "onecycle":
             return max(0.0, 1.0 - rest)
         return 0.5 * (1.0 + math.cos(math.pi * rest))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+class _Clock:
+    """Times steps TIMED_STEPS and, under a time cap, shortens the schedule to fit it."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.started, self.timed_from = device, time.perf_counter(), None
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def tick(self, step: int, schedule: _Schedule, max_seconds: float | None) -> None:
+        """Call before step `step` runs."""
+        first, last = TIMED_STEPS
+        if max_seconds is None or step not in (first, last):
+            return
+        self._sync()
+        if step == first:
+            self.timed_from = time.perf_counter()
+            return
+        per_step = (time.perf_counter() - self.timed_from) / (last - first)
+        affordable = (step - 1) + int(max(0.0, max_seconds - self.seconds()) / max(per_step, 1e-9))
+        floor = min(schedule.total, MIN_CAPPED_STEPS)
+        schedule.total = max(floor, min(schedule.total, affordable))
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class _Ema:
+    """An exponential moving average of the weights (and a copy of the buffers), updated every step.
+
+    The decay ramps up from 0 ((1 + t) / (10 + t)) so an early average is
+    not dominated by the random initialisation.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p.detach().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        for own, averaged in zip(model.parameters(), self.params, strict=True):
+            own.copy_(averaged)
 
 
 class _Stopper:
@@ -242,9 +438,15 @@ def _check_inputs(images, labels: np.ndarray, config: TrainConfig, model: nn.Mod
     classes = getattr(getattr(model, "config", None), "num_classes", None)
     if labels.min() < 0 or (classes is not None and labels.max() >= classes):
         raise ValueError(f"labels must lie in 0..{classes - 1 if classes else 'C-1'}, got {labels.min()}..{labels.max()}")
-    if config.epochs < 1 or config.report_every < 1:
-        raise ValueError("epochs and report_every must be >= 1")
+    if config.steps < 0 or config.min_steps < 1 or config.max_steps < config.min_steps or config.passes <= 0:
+        raise ValueError("steps must be >= 0 (0 = planned), min_steps >= 1, max_steps >= min_steps, passes > 0")
+    if config.report_every < 1:
+        raise ValueError("report_every must be >= 1")
     if config.batch_size < 2:
         raise ValueError("batch_size must be >= 2 (batch norm needs two examples)")
     if config.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {config.schedule!r}; use one of {SCHEDULES}")
+    if not 0 <= config.warmup < 1 or not 0 <= config.ema < 1 or config.clip_norm < 0:
+        raise ValueError("warmup and ema must lie in [0, 1), clip_norm must be >= 0")
+    if config.max_seconds is not None and config.max_seconds <= 0:
+        raise ValueError("max_seconds must be positive (or None for no cap)")

@@ -222,14 +222,23 @@ def plot_runtime(runs, out: Path) -> None:
     plt.close(fig)
 
 
+def training(settings: dict, stage: str) -> str:
+    """How a stage trained, in words: its training level or fixed steps (older runs: epochs)."""
+    if settings.get(f"{stage}_steps"):
+        return f"{settings[f'{stage}_steps']} steps"
+    if f"{stage}_training" in settings:
+        return f"{settings[f'{stage}_training']} training"
+    return f"{settings.get(f'{stage}_epochs', '?')} epochs"
+
+
 def generated_block(runs, study_run: dict | None) -> str:
     lines = [BEGIN, ""]
     if study_run:
         lines += [f"Machine: {study_run['machine']}. Profile `{study_run['profile']}`.", ""]
     all_runs = [run for group in runs.values() for run in group]
     settings = all_runs[0]["settings"]
-    lines += [f"Settings of every run: proxy `{settings['proxy']}` ({settings['proxy_epochs']} epochs), "
-              f"target `{settings['target']}` ({settings['target_epochs']} epochs), initial {settings['initial']}, "
+    lines += [f"Settings of every run: proxy `{settings['proxy']}` ({training(settings, 'proxy')}), "
+              f"target `{settings['target']}` ({training(settings, 'target')}), initial {settings['initial']}, "
               f"rounds of {settings['round_size']}, budget {settings['budget']}, pool {settings['pool_size']}, "
               f"test set {settings['test_size']}. Runs: {len(all_runs)}; their summed running time: "
               f"{sum(run['total_s'] for run in all_runs) / 60:.0f} min"

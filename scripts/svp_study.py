@@ -30,11 +30,12 @@ GRID = [
     ("kcenter", "target"),
 ]
 
-# The CPU profile: a smaller target and fewer epochs than the paper, stated in
-# docs/svp-study.md. The GPU profile is the paper's models.
+# Models and training levels (engine.config.LEVELS). The CPU profile is the app's CPU
+# defaults: a smaller target than the paper and time-capped training, stated in
+# docs/svp-study.md. The GPU profile is the paper's models, trained thoroughly.
 PROFILES = {
-    "cpu": dict(proxy="proxy_tiny", target="resnet20", proxy_epochs=3, target_epochs=5),
-    "gpu": dict(proxy="resnet20", target="resnet18", proxy_epochs=50, target_epochs=100),
+    "cpu": dict(proxy="proxy_tiny", target="resnet20", proxy_training="balanced", target_training="balanced"),
+    "gpu": dict(proxy="resnet20", target="resnet18", proxy_training="thorough", target_training="thorough"),
 }
 
 
@@ -60,8 +61,8 @@ def simulate_command(data: Path, out: Path, strategy: str, selector: str, seed: 
         "--initial", str(args.initial), "--round-size", str(args.round_size),
         "--budget", str(args.budget),
         "--proxy", profile["proxy"], "--target", profile["target"],
-        "--proxy-epochs", str(profile["proxy_epochs"]),
-        "--target-epochs", str(profile["target_epochs"]),
+        "--proxy-training", profile["proxy_training"],
+        "--target-training", profile["target_training"],
         "--device", args.device,
     ] + (["--eval-every-round"] if args.eval_every_round else [])
 

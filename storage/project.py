@@ -28,6 +28,7 @@ BUSY_TIMEOUT_S = 30.0
 MIN_CLASSES, MAX_CLASSES = 2, 100
 MAX_CLASS_NAME = 100
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TRAINING_LEVELS = ("fast", "balanced", "thorough")
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,15 @@ class Settings:
     initial_size: int = 50           # round 0: seeded random batch
     validation_size: int = 0         # seeded random sample reserved for validation
     strategy: str = "least_confidence"
-    proxy: str = "proxy_tiny"
-    target: str = "resnet18"
+    proxy: str = "auto"              # a registered model, or auto: picked for the device
+    target: str = "auto"
     image_size: int = 0              # pixels; 0 = let the engine pick from the data
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | mps
-    proxy_epochs: int = 8
-    target_epochs: int = 15
+    proxy_training: str = "balanced"   # fast | balanced | thorough: steps planned and seconds allowed
+    target_training: str = "balanced"
+    proxy_steps: int = 0             # a fixed number of optimizer steps; 0 = planned by the training level
+    target_steps: int = 0
     auto_next_round: bool = True
     warm_start: bool = False
 
@@ -131,8 +134,8 @@ def _check_classes(classes: tuple[str, ...]) -> None:
         seen[key] = name
 
 
-_POSITIVE = ("budget", "round_size", "initial_size", "proxy_epochs", "target_epochs")
-_NON_NEGATIVE = ("validation_size", "image_size", "seed")
+_POSITIVE = ("budget", "round_size", "initial_size")
+_NON_NEGATIVE = ("validation_size", "image_size", "seed", "proxy_steps", "target_steps")
 
 
 def _check_numbers(settings: Settings) -> None:
@@ -162,6 +165,9 @@ def _check_names(settings: Settings) -> None:
             raise SettingsError(f"{name} must be a non-empty name")
     if settings.device not in DEVICES:
         raise SettingsError(f"device {settings.device!r} must be one of {', '.join(DEVICES)}")
+    for name in ("proxy_training", "target_training"):
+        if getattr(settings, name) not in TRAINING_LEVELS:
+            raise SettingsError(f"{name} {getattr(settings, name)!r} must be one of {', '.join(TRAINING_LEVELS)}")
 
 
 # ---------------------------------------------------------------- connections

@@ -41,8 +41,8 @@ def write_dataset(folder: Path, per_class: int = 8, size: int = 12, seed: int = 
 
 def tiny_settings(image_root: Path, **overrides) -> storage.Settings:
     values = dict(image_root=str(image_root), classes=CLASSES, budget=12, round_size=4, initial_size=4,
-                  validation_size=3, proxy="proxy_tiny", target="proxy_tiny", proxy_epochs=1,
-                  target_epochs=1, device="cpu", strategy="least_confidence")
+                  validation_size=3, proxy="proxy_tiny", target="proxy_tiny", proxy_steps=30,
+                  target_steps=30, device="cpu", strategy="least_confidence")
     values.update(overrides)
     return storage.Settings(**values)
 

@@ -49,11 +49,28 @@ def test_target_job_runs_and_shows_accuracy_and_confusion(open_app, project, dat
     run_worker(project.root, once=True)   # also runs the round the label page queued on first load
     at.run()
     assert storage.get_job(project, job.id).state == "done"
-    assert [m.label for m in at.metric][:2] == ["Validation accuracy", "Validation images"]
-    assert at.metric[1].value == "3"
+    assert [m.label for m in at.metric][:3] == ["Validation accuracy", "Proxy, last round", "Validation images"]
+    assert at.metric[2].value == "3"
+    proxy = storage.current_round(project).proxy_val_acc
+    assert at.metric[1].value == f"{proxy:.1%}"          # the target is shown against the proxy
     confusion = at.dataframe[0].value
     assert list(confusion.columns) == ["red", "green", "blue"]
     assert int(confusion.to_numpy().sum()) == 3
+
+
+def test_a_diverged_target_shows_its_reason_and_no_result(open_app, project, dataset, monkeypatch):
+    import dataclasses
+
+    from engine import config
+    monkeypatch.setattr(config, "BASE", dataclasses.replace(config.BASE, lr=1e30, clip_norm=0.0))
+    label_everything_queued(project, dataset[1])
+    at = open_app("app/page_target.py")
+    at.button(key="train-target").click().run()
+    run_worker(project.root, once=True)
+    at.run()
+    assert any("training diverged" in e.value for e in at.error)
+    assert "Results" not in [h.value for h in at.subheader]
+    assert not [m for m in at.metric if m.label == "Validation accuracy"]
 
 
 def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dataset, deferred):

@@ -14,7 +14,7 @@ from PIL import Image
 
 import storage
 
-# Far-apart colors: a one-epoch proxy already tells these classes apart.
+# Far-apart colors: a proxy of a few dozen steps already tells these classes apart.
 PALETTE = {
     "red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
     "yellow": (230, 220, 30), "cyan": (30, 220, 220), "magenta": (220, 30, 220),
@@ -74,11 +74,11 @@ def label_queue(project: storage.Project, round_id: int | None = None) -> list[i
 
 
 def tiny_settings(image_root: Path, classes: int = 3, **overrides) -> storage.Settings:
-    """Settings for a fast CPU project: 8 px, one epoch, small batches."""
+    """Settings for a fast CPU project: 8 px, 30 optimizer steps per training run."""
     values = dict(
         image_root=str(image_root), classes=CLASS_NAMES[:classes], budget=14, round_size=4,
         initial_size=6, validation_size=0, strategy="least_confidence", proxy="proxy_tiny",
-        target="resnet20", image_size=8, seed=0, device="cpu", proxy_epochs=1, target_epochs=1,
+        target="resnet20", image_size=8, seed=0, device="cpu", proxy_steps=30, target_steps=30,
     )
     values.update(overrides)
     return storage.Settings(**values)

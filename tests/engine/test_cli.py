@@ -53,8 +53,8 @@ def test_tiny_simulate_in_a_subprocess(tmp_path):
     out = tmp_path / "result.json"
     done = _run("simulate", "--data", str(tmp_path / "data"), "--out", str(out), "--strategy", "margin",
                 "--initial", "4", "--round-size", "3", "--budget", "7", "--proxy", "proxy_tiny",
-                "--target", "proxy_tiny", "--selector", "proxy", "--seed", "1", "--proxy-epochs", "1",
-                "--target-epochs", "1", "--device", "cpu", "--image-size", "8")
+                "--target", "proxy_tiny", "--selector", "proxy", "--seed", "1", "--proxy-steps", "30",
+                "--target-steps", "30", "--device", "cpu", "--image-size", "8")
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert [r["labeled"] for r in result["rounds"]] == [0, 4]

@@ -43,7 +43,7 @@ def test_round_end_to_end(labeled_project):
     assert made.proxy_val_acc is None                      # no validation labels
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert any("epoch 1/1" in m for _, m in seen)
+    assert any("step 30/30" in m for _, m in seen)
     assert storage.budget_left(labeled_project) == 4
 
 
@@ -110,7 +110,7 @@ def test_warm_start_reuses_the_last_proxy(tmp_path):
 
 
 def test_model_override_selects_with_another_model(labeled_project):
-    made = run_round(labeled_project, model_name="resnet20", epochs=1)
+    made = run_round(labeled_project, model_name="resnet20", steps=30)
     assert made.selector == "resnet20"
 
 

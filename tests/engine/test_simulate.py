@@ -21,7 +21,7 @@ def data_root(tmp_path):
 def _config(data_root, tmp_path, **overrides) -> SimulateConfig:
     values = dict(data=data_root, out=tmp_path / "out" / "run.json", strategy="least_confidence",
                   initial=6, round_size=4, budget=14, proxy="proxy_tiny", target="resnet20",
-                  selector="proxy", seed=0, proxy_epochs=1, target_epochs=1, device="cpu", image_size=8)
+                  selector="proxy", seed=0, proxy_steps=30, target_steps=30, device="cpu", image_size=8)
     values.update(overrides)
     return SimulateConfig(**values)
 

@@ -30,7 +30,7 @@ def test_target_writes_a_checkpoint_that_loads_and_predicts(validated_project, t
     result = run_target(validated_project, on_progress=lambda f, m: seen.append(f))
     checkpoint = Path(result["checkpoint"])
     assert checkpoint == validated_project.models_dir / "target"
-    assert (result["n_labels"], result["n_validation"], result["model"], result["epochs"]) == (6, 6, "resnet20", 1)
+    assert (result["n_labels"], result["n_validation"], result["model"], result["steps"]) == (6, 6, "resnet20", 30)
     assert 0.0 <= result["accuracy"] <= 1.0
     assert len(result["per_class_accuracy"]) == 3
     assert np.array(result["confusion"]).sum() == 6
@@ -78,3 +78,31 @@ def test_classification_metrics_on_known_predictions():
     assert metrics == {"accuracy": 0.6, "per_class_accuracy": [0.5, 2 / 3, None],
                        "confusion": [[1, 1, 0], [1, 2, 0], [0, 0, 0]], "n_validation": 5}
     assert classification_metrics(np.array([], int), np.array([], int), 2)["accuracy"] is None
+
+
+@pytest.fixture
+def diverging(monkeypatch):
+    """Every training run from the settings diverges: a huge learning rate, no clipping."""
+    import dataclasses
+
+    from engine import config
+    monkeypatch.setattr(config, "BASE", dataclasses.replace(config.BASE, lr=1e30, clip_norm=0.0))
+
+
+def test_a_diverging_target_fails_with_a_reason_and_saves_nothing(validated_project, diverging):
+    from engine.train import TrainingFailed
+
+    with pytest.raises(TrainingFailed, match="training diverged"):
+        run_target(validated_project)
+    assert not (validated_project.models_dir / "target").exists()
+
+
+def test_a_diverging_target_job_fails_readably(validated_project, diverging):
+    from engine.worker import run_worker
+
+    job = storage.enqueue_job(validated_project, "target")
+    run_worker(validated_project.root, once=True)
+    failed = storage.get_job(validated_project, job.id)
+    assert failed.state == "failed" and failed.result is None
+    assert failed.error.startswith("TrainingFailed: training diverged: the loss became nan at step")
+    assert "Traceback" not in failed.error

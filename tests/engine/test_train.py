@@ -1,16 +1,19 @@
-"""Training: loss goes down, progress, cancellation, seeding, tiny sets, augmentation, errors."""
+"""Training: step plans, learning, progress, cancellation, seeding, tiny sets, failure detection, errors."""
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import engine.train as train_module
+from engine.config import stage_config
 from engine.models import build_model
-from engine.train import Cancelled, Progress, TrainConfig, augment, best_device, evaluate, train
+from engine.train import (Cancelled, Progress, TrainConfig, TrainingFailed, augment, best_device, evaluate, plan,
+                          train)
 
 torch.set_num_threads(1)
 
 NORM = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-FAST = TrainConfig(epochs=3, batch_size=16, lr=0.2, device="cpu", report_every=1)
+FAST = TrainConfig(steps=6, batch_size=16, lr=0.2, device="cpu", report_every=1, check=False)
 COLORS = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220]], np.float32)
 
 
@@ -24,29 +27,187 @@ def separable(n_per_class=16, size=16, seed=0):
     return images[order], labels[order].astype(np.int64)
 
 
+def shapes(n_per_class, size=16, seed=0):
+    """uint8 grey images of 3 shape classes (horizontal bar, vertical bar, square) at random places,
+    random brightness and noise: separable by shape only, not by colour."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per_class)
+    images = rng.normal(90, 20, (len(labels), size, size))
+    for i, label in enumerate(labels):
+        y, x = rng.integers(1, size - 9, 2)
+        value = rng.uniform(170, 250)
+        if label == 0:
+            images[i, y + 3:y + 5, x:x + 8] = value
+        elif label == 1:
+            images[i, y:y + 8, x + 3:x + 5] = value
+        else:
+            images[i, y + 2:y + 6, x + 2:x + 6] = value
+    images = np.repeat(np.clip(images, 0, 255).astype(np.uint8)[:, None], 3, axis=1)
+    order = rng.permutation(len(labels))
+    return images[order], labels[order].astype(np.int64)
+
+
 def weights(model):
     return [v.detach().cpu().clone() for v in model.state_dict().values()]
+
+
+@pytest.mark.parametrize("n", [20, 60, 300])
+def test_default_proxy_schedule_learns_separable_shapes_from_20_labels_up(n):
+    images, labels = shapes(200, seed=1)
+    stage = stage_config(_settings(), "proxy")
+    model = build_model("proxy_tiny", 3, 16, seed=0)
+    train(model, images[:n], labels[:n], stage.train, NORM)
+    assert evaluate(model, images[300:], labels[300:], NORM) >= 0.9
+
+
+def _settings(**overrides):
+    import storage
+    return storage.Settings(image_root="/", classes=("a", "b", "c"), device="cpu", **overrides)
 
 
 def test_loss_goes_down_and_accuracy_beats_chance():
     images, labels = separable()
     model = build_model("proxy_tiny", 3, 16, seed=0)
     reports = []
-    trained = train(model, images, labels, TrainConfig(epochs=4, batch_size=16, lr=0.2, device="cpu"),
+    trained = train(model, images, labels, TrainConfig(steps=24, lr=0.2, device="cpu", report_every=6),
                     NORM, on_progress=reports.append)
     assert trained is model and not model.training
-    epoch_losses = [p.loss for p in reports]
-    assert len(epoch_losses) == 4 and epoch_losses[-1] < epoch_losses[0]
+    losses = [p.loss for p in reports]
+    assert len(losses) == 4 and losses[-1] < losses[0]
     assert evaluate(model, images, labels, NORM) > 0.6      # chance is 1/3
 
 
 def test_progress_reports_every_step_with_positions():
-    images, labels = separable(n_per_class=8)   # 24 images, batch 16 -> 2 steps per epoch
+    images, labels = separable(n_per_class=8)
     reports: list[Progress] = []
     train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, FAST, NORM, on_progress=reports.append)
-    assert [(p.epoch, p.step) for p in reports] == [(e, s) for e in (1, 2, 3) for s in (1, 2)]
-    assert all(p.epochs == 3 and p.steps == 2 and np.isfinite(p.loss) for p in reports)
+    assert [p.step for p in reports] == [1, 2, 3, 4, 5, 6]
+    assert all(p.steps == 6 and np.isfinite(p.loss) and p.seconds >= 0 for p in reports)
     assert reports[-1].fraction == 1.0
+
+
+def test_progress_reports_at_report_every_and_at_the_last_step():
+    images, labels = separable(n_per_class=8)
+    reports: list[Progress] = []
+    config = TrainConfig(steps=11, batch_size=16, device="cpu", report_every=4, check=False)
+    train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM, on_progress=reports.append)
+    assert [p.step for p in reports] == [4, 8, 11]
+
+
+@pytest.mark.parametrize("n, batch, steps", [
+    (1, 2, 200),            # floor of steps; a lone image is repeated into a batch of 2
+    (10, 10, 200),          # a set smaller than MIN_BATCH trains on itself, many times
+    (20, 16, 200),
+    (100, 16, 210),         # 7 steps a pass x 30 passes
+    (500, 62, 270),         # about n / 8
+    (1000, 125, 240),
+    (5000, 128, 1200),      # 40 steps a pass x 30
+    (50000, 128, 4000),     # capped
+])
+def test_plan_gives_small_sets_small_batches_and_many_steps(n, batch, steps):
+    assert plan(n, TrainConfig()) == (batch, steps)
+
+
+def test_plan_honours_fixed_steps_and_bounds():
+    assert plan(1000, TrainConfig(steps=7)) == (125, 7)
+    assert plan(1000, TrainConfig(passes=1, min_steps=50)) == (125, 50)
+    assert plan(1000, TrainConfig(passes=100, max_steps=300)) == (125, 300)
+    assert plan(1000, TrainConfig(batch_size=32)) == (32, 960)
+
+
+def test_time_cap_cuts_the_plan_but_not_below_the_floor(monkeypatch):
+    monkeypatch.setattr(train_module, "MIN_CAPPED_STEPS", 9)
+    images, labels = separable(n_per_class=8)
+    reports: list[Progress] = []
+    config = TrainConfig(steps=0, min_steps=500, max_seconds=1e-6, device="cpu", report_every=1, check=False)
+    train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM, on_progress=reports.append)
+    assert reports[-1].step == reports[-1].steps == 9
+    assert reports[0].steps == 500               # the plan, until the timed steps are done
+
+
+def test_time_cap_keeps_the_plan_when_there_is_time():
+    images, labels = separable(n_per_class=8)
+    reports: list[Progress] = []
+    config = TrainConfig(steps=20, max_seconds=3600, device="cpu", report_every=1, check=False)
+    train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM, on_progress=reports.append)
+    assert reports[-1].step == 20
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    schedule = train_module._Schedule(100, TrainConfig(warmup=0.1))
+    factors = [schedule.factor(step) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:9], factors[1:10], strict=True))
+    assert factors[10] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(factors[10:-1], factors[11:], strict=True))
+    assert factors[-1] < 0.02
+
+
+def test_learning_rate_scales_with_the_batch():
+    model = build_model("proxy_tiny", 3, 16)
+    assert train_module._optimizer(model, TrainConfig(lr=0.4), 32).param_groups[0]["lr"] == pytest.approx(0.1)
+    assert train_module._optimizer(model, TrainConfig(lr=0.4), 128).param_groups[0]["lr"] == pytest.approx(0.4)
+
+
+def test_ema_weights_are_returned_and_still_learn():
+    images, labels = separable()
+    plain = train(build_model("proxy_tiny", 3, 16, seed=0), images, labels,
+                  TrainConfig(steps=30, device="cpu"), NORM)
+    averaged = train(build_model("proxy_tiny", 3, 16, seed=0), images, labels,
+                     TrainConfig(steps=30, ema=0.9, device="cpu"), NORM)
+    assert not all(torch.equal(a, b) for a, b in zip(weights(plain), weights(averaged), strict=True))
+    assert evaluate(averaged, images, labels, NORM) > 0.9
+
+
+def test_divergence_is_detected_with_the_step():
+    images, labels = separable()
+    config = TrainConfig(steps=30, lr=1e30, clip_norm=0, device="cpu", report_every=1)
+    with pytest.raises(TrainingFailed, match=r"diverged: the loss became nan at step \d+ of 30"):
+        train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM)
+
+
+def test_clipping_keeps_a_too_high_learning_rate_finite():
+    images, labels = separable()
+    config = TrainConfig(steps=30, lr=20.0, device="cpu", report_every=1, check=False)
+    reports = []
+    train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM, on_progress=reports.append)
+    assert all(np.isfinite(p.loss) for p in reports)
+
+
+class Constant(nn.Module):
+    """Logits that ignore the image: `bias`, plus `gain` times the image's mean red level."""
+
+    def __init__(self, bias, gain=(0.0, 0.0, 0.0)):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, 1))      # something for the optimizer to hold
+        self.bias = nn.Parameter(torch.tensor(bias, dtype=torch.float32))
+        self.gain = torch.tensor(gain, dtype=torch.float32)
+
+    def forward(self, x):
+        return self.bias + self.gain * x[:, :1].mean((1, 2, 3), keepdim=False)[:, None] + 0 * self.weight.sum()
+
+
+def test_collapse_to_one_class_is_detected():
+    images, labels = separable()
+    config = TrainConfig(steps=5, lr=0.0, device="cpu")
+    with pytest.raises(TrainingFailed, match="collapsed: the model predicts class 0 for every training image"):
+        train(Constant([5.0, 0.0, 0.0]), images, labels, config, NORM)
+
+
+def test_a_model_no_better_than_the_majority_is_detected():
+    images, labels = separable()
+    red = labels == 0                                    # red images have high red levels
+    # predicts class 1 (green) for red images, class 0 for the rest: below always-the-majority
+    model = Constant([0.0, -1.0, -9.0], gain=(0.0, 2.0, 0.0))
+    assert len(np.unique(np.asarray(model(torch.from_numpy((images - 128.0) / 64).float()).argmax(1)))) == 2
+    with pytest.raises(TrainingFailed, match="learned nothing"):
+        train(model, images, labels, TrainConfig(steps=5, lr=0.0, device="cpu"), NORM)
+    assert red.any()
+
+
+def test_one_class_labels_are_not_a_collapse():
+    images, labels = separable(n_per_class=4)
+    train(Constant([5.0, 0.0, 0.0]), images, np.zeros_like(labels), TrainConfig(steps=3, lr=0.0, device="cpu"), NORM)
 
 
 def test_should_stop_raises_cancelled_before_the_first_step():
@@ -55,7 +216,7 @@ def test_should_stop_raises_cancelled_before_the_first_step():
     before = weights(model)
     with pytest.raises(Cancelled):
         train(model, images, labels, FAST, NORM, should_stop=lambda: True)
-    assert all(torch.equal(a, b) for a, b in zip(before, weights(model)))
+    assert all(torch.equal(a, b) for a, b in zip(before, weights(model), strict=True))
 
 
 def test_should_stop_cancels_between_steps(monkeypatch):
@@ -71,10 +232,10 @@ def test_should_stop_cancels_between_steps(monkeypatch):
 def test_seeded_training_is_reproducible_on_cpu():
     images, labels = separable(n_per_class=6)
     runs = [train(build_model("proxy_tiny", 3, 16, seed=1), images, labels, FAST, NORM) for _ in range(2)]
-    assert all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(runs[1])))
+    assert all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(runs[1]), strict=True))
     other = train(build_model("proxy_tiny", 3, 16, seed=1), images, labels,
                   TrainConfig(**{**FAST.__dict__, "seed": 5}), NORM)
-    assert not all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(other)))
+    assert not all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(other), strict=True))
 
 
 @pytest.mark.parametrize("name", ["proxy_tiny", "tv_resnet18"])    # tv_resnet18: 1x1 last map at 16 px
@@ -82,7 +243,7 @@ def test_seeded_training_is_reproducible_on_cpu():
 def test_tiny_sets_and_single_example_classes_train(name, n, batch_size):
     images, labels = separable(n_per_class=2)
     model = train(build_model(name, 3, 16, seed=0), images[:n], labels[:n],
-                  TrainConfig(epochs=2, batch_size=batch_size, device="cpu"), NORM)
+                  TrainConfig(steps=4, batch_size=batch_size, device="cpu", check=False), NORM)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
 
 
@@ -108,7 +269,7 @@ def test_step_sizes_use_each_example_once_and_never_one(batch_size):
 
 def test_cosine_schedule_and_torch_inputs():
     images, labels = separable(n_per_class=4)
-    config = TrainConfig(epochs=1, batch_size=8, schedule="cosine", device="cpu")
+    config = TrainConfig(steps=3, batch_size=8, schedule="cosine", device="cpu", check=False)
     train(build_model("proxy_tiny", 3, 16, seed=0), torch.from_numpy(images), torch.from_numpy(labels), config, NORM)
 
 
@@ -119,7 +280,10 @@ def test_cosine_schedule_and_torch_inputs():
     (np.zeros((2, 3, 16, 16), np.uint8), np.array([0, 3]), FAST, "0..2"),
     (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(3, np.int64), FAST, "shape"),
     (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(schedule="step"), "schedule"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(epochs=0), ">= 1"),
+    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(steps=-1), "steps must be"),
+    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(max_steps=10), "max_steps"),
+    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(ema=1.0), "ema"),
+    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(max_seconds=0), "max_seconds"),
     (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(batch_size=1), ">= 2"),
 ])
 def test_bad_inputs_raise_clear_errors(images, labels, config, message):
@@ -144,11 +308,23 @@ def test_augment_crops_with_reflection_and_flips():
 
 def test_evaluate_counts_correct_predictions():
     images, labels = separable(n_per_class=2)
-    model = build_model("proxy_tiny", 3, 16, seed=0)
-    acc = evaluate(model, images, labels, NORM)
-    assert acc in {k / len(labels) for k in range(len(labels) + 1)}
+    # always class 0: right on exactly the class-0 images
+    assert evaluate(Constant([5.0, 0.0, 0.0]), images, labels, NORM) == pytest.approx(np.mean(labels == 0))
     with pytest.raises(ValueError, match="empty"):
-        evaluate(model, images[:0], labels[:0], NORM)
+        evaluate(Constant([5.0, 0.0, 0.0]), images[:0], labels[:0], NORM)
+
+
+def test_flip_tta_averages_an_image_and_its_mirror():
+    images, labels = separable(n_per_class=2)
+    images[:, 0, :, :8] = 255                    # red on the left half only
+
+    class LeftRed(nn.Module):                    # logit 0: red on the left; logit 1: red on the right
+        def forward(self, x):
+            return torch.stack([x[:, 0, :, :8].mean((1, 2)), x[:, 0, :, 8:].mean((1, 2))], 1)
+
+    plain = evaluate(LeftRed(), images, np.zeros_like(labels), NORM)
+    both = train_module.predict_logits(LeftRed(), images, NORM, tta=True)
+    assert plain == 1.0 and np.allclose(both[:, 0], both[:, 1])
 
 
 def test_best_device_choices():
@@ -167,7 +343,7 @@ def test_trains_on_cuda_with_device_resident_data():
     images, labels = separable(n_per_class=32, size=32)
     model = build_model("proxy_tiny", 3, 32, seed=0)
     reports = []
-    train(model, images, labels, TrainConfig(epochs=6, batch_size=32, lr=0.2, device="cuda"), NORM,
+    train(model, images, labels, TrainConfig(steps=40, batch_size=32, device="cuda", report_every=10), NORM,
           on_progress=reports.append)
     assert next(model.parameters()).is_cuda
     assert reports[-1].loss < reports[0].loss

@@ -65,7 +65,7 @@ def test_bad_params_fail_the_job(labeled_project):
     other = storage.enqueue_job(labeled_project, "round", {"model": "no_such_net"})
     assert run_worker(labeled_project.root, once=True) == 2
     assert storage.get_job(labeled_project, job.id).error == (
-        "ValueError: unknown parameter(s) epochz for a round job; expected: epochs, model, strategy")
+        "ValueError: unknown parameter(s) epochz for a round job; expected: level, model, steps, strategy")
     assert storage.get_job(labeled_project, other.id).error.startswith("ValueError: unknown model 'no_such_net'")
     assert storage.current_round(labeled_project).index == 0
 

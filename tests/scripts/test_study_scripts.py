@@ -28,8 +28,8 @@ def fake_run(strategy, selector, seed, final_acc, round_s, eval_every_round=True
         if eval_every_round:
             row["target_test_acc"] = final_acc - 0.1 * (3 - index)
         rounds.append(row)
-    settings = dict(strategy=strategy, selector=selector, seed=seed, proxy="proxy_tiny", proxy_epochs=1,
-                    target="resnet20", target_epochs=1, initial=100, round_size=100, budget=300,
+    settings = dict(strategy=strategy, selector=selector, seed=seed, proxy="proxy_tiny", proxy_steps=30,
+                    target="resnet20", target_steps=30, initial=100, round_size=100, budget=300,
                     pool_size=1000, test_size=100)
     return {"settings": settings, "rounds": rounds, "total_s": 10.0,
             "target": {"test_acc": final_acc, "train_s": 1.0, "labeled": 300}}
