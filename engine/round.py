@@ -10,6 +10,7 @@ pool cache: once it is current, a round opens no image file.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from engine.models import build_model, load_pretrained
 from engine.pool_cache import PoolCache, build_pool_cache, load_pool_cache, pick_image_size
 from engine.score import score_pool
 from engine.select import STRATEGIES, strategy_scores
-from engine.train import Cancelled, Progress, StepsSeen, evaluate, train
+from engine.train import Cancelled, Progress, StepsSeen, TrainConfig, evaluate, plan, train
 from storage.items import inside_root
 
 OnProgress = Callable[[float, str], None]
@@ -127,13 +128,13 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
 
     started = time.perf_counter()
     model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
-    warm = settings.warm_start and model_name is None
-    _warm_start(model, project, warm)
+    warm = settings.warm_start and model_name is None and _warm_start(model, project)
     ids = sorted(labels)
     images = np.asarray(pool.images[pool.positions(ids)])
     targets = np.array([labels[i] for i in ids], dtype=np.int64)
     steps = StepsSeen(_train_progress(report.span("train", "training")))
-    train(model, images, targets, stage.train, pool.normalization, on_progress=steps, should_stop=should_stop)
+    config = warm_config(stage.train, len(ids)) if warm else stage.train
+    train(model, images, targets, config, pool.normalization, on_progress=steps, should_stop=should_stop)
     val_acc = _validation_accuracy(project, model, pool)
     train_s = time.perf_counter() - started
     if model_name is None:
@@ -271,13 +272,28 @@ def _validation_accuracy(project: storage.Project, model: nn.Module, pool: Proje
     return evaluate(model, images, np.array([labels[i] for i in ids], dtype=np.int64), pool.normalization, tta=True)
 
 
-def _warm_start(model: nn.Module, project: storage.Project, enabled: bool) -> None:
+def _warm_start(model: nn.Module, project: storage.Project) -> bool:
+    """Load the last round's proxy weights into `model`; False (train from scratch) if there are none that fit."""
     path = project.models_dir / WARM_START_FILE
-    if enabled and path.is_file():
-        try:
-            load_pretrained(model, path)
-        except ValueError:
-            pass   # the architecture changed since the last round: train from scratch
+    if not path.is_file():
+        return False
+    try:
+        load_pretrained(model, path)
+    except ValueError:
+        return False   # the architecture or the classes changed since the last round
+    return True
+
+
+def warm_config(config: TrainConfig, n: int) -> TrainConfig:
+    """A warm-started proxy's training: half the planned steps, the same time cap.
+
+    On CIFAR-10 a round-2 proxy (2,000 labels) from round 1's weights reached
+    the accuracy of one trained from scratch in half the steps
+    (docs/training.md). A fixed step count is left as it is.
+    """
+    if config.steps:
+        return config
+    return dataclasses.replace(config, steps=max(1, plan(n, config)[1] // 2))
 
 
 def _save_last(model: nn.Module, project: storage.Project) -> None:

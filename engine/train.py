@@ -9,8 +9,8 @@ Training length is counted in optimizer steps, not epochs: 100 labels and
 5,000 labels both need a few hundred steps to converge, and an epoch of 100
 labels is one step. `plan` picks the batch (small sets train with small
 batches) and the steps (passes over the set, between a floor and a cap); a
-wall-clock cap (`max_seconds`) shortens the plan once the first steps are
-timed. A run that diverges, collapses to one class or learned nothing raises
+wall-clock cap (`max_seconds`) fits the plan to the time left, first after a
+few timed steps, then at each progress report. A run that diverges, collapses to one class or learned nothing raises
 `TrainingFailed` with a reason a person can read.
 """
 from __future__ import annotations
@@ -36,7 +36,8 @@ STOP_CHECK_S = 0.1      # seconds between should_stop() calls: it may query a da
 MIN_BATCH = 16          # sets at least this large never train on smaller batches
 BATCHES_PER_PASS = 8    # below batch_size, a set is cut into about this many batches per pass
 BASE_BATCH = 128        # config.lr is the peak for this batch size; other sizes scale linearly
-TIMED_STEPS = (2, 7)    # steps [2, 7) are timed to fit max_seconds (step 1 pays one-off costs)
+TIMED_FROM = 2          # timing for max_seconds starts at step 2 (step 1 pays one-off costs) ...
+FIRST_FIT = 7           # ... and the plan is first fitted to the cap before step 7, then at each report
 MIN_CAPPED_STEPS = 50   # a time cap never cuts a plan below this many steps
 CHECK_SAMPLE = 512      # training images predicted after training to detect a collapse
 
@@ -157,7 +158,8 @@ def train(
         if step > schedule.total:
             break
         stopper.check()
-        clock.tick(step, schedule, config.max_seconds)
+        if config.max_seconds is not None and (step in (TIMED_FROM, FIRST_FIT) or step % config.report_every == 1):
+            clock.fit(step, schedule, config.max_seconds)
         x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
         loss_sum += _step(model, x, targets[idx], optimizer, config)
         scheduler.step()
@@ -331,8 +333,8 @@ def _optimizer(model: nn.Module, config: TrainConfig, batch: int) -> torch.optim
 class _Schedule:
     """Learning-rate multiplier per step: linear warm-up, then linear (onecycle) or cosine decay.
 
-    `total` may shrink once after the first steps are timed (see _Clock);
-    the multiplier follows the new length from then on.
+    Under a time cap `total` is refitted as steps are timed (see _Clock);
+    the multiplier follows the current length.
     """
 
     def __init__(self, total: int, config: TrainConfig):
@@ -349,7 +351,12 @@ class _Schedule:
 
 
 class _Clock:
-    """Times steps TIMED_STEPS and, under a time cap, shortens the schedule to fit it."""
+    """Times the steps from TIMED_FROM on and fits the schedule's length to a time cap.
+
+    Each fit uses every step timed so far, so a slow start (allocator
+    warm-up, a busy machine) is outweighed as the run goes on; the length
+    never exceeds the plan nor drops below MIN_CAPPED_STEPS.
+    """
 
     def __init__(self, device: torch.device):
         self.device, self.started, self.timed_from = device, time.perf_counter(), None
@@ -357,19 +364,20 @@ class _Clock:
     def seconds(self) -> float:
         return time.perf_counter() - self.started
 
-    def tick(self, step: int, schedule: _Schedule, max_seconds: float | None) -> None:
+    def fit(self, step: int, schedule: _Schedule, max_seconds: float) -> None:
         """Call before step `step` runs."""
-        first, last = TIMED_STEPS
-        if max_seconds is None or step not in (first, last):
-            return
         self._sync()
-        if step == first:
-            self.timed_from = time.perf_counter()
+        now = time.perf_counter()
+        if self.timed_from is None:
+            if step >= TIMED_FROM:
+                self.timed_from, self.planned = (now, step), schedule.total
             return
-        per_step = (time.perf_counter() - self.timed_from) / (last - first)
-        affordable = (step - 1) + int(max(0.0, max_seconds - self.seconds()) / max(per_step, 1e-9))
-        floor = min(schedule.total, MIN_CAPPED_STEPS)
-        schedule.total = max(floor, min(schedule.total, affordable))
+        since, first = self.timed_from
+        if step <= first:
+            return
+        per_step = (now - since) / (step - first)
+        affordable = (step - 1) + int(max(0.0, max_seconds - (now - self.started)) / max(per_step, 1e-9))
+        schedule.total = max(min(self.planned, MIN_CAPPED_STEPS), step - 1, min(self.planned, affordable))
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -7,8 +7,10 @@ import shutil
 import pytest
 
 import storage
-from engine.round import WARM_START_FILE, RoundError, load_project_pool, run_initial_round, run_round
-from engine.train import Cancelled
+from engine.config import LEVELS
+from engine.round import (WARM_START_FILE, RoundError, load_project_pool, run_initial_round, run_round,
+                          select_next_batch, warm_config)
+from engine.train import Cancelled, TrainConfig, plan
 from tests.engine.conftest import label_by_folder, label_queue, make_tiny_project
 
 
@@ -98,15 +100,23 @@ def test_every_strategy_runs_a_round(tmp_path, strategy):
     assert len(storage.round_items(project, made.id)) == 4
 
 
-def test_warm_start_reuses_the_last_proxy(tmp_path):
-    project = make_tiny_project(tmp_path, warm_start=True)
+def test_warm_start_reuses_the_last_proxy_with_half_the_planned_steps(tmp_path):
+    project = make_tiny_project(tmp_path, warm_start=True, proxy_steps=0, proxy_training="fast")
     run_initial_round(project)
     label_queue(project)
-    run_round(project)
+    first = select_next_batch(project)
     saved = project.models_dir / WARM_START_FILE
-    assert saved.is_file()
+    assert saved.is_file() and first.train_steps == LEVELS["proxy"]["fast"].min_steps    # from scratch: the plan
     label_queue(project)
-    assert run_round(project).index == 2
+    second = select_next_batch(project)
+    assert second.round.index == 2 and second.train_steps == first.train_steps // 2
+
+
+def test_warm_config_halves_planned_steps_only():
+    planned = TrainConfig(max_seconds=20.0)
+    assert warm_config(planned, 1000).steps == plan(1000, planned)[1] // 2
+    assert warm_config(planned, 1000).max_seconds == 20.0
+    assert warm_config(TrainConfig(steps=30), 1000).steps == 30
 
 
 def test_model_override_selects_with_another_model(labeled_project):
