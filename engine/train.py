@@ -40,6 +40,7 @@ TIMED_FROM = 2          # timing for max_seconds starts at step 2 (step 1 pays o
 FIRST_FIT = 7           # ... and the plan is first fitted to the cap before step 7, then at each report
 MIN_CAPPED_STEPS = 50   # a time cap never cuts a plan below this many steps
 CHECK_SAMPLE = 512      # training images predicted after training to detect a collapse
+BN_SAMPLE = 2048        # training images whose batch statistics become the batch-norm running statistics
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_norm: float = 5.0         # gradient norm clipping; 0 = off. Stops one bad batch from diverging a run
     ema: float = 0.0               # EMA of the weights with this decay per step, returned instead; 0 = off
+    recalibrate_bn: bool = True    # batch-norm running statistics from the final weights (recalibrate_batchnorm)
     check: bool = True             # raise TrainingFailed for a diverged, collapsed or untrained model
     seed: int = 0                  # shuffling and augmentation
     device: str = "auto"           # auto | cpu | cuda | mps
@@ -175,6 +177,8 @@ def train(
             since_report = 0
     if ema is not None:
         ema.copy_to(model)
+    if config.recalibrate_bn:
+        recalibrate_batchnorm(model, data, batch, mean, std, gen)
     model.eval()
     if config.check:
         check_learned(model, data, targets, normalization, gen)
@@ -192,6 +196,36 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.o
         nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
     optimizer.step()
     return loss.detach().float()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: torch.Tensor, batch: int, mean: torch.Tensor, std: torch.Tensor,
+                          gen: torch.Generator) -> None:
+    """Replace every batch-norm layer's running statistics with the average over batches of the final model.
+
+    During training the running statistics trail the weights (momentum 0.1):
+    after a short run or with small batches they describe earlier weights,
+    and the model in eval mode predicts worse than in training. One pass
+    over up to BN_SAMPLE un-augmented training images, in batches of the
+    training size, with a cumulative average fixes that.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers:
+        return
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None                                   # cumulative average of the batches' statistics
+    n = len(data)
+    order = torch.randperm(n, generator=gen, device=gen.device)[:BN_SAMPLE].to(data.device)
+    if len(order) == 1:
+        order = order.repeat(2)
+    model.train()
+    for idx in order.split(_step_sizes(len(order), batch)):
+        with torch.autocast(device_type=data.device.type, dtype=torch.bfloat16, enabled=use_bf16(data.device)):
+            model(to_float(data[idx], mean, std, channels_last=True))
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
 
 
 def use_bf16(device: torch.device) -> bool:

@@ -73,6 +73,33 @@ def test_a_diverged_target_shows_its_reason_and_no_result(open_app, project, dat
     assert not [m for m in at.metric if m.label == "Validation accuracy"]
 
 
+def _finished_target(project, accuracy):
+    """A target job done with `accuracy` on 3 validation images, recorded the way the worker records one."""
+    job = storage.enqueue_job(project, "target")
+    storage.claim_job(project, "test-worker", ["target"])
+    storage.finish_job(project, job.id, {"accuracy": accuracy, "per_class_accuracy": [accuracy, None, None],
+                                         "confusion": [[1, 0, 0], [0, 0, 0], [0, 0, 0]], "n_validation": 3,
+                                         "train_s": 1.0, "n_labels": 4, "model": "resnet20", "steps": 400})
+
+
+def _proxy_round(project, accuracy):
+    free = storage.unlabeled_ids(project)[:1]
+    storage.create_round(project, strategy="random", selector="proxy_tiny", item_ids=free, scores=[0.0],
+                         n_labeled=4, proxy_val_acc=accuracy)
+
+
+@pytest.mark.parametrize("target, proxy, warned", [(0.5, 0.75, True), (0.75, 0.5, False), (0.5, 0.5, False)])
+def test_the_target_is_shown_against_the_proxy(open_app, project, dataset, target, proxy, warned):
+    label_everything_queued(project, dataset[1])
+    _proxy_round(project, proxy)
+    _finished_target(project, target)
+    at = open_app("app/page_target.py")
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Validation accuracy"].value == f"{target:.1%}"
+    assert metrics["Proxy, last round"].value == f"{proxy:.1%}"
+    assert any("less accurate than the proxy" in w.value for w in at.warning) == warned
+
+
 def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dataset, deferred):
     label_everything_queued(project, dataset[1])
     at = open_app("app/page_export.py")
