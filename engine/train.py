@@ -411,7 +411,8 @@ class _Clock:
             return
         per_step = (now - since) / (step - first)
         affordable = (step - 1) + int(max(0.0, max_seconds - (now - self.started)) / max(per_step, 1e-9))
-        schedule.total = max(min(self.planned, MIN_CAPPED_STEPS), step - 1, min(self.planned, affordable))
+        # never below the step about to run: the last step must be the one that reports
+        schedule.total = max(min(self.planned, MIN_CAPPED_STEPS), step, min(self.planned, affordable))
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -127,6 +127,15 @@ def test_time_cap_cuts_the_plan_but_not_below_the_floor(monkeypatch):
     assert reports[0].steps == 500               # the plan, until the timed steps are done
 
 
+def test_time_cap_reached_mid_run_still_ends_with_a_final_report(monkeypatch):
+    monkeypatch.setattr(train_module, "MIN_CAPPED_STEPS", 1)
+    images, labels = separable(n_per_class=8)
+    reports: list[Progress] = []
+    config = TrainConfig(steps=0, min_steps=500, max_seconds=1e-6, device="cpu", report_every=4, check=False)
+    train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM, on_progress=reports.append)
+    assert reports and reports[-1].step == reports[-1].steps and reports[-1].fraction == 1.0
+
+
 def test_time_cap_keeps_the_plan_when_there_is_time():
     images, labels = separable(n_per_class=8)
     reports: list[Progress] = []
