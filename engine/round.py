@@ -26,7 +26,7 @@ from engine.models import build_model, load_pretrained
 from engine.pool_cache import PoolCache, build_pool_cache, load_pool_cache, pick_image_size
 from engine.score import score_pool
 from engine.select import STRATEGIES, strategy_scores
-from engine.train import Cancelled, Progress, StepsSeen, TrainConfig, evaluate, plan, train
+from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan, train
 from storage.items import inside_root
 
 OnProgress = Callable[[float, str], None]
@@ -103,7 +103,10 @@ def run_round(project: storage.Project, on_progress: OnProgress | None = None,
     raises engine.train.Cancelled and writes nothing. Raises RoundError when
     the budget is spent, the previous round still has unlabeled items, fewer
     than two classes have labels, or no candidates are left; TrainingFailed
-    when the proxy diverged or collapsed (nothing is written).
+    when the proxy diverged (nothing is written). A proxy that learned
+    nothing (engine.train.LearnedNothing) does not stop the round: its batch
+    is drawn at random, recorded as strategy "random" with a selector that
+    says why.
     """
     return select_next_batch(project, on_progress, should_stop, model_name=model_name, steps=steps,
                              level=level).round
@@ -114,7 +117,7 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
                       steps: int | None = None, level: str | None = None) -> RoundOutcome:
     """`run_round`, also returning the trained selector model and the pool it scored."""
     settings = storage.load_settings(project)
-    strategy = _strategy(settings.strategy)
+    _strategy(settings.strategy)        # RoundError for an unknown name, before any work
     index = _next_index(project)
     stage = stage_config(settings, "proxy", model_name=model_name, steps=steps, level=level, seed_offset=index)
     storage.reserve_validation(project)
@@ -134,10 +137,17 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     targets = np.array([labels[i] for i in ids], dtype=np.int64)
     steps = StepsSeen(_train_progress(report.span("train", "training")))
     config = warm_config(stage.train, len(ids)) if warm else stage.train
-    train(model, images, targets, config, pool.normalization, on_progress=steps, should_stop=should_stop)
+    strategy_name, selector = settings.strategy, stage.model_name
+    try:
+        train(model, images, targets, config, pool.normalization, on_progress=steps, should_stop=should_stop)
+    except LearnedNothing as exc:
+        # Selection through a proxy that learned nothing is worse than random, and failing the
+        # round would leave no way to add the labels it needs: this batch is drawn at random.
+        strategy_name, selector = "random", f"random: {stage.model_name} learned nothing yet"
+        report.at("train", 1.0, f"{exc}; this batch is drawn at random")
     val_acc = _validation_accuracy(project, model, pool)
     train_s = time.perf_counter() - started
-    if model_name is None:
+    if model_name is None and strategy_name == settings.strategy:
         _save_last(model, project)
     _stop(should_stop)
 
@@ -147,16 +157,16 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     score_s = time.perf_counter() - started
     _stop(should_stop)
 
-    report.at("select", 0.0, f"selecting {size} images ({settings.strategy})")
+    report.at("select", 0.0, f"selecting {size} images ({strategy_name})")
     started = time.perf_counter()
     rng = np.random.default_rng(stage.train.seed)
-    picks = np.asarray(strategy(scores, taken, size, rng=rng), dtype=np.int64)
-    item_scores = strategy_scores(settings.strategy, scores, picks, labeled=taken)
+    picks = np.asarray(STRATEGIES[strategy_name](scores, taken, size, rng=rng), dtype=np.int64)
+    item_scores = strategy_scores(strategy_name, scores, picks, labeled=taken)
     select_s = time.perf_counter() - started
     _stop(should_stop)
 
     written = storage.create_round(
-        project, strategy=settings.strategy, selector=stage.model_name,
+        project, strategy=strategy_name, selector=selector,
         item_ids=pool.item_ids[picks].tolist(), scores=[float(s) for s in item_scores],
         n_labeled=len(labels), train_s=train_s, score_s=score_s, select_s=select_s, proxy_val_acc=val_acc,
     )

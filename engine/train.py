@@ -28,7 +28,7 @@ from torch import nn
 from engine.device import Normalization, best_device, check_images, normalization_tensors, to_float
 from engine.score import predict_logits
 
-__all__ = ["TrainConfig", "Progress", "StepsSeen", "Cancelled", "TrainingFailed", "best_device", "train", "evaluate",
+__all__ = ["TrainConfig", "Progress", "StepsSeen", "Cancelled", "TrainingFailed", "LearnedNothing", "best_device", "train", "evaluate",
            "augment", "plan"]
 
 SCHEDULES = ("onecycle", "cosine")
@@ -101,6 +101,10 @@ class Cancelled(Exception):
 
 class TrainingFailed(RuntimeError):
     """Training ran but produced a model not worth using; the message says why and what to try."""
+
+
+class LearnedNothing(TrainingFailed):
+    """Training stayed finite but the model predicts one class for everything, or no better than the majority."""
 
 
 def plan(n: int, config: TrainConfig) -> tuple[int, int]:
@@ -273,11 +277,11 @@ def check_learned(model: nn.Module, data: torch.Tensor, targets: torch.Tensor, n
     majority = counts.max().item() / n
     accuracy = float((predicted == truth).mean())
     if len(np.unique(predicted)) == 1:
-        raise TrainingFailed(f"training collapsed: the model predicts class {int(predicted[0])} for every "
+        raise LearnedNothing(f"training collapsed: the model predicts class {int(predicted[0])} for every "
                              f"training image ({accuracy:.0%} right on them); retry, or label more images "
                              "of the other classes")
     if accuracy <= majority and accuracy < 0.99:
-        raise TrainingFailed(f"the model learned nothing: {accuracy:.0%} right on its own training images, "
+        raise LearnedNothing(f"the model learned nothing: {accuracy:.0%} right on its own training images, "
                              f"no better than always answering the most common class ({majority:.0%}); "
                              "retry with a more thorough training setting, or check the labels")
 

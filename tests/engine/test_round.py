@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import shutil
 
+import numpy as np
 import pytest
 
 import storage
@@ -117,6 +118,30 @@ def test_warm_config_halves_planned_steps_only():
     assert warm_config(planned, 1000).steps == plan(1000, planned)[1] // 2
     assert warm_config(planned, 1000).max_seconds == 20.0
     assert warm_config(TrainConfig(steps=30), 1000).steps == 30
+
+
+def test_a_proxy_that_learned_nothing_gives_a_random_batch_instead_of_a_dead_end(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "same"
+    for index in range(16):                     # identical grey images, one pixel apart: nothing to learn
+        pixels = np.full((8, 8, 3), 128, np.uint8)
+        pixels[index // 8, index % 8] = 129
+        (folder / ("a" if index % 2 else "b")).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / ("a" if index % 2 else "b") / f"{index:02d}.png")
+    project = storage.create_project(tmp_path / "project", storage.Settings(
+        image_root=str(folder), classes=("a", "b"), budget=12, round_size=4, initial_size=8, proxy="proxy_tiny",
+        image_size=8, device="cpu", proxy_steps=30, warm_start=True))
+    storage.ingest(project)
+    run_initial_round(project)
+    for item_id, _ in storage.round_queue(project, storage.current_round(project).id):
+        storage.set_label(project, item_id, storage.get_item(project, item_id).path.split("/")[0])
+    seen = []
+    made = run_round(project, on_progress=lambda f, m: seen.append(m))
+    assert (made.strategy, made.selector) == ("random", "random: proxy_tiny learned nothing yet")
+    assert len(storage.round_items(project, made.id)) == 4
+    assert any("this batch is drawn at random" in m for m in seen)
+    assert not (project.models_dir / WARM_START_FILE).exists()     # nothing to warm-start from
 
 
 def test_model_override_selects_with_another_model(labeled_project):

@@ -9,8 +9,8 @@ from torch import nn
 import engine.train as train_module
 from engine.config import stage_config
 from engine.models import build_model
-from engine.train import (Cancelled, Progress, TrainConfig, TrainingFailed, augment, best_device, evaluate, plan,
-                          train)
+from engine.train import (Cancelled, LearnedNothing, Progress, TrainConfig, TrainingFailed, augment, best_device,
+                          evaluate, plan, train)
 
 torch.set_num_threads(1)
 
@@ -173,8 +173,9 @@ def test_ema_weights_are_returned_and_still_learn():
 def test_divergence_is_detected_with_the_step():
     images, labels = separable()
     config = TrainConfig(steps=30, lr=1e30, clip_norm=0, device="cpu", report_every=1)
-    with pytest.raises(TrainingFailed, match=r"diverged: the loss became nan at step \d+ of 30"):
+    with pytest.raises(TrainingFailed, match=r"diverged: the loss became nan at step \d+ of 30") as raised:
         train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM)
+    assert not isinstance(raised.value, LearnedNothing)      # a divergence fails rounds too
 
 
 def test_clipping_keeps_a_too_high_learning_rate_finite():
@@ -201,7 +202,7 @@ class Constant(nn.Module):
 def test_collapse_to_one_class_is_detected():
     images, labels = separable()
     config = TrainConfig(steps=5, lr=0.0, device="cpu")
-    with pytest.raises(TrainingFailed, match="collapsed: the model predicts class 0 for every training image"):
+    with pytest.raises(LearnedNothing, match="collapsed: the model predicts class 0 for every training image"):
         train(Constant([5.0, 0.0, 0.0]), images, labels, config, NORM)
 
 
@@ -211,7 +212,7 @@ def test_a_model_no_better_than_the_majority_is_detected():
     # predicts class 1 (green) for red images, class 0 for the rest: below always-the-majority
     model = Constant([0.0, -1.0, -9.0], gain=(0.0, 2.0, 0.0))
     assert len(np.unique(np.asarray(model(torch.from_numpy((images - 128.0) / 64).float()).argmax(1)))) == 2
-    with pytest.raises(TrainingFailed, match="learned nothing"):
+    with pytest.raises(LearnedNothing, match="learned nothing"):
         train(model, images, labels, TrainConfig(steps=5, lr=0.0, device="cpu"), NORM)
     assert red.any()
 
