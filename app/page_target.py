@@ -13,7 +13,7 @@ def train_controls(project: storage.Project) -> None:
     labels = storage.training_labels(project)
     n_classes = len(set(labels.values()))
     how = f"{settings.target_steps} training steps" if settings.target_steps else f"{settings.target_training} training"
-    st.write(f"Target model **{widgets.md(settings.target)}** ({how}) on {len(labels)} labels; evaluated on "
+    st.write(f"Target model **{widgets.md(model_name(settings))}** ({how}) on {len(labels)} labels; evaluated on "
              f"{len(storage.validation_labels(project))} labeled validation images.")
     job = jobs.latest_target(project)
     busy = job is not None and job.state in jobs.ACTIVE
@@ -57,6 +57,17 @@ def results(project: storage.Project, result: dict) -> None:
         st.caption("Confusion matrix (rows: label given, columns: prediction)")
         matrix = result.get("confusion") or []
         st.dataframe(pd.DataFrame(matrix, index=classes[:len(matrix)], columns=classes[:len(matrix)]))
+
+
+def model_name(settings: storage.Settings) -> str:
+    """The target's model name; for `auto`, the model it stands for on this machine."""
+    from engine.config import resolve_model_name
+
+    try:
+        resolved = resolve_model_name(settings.target, "target", settings.device)
+    except ValueError:        # an unknown name or an absent device: the job will say so
+        return settings.target
+    return f"{resolved} (auto)" if settings.target == "auto" else resolved
 
 
 def latest_proxy_accuracy(project: storage.Project) -> tuple[int, float] | None:

@@ -100,6 +100,14 @@ def test_the_target_is_shown_against_the_proxy(open_app, project, dataset, targe
     assert any("less accurate than the proxy" in w.value for w in at.warning) == warned
 
 
+def test_an_auto_target_is_named_by_the_model_it_stands_for(open_app, project, tmp_path):
+    import dataclasses
+
+    storage.save_settings(project, dataclasses.replace(storage.load_settings(project), target="auto"))
+    at = open_app("app/page_target.py")
+    assert r"Target model **resnet20 \(auto\)** (30 training steps)" in at.markdown[0].value
+
+
 def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dataset, deferred):
     label_everything_queued(project, dataset[1])
     at = open_app("app/page_export.py")
