@@ -136,8 +136,10 @@ def train(
     Runs on `best_device(config.device)`; the returned model stays there, in
     eval mode. `should_stop` is polled between steps (at most every 0.1 s)
     and makes this raise Cancelled; `on_progress` gets a Progress every
-    `config.report_every` steps and at the last. Raises TrainingFailed when
-    the loss stops being finite, or (with `config.check`) when the trained
+    `config.report_every` steps and at the last. After the last step the
+    batch-norm statistics are recomputed for the final weights
+    (`recalibrate_batchnorm`). Raises TrainingFailed when the loss stops
+    being finite, and (with `config.check`) LearnedNothing when the trained
     model predicts one class for every training image or does no better on
     them than always answering the most common class.
     """
@@ -397,7 +399,9 @@ class _Clock:
     """
 
     def __init__(self, device: torch.device):
-        self.device, self.started, self.timed_from = device, time.perf_counter(), None
+        self.device, self.started = device, time.perf_counter()
+        self.timed_from: tuple[float, int] | None = None   # (clock time, step) when timing began
+        self.planned = 0                                    # the plan's length, before any fit
 
     def seconds(self) -> float:
         return time.perf_counter() - self.started
