@@ -93,12 +93,12 @@ def run_initial_round(project: storage.Project) -> storage.Round:
 
 def run_round(project: storage.Project, on_progress: OnProgress | None = None,
               should_stop: ShouldStop | None = None, *, model_name: str | None = None,
-              steps: int | None = None, level: str | None = None) -> storage.Round:
+              steps: int | None = None, level: str | None = None, stage: str = "proxy") -> storage.Round:
     """Train the selector on every training label, score the pool and queue the next batch.
 
-    The selector is the project's proxy at its training level, unless
-    `model_name` / `steps` / `level` override it (the SVP baseline selects
-    with the target). `on_progress(fraction 0..1, message)` follows decode,
+    The selector is the project's proxy at its training level; `stage="target"`
+    selects with the target's model and training instead (the SVP baseline),
+    and `model_name` / `steps` / `level` override either. `on_progress(fraction 0..1, message)` follows decode,
     training steps, scoring and selection; `should_stop()` returning True
     raises engine.train.Cancelled and writes nothing. Raises RoundError when
     the budget is spent, the previous round still has unlabeled items, fewer
@@ -109,17 +109,18 @@ def run_round(project: storage.Project, on_progress: OnProgress | None = None,
     says why.
     """
     return select_next_batch(project, on_progress, should_stop, model_name=model_name, steps=steps,
-                             level=level).round
+                             level=level, stage=stage).round
 
 
 def select_next_batch(project: storage.Project, on_progress: OnProgress | None = None,
                       should_stop: ShouldStop | None = None, *, model_name: str | None = None,
-                      steps: int | None = None, level: str | None = None) -> RoundOutcome:
+                      steps: int | None = None, level: str | None = None, stage: str = "proxy") -> RoundOutcome:
     """`run_round`, also returning the trained selector model and the pool it scored."""
     settings = storage.load_settings(project)
     _strategy(settings.strategy)        # RoundError for an unknown name, before any work
     index = _next_index(project)
-    stage = stage_config(settings, "proxy", model_name=model_name, steps=steps, level=level, seed_offset=index)
+    own_proxy = stage == "proxy" and model_name is None      # the project's proxy: warm start and keep it
+    stage = stage_config(settings, stage, model_name=model_name, steps=steps, level=level, seed_offset=index)
     storage.reserve_validation(project)
     size = _batch_size(project, settings)
     labels = storage.training_labels(project)
@@ -131,7 +132,7 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
 
     started = time.perf_counter()
     model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
-    warm = settings.warm_start and model_name is None and _warm_start(model, project)
+    warm = settings.warm_start and own_proxy and _warm_start(model, project)
     ids = sorted(labels)
     images = np.asarray(pool.images[pool.positions(ids)])
     targets = np.array([labels[i] for i in ids], dtype=np.int64)
@@ -147,7 +148,7 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
         report.at("train", 1.0, f"{exc}; this batch is drawn at random")
     val_acc = _validation_accuracy(project, model, pool)
     train_s = time.perf_counter() - started
-    if model_name is None and strategy_name == settings.strategy:
+    if own_proxy and strategy_name == settings.strategy:
         _save_last(model, project)
     _stop(should_stop)
 

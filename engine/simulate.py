@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import storage
-from engine.config import TRAINING_LEVELS, check_model_name, resolve_model_name
+from engine.config import TRAINING_LEVELS, check_model_name
 from engine.pool_cache import decode_image, pick_image_size
 from engine.round import run_initial_round, select_next_batch
 from engine.select import STRATEGIES
@@ -86,19 +86,15 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
         oracle = _oracle(project, classes)
         size = storage.load_settings(project).image_size
         test_images, test_labels = load_test_set(config.data / "test", classes, size)
-        by_target = config.selector == "target"
-        selector = dict(model_name=config.target if by_target else config.proxy,
-                        steps=config.target_steps if by_target else config.proxy_steps,
-                        level=config.target_training if by_target else config.proxy_training)
-        if by_target:   # the target stage's `auto` model, not the proxy stage's
-            selector["model_name"] = resolve_model_name(config.target, "target", config.device)
+        # the target as selector trains as the target does: its model, level and steps
+        selector_stage = "target" if config.selector == "target" else "proxy"
 
         first = run_initial_round(project)
         rows = [_row(first, None)]
         _label_queue(project, first, oracle)
         while storage.budget_left(project) > 0:
             progress.round(first.index + len(rows))
-            outcome = select_next_batch(project, progress.update, **selector)
+            outcome = select_next_batch(project, progress.update, stage=selector_stage)
             acc = evaluate(outcome.model, test_images, test_labels, outcome.pool.normalization)
             row = _row(outcome.round, acc)
             if config.eval_every_round:

@@ -144,6 +144,17 @@ def test_a_proxy_that_learned_nothing_gives_a_random_batch_instead_of_a_dead_end
     assert not (project.models_dir / WARM_START_FILE).exists()     # nothing to warm-start from
 
 
+def test_the_target_stage_selects_with_the_targets_model_and_training(tmp_path):
+    project = make_tiny_project(tmp_path, proxy="proxy_tiny", proxy_steps=10, target="resnet20", target_steps=40,
+                                warm_start=True)
+    run_initial_round(project)
+    label_queue(project)
+    outcome = select_next_batch(project, stage="target")
+    assert (outcome.round.selector, outcome.train_steps) == ("resnet20", 40)
+    assert outcome.model.config.name == "resnet20"
+    assert not (project.models_dir / WARM_START_FILE).exists()      # the proxy's warm start is not the target's
+
+
 def test_model_override_selects_with_another_model(labeled_project):
     made = run_round(labeled_project, model_name="resnet20", steps=30)
     assert made.selector == "resnet20"
