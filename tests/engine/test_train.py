@@ -117,22 +117,24 @@ def test_plan_honours_fixed_steps_and_bounds():
     assert plan(1000, TrainConfig(batch_size=32)) == (32, 960)
 
 
-def test_time_cap_cuts_the_plan_but_not_below_the_floor(monkeypatch):
-    monkeypatch.setattr(train_module, "MIN_CAPPED_STEPS", 9)
+def _reports_under_an_impossible_cap(monkeypatch, floor: int, report_every: int) -> list[Progress]:
+    """Progress reports of a 500-step plan given a microsecond, with MIN_CAPPED_STEPS set to `floor`."""
+    monkeypatch.setattr(train_module, "MIN_CAPPED_STEPS", floor)
     images, labels = separable(n_per_class=8)
     reports: list[Progress] = []
-    config = TrainConfig(steps=0, min_steps=500, max_seconds=1e-6, device="cpu", report_every=1, check=False)
+    config = TrainConfig(min_steps=500, max_seconds=1e-6, device="cpu", report_every=report_every, check=False)
     train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM, on_progress=reports.append)
+    return reports
+
+
+def test_time_cap_cuts_the_plan_but_not_below_the_floor(monkeypatch):
+    reports = _reports_under_an_impossible_cap(monkeypatch, floor=9, report_every=1)
     assert reports[-1].step == reports[-1].steps == 9
     assert reports[0].steps == 500               # the plan, until the timed steps are done
 
 
 def test_time_cap_reached_mid_run_still_ends_with_a_final_report(monkeypatch):
-    monkeypatch.setattr(train_module, "MIN_CAPPED_STEPS", 1)
-    images, labels = separable(n_per_class=8)
-    reports: list[Progress] = []
-    config = TrainConfig(steps=0, min_steps=500, max_seconds=1e-6, device="cpu", report_every=4, check=False)
-    train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM, on_progress=reports.append)
+    reports = _reports_under_an_impossible_cap(monkeypatch, floor=1, report_every=4)
     assert reports and reports[-1].step == reports[-1].steps and reports[-1].fraction == 1.0
 
 
