@@ -10,6 +10,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from storage.project import TRAINING_LEVELS
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its three subcommands."""
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     round_bench.add_argument("--round-size", type=int, default=1000, help="images the timed round selects")
     round_bench.add_argument("--strategy", default="least_confidence", help="selection strategy")
     round_bench.add_argument("--proxy", default=None, help="proxy model (default: the settings default)")
-    round_bench.add_argument("--proxy-training", choices=("fast", "balanced", "thorough"), default=None,
+    round_bench.add_argument("--proxy-training", choices=TRAINING_LEVELS, default=None,
                              help="proxy training level (default: the settings default)")
     round_bench.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     bench.set_defaults(run="engine.bench_round:main_all")
@@ -62,9 +64,9 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selector", choices=("proxy", "target"),
                         help="model that selects each batch; target = the SVP baseline", **optional)
     parser.add_argument("--seed", type=int, **optional)
-    parser.add_argument("--proxy-training", choices=("fast", "balanced", "thorough"),
+    parser.add_argument("--proxy-training", choices=TRAINING_LEVELS,
                         help="how long each proxy run trains (default balanced)", **optional)
-    parser.add_argument("--target-training", choices=("fast", "balanced", "thorough"),
+    parser.add_argument("--target-training", choices=TRAINING_LEVELS,
                         help="how long the target trains (default balanced)", **optional)
     parser.add_argument("--proxy-steps", type=int, help="fixed optimizer steps per proxy run (0 = planned)", **optional)
     parser.add_argument("--target-steps", type=int, help="fixed optimizer steps of the target (0 = planned)",
