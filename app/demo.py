@@ -125,6 +125,6 @@ def oracle_label(project: storage.Project, item_ids: list[int], assets: Path | N
     for item_id in item_ids:
         name = truth.get(storage.get_item(project, item_id).path)
         if name in classes:
-            storage.set_label(project, item_id, name, annotator=ORACLE)
+            storage.set_label(project, item_id, name, annotator=ORACLE, source="oracle")
             done += 1
     return done

@@ -19,7 +19,7 @@ def summary(project: storage.Project) -> int:
 
 def label_downloads(project: storage.Project, name: str, empty: bool) -> None:
     st.subheader("Labels")
-    st.caption("Columns: path (relative to the image folder), class, annotator, labeled_at (UTC), round.")
+    st.caption("Columns: path (relative to the image folder), class, annotator, labeled_at (UTC), round, source (typed, accepted guess, bulk grid label, oracle).")
     csv, jsonl, folder = st.columns(3)
     csv.download_button("Labels as CSV", lambda: exports.labels_csv(project), f"{name}_labels.csv",
                         "text/csv", key="dl-csv", disabled=empty, icon=":material/table:")

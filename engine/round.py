@@ -166,10 +166,14 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     select_s = time.perf_counter() - started
     _stop(should_stop)
 
+    learned = strategy_name == settings.strategy        # a model that learned nothing guesses nothing
+    probs = scores.probs[picks]
     written = storage.create_round(
         project, strategy=strategy_name, selector=selector,
         item_ids=pool.item_ids[picks].tolist(), scores=[float(s) for s in item_scores],
         n_labeled=len(labels), train_s=train_s, score_s=score_s, select_s=select_s, proxy_val_acc=val_acc,
+        guesses=probs.argmax(axis=1).tolist() if learned else None,
+        confidences=probs.max(axis=1).tolist() if learned else None,
     )
     report.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
     return RoundOutcome(round=written, model=model, pool=pool, train_steps=steps.last)

@@ -29,6 +29,7 @@ from storage.jobs import (
     cancel_job,
     claim_job,
     enqueue_job,
+    enqueue_unless_active,
     fail_job,
     finish_job,
     get_job,
@@ -39,6 +40,7 @@ from storage.jobs import (
 )
 from storage.labels import (
     SKIP,
+    SOURCES,
     LabelEvent,
     clear_label,
     current_label,
@@ -47,6 +49,7 @@ from storage.labels import (
     label_history,
     labeled_ids,
     set_label,
+    set_labels,
     skipped_ids,
     training_labels,
     undo_label,
@@ -77,6 +80,7 @@ from storage.rounds import (
     list_rounds,
     queued_ids,
     round_complete,
+    round_guesses,
     round_items,
     round_queue,
 )

@@ -5,7 +5,8 @@ items included) and is written to a temporary file in the destination's
 folder, then renamed into place, so a reader never sees half a file.
 Columns / keys: path (relative to the image root), class, annotator,
 labeled_at (ISO 8601 UTC), round (round index, empty / null when the label
-came from no round).
+came from no round), source (how the label was given: storage.SOURCES; empty
+for labels made before the schema recorded it).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import IO
 from storage.items import inside_root
 from storage.project import Project, read_settings, opened
 
-COLUMNS = ("path", "class", "annotator", "labeled_at", "round")
+COLUMNS = ("path", "class", "annotator", "labeled_at", "round", "source")
 _FORBIDDEN = set('/\\:*?"<>|')
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 MAX_NAME_BYTES = 200
@@ -53,12 +54,12 @@ def _label_rows(project: Project) -> tuple[Path, list[dict]]:
     with opened(project) as db:
         root = Path(read_settings(db).image_root).resolve()
         rows = db.execute(
-            "SELECT i.id, i.path, c.name, l.annotator, l.created_at, r.idx FROM current_labels l "
+            "SELECT i.id, i.path, c.name, l.annotator, l.created_at, r.idx, l.source FROM current_labels l "
             "JOIN items i ON i.id = l.item_id JOIN classes c ON c.id = l.class_id "
             "LEFT JOIN rounds r ON r.id = l.round_id "
             "WHERE l.kind = 'label' AND c.position IS NOT NULL AND i.status = 'ok' ORDER BY i.id"
         ).fetchall()
-    keys = ("item_id", "path", "class", "annotator", "created_at", "round")
+    keys = ("item_id", "path", "class", "annotator", "created_at", "round", "source")
     return root, [dict(zip(keys, row)) for row in rows]
 
 
@@ -74,6 +75,7 @@ def _public(row: dict) -> dict:
         "annotator": row["annotator"],
         "labeled_at": _iso(row["created_at"]),
         "round": row["round"],
+        "source": row["source"],
     }
 
 

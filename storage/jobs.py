@@ -72,6 +72,22 @@ def enqueue_job(project: Project, kind: str, params: dict | None = None) -> Job:
         return _fetch(db, cursor.lastrowid)
 
 
+def enqueue_unless_active(project: Project, kind: str, params: dict | None = None) -> tuple[Job, bool]:
+    """Queue a job of `kind` unless one is queued or running, in one `BEGIN IMMEDIATE` transaction,
+    so two tabs or processes finishing the same batch queue one job. Returns (job, newly queued)."""
+    encoded = json.dumps(params or {})
+    with writing(project) as db:
+        row = db.execute(_JOB_SQL + "WHERE state IN ('queued', 'running') AND kind = ? ORDER BY id LIMIT 1",
+                         (kind,)).fetchone()
+        if row is not None:
+            return _job(row), False
+        cursor = db.execute(
+            "INSERT INTO jobs (kind, params, state, created_at) VALUES (?, ?, 'queued', ?)",
+            (kind, encoded, time.time()),
+        )
+        return _fetch(db, cursor.lastrowid), True
+
+
 def claim_job(
     project: Project, worker: str, kinds: Sequence[str] | None = None, stale_after_s: float = 60
 ) -> Job | None:

@@ -33,6 +33,10 @@ SKIP: Final = _Skip.SKIP
 """Pass as the value of `set_label` to skip an item; returned by `current_label`."""
 
 
+SOURCES: Final = ("typed", "accepted", "bulk", "oracle")
+"""How a label was given: a class key or button, the proxy's guess accepted, a grid selection, the demo oracle."""
+
+
 @dataclass(frozen=True)
 class LabelEvent:
     """One row of an item's history. `class_name` is None for a skip or a clear
@@ -45,17 +49,18 @@ class LabelEvent:
     created_at: float
     round_id: int | None
     kind: str = "label"
+    source: str | None = None
 
 
 _EVENT_SQL = (
-    "SELECT l.item_id, c.name, l.kind, l.annotator, l.created_at, l.round_id "
+    "SELECT l.item_id, c.name, l.kind, l.annotator, l.created_at, l.round_id, l.source "
     "FROM labels l LEFT JOIN classes c ON c.id = l.class_id "
 )
 
 
 def _event(row: tuple) -> LabelEvent:
-    item_id, name, kind, annotator, created_at, round_id = row
-    return LabelEvent(item_id, name, kind == "skip", annotator, created_at, round_id, kind)
+    item_id, name, kind, annotator, created_at, round_id, source = row
+    return LabelEvent(item_id, name, kind == "skip", annotator, created_at, round_id, kind, source)
 
 
 def set_label(
@@ -64,18 +69,37 @@ def set_label(
     value: str | _Skip,
     annotator: str = "user",
     round_id: int | None = None,
+    source: str | None = None,
 ) -> LabelEvent:
     """Label `item_id` with a class NAME, or skip it with SKIP; committed before return.
 
-    round_id defaults to the round that queued the item, if any. Raises
-    SettingsError for an unknown class name, StorageError for an unknown or
-    unusable item or an unknown round.
+    round_id defaults to the round that queued the item, if any; `source`
+    says how the label was given (one of SOURCES). Raises SettingsError for an
+    unknown class name or source, StorageError for an unknown or unusable item
+    or an unknown round.
     """
+    return set_labels(project, [item_id], value, annotator, round_id, source)[0]
+
+
+def set_labels(
+    project: Project,
+    item_ids: list[int],
+    value: str | _Skip,
+    annotator: str = "user",
+    round_id: int | None = None,
+    source: str | None = None,
+) -> list[LabelEvent]:
+    """`set_label` for several items in one transaction: all are committed, or none (a grid's bulk label)."""
+    _check_source(source)
     with writing(project) as db:
-        _check_item(db, item_id)
         class_id = None if value is SKIP else _class_id(db, value)
         kind = "skip" if value is SKIP else "label"
-        return _append(db, item_id, kind, class_id, annotator, _round_for(db, item_id, round_id))
+        events = []
+        for item_id in item_ids:
+            _check_item(db, item_id)
+            round_for = _round_for(db, item_id, round_id)
+            events.append(_append(db, item_id, kind, class_id, annotator, round_for, source=source))
+        return events
 
 
 def clear_label(project: Project, item_id: int, annotator: str = "user") -> LabelEvent:
@@ -94,31 +118,36 @@ def undo_label(project: Project, item_id: int, annotator: str = "user") -> Label
         if not stack:
             return None
         undone = stack.pop()
-        kind, class_id, round_id = stack[-1][1:] if stack else ("clear", None, undone[3])
-        return _append(db, item_id, kind, class_id, annotator, round_id, undoes=undone[0])
+        kind, class_id, round_id, source = stack[-1][1:] if stack else ("clear", None, undone[3], None)
+        return _append(db, item_id, kind, class_id, annotator, round_id, undoes=undone[0], source=source)
 
 
 def _action_stack(db: sqlite_utils.Database, item_id: int) -> list[tuple]:
     stack: list[tuple] = []
     rows = db.execute(
-        "SELECT id, kind, class_id, round_id, undoes FROM labels WHERE item_id = ? ORDER BY id",
+        "SELECT id, kind, class_id, round_id, undoes, source FROM labels WHERE item_id = ? ORDER BY id",
         (item_id,),
     )
-    for label_id, kind, class_id, round_id, undoes in rows:
+    for label_id, kind, class_id, round_id, undoes, source in rows:
         if undoes is None:
-            stack.append((label_id, kind, class_id, round_id))
+            stack.append((label_id, kind, class_id, round_id, source))
         elif stack:
             stack.pop()
     return stack
 
 
-def _append(db, item_id, kind, class_id, annotator, round_id, undoes=None) -> LabelEvent:
+def _append(db, item_id, kind, class_id, annotator, round_id, undoes=None, source=None) -> LabelEvent:
     cursor = db.execute(
-        "INSERT INTO labels (item_id, class_id, kind, annotator, created_at, round_id, undoes) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (item_id, class_id, kind, str(annotator), time.time(), round_id, undoes),
+        "INSERT INTO labels (item_id, class_id, kind, annotator, created_at, round_id, undoes, source) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (item_id, class_id, kind, str(annotator), time.time(), round_id, undoes, source),
     )
     return _event(db.execute(_EVENT_SQL + "WHERE l.id = ?", (cursor.lastrowid,)).fetchone())
+
+
+def _check_source(source: str | None) -> None:
+    if source is not None and source not in SOURCES:
+        raise SettingsError(f"unknown label source {source!r}; use one of {', '.join(SOURCES)}")
 
 
 def _check_item(db: sqlite_utils.Database, item_id: int) -> None:

@@ -51,11 +51,15 @@ def create_round(
     score_s: float | None = None,
     select_s: float | None = None,
     proxy_val_acc: float | None = None,
+    guesses: Sequence[int] | None = None,
+    confidences: Sequence[float] | None = None,
 ) -> Round:
     """Create the next round with its queue, in one transaction.
 
     item_ids are in rank order (most informative first), scores[i] belongs
-    to item_ids[i]. Raises StorageError, writing nothing, if lengths differ,
+    to item_ids[i]; guesses[i] (a class position) and confidences[i] are the
+    selector's prediction for it, shown to the annotator (None: no guesses).
+    Raises StorageError, writing nothing, if lengths differ,
     an id repeats, an item is unusable, reserved for validation or already
     queued, or the batch exceeds the budget left.
     """
@@ -65,6 +69,7 @@ def create_round(
         raise StorageError(f"{len(item_ids)} items but {len(scores)} scores; give one score per item")
     if len(set(item_ids)) != len(item_ids):
         raise StorageError("a round cannot list the same item twice")
+    guessed = _guesses(guesses, confidences, len(item_ids))
     with writing(project) as db:
         _check_queueable(db, item_ids)
         left = _budget_left(db)
@@ -77,11 +82,23 @@ def create_round(
             (index, strategy, selector, time.time(), train_s, score_s, select_s, proxy_val_acc, int(n_labeled)),
         )
         round_id = cursor.lastrowid
+        class_ids = dict(db.execute("SELECT position, id FROM classes WHERE position IS NOT NULL").fetchall())
+        rows = [(round_id, rank, item_id, score, class_ids.get(guess), confidence)
+                for rank, (item_id, score, (guess, confidence)) in enumerate(zip(item_ids, scores, guessed))]
         db.conn.executemany(
-            "INSERT INTO queue (round_id, rank, item_id, score) VALUES (?, ?, ?, ?)",
-            [(round_id, rank, item_id, score) for rank, (item_id, score) in enumerate(zip(item_ids, scores))],
+            "INSERT INTO queue (round_id, rank, item_id, score, guess_class_id, guess_confidence) "
+            "VALUES (?, ?, ?, ?, ?, ?)", rows,
         )
         return _round(db.execute(_ROUND_SQL + "WHERE id = ?", (round_id,)).fetchone())
+
+
+def _guesses(guesses, confidences, n: int) -> list[tuple[int | None, float | None]]:
+    if guesses is None:
+        return [(None, None)] * n
+    confidences = [None] * n if confidences is None else [_score(c) for c in confidences]
+    if len(guesses) != n or len(confidences) != n:
+        raise StorageError(f"{n} items but {len(guesses)} guesses and {len(confidences)} confidences")
+    return [(int(g), c) for g, c in zip(guesses, confidences)]
 
 
 def _score(value: float) -> float | None:
@@ -151,6 +168,16 @@ def round_items(project: Project, round_id: int) -> list[tuple[int, float]]:
     """(item id, score) of every item of the round, in rank order."""
     with opened(project) as db:
         return db.execute(_QUEUE_SQL + "ORDER BY q.rank", (round_id,)).fetchall()
+
+
+def round_guesses(project: Project, round_id: int) -> dict[int, tuple[str, float | None]]:
+    """item id -> (guessed class name, confidence) for the round's items the selector guessed,
+    skipping guesses whose class was removed since."""
+    with opened(project) as db:
+        rows = db.execute(
+            "SELECT q.item_id, c.name, q.guess_confidence FROM queue q JOIN classes c ON c.id = q.guess_class_id "
+            "WHERE q.round_id = ? AND c.position IS NOT NULL", (round_id,))
+        return {item_id: (name, confidence) for item_id, name, confidence in rows}
 
 
 def round_complete(project: Project, round_id: int) -> bool:

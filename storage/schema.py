@@ -97,7 +97,16 @@ _V1 = (
     "CREATE INDEX jobs_state ON jobs(state, id)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# The proxy's guess for each queued item (shown to the annotator, who may accept it), and how
+# each label was given: 'typed' (a class key or button), 'accepted' (the guess), 'bulk' (a grid
+# selection), 'oracle' (the demo's ground truth); NULL for labels from before version 2.
+_V2 = (
+    "ALTER TABLE queue ADD COLUMN guess_class_id INTEGER REFERENCES classes(id)",
+    "ALTER TABLE queue ADD COLUMN guess_confidence REAL",
+    "ALTER TABLE labels ADD COLUMN source TEXT",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """MIGRATIONS[i] brings the schema from version i to version i + 1."""
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -48,6 +48,10 @@ def test_round_end_to_end(labeled_project):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("step 30/30" in m for _, m in seen)
     assert storage.budget_left(labeled_project) == 4
+    guesses = storage.round_guesses(labeled_project, made.id)     # the proxy's guess for each queued image
+    assert set(guesses) == {i for i, _ in queue}
+    classes = storage.load_settings(labeled_project).classes
+    assert all(name in classes and 1 / len(classes) <= conf <= 1 for name, conf in guesses.values())
 
 
 def test_rounds_continue_until_the_budget_is_spent(labeled_project):
@@ -141,6 +145,7 @@ def test_a_proxy_that_learned_nothing_gives_a_random_batch_instead_of_a_dead_end
     assert (made.strategy, made.selector) == ("random", "random: proxy_tiny learned nothing yet")
     assert len(storage.round_items(project, made.id)) == 4
     assert any("this batch is drawn at random" in m for m in seen)
+    assert storage.round_guesses(project, made.id) == {}           # no guesses from a model that learned nothing
     assert not (project.models_dir / WARM_START_FILE).exists()     # nothing to warm-start from
 
 

@@ -39,7 +39,7 @@ def test_csv(labeled, tmp_path):
     assert [(r["path"], r["class"], r["annotator"], r["round"]) for r in rows] == [
         ("img_0000.png", "cat", "ana", "0"), ("img_0001.png", "dog", "user", "0"), ("img_0003.png", "cat", "user", "")]
     assert all(ISO.match(r["labeled_at"]) for r in rows)
-    assert list(rows[0]) == ["path", "class", "annotator", "labeled_at", "round"]
+    assert list(rows[0]) == ["path", "class", "annotator", "labeled_at", "round", "source"]
 
 
 def test_jsonl(labeled, tmp_path):

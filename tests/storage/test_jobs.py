@@ -108,3 +108,31 @@ def test_concurrent_claims_hand_each_job_to_one_worker(project):
         thread.join()
     every = sorted(i for ids in claimed.values() for i in ids)
     assert every == jobs
+
+
+def test_enqueue_unless_active_queues_one_job_for_concurrent_callers(project):
+    start = threading.Barrier(4)
+    results: list[tuple[int, bool]] = []
+
+    def caller() -> None:
+        start.wait()
+        job, created = storage.enqueue_unless_active(project, "round", {"model": "x"})
+        results.append((job.id, created))
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert [j.params for j in storage.active_jobs(project, "round")] == [{"model": "x"}]
+    other, created = storage.enqueue_unless_active(project, "target")   # another kind is independent
+    assert created and other.kind == "target"
+
+
+def test_enqueue_unless_active_queues_again_after_the_job_ends(project):
+    first, _ = storage.enqueue_unless_active(project, "round")
+    storage.cancel_job(project, first.id)
+    second, created = storage.enqueue_unless_active(project, "round")
+    assert created and second.id != first.id

@@ -172,3 +172,25 @@ def test_reserve_validation_fails_when_too_few_free_items(project):
     with pytest.raises(storage.StorageError, match="only 9 images are free"):
         storage.reserve_validation(project)
     assert storage.validation_ids(project) == []
+
+
+def test_source_is_recorded_and_restored_by_undo(project):
+    storage.set_label(project, 1, "cat", source="typed")
+    storage.set_label(project, 1, "dog", source="accepted")
+    assert [e.source for e in storage.label_history(project, 1)] == ["typed", "accepted"]
+    storage.undo_label(project, 1)
+    assert storage.label_history(project, 1)[-1].source == "typed"
+    with pytest.raises(storage.SettingsError, match="source"):
+        storage.set_label(project, 1, "cat", source="guessed")
+    assert storage.current_label(project, 1) == "cat"
+
+
+def test_set_labels_commits_all_or_nothing(project):
+    events = storage.set_labels(project, [1, 2, 3], "bird", annotator="ana", source="bulk")
+    assert [(e.item_id, e.class_name, e.annotator, e.source) for e in events] == [
+        (1, "bird", "ana", "bulk"), (2, "bird", "ana", "bulk"), (3, "bird", "ana", "bulk")]
+    with pytest.raises(storage.StorageError):
+        storage.set_labels(project, [4, 999], "cat")           # 999 is unknown: item 4 is not labeled either
+    assert storage.current_label(project, 4) is None
+    storage.set_labels(project, [1, 2], SKIP)
+    assert storage.skipped_ids(project)[:2] == [1, 2]

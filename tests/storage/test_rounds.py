@@ -90,3 +90,19 @@ def test_items_cannot_be_queued_twice_or_from_validation(project):
 def test_non_finite_scores_are_stored_as_none(project):
     made = _round(project, [1, 2], scores=[math.nan, 2.0])
     assert storage.round_items(project, made.id) == [(1, None), (2, 2.0)]
+
+
+def test_guesses_are_stored_by_class_and_survive_a_rename(project):
+    made = _round(project, [5, 3, 9], guesses=[1, 0, 2], confidences=[0.9, 0.55, float("nan")])
+    assert storage.round_guesses(project, made.id) == {5: ("dog", 0.9), 3: ("cat", 0.55), 9: ("bird", None)}
+    settings = storage.load_settings(project)
+    storage.save_settings(project, dataclasses.replace(settings, classes=("kitty", "dog")))   # bird removed
+    assert storage.round_guesses(project, made.id) == {5: ("dog", 0.9), 3: ("kitty", 0.55)}
+
+
+def test_rounds_without_guesses_and_mismatched_guesses(project):
+    made = _round(project, [5, 3])
+    assert storage.round_guesses(project, made.id) == {}
+    with pytest.raises(storage.StorageError, match="guesses"):
+        _round(project, [1, 2], guesses=[0])
+    assert storage.queued_ids(project) == [3, 5]
