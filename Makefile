@@ -17,7 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m streamlit run streamlit_app.py --server.address 127.0.0.1 --server.headless true \
+	$(PY) -m streamlit run server.py --server.address 127.0.0.1 --server.headless true \
 		--server.fileWatcherType none --client.toolbarMode minimal --browser.gatherUsageStats false $(ARGS)
 
 test: $(STAMP)

@@ -8,15 +8,12 @@ a server restart never stops a running round.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 
 import storage
 
 ACTIVE = ("queued", "running")
 TARGET_DIR = "target"      # engine.target saves under models_dir / "target"
-# Two tabs of one server finishing the same batch must enqueue one round, not two.
-_enqueue_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -61,15 +58,18 @@ def round_state(project: storage.Project) -> RoundState:
 def advance(project: storage.Project, *, force: bool = False) -> RoundState:
     """Enqueue the next round when the batch is done and auto_next_round is on (or `force`).
 
-    A failed round is not retried automatically: the user sees its reason
-    first and presses Retry (which calls this with force=True).
+    Called when labels are committed (and by Retry / Start buttons), never by
+    drawing a page. Two tabs finishing the same batch queue one job: the
+    enqueue is one storage transaction, and the job names the round it
+    follows, so a tab that had not seen the new round queues nothing the
+    worker would run. A failed round is not retried automatically: the user
+    sees its reason first and presses Retry (force=True).
     """
-    with _enqueue_lock:
-        state = round_state(project)
-        wants = state.kind == "waiting" or (force and state.kind == "failed")
-        if wants and (force or storage.load_settings(project).auto_next_round):
-            job = storage.enqueue_job(project, "round")
-            state = RoundState("running", state.round, job)
+    state = round_state(project)
+    wants = state.kind == "waiting" or (force and state.kind == "failed")
+    if wants and (force or storage.load_settings(project).auto_next_round):
+        job, _ = storage.enqueue_unless_active(project, "round", {"after_round": state.round.index})
+        state = RoundState("running", state.round, job)
     if state.kind == "running":
         start_worker(project)
     return state
@@ -77,9 +77,7 @@ def advance(project: storage.Project, *, force: bool = False) -> RoundState:
 
 def start_target(project: storage.Project) -> storage.Job:
     """Enqueue target training unless one is already queued or running."""
-    with _enqueue_lock:
-        active = storage.active_jobs(project, "target")
-        job = active[0] if active else storage.enqueue_job(project, "target")
+    job, _ = storage.enqueue_unless_active(project, "target")
     start_worker(project)
     return job
 

@@ -1,7 +1,8 @@
-"""What the label page shows and does: worklists, the cursor, and label actions.
+"""What the label page shows and commits: worklists, and the labeling view's events.
 
-Every action commits through `storage` before the page shows it as saved;
-the session keeps only the cursor and the undo stack of this tab.
+The browser view (app/labeler.py, assets/labeler.js) holds the cursor and
+the undo stack of its tab; every label it sends is committed through
+`storage` here before the view shows it as saved.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import streamlit as st
 
 import storage
 
-KEYS = "1234567890"          # class position -> keyboard key (first ten classes); assets/keys.js maps them
+KEYS = "1234567890"          # class position -> keyboard key (first ten classes); assets/labeler.js maps them
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Entry:
     is_validation: bool
     label: str | None          # current class name, None when unlabeled or skipped
     skipped: bool
+    guess: str | None = None   # the selector's predicted class, when it made one
+    confidence: float | None = None
 
     @property
     def done(self) -> bool:
@@ -42,17 +45,21 @@ def item_path(project_root: str, item_id: int) -> str:
     return storage.get_item(storage.Project(Path(project_root)), item_id).path
 
 
-def _entries(project: storage.Project, scored: list[tuple[int, float | None]], validation: bool) -> list[Entry]:
+def _entries(project: storage.Project, scored: list[tuple[int, float | None]], validation: bool,
+             guesses: dict[int, tuple[str, float | None]] | None = None) -> list[Entry]:
     labels = storage.current_labels(project)
     skipped = set(storage.skipped_ids(project))
     root = str(project.root)
-    return [Entry(item_id, item_path(root, item_id), score, validation, labels.get(item_id), item_id in skipped)
+    guesses = guesses or {}
+    return [Entry(item_id, item_path(root, item_id), score, validation, labels.get(item_id), item_id in skipped,
+                  *guesses.get(item_id, (None, None)))
             for item_id, score in scored]
 
 
 def batch_entries(project: storage.Project, round_id: int) -> list[Entry]:
-    """Every item of the round in rank order (most informative first)."""
-    return _entries(project, storage.round_items(project, round_id), validation=False)
+    """Every item of the round in rank order (most informative first), with the selector's guesses."""
+    return _entries(project, storage.round_items(project, round_id), validation=False,
+                    guesses=storage.round_guesses(project, round_id))
 
 
 def validation_entries(project: storage.Project) -> list[Entry]:
@@ -75,110 +82,48 @@ def why_chosen(strategy: str, score: float | None) -> str:
     return captions.get(strategy, lambda s: f"score {s:.2f}")(score)
 
 
-# ---------------------------------------------------------------- cursor
+# ---------------------------------------------------------------- events from the labeling view
 
-def cursor_key(project: storage.Project, source: str) -> str:
-    return f"{project.root}|{source}"
-
-
-def focused(entries: list[Entry], project: storage.Project, source: str) -> int:
-    """Index of the focused entry: the cursor's, unless another tab has labeled it meanwhile
-    (then the next open one); the first open entry when there is no cursor."""
-    item_id, pinned = st.session_state["cursor"].get(cursor_key(project, source), (None, False))
-    ids = [e.item_id for e in entries]
-    if item_id not in ids:
-        return next_open(entries, -1)
-    index = ids.index(item_id)
-    return index if pinned or not entries[index].done else next_open(entries, index)
+ACTIONS = ("label", "skip", "undo")
 
 
-def next_open(entries: list[Entry], after: int) -> int:
-    """Index of the next entry not yet done after `after`, wrapping; `after` itself if none."""
-    n = len(entries)
-    for step in range(1, n + 1):
-        i = (after + step) % n
-        if not entries[i].done:
-            return i
-    return max(after, 0)
+def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> int:
+    """Commit the labeling view's events not committed yet, in order; returns how many.
+
+    `outbox` is the view's state: {"client": id, "events": [{seq, action, items, value, how,
+    annotator}]}, every event it has not seen acknowledged. `acks[client]` remembers the last
+    committed seq and the events refused (with why), so an event sent again is never committed
+    twice. Each event names the items that were on screen when it was given: a label always
+    lands on the image the person saw, whatever happened in other tabs meanwhile.
+    """
+    if not outbox or not outbox.get("client"):
+        return 0
+    ack = acks.setdefault(str(outbox["client"]), {"seq": 0, "errors": []})
+    committed = 0
+    for event in sorted(outbox.get("events") or [], key=lambda e: int(e.get("seq", 0))):
+        seq = int(event.get("seq", 0))
+        if seq <= ack["seq"]:
+            continue
+        try:
+            _apply(project, event)
+            committed += 1
+        except (storage.StorageError, ValueError, TypeError, KeyError) as exc:
+            ack["errors"] = (ack["errors"] + [{"seq": seq, "message": str(exc)}])[-5:]
+        ack["seq"] = seq
+    return committed
 
 
-def set_cursor(project: storage.Project, source: str, item_id: int, *, pinned: bool = False) -> None:
-    """Focus `item_id`; pinned (arrows, undo) keeps it focused even once it is labeled."""
-    st.session_state["cursor"][cursor_key(project, source)] = (item_id, pinned)
-
-
-def keep_cursor(project: storage.Project, source: str, item_id: int) -> None:
-    """Store the item the page shows, so keys act on it; a pin on the same item is kept."""
-    stored = st.session_state["cursor"].get(cursor_key(project, source))
-    if not stored or stored[0] != item_id:
-        set_cursor(project, source, item_id)
-
-
-def worklist(project: storage.Project, source: str) -> list[Entry]:
-    """The entries of `source` ("Batch": the current round; "Validation") as stored now."""
-    if source == "Validation":
-        return validation_entries(project)
-    current = storage.current_round(project)
-    return batch_entries(project, current.id) if current else []
-
-
-# Key callbacks act on the session's cursor, never on ids captured when the buttons were
-# drawn: a key pressed while a rerun is still drawing would otherwise hit the previous image.
-
-def _at_cursor(project: storage.Project, source: str) -> tuple[list[Entry], int]:
-    entries = worklist(project, source)
-    return entries, focused(entries, project, source) if entries else -1
-
-
-def move(project_root: str, source: str, step: int) -> None:
-    """Arrow keys: focus the previous or next image (wrapping)."""
-    project = storage.Project(Path(project_root))
-    entries, index = _at_cursor(project, source)
-    if entries:
-        set_cursor(project, source, entries[(index + step) % len(entries)].item_id, pinned=True)
-
-
-def give(project_root: str, source: str, value: str | object) -> None:
-    """Commit a label (class name) or storage.SKIP for the focused image, then focus the next open one."""
-    project = storage.Project(Path(project_root))
-    entries, index = _at_cursor(project, source)
-    if not entries:
+def _apply(project: storage.Project, event: dict) -> None:
+    action, items = event["action"], [int(i) for i in event["items"]]
+    annotator = str(event.get("annotator") or "").strip()
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    if not annotator:
+        raise ValueError("no annotator name: type your name first")
+    if action == "undo":
+        for item_id in items:
+            storage.undo_label(project, item_id, annotator=annotator)
         return
-    item_id = entries[index].item_id
-    storage.set_label(project, item_id, value)
-    st.session_state["undo_stack"].append(item_id)
-    shown = "skipped" if value is storage.SKIP else str(value)
-    st.session_state["last_saved"] = f"Saved: {item_path(project_root, item_id)} → {shown} ✓"
-    entries = worklist(project, source)
-    set_cursor(project, source, entries[next_open(entries, index)].item_id)
-
-
-def undo(project_root: str, source: str) -> None:
-    """Undo this tab's latest label (or the focused image's) and focus that image."""
-    project = storage.Project(Path(project_root))
-    stack = st.session_state["undo_stack"]
-    if stack:
-        item_id = stack.pop()
-    else:
-        entries, index = _at_cursor(project, source)
-        if not entries:
-            return
-        item_id = entries[index].item_id
-    storage.undo_label(project, item_id)
-    st.session_state["last_saved"] = f"Undone: {item_path(project_root, item_id)}"
-    set_cursor(project, source, item_id, pinned=True)
-
-
-def choose_in_grid(project_root: str, item_id: int, widget_key: str, classes: list[str]) -> None:
-    """A tile's class choice changed: commit it (None clears, -1 skips)."""
-    project = storage.Project(Path(project_root))
-    choice = st.session_state.get(widget_key)
-    if choice is None:
-        storage.clear_label(project, item_id)
-        shown = "cleared"
-    else:
-        value = storage.SKIP if choice < 0 else classes[choice]
-        storage.set_label(project, item_id, value)
-        shown = "skipped" if choice < 0 else classes[choice]
-    st.session_state["undo_stack"].append(item_id)
-    st.session_state["last_saved"] = f"Saved: {item_path(project_root, item_id)} → {shown} ✓"
+    value = storage.SKIP if action == "skip" else str(event["value"])
+    how = event.get("how") if event.get("how") in storage.SOURCES else None
+    storage.set_labels(project, items, value, annotator=annotator, source=how)

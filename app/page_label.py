@@ -1,4 +1,4 @@
-"""Label page: the current batch as a grid or one image at a time from the keyboard."""
+"""Label page: the current batch (or the validation set) in the browser labeling view (app/labeler.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,11 +6,8 @@ from pathlib import Path
 import streamlit as st
 
 import storage
-from app import demo, jobs, labeling, state, thumbs, widgets
+from app import demo, jobs, labeler, labeling, state, widgets
 from app.labeling import Entry
-
-GRID_COLUMNS = 4
-GRID_PAGE = 32
 
 
 # ---------------------------------------------------------------- round panel
@@ -27,7 +24,8 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
     elif rs.kind == "failed":
         widgets.job_failed(rs.job, "Retry the round", lambda: jobs.advance(project, force=True))
     elif rs.kind == "waiting":
-        st.info(f"Batch {rs.round.index} is done. Automatic rounds are off in the settings.")
+        auto = storage.load_settings(project).auto_next_round
+        st.info(f"Batch {rs.round.index} is done." + ("" if auto else " Automatic rounds are off in the settings."))
         st.button("Start the next round", type="primary", on_click=lambda: jobs.advance(project, force=True))
     elif rs.kind == "spent":
         st.success("The labeling budget is spent. Train the target model next.")
@@ -62,105 +60,11 @@ def choose_source(project: storage.Project, rs: jobs.RoundState) -> tuple[str, l
     return "Batch", batch
 
 
-def area_header(project: storage.Project, source: str, entries: list[Entry]) -> None:
-    done = sum(e.done for e in entries)
-    widgets.progress_bars(project, done, len(entries), "This batch" if source == "Batch" else "Validation set")
-    saved = st.session_state.get("last_saved")
-    if saved:
-        st.caption(widgets.md(saved))
-
-
-# ---------------------------------------------------------------- focus mode
-
-def status_line(entry: Entry) -> str:
-    tag = " · :blue-badge[validation]" if entry.is_validation else ""
-    if entry.label is not None:
-        return f":green[✓ saved as **{widgets.md(entry.label)}**]{tag}"
-    if entry.skipped:
-        return f":orange[skipped]{tag}"
-    return f"not labeled yet{tag}"
-
-
-def focus_view(project: storage.Project, source: str, entries: list[Entry], strategy: str, classes: list[str]) -> None:
-    index = labeling.focused(entries, project, source)
-    entry = entries[index]
-    root = str(project.root)
-    labeling.keep_cursor(project, source, entry.item_id)   # the keys act on what is shown
-    picture, controls = st.columns([1, 2], gap="medium")
-    picture.image(thumbs.thumbnail(root, entry.item_id, thumbs.FOCUS_PX))
-    with controls:
-        why = "" if entry.is_validation else f" · {labeling.why_chosen(strategy, entry.score)}"
-        with st.container(key="focus-info"):
-            st.markdown(f"**{widgets.md(entry.path)}** · image {index + 1} of {len(entries)}{why}")
-            st.markdown(status_line(entry))
-        class_buttons(root, source, entry, classes)
-        action_buttons(root, source)
-
-
-def class_buttons(root: str, source: str, entry: Entry, classes: list[str]) -> None:
-    per_row = 4
-    for start in range(0, len(classes), per_row):
-        cols = st.columns(per_row)
-        for offset, name in enumerate(classes[start:start + per_row]):
-            position = start + offset
-            key = labeling.class_key(position)
-            cols[offset].button(
-                f"{widgets.md(name)} `{key}`" if key else widgets.md(name), key=f"class-{position}",
-                type="primary" if entry.label == name else "secondary", width="stretch",
-                on_click=labeling.give, args=(root, source, name),
-            )
-
-
-def action_buttons(root: str, source: str) -> None:
-    prev, skip, undo, nxt = st.columns(4)
-    prev.button("Previous `←`", key="prev", width="stretch", on_click=labeling.move, args=(root, source, -1))
-    skip.button("Skip `S`", key="skip", width="stretch", on_click=labeling.give, args=(root, source, storage.SKIP))
-    undo.button("Undo `U`", key="undo", width="stretch", on_click=labeling.undo, args=(root, source),
-                help="U or Backspace")
-    nxt.button("Next `→`", key="next", width="stretch", on_click=labeling.move, args=(root, source, 1))
-
-
-# ---------------------------------------------------------------- grid mode
-
-def grid_view(project: storage.Project, entries: list[Entry], strategy: str, classes: list[str]) -> None:
-    pages = max(1, -(-len(entries) // GRID_PAGE))
-    page = 0
-    if pages > 1:
-        first_open = next((i for i, e in enumerate(entries) if not e.done), 0)
-        page = st.number_input("Page", 1, pages, first_open // GRID_PAGE + 1, key="grid-page") - 1
-    shown = entries[page * GRID_PAGE:(page + 1) * GRID_PAGE]
-    with st.container(key="grid"):
-        for start in range(0, len(shown), GRID_COLUMNS):
-            cols = st.columns(GRID_COLUMNS, gap="small")
-            for col, entry in zip(cols, shown[start:start + GRID_COLUMNS]):
-                with col:
-                    tile(project, entry, strategy, classes)
-
-
-def tile(project: storage.Project, entry: Entry, strategy: str, classes: list[str]) -> None:
-    root = str(project.root)
-    st.image(thumbs.thumbnail(root, entry.item_id, thumbs.GRID_PX))
-    why = "validation" if entry.is_validation else labeling.why_chosen(strategy, entry.score)
-    st.caption(f"{widgets.md(entry.path)} · {why}  \n{status_line(entry)}")
-    current = -1 if entry.skipped else (classes.index(entry.label) if entry.label in classes else None)
-    key = f"tile-{entry.item_id}-{current}"
-    st.pills(
-        "Class", list(range(len(classes))) + [-1], default=current, key=key, label_visibility="collapsed", wrap=True,
-        format_func=lambda i: "skip" if i < 0 else _pill_label(i, classes[i]),
-        on_change=labeling.choose_in_grid, args=(root, entry.item_id, key, classes),
-    )
-
-
-def _pill_label(position: int, name: str) -> str:
-    key = labeling.class_key(position)
-    return f"{key} {widgets.md(name)}" if key else widgets.md(name)
-
-
 # ---------------------------------------------------------------- page
 
 @st.fragment
 def labeling_area(project_root: str, round_kind: str) -> None:
-    """Reruns alone on each label (fast); reruns the page when the batch becomes complete."""
+    """Reruns alone on each label event (fast); reruns the page when the batch becomes complete."""
     project = storage.Project(Path(project_root))
     rs = jobs.round_state(project)
     if round_kind == "labeling" and rs.kind != "labeling":
@@ -171,21 +75,16 @@ def labeling_area(project_root: str, round_kind: str) -> None:
         return
     settings = storage.load_settings(project)
     strategy = rs.round.strategy if rs.round else settings.strategy
-    area_header(project, source, entries)
+    budget_bar(project, settings)
     oracle_button(project, entries)
-    st.segmented_control("View", ["Focus", "Grid"], key="view", label_visibility="collapsed")
-    if st.session_state.get("view") == "Grid":
-        grid_view(project, entries, strategy, list(settings.classes))
-    else:
-        widgets.keyboard_script()
-        focus_view(project, source, entries, strategy, list(settings.classes))
-        st.caption(keyboard_help(len(settings.classes)))
+    labeler.show(project, source, entries, strategy, list(settings.classes))
 
 
-def keyboard_help(n_classes: int) -> str:
-    last = labeling.class_key(min(n_classes, 10) - 1)
-    return (f"Keys: 1–{last} label · S skip · U or Backspace undo · ← → move. "
-            "Each label is saved the moment you give it.")
+def budget_bar(project: storage.Project, settings: storage.Settings) -> None:
+    labeled = len(storage.training_labels(project))
+    used = settings.budget - storage.budget_left(project)
+    st.progress(min(1.0, labeled / settings.budget),
+                text=f"Budget: {labeled} labeled of {settings.budget} ({used} queued so far)")
 
 
 def oracle_button(project: storage.Project, entries: list[Entry]) -> None:
@@ -194,7 +93,12 @@ def oracle_button(project: storage.Project, entries: list[Entry]) -> None:
     if open_ids and demo.is_demo(project):
         st.button(f"Demo: let the oracle label the {len(open_ids)} open images", key="oracle",
                   help="Labels from assets/demo/ground_truth.csv, saved with annotator 'oracle'.",
-                  on_click=demo.oracle_label, args=(project, open_ids))
+                  on_click=oracle_then_advance, args=(project, open_ids))
+
+
+def oracle_then_advance(project: storage.Project, item_ids: list[int]) -> None:
+    demo.oracle_label(project, item_ids)
+    jobs.advance(project)
 
 
 def main() -> None:
@@ -206,7 +110,9 @@ def main() -> None:
     error = st.session_state.pop("round_error", None)
     if error:
         st.error(widgets.md(error))
-    rs = jobs.advance(project)
+    rs = jobs.round_state(project)
+    if rs.kind == "running":
+        jobs.start_worker(project)      # a worker that died is restarted; the job is claimed again when stale
     round_panel(project, rs)
     labeling_area(str(project.root), rs.kind)
 

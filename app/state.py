@@ -5,7 +5,9 @@ on the command line (`streamlit run streamlit_app.py -- --project DIR`) or in
 PROXY_LABELER_PROJECT, the last project opened on this machine (remembered in
 PROXY_LABELER_HOME, default ~/.proxy_labeler, so a server restart reopens it),
 and finally the bundled demo. `st.session_state` holds only the position of
-the user (project, view, cursor, undo stack); everything else lives in SQLite.
+the user (project, worklist shown, the labeling view's acknowledgements);
+the labeling view keeps its cursor and undo stack in the browser; everything
+else lives in SQLite.
 """
 from __future__ import annotations
 
@@ -23,12 +25,8 @@ LAST_PROJECT_FILE = "last_project"
 
 DEFAULTS = {
     "project_dir": None,    # str: the project this session works on
-    "view": "Focus",        # Focus | Grid
     "source": "Batch",      # Batch | Validation
-    "cursor": {},           # "project|source" -> (focused item id, pinned by arrows/undo)
-    "undo_stack": [],       # item ids labeled in this session, latest last
-    "grid_page": 0,
-    "last_saved": None,     # line saying which label was committed last
+    "labeler_acks": {},     # labeling view client id -> last committed event and refused ones
 }
 
 
@@ -87,10 +85,7 @@ def try_open(root: Path | str | None) -> storage.Project | None:
 def switch_project(project: storage.Project) -> None:
     """Make `project` this session's project, forget the old cursor, remember it on disk."""
     st.session_state["project_dir"] = str(project.root)
-    st.session_state["cursor"] = {}
-    st.session_state["undo_stack"] = []
-    st.session_state["grid_page"] = 0
-    st.session_state["last_saved"] = None
+    st.session_state["labeler_acks"] = {}
     remember_project(project.root)
 
 

@@ -11,7 +11,6 @@ from app import jobs
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 STYLE = ASSETS / "style.css"
-KEYS_SCRIPT = ASSETS / "keys.js"
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=^])")
 
 
@@ -24,23 +23,6 @@ def apply_style() -> None:
     """The app's own static CSS (no user data): pixelated scaling and compact tiles."""
     if STYLE.is_file():
         st.html(f"<style>{STYLE.read_text()}</style>")
-
-
-def keyboard_script() -> None:
-    """Our own static key listener (assets/keys.js): keys click the focus view's buttons."""
-    st.html(f"<script>{KEYS_SCRIPT.read_text()}</script>", unsafe_allow_javascript=True)
-
-
-def progress_bars(project: storage.Project, entries_done: int, entries_total: int, label: str) -> None:
-    """The round's and the budget's progress, side by side."""
-    settings = storage.load_settings(project)
-    used = settings.budget - storage.budget_left(project)
-    labeled = len(storage.training_labels(project))
-    left, right = st.columns(2)
-    left.progress(entries_done / entries_total if entries_total else 1.0,
-                  text=f"{label}: {entries_done} of {entries_total} done")
-    right.progress(min(1.0, labeled / settings.budget),
-                   text=f"Budget: {labeled} labeled of {settings.budget} ({used} queued so far)")
 
 
 def show_job(job: storage.Job) -> None:

@@ -150,10 +150,14 @@ def describe_error(exc: BaseException) -> str:
 # ---------------------------------------------------------------- job kinds
 
 def _round_job(project, params, on_progress, should_stop) -> dict:
-    params = _check_params("round", params, {"model", "steps", "level", "strategy"})
+    params = _check_params("round", params, {"model", "steps", "level", "strategy", "after_round"})
     if params.get("strategy") not in (None, storage.load_settings(project).strategy):
         raise ValueError("a round job's strategy must match the project's; change it in the settings")
-    if storage.current_round(project) is None:
+    current = storage.current_round(project)
+    if "after_round" in params and current is not None and current.index != params["after_round"]:
+        # queued by a tab that had not seen the round another tab's job already made
+        return {"round_id": current.id, "index": current.index, "already_made": True}
+    if current is None:
         made = run_initial_round(project)
     else:
         made = run_round(project, on_progress, should_stop, model_name=params.get("model"),

@@ -1,4 +1,4 @@
-"""Start `streamlit run streamlit_app.py` on a free localhost port for browser tests and benchmarks."""
+"""Start `streamlit run server.py` (the app and its image route) on a free localhost port for browser tests and benchmarks."""
 from __future__ import annotations
 
 import contextlib
@@ -47,7 +47,7 @@ def streamlit_server(project_dir: Path | None, home: Path, log_path: Path,
         env.update(PROXY_LABELER_PROJECT=str(project_dir), PROXY_LABELER_DEMO_ASSETS=str(home / "no_demo"))
     if demo_dir is not None:
         env["PROXY_LABELER_DEMO_DIR"] = str(demo_dir)
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"),
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "server.py"),
                "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
                "--server.fileWatcherType", "none"]
     with open(log_path, "ab") as log:

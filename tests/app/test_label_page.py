@@ -1,92 +1,153 @@
-"""Label page: keyboard-mapped buttons commit labels, undo appends, grid tiles save, validation is marked."""
+"""Label page: what the browser labeling view receives, and how its events are committed.
+
+The view itself (keys, grid, zoom) runs in the browser: tests/app/test_labeler_browser.py.
+"""
 from __future__ import annotations
 
+import json
+
+import pytest
+
 import storage
-from app import labeling
+from app import jobs, labeler, labeling
+from tests.app.conftest import CLASSES
 
 
 def batch_ids(project):
     return [item_id for item_id, _ in storage.round_items(project, storage.current_round(project).id)]
 
 
-def focused_name(at) -> str:
-    return at.markdown[0].value.split("**")[1].replace("\\", "")
+def view_data(at) -> dict:
+    [view] = at.get("bidi_component")
+    return json.loads(view.proto.json)
 
 
-def item_named(project, name: str) -> int:
-    return next(i for i in batch_ids(project) if storage.get_item(project, i).path == name)
+def event(seq, action, items, value=None, how="typed", annotator="ana") -> dict:
+    return {"seq": seq, "action": action, "items": items, "value": value, "how": how, "annotator": annotator}
 
 
-def test_buttons_show_their_keys_and_the_key_script_is_loaded(open_app):
-    at = open_app()
-    assert [at.button(key=f"class-{i}").label for i in range(3)] == ["red `1`", "green `2`", "blue `3`"]
-    assert [at.button(key=k).label for k in ("skip", "undo", "prev", "next")] == [
-        "Skip `S`", "Undo `U`", "Previous `←`", "Next `→`"]
-    scripts = [h.proto.body for h in at.get("html") if "__proxyLabelerKeys" in h.proto.body]
-    assert len(scripts) == 1 and "backspace" in scripts[0]
-
-
-def test_label_is_committed_and_shown_saved_then_undone(open_app, project):
-    at = open_app()
-    first = item_named(project, focused_name(at))
-    at.button(key="class-1").click().run()
-    assert storage.current_label(project, first) == "green"
-    assert any("green" in c.value and "✓" in c.value for c in at.caption)
-    assert focused_name(at) != storage.get_item(project, first).path   # moved on to the next image
-
-    at.button(key="undo").click().run()
-    assert storage.current_label(project, first) is None
-    assert focused_name(at) == storage.get_item(project, first).path    # back on the undone image
-    kinds = [e.kind for e in storage.label_history(project, first)]
-    assert kinds == ["label", "clear"]                                   # undo appends, never deletes
-
-
-def test_skip_and_arrow_navigation(open_app, project):
-    at = open_app()
-    first = item_named(project, focused_name(at))
-    at.button(key="skip").click().run()
-    assert storage.current_label(project, first) is storage.SKIP
-    at.button(key="prev").click().run()
-    assert focused_name(at) == storage.get_item(project, first).path
-    assert "skipped" in at.markdown[1].value
-
-
-def test_grid_tiles_save_labels_and_skips(open_app, project):
-    at = open_app()
-    at.segmented_control(key="view").set_value("Grid").run()
+def test_view_gets_the_batch_classes_and_image_urls(open_app, project):
+    data = view_data(open_app())
     ids = batch_ids(project)
-    assert len(at.pills) == len(ids)
-    at.pills[0].set_value(2).run()            # class position 2 = blue
-    at.pills[1].set_value(-1).run()           # skip
-    assert storage.current_label(project, ids[0]) == "blue"
-    assert storage.current_label(project, ids[1]) is storage.SKIP
-    assert not at.exception
+    assert [item["id"] for item in data["items"]] == ids
+    assert data["classes"] == list(CLASSES)
+    assert data["title"] == "This batch"
+    assert all(item["label"] is None and not item["skipped"] and item["why"] == "random pick" for item in data["items"])
+    assert all(item["guess"] is None for item in data["items"])          # a random batch has no guesses
+    assert set(data["urls"]) == {"grid", "focus", "full"}
+    assert all(data["urls"][size].startswith("/px/") and data["urls"][size].endswith(f"/{{id}}/{size}")
+               for size in data["urls"])
+    assert data["served"] is False                                        # AppTest does not start server.py
+    assert "server.py" in data["notServed"]
 
 
-def test_validation_items_are_labeled_the_same_way_and_marked(open_app, project):
+def test_events_commit_in_order_once_and_are_acknowledged(project):
+    first, second, third = batch_ids(project)[:3]
+    acks: dict = {}
+    outbox = {"client": "tab-1", "events": [event(1, "label", [first], "red"), event(2, "skip", [second])]}
+    assert labeling.apply_events(project, outbox, acks) == 2
+    assert labeling.apply_events(project, outbox, acks) == 0              # sent again by a coalesced rerun
+    outbox["events"] += [event(3, "label", [third], "blue", how="accepted"), event(4, "undo", [third])]
+    assert labeling.apply_events(project, outbox, acks) == 2
+    assert acks["tab-1"] == {"seq": 4, "errors": []}
+    assert storage.current_label(project, first) == "red"
+    assert storage.current_label(project, second) is storage.SKIP
+    assert storage.current_label(project, third) is None
+    history = storage.label_history(project, third)
+    assert [(e.kind, e.class_name, e.annotator, e.source) for e in history] == [
+        ("label", "blue", "ana", "accepted"), ("clear", None, "ana", None)]
+
+
+def test_refused_events_are_reported_and_do_not_block_the_next(project):
+    first, second = batch_ids(project)[:2]
+    acks: dict = {}
+    outbox = {"client": "tab-1", "events": [
+        event(1, "label", [first], "purple"),                     # a class removed meanwhile
+        event(2, "label", [second], "red", annotator=" "),        # no annotator name
+        event(3, "label", [999_999], "red"),                      # an item that does not exist
+        event(4, "label", [second], "green"),
+    ]}
+    assert labeling.apply_events(project, outbox, acks) == 1
+    assert [e["seq"] for e in acks["tab-1"]["errors"]] == [1, 2, 3]
+    assert "unknown class" in acks["tab-1"]["errors"][0]["message"]
+    assert "annotator" in acks["tab-1"]["errors"][1]["message"]
+    assert storage.current_labels(project) == {second: "green"}
+
+
+def test_a_stale_tab_labels_the_image_it_shows(project):
+    shown_in_both = batch_ids(project)[0]
+    acks: dict = {}
+    labeling.apply_events(project, {"client": "tab-1", "events": [event(1, "label", [shown_in_both], "red")]}, acks)
+    # tab 2 still shows the same image (it never saw tab 1's label) and labels it: it lands there, nowhere else
+    labeling.apply_events(project, {"client": "tab-2", "events": [
+        event(1, "label", [shown_in_both], "blue", annotator="bob")]}, acks)
+    assert storage.current_labels(project) == {shown_in_both: "blue"}
+    assert [e.annotator for e in storage.label_history(project, shown_in_both)] == ["ana", "bob"]
+
+
+def test_bulk_events_label_every_selected_item_in_one_transaction(project):
+    ids = batch_ids(project)
+    acks: dict = {}
+    labeling.apply_events(project, {"client": "t", "events": [event(1, "label", ids, "green", how="bulk")]}, acks)
+    assert storage.current_labels(project) == dict.fromkeys(ids, "green")
+    assert {storage.label_history(project, i)[-1].source for i in ids} == {"bulk"}
+    labeling.apply_events(project, {"client": "t", "events": [event(2, "undo", ids)]}, acks)
+    assert storage.current_labels(project) == {}
+
+
+def test_acknowledgements_and_labels_reach_the_view(open_app, project):
+    at = open_app()
+    first = batch_ids(project)[0]
+    acks = {"tab-1": {"seq": 0, "errors": []}}
+    labeling.apply_events(project, {"client": "tab-1", "events": [event(1, "label", [first], "blue"),
+                                                                  event(2, "label", [first], "nope")]}, acks)
+    at.session_state[labeler.ACKS] = acks
+    data = view_data(at.run())
+    assert data["acked"] == {"tab-1": 2}
+    assert [e["seq"] for e in data["errors"]["tab-1"]] == [2]
+    assert next(item for item in data["items"] if item["id"] == first)["label"] == "blue"
+
+
+def test_guesses_of_a_proxy_batch_are_shown(open_app, project):
+    ids = batch_ids(project)
+    for position, item_id in enumerate(ids):
+        storage.set_label(project, item_id, CLASSES[position % 3])
+    candidates = storage.unlabeled_ids(project)[:2]
+    storage.create_round(project, strategy="least_confidence", selector="proxy_tiny", item_ids=candidates,
+                         scores=[0.4, 0.3], n_labeled=4, guesses=[2, 0], confidences=[0.6, 0.7])
+    items = view_data(open_app())["items"]
+    assert [(i["id"], i["guess"], i["conf"]) for i in items] == [
+        (candidates[0], "blue", 0.6), (candidates[1], "red", 0.7)]
+    assert items[0]["why"] == "proxy 60% sure"
+
+
+def test_validation_worklist_is_labeled_the_same_way(open_app, project):
     at = open_app()
     at.segmented_control(key="source").set_value("Validation").run()
-    assert "validation" in at.markdown[1].value
-    shown = focused_name(at)
-    val = next(i for i in storage.validation_ids(project) if storage.get_item(project, i).path == shown)
-    at.button(key="class-0").click().run()
-    assert storage.validation_labels(project) == {val: 0}
-    assert val not in storage.training_labels(project)
+    data = view_data(at)
+    assert data["title"] == "Validation set"
+    assert [i["id"] for i in data["items"]] == storage.validation_order(project)
+    assert all(i["why"] == "validation" and i["guess"] is None for i in data["items"])
 
 
-def test_other_tab_labels_are_seen_on_next_action(open_app, project):
-    first_tab, second_tab = open_app(), open_app()
-    item = item_named(project, focused_name(first_tab))
-    first_tab.button(key="class-0").click().run()
-    second_tab.run()
-    assert focused_name(second_tab) != storage.get_item(project, item).path   # it skips what tab 1 labeled
-    texts = [bar.proto.text for bar in second_tab.get("progress")]
-    assert any("1 of 4 done" in text for text in texts)
+def test_the_last_label_of_a_batch_queues_one_round(project):
+    ids = batch_ids(project)
+    acks: dict = {}
+    for tab in ("tab-1", "tab-2"):                       # both tabs send the batch's last labels
+        labeling.apply_events(project, {"client": tab, "events": [event(1, "label", ids, "red", how="bulk")]}, acks)
+        jobs.advance(project)
+    [job] = storage.active_jobs(project, "round")
+    assert job.params == {"after_round": 0}
 
 
 def test_why_chosen_captions():
-    assert labeling.why_chosen("random", 0.0) == "random pick"
+    assert labeling.why_chosen("random", 0.3) == "random pick"
     assert labeling.why_chosen("least_confidence", 0.25) == "proxy 75% sure"
-    assert labeling.why_chosen("kcenter", 1.5) == "distance 1.50"
     assert labeling.why_chosen("kcenter", None) == "first pick"
-    assert [labeling.class_key(i) for i in (0, 8, 9, 10)] == ["1", "9", "0", None]
+    assert labeling.why_chosen("margin", 0.9) == "margin 0.10"
+
+
+@pytest.mark.parametrize("outbox", [None, {}, {"client": ""}, {"client": "t", "events": []}])
+def test_empty_outboxes_commit_nothing(project, outbox):
+    assert labeling.apply_events(project, outbox, {}) == 0
+    assert storage.current_labels(project) == {}

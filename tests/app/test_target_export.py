@@ -10,6 +10,7 @@ import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
 
 import storage
+from app import jobs
 from engine.worker import run_worker
 
 
@@ -42,11 +43,12 @@ def download(at, deferred, key):
 
 def test_target_job_runs_and_shows_accuracy_and_confusion(open_app, project, dataset):
     label_everything_queued(project, dataset[1])
+    jobs.advance(project)                                       # what the last label's callback does
     at = open_app("app/page_target.py")
     at.button(key="train-target").click().run()
     [job] = storage.active_jobs(project, "target")
     assert at.get("progress")                                  # live progress panel
-    run_worker(project.root, once=True)   # also runs the round the label page queued on first load
+    run_worker(project.root, once=True)   # also runs the round queued when the batch was finished
     at.run()
     assert storage.get_job(project, job.id).state == "done"
     assert [m.label for m in at.metric][:3] == ["Validation accuracy", "Proxy, last round", "Validation images"]

@@ -1,0 +1,75 @@
+"""The labeling view: a Streamlit custom component (components v2) that runs in the browser.
+
+It holds the worklist, prefetches its images (app/images.py) and handles
+keys and clicks locally, so the next image shows at once and a key always
+acts on the image on screen. Its events reach `labeling.apply_events`
+through the component's "outbox" state; the acknowledgement comes back in
+the next render's data. See assets/labeler.js for the browser half.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import streamlit as st
+
+import storage
+from app import images, labeling
+from app.labeling import Entry
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ACKS = "labeler_acks"          # session key: client id -> {"seq": last committed, "errors": [...]}
+NOT_SERVED = ("Images cannot be shown: the app was started without its image route. "
+              "Start it with `make run` or `streamlit run server.py`.")
+
+_component = st.components.v2.component(
+    "proxy_labeler",
+    html="",
+    css=(ASSETS / "labeler.css").read_text(),
+    js=(ASSETS / "labeler.js").read_text(),
+)
+
+
+def item_payload(entry: Entry, strategy: str) -> dict:
+    return {
+        "id": entry.item_id,
+        "path": entry.path,
+        "label": entry.label,
+        "skipped": entry.skipped,
+        "guess": entry.guess,
+        "conf": entry.confidence,
+        "why": "validation" if entry.is_validation else labeling.why_chosen(strategy, entry.score),
+    }
+
+
+def payload(project_root: str, source: str, entries: list[Entry], strategy: str, classes: list[str]) -> dict:
+    """Everything the browser view needs, as plain JSON."""
+    acks = st.session_state.get(ACKS, {})
+    return {
+        "instance": f"{project_root}|{source}",
+        "title": "This batch" if source == "Batch" else "Validation set",
+        "items": [item_payload(e, strategy) for e in entries],
+        "classes": classes,
+        "urls": {size: images.url_template(project_root, size) for size in (*images.SIZES, images.FULL)},
+        "acked": {client: ack["seq"] for client, ack in acks.items()},
+        "errors": {client: ack["errors"] for client, ack in acks.items() if ack["errors"]},
+        "served": images.served(),
+        "notServed": NOT_SERVED,
+    }
+
+
+def commit(project_root: str, key: str) -> None:
+    """on_outbox_change: commit the view's new events, then queue the next round if the batch is done."""
+    from app import jobs
+
+    outbox = st.session_state[key].get("outbox")
+    project = storage.Project(Path(project_root))
+    if labeling.apply_events(project, outbox, st.session_state.setdefault(ACKS, {})):
+        jobs.advance(project)
+
+
+def show(project: storage.Project, source: str, entries: list[Entry], strategy: str, classes: list[str]) -> None:
+    root = str(project.root)
+    key = f"labeler-{source}"
+    _component(key=key, data=payload(root, source, entries, strategy, classes), default={"outbox": None},
+               on_outbox_change=functools.partial(commit, root, key))

@@ -1,0 +1,219 @@
+"""The labeling view in headless Chromium against `streamlit run server.py`: rapid keys with undo and
+skip, a stale second tab, bulk grid labels, zoom, the annotator name, the next batch without a wait."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import re
+import time
+
+import pytest
+
+import storage
+from tests.app.conftest import CLASSES, make_project, write_dataset
+from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
+]
+SHOWN = "img.pl-focus-img"                 # Playwright's CSS selectors pierce the component's shadow root
+VIEW = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
+# Logs, at every key press and before the view handles it, the item the view displayed.
+PRESS_LOG = f"""window.__presses = [];
+window.addEventListener("keydown", (e) => {{
+  const img = {VIEW}?.querySelector("{SHOWN}");
+  window.__presses.push([e.key, img ? Number(img.dataset.itemId) : null]);
+}}, true);"""
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory, playwright):
+    """A server on a project whose first batch has 70 images (automatic rounds off)."""
+    tmp = tmp_path_factory.mktemp("big")
+    truth = write_dataset(tmp / "images", per_class=40)
+    project = make_project(tmp / "project", tmp / "images", budget=100, initial_size=70, auto_next_round=False)
+    with streamlit_server(project.root, tmp / "home", tmp / "server.log") as url:
+        yield project, url, truth, tmp
+
+
+@contextlib.contextmanager
+def opened(browser, url, tmp, name: str | None = "ana"):
+    """A new tab (its own browser context: nothing remembered) on the Label page, annotator typed in."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.add_init_script(PRESS_LOG)
+    try:
+        page.goto(url)
+        page.wait_for_selector(SHOWN)
+        if name:
+            page.fill("input[aria-label='Annotator name']", name)
+            page.keyboard.press("Enter")
+        yield page
+    except Exception:
+        page.screenshot(path=str(tmp / "failure.png"))
+        raise
+    finally:
+        context.close()
+
+
+def shown(page) -> int:
+    return int(page.get_attribute(SHOWN, "data-item-id"))
+
+
+def wait_saved(page) -> None:
+    page.wait_for_function(f"() => {VIEW}?.querySelector('.pl-sync')?.dataset.pending === '0'")
+
+
+def label_rows(project) -> int:
+    db = storage.connect(project)
+    try:
+        return db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+    finally:
+        db.close()
+
+
+def expected_states(presses, classes):
+    """Replay the presses as a person means them: a digit labels and S skips the image on screen,
+    U undoes this tab's latest action (restoring what that image was before)."""
+    state, undo = {}, []
+    for key, item in presses:
+        if key.lower() == "u":
+            item, before = undo.pop()
+            state[item] = before
+        else:
+            undo.append((item, state.get(item)))
+            state[item] = storage.SKIP if key == "s" else classes[int(key) - 1]
+    return {item: value for item, value in state.items() if value is not None}
+
+
+def test_fifty_rapid_presses_are_fifty_events_on_the_images_shown(playwright, big):
+    project, url, _, tmp = big
+    keys = list("1231s2u3121" * 5)[:50]
+    before = label_rows(project)
+    with opened(playwright, url, tmp) as page:
+        for key in keys:
+            page.keyboard.press(key)
+            time.sleep(0.05)
+        wait_saved(page)
+        presses = page.evaluate("window.__presses")
+    presses = [(key, item) for key, item in presses if key in keys]
+    assert len(presses) == 50 and all(item is not None for _, item in presses)
+    assert label_rows(project) - before == 50                     # nothing dropped, nothing doubled
+    want = expected_states(presses, CLASSES)
+    got = {item: storage.current_label(project, item) for _, item in presses}
+    assert {i: v for i, v in got.items() if v is not None} == want
+    histories = {item: storage.label_history(project, item) for _, item in presses}
+    assert {e.annotator for h in histories.values() for e in h} == {"ana"}
+    assert {e.source for h in histories.values() for e in h if e.kind == "label"} == {"typed"}
+
+
+def test_a_stale_tab_labels_the_image_it_shows(playwright, big):
+    project, url, _, tmp = big
+    with opened(playwright, url, tmp) as first, opened(playwright, url, tmp, name="bob") as second:
+        item = shown(first)
+        assert shown(second) == item                                # both show the first open image
+        first.keyboard.press("1")
+        wait_saved(first)
+        assert shown(first) != item
+        second.keyboard.press("3")                                  # the stale tab still shows `item`
+        wait_saved(second)
+    history = storage.label_history(project, item)
+    assert [(e.class_name, e.annotator) for e in history] == [("red", "ana"), ("blue", "bob")]
+
+
+def test_grid_bulk_labels_a_dragged_and_shift_clicked_selection(playwright, big):
+    project, url, _, tmp = big
+    with opened(playwright, url, tmp) as page:
+        page.click("button[data-mode='grid']")
+        page.wait_for_selector(".pl-tile")
+        page.wait_for_function(f"() => {VIEW}.querySelectorAll('.pl-tile img').length === 64")
+        tiles = page.locator(".pl-tile")
+        ids = [int(tiles.nth(i).get_attribute("data-item-id")) for i in range(12)]
+        tiles.nth(0).click()
+        tiles.nth(11).click(modifiers=["Shift"])                  # a range: tiles 0..11
+        assert page.inner_text(".pl-selcount") == "12 selected"
+        page.keyboard.press("3")
+        wait_saved(page)
+        assert all(storage.current_label(project, i) == "blue" for i in ids)
+        assert {storage.label_history(project, i)[-1].source for i in ids} == {"bulk"}
+        assert page.locator(".pl-tile.pl-labeled").count() >= 12   # labeled tiles are marked
+
+        box0, box3 = tiles.nth(12).bounding_box(), tiles.nth(15).bounding_box()
+        page.mouse.move(box0["x"] + 5, box0["y"] + 5)
+        page.mouse.down()
+        page.mouse.move(box3["x"] + 5, box3["y"] + 5, steps=5)      # drag across four tiles
+        page.mouse.up()
+        dragged = [int(tiles.nth(i).get_attribute("data-item-id")) for i in range(12, 16)]
+        assert page.inner_text(".pl-selcount") == "4 selected"
+        was = {i: storage.current_label(project, i) for i in dragged}
+        page.keyboard.press("s")
+        wait_saved(page)
+        assert all(storage.current_label(project, i) is storage.SKIP for i in dragged)
+        page.keyboard.press("u")                                     # undo the whole bulk skip
+        wait_saved(page)
+        assert {i: storage.current_label(project, i) for i in dragged} == was
+
+
+def test_zoom_shows_the_original_file(playwright, big):
+    _, url, _, tmp = big
+    with opened(playwright, url, tmp) as page:
+        assert page.get_attribute(SHOWN, "src").endswith("/focus")
+        page.keyboard.press("z")
+        page.wait_for_function(f"() => {VIEW}.querySelector('{SHOWN}').src.endsWith('/full')")
+        page.wait_for_function(f"() => {VIEW}.querySelector('{SHOWN}').naturalWidth === 12")
+        page.click(SHOWN)                                            # a click zooms back out
+        assert page.get_attribute(SHOWN, "src").endswith("/focus")
+
+
+def test_no_label_without_an_annotator_name_and_the_name_reaches_the_csv(playwright, big):
+    project, url, _, tmp = big
+    before = label_rows(project)
+    with opened(playwright, url, tmp, name=None) as page:
+        item = shown(page)
+        page.keyboard.press("2")
+        page.wait_for_selector("text=Type your name first")
+        assert label_rows(project) == before and shown(page) == item
+        page.fill("input[aria-label='Annotator name']", "carol")
+        page.keyboard.press("Enter")
+        page.keyboard.press("2")
+        wait_saved(page)
+    assert storage.label_history(project, item)[-1].annotator == "carol"
+    rows = list(csv.DictReader(storage.export_labels_csv(project, tmp / "labels.csv").open()))
+    assert any(row["annotator"] == "carol" and row["class"] == "green" and row["source"] == "typed" for row in rows)
+
+
+def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp_path, playwright):
+    truth = write_dataset(tmp_path / "images")
+    project = make_project(tmp_path / "project", tmp_path / "images")
+    first = {i for i, _ in storage.round_items(project, storage.current_round(project).id)}
+    with streamlit_server(project.root, tmp_path / "home", tmp_path / "server.log") as url, \
+            opened(playwright, url, tmp_path) as page:
+        for _ in first:
+            item = shown(page)
+            assert item in first
+            page.keyboard.press(str(CLASSES.index(truth[storage.get_item(project, item).path]) + 1))
+            page.wait_for_function(f"() => {VIEW}?.querySelector('{SHOWN}')?.dataset.itemId !== '{item}'")
+        # the worker trains the proxy and queues round 1; the view shows it, with guesses, without a reload
+        page.wait_for_selector("text=/proxy \\d+% sure/", timeout=120_000)
+        page.wait_for_selector(".pl-guess")
+        item = shown(page)
+        guess = page.inner_text(".pl-guess strong")
+        page.keyboard.press("Enter")
+        wait_saved(page)
+    assert item not in first and storage.current_round(project).index == 1
+    assert re.fullmatch(r"img_\d+\.png", storage.get_item(project, item).path)
+    last = storage.label_history(project, item)[-1]
+    assert (last.class_name, last.source, last.annotator) == (guess, "accepted", "ana")
+    assert {i: storage.current_label(project, i) for i in first} == {
+        i: truth[storage.get_item(project, i).path] for i in first}
