@@ -30,7 +30,8 @@ _component = st.components.v2.component(
 )
 
 
-def item_payload(entry: Entry, strategy: str) -> dict:
+def item_payload(entry: Entry, strategy: str, caption: str | None = None) -> dict:
+    why = "validation" if entry.is_validation else labeling.why_chosen(strategy, entry.score)
     return {
         "id": entry.item_id,
         "path": entry.path,
@@ -38,17 +39,24 @@ def item_payload(entry: Entry, strategy: str) -> dict:
         "skipped": entry.skipped,
         "guess": entry.guess,
         "conf": entry.confidence,
-        "why": "validation" if entry.is_validation else labeling.why_chosen(strategy, entry.score),
+        "why": caption if caption is not None else why,
     }
 
 
-def payload(project_root: str, source: str, entries: list[Entry], strategy: str, classes: list[str]) -> dict:
+TITLES = {"Batch": "This batch", "Validation": "Validation set", "Browser": "Shown"}
+
+
+def payload(project_root: str, source: str, entries: list[Entry], strategy: str, classes: list[str],
+            captions: dict[int, str] | None = None, mode: str | None = None) -> dict:
     """Everything the browser view needs, as plain JSON."""
     acks = st.session_state.get(ACKS, {})
+    captions = captions or {}
     return {
         "instance": f"{project_root}|{source}",
-        "title": "This batch" if source == "Batch" else "Validation set",
-        "items": [item_payload(e, strategy) for e in entries],
+        "title": TITLES[source],
+        "mode": mode,
+        "progress": source != "Browser",
+        "items": [item_payload(e, strategy, captions.get(e.item_id)) for e in entries],
         "classes": classes,
         "urls": {size: images.url_template(project_root, size) for size in (*images.SIZES, images.FULL)},
         "acked": {client: ack["seq"] for client, ack in acks.items()},
@@ -68,8 +76,11 @@ def commit(project_root: str, key: str) -> None:
         jobs.advance(project)
 
 
-def show(project: storage.Project, source: str, entries: list[Entry], strategy: str, classes: list[str]) -> None:
+def show(project: storage.Project, source: str, entries: list[Entry], strategy: str, classes: list[str], *,
+         captions: dict[int, str] | None = None, mode: str | None = None) -> None:
+    """Mount the view on `entries`. `source` names the worklist ("Batch", "Validation", "Browser") and keys
+    the view's state; `captions` replace the why-chosen line per item; `mode` fixes focus or grid."""
     root = str(project.root)
     key = f"labeler-{source}"
-    _component(key=key, data=payload(root, source, entries, strategy, classes), default={"outbox": None},
-               on_outbox_change=functools.partial(commit, root, key))
+    data = payload(root, source, entries, strategy, classes, captions, mode)
+    _component(key=key, data=data, default={"outbox": None}, on_outbox_change=functools.partial(commit, root, key))

@@ -111,8 +111,10 @@ def main() -> None:
     if error:
         st.error(widgets.md(error))
     rs = jobs.round_state(project)
-    if rs.kind == "running":
-        jobs.start_worker(project)      # a worker that died is restarted; the job is claimed again when stale
+    if rs.kind in ("labeling", "running"):
+        # Warm while the user labels, so the round the batch's last label queues does not wait for
+        # torch to import; a worker that died is restarted and its job claimed again when stale.
+        jobs.start_worker(project)
     round_panel(project, rs)
     labeling_area(str(project.root), rs.kind)
 

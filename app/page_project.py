@@ -110,6 +110,17 @@ def key_legend(classes: list[str]) -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width=360)
 
 
+GO_TO_LABELS = "go_to_labels"
+
+
+def browse_class(name: str) -> None:
+    """Open the Labels page filtered to one class (to relabel its images before removing it)."""
+    from app.page_labels import CLASS_FILTER
+
+    st.session_state[CLASS_FILTER] = [name]
+    st.session_state[GO_TO_LABELS] = True      # switched in the script run the click starts, not in the callback
+
+
 def class_editor(project: storage.Project) -> None:
     settings = storage.load_settings(project)
     st.caption("One class per line. Edit a line to rename (labels keep their class), add lines to add "
@@ -123,6 +134,10 @@ def class_editor(project: storage.Project) -> None:
             storage.save_settings(project, dataclasses.replace(settings, classes=parse_classes(text)))
         except storage.SettingsError as exc:
             text_col.error(f"Not saved: {widgets.md(exc)}")
+            still_used = [name for name in settings.classes if f"class {name!r} still labels" in str(exc)]
+            if still_used:
+                text_col.button(f"Show the images labeled {still_used[0]}", key="show-class-images",
+                                on_click=browse_class, args=(still_used[0],))
         else:
             text_col.success("Classes saved.")
     with legend_col:
@@ -244,6 +259,8 @@ def create_project(image_root: str, folder: str, classes: tuple[str, ...], value
 
 
 def main() -> None:
+    if st.session_state.pop(GO_TO_LABELS, False):
+        st.switch_page("app/page_labels.py")
     project = state.active_project()
     st.title("Project")
     tabs = st.tabs(["Overview", "Settings", "Classes", "Open or create"])

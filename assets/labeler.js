@@ -17,12 +17,12 @@ const store = (key, value) => { try { localStorage.setItem(key, value); } catch 
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; };
 const url = (template, id) => template.replace("{id}", String(id));
 
-function viewFor(instance) {
+function viewFor(instance, mode) {
   let v = views.get(instance);
   if (!v) {
     v = { instance, client: newId(), seq: 0, pending: [], undo: [], cursor: null, pinned: false,
           selected: new Set(), anchor: null, page: 0, zoom: false, dragging: false,
-          mode: stored(MODE_KEY, "focus"), columns: Number(stored(COLUMNS_KEY, "8")) || 8,
+          mode: mode || stored(MODE_KEY, "focus"), columns: Number(stored(COLUMNS_KEY, "8")) || 8,
           annotator: stored(NAME_KEY, ""), prefetched: new Map(), message: "" };
     views.set(instance, v);
   }
@@ -247,7 +247,8 @@ function tileEnter(v, id) {
 }
 
 function setMode(v, mode) {
-  v.mode = mode; v.zoom = false; store(MODE_KEY, mode);
+  v.mode = mode; v.zoom = false;
+  if (!v.data.mode) store(MODE_KEY, mode);           // a view that names its mode (the label browser) keeps it
   if (mode === "grid") showCursorPage(v);
   render(v);
 }
@@ -279,7 +280,8 @@ function statusText(s, cls) {
 function header(v, state) {
   const bar = el("div", "pl-bar");
   const done = v.data.items.filter((it) => isDone(state.get(it.id))).length;
-  bar.append(el("span", "pl-count", `${v.data.title}: ${done} of ${v.data.items.length} done`));
+  bar.append(el("span", "pl-count", v.data.progress ? `${v.data.title}: ${done} of ${v.data.items.length} done`
+                                                    : `${v.data.title}: ${v.data.items.length} images`));
   const sync = el("span", v.pending.length ? "pl-sync pl-pending" : "pl-sync pl-saved",
                   v.pending.length ? `${v.pending.length} saving…` : "all saved ✓");
   sync.dataset.pending = String(v.pending.length);
@@ -335,6 +337,7 @@ function drawFocus(v, body, state) {
   img.alt = item.path;
   img.src = url(v.zoom ? v.data.urls.full : v.data.urls.focus, item.id);
   img.addEventListener("click", () => { v.zoom = !v.zoom; render(v); });
+  if (v.zoom) img.addEventListener("load", () => magnify(img));
   img.title = v.zoom ? "Click or Z: fit to the window" : "Click or Z: full resolution";
   stage.append(img);
   const side = el("div", "pl-side");
@@ -419,13 +422,34 @@ function render(v) {
   else drawFocus(v, body, state);
   const typing = v.root.getRootNode().activeElement === v.typedName ? v.typedName.value : null;
   v.root.replaceChildren(body);
+  fitStage(v);
   v.typedName = v.nameInput;
   if (typing !== null) { v.nameInput.value = typing; v.nameInput.focus(); }   // an ack arrived mid-typing
+}
+
+// Zoomed: the original file at full resolution, and never smaller than twice the fitted size,
+// so a tiny image is magnified (by whole pixels) rather than shown as a thumbnail.
+function magnify(img) {
+  const stage = img.parentElement;
+  if (!stage || !img.naturalWidth) return;
+  const fitted = Math.min(stage.clientWidth / img.naturalWidth, stage.clientHeight / img.naturalHeight);
+  const scale = Math.max(1, Math.ceil(2 * fitted));
+  img.style.width = `${img.naturalWidth * scale}px`;
+  img.style.imageRendering = scale > 1 ? "pixelated" : "auto";
+}
+
+// The focus image fills the window below the view's top edge, whatever the page puts above it.
+function fitStage(v) {
+  const stage = v.root.querySelector(".pl-stage");
+  if (!stage) return;
+  const top = stage.getBoundingClientRect().top + window.scrollY;
+  stage.style.height = `${Math.max(240, window.innerHeight - Math.min(top, window.innerHeight / 2) - 24)}px`;
 }
 
 function install() {
   if (installed) return;
   installed = true;
+  window.addEventListener("resize", () => { for (const v of views.values()) if (v.root?.isConnected) fitStage(v); });
   document.addEventListener("keydown", onKey, true);
   document.addEventListener("mouseup", () => { for (const v of views.values()) v.dragging = false; });
 }
@@ -433,7 +457,7 @@ function install() {
 export default function (component) {
   const { data, parentElement, setStateValue } = component;
   install();
-  const v = viewFor(data.instance);
+  const v = viewFor(data.instance, data.mode);
   v.setStateValue = setStateValue;
   let root = parentElement.querySelector(".pl-root");
   if (!root) { root = el("div", "pl-root"); parentElement.append(root); }

@@ -1,19 +1,23 @@
-"""UI latency in headless Chromium against a running `streamlit run` server.
+"""UI latency of the labeling view in headless Chromium against `streamlit run server.py`.
 
-Figures (medians and p90 over repeated presses; machines are shared and noisy,
-so each figure comes with a baseline measured in the same run):
+Timings are taken inside the page, on the browser's clock, from the key's
+`keydown` event (so Playwright's own round trip is not counted):
 
-- key press -> label committed: the label row's commit time (SQLite) minus
-  the moment the key was sent;
-- key press -> next image shown: until the focused file name in the DOM
-  changes; baseline: an arrow key (moves the cursor, commits nothing);
-- server script time of one label (AppTest, no browser): the fragment rerun;
-- 32-image grid: switching Focus -> Grid until all 32 thumbnails are decoded
-  by the browser, cold (thumbnails not yet cached) and warm; baseline: Grid -> Focus;
-- first start: server start with no project -> first demo image shown
-  (ingest of the 2,000 demo images + the random round 0), unless --no-demo.
+- rapid keys: N presses `--gap-ms` apart (digits, S, U mixed) -> label rows
+  written and whether each landed on the item displayed at its press;
+- key press -> next image visible: the focus `<img>` shows the next item,
+  decoded, at the next animation frame; baseline: an arrow key;
+- key press -> label acknowledged: the view's pending count back to 0 (the
+  event committed in SQLite and the acknowledgement rendered);
+- 64-tile grid: Focus -> Grid until all 64 tiles are decoded (cold, warm);
+  20 tiles selected, one key -> acknowledged;
+- labels per minute of a scripted annotator who waits for each image and
+  either types the class (ground truth) or accepts the proxy's guess (Enter);
+- last label of a batch -> next batch visible (the round: training, scoring,
+  selection), over `--batches` demo batches;
+- first start: server start with no project -> first demo image shown.
 
-Usage: .venv/bin/python benchmarks/bench_ui.py [--presses 40] [--no-demo]
+Usage: .venv/bin/python benchmarks/bench_ui.py [--presses 40] [--batches 3] [--no-demo]
 """
 from __future__ import annotations
 
@@ -32,91 +36,197 @@ sys.path.insert(0, str(REPO))
 import storage  # noqa: E402
 from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
-NAME = ".st-key-focus-info strong"
-GRID_IMAGES = ".st-key-grid img"
-DEMO_IMAGES = REPO / "assets" / "demo" / "images"
+DEMO = REPO / "assets" / "demo"
+SHOWN = "img.pl-focus-img"
+VIEW = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
+# In-page probes: the item shown at each keydown, and the time until the next image is visible
+# and until every pending event is acknowledged.
+PROBE = f"""window.__presses = [];
+window.__shownAt = () => {{ const img = {VIEW}?.querySelector("{SHOWN}");
+  return img ? Number(img.dataset.itemId) : null; }};
+window.addEventListener("keydown", (e) => {{ window.__presses.push([e.key, window.__shownAt(), e.timeStamp]); }}, true);
+window.__measure = (before) => new Promise((resolve) => {{
+  const t0 = window.__presses[window.__presses.length - 1][2];
+  let visible = null;
+  const tick = () => {{
+    const view = {VIEW};
+    const img = view?.querySelector("{SHOWN}");
+    if (visible === null && img && Number(img.dataset.itemId) !== before && img.complete && img.naturalWidth > 0)
+      visible = performance.now() - t0;
+    const pending = view?.querySelector(".pl-sync")?.dataset.pending;
+    if (visible !== null && pending === "0") resolve([visible, performance.now() - t0]);
+    else requestAnimationFrame(tick);
+  }};
+  requestAnimationFrame(tick);
+}});
+window.__acked = () => new Promise((resolve) => {{
+  const t0 = window.__presses[window.__presses.length - 1][2];
+  const tick = () => ({VIEW}?.querySelector(".pl-sync")?.dataset.pending === "0")
+    ? resolve(performance.now() - t0) : requestAnimationFrame(tick);
+  requestAnimationFrame(tick);
+}});
+window.__gridReady = (n) => new Promise((resolve) => {{
+  const t0 = performance.now();
+  const tick = () => {{
+    const imgs = [...({VIEW}?.querySelectorAll(".pl-tile img") || [])];
+    (imgs.length === n && imgs.every((i) => i.complete && i.naturalWidth > 0))
+      ? resolve(performance.now() - t0) : requestAnimationFrame(tick);
+  }};
+  requestAnimationFrame(tick);
+}});"""
 
 
-def summary(values_s: list[float]) -> str:
-    ms = sorted(v * 1000 for v in values_s)
+def summary(values_ms: list[float]) -> str:
+    ms = sorted(values_ms)
     p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
     return f"median {statistics.median(ms):6.0f} ms   p90 {p90:6.0f} ms   max {ms[-1]:6.0f} ms   (n={len(ms)})"
 
 
-def bench_project(root: Path, batch: int) -> storage.Project:
-    """A project over the 2,000 demo images whose first batch has `batch` images; no automatic rounds."""
+def demo_settings(**overrides) -> storage.Settings:
+    classes = sorted(set(line.split(",")[1].strip() for line in (DEMO / "ground_truth.csv").read_text().splitlines()[1:]))
+    values = dict(image_root=str(DEMO / "images"), classes=tuple(classes), budget=400, initial_size=20,
+                  round_size=20, validation_size=0, device="cpu")
+    values.update(overrides)
+    return storage.Settings(**values)
+
+
+def make_project(root: Path, **overrides) -> storage.Project:
     from engine.round import run_initial_round
 
-    settings = storage.Settings(image_root=str(DEMO_IMAGES), classes=tuple(f"class {i}" for i in range(10)),
-                                budget=400, initial_size=batch, round_size=32, validation_size=0,
-                                proxy_steps=30, auto_next_round=False, device="cpu")
-    project = storage.create_project(root, settings)
+    project = storage.create_project(root, demo_settings(**overrides))
     storage.ingest(project)
     run_initial_round(project)
     return project
 
 
-def wait_name_change(page, old: str) -> None:
-    page.wait_for_function("([sel, old]) => { const e = document.querySelector(sel); "
-                           "return e && e.innerText !== old; }", arg=[NAME, old], polling="raf")
+def truth_of(project: storage.Project) -> dict[int, str]:
+    rows = (DEMO / "ground_truth.csv").read_text().splitlines()[1:]
+    by_path = dict(line.split(",")[:2] for line in rows)
+    return {item.id: by_path[item.path].strip() for item in storage.usable_items(project)}
 
 
-def key_presses(page, project: storage.Project, presses: int) -> dict[str, list[float]]:
-    commit, shown, arrow = [], [], []
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.add_init_script(PROBE)
+    page.goto(url)
+    page.wait_for_selector(SHOWN)
+    page.fill("input[aria-label='Annotator name']", "bench")
+    page.keyboard.press("Enter")
+    page.mouse.click(5, 500)
+    return page
+
+
+def label_rows(project: storage.Project) -> int:
+    db = storage.connect(project)
+    try:
+        return db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+    finally:
+        db.close()
+
+
+def rapid_keys(page, project: storage.Project, presses: int, gap_ms: int) -> dict:
+    keys = list("1231s2u3121")
+    keys = [keys[i % len(keys)] for i in range(presses)]
+    before = label_rows(project)
+    start = len(page.evaluate("window.__presses"))
+    for key in keys:
+        page.keyboard.press(key)
+        time.sleep(gap_ms / 1000)
+    page.evaluate("window.__acked()")
+    logged = page.evaluate("window.__presses")[start:]
+    rows = label_rows(project) - before
+    classes = storage.load_settings(project).classes
+    on_shown = sum(1 for key, item, _ in logged if key in "123s" and item is not None and any(
+        (e.skipped if key == "s" else e.class_name == classes[int(key) - 1]) and e.annotator == "bench"
+        for e in storage.label_history(project, item)))
+    return {"presses": len(logged), "rows": rows, "on_shown": on_shown, "labels": sum(k in "123s" for k in keys)}
+
+
+def press_latencies(page, presses: int) -> dict[str, list[float]]:
+    visible, acked, arrow = [], [], []
     for i in range(presses):
-        name = page.inner_text(NAME)
-        sent = time.time()
+        before = page.evaluate("window.__shownAt()")
         page.keyboard.press("ArrowRight")
-        wait_name_change(page, name)
-        arrow.append(time.time() - sent)
+        arrow.append(page.evaluate("(b) => window.__measure(b)", before)[0])
         page.keyboard.press("ArrowLeft")
-        page.wait_for_function("([sel, want]) => document.querySelector(sel)?.innerText === want",
-                               arg=[NAME, name], polling="raf")
-        item = next(it.id for it in storage.usable_items(project) if it.path == name)
-        sent = time.time()
-        page.keyboard.press(str((i % 9) + 1))
-        wait_name_change(page, name)
-        shown.append(time.time() - sent)
-        commit.append(storage.label_history(project, item)[-1].created_at - sent)
-    return {"commit": commit, "shown": shown, "arrow": arrow}
-
-
-def grid_switch(page, to: str) -> float:
-    sent = time.time()
-    page.locator(".st-key-view").get_by_text(to, exact=True).click()
-    if to == "Grid":
-        page.wait_for_function(f"""() => {{ const imgs = [...document.querySelectorAll('{GRID_IMAGES}')];
-            return imgs.length === 32 && imgs.every(i => i.complete && i.naturalWidth > 0); }}""", polling="raf")
-    else:
-        page.wait_for_selector(NAME)
-    return time.time() - sent
+        page.wait_for_function(f"() => window.__shownAt() === {before}", polling="raf")
+        page.keyboard.press(str(i % 9 + 1))
+        shown_ms, ack_ms = page.evaluate("(b) => window.__measure(b)", before)
+        visible.append(shown_ms)
+        acked.append(ack_ms)
+        time.sleep(0.2)
+    return {"visible": visible, "acked": acked, "arrow": arrow}
 
 
 def grid_figures(page, repeats: int) -> dict[str, list[float]]:
-    cold = [grid_switch(page, "Grid")]
-    warm, focus = [], []
-    for _ in range(repeats):
-        focus.append(grid_switch(page, "Focus"))
-        warm.append(grid_switch(page, "Grid"))
-    grid_switch(page, "Focus")
-    return {"cold": cold, "warm": warm, "focus": focus}
+    out = {"cold": [], "warm": [], "bulk": []}
+    for i in range(repeats + 1):
+        page.keyboard.press("g")
+        out["cold" if i == 0 else "warm"].append(page.evaluate("window.__gridReady(64)"))
+        page.keyboard.press("f")
+        page.wait_for_selector(SHOWN)
+    page.keyboard.press("g")
+    page.evaluate("window.__gridReady(64)")
+    tiles = page.locator(".pl-tile")
+    for start in range(0, min(repeats, 3) * 20, 20):
+        tiles.nth(start).click()
+        tiles.nth(start + 19).click(modifiers=["Shift"])
+        page.keyboard.press("4")
+        out["bulk"].append(page.evaluate("window.__acked()"))
+    page.keyboard.press("f")
+    return out
 
 
-def server_script_time(project: storage.Project, presses: int) -> list[float]:
-    """One label as the server runs it (fragment rerun incl. the commit), without a browser."""
-    from streamlit.testing.v1 import AppTest
+def annotator_speed(page, project: storage.Project, n: int, accept: bool) -> tuple[float, int, int]:
+    """Labels per minute when each image is labeled as soon as it is visible; (rate, done, guess right)."""
+    truth = truth_of(project)
+    classes = list(storage.load_settings(project).classes)
+    right = 0
+    started = time.perf_counter()
+    for _ in range(n):
+        item = page.evaluate("window.__shownAt()")
+        guess = page.inner_text(".pl-guess strong") if page.locator(".pl-guess").count() else None
+        right += guess == truth[item]
+        page.keyboard.press("Enter" if accept and guess else str(classes.index(truth[item]) + 1 if classes.index(truth[item]) < 9 else 0))
+        page.evaluate("(b) => window.__measure(b)", item)
+    return n / (time.perf_counter() - started) * 60, n, right
 
-    os.environ["PROXY_LABELER_PROJECT"] = str(project.root)
-    try:
-        at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60).run()
-        times = []
-        for i in range(presses):
-            started = time.perf_counter()
-            at.button(key=f"class-{i % 9}").click().run()
-            times.append(time.perf_counter() - started)
-    finally:
-        os.environ.pop("PROXY_LABELER_PROJECT")
-    return times
+
+def finish_batch(project: storage.Project) -> int:
+    """Label all but one open item of the batch (as another tab would); return the one left."""
+    from app import labeling
+
+    truth = truth_of(project)
+    current = storage.current_round(project)
+    open_ids = [i for i, _ in storage.round_queue(project, current.id)]
+    last = open_ids.pop()
+    labeling.apply_events(project, {"client": "bench", "events": [
+        {"seq": n, "action": "label", "items": [i], "value": truth[i], "how": "typed", "annotator": "bench"}
+        for n, i in enumerate(open_ids, start=1)]}, {})
+    return last
+
+
+def batch_turnaround(page, project: storage.Project, batches: int) -> list[float]:
+    """The last label of a batch (pressed in the browser) -> the first image of the next batch visible."""
+    truth = truth_of(project)
+    classes = list(storage.load_settings(project).classes)
+    waits = []
+    for _ in range(batches):
+        last = finish_batch(project)
+        page.reload()
+        page.wait_for_selector(SHOWN)
+        page.mouse.click(5, 500)
+        page.wait_for_function(f"() => window.__shownAt() === {last}")
+        index = storage.current_round(project).index
+        page.keyboard.press(str(classes.index(truth[last]) + 1 if classes.index(truth[last]) < 9 else 0))
+        t0 = time.perf_counter()
+        page.wait_for_function(f"""() => {{ const img = {VIEW}?.querySelector("{SHOWN}");
+            return img && img.complete && img.naturalWidth > 0 && /proxy/.test({VIEW}.textContent) &&
+                   Number(img.dataset.itemId) !== {last}; }}""", polling="raf", timeout=300_000)
+        waits.append((time.perf_counter() - t0) * 1000)
+        assert storage.current_round(project).index == index + 1
+    return waits
 
 
 def first_start(sync_api, work: Path) -> float:
@@ -127,7 +237,7 @@ def first_start(sync_api, work: Path) -> float:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.goto(url)
-        page.wait_for_selector(NAME, timeout=120_000)
+        page.wait_for_selector(SHOWN, timeout=120_000)
         elapsed = time.time() - started
         browser.close()
     return elapsed
@@ -142,37 +252,53 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presses", type=int, default=40)
+    parser.add_argument("--rapid", type=int, default=50)
+    parser.add_argument("--gap-ms", type=int, default=50)
     parser.add_argument("--grid-repeats", type=int, default=5)
+    parser.add_argument("--speed", type=int, default=30, help="images per annotator-speed run")
+    parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--no-demo", action="store_true", help="skip the first-start figure")
     args = parser.parse_args()
     if not CHROMIUM.exists():
         sys.exit("needs /usr/bin/chromium (apt-get install chromium)")
     from playwright import sync_api
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}  load: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        project = bench_project(work / "project", batch=max(args.presses + 1, 33))
-        with streamlit_server(project.root, work / "home", work / "server.log") as url, \
+        keys_project = make_project(work / "keys", initial_size=max(args.rapid + args.presses + 70, 130),
+                                    auto_next_round=False)
+        with streamlit_server(keys_project.root, work / "home", work / "server.log") as url, \
                 sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.wait_for_selector(NAME)
-            page.wait_for_function("() => window.__proxyLabelerKeys === true")
+            page = open_page(browser, url)
             grid = grid_figures(page, args.grid_repeats)
-            keys = key_presses(page, project, args.presses)
+            rapid = rapid_keys(page, keys_project, args.rapid, args.gap_ms)
+            keys = press_latencies(page, args.presses)
             browser.close()
-        print(f"key press -> label committed (SQLite):    {summary(keys['commit'])}")
-        print(f"key press -> next image shown (DOM):      {summary(keys['shown'])}")
-        print(f"baseline: arrow key -> next image shown:  {summary(keys['arrow'])}")
-        print(f"ratio label / arrow (median):             "
-              f"{statistics.median(keys['shown']) / statistics.median(keys['arrow']):.2f}")
-        other = bench_project(work / "project2", batch=args.presses + 1)
-        print(f"server script time of one label (AppTest): {summary(server_script_time(other, args.presses))}")
-        print(f"32-image grid shown, cold thumbnails:     {summary(grid['cold'])}")
-        print(f"32-image grid shown, warm:                {summary(grid['warm'])}")
-        print(f"baseline: grid -> focus view:             {summary(grid['focus'])}")
+        print(f"rapid keys: {rapid['presses']} presses {args.gap_ms} ms apart -> {rapid['rows']} label rows "
+              f"({rapid['labels']} labels/skips, the rest undos); every label on the item shown: "
+              f"{rapid['on_shown'] == rapid['labels']}")
+        print(f"key press -> next image visible:           {summary(keys['visible'])}")
+        print(f"baseline: arrow key -> next image visible:  {summary(keys['arrow'])}")
+        print(f"key press -> label acknowledged:            {summary(keys['acked'])}")
+        print(f"64-tile grid visible, first time:           {summary(grid['cold'])}")
+        print(f"64-tile grid visible, images cached:        {summary(grid['warm'])}")
+        print(f"20 tiles selected, one key -> acknowledged: {summary(grid['bulk'])}")
+
+        rounds_project = make_project(work / "rounds", budget=20 * (args.batches + 4))
+        with streamlit_server(rounds_project.root, work / "home2", work / "server2.log") as url, \
+                sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = open_page(browser, url)
+            waits = batch_turnaround(page, rounds_project, args.batches)
+            typed = annotator_speed(page, rounds_project, min(args.speed, 10), accept=False)
+            accepted = annotator_speed(page, rounds_project, min(args.speed, 9), accept=True)
+            browser.close()
+        print(f"last label of a batch -> next batch visible: {summary(waits)}")
+        print(f"scripted annotator, typing:    {typed[0]:5.0f} labels/min ({typed[1]} images)")
+        print(f"scripted annotator, accepting: {accepted[0]:5.0f} labels/min ({accepted[1]} images; "
+              f"the guess was right for {accepted[2]} of them, {typed[2]} of {typed[1]} in the typed run)")
         if not args.no_demo:
             print(f"first start -> first demo image shown:    {first_start(sync_api, work):.1f} s")
 

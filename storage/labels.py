@@ -178,6 +178,40 @@ def _round_for(db: sqlite_utils.Database, item_id: int, round_id: int | None) ->
 
 # ---------------------------------------------------------------- queries
 
+@dataclass(frozen=True)
+class LabeledItem:
+    """One row of the label browser: an item labeled, skipped or reserved for validation."""
+
+    item_id: int
+    path: str
+    class_name: str | None     # None when skipped, unlabeled, or its class was removed
+    skipped: bool
+    is_validation: bool
+    round_index: int | None    # the round that queued it (None for validation items)
+    annotator: str | None
+    source: str | None
+    guess: str | None          # the selector's guess when it queued the item
+
+
+def labeled_items(project: Project) -> list[LabeledItem]:
+    """Every item that is labeled, skipped or in the validation set, by item id."""
+    with opened(project) as db:
+        rows = db.execute(
+            "SELECT i.id, i.path, CASE WHEN l.kind = 'label' AND c.position IS NOT NULL THEN c.name END, "
+            "COALESCE(l.kind = 'skip', 0), i.is_validation, r.idx, "
+            "CASE WHEN l.kind IN ('label', 'skip') THEN l.annotator END, "
+            "CASE WHEN l.kind IN ('label', 'skip') THEN l.source END, "
+            "CASE WHEN g.position IS NOT NULL THEN g.name END "
+            "FROM items i LEFT JOIN current_labels l ON l.item_id = i.id "
+            "LEFT JOIN classes c ON c.id = l.class_id LEFT JOIN queue q ON q.item_id = i.id "
+            "LEFT JOIN rounds r ON r.id = q.round_id LEFT JOIN classes g ON g.id = q.guess_class_id "
+            "WHERE i.status = 'ok' AND (i.is_validation = 1 OR l.kind = 'skip' "
+            "OR (l.kind = 'label' AND c.position IS NOT NULL)) ORDER BY i.id"
+        ).fetchall()
+    return [LabeledItem(item_id, path, name, bool(skipped), bool(validation), *rest)
+            for item_id, path, name, skipped, validation, *rest in rows]
+
+
 def current_label(project: Project, item_id: int) -> str | _Skip | None:
     """The item's class name, SKIP, or None when unlabeled."""
     with opened(project) as db:

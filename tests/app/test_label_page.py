@@ -151,3 +151,39 @@ def test_why_chosen_captions():
 def test_empty_outboxes_commit_nothing(project, outbox):
     assert labeling.apply_events(project, outbox, {}) == 0
     assert storage.current_labels(project) == {}
+
+
+def test_label_browser_filters_and_relabels_in_place(open_app, project):
+    first, second, third = batch_ids(project)[:3]
+    storage.set_label(project, first, "red", annotator="ana")
+    storage.set_label(project, second, "green", annotator="bob")
+    storage.set_label(project, third, storage.SKIP, annotator="ana")
+    at = open_app("app/page_labels.py")
+    data = view_data(at)
+    assert data["mode"] == "grid" and data["title"] == "Shown"
+    shown = {item["id"]: item for item in data["items"]}
+    assert {first, second, third} <= set(shown)
+    assert set(shown) - {first, second, third} == set(storage.validation_ids(project))
+    assert shown[first]["why"] == "round 0 · by ana" and shown[third]["skipped"]
+
+    at.multiselect(key="browse_people").set_value(["bob"]).run()
+    assert [item["id"] for item in view_data(at)["items"]] == [second]
+    at.multiselect(key="browse_people").set_value([]).run()
+    at.multiselect(key="browse_kinds").set_value(["skipped"]).run()
+    assert [item["id"] for item in view_data(at)["items"]] == [third]
+
+    # relabel in place: the view's event goes through the same commit; the history keeps both
+    labeling.apply_events(project, {"client": "b", "events": [event(1, "label", [second], "blue")]}, {})
+    assert [e.class_name for e in storage.label_history(project, second)] == ["green", "blue"]
+
+
+def test_a_refused_class_removal_links_to_its_images(open_app, project):
+    storage.set_label(project, batch_ids(project)[0], "blue")
+    at = open_app("app/page_project.py")
+    at.text_area[0].set_value("red\ngreen")
+    next(b for b in at.button if b.proto.form_id == "classes").click().run()
+    assert any("still labels 1 images" in e.value for e in at.error)
+    at.button(key="show-class-images").click().run()
+    assert at.session_state["browse_classes"] == ["blue"]
+    items = view_data(at)["items"]
+    assert [item["label"] for item in items] == ["blue"]

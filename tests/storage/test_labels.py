@@ -194,3 +194,18 @@ def test_set_labels_commits_all_or_nothing(project):
     assert storage.current_label(project, 4) is None
     storage.set_labels(project, [1, 2], SKIP)
     assert storage.skipped_ids(project)[:2] == [1, 2]
+
+
+def test_labeled_items_lists_labels_skips_and_validation_with_round_and_guess(project):
+    made = storage.create_round(project, strategy="least_confidence", selector="proxy_tiny", item_ids=[1, 2, 3],
+                                scores=[0.5, 0.4, 0.3], n_labeled=0, guesses=[1, 0, 2], confidences=[0.5] * 3)
+    storage.set_label(project, 1, "cat", annotator="ana", source="typed")
+    storage.set_label(project, 2, SKIP, annotator="bob")
+    storage.set_label(project, 3, "dog")
+    storage.clear_label(project, 3)                                    # cleared: not listed
+    validation = storage.reserve_validation(project)
+    rows = {row.item_id: row for row in storage.labeled_items(project)}
+    assert set(rows) == {1, 2, *validation}
+    assert rows[1] == storage.LabeledItem(1, rows[1].path, "cat", False, False, made.index, "ana", "typed", "dog")
+    assert (rows[2].class_name, rows[2].skipped, rows[2].annotator, rows[2].guess) == (None, True, "bob", "cat")
+    assert all(rows[i].is_validation and rows[i].class_name is None for i in validation)
