@@ -5,9 +5,9 @@ st.set_option("client.toolbarMode", "minimal")   # no "Deploy" button: this is a
 st.set_page_config(page_title="Proxy Labeler", page_icon=":material/label:", layout="wide")
 st.navigation([
     st.Page("app/page_label.py", title="Label", icon=":material/label:", default=True),
-    st.Page("app/page_labels.py", title="Labels", icon=":material/checklist:"),
-    st.Page("app/page_project.py", title="Project", icon=":material/folder_open:"),
-    st.Page("app/page_progress.py", title="Progress", icon=":material/monitoring:"),
-    st.Page("app/page_target.py", title="Target", icon=":material/model_training:"),
-    st.Page("app/page_export.py", title="Export", icon=":material/download:"),
+    st.Page("app/page_labels.py", url_path="labels", title="Labels", icon=":material/checklist:"),
+    st.Page("app/page_project.py", url_path="project", title="Project", icon=":material/folder_open:"),
+    st.Page("app/page_progress.py", url_path="progress", title="Progress", icon=":material/monitoring:"),
+    st.Page("app/page_target.py", url_path="target", title="Target", icon=":material/model_training:"),
+    st.Page("app/page_export.py", url_path="export", title="Export", icon=":material/download:"),
 ]).run()

@@ -217,3 +217,33 @@ def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp
     assert (last.class_name, last.source, last.annotator) == (guess, "accepted", "ana")
     assert {i: storage.current_label(project, i) for i in first} == {
         i: truth[storage.get_item(project, i).path] for i in first}
+
+
+def test_the_label_browser_relabels_in_place(playwright, big):
+    project, url, _, tmp = big
+    open_items = [i for i, _ in storage.round_queue(project, storage.current_round(project).id)]
+    storage.set_label(project, open_items[-1], "red", annotator="ana")
+    context = playwright.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(url + "/labels")
+        page.wait_for_selector(".pl-tile")
+        page.fill("input[aria-label='Annotator name']", "dan")
+        page.keyboard.press("Enter")
+        tile = page.locator(".pl-tile.pl-labeled").first
+        item = int(tile.get_attribute("data-item-id"))
+        old = storage.current_label(project, item)
+        new = next(name for name in CLASSES if name != old)
+        tile.click()
+        page.keyboard.press(str(CLASSES.index(new) + 1))
+        wait_saved(page)
+        page.wait_for_function(f"() => {VIEW}.querySelector('.pl-tile[data-item-id=\"{item}\"] .pl-badge')"
+                               f"?.textContent === '{new}'")
+    except Exception:
+        page.screenshot(path=str(tmp / "failure.png"))
+        raise
+    finally:
+        context.close()
+    history = storage.label_history(project, item)
+    assert (history[-2].class_name, history[-1].class_name, history[-1].annotator) == (old, new, "dan")
