@@ -14,6 +14,9 @@ import storage
 
 ACTIVE = ("queued", "running")
 TARGET_DIR = "target"      # engine.target saves under models_dir / "target"
+# The next round starts when this share of the newest batch is labeled, so it is ready when the
+# batch is: the open items count as taken, their labels join the round after.
+EARLY_FRACTION = 0.8
 
 
 @dataclass(frozen=True)
@@ -38,15 +41,16 @@ def start_worker(project: storage.Project) -> None:
 
 
 def round_state(project: storage.Project) -> RoundState:
-    """Read where the project stands; enqueues nothing."""
+    """Read where the project stands; enqueues nothing. While items are open the user is
+    labeling, even when the next round is already being made early (its job is then attached)."""
     current = storage.current_round(project)
     if current is None:
         return RoundState("none", None)
     active = storage.active_jobs(project, "round")
+    if storage.open_rounds(project):
+        return RoundState("labeling", current, active[0] if active else None)
     if active:
         return RoundState("running", current, active[0])
-    if not storage.round_complete(project, current.id):
-        return RoundState("labeling", current)
     latest = storage.latest_job(project, "round")
     if latest is not None and latest.state in ("failed", "cancelled") and latest.created_at > current.created_at:
         return RoundState("failed", current, latest)
@@ -63,16 +67,33 @@ def advance(project: storage.Project, *, force: bool = False) -> RoundState:
     enqueue is one storage transaction, and the job names the round it
     follows, so a tab that had not seen the new round queues nothing the
     worker would run. A failed round is not retried automatically: the user
-    sees its reason first and presses Retry (force=True).
+    sees its reason first and presses Retry (force=True); a round made early
+    that failed is tried once more, normally, when the batch is done.
     """
     state = round_state(project)
-    wants = state.kind == "waiting" or (force and state.kind == "failed")
-    if wants and (force or storage.load_settings(project).auto_next_round):
+    auto = storage.load_settings(project).auto_next_round
+    if state.kind == "labeling" and auto and _start_early(project, state.round):
+        job, _ = storage.enqueue_unless_active(project, "round", {"after_round": state.round.index, "early": True})
+        state = RoundState("labeling", state.round, job)
+    early_failed = state.kind == "failed" and bool((state.job.params or {}).get("early"))
+    wants = state.kind == "waiting" or (state.kind == "failed" and (force or early_failed))
+    if wants and (force or auto):
         job, _ = storage.enqueue_unless_active(project, "round", {"after_round": state.round.index})
         state = RoundState("running", state.round, job)
-    if state.kind == "running":
+    if state.job is not None:
         start_worker(project)
     return state
+
+
+def _start_early(project: storage.Project, current: storage.Round) -> bool:
+    """Make the next round now? When EARLY_FRACTION of the newest batch is done, the budget is not
+    spent, and no round job has been queued after it yet (one that failed is not retried here)."""
+    items = storage.round_items(project, current.id)
+    done = len(items) - len(storage.round_queue(project, current.id))
+    if not items or done < EARLY_FRACTION * len(items) or storage.budget_left(project) <= 0:
+        return False
+    latest = storage.latest_job(project, "round")
+    return latest is None or (latest.params or {}).get("after_round") != current.index
 
 
 def start_target(project: storage.Project) -> storage.Job:

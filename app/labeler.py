@@ -31,7 +31,7 @@ _component = st.components.v2.component(
 
 
 def item_payload(entry: Entry, strategy: str, caption: str | None = None) -> dict:
-    why = "validation" if entry.is_validation else labeling.why_chosen(strategy, entry.score)
+    why = "validation" if entry.is_validation else labeling.why_chosen(entry.strategy or strategy, entry.score)
     return {
         "id": entry.item_id,
         "path": entry.path,

@@ -6,6 +6,7 @@ the undo stack of its tab; every label it sends is committed through
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Entry:
     skipped: bool
     guess: str | None = None   # the selector's predicted class, when it made one
     confidence: float | None = None
+    strategy: str | None = None  # the strategy of the round that queued it
 
     @property
     def done(self) -> bool:
@@ -60,6 +62,13 @@ def batch_entries(project: storage.Project, round_id: int) -> list[Entry]:
     """Every item of the round in rank order (most informative first), with the selector's guesses."""
     return _entries(project, storage.round_items(project, round_id), validation=False,
                     guesses=storage.round_guesses(project, round_id))
+
+
+def open_batch_entries(project: storage.Project) -> list[Entry]:
+    """The batches still being labeled, oldest first: with a round made early, the batch the user
+    is finishing and the next one after it, so the next image is there the moment it is needed."""
+    return [dataclasses.replace(entry, strategy=made.strategy)
+            for made in storage.open_rounds(project) for entry in batch_entries(project, made.id)]
 
 
 def validation_entries(project: storage.Project) -> list[Entry]:

@@ -49,7 +49,10 @@ def choose_source(project: storage.Project, rs: jobs.RoundState) -> tuple[str, l
     if has_validation:
         st.segmented_control("Label", ["Batch", "Validation"], key="source", label_visibility="collapsed")
     source = st.session_state.get("source") or "Batch"
-    batch = labeling.batch_entries(project, rs.round.id) if rs.round else []
+    if rs.kind == "labeling":
+        batch = labeling.open_batch_entries(project)
+    else:
+        batch = labeling.batch_entries(project, rs.round.id) if rs.round else []
     if source == "Batch" and has_validation and rs.kind != "labeling":
         validation = labeling.validation_entries(project)
         if any(not e.done for e in validation):
@@ -76,6 +79,8 @@ def labeling_area(project_root: str, round_kind: str) -> None:
     settings = storage.load_settings(project)
     strategy = rs.round.strategy if rs.round else settings.strategy
     budget_bar(project, settings)
+    if rs.kind == "labeling" and rs.job is not None:
+        st.caption("The next batch is being chosen from the labels so far; it joins this list when ready.")
     oracle_button(project, entries)
     labeler.show(project, source, entries, strategy, list(settings.classes))
 

@@ -93,7 +93,8 @@ def run_initial_round(project: storage.Project) -> storage.Round:
 
 def run_round(project: storage.Project, on_progress: OnProgress | None = None,
               should_stop: ShouldStop | None = None, *, model_name: str | None = None,
-              steps: int | None = None, level: str | None = None, stage: str = "proxy") -> storage.Round:
+              steps: int | None = None, level: str | None = None, stage: str = "proxy",
+              early: bool = False) -> storage.Round:
     """Train the selector on every training label, score the pool and queue the next batch.
 
     The selector is the project's proxy at its training level; `stage="target"`
@@ -106,15 +107,18 @@ def run_round(project: storage.Project, on_progress: OnProgress | None = None,
     when the proxy diverged (nothing is written). A proxy that learned
     nothing (engine.train.LearnedNothing) does not stop the round: its batch
     is drawn at random, recorded as strategy "random" with a selector that
-    says why.
+    says why. `early` starts the round while the previous batch still has open
+    items (they count as taken; their labels join the round after this one),
+    so the next batch is ready when the user finishes the current one.
     """
     return select_next_batch(project, on_progress, should_stop, model_name=model_name, steps=steps,
-                             level=level, stage=stage).round
+                             level=level, stage=stage, early=early).round
 
 
 def select_next_batch(project: storage.Project, on_progress: OnProgress | None = None,
                       should_stop: ShouldStop | None = None, *, model_name: str | None = None,
-                      steps: int | None = None, level: str | None = None, stage: str = "proxy") -> RoundOutcome:
+                      steps: int | None = None, level: str | None = None, stage: str = "proxy",
+                      early: bool = False) -> RoundOutcome:
     """`run_round`, also returning the trained selector model and the pool it scored."""
     settings = storage.load_settings(project)
     _strategy(settings.strategy)        # RoundError for an unknown name, before any work
@@ -122,7 +126,7 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     own_proxy = stage == "proxy" and model_name is None      # the project's proxy: warm start and keep it
     stage = stage_config(settings, stage, model_name=model_name, steps=steps, level=level, seed_offset=index)
     storage.reserve_validation(project)
-    size = _batch_size(project, settings)
+    size = _batch_size(project, settings, early)
     labels = storage.training_labels(project)
     _check_classes(labels, settings.classes)
     report = _Report(on_progress)
@@ -234,13 +238,13 @@ def _next_index(project: storage.Project) -> int:
     return 0 if latest is None else latest.index + 1
 
 
-def _batch_size(project: storage.Project, settings: storage.Settings) -> int:
+def _batch_size(project: storage.Project, settings: storage.Settings, early: bool = False) -> int:
     left = storage.budget_left(project)
     if left < 1:
         raise RoundError(f"the labeling budget of {settings.budget} is spent; train the target model "
                          "or raise the budget in the settings")
     latest = storage.current_round(project)
-    if latest is not None:
+    if latest is not None and not early:
         open_items = len(storage.round_queue(project, latest.id))
         if open_items:
             raise RoundError(f"round {latest.index} still has {open_items} unlabeled images; "

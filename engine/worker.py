@@ -150,7 +150,7 @@ def describe_error(exc: BaseException) -> str:
 # ---------------------------------------------------------------- job kinds
 
 def _round_job(project, params, on_progress, should_stop) -> dict:
-    params = _check_params("round", params, {"model", "steps", "level", "strategy", "after_round"})
+    params = _check_params("round", params, {"model", "steps", "level", "strategy", "after_round", "early"})
     if params.get("strategy") not in (None, storage.load_settings(project).strategy):
         raise ValueError("a round job's strategy must match the project's; change it in the settings")
     current = storage.current_round(project)
@@ -161,7 +161,7 @@ def _round_job(project, params, on_progress, should_stop) -> dict:
         made = run_initial_round(project)
     else:
         made = run_round(project, on_progress, should_stop, model_name=params.get("model"),
-                         steps=params.get("steps"), level=params.get("level"))
+                         steps=params.get("steps"), level=params.get("level"), early=bool(params.get("early")))
     return {"round_id": made.id, "index": made.index, "size": len(storage.round_items(project, made.id)),
             "train_s": made.train_s, "score_s": made.score_s, "select_s": made.select_s,
             "proxy_val_acc": made.proxy_val_acc, "n_labeled": made.n_labeled}

@@ -80,6 +80,7 @@ from storage.rounds import (
     current_round,
     get_round,
     list_rounds,
+    open_rounds,
     queued_ids,
     round_complete,
     round_guesses,

@@ -180,6 +180,20 @@ def round_guesses(project: Project, round_id: int) -> dict[int, tuple[str, float
         return {item_id: (name, confidence) for item_id, name, confidence in rows}
 
 
+def open_rounds(project: Project) -> list[Round]:
+    """The rounds from the oldest one with open items (neither labeled nor skipped) to the newest,
+    oldest first; empty when every queued item is done. A round made early, while the batch
+    before it was still open, makes this list two rounds long."""
+    with opened(project) as db:
+        oldest = db.execute(
+            "SELECT MIN(r.idx) FROM rounds r JOIN queue q ON q.round_id = r.id "
+            "LEFT JOIN current_labels l ON l.item_id = q.item_id LEFT JOIN classes c ON c.id = l.class_id "
+            "WHERE 1 " + _OPEN).fetchone()[0]
+        if oldest is None:
+            return []
+        return [_round(row) for row in db.execute(_ROUND_SQL + "WHERE idx >= ? ORDER BY idx", (oldest,))]
+
+
 def round_complete(project: Project, round_id: int) -> bool:
     """True when every item of the round is labeled or skipped."""
     return not round_queue(project, round_id)

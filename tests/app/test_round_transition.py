@@ -112,3 +112,37 @@ def test_cancel_a_running_round_asks_the_worker_to_stop(open_app, project):
     storage.fail_job(project, job.id, "round cancelled")      # what the worker records when it stops
     at.run()
     assert any("was cancelled" in info.value for info in at.info)
+
+
+def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path, dataset, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+    from tests.app.conftest import MAIN, make_project
+
+    project = make_project(tmp_path / "early", dataset[0], initial_size=10, budget=20)
+    monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
+    first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
+    events = [{"seq": n, "action": "label", "items": [i], "value": CLASSES[n % 3], "how": "typed", "annotator": "a"}
+              for n, i in enumerate(first[:7], start=1)]
+    labeling.apply_events(project, {"client": "t", "events": events}, {})
+    assert jobs.advance(project).kind == "labeling" and not storage.active_jobs(project)     # 7 of 10: not yet
+    labeling.apply_events(project, {"client": "t", "events": events + [
+        {**events[0], "seq": 8, "items": [first[7]]}]}, {"t": {"seq": 7, "errors": []}})
+    state_now = jobs.advance(project)                                    # 8 of 10: the next round starts
+    assert state_now.kind == "labeling" and state_now.job.params == {"after_round": 0, "early": True}
+
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert any("being chosen" in c.value for c in at.caption)
+    assert run_worker(project.root, once=True) == 1
+    second = storage.current_round(project)
+    assert second.index == 1
+    at.run()
+    [view] = at.get("bidi_component")
+    items = json.loads(view.proto.json)["items"]
+    second_ids = [i for i, _ in storage.round_items(project, second.id)]
+    assert [item["id"] for item in items] == first + second_ids          # the open batch, then the next one
+    assert [item["why"] for item in items][-1].startswith("proxy")
+    assert not set(second_ids) & set(first)
+    jobs.advance(project)
+    assert not storage.active_jobs(project)                               # one early round per batch

@@ -65,7 +65,7 @@ def test_bad_params_fail_the_job(labeled_project):
     other = storage.enqueue_job(labeled_project, "round", {"model": "no_such_net"})
     assert run_worker(labeled_project.root, once=True) == 2
     assert storage.get_job(labeled_project, job.id).error == (
-        "ValueError: unknown parameter(s) epochz for a round job; expected: level, model, steps, strategy")
+        "ValueError: unknown parameter(s) epochz for a round job; expected: after_round, early, level, model, steps, strategy")
     assert storage.get_job(labeled_project, other.id).error.startswith("ValueError: unknown model 'no_such_net'")
     assert storage.current_round(labeled_project).index == 0
 
@@ -148,3 +148,26 @@ def test_ensure_worker_starts_one_detached_worker(labeled_project):
         except ProcessLookupError:
             pass
     assert not worker_alive(labeled_project.root)
+
+
+def test_a_round_queued_after_an_older_round_does_nothing(labeled_project):
+    job = storage.enqueue_job(labeled_project, "round", {"after_round": 5})     # a stale tab's request
+    assert run_worker(labeled_project.root, once=True) == 1
+    assert storage.get_job(labeled_project, job.id).result["already_made"] is True
+    assert storage.current_round(labeled_project).index == 0
+
+
+def test_an_early_round_runs_while_the_batch_still_has_open_items(labeled_project):
+    current = storage.current_round(labeled_project)
+    made = storage.create_round(labeled_project, strategy="random", selector="random", item_ids=[
+        i for i in storage.unlabeled_ids(labeled_project)[:2]], scores=[0.0, 0.0], n_labeled=6)
+    open_items = {i for i, _ in storage.round_queue(labeled_project, made.id)}
+    job = storage.enqueue_job(labeled_project, "round", {"after_round": made.index, "early": True})
+    assert run_worker(labeled_project.root, once=True) == 1
+    assert storage.get_job(labeled_project, job.id).state == "done"
+    newest = storage.current_round(labeled_project)
+    assert newest.index == made.index + 1 > current.index
+    assert not {i for i, _ in storage.round_items(labeled_project, newest.id)} & open_items   # open items are taken
+    normal = storage.enqueue_job(labeled_project, "round")                     # without `early`: refused
+    run_worker(labeled_project.root, once=True)
+    assert "unlabeled images" in storage.get_job(labeled_project, normal.id).error

@@ -106,3 +106,16 @@ def test_rounds_without_guesses_and_mismatched_guesses(project):
     with pytest.raises(storage.StorageError, match="guesses"):
         _round(project, [1, 2], guesses=[0])
     assert storage.queued_ids(project) == [3, 5]
+
+
+def test_open_rounds_span_from_the_oldest_open_batch_to_the_newest(project):
+    assert storage.open_rounds(project) == []
+    first = _round(project, [5, 3])
+    storage.set_label(project, 5, "cat")
+    second = _round(project, [9, 1])                    # made early: round 0 still has item 3 open
+    assert storage.open_rounds(project) == [first, second]
+    storage.set_label(project, 3, SKIP)
+    assert storage.open_rounds(project) == [second]
+    storage.set_label(project, 9, "dog")
+    storage.set_label(project, 1, "cat")
+    assert storage.open_rounds(project) == []
