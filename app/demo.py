@@ -69,7 +69,7 @@ def ensure_demo(root: Path, assets: Path = DEMO_ASSETS,
     Idempotent: a crash half-way is finished on the next call, since ingest
     adds only files it has not seen and round 0 is made only once.
     """
-    from engine.round import run_initial_round
+    from engine.initial import run_initial_round
 
     report = on_progress or (lambda fraction, message: None)
     with _build_lock:

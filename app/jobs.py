@@ -14,8 +14,10 @@ import storage
 
 ACTIVE = ("queued", "running")
 TARGET_DIR = "target"      # engine.target saves under models_dir / "target"
-# The next round starts when this share of the newest batch is labeled, so it is ready when the
-# batch is: the open items count as taken, their labels join the round after.
+# The next round starts while the newest batch is being finished, so it is ready when the batch
+# is: between these shares of the batch done, as soon as the annotator's pace says the open items
+# take as long as a round; the open items count as taken, their labels join the round after.
+MIN_EARLY_FRACTION = 0.5
 EARLY_FRACTION = 0.8
 
 
@@ -86,14 +88,34 @@ def advance(project: storage.Project, *, force: bool = False) -> RoundState:
 
 
 def _start_early(project: storage.Project, current: storage.Round) -> bool:
-    """Make the next round now? When EARLY_FRACTION of the newest batch is done, the budget is not
-    spent, and no round job has been queued after it yet (one that failed is not retried here)."""
+    """Make the next round now? Once half the newest batch is done, when the open items will take
+    the annotator (at their pace in this batch) about as long as the last round took to make;
+    at EARLY_FRACTION in any case. Never when the budget is spent or a round job was already
+    queued after this one (one that failed is not retried here)."""
     items = storage.round_items(project, current.id)
-    done = len(items) - len(storage.round_queue(project, current.id))
-    if not items or done < EARLY_FRACTION * len(items) or storage.budget_left(project) <= 0:
+    times = storage.round_label_times(project, current.id)
+    open_items = len(items) - len(times)
+    if not items or len(times) < MIN_EARLY_FRACTION * len(items) or storage.budget_left(project) <= 0:
         return False
     latest = storage.latest_job(project, "round")
-    return latest is None or (latest.params or {}).get("after_round") != current.index
+    if latest is not None and (latest.params or {}).get("after_round") == current.index:
+        return False
+    if len(times) >= EARLY_FRACTION * len(items):
+        return True
+    return open_items * _pace(times) <= _round_seconds(latest)
+
+
+def _pace(times: list[float]) -> float:
+    """Median seconds between consecutive labels (a pause over a minute is a break, not a pace)."""
+    gaps = sorted(b - a for a, b in zip(times, times[1:]) if b - a < 60)
+    return gaps[len(gaps) // 2] if gaps else float("inf")
+
+
+def _round_seconds(job: storage.Job | None) -> float:
+    """How long the last finished round job took from queued to done (0 when unknown)."""
+    if job is None or job.state != "done" or job.finished_at is None or (job.result or {}).get("already_made"):
+        return 0.0
+    return job.finished_at - job.created_at
 
 
 def start_target(project: storage.Project) -> storage.Job:

@@ -33,7 +33,7 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
 
 
 def _initial_round(project_root: str) -> None:
-    from engine.round import RoundError, run_initial_round
+    from engine.initial import RoundError, run_initial_round
 
     try:
         run_initial_round(storage.open_project(project_root))

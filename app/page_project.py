@@ -247,7 +247,7 @@ def create_project(image_root: str, folder: str, classes: tuple[str, ...], value
     except storage.SettingsError as exc:
         st.warning(f"Fix the settings before labeling: {widgets.md(exc)}")
         return
-    from engine.round import RoundError, run_initial_round
+    from engine.initial import RoundError, run_initial_round
 
     try:
         run_initial_round(project)

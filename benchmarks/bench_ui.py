@@ -13,8 +13,9 @@ Timings are taken inside the page, on the browser's clock, from the key's
   20 tiles selected, one key -> acknowledged;
 - labels per minute of a scripted annotator who waits for each image and
   either types the class (ground truth) or accepts the proxy's guess (Enter);
-- last label of a batch -> next batch visible (the round: training, scoring,
-  selection), over `--batches` demo batches;
+- last label of a batch -> next batch visible, over `--batches` demo batches
+  labeled in the browser by an annotator who takes `--pace` seconds per image
+  (the next round starts early, while the batch is finished);
 - first start: server start with no project -> first demo image shown.
 
 Usage: .venv/bin/python benchmarks/bench_ui.py [--presses 40] [--batches 3] [--no-demo]
@@ -63,6 +64,15 @@ window.__acked = () => new Promise((resolve) => {{
   const t0 = window.__presses[window.__presses.length - 1][2];
   const tick = () => ({VIEW}?.querySelector(".pl-sync")?.dataset.pending === "0")
     ? resolve(performance.now() - t0) : requestAnimationFrame(tick);
+  requestAnimationFrame(tick);
+}});
+window.__nextBatch = (ids) => new Promise((resolve) => {{
+  const t0 = window.__presses[window.__presses.length - 1][2];
+  const tick = () => {{
+    const img = {VIEW}?.querySelector("{SHOWN}");
+    (img && !ids.includes(Number(img.dataset.itemId)) && img.complete && img.naturalWidth > 0)
+      ? resolve(performance.now() - t0) : requestAnimationFrame(tick);
+  }};
   requestAnimationFrame(tick);
 }});
 window.__gridReady = (n) => new Promise((resolve) => {{
@@ -193,39 +203,27 @@ def annotator_speed(page, project: storage.Project, n: int, accept: bool) -> tup
     return n / (time.perf_counter() - started) * 60, n, right
 
 
-def finish_batch(project: storage.Project) -> int:
-    """Label all but one open item of the batch (as another tab would); return the one left."""
-    from app import labeling
+def key_for(project: storage.Project, item_id: int, truth: dict[int, str]) -> str:
+    position = list(storage.load_settings(project).classes).index(truth[item_id])
+    return "1234567890"[position]
 
+
+def batch_turnaround(page, project: storage.Project, batches: int, pace_s: float) -> list[float]:
+    """An annotator labels each image `pace_s` after it appears; from the keydown of a batch's last
+    label to the first image of the next batch visible (the early round was made meanwhile, or not)."""
     truth = truth_of(project)
-    current = storage.current_round(project)
-    open_ids = [i for i, _ in storage.round_queue(project, current.id)]
-    last = open_ids.pop()
-    labeling.apply_events(project, {"client": "bench", "events": [
-        {"seq": n, "action": "label", "items": [i], "value": truth[i], "how": "typed", "annotator": "bench"}
-        for n, i in enumerate(open_ids, start=1)]}, {})
-    return last
-
-
-def batch_turnaround(page, project: storage.Project, batches: int) -> list[float]:
-    """The last label of a batch (pressed in the browser) -> the first image of the next batch visible."""
-    truth = truth_of(project)
-    classes = list(storage.load_settings(project).classes)
     waits = []
     for _ in range(batches):
-        last = finish_batch(project)
-        page.reload()
-        page.wait_for_selector(SHOWN)
-        page.mouse.click(5, 500)
-        page.wait_for_function(f"() => window.__shownAt() === {last}")
-        index = storage.current_round(project).index
-        page.keyboard.press(str(classes.index(truth[last]) + 1 if classes.index(truth[last]) < 9 else 0))
-        t0 = time.perf_counter()
-        page.wait_for_function(f"""() => {{ const img = {VIEW}?.querySelector("{SHOWN}");
-            return img && img.complete && img.naturalWidth > 0 && /proxy/.test({VIEW}.textContent) &&
-                   Number(img.dataset.itemId) !== {last}; }}""", polling="raf", timeout=300_000)
-        waits.append((time.perf_counter() - t0) * 1000)
-        assert storage.current_round(project).index == index + 1
+        batch = [i for i, _ in storage.round_items(project, storage.open_rounds(project)[0].id)]
+        while True:
+            item = page.evaluate("window.__shownAt()")
+            last = [i for i in batch if storage.current_label(project, i) is None] == [item]
+            time.sleep(pace_s)
+            page.keyboard.press(key_for(project, item, truth))
+            if last:
+                break
+            page.evaluate("(b) => window.__measure(b)", item)      # shown and committed: storage is current
+        waits.append(page.evaluate("(ids) => window.__nextBatch(ids)", batch))
     return waits
 
 
@@ -256,7 +254,8 @@ def main() -> None:
     parser.add_argument("--gap-ms", type=int, default=50)
     parser.add_argument("--grid-repeats", type=int, default=5)
     parser.add_argument("--speed", type=int, default=30, help="images per annotator-speed run")
-    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--pace", type=float, default=2.0, help="seconds the scripted annotator looks at an image")
     parser.add_argument("--no-demo", action="store_true", help="skip the first-start figure")
     args = parser.parse_args()
     if not CHROMIUM.exists():
@@ -291,11 +290,11 @@ def main() -> None:
                 sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = open_page(browser, url)
-            waits = batch_turnaround(page, rounds_project, args.batches)
+            waits = batch_turnaround(page, rounds_project, args.batches, args.pace)
             typed = annotator_speed(page, rounds_project, min(args.speed, 10), accept=False)
             accepted = annotator_speed(page, rounds_project, min(args.speed, 9), accept=True)
             browser.close()
-        print(f"last label of a batch -> next batch visible: {summary(waits)}")
+        print(f"last label of a batch -> next batch visible ({args.pace:.1f} s per image): {summary(waits)}")
         print(f"scripted annotator, typing:    {typed[0]:5.0f} labels/min ({typed[1]} images)")
         print(f"scripted annotator, accepting: {accepted[0]:5.0f} labels/min ({accepted[1]} images; "
               f"the guess was right for {accepted[2]} of them, {typed[2]} of {typed[1]} in the typed run)")

@@ -22,6 +22,7 @@ from torch import nn
 
 import storage
 from engine.config import stage_config, use_tta
+from engine.initial import RoundError, candidate_ids, run_initial_round, taken_ids  # noqa: F401  (re-exported)
 from engine.models import build_model, load_pretrained
 from engine.pool_cache import PoolCache, build_pool_cache, load_pool_cache, pick_image_size
 from engine.score import score_pool
@@ -35,10 +36,6 @@ ShouldStop = Callable[[], bool]
 WARM_START_FILE = "proxy_last.safetensors"
 # Share of a round's progress bar per stage; decoding is only needed when the cache is stale.
 STAGE_SPANS = {"decode": (0.0, 0.1), "train": (0.1, 0.85), "score": (0.85, 0.95), "select": (0.95, 1.0)}
-
-
-class RoundError(ValueError):
-    """A round cannot run now; the message says what to do instead."""
 
 
 @dataclass
@@ -67,28 +64,6 @@ class RoundOutcome:
     model: nn.Module
     pool: ProjectPool
     train_steps: int           # optimizer steps the selector took
-
-
-def run_initial_round(project: storage.Project) -> storage.Round:
-    """Round 0: a seeded random batch of `settings.initial_size` unlabeled, non-validation items.
-
-    Reserves the validation sample first so it never overlaps the batch.
-    Raises RoundError if a round already exists or nothing can be queued.
-    """
-    settings = storage.load_settings(project)
-    if storage.current_round(project) is not None:
-        raise RoundError("the initial random batch was already made; run a selection round instead")
-    storage.reserve_validation(project)
-    candidates = _candidate_ids(project)
-    size = min(settings.initial_size, storage.budget_left(project), len(candidates))
-    if size < 1:
-        raise RoundError("no unlabeled images are left to queue; add images or raise the budget")
-    rng = np.random.default_rng(settings.seed)
-    chosen = rng.choice(np.asarray(candidates, dtype=np.int64), size=size, replace=False)
-    return storage.create_round(
-        project, strategy="random", selector="random", item_ids=chosen.tolist(),
-        scores=[0.0] * size, n_labeled=len(storage.training_labels(project)),
-    )
 
 
 def run_round(project: storage.Project, on_progress: OnProgress | None = None,
@@ -131,7 +106,7 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     _check_classes(labels, settings.classes)
     report = _Report(on_progress)
     pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
-    taken = pool.positions(_taken_ids(project))
+    taken = pool.positions(taken_ids(project))
     _stop(should_stop)
 
     started = time.perf_counter()
@@ -249,7 +224,7 @@ def _batch_size(project: storage.Project, settings: storage.Settings, early: boo
         if open_items:
             raise RoundError(f"round {latest.index} still has {open_items} unlabeled images; "
                              "label or skip them before the next round")
-    candidates = len(_candidate_ids(project))
+    candidates = len(candidate_ids(project))
     if candidates < 1:
         raise RoundError("every usable image is already labeled, queued, skipped or in the validation set; "
                          "add images to continue")
@@ -262,17 +237,6 @@ def _check_classes(labels: dict[int, int], classes: tuple[str, ...]) -> None:
         have = ", ".join(classes[i] for i in present) or "none"
         raise RoundError(f"training needs labels in at least 2 classes (labeled so far: {have}); "
                          "label more images first")
-
-
-def _taken_ids(project: storage.Project) -> list[int]:
-    """Items that count as already chosen: labeled, validation, skipped or queued."""
-    return sorted(set(storage.labeled_ids(project)) | set(storage.validation_ids(project))
-                  | set(storage.skipped_ids(project)) | set(storage.queued_ids(project)))
-
-
-def _candidate_ids(project: storage.Project) -> list[int]:
-    taken = set(_taken_ids(project))
-    return [item.id for item in storage.usable_items(project) if item.id not in taken]
 
 
 def _stop(should_stop: ShouldStop | None) -> None:

@@ -23,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import storage
-from engine.round import run_initial_round, run_round
-from engine.target import run_target
-from engine.train import Cancelled
+
+# The training modules (torch, FAISS) are imported where a job runs, not here: the Streamlit server
+# imports this module for ensure_worker, and torch in the server process measured +100 ms on every
+# label acknowledgement (docs/benchmarks.md, UI).
 
 LOCK_FILE = "worker.lock"
 PID_FILE = "worker.pid"
@@ -85,6 +86,7 @@ def run_worker(project_dir: str | Path, *, once: bool = False, poll_s: float = 0
     try:
         _write_pid(project.root)
         log.info("worker %s started for %s", name, project.root)
+        import engine.round, engine.target  # noqa: F401,E401  warm: the first job does not wait for torch
         return _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s)
     finally:
         log.info("worker %s stopping", name)
@@ -132,6 +134,8 @@ def run_job(project: storage.Project, job: storage.Job, worker: str, *, heartbea
 
 
 def _record_failure(project: storage.Project, job: storage.Job, exc: BaseException) -> None:
+    from engine.train import Cancelled
+
     message = "cancelled" if isinstance(exc, Cancelled) else describe_error(exc)
     log.error("job %s (%s) failed: %s\n%s", job.id, job.kind, message,
               "".join(traceback.format_exception(exc)))
@@ -150,6 +154,8 @@ def describe_error(exc: BaseException) -> str:
 # ---------------------------------------------------------------- job kinds
 
 def _round_job(project, params, on_progress, should_stop) -> dict:
+    from engine.round import run_initial_round, run_round
+
     params = _check_params("round", params, {"model", "steps", "level", "strategy", "after_round", "early"})
     if params.get("strategy") not in (None, storage.load_settings(project).strategy):
         raise ValueError("a round job's strategy must match the project's; change it in the settings")
@@ -168,6 +174,8 @@ def _round_job(project, params, on_progress, should_stop) -> dict:
 
 
 def _target_job(project, params, on_progress, should_stop) -> dict:
+    from engine.target import run_target
+
     _check_params("target", params, set())
     return run_target(project, on_progress, should_stop)
 

@@ -85,6 +85,7 @@ from storage.rounds import (
     round_complete,
     round_guesses,
     round_items,
+    round_label_times,
     round_queue,
 )
 

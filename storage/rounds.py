@@ -194,6 +194,15 @@ def open_rounds(project: Project) -> list[Round]:
         return [_round(row) for row in db.execute(_ROUND_SQL + "WHERE idx >= ? ORDER BY idx", (oldest,))]
 
 
+def round_label_times(project: Project, round_id: int) -> list[float]:
+    """When each labeled or skipped item of the round got its current label (Unix seconds), ascending."""
+    with opened(project) as db:
+        rows = db.execute(
+            "SELECT l.created_at FROM queue q JOIN current_labels l ON l.item_id = q.item_id "
+            "WHERE q.round_id = ? AND l.kind IN ('label', 'skip') ORDER BY l.created_at", (round_id,))
+        return [t for (t,) in rows]
+
+
 def round_complete(project: Project, round_id: int) -> bool:
     """True when every item of the round is labeled or skipped."""
     return not round_queue(project, round_id)

@@ -146,3 +146,18 @@ def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path
     assert not set(second_ids) & set(first)
     jobs.advance(project)
     assert not storage.active_jobs(project)                               # one early round per batch
+
+
+def test_the_early_round_starts_sooner_when_the_last_round_took_longer_than_the_open_items_will(
+        tmp_path, dataset, monkeypatch):
+    from tests.app.conftest import make_project
+
+    project = make_project(tmp_path / "pace", dataset[0], initial_size=10, budget=20)
+    first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
+    monkeypatch.setattr(jobs, "_round_seconds", lambda job: 3600.0)    # rounds take long at this pace
+    for count, item_id in enumerate(first[:5], start=1):
+        storage.set_label(project, item_id, CLASSES[count % 3])
+        jobs.advance(project)
+        assert bool(storage.active_jobs(project)) == (count == 5)      # never before half the batch
+    assert jobs._pace([0.0, 2.0, 3.0, 100.0, 104.0]) == 2.0            # a break of 97 s is not the pace
+    assert jobs._pace([5.0]) == float("inf")

@@ -5,8 +5,6 @@ import os
 import signal
 import time
 
-import pytest
-
 import storage
 from engine import worker
 from engine.round import run_initial_round
