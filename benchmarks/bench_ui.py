@@ -217,7 +217,10 @@ def batch_turnaround(page, project: storage.Project, batches: int, pace_s: float
         batch = [i for i, _ in storage.round_items(project, storage.open_rounds(project)[0].id)]
         while True:
             item = page.evaluate("window.__shownAt()")
-            last = [i for i in batch if storage.current_label(project, i) is None] == [item]
+            open_items = [i for i in batch if storage.current_label(project, i) is None]
+            if item not in batch:          # the view moved past an open item of this batch: say so
+                print(f"  shown item {item} is not in the batch; {len(open_items)} of it open", flush=True)
+            last = open_items == [item]
             time.sleep(pace_s)
             page.keyboard.press(key_for(project, item, truth))
             if last:
