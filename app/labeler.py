@@ -47,13 +47,13 @@ TITLES = {"Batch": "This batch", "Validation": "Validation set", "Browser": "Sho
 
 
 def payload(project_root: str, source: str, entries: list[Entry], strategy: str, classes: list[str],
-            captions: dict[int, str] | None = None, mode: str | None = None) -> dict:
+            captions: dict[int, str] | None = None, mode: str | None = None, title: str | None = None) -> dict:
     """Everything the browser view needs, as plain JSON."""
     acks = st.session_state.get(ACKS, {})
     captions = captions or {}
     return {
         "instance": f"{project_root}|{source}",
-        "title": TITLES[source],
+        "title": title or TITLES[source],
         "mode": mode,
         "progress": source != "Browser",
         "items": [item_payload(e, strategy, captions.get(e.item_id)) for e in entries],
@@ -77,10 +77,10 @@ def commit(project_root: str, key: str) -> None:
 
 
 def show(project: storage.Project, source: str, entries: list[Entry], strategy: str, classes: list[str], *,
-         captions: dict[int, str] | None = None, mode: str | None = None) -> None:
+         captions: dict[int, str] | None = None, mode: str | None = None, title: str | None = None) -> None:
     """Mount the view on `entries`. `source` names the worklist ("Batch", "Validation", "Browser") and keys
     the view's state; `captions` replace the why-chosen line per item; `mode` fixes focus or grid."""
     root = str(project.root)
     key = f"labeler-{source}"
-    data = payload(root, source, entries, strategy, classes, captions, mode)
+    data = payload(root, source, entries, strategy, classes, captions, mode, title)
     _component(key=key, data=data, default={"outbox": None}, on_outbox_change=functools.partial(commit, root, key))

@@ -82,7 +82,9 @@ def labeling_area(project_root: str, round_kind: str) -> None:
     if rs.kind == "labeling" and rs.job is not None:
         st.caption("The next batch is being chosen from the labels so far; it joins this list when ready.")
     oracle_button(project, entries)
-    labeler.show(project, source, entries, strategy, list(settings.classes))
+    two_batches = source == "Batch" and len(storage.open_rounds(project)) > 1      # a round made early
+    title = "This batch and the next" if two_batches else None
+    labeler.show(project, source, entries, strategy, list(settings.classes), title=title)
 
 
 def budget_bar(project: storage.Project, settings: storage.Settings) -> None:

@@ -201,7 +201,7 @@ function gridKey(v, event) {
 }
 
 function afterBulk(v) {
-  v.selected.clear();
+  if (v.annotator) v.selected.clear();     // nothing was sent without a name: keep the selection
   render(v);
 }
 

@@ -139,7 +139,9 @@ def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path
     assert second.index == 1
     at.run()
     [view] = at.get("bidi_component")
-    items = json.loads(view.proto.json)["items"]
+    data = json.loads(view.proto.json)
+    items = data["items"]
+    assert data["title"] == "This batch and the next"
     second_ids = [i for i, _ in storage.round_items(project, second.id)]
     assert [item["id"] for item in items] == first + second_ids          # the open batch, then the next one
     assert [item["why"] for item in items][-1].startswith("proxy")
