@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
-from app import images, labeling
+from app import images, jobs, labeling
 from app.labeling import Entry
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -68,8 +68,6 @@ def payload(project_root: str, source: str, entries: list[Entry], strategy: str,
 
 def commit(project_root: str, key: str) -> None:
     """on_outbox_change: commit the view's new events, then queue the next round if the batch is done."""
-    from app import jobs
-
     outbox = st.session_state[key].get("outbox")
     project = storage.Project(Path(project_root))
     if labeling.apply_events(project, outbox, st.session_state.setdefault(ACKS, {})):

@@ -23,6 +23,7 @@ Usage: .venv/bin/python benchmarks/bench_ui.py [--presses 40] [--batches 3] [--n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -35,9 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import storage  # noqa: E402
+from app import demo  # noqa: E402
 from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
-DEMO = REPO / "assets" / "demo"
 SHOWN = "img.pl-focus-img"
 VIEW = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
 # In-page probes: the item shown at each keydown, and the time until the next image is visible
@@ -92,27 +93,20 @@ def summary(values_ms: list[float]) -> str:
     return f"median {statistics.median(ms):6.0f} ms   p90 {p90:6.0f} ms   max {ms[-1]:6.0f} ms   (n={len(ms)})"
 
 
-def demo_settings(**overrides) -> storage.Settings:
-    classes = sorted(set(line.split(",")[1].strip() for line in (DEMO / "ground_truth.csv").read_text().splitlines()[1:]))
-    values = dict(image_root=str(DEMO / "images"), classes=tuple(classes), budget=400, initial_size=20,
-                  round_size=20, validation_size=0, device="cpu")
-    values.update(overrides)
-    return storage.Settings(**values)
-
-
 def make_project(root: Path, **overrides) -> storage.Project:
-    from engine.round import run_initial_round
+    """A project over the bundled demo images with the demo's settings, no validation set, on the CPU."""
+    from engine.initial import run_initial_round
 
-    project = storage.create_project(root, demo_settings(**overrides))
+    settings = dataclasses.replace(demo.demo_settings(), validation_size=0, device="cpu", **overrides)
+    project = storage.create_project(root, settings)
     storage.ingest(project)
     run_initial_round(project)
     return project
 
 
 def truth_of(project: storage.Project) -> dict[int, str]:
-    rows = (DEMO / "ground_truth.csv").read_text().splitlines()[1:]
-    by_path = dict(line.split(",")[:2] for line in rows)
-    return {item.id: by_path[item.path].strip() for item in storage.usable_items(project)}
+    by_path = demo.ground_truth()
+    return {item.id: by_path[item.path] for item in storage.usable_items(project)}
 
 
 def open_page(browser, url: str):
@@ -191,14 +185,13 @@ def grid_figures(page, repeats: int) -> dict[str, list[float]]:
 def annotator_speed(page, project: storage.Project, n: int, accept: bool) -> tuple[float, int, int]:
     """Labels per minute when each image is labeled as soon as it is visible; (rate, done, guess right)."""
     truth = truth_of(project)
-    classes = list(storage.load_settings(project).classes)
     right = 0
     started = time.perf_counter()
     for _ in range(n):
         item = page.evaluate("window.__shownAt()")
         guess = page.inner_text(".pl-guess strong") if page.locator(".pl-guess").count() else None
         right += guess == truth[item]
-        page.keyboard.press("Enter" if accept and guess else str(classes.index(truth[item]) + 1 if classes.index(truth[item]) < 9 else 0))
+        page.keyboard.press("Enter" if accept and guess else key_for(project, item, truth))
         page.evaluate("(b) => window.__measure(b)", item)
     return n / (time.perf_counter() - started) * 60, n, right
 
