@@ -17,8 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m streamlit run server.py --server.address 127.0.0.1 --server.headless true \
-		--server.fileWatcherType none --client.toolbarMode minimal --browser.gatherUsageStats false $(ARGS)
+	$(PY) -m streamlit run server.py $(ARGS)   # safe defaults in .streamlit/config.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

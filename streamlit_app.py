@@ -1,8 +1,12 @@
 """Router: page config and navigation only; each page lives in app/."""
+from pathlib import Path
+
 import streamlit as st
 
+ICON = Path(__file__).resolve().parent / "assets" / "icon.png"   # served locally: a :material: page icon is fetched from Google
+
 st.set_option("client.toolbarMode", "minimal")   # no "Deploy" button: this is a local tool
-st.set_page_config(page_title="Proxy Labeler", page_icon=":material/label:", layout="wide")
+st.set_page_config(page_title="Proxy Labeler", page_icon=str(ICON), layout="wide")
 st.navigation([
     st.Page("app/page_label.py", title="Label", icon=":material/label:", default=True),
     st.Page("app/page_labels.py", url_path="labels", title="Labels", icon=":material/checklist:"),

@@ -65,11 +65,13 @@ from storage.project import (
     Settings,
     SettingsError,
     StorageError,
+    UnavailableError,
     class_names,
     connect,
     create_project,
     load_settings,
     open_project,
+    unavailable,
     save_settings,
     validate_settings,
 )

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
+import os
 import shutil
+import threading
 import sqlite3
 import unicodedata
 from collections.abc import Iterator
@@ -22,9 +25,10 @@ import sqlite_utils
 
 from storage import schema
 from storage.classes import active_class_names, sync_classes
-from storage.errors import SettingsError, StorageError
+from storage.errors import SettingsError, StorageError, UnavailableError  # noqa: F401  (re-exported)
 
 BUSY_TIMEOUT_S = 30.0
+SQLITE_HEADER = b"SQLite format 3\x00"
 MIN_CLASSES, MAX_CLASSES = 2, 100
 MAX_CLASS_NAME = 100
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -176,24 +180,80 @@ def connect(project: Project) -> sqlite_utils.Database:
     """Open a new connection: WAL, 30 s busy timeout, foreign keys on, autocommit.
 
     The caller closes it (`db.close()`); never share it across threads.
+    UnavailableError when the machine refuses (folder gone or unreadable).
     """
-    conn = sqlite3.connect(project.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    # FULL: a committed label survives power loss too, not only a killed process.
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA foreign_keys = ON")
+    try:
+        conn = sqlite3.connect(project.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed label survives power loss too, not only a killed process.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.OperationalError as exc:
+        raise unavailable(project, exc) from exc
     return sqlite_utils.Database(conn)
 
 
 @contextlib.contextmanager
 def opened(project: Project) -> Iterator[sqlite_utils.Database]:
-    """`with opened(project) as db:` a connection closed on exit."""
+    """`with opened(project) as db:` a connection closed on exit.
+
+    An environment failure inside (disk full, read-only folder, a lock held
+    past the busy timeout) becomes one UnavailableError naming the cause;
+    the transaction it interrupted was rolled back, so nothing half-written stays.
+    """
     db = connect(project)
     try:
         yield db
+    except UnavailableError:
+        raise
+    except sqlite3.OperationalError as exc:
+        if not _environmental(exc):
+            raise     # a bug (bad SQL), not the machine: keep the traceback honest
+        raise unavailable(project, exc) from exc
     finally:
         db.close()
+
+
+_ENVIRONMENT = {   # sqlite's message (or errno) -> what the user can do
+    "full": "the disk holding {root} is full; free some space and try again",
+    "readonly": "cannot write to {root}: the folder or project.db is read-only, or this account lacks "
+                "permission; make it writable and try again",
+    "locked": "the project database is busy: another process held it for more than "
+              f"{BUSY_TIMEOUT_S:.0f} s; try again",
+    "open": "cannot open {db}: the folder was moved, deleted or made unreadable",
+    "io": "the disk failed reading or writing {db}; check the disk and try again",
+}
+
+
+def _environment_kind(exc: BaseException) -> str | None:
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "full"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "readonly"
+    text = str(exc).lower()
+    for needle, kind in (("full", "full"), ("readonly", "readonly"), ("read-only", "readonly"),
+                         ("locked", "locked"), ("busy", "locked"), ("unable to open", "open"),
+                         ("disk i/o", "io")):
+        if needle in text:
+            return kind
+    return None
+
+
+def _environmental(exc: BaseException) -> bool:
+    return _environment_kind(exc) is not None
+
+
+def unavailable(project: Project, exc: BaseException) -> UnavailableError:
+    """The UnavailableError for an environment failure `exc` on `project` (its message says what to do)."""
+    kind = _environment_kind(exc)
+    if kind == "open" and project.root.is_dir() and not os.access(project.root, os.W_OK):
+        kind = "readonly"    # SQLite cannot create its -wal/-shm files beside the database
+    if kind is None:
+        return UnavailableError(f"{project.db_path}: {exc}; nothing saved before is lost")
+    advice = _ENVIRONMENT[kind].format(root=project.root, db=project.db_path)
+    return UnavailableError(f"{advice} (nothing saved before is lost; {type(exc).__name__}: {exc})")
 
 
 @contextlib.contextmanager
@@ -263,20 +323,82 @@ def _remove_created(project: Project, created: list[Path]) -> None:
 def open_project(root: str | Path) -> Project:
     """Open an existing project, applying any pending migrations.
 
-    Raises StorageError if there is no `project.db`, or it comes from a newer version.
+    Never writes to a file that is not a project database of this app or an
+    older version of it, and never crashes on one: a missing, empty,
+    foreign, garbage, corrupted (`PRAGMA quick_check`, once per process),
+    newer-schema, unreadable or read-only project raises one StorageError
+    whose message says what to do, and leaves the files as they were.
     """
     project = Project(Path(root).expanduser().resolve())
-    if not project.db_path.is_file():
-        raise StorageError(f"no project at {project.root} (project.db is missing); create one first")
+    _check_file(project)
     try:
-        with opened(project) as db:
-            _check_version(project, schema.schema_version(db))
-            schema.migrate(db)
+        version = _inspect(project)
+        if version < schema.LATEST_VERSION:
+            with opened(project) as db:
+                schema.migrate(db)
+    except StorageError:
+        raise
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError):  # e.g. a lock timeout: not the file's fault
-            raise
-        raise StorageError(f"{project.db_path} is not a project database: {exc}") from exc
+        raise StorageError(f"{project.db_path} is not a readable project database ({exc}); "
+                           "restore it from a backup, or create a new project") from exc
     return project
+
+
+def _check_file(project: Project) -> None:
+    """Refuse what is not a SQLite file we may write, before SQLite sees it (it would write an
+    empty file into a database)."""
+    try:
+        if not project.db_path.is_file():
+            raise StorageError(f"no project at {project.root} (project.db is missing); create one first")
+        with open(project.db_path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except PermissionError as exc:
+        raise StorageError(f"cannot read {project.root}: permission denied; "
+                           "make the folder readable by the account running the app") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read {project.db_path}: {exc.strerror or exc}") from exc
+    if not header:
+        raise StorageError(f"{project.db_path} is empty (0 bytes), not a project database; "
+                           "restore it from a backup, or create a new project in another folder")
+    if header != SQLITE_HEADER:
+        raise StorageError(f"{project.db_path} is not a project database (not a SQLite file); "
+                           "restore it from a backup, or create a new project in another folder")
+    for path in (project.root, project.db_path):
+        if not os.access(path, os.W_OK):
+            raise StorageError(f"{path} is read-only: the app saves every label there; "
+                               "make it writable (or copy the project to a writable folder) and open it again")
+
+
+_verified: set[Path] = set()
+_verified_lock = threading.Lock()
+
+
+def _inspect(project: Project) -> int:
+    """The schema version, read without writing; the first time in this process also `quick_check`."""
+    conn = sqlite3.connect(f"{project.db_path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "schema_version" not in tables:
+            raise StorageError(f"{project.db_path} is a SQLite file but not a project database "
+                               "(it has no schema version); choose the folder of a project")
+        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+        _check_version(project, version)
+        with _verified_lock:
+            done = project.db_path in _verified
+        if not done:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise StorageError(f"{project.db_path} is damaged ({'; '.join(problems[:3])}); "
+                                   "restore it from a backup (labels can also be read from an export)")
+            with _verified_lock:
+                _verified.add(project.db_path)
+        return version
+    except sqlite3.OperationalError as exc:
+        if _environment_kind(exc) in ("locked", "full", "readonly"):
+            raise unavailable(project, exc) from exc
+        raise
+    finally:
+        conn.close()
 
 
 def _check_version(project: Project, version: int) -> None:
