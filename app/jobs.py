@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 import storage
+from engine.initial import candidate_ids
 
 ACTIVE = ("queued", "running")
 TARGET_DIR = "target"      # engine.target saves under models_dir / "target"
@@ -28,7 +29,9 @@ class RoundState:
     kind: labeling (batch has open items) | running (a round job is queued or
     running) | failed (the latest round job failed or was cancelled) |
     waiting (batch done, auto_next_round off) | spent (budget used up) |
-    none (no round yet).
+    exhausted (batch done, and every usable image is labeled, skipped, queued
+    or in the validation set) | none (no round yet). Spent and exhausted come
+    before failed: a retry could never succeed there.
     """
 
     kind: str
@@ -53,11 +56,13 @@ def round_state(project: storage.Project) -> RoundState:
         return RoundState("labeling", current, active[0] if active else None)
     if active:
         return RoundState("running", current, active[0])
+    if storage.budget_left(project) <= 0:
+        return RoundState("spent", current)
+    if not candidate_ids(project):
+        return RoundState("exhausted", current)
     latest = storage.latest_job(project, "round")
     if latest is not None and latest.state in ("failed", "cancelled") and latest.created_at > current.created_at:
         return RoundState("failed", current, latest)
-    if storage.budget_left(project) <= 0:
-        return RoundState("spent", current)
     return RoundState("waiting", current)
 
 

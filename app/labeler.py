@@ -19,6 +19,7 @@ from app.labeling import Entry
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 ACKS = "labeler_acks"          # session key: client id -> {"seq": last committed, "errors": [...]}
+UNSAVED = "labeler_unsaved"    # session key: why the last commit could not be written (disk full...)
 NOT_SERVED = ("Images cannot be shown: the app was started without its image route. "
               "Start it with `make run` or `streamlit run server.py`.")
 
@@ -67,10 +68,18 @@ def payload(project_root: str, source: str, entries: list[Entry], strategy: str,
 
 
 def commit(project_root: str, key: str) -> None:
-    """on_outbox_change: commit the view's new events, then queue the next round if the batch is done."""
-    outbox = st.session_state[key].get("outbox")
+    """on_outbox_change, and every render: commit the view's new events, then queue the next round
+    if the batch is done. When the machine refuses the write the events stay in the view's outbox
+    (shown as saving) and the reason is shown; the next render tries again."""
+    outbox = (st.session_state.get(key) or {}).get("outbox")
     project = storage.Project(Path(project_root))
-    if labeling.apply_events(project, outbox, st.session_state.setdefault(ACKS, {})):
+    try:
+        committed = labeling.apply_events(project, outbox, st.session_state.setdefault(ACKS, {}))
+    except storage.UnavailableError as exc:
+        st.session_state[UNSAVED] = str(exc)
+        return
+    st.session_state.pop(UNSAVED, None)
+    if committed:
         jobs.advance(project)
 
 
@@ -80,5 +89,10 @@ def show(project: storage.Project, source: str, entries: list[Entry], strategy: 
     the view's state; `captions` replace the why-chosen line per item; `mode` fixes focus or grid."""
     root = str(project.root)
     key = f"labeler-{source}"
+    if st.session_state.get(UNSAVED):
+        commit(root, key)               # the write failed last time: try again before drawing
+    if st.session_state.get(UNSAVED):
+        st.error(f"Labels not saved yet: {st.session_state[UNSAVED]}. They are kept in this tab (shown as "
+                 "saving) and saved as soon as the write succeeds; do not close the tab until they are.")
     data = payload(root, source, entries, strategy, classes, captions, mode, title)
     _component(key=key, data=data, default={"outbox": None}, on_outbox_change=functools.partial(commit, root, key))

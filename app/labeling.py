@@ -103,7 +103,9 @@ def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> i
     annotator}]}, every event it has not seen acknowledged. `acks[client]` remembers the last
     committed seq and the events refused (with why), so an event sent again is never committed
     twice. Each event names the items that were on screen when it was given: a label always
-    lands on the image the person saw, whatever happened in other tabs meanwhile.
+    lands on the image the person saw, whatever happened in other tabs meanwhile. When the machine
+    refuses the write (storage.UnavailableError: disk full, read-only folder) the event and those
+    after it stay unacknowledged, so the view keeps them and they are committed on a later call.
     """
     if not outbox or not outbox.get("client"):
         return 0
@@ -116,6 +118,8 @@ def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> i
         try:
             _apply(project, event)
             committed += 1
+        except storage.UnavailableError:
+            raise
         except (storage.StorageError, ValueError, TypeError, KeyError) as exc:
             ack["errors"] = (ack["errors"] + [{"seq": seq, "message": str(exc)}])[-5:]
         ack["seq"] = seq

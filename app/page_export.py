@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import exports, state, widgets
+from app import exports, project_forms, widgets
 
 
 def summary(project: storage.Project) -> int:
@@ -42,9 +42,7 @@ def checkpoint_download(project: storage.Project, name: str) -> None:
 
 
 def main() -> None:
-    project = state.active_project()
-    if project is None:
-        st.stop()
+    project = project_forms.require_project()
     st.title("Export")
     name = storage.sanitize_class_name(project.root.name) or "project"
     total = summary(project)

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
-from app import demo, jobs, labeler, labeling, state, widgets
+from app import demo, jobs, labeler, labeling, project_forms, widgets
 from app.labeling import Entry
 
 
@@ -15,8 +15,10 @@ from app.labeling import Entry
 def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
     """What happens between batches: live job progress, a failure with Retry, or a start button."""
     if rs.kind == "none":
-        st.info("No batch yet: make the first, random batch (no training needed).")
-        st.button("Make the first batch", type="primary", on_click=_initial_round, args=(str(project.root),))
+        st.info("No batch yet: scan the image folder (only new files are read) and make the first, "
+                "random batch (no training needed). A project whose creation was interrupted is finished here.")
+        if st.button("Scan the images and make the first batch", type="primary", key="finish-setup"):
+            project_forms.finish_setup(project)
     elif rs.kind == "running":
         st.info(f"Batch {rs.round.index} is done. The proxy is retraining and choosing the next batch; "
                 "this continues if you refresh or close the tab.")
@@ -30,15 +32,11 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
     elif rs.kind == "spent":
         st.success("The labeling budget is spent. Train the target model next.")
         st.page_link("app/page_target.py", label="Go to the Target page", icon=":material/model_training:")
-
-
-def _initial_round(project_root: str) -> None:
-    from engine.initial import RoundError, run_initial_round
-
-    try:
-        run_initial_round(storage.open_project(project_root))
-    except RoundError as exc:
-        st.session_state["round_error"] = str(exc)
+    elif rs.kind == "exhausted":
+        st.success("Every usable image is labeled, skipped, queued or in the validation set: there is nothing "
+                   "left to choose from. Train the target model next, or add images to the folder and scan "
+                   "it again on the Project page.")
+        st.page_link("app/page_target.py", label="Go to the Target page", icon=":material/model_training:")
 
 
 # ---------------------------------------------------------------- worklists
@@ -109,9 +107,7 @@ def oracle_then_advance(project: storage.Project, item_ids: list[int]) -> None:
 
 
 def main() -> None:
-    project = state.active_project()
-    if project is None:
-        st.stop()
+    project = project_forms.require_project()
     widgets.apply_style()
     st.title("Label")
     error = st.session_state.pop("round_error", None)

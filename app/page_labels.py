@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 import storage
-from app import labeler, state, widgets
+from app import labeler, project_forms, widgets
 from app.labeling import Entry, item_path
 
 KINDS = ("labeled", "skipped", "validation")
@@ -78,9 +78,7 @@ def browser(project_root: str) -> None:
 
 
 def main() -> None:
-    project = state.active_project()
-    if project is None:
-        st.stop()
+    project = project_forms.require_project()
     widgets.apply_style()
     st.title("Labels")
     browser(str(project.root))

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import state
+from app import project_forms
 
 
 def rounds_frame(project: storage.Project) -> pd.DataFrame:
@@ -58,9 +58,7 @@ def time_per_round(frame: pd.DataFrame) -> None:
 
 
 def main() -> None:
-    project = state.active_project()
-    if project is None:
-        st.stop()
+    project = project_forms.require_project()
     st.title("Progress")
     frame = rounds_frame(project)
     headline(project, frame)

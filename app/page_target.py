@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import jobs, state, widgets
+from app import jobs, project_forms, widgets
 
 
 def train_controls(project: storage.Project) -> None:
@@ -77,9 +77,7 @@ def latest_proxy_accuracy(project: storage.Project) -> tuple[int, float] | None:
 
 
 def main() -> None:
-    project = state.active_project()
-    if project is None:
-        st.stop()
+    project = project_forms.require_project()
     st.title("Target")
     train_controls(project)
     result = jobs.last_target_result(project)

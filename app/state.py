@@ -4,7 +4,12 @@ The project is chosen, in order: the one this session opened, the one named
 on the command line (`streamlit run streamlit_app.py -- --project DIR`) or in
 PROXY_LABELER_PROJECT, the last project opened on this machine (remembered in
 PROXY_LABELER_HOME, default ~/.proxy_labeler, so a server restart reopens it),
-and finally the bundled demo. `st.session_state` holds only the position of
+and finally the bundled demo. A project that cannot be opened is never
+replaced silently by another: its error is kept in the session and every
+page shows it with the Open/Create forms. Projects and image folders are
+confined to the allowed roots (PROXY_LABELER_ROOTS or `--roots`, default the
+user's home and this repository), so whoever reaches the page cannot point
+it at any folder the server account can read. `st.session_state` holds only the position of
 the user (project, worklist shown, the labeling view's acknowledgements);
 the labeling view keeps its cursor and undo stack in the browser; everything
 else lives in SQLite.
@@ -21,6 +26,8 @@ import storage
 
 ENV_PROJECT = "PROXY_LABELER_PROJECT"
 ENV_HOME = "PROXY_LABELER_HOME"
+ENV_ROOTS = "PROXY_LABELER_ROOTS"
+ERROR = "project_error"     # session key: why the session's project could not be opened
 LAST_PROJECT_FILE = "last_project"
 
 DEFAULTS = {
@@ -61,23 +68,61 @@ def remembered_project() -> Path | None:
     return Path(text) if text else None
 
 
-def requested_project(argv: list[str] | None = None) -> Path | None:
-    """The project named by `--project DIR` after streamlit's `--`, else by PROXY_LABELER_PROJECT."""
+def _argument(name: str, argv: list[str] | None) -> str | None:
+    """The value of `--name VALUE` or `--name=VALUE` after streamlit's `--`."""
     argv = sys.argv[1:] if argv is None else argv
     for i, arg in enumerate(argv):
-        if arg == "--project" and i + 1 < len(argv):
-            return Path(argv[i + 1])
-        if arg.startswith("--project="):
-            return Path(arg.split("=", 1)[1])
-    value = os.environ.get(ENV_PROJECT)
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def requested_project(argv: list[str] | None = None) -> Path | None:
+    """The project named by `--project DIR` after streamlit's `--`, else by PROXY_LABELER_PROJECT."""
+    value = _argument("--project", argv) or os.environ.get(ENV_PROJECT)
     return Path(value) if value else None
+
+
+def allowed_roots(argv: list[str] | None = None) -> list[Path]:
+    """Folders under which projects and image folders may be opened or created: `--roots A:B` or
+    PROXY_LABELER_ROOTS (os.pathsep-separated), by default the user's home and this repository
+    (demo, default project folder). The demo's folders and a project named at start are allowed
+    whatever the roots: whoever started the server chose them."""
+    from app import demo
+
+    value = _argument("--roots", argv) or os.environ.get(ENV_ROOTS)
+    roots = [Path(p) for p in value.split(os.pathsep) if p.strip()] if value else [Path.home(), demo.REPO_ROOT]
+    started_with = [demo.demo_dir(), demo.demo_assets(), requested_project(argv)]
+    return [Path(p).expanduser().resolve() for p in [*roots, *started_with] if p is not None]
+
+
+def check_allowed(path: Path | str, what: str) -> Path:
+    """`path` resolved (links followed), or StorageError when it lies outside every allowed root."""
+    resolved = Path(path).expanduser().resolve()
+    roots = allowed_roots()
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        shown = ", ".join(str(root) for root in roots[:3])
+        raise storage.StorageError(
+            f"{what} {resolved} is outside the folders this server may use ({shown}); "
+            f"whoever starts the server can allow it with {ENV_ROOTS}=/a/folder{os.pathsep}/another"
+        )
+    return resolved
+
+
+def open_allowed(root: Path | str) -> storage.Project:
+    """Open the project at `root` if it and its image folder lie inside the allowed roots."""
+    project = storage.open_project(check_allowed(root, "project folder"))
+    check_allowed(storage.load_settings(project).image_root, "the project's image folder")
+    return project
 
 
 def try_open(root: Path | str | None) -> storage.Project | None:
     if root is None:
         return None
     try:
-        return storage.open_project(root)
+        return open_allowed(root)
     except storage.StorageError:
         return None
 
@@ -86,20 +131,35 @@ def switch_project(project: storage.Project) -> None:
     """Make `project` this session's project, forget the old cursor, remember it on disk."""
     st.session_state["project_dir"] = str(project.root)
     st.session_state["labeler_acks"] = {}
+    st.session_state.pop(ERROR, None)
     remember_project(project.root)
 
 
+def project_error() -> str | None:
+    """Why this session's project could not be opened, if it could not."""
+    return st.session_state.get(ERROR)
+
+
 def active_project() -> storage.Project | None:
-    """This session's project, opening the requested, remembered or demo one on first use."""
+    """This session's project, opening the requested, remembered or demo one on first use.
+
+    None when it cannot be opened: `project_error()` says why (pages then show the
+    Open/Create forms). A remembered project whose folder is gone is forgotten quietly.
+    """
     init_session()
-    project = try_open(st.session_state["project_dir"])
-    if project is not None:
-        return project
-    for candidate in (requested_project(), remembered_project()):
-        project = try_open(candidate)
-        if project is not None:
+    own = st.session_state["project_dir"]
+    candidates = [Path(own)] if own else [requested_project(), remembered_project()]
+    for candidate in candidates:
+        if candidate is None or (candidate is not candidates[0] and not (candidate / "project.db").exists()):
+            continue
+        try:
+            project = open_allowed(candidate)
+        except storage.StorageError as exc:
+            st.session_state[ERROR] = f"The project at {candidate} cannot be opened: {exc}"
+            return None
+        if not own:
             switch_project(project)
-            return project
+        return project
     from app import demo
 
     project = demo.open_demo_with_status()

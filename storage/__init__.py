@@ -60,6 +60,7 @@ from storage.labels import (
     validation_labels,
 )
 from storage.project import (
+    FITTED,
     TRAINING_LEVELS,
     Project,
     Settings,
@@ -69,12 +70,14 @@ from storage.project import (
     class_names,
     connect,
     create_project,
+    fit_to_pool,
     load_settings,
     open_project,
     unavailable,
     save_settings,
     validate_settings,
 )
+from storage.walk import IMAGE_EXTENSIONS, find_images
 from storage.rounds import (
     Round,
     budget_left,

@@ -174,6 +174,32 @@ def _check_names(settings: Settings) -> None:
             raise SettingsError(f"{name} {getattr(settings, name)!r} must be one of {', '.join(TRAINING_LEVELS)}")
 
 
+FITTED = ("budget", "initial_size", "validation_size")
+MAX_FITTED_VALIDATION = 500
+
+
+def fit_to_pool(settings: Settings, pool_size: int, keep: tuple[str, ...] = ()) -> Settings:
+    """Settings whose budget, first batch and validation size fit a pool of `pool_size` usable images.
+
+    Fields named in `keep` (the ones the user typed) stay as they are. Validation: 10 % of the pool,
+    at most MAX_FITTED_VALIDATION; budget: the default (500) or what the pool leaves; first batch:
+    the default (50) or the budget; round size never above the budget.
+    """
+    defaults = Settings(image_root="", classes=())
+    values = {
+        "validation_size": min(MAX_FITTED_VALIDATION, pool_size // 10),
+        "budget": defaults.budget,
+        "initial_size": defaults.initial_size,
+    }
+    values = {name: getattr(settings, name) if name in keep else value for name, value in values.items()}
+    if "budget" not in keep:
+        values["budget"] = max(1, min(values["budget"], pool_size - values["validation_size"]))
+    if "initial_size" not in keep:
+        values["initial_size"] = max(1, min(values["initial_size"], values["budget"]))
+    round_size = settings.round_size if "round_size" in keep else max(1, min(settings.round_size, values["budget"]))
+    return dataclasses.replace(settings, round_size=round_size, **values)
+
+
 # ---------------------------------------------------------------- connections
 
 def connect(project: Project) -> sqlite_utils.Database:

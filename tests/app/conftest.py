@@ -76,6 +76,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(demo.ENV_DEMO_DIR, str(tmp_path / "demo_project"))
     monkeypatch.setenv(demo.ENV_DEMO_ASSETS, str(tmp_path / "no_demo_assets"))   # tests opt in to a demo
     monkeypatch.delenv(state.ENV_PROJECT, raising=False)
+    monkeypatch.setenv(state.ENV_ROOTS, str(tmp_path))    # the test's folders are the allowed roots
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ The view itself (keys, grid, zoom) runs in the browser: tests/app/test_labeler_b
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -187,3 +188,60 @@ def test_a_refused_class_removal_links_to_its_images(open_app, project):
     assert at.session_state["browse_classes"] == ["blue"]
     items = view_data(at)["items"]
     assert [item["label"] for item in items] == ["blue"]
+
+
+def test_a_refused_write_keeps_the_events_and_commits_them_later(project, monkeypatch):
+    """Disk full while labeling: nothing is acknowledged, nothing refused for good; the retry commits all."""
+    first, second = batch_ids(project)[:2]
+    acks: dict = {}
+    outbox = {"client": "tab-1", "events": [event(1, "label", [first], "red"), event(2, "label", [second], "blue")]}
+    real = storage.set_labels
+
+    def full(*_args, **_kwargs):
+        raise storage.UnavailableError("the disk holding the project is full; free some space and try again")
+
+    monkeypatch.setattr(storage, "set_labels", full)
+    with pytest.raises(storage.UnavailableError):
+        labeling.apply_events(project, outbox, acks)
+    assert acks["tab-1"] == {"seq": 0, "errors": []}
+    monkeypatch.setattr(storage, "set_labels", real)
+    assert labeling.apply_events(project, outbox, acks) == 2
+    assert storage.current_labels(project) == {first: "red", second: "blue"}
+
+
+def test_the_page_says_labels_are_not_saved_yet_and_retries_on_render(open_app, project, monkeypatch):
+    first = batch_ids(project)[0]
+    at = open_app()
+    at.session_state["labeler-Batch"] = {"outbox": {"client": "tab-1", "events": [event(1, "label", [first], "red")]}}
+    at.session_state[labeler.UNSAVED] = "the disk holding the project is full"
+    real, disk = storage.set_labels, {"full": True}
+
+    def set_labels(*args, **kwargs):
+        if disk["full"]:
+            raise storage.UnavailableError("the disk holding the project is full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "set_labels", set_labels)
+    at.run()
+    assert any("Labels not saved yet" in e.value and "full" in e.value for e in at.error)
+    assert storage.current_labels(project) == {}
+    disk["full"] = False
+    at.run()
+    assert not at.error
+    assert storage.current_labels(project) == {first: "red"}
+    assert view_data(at)["acked"] == {"tab-1": 1}
+
+
+def test_an_exhausted_pool_points_to_the_target_not_to_a_retry(open_app, project):
+    """Every image labeled or set aside: no round job is queued, and the page says to train the target."""
+    from engine.initial import candidate_ids
+
+    storage.save_settings(project, dataclasses.replace(storage.load_settings(project), budget=21))
+    storage.reserve_validation(project)
+    for item_id in batch_ids(project) + candidate_ids(project):
+        storage.set_label(project, item_id, "red", annotator="ana")
+    assert jobs.round_state(project).kind == "exhausted"
+    assert jobs.advance(project).kind == "exhausted" and storage.latest_job(project, "round") is None
+    at = open_app()
+    assert any("nothing left to choose from" in s.value for s in at.success)
+    assert not [b for b in at.button if (b.key or "").startswith("retry-")]

@@ -61,7 +61,6 @@ def test_create_project_ingests_reports_rejects_and_makes_first_batch(tmp_path: 
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (images / "empty.png").write_bytes(b"")
     at = AppTest.from_file(MAIN, default_timeout=60)
-    at.session_state["project_dir"] = "/nonexistent"          # avoid building the demo
     at.run()
     at.switch_page("app/page_project.py").run()
     at.text_input[1].set_value(str(images))
@@ -82,7 +81,6 @@ def test_create_project_ingests_reports_rejects_and_makes_first_batch(tmp_path: 
 
 def test_create_with_invalid_settings_creates_nothing(tmp_path: Path):
     at = AppTest.from_file(MAIN, default_timeout=60)
-    at.session_state["project_dir"] = "/nonexistent"
     at.run()
     at.switch_page("app/page_project.py").run()
     at.text_input[1].set_value(str(tmp_path / "missing"))

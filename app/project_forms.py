@@ -1,0 +1,278 @@
+"""Opening and creating projects: the forms every page falls back to when no project can be opened.
+
+Creating is one idempotent step (`create_project`): an empty folder is refused before anything is
+written; a project folder that already holds a half-made project over the same images is resumed
+(ingest continues where it stopped, then the first batch is made); settings the user left empty
+are fitted to the images found.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+import storage
+from app import demo, state, widgets
+
+PROJECTS_DIR = demo.REPO_ROOT / "projects"
+FIT = "fit to the folder"     # placeholder of the settings left to `storage.fit_to_pool`
+DEVICES = ["auto", "cpu", "cuda"]
+TRAINING_LEVELS = list(storage.TRAINING_LEVELS)
+HELP = {
+    "budget": "How many images you will label through selection, the first random batch included "
+              "(validation images are extra).",
+    "round_size": "Images per batch after the first. Smaller batches mean more, shorter rounds.",
+    "initial_size": "Size of the first batch, drawn at random (there is no model yet).",
+    "validation_size": "Images drawn at random and kept apart to measure accuracy. You label them too; "
+                       "they are never used for training. Can grow later, not shrink.",
+    "strategy": "How the proxy picks the next batch: least_confidence, margin and entropy ask about images "
+                "it is unsure of; kcenter covers the pool in feature space; random is the baseline.",
+    "proxy": "The small, fast model retrained every round to choose the next batch. "
+             "auto: proxy_tiny on a CPU, resnet20 on a GPU.",
+    "target": "The larger model trained once on all labels at the end. auto: resnet20 on a CPU, resnet18 on a GPU.",
+    "device": "auto uses a GPU when there is one, else the CPU.",
+    "proxy_training": "How long the proxy trains each round. fast: at most ~10 s on a CPU; balanced: ~20 s; "
+                      "thorough: up to 90 s. Small label sets always get a few hundred steps.",
+    "target_training": "How long the target trains. fast: at most ~1 minute on a CPU; balanced: ~5 minutes; "
+                       "thorough: up to 20 minutes. A GPU finishes the full plan much sooner.",
+    "proxy_steps": "Expert: a fixed number of training steps per round instead of the level's plan (0 = by level).",
+    "target_steps": "Expert: a fixed number of training steps for the target (0 = by level).",
+    "auto_next_round": "Start the next round as soon as a batch is done; off: a button starts it.",
+}
+
+
+def engine_choices() -> tuple[list[str], list[str]]:
+    from engine.models import MODELS
+    from engine.select import STRATEGIES
+
+    return list(STRATEGIES), ["auto", *MODELS]
+
+
+def _index(options: list[str], value: str) -> int:
+    return options.index(value) if value in options else 0
+
+
+# ---------------------------------------------------------------- settings
+
+def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) -> dict:
+    """The settings widgets (inside a form); returns the values entered. fit: budget, first batch
+    and validation size start empty (None), to be fitted to the images found."""
+    strategies, models = engine_choices()
+    a, b = st.columns(2)
+
+    def fitted(name: str):
+        return {"value": None, "placeholder": FIT} if fit else {"value": getattr(settings, name)}
+
+    values = {
+        "budget": a.number_input("Budget", **fitted("budget"), step=10, help=HELP["budget"], key=f"{prefix}budget"),
+        "round_size": b.number_input("Round size", value=settings.round_size, step=5, help=HELP["round_size"],
+                                     key=f"{prefix}round_size"),
+        "initial_size": a.number_input("First random batch", **fitted("initial_size"), step=5,
+                                       help=HELP["initial_size"], key=f"{prefix}initial_size"),
+        "validation_size": b.number_input("Validation images", **fitted("validation_size"), step=10,
+                                          help=HELP["validation_size"], key=f"{prefix}validation_size"),
+        "strategy": a.selectbox("Strategy", strategies, _index(strategies, settings.strategy),
+                                help=HELP["strategy"], key=f"{prefix}strategy"),
+        "device": b.selectbox("Device", DEVICES, _index(DEVICES, settings.device), help=HELP["device"],
+                              key=f"{prefix}device"),
+        "proxy": a.selectbox("Proxy model", models, _index(models, settings.proxy), help=HELP["proxy"],
+                             key=f"{prefix}proxy"),
+        "target": b.selectbox("Target model", models, _index(models, settings.target), help=HELP["target"],
+                              key=f"{prefix}target"),
+        "proxy_training": a.selectbox("Proxy training", TRAINING_LEVELS,
+                                      _index(TRAINING_LEVELS, settings.proxy_training),
+                                      help=HELP["proxy_training"], key=f"{prefix}proxy_training"),
+        "target_training": b.selectbox("Target training", TRAINING_LEVELS,
+                                       _index(TRAINING_LEVELS, settings.target_training),
+                                       help=HELP["target_training"], key=f"{prefix}target_training"),
+        "proxy_steps": a.number_input("Proxy steps (0 = by level)", value=settings.proxy_steps, step=50,
+                                      help=HELP["proxy_steps"], key=f"{prefix}proxy_steps"),
+        "target_steps": b.number_input("Target steps (0 = by level)", value=settings.target_steps, step=100,
+                                       help=HELP["target_steps"], key=f"{prefix}target_steps"),
+        "auto_next_round": st.checkbox("Start the next round automatically", settings.auto_next_round,
+                                       help=HELP["auto_next_round"], key=f"{prefix}auto_next_round"),
+    }
+    return values
+
+
+def parse_classes(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def require_project() -> storage.Project:
+    """This session's project; when it cannot be opened, the reason and the forms, and the page stops."""
+    project = state.active_project()
+    if project is None:
+        dead_end(state.project_error())
+        st.stop()
+    return project
+
+
+def dead_end(message: str | None) -> None:
+    """No project could be opened: say why, and offer the ways on."""
+    if message:
+        st.error(widgets.md(message))
+    else:
+        st.info("No project is open. Open or create one.")
+    open_section()
+    create_section()
+
+
+# ---------------------------------------------------------------- open
+
+def open_section() -> None:
+    st.subheader("Open a project")
+    with st.form("open"):
+        path = st.text_input("Project folder on the server", placeholder="/path/to/project")
+        submitted = st.form_submit_button("Open")
+    if submitted:
+        open_folder(path.strip())
+    if st.button("Open the demo project", key="open-demo"):
+        st.session_state["project_dir"] = None
+        st.session_state.pop(state.ERROR, None)
+        project = demo.open_demo_with_status()
+        if project is not None:
+            state.switch_project(project)
+            st.rerun()
+
+
+def open_folder(path: str) -> None:
+    if not path:
+        st.error("Type the folder of a project (it holds a project.db).")
+        return
+    try:
+        project = state.open_allowed(path)
+    except storage.StorageError as exc:
+        st.error(f"Not opened: {widgets.md(exc)}")
+        return
+    state.switch_project(project)
+    st.rerun()
+
+
+# ---------------------------------------------------------------- create
+
+def create_section() -> None:
+    st.subheader("Create a project")
+    with st.form("create"):
+        image_root = st.text_input("Image folder on the server", placeholder="/data/my_images",
+                                   help="Every image below it is a candidate (jpg, png, webp, bmp, gif, tiff).")
+        folder = st.text_input("Project folder", placeholder=f"default: {PROJECTS_DIR}/<image folder name>",
+                               help="Where the project database, cache and models go; created if missing. "
+                                    "Creating again into the same folder finishes a project whose creation "
+                                    "was interrupted.")
+        classes = st.text_area("Classes, one per line", placeholder="cat\ndog", height=140)
+        values = settings_fields(storage.Settings(image_root="", classes=()), "c-", fit=True)
+        submitted = st.form_submit_button("Create the project and scan the images", type="primary")
+    if submitted:
+        create_project(image_root.strip(), folder.strip(), parse_classes(classes), values)
+
+
+def create_project(image_root: str, folder: str, classes: tuple[str, ...], values: dict) -> None:
+    """Create (or finish creating) a project, scan its images and make the first batch."""
+    typed = tuple(name for name in storage.FITTED if values.get(name) is not None)
+    defaults = storage.Settings(image_root="", classes=())
+    values = {name: (getattr(defaults, name) if value is None else value) for name, value in values.items()}
+    try:
+        project, resumed = _create_or_resume(image_root, folder, classes, values)
+    except storage.StorageError as exc:
+        st.error(f"Not created: {widgets.md(exc)}")
+        return
+    if resumed:
+        st.info(f"{widgets.md(project.root)} already held this project, half made: finishing it.")
+    state.switch_project(project)
+    finish_setup(project, None if resumed else typed)
+
+
+def _create_or_resume(image_root: str, folder: str, classes: tuple[str, ...],
+                      values: dict) -> tuple[storage.Project, bool]:
+    if not image_root:
+        raise storage.SettingsError("image folder is empty; type the folder that holds your images")
+    images = state.check_allowed(image_root, "image folder")
+    root = state.check_allowed(Path(folder) if folder else PROJECTS_DIR / (images.name or "project"),
+                               "project folder")
+    if (root / "project.db").exists():
+        project = storage.open_project(root)
+        existing = storage.load_settings(project)
+        if Path(existing.image_root) != images:
+            raise storage.StorageError(f"{root} already holds a project over {existing.image_root}; "
+                                       "open it, or choose another project folder")
+        if storage.current_round(project) is not None:
+            raise storage.StorageError(f"{root} already holds this project; open it instead")
+        return project, True
+    settings = storage.Settings(image_root=str(images), classes=classes, **values)
+    storage.validate_settings(settings)
+    found = storage.find_images(images, exclude=root)
+    if not found.paths:
+        kinds = ", ".join(sorted(ext.lstrip(".") for ext in storage.IMAGE_EXTENSIONS))
+        raise storage.StorageError(f"no images in {images} (looked for {kinds}, in every subfolder); "
+                                   "choose the folder that holds your images")
+    return storage.create_project(root, settings), False
+
+
+def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None) -> bool:
+    """Scan the image folder (only files not seen yet), fit the settings to the images found and
+    make the first random batch; True when the project is ready to label.
+
+    typed: the settings the user typed when creating (kept; the others are fitted). None (resuming,
+    or a project opened half made): the settings are kept when they fit the images, else fitted.
+    """
+    from engine.initial import RoundError, run_initial_round
+
+    run_ingest(project)
+    usable = storage.item_counts(project)["ok"]
+    if usable == 0:
+        st.error("No usable image in the folder (every file was rejected or a duplicate): see the "
+                 "rejected files on the Project page, add images and scan again.")
+        return False
+    if not _fit_settings(project, usable, typed):
+        return False
+    if storage.current_round(project) is None:
+        try:
+            run_initial_round(project)
+        except RoundError as exc:
+            st.warning(widgets.md(exc))
+            return False
+    st.success("The first batch is ready.")
+    st.page_link("app/page_label.py", label="Start labeling", icon=":material/label:")
+    return True
+
+
+def _fit_settings(project: storage.Project, usable: int, typed: tuple[str, ...] | None) -> bool:
+    settings = storage.load_settings(project)
+    if typed is None:
+        try:
+            storage.validate_settings(settings, pool_size=usable)
+            return True
+        except storage.SettingsError:
+            typed = ()
+    fitted = storage.fit_to_pool(settings, usable, keep=typed)
+    try:
+        if fitted != settings:
+            storage.save_settings(project, fitted)
+            st.caption(f"Settings fitted to the {usable} usable images: budget {fitted.budget}, first batch "
+                       f"{fitted.initial_size}, validation {fitted.validation_size}, round size {fitted.round_size}.")
+        storage.validate_settings(fitted, pool_size=usable)
+    except storage.SettingsError as exc:
+        st.warning(f"Fix the settings before labeling (Project page, Settings): {widgets.md(exc)}")
+        return False
+    return True
+
+
+def run_ingest(project: storage.Project) -> storage.IngestReport:
+    """Ingest with a live progress bar (seconds for thousands of images, so it runs in the script)."""
+    bar = st.progress(0.0, text="looking for images")
+
+    def on_progress(done: int, total: int, path: str) -> None:
+        bar.progress(done / total if total else 1.0, text=f"{done} of {total}: {widgets.md(path)}")
+
+    report = storage.ingest(project, on_progress=on_progress)
+    bar.progress(1.0, text="done")
+    reasons = ", ".join(f"{n} {widgets.md(r)}" for r, n in sorted(report.rejected_reasons.items()))
+    st.success(f"Added {_count(report.added, 'image')}; {_count(report.duplicates, 'duplicate')}, "
+               f"{report.rejected} rejected"
+               f"{' (' + reasons + ')' if reasons else ''}; {report.already_known} already known.")
+    return report
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
