@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
+import sys
 import zipfile
 from pathlib import Path
 
 import storage
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = "target"     # engine.target saves the target under models_dir / "target"
 BUNDLE_README = """\
 # Target model checkpoint
@@ -15,25 +18,35 @@ BUNDLE_README = """\
 Trained by Proxy Labeler on {n_labels} labels; classes in output order:
 {classes}
 
-Files: `model.safetensors` (weights), `metadata.json` (model config, class
-names, image size, normalization, metrics), `metrics.json` (validation metrics).
+Files in `target/`: `model.safetensors` (weights), `metadata.json` (model
+config, class names, image size, normalization, metrics), `metrics.json`
+(validation metrics).
 
 ## Load it
 
-With this repository on the Python path (`pip install -r requirements.txt`):
+Unzip, then classify images with the Proxy Labeler installation that
+exported it ({repo}); each line printed is path, class, probability:
+
+```bash
+{python} -m zipfile -e {bundle} checkpoint
+PYTHONPATH={repo} {python} -m engine predict checkpoint/target some_image.jpg
+```
+
+In Python, with `{repo}` on the path:
 
 ```python
 from PIL import Image
 from engine.checkpoint import load_checkpoint
 
-model = load_checkpoint("path/to/this/unzipped/folder")   # CPU; device="cuda" for a GPU
-print(model.predict([Image.open("some_image.jpg")]))     # [(class name, probability)]
+model = load_checkpoint("checkpoint/target")          # CPU; device="cuda" for a GPU
+print(model.predict([Image.open("some_image.jpg")]))  # [(class name, probability)]
 ```
 
 Without the repository, rebuild the architecture from `metadata.json["model"]`
 and load the state dict with `safetensors.torch.load_file("model.safetensors")`.
-Inputs are RGB, resized to `image_size` square, scaled to 0..1 and normalized
-with `metadata.json["normalization"]` (mean, std per channel).
+Inputs are RGB, resized so the shorter side is `image_size` and center-cropped
+square, scaled to 0..1 and normalized with `metadata.json["normalization"]`
+(mean, std per channel).
 """
 
 
@@ -55,8 +68,9 @@ def checkpoint_dir(project: storage.Project) -> Path | None:
     return folder if (folder / "metadata.json").is_file() else None
 
 
-def checkpoint_bundle(project: storage.Project) -> bytes:
-    """A zip of the target checkpoint (weights, metadata.json, metrics) plus a README on loading it."""
+def checkpoint_bundle(project: storage.Project, bundle_name: str = "target_checkpoint.zip") -> bytes:
+    """A zip of the target checkpoint (weights, metadata.json, metrics) plus a README whose commands,
+    run where the zip was saved as `bundle_name`, unzip it and classify an image."""
     folder = checkpoint_dir(project)
     if folder is None:
         raise storage.StorageError("no target checkpoint yet; train the target on the Target page first")
@@ -64,6 +78,7 @@ def checkpoint_bundle(project: storage.Project) -> bytes:
     readme = BUNDLE_README.format(
         n_labels=metadata.get("n_labels", "?"),
         classes="\n".join(f"{i}. {name}" for i, name in enumerate(metadata.get("class_names", []))),
+        repo=shlex.quote(str(REPO_ROOT)), python=shlex.quote(sys.executable), bundle=shlex.quote(bundle_name),
     )
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:

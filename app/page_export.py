@@ -11,7 +11,8 @@ from app import exports, project_forms, widgets
 def summary(project: storage.Project) -> int:
     counts = storage.export_summary(project)
     total = sum(counts.values())
-    st.metric("Labeled images to export", total, help="Training and validation labels; skipped images are left out.")
+    st.metric("Labeled images to export", total, help="Training and validation labels. Skipped images are listed in the CSV and JSONL "
+              "(split: skipped) and left out of the zip.")
     if counts:
         st.bar_chart(pd.DataFrame({"labels": counts}), horizontal=True, height=60 + 24 * len(counts))
     return total
@@ -19,7 +20,9 @@ def summary(project: storage.Project) -> int:
 
 def label_downloads(project: storage.Project, name: str, empty: bool) -> None:
     st.subheader("Labels")
-    st.caption("Columns: path (relative to the image folder), class, annotator, labeled_at (UTC), round, source (typed, accepted guess, bulk grid label, oracle).")
+    st.caption("Columns: path (relative to the image folder), class, split (train, validation, skipped), annotator, "
+               "labeled_at (UTC), round, source (typed, accepted guess, bulk grid label, oracle). In the CSV a cell "
+               "starting with = + - @ gets a leading ' so a spreadsheet shows it as text.")
     csv, jsonl, folder = st.columns(3)
     csv.download_button("Labels as CSV", lambda: exports.labels_csv(project), f"{name}_labels.csv",
                         "text/csv", key="dl-csv", disabled=empty, icon=":material/table:")
@@ -27,7 +30,8 @@ def label_downloads(project: storage.Project, name: str, empty: bool) -> None:
                           "application/jsonl", key="dl-jsonl", disabled=empty, icon=":material/data_object:")
     folder.download_button("ImageFolder zip", lambda: exports.imagefolder_zip(project), f"{name}_imagefolder.zip",
                            "application/zip", key="dl-zip", disabled=empty, icon=":material/folder_zip:",
-                           help="One folder per class (names made safe for file systems) holding the labeled images.")
+                           help="train/ and validation/, each with one folder per class (names made safe for file systems), "
+                                "and classes.json mapping class order to folders.")
 
 
 def checkpoint_download(project: storage.Project, name: str) -> None:
@@ -35,8 +39,8 @@ def checkpoint_download(project: storage.Project, name: str) -> None:
     ready = exports.checkpoint_dir(project) is not None
     if not ready:
         st.caption("No target checkpoint yet: train it on the Target page.")
-    st.download_button("Target checkpoint bundle", lambda: exports.checkpoint_bundle(project),
-                       f"{name}_target_checkpoint.zip", "application/zip", key="dl-checkpoint",
+    bundle = f"{name}_target_checkpoint.zip"
+    st.download_button("Target checkpoint bundle", lambda: exports.checkpoint_bundle(project, bundle), bundle, "application/zip", key="dl-checkpoint",
                        disabled=not ready, icon=":material/deployed_code:",
                        help="model.safetensors, metadata.json, metrics.json and a README on loading it.")
 

@@ -1,4 +1,4 @@
-"""`python -m engine {simulate,bench,worker}`: the engine's command line.
+"""`python -m engine {simulate,bench,worker,predict}`: the engine's command line.
 
 Subcommand modules are imported only when their command runs (the bench
 flags of engine.bench_select excepted).
@@ -16,7 +16,7 @@ from storage.project import TRAINING_LEVELS
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its three subcommands."""
     parser = argparse.ArgumentParser(prog="python -m engine", description="Selection-via-Proxy engine.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{simulate,bench,worker}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{simulate,bench,worker,predict}")
 
     simulate = commands.add_parser("simulate", help="run the active-learning loop headless with an oracle",
                                    description="Run the whole loop on an ImageFolder tree (train/, test/).")
@@ -46,7 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--once", action="store_true", help="exit when no job is waiting")
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the jobs table")
     worker.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    worker.add_argument("--parent-pid", type=int, default=None,
+                        help="the process that started it (the app server): exit within seconds once it is gone")
     worker.set_defaults(run="engine.cli:run_worker_command")
+
+    predict = commands.add_parser("predict", help="classify images with an exported target checkpoint",
+                                  description="Print one line per image: path, class, probability (tab-separated).")
+    predict.add_argument("checkpoint", type=Path, help="the checkpoint folder (model.safetensors, metadata.json)")
+    predict.add_argument("images", type=Path, nargs="+", help="image files")
+    predict.add_argument("--device", default="cpu", help="cpu | cuda | mps")
+    predict.set_defaults(run="engine.cli:run_predict_command")
     return parser
 
 
@@ -82,7 +91,25 @@ def run_worker_command(args: argparse.Namespace) -> int:
     """`python -m engine worker`."""
     from engine.worker import run_worker
 
-    run_worker(args.project, once=args.once, poll_s=args.poll, idle_exit_s=args.idle_exit)
+    run_worker(args.project, once=args.once, poll_s=args.poll, idle_exit_s=args.idle_exit,
+               parent_pid=args.parent_pid)
+    return 0
+
+
+def run_predict_command(args: argparse.Namespace) -> int:
+    """`python -m engine predict CHECKPOINT IMAGE...`."""
+    from PIL import Image
+
+    from engine.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        model = load_checkpoint(args.checkpoint, device=args.device)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from exc
+    for path in args.images:
+        with Image.open(path) as image:
+            [(name, probability)] = model.predict([image])
+        print(f"{path}\t{name}\t{probability:.4f}")
     return 0
 
 

@@ -7,6 +7,10 @@ job is atomic in storage as well, so two rounds never run at once. While a
 job runs, a heartbeat thread keeps it from looking stale during a long
 epoch; a failure is recorded on the job as one readable line, the
 traceback goes to `PROJECT/logs/worker.log`, and labels are never touched.
+A worker the app starts exits with the app (`parent_pid`): within a
+poll when idle, within a second or two when a job runs (the job goes back to
+the queue, and the next worker runs it again), so no worker holds its torch
+memory after the server is gone.
 """
 from __future__ import annotations
 
@@ -68,15 +72,30 @@ class WorkerLock:
             self.handle = None
 
 
+class Parent:
+    """Whether the process that started this one (pid given by it) is still there: when it ends,
+    the kernel hands its children to another parent, so `getppid()` no longer matches, whatever
+    process later reuses the pid. None: never gone."""
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+
+    def gone(self) -> bool:
+        return self.pid is not None and os.getppid() != self.pid
+
+
 def run_worker(project_dir: str | Path, *, once: bool = False, poll_s: float = 0.5,
                idle_exit_s: float | None = None, stale_after_s: float = STALE_AFTER_S,
-               heartbeat_s: float = HEARTBEAT_S) -> int:
+               heartbeat_s: float = HEARTBEAT_S, parent_pid: int | None = None) -> int:
     """Run round and target jobs of the project at `project_dir` until told to stop; return jobs run.
 
     once: return as soon as no job is waiting. idle_exit_s: return after
-    that many seconds without a job. Returns 0 at once, quietly, when
-    another worker holds the project's lock.
+    that many seconds without a job. parent_pid: the process that started
+    this one; return as soon as it is gone (a running job is put back in the
+    queue). Returns 0 at once, quietly, when another worker holds the
+    project's lock.
     """
+    parent = Parent(parent_pid)
     project = storage.open_project(project_dir)
     lock = WorkerLock(project.root)
     if not lock.acquire():
@@ -87,7 +106,7 @@ def run_worker(project_dir: str | Path, *, once: bool = False, poll_s: float = 0
         _write_pid(project.root)
         log.info("worker %s started for %s", name, project.root)
         import engine.round, engine.target  # noqa: F401,E401  warm: the first job does not wait for torch
-        return _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s)
+        return _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, parent)
     finally:
         log.info("worker %s stopping", name)
         _remove_pid(project.root)
@@ -96,9 +115,12 @@ def run_worker(project_dir: str | Path, *, once: bool = False, poll_s: float = 0
         lock.release()
 
 
-def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s) -> int:
+def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, parent) -> int:
     done, idle_since = 0, time.monotonic()
     while True:
+        if parent.gone():
+            log.info("the process that started this worker is gone; exiting")
+            return done
         try:
             job = storage.claim_job(project, name, kinds=KINDS, stale_after_s=stale_after_s)
         except Exception:   # a locked or briefly unreadable database: try again after the poll
@@ -109,20 +131,28 @@ def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s) 
                 return done
             time.sleep(poll_s)
             continue
-        run_job(project, job, name, heartbeat_s=heartbeat_s)
+        run_job(project, job, name, heartbeat_s=heartbeat_s, parent=parent)
         done += 1
         idle_since = time.monotonic()
 
 
-def run_job(project: storage.Project, job: storage.Job, worker: str, *, heartbeat_s: float = HEARTBEAT_S) -> None:
-    """Run one claimed job to its end: finish_job with its result, or fail_job with a readable error."""
+def run_job(project: storage.Project, job: storage.Job, worker: str, *, heartbeat_s: float = HEARTBEAT_S,
+            parent: Parent | None = None) -> None:
+    """Run one claimed job to its end: finish_job with its result, or fail_job with a readable error
+    (or, when the app that started the worker is gone, release_job: it runs again later)."""
     log.info("job %s (%s) %s started", job.id, job.kind, job.params)
+    parent = parent or Parent(None)
     beat = _Heartbeat(project, job.id, worker, heartbeat_s)
     beat.start()
     try:
-        result = JOBS[job.kind](project, job.params, _progress(project, job.id), _canceller(project, job.id, beat))
+        result = JOBS[job.kind](project, job.params, _progress(project, job.id),
+                                _canceller(project, job.id, beat, parent))
     except Exception as exc:  # any failure is reported on the job, never lost
         beat.stop()
+        if parent.gone():
+            log.info("job %s put back in the queue: the app that started this worker is gone", job.id)
+            storage.release_job(project, job.id, "waiting: the app stopped while this job ran")
+            return
         _record_failure(project, job, exc)
         return
     beat.stop()
@@ -236,11 +266,11 @@ def _progress(project, job_id: int) -> Callable[[float, str], None]:
     return on_progress
 
 
-def _canceller(project, job_id: int, beat: _Heartbeat) -> Callable[[], bool]:
+def _canceller(project, job_id: int, beat: _Heartbeat, parent: Parent) -> Callable[[], bool]:
     state = {"at": 0.0, "value": False}
 
     def should_stop() -> bool:
-        if beat.lost:
+        if beat.lost or parent.gone():
             return True
         now = time.monotonic()
         if not state["value"] and now - state["at"] >= CANCEL_CHECK_S:
@@ -267,7 +297,8 @@ def ensure_worker(project_dir: str | Path, *, idle_exit_s: float | None = 600.0)
         return running
     log_path = project.root / LOG_FILE
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "engine", "worker", "--project", str(project.root)]
+    command = [sys.executable, "-m", "engine", "worker", "--project", str(project.root),
+               "--parent-pid", str(os.getpid())]
     if idle_exit_s is not None:
         command += ["--idle-exit", str(idle_exit_s)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}

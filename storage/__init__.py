@@ -36,6 +36,7 @@ from storage.jobs import (
     heartbeat,
     is_cancel_requested,
     latest_job,
+    release_job,
     report_progress,
 )
 from storage.labels import (

@@ -1,12 +1,17 @@
 """Export current labels as CSV, JSONL or an ImageFolder-layout zip.
 
-Every export covers items whose current label is a class (validation
-items included) and is written to a temporary file in the destination's
-folder, then renamed into place, so a reader never sees half a file.
-Columns / keys: path (relative to the image root), class, annotator,
-labeled_at (ISO 8601 UTC), round (round index, empty / null when the label
-came from no round), source (how the label was given: storage.SOURCES; empty
-for labels made before the schema recorded it).
+CSV and JSONL cover every usable item whose current label is a class or a
+skip; the zip holds the labeled images. Each is written to a temporary
+file in the destination's folder, then renamed into place, so a reader
+never sees half a file. Columns / keys: path (relative to the image root),
+class (empty / null when skipped), split (train, validation or skipped),
+annotator, labeled_at (ISO 8601 UTC), round (round index, empty / null when
+the label came from no round), source (how the label was given:
+storage.SOURCES; empty for labels made before the schema recorded it).
+
+In the CSV a cell that a spreadsheet would run as a formula (it starts with
+= + - @, a tab or a carriage return) gets a leading `'` (OWASP's advice);
+the JSONL keeps every value verbatim, for programs.
 """
 from __future__ import annotations
 
@@ -22,10 +27,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
+from storage.classes import active_class_names
 from storage.items import inside_root
-from storage.project import Project, read_settings, opened
+from storage.errors import StorageError
+from storage.project import Project, opened, read_settings
 
-COLUMNS = ("path", "class", "annotator", "labeled_at", "round", "source")
+COLUMNS = ("path", "class", "split", "annotator", "labeled_at", "round", "source")
+SPLITS = ("train", "validation", "skipped")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CLASSES_FILE = "classes.json"
 _FORBIDDEN = set('/\\:*?"<>|')
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 MAX_NAME_BYTES = 200
@@ -50,17 +60,20 @@ def sanitize_class_name(name: str) -> str:
     return safe
 
 
-def _label_rows(project: Project) -> tuple[Path, list[dict]]:
+def _label_rows(project: Project, skipped: bool = True) -> tuple[Path, list[dict]]:
+    """(image root, rows) of every usable item labeled with an active class, and skipped ones unless told not."""
     with opened(project) as db:
         root = Path(read_settings(db).image_root).resolve()
         rows = db.execute(
-            "SELECT i.id, i.path, c.name, l.annotator, l.created_at, r.idx, l.source FROM current_labels l "
-            "JOIN items i ON i.id = l.item_id JOIN classes c ON c.id = l.class_id "
-            "LEFT JOIN rounds r ON r.id = l.round_id "
-            "WHERE l.kind = 'label' AND c.position IS NOT NULL AND i.status = 'ok' ORDER BY i.id"
+            "SELECT i.id, i.path, c.name, l.annotator, l.created_at, r.idx, l.source, "
+            "CASE WHEN l.kind = 'skip' THEN 'skipped' WHEN i.is_validation = 1 THEN 'validation' ELSE 'train' END "
+            "FROM current_labels l JOIN items i ON i.id = l.item_id LEFT JOIN classes c ON c.id = l.class_id "
+            "LEFT JOIN rounds r ON r.id = l.round_id WHERE i.status = 'ok' "
+            "AND ((l.kind = 'label' AND c.position IS NOT NULL) OR (l.kind = 'skip' AND ?)) ORDER BY i.id",
+            (int(skipped),),
         ).fetchall()
-    keys = ("item_id", "path", "class", "annotator", "created_at", "round", "source")
-    return root, [dict(zip(keys, row)) for row in rows]
+    keys = ("item_id", "path", "class", "annotator", "created_at", "round", "source", "split")
+    return root, [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def _iso(timestamp: float) -> str:
@@ -72,6 +85,7 @@ def _public(row: dict) -> dict:
     return {
         "path": row["path"],
         "class": row["class"],
+        "split": row["split"],
         "annotator": row["annotator"],
         "labeled_at": _iso(row["created_at"]),
         "round": row["round"],
@@ -96,18 +110,27 @@ def _atomic_file(dest: Path, mode: str) -> Iterator[IO]:
 
 
 def export_labels_csv(project: Project, dest: Path) -> Path:
-    """Write current labels as UTF-8 CSV with a header row; returns dest."""
+    """Write current labels and skips as UTF-8 CSV with a header row, formula cells neutralized; returns dest."""
     _, rows = _label_rows(project)
     with _atomic_file(dest, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in _public(row).items()})
+            writer.writerow({k: spreadsheet_safe(v) for k, v in _public(row).items()})
     return Path(dest)
 
 
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: `'` before a leading = + - @ tab or CR; None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def export_labels_jsonl(project: Project, dest: Path) -> Path:
-    """Write current labels as JSON Lines, one object per labeled item; returns dest."""
+    """Write current labels and skips as JSON Lines, one object per item, values verbatim; returns dest."""
     _, rows = _label_rows(project)
     with _atomic_file(dest, "w") as handle:
         for row in rows:
@@ -116,19 +139,30 @@ def export_labels_jsonl(project: Project, dest: Path) -> Path:
 
 
 def export_imagefolder_zip(project: Project, dest: Path) -> Path:
-    """Write a zip of `<sanitized class>/<file name>` for every labeled item; returns dest.
+    """Write a zip of `<split>/<sanitized class>/<file name>` for every labeled item, split being
+    train or validation, plus `classes.json` (each class's index, name and folder, in the project's
+    class order: the model's output order); returns dest.
 
-    File names repeated within a class (ignoring case) get an `<item id>_`
+    File names repeated within a folder (ignoring case) get an `<item id>_`
     prefix; colliding sanitized class names get a `-<n>` suffix. Only files
     that resolve inside the image root are read: StorageError otherwise,
     and nothing is written.
     """
-    root, rows = _label_rows(project)
-    folders = _class_folders([row["class"] for row in rows])
+    root, rows = _label_rows(project, skipped=False)
+    with opened(project) as db:
+        classes = active_class_names(db)
+    folders = _class_folders([*classes, *(row["class"] for row in rows)])
     names = _member_names(rows, folders)
+    index = {"classes": [{"index": i, "name": name, "folder": folders[name]} for i, name in enumerate(classes)],
+             "splits": {split: sum(row["split"] == split for row in rows) for split in SPLITS[:2]}}
     with _atomic_file(dest, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
-        for row, member in zip(rows, names):
-            archive.write(inside_root(root, row["path"]), member)
+        archive.writestr(CLASSES_FILE, json.dumps(index, indent=1, ensure_ascii=False))
+        for row, member in zip(rows, names, strict=True):
+            try:
+                archive.write(inside_root(root, row["path"]), member)
+            except OSError as exc:
+                raise StorageError(f"cannot read {row['path']} ({exc.strerror or exc}): the image was moved or "
+                                   "deleted; restore it, or scan the folder again on the Project page") from exc
     return Path(dest)
 
 
@@ -146,10 +180,10 @@ def _class_folders(classes: list[str]) -> dict[str, str]:
 
 
 def _member_names(rows: list[dict], folders: dict[str, str]) -> list[str]:
-    def key(row: dict) -> tuple[str, str]:
-        return folders[row["class"]], _file_name(row["path"]).casefold()
+    def key(row: dict) -> tuple[str, str, str]:
+        return row["split"], folders[row["class"]], _file_name(row["path"]).casefold()
 
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for row in rows:
         counts[key(row)] = counts.get(key(row), 0) + 1
     names = []
@@ -157,7 +191,7 @@ def _member_names(rows: list[dict], folders: dict[str, str]) -> list[str]:
         file_name = _file_name(row["path"])
         if counts[key(row)] > 1:
             file_name = f"{row['item_id']}_{file_name}"
-        names.append(f"{folders[row['class']]}/{file_name}")
+        names.append(f"{row['split']}/{folders[row['class']]}/{file_name}")
     return names
 
 
@@ -168,8 +202,8 @@ def _file_name(path: str) -> str:
 
 
 def export_summary(project: Project) -> dict[str, int]:
-    """Number of labeled items an export would contain, per class name."""
-    _, rows = _label_rows(project)
+    """Number of labeled items an export would contain, per class name (skipped items not counted)."""
+    _, rows = _label_rows(project, skipped=False)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["class"]] = counts.get(row["class"], 0) + 1

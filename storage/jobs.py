@@ -166,6 +166,14 @@ def fail_job(project: Project, job_id: int, error: str) -> None:
         _end(db, job_id, "cancelled" if job.cancel_requested else "failed", error=str(error))
 
 
+def release_job(project: Project, job_id: int, message: str = "") -> None:
+    """Put a running job back in the queue (a worker stopping before it ends: the next one takes it)."""
+    with writing(project) as db:
+        _require_running(db, job_id)
+        db.execute("UPDATE jobs SET state = 'queued', worker = NULL, heartbeat_at = NULL, started_at = NULL, "
+                   "progress = 0, message = ? WHERE id = ?", (message, job_id))
+
+
 def cancel_job(project: Project, job_id: int) -> None:
     """Cancel a queued job now, or ask a running job's worker to stop; ended jobs are left alone."""
     with writing(project) as db:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
 import zipfile
 
 import pytest
@@ -110,7 +112,7 @@ def test_an_auto_target_is_named_by_the_model_it_stands_for(open_app, project, t
     assert r"Target model **resnet20 \(auto\)** (30 training steps)" in at.markdown[0].value
 
 
-def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dataset, deferred):
+def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dataset, deferred, tmp_path):
     label_everything_queued(project, dataset[1])
     at = open_app("app/page_export.py")
     assert at.download_button(key="dl-checkpoint").proto.disabled     # no target yet
@@ -127,7 +129,8 @@ def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dat
 
     data, _ = download(at, deferred, "dl-zip")
     members = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    assert sorted(members) == sorted(f"{r['class']}/{r['path']}" for r in rows)
+    assert sorted(members) == sorted(["classes.json", *(f"{r['split']}/{r['class']}/{r['path']}" for r in rows)])
+    assert sorted(r["split"] for r in rows) == ["train"] * 4 + ["validation"] * 3
 
     storage.enqueue_job(project, "target")
     run_worker(project.root, once=True)
@@ -138,3 +141,20 @@ def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dat
     assert {"target/model.safetensors", "target/metadata.json", "target/README.md"} <= set(bundle.namelist())
     assert json.loads(bundle.read("target/metadata.json"))["class_names"] == ["red", "green", "blue"]
     assert "load_checkpoint" in bundle.read("target/README.md").decode()
+    assert_readme_commands_classify_an_image(data, name, bundle.read("target/README.md").decode(), tmp_path, dataset)
+
+
+def assert_readme_commands_classify_an_image(data: bytes, name: str, readme: str, tmp_path, dataset) -> None:
+    """The bundle's README commands, run as written in a fresh folder and a separate process, print a class."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / name).write_bytes(data)
+    image = next(dataset[0].glob("*.png"))
+    (folder / "some_image.jpg").write_bytes(image.read_bytes())
+    commands = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(["bash", "-euc", commands], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    path, predicted, probability = done.stdout.strip().split("\t")
+    assert path == "some_image.jpg" and predicted in {"red", "green", "blue"} and 0 < float(probability) <= 1

@@ -169,3 +169,67 @@ def test_an_early_round_runs_while_the_batch_still_has_open_items(labeled_projec
     normal = storage.enqueue_job(labeled_project, "round")                     # without `early`: refused
     run_worker(labeled_project.root, once=True)
     assert "unlabeled images" in storage.get_job(labeled_project, normal.id).error
+
+
+class _FlippingParent(worker.Parent):
+    def __init__(self):
+        super().__init__(None)
+        self.ended = False
+
+    def gone(self) -> bool:
+        return self.ended
+
+
+def test_a_job_running_when_the_app_goes_is_put_back_in_the_queue(labeled_project, monkeypatch):
+    parent = _FlippingParent()
+
+    def long_job(project, params, on_progress, should_stop):
+        parent.ended = True                       # the server stops while the job runs
+        if should_stop():
+            from engine.train import Cancelled
+            raise Cancelled("stopped")
+        return {"finished": True}
+
+    monkeypatch.setitem(worker.JOBS, "round", long_job)
+    job = storage.enqueue_job(labeled_project, "round")
+    claimed = storage.claim_job(labeled_project, "w")
+    worker.run_job(labeled_project, claimed, "w", parent=parent)
+    back = storage.get_job(labeled_project, job.id)
+    assert (back.state, back.worker, back.error) == ("queued", None, None)
+    assert "app stopped" in back.message
+    assert storage.claim_job(labeled_project, "next").id == job.id      # the next worker takes it at once
+
+
+def test_a_worker_started_by_the_app_exits_when_the_app_is_gone(labeled_project, tmp_path):
+    """A stand-in server starts the worker the way the app does, then dies; the worker follows it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from engine.worker import ensure_worker; "
+        f"print(ensure_worker({str(labeled_project.root)!r}, idle_exit_s=600), flush=True)"
+    )
+    server = subprocess.run([sys.executable, "-c", script], cwd=worker.REPO_ROOT, capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(worker.REPO_ROOT)})
+    pid = int(server.stdout.split()[-1])
+    started = time.monotonic()
+    try:
+        while _running(pid):
+            assert time.monotonic() - started < 60, "the worker outlived the app that started it by 60 s"
+            time.sleep(0.2)
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGTERM)
+    assert not worker_alive(labeled_project.root)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
