@@ -24,10 +24,10 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_help_lists_the_subcommands():
     done = _run("--help")
     assert done.returncode == 0
-    assert "{simulate,bench,worker}" in done.stdout
+    assert "{simulate,bench,worker,predict}" in done.stdout
 
 
-@pytest.mark.parametrize("command, flag", [("simulate", "--selector"), ("bench", "--only"), ("worker", "--project")])
+@pytest.mark.parametrize("command, flag", [("simulate", "--selector"), ("bench", "--only"), ("worker", "--parent-pid"), ("predict", "--device")])
 def test_subcommand_help(command, flag, capsys):
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([command, "--help"])
