@@ -3,17 +3,21 @@
 Files in `cache_dir` for image size S:
 - `pool_{S}.npy`: uint8 [N, 3, S, S], RGB, loaded with `np.load(mmap_mode="r")`;
 - `pool_{S}_ids.npy`: int64 [N], the item id of each row (row = pool position);
-- `pool_{S}_stats.json`: per-channel mean/std in 0..1 units, N and a hash of the ids.
+- `pool_{S}_stats.json`: per-channel mean/std in 0..1 units, N, a hash of the
+  ids and a CRC-32 per block of BLOCK rows of pixels.
 
 Each file is written under a temporary name and moved into place with
-os.replace, the stats last; `load_pool_cache` checks the three agree, so an
-interrupted build is seen as "no cache" and rebuilt, never read half-written.
+os.replace, the stats last; `load_pool_cache` checks the three agree, and
+the pixels against their block checksums (once per process and file
+version), so an interrupted build or a damaged file (pixels zeroed behind a
+valid header) is seen as "no cache" and rebuilt, never trained on.
 This module imports no torch: decoding workers start fast.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 import multiprocessing
 import os
 import threading
@@ -27,12 +31,24 @@ from PIL import Image, ImageOps
 POOL_THRESHOLD = 64       # fewer new images than this: decode in-process
 CHUNK = 128               # images per worker task
 STATS_CHUNK = 2048        # images per step when computing channel statistics
+BLOCK = 1024              # rows per checksum block
 WORKERS = 2
 BACKGROUND = (255, 255, 255)   # transparent pixels are composited onto white
 
 
 class PoolCacheError(RuntimeError):
     """An image could not be decoded, or the cache request is invalid."""
+
+
+class UnreadableImage(PoolCacheError):
+    """The image at `path` could not be read or decoded (`reason` says why)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"cannot decode image {path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+    def __reduce__(self):          # raised in a decoding process: must survive pickling
+        return UnreadableImage, (self.path, self.reason)
 
 
 @dataclass
@@ -89,8 +105,10 @@ def decode_image(path: str | Path, image_size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return image_to_array(img, image_size)
+    except FileNotFoundError as exc:
+        raise UnreadableImage(path, "file not found") from exc
     except Exception as exc:  # any decoder failure becomes one clear error
-        raise PoolCacheError(f"cannot decode image {path}: {exc}") from exc
+        raise UnreadableImage(path, str(exc) or type(exc).__name__) from exc
 
 
 def image_to_array(img: Image.Image, image_size: int) -> np.ndarray:
@@ -151,9 +169,34 @@ def load_pool_cache(cache_dir: str | Path, image_size: int) -> PoolCache | None:
         return None
     n = ids.shape[0] if ids.ndim == 1 else -1
     if (images.dtype != np.uint8 or images.shape != (n, 3, image_size, image_size) or ids.dtype != np.int64
-            or stats.get("n") != n or stats.get("ids_sha256") != _ids_hash(ids)):
+            or stats.get("n") != n or stats.get("ids_sha256") != _ids_hash(ids)
+            or not _pixels_intact(array_path, images, stats.get("blocks"))):
         return None
     return PoolCache(ids, images, tuple(stats["mean"]), tuple(stats["std"]))
+
+
+_intact: set[tuple] = set()      # (path, inode, size, mtime) of cache files whose blocks were checked
+
+
+def _pixels_intact(path: Path, images: np.ndarray, blocks: list | None) -> bool:
+    """Every block's CRC-32 matches the stats; checked once per process and version of the file."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+    if key in _intact:
+        return True
+    if blocks is None or blocks != block_checksums(images):
+        return False
+    _intact.add(key)
+    return True
+
+
+def block_checksums(images: np.ndarray) -> list[int]:
+    """CRC-32 of each run of BLOCK rows (about 1 GB/s: a 20,000-image 32 px pool in ~0.1 s)."""
+    return [zlib.crc32(np.ascontiguousarray(images[start:start + BLOCK]).data)
+            for start in range(0, images.shape[0], BLOCK)]
 
 
 def build_pool_cache(
@@ -206,11 +249,12 @@ def _write(cache_dir, size, final_ids, old, keep, new_items, on_progress, worker
         _decode_into(out, n_kept, [p for _, p in new_items], size, on_progress, workers)
         out.flush()
         mean, std = channel_stats(out)
+        blocks = block_checksums(out)
         del out
         with open(tmp[1], "wb") as f:
             np.save(f, final_ids)
         stats = {"n": int(len(final_ids)), "image_size": size, "ids_sha256": _ids_hash(final_ids),
-                 "mean": mean, "std": std}
+                 "mean": mean, "std": std, "blocks": blocks}
         tmp[2].write_text(json.dumps(stats, indent=1))
         for src, dst in zip(tmp, (array_path, ids_path, stats_path)):   # stats last: it commits
             os.replace(src, dst)

@@ -24,7 +24,7 @@ import storage
 from engine.config import stage_config, use_tta
 from engine.initial import RoundError, candidate_ids, run_initial_round, taken_ids  # noqa: F401  (re-exported)
 from engine.models import build_model, load_pretrained
-from engine.pool_cache import PoolCache, build_pool_cache, load_pool_cache, pick_image_size
+from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
 from engine.score import score_pool
 from engine.select import STRATEGIES, strategy_scores
 from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan, train
@@ -100,12 +100,13 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     index = _next_index(project)
     own_proxy = stage == "proxy" and model_name is None      # the project's proxy: warm start and keep it
     stage = stage_config(settings, stage, model_name=model_name, steps=steps, level=level, seed_offset=index)
+    report = _Report(on_progress)
+    # the pool first: an image found missing while decoding leaves the labels, the queue and the validation set
+    pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
     storage.reserve_validation(project)
     size = _batch_size(project, settings, early)
     labels = storage.training_labels(project)
     _check_classes(labels, settings.classes)
-    report = _Report(on_progress)
-    pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
     taken = pool.positions(taken_ids(project))
     _stop(should_stop)
 
@@ -158,26 +159,63 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     return RoundOutcome(round=written, model=model, pool=pool, train_steps=steps.last)
 
 
+MAX_UNREADABLE_RETRIES = 20   # images found unreadable while decoding, each marked missing and skipped
+
+
 def load_project_pool(project: storage.Project, settings: storage.Settings | None = None,
                       on_progress: Callable[[float], None] | None = None) -> ProjectPool:
     """The pool cache over every usable item, decoding only items not cached yet.
 
     Image size: `settings.image_size`, or picked from the items' sizes. When
-    every usable item is already cached no image file is opened.
-    `on_progress(fraction)` follows decoding.
+    every usable item is already cached no image file is opened. An image
+    to decode whose file is gone, or that no longer decodes, is marked
+    missing (storage.mark_missing, with the reason) and left out of the
+    pool, so one deleted file never blocks a round. `on_progress(fraction)`
+    follows decoding.
     """
     settings = settings or storage.load_settings(project)
-    items = storage.usable_items(project)
-    if not items:
-        raise RoundError("the project has no usable images; ingest an image folder first")
-    size = settings.image_size or pick_image_size([(item.width, item.height) for item in items])
-    ids = np.array([item.id for item in items], dtype=np.int64)
-    cache = load_pool_cache(project.cache_dir, size)
-    if cache is None or not np.isin(ids, cache.item_ids).all():
-        root = Path(settings.image_root).resolve()
-        paths = [(item.id, inside_root(root, item.path)) for item in items]
-        cache = build_pool_cache(project.cache_dir, paths, size, on_progress=_count_progress(on_progress))
-    return _pool_view(cache, ids, size)
+    root = Path(settings.image_root).resolve()
+    for _ in range(MAX_UNREADABLE_RETRIES + 1):
+        items = storage.usable_items(project)
+        if not items:
+            raise RoundError("the project has no usable images; ingest an image folder first")
+        size = settings.image_size or pick_image_size([(item.width, item.height) for item in items])
+        ids = np.array([item.id for item in items], dtype=np.int64)
+        cache = load_pool_cache(project.cache_dir, size)
+        if cache is not None and np.isin(ids, cache.item_ids).all():
+            return _pool_view(cache, ids, size)
+        cached = set(cache.item_ids.tolist()) if cache is not None else set()
+        paths, missing = _files_to_read(root, items, cached)
+        if missing:
+            storage.mark_missing(project, missing)
+            continue
+        try:
+            cache = build_pool_cache(project.cache_dir, paths, size, on_progress=_count_progress(on_progress))
+        except UnreadableImage as exc:
+            by_path = {str(path): item_id for item_id, path in paths}
+            if exc.path not in by_path:
+                raise
+            storage.mark_missing(project, {by_path[exc.path]: f"cannot be decoded ({exc.reason})"})
+            continue
+        return _pool_view(cache, ids, size)
+    raise RoundError(f"more than {MAX_UNREADABLE_RETRIES} images could not be decoded; "
+                     "check the image folder (the Project page lists them)")
+
+
+def _files_to_read(root: Path, items: list[storage.Item], cached: set[int]) -> tuple[list, dict[int, str]]:
+    """(item id, path) of every item, and why items not cached yet cannot be read (file gone, link out)."""
+    paths, missing = [], {}
+    for item in items:
+        try:
+            path = inside_root(root, item.path)
+        except storage.StorageError:
+            missing[item.id] = "the file now leads outside the image folder"
+            continue
+        if item.id not in cached and not path.is_file():
+            missing[item.id] = "file not found"
+            continue
+        paths.append((item.id, path))
+    return paths, missing
 
 
 def _pool_view(cache: PoolCache, ids: np.ndarray, size: int) -> ProjectPool:

@@ -54,11 +54,13 @@ def fit_target(project: storage.Project, on_progress: Callable[[float, str], Non
     """
     settings = storage.load_settings(project)
     stage = stage_config(settings, "target", model_name=model_name, steps=steps, level=level)
-    labels = storage.training_labels(project)
-    if len(set(labels.values())) < 2:
+    if len(set(storage.training_labels(project).values())) < 2:   # before decoding: fail fast
         raise TargetError("the target needs labels in at least 2 classes; label more images first")
     report = on_progress or (lambda fraction, message: None)
     pool = load_project_pool(project, settings, lambda f: report(0.05 * f, "decoding images"))
+    labels = storage.training_labels(project)       # again: decoding may have found images missing
+    if len(set(labels.values())) < 2:
+        raise TargetError("the target needs labels in at least 2 classes; label more images first")
     ids = sorted(labels)
     images = np.asarray(pool.images[pool.positions(ids)])
     targets = np.array([labels[i] for i in ids], dtype=np.int64)

@@ -17,9 +17,11 @@ from storage.items import (
     duplicate_files,
     get_item,
     item_counts,
+    mark_missing,
     rejected_files,
     reserve_validation,
     resolve_item_path,
+    restore_found,
     usable_items,
     validation_order,
 )

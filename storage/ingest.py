@@ -22,6 +22,7 @@ from pathlib import Path
 import sqlite_utils
 from PIL import Image, UnidentifiedImageError
 
+from storage.items import restore_found
 from storage.project import Project, StorageError, read_settings, opened, write_transaction
 from storage.walk import find_images
 
@@ -94,6 +95,7 @@ def ingest(
         known = {path for (path,) in db.execute("SELECT path FROM items")}
     if not root.is_dir():
         raise StorageError(f"image root {root} is missing or not a folder; restore it or create a new project")
+    restore_found(project)
     found = find_images(root, exclude=project.root)
     new = [path for path in found.paths if path not in known]
     counts = {"ok": 0, "duplicate": 0, "rejected": 0}

@@ -45,6 +45,57 @@ def usable_items(project: Project) -> list[Item]:
         return [_item(row) for row in rows]
 
 
+MISSING = "missing"    # reason prefix of an item whose file disappeared after ingest (it can come back)
+
+
+def mark_missing(project: Project, reasons: dict[int, str]) -> int:
+    """Take usable items out of the pool: item id -> why (file not found, cannot be decoded...).
+
+    Each becomes `rejected` with reason "missing: <why>", leaves the validation set, and
+    leaves the queue if it was waiting there unlabeled (its batch gets shorter, its budget is
+    freed). Its labels stay in the history but no longer train or export. Returns how many
+    changed; ids not usable (already missing) are ignored. A rescan brings back a file that
+    reappears (`restore_found`).
+    """
+    changed = 0
+    with writing(project) as db:
+        for item_id, why in reasons.items():
+            cursor = db.execute(
+                "UPDATE items SET status = 'rejected', reason = ?, is_validation = 0 WHERE id = ? AND status = 'ok'",
+                (f"{MISSING}: {why}", int(item_id)),
+            )
+            if cursor.rowcount:
+                changed += 1
+                db.execute("DELETE FROM queue WHERE item_id = ? AND item_id NOT IN "
+                           "(SELECT item_id FROM current_labels WHERE kind IN ('label', 'skip'))", (int(item_id),))
+    return changed
+
+
+def restore_found(project: Project) -> int:
+    """Make items marked missing usable again when their file is back with the same bytes; returns how many."""
+    with opened(project) as db:
+        root = Path(read_settings(db).image_root).resolve()
+        rows = db.execute("SELECT id, path, sha256 FROM items WHERE status = 'rejected' AND reason LIKE ?",
+                          (f"{MISSING}:%",)).fetchall()
+    back = []
+    for item_id, path, sha in rows:
+        try:
+            data = inside_root(root, path).read_bytes()
+        except (OSError, StorageError):
+            continue
+        if hashlib.sha256(data).hexdigest() == sha:
+            back.append(item_id)
+    restored = 0
+    with writing(project) as db:
+        for item_id in back:
+            taken = db.execute("SELECT 1 FROM items i JOIN items m ON m.sha256 = i.sha256 "
+                               "WHERE m.id = ? AND i.status = 'ok'", (item_id,)).fetchone()
+            if not taken:
+                restored += db.execute("UPDATE items SET status = 'ok', reason = NULL WHERE id = ?",
+                                       (item_id,)).rowcount
+    return restored
+
+
 def get_item(project: Project, item_id: int) -> Item:
     """One usable item; StorageError if it does not exist or is not usable."""
     with opened(project) as db:

@@ -209,9 +209,10 @@ def round_complete(project: Project, round_id: int) -> bool:
 
 
 def queued_ids(project: Project) -> list[int]:
-    """Every item id queued in any round, ascending."""
+    """Every usable item id queued in any round, ascending (an item gone missing since is left out)."""
     with opened(project) as db:
-        return [i for (i,) in db.execute("SELECT item_id FROM queue ORDER BY item_id")]
+        return [i for (i,) in db.execute("SELECT q.item_id FROM queue q JOIN items i ON i.id = q.item_id "
+                                         "WHERE i.status = 'ok' ORDER BY q.item_id")]
 
 
 def budget_left(project: Project) -> int:
