@@ -104,16 +104,16 @@ def main() -> None:
         st.switch_page("app/page_labels.py")
     project = state.active_project()
     st.title("Project")
-    if project is None and state.project_error():
-        st.error(widgets.md(state.project_error()))
+    if project is None:
+        project_forms.dead_end(state.project_error())
+        return
     tabs = st.tabs(["Overview", "Settings", "Classes", "Open or create"])
-    if project is not None:
-        with tabs[0]:
-            overview(project)
-        with tabs[1]:
-            settings_form(project)
-        with tabs[2]:
-            class_editor(project)
+    with tabs[0]:
+        overview(project)
+    with tabs[1]:
+        settings_form(project)
+    with tabs[2]:
+        class_editor(project)
     with tabs[3]:
         project_forms.open_section()
         project_forms.create_section()

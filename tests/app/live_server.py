@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -42,14 +43,13 @@ def streamlit_server(project_dir: Path | None, home: Path, log_path: Path,
     stop it and the project's worker afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LABELER_")}
-    env.update(PROXY_LABELER_HOME=str(home), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    env.update(PROXY_LABELER_HOME=str(home), PROXY_LABELER_ROOTS=os.pathsep.join([tempfile.gettempdir(), str(home)]))
     if project_dir is not None:
         env.update(PROXY_LABELER_PROJECT=str(project_dir), PROXY_LABELER_DEMO_ASSETS=str(home / "no_demo"))
     if demo_dir is not None:
         env["PROXY_LABELER_DEMO_DIR"] = str(demo_dir)
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "server.py"),
-               "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--server.fileWatcherType", "none"]
+    # address, headless, telemetry and error details come from .streamlit/config.toml (cwd=REPO), as for users
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "server.py"), "--server.port", str(port)]
     with open(log_path, "ab") as log:
         server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
