@@ -29,7 +29,7 @@ from typing import IO
 
 from storage.classes import active_class_names
 from storage.items import inside_root
-from storage.errors import StorageError
+from storage.errors import StorageError, UnavailableError
 from storage.project import Project, opened, read_settings
 
 COLUMNS = ("path", "class", "split", "annotator", "labeled_at", "round", "source")
@@ -96,14 +96,22 @@ def _public(row: dict) -> dict:
 @contextlib.contextmanager
 def _atomic_file(dest: Path, mode: str) -> Iterator[IO]:
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UnavailableError(f"cannot write {dest} ({exc.strerror or exc}): make the folder writable, "
+                               "then export again; the labels are not affected") from exc
     try:
         with os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, dest)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise UnavailableError(f"cannot write {dest} ({exc.strerror or exc}): free some space or make the "
+                               "folder writable, then export again; the labels are not affected") from exc
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

@@ -184,3 +184,17 @@ def test_a_bug_in_sql_is_not_dressed_up_as_the_machine(tmp_path):
     with pytest.raises(sqlite3.OperationalError) as caught, storage.project.opened(project) as db:
         db.execute("SELECT no_such_column FROM items")
     assert not isinstance(caught.value, storage.UnavailableError)
+
+
+def test_an_export_on_a_full_disk_is_a_readable_error_and_leaves_no_part_file(tmp_path):
+    with mounted_tmpfs(tmp_path / "small", "600k") as disk:
+        project = fresh_project(tmp_path)
+        for item in storage.usable_items(project):
+            storage.set_label(project, item.id, "cat", annotator="a")
+        with contextlib.suppress(OSError), open(disk / "filler", "wb") as filler:
+            while True:                      # fill the disk to the last block
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        with pytest.raises(storage.UnavailableError, match="cannot write .*free some space"):
+            storage.export_imagefolder_zip(project, disk / "out" / "set.zip")
+        assert list((disk / "out").iterdir()) == []
