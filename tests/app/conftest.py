@@ -93,3 +93,17 @@ def open_app(project: storage.Project, monkeypatch: pytest.MonkeyPatch):
         assert not at.exception, [e.message for e in at.exception]
         return at
     return opener
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Debian chromium driven by Playwright, shared by the browser tests (skipped without either)."""
+    from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

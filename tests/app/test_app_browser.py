@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.app.conftest import make_project, write_dataset
-from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.app.live_server import CHROMIUM, streamlit_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -15,15 +15,6 @@ pytestmark = [
 ]
 PAGES = ["", "labels", "project", "progress", "target", "export"]
 LOCAL = {"127.0.0.1", "localhost"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def visit(browser, url: str, requests: list[str], screenshot: str | None = None) -> str:
@@ -43,7 +34,8 @@ def visit(browser, url: str, requests: list[str], screenshot: str | None = None)
         context.close()
 
 
-def test_no_page_makes_a_request_to_another_host(browser, tmp_path):
+def test_no_page_makes_a_request_to_another_host(chromium, tmp_path):
+    browser = chromium
     write_dataset(tmp_path / "images", per_class=4)
     project = make_project(tmp_path / "project", tmp_path / "images")
     requests: list[str] = []
@@ -60,7 +52,8 @@ def test_no_page_makes_a_request_to_another_host(browser, tmp_path):
     assert "Network URL" not in log and "External URL" not in log
 
 
-def test_a_broken_project_shows_why_and_the_forms_in_the_browser(browser, tmp_path):
+def test_a_broken_project_shows_why_and_the_forms_in_the_browser(chromium, tmp_path):
+    browser = chromium
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "project.db").write_bytes(b"")

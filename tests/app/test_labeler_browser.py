@@ -11,7 +11,7 @@ import pytest
 
 import storage
 from tests.app.conftest import CLASSES, make_project, write_dataset
-from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.app.live_server import CHROMIUM, streamlit_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,16 +28,7 @@ window.addEventListener("keydown", (e) => {{
 
 
 @pytest.fixture(scope="module")
-def playwright():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory, playwright):
+def big(tmp_path_factory, chromium):
     """A server on a project whose first batch has 70 images (automatic rounds off)."""
     tmp = tmp_path_factory.mktemp("big")
     truth = write_dataset(tmp / "images", per_class=40)
@@ -97,11 +88,11 @@ def expected_states(presses, classes):
     return {item: value for item, value in state.items() if value is not None}
 
 
-def test_fifty_rapid_presses_are_fifty_events_on_the_images_shown(playwright, big):
+def test_fifty_rapid_presses_are_fifty_events_on_the_images_shown(chromium, big):
     project, url, _, tmp = big
     keys = list("1231s2u3121" * 5)[:50]
     before = label_rows(project)
-    with opened(playwright, url, tmp) as page:
+    with opened(chromium, url, tmp) as page:
         for key in keys:
             page.keyboard.press(key)
             time.sleep(0.05)
@@ -118,9 +109,9 @@ def test_fifty_rapid_presses_are_fifty_events_on_the_images_shown(playwright, bi
     assert {e.source for h in histories.values() for e in h if e.kind == "label"} == {"typed"}
 
 
-def test_a_stale_tab_labels_the_image_it_shows(playwright, big):
+def test_a_stale_tab_labels_the_image_it_shows(chromium, big):
     project, url, _, tmp = big
-    with opened(playwright, url, tmp) as first, opened(playwright, url, tmp, name="bob") as second:
+    with opened(chromium, url, tmp) as first, opened(chromium, url, tmp, name="bob") as second:
         item = shown(first)
         assert shown(second) == item                                # both show the first open image
         first.keyboard.press("1")
@@ -132,9 +123,9 @@ def test_a_stale_tab_labels_the_image_it_shows(playwright, big):
     assert [(e.class_name, e.annotator) for e in history] == [("red", "ana"), ("blue", "bob")]
 
 
-def test_grid_bulk_labels_a_dragged_and_shift_clicked_selection(playwright, big):
+def test_grid_bulk_labels_a_dragged_and_shift_clicked_selection(chromium, big):
     project, url, _, tmp = big
-    with opened(playwright, url, tmp) as page:
+    with opened(chromium, url, tmp) as page:
         page.click("button[data-mode='grid']")
         page.wait_for_selector(".pl-tile")
         page.wait_for_function(f"() => {VIEW}.querySelectorAll('.pl-tile img').length === 64")
@@ -165,9 +156,9 @@ def test_grid_bulk_labels_a_dragged_and_shift_clicked_selection(playwright, big)
         assert {i: storage.current_label(project, i) for i in dragged} == was
 
 
-def test_zoom_shows_the_original_file(playwright, big):
+def test_zoom_shows_the_original_file(chromium, big):
     _, url, _, tmp = big
-    with opened(playwright, url, tmp) as page:
+    with opened(chromium, url, tmp) as page:
         assert page.get_attribute(SHOWN, "src").endswith("/focus")
         page.keyboard.press("z")
         page.wait_for_function(f"() => {VIEW}.querySelector('{SHOWN}').src.endsWith('/full')")
@@ -176,10 +167,10 @@ def test_zoom_shows_the_original_file(playwright, big):
         assert page.get_attribute(SHOWN, "src").endswith("/focus")
 
 
-def test_no_label_without_an_annotator_name_and_the_name_reaches_the_csv(playwright, big):
+def test_no_label_without_an_annotator_name_and_the_name_reaches_the_csv(chromium, big):
     project, url, _, tmp = big
     before = label_rows(project)
-    with opened(playwright, url, tmp, name=None) as page:
+    with opened(chromium, url, tmp, name=None) as page:
         item = shown(page)
         page.keyboard.press("2")
         page.wait_for_selector("text=Type your name first")
@@ -193,12 +184,12 @@ def test_no_label_without_an_annotator_name_and_the_name_reaches_the_csv(playwri
     assert any(row["annotator"] == "carol" and row["class"] == "green" and row["source"] == "typed" for row in rows)
 
 
-def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp_path, playwright):
+def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp_path, chromium):
     truth = write_dataset(tmp_path / "images")
     project = make_project(tmp_path / "project", tmp_path / "images")
     first = {i for i, _ in storage.round_items(project, storage.current_round(project).id)}
     with streamlit_server(project.root, tmp_path / "home", tmp_path / "server.log") as url, \
-            opened(playwright, url, tmp_path) as page:
+            opened(chromium, url, tmp_path) as page:
         for _ in first:
             item = shown(page)
             assert item in first
@@ -219,11 +210,11 @@ def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp
         i: truth[storage.get_item(project, i).path] for i in first}
 
 
-def test_the_label_browser_relabels_in_place(playwright, big):
+def test_the_label_browser_relabels_in_place(chromium, big):
     project, url, _, tmp = big
     open_items = [i for i, _ in storage.round_queue(project, storage.current_round(project).id)]
     storage.set_label(project, open_items[-1], "red", annotator="ana")
-    context = playwright.new_context(viewport={"width": 1280, "height": 900})
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(60_000)
     try:
