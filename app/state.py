@@ -153,7 +153,9 @@ def active_project() -> storage.Project | None:
         if candidate is None or (candidate is not candidates[0] and not (candidate / "project.db").exists()):
             continue
         try:
-            project = open_allowed(candidate)
+            # the session's own project passed the roots check when it was switched to: every rerun opens
+            # it, so it is not checked (one more database read) again
+            project = storage.open_project(candidate) if own else open_allowed(candidate)
         except storage.StorageError as exc:
             st.session_state[ERROR] = f"The project at {candidate} cannot be opened: {exc}"
             return None

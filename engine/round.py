@@ -100,9 +100,12 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     index = _next_index(project)
     own_proxy = stage == "proxy" and model_name is None      # the project's proxy: warm start and keep it
     stage = stage_config(settings, stage, model_name=model_name, steps=steps, level=level, seed_offset=index)
+    storage.reserve_validation(project)
+    _batch_size(project, settings, early)                 # RoundError before any decoding
+    _check_classes(storage.training_labels(project), settings.classes)
     report = _Report(on_progress)
-    # the pool first: an image found missing while decoding leaves the labels, the queue and the validation set
     pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
+    # read after decoding: an image found missing there has left the labels, the queue and the validation set
     storage.reserve_validation(project)
     size = _batch_size(project, settings, early)
     labels = storage.training_labels(project)
