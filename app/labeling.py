@@ -87,6 +87,8 @@ def why_chosen(strategy: str, score: float | None) -> str:
         "margin": lambda s: f"margin {1 - s:.2f}",
         "entropy": lambda s: f"entropy {s:.2f}",
         "kcenter": lambda s: f"distance {s:.2f}",
+        "typiclust": lambda s: f"typical of its cluster ({s:.1f})",
+        "probcover": lambda s: f"near {s:.0f} pool images",
     }
     return captions.get(strategy, lambda s: f"score {s:.2f}")(score)
 

@@ -64,11 +64,13 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     optional = dict(default=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder root holding train/<class>/ and test/<class>/")
     parser.add_argument("--out", type=Path, required=True, help="results JSON; a CSV of the rounds goes beside it")
-    parser.add_argument("--strategy", help="random | least_confidence | margin | entropy | kcenter", **optional)
+    parser.add_argument("--strategy", help="random | least_confidence | margin | entropy | kcenter | typiclust | "
+                        "probcover | hybrid", **optional)
     parser.add_argument("--initial", type=int, help="size of the random initial batch", **optional)
     parser.add_argument("--round-size", type=int, help="images selected per round", **optional)
     parser.add_argument("--budget", type=int, help="labels in all, initial batch included", **optional)
-    parser.add_argument("--proxy", help="proxy model name (engine.models.MODELS), or auto", **optional)
+    parser.add_argument("--proxy", help="proxy model name (engine.models.MODELS), linear or mlp (a head on the "
+                        "backbone's embeddings), or auto", **optional)
     parser.add_argument("--target", help="target model name, or auto", **optional)
     parser.add_argument("--selector", choices=("proxy", "target"),
                         help="model that selects each batch; target = the SVP baseline", **optional)
@@ -85,6 +87,14 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto | cpu | cuda | mps", **optional)
     parser.add_argument("--image-size", type=int, help="pixels; 0 = picked from the data", **optional)
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)", **optional)
+    parser.add_argument("--backbone", help="none | ssl (self-supervised on the pool first) | a local weights file "
+                        "(torchvision resnet18/34/50, or an ssl backbone's .safetensors) | resnet18/34/50 from "
+                        "the torch cache", **optional)
+    parser.add_argument("--initial-strategy", choices=("auto", "random", "typiclust", "probcover"),
+                        help="round 0's picks (auto: typiclust with a backbone, else random)", **optional)
+    parser.add_argument("--ssl-minutes", type=float, help="how long the ssl backbone trains (default 10)", **optional)
+    parser.add_argument("--ssl-steps", type=int, help="a fixed number of ssl steps instead of --ssl-minutes",
+                        **optional)
 
 
 def run_worker_command(args: argparse.Namespace) -> int:

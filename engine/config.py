@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from engine.device import best_device
+from engine.frozen import HEADS
 from engine.models import MODELS
 from engine.train import TrainConfig
 
@@ -68,7 +69,8 @@ def stage_config(settings, stage: str, *, model_name: str | None = None, steps: 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; use one of {sorted(STAGES)}")
     name_field, level_field, steps_field = STAGES[stage]
-    name = resolve_model_name(model_name or getattr(settings, name_field), stage, settings.device)
+    name = resolve_model_name(model_name or getattr(settings, name_field), stage, settings.device,
+                              getattr(settings, "backbone", "none"))
     level = level or getattr(settings, level_field, "balanced")
     if level not in LEVELS[stage]:
         raise ValueError(f"unknown training level {level!r}; choose one of {', '.join(TRAINING_LEVELS)}")
@@ -82,19 +84,27 @@ def stage_config(settings, stage: str, *, model_name: str | None = None, steps: 
     return StageConfig(model_name=name, train=config)
 
 
-def resolve_model_name(name: str, stage: str, device: str = AUTO) -> str:
-    """`name`, or for `auto` the stage's model for the device `device` resolves to; ValueError if unknown."""
+def resolve_model_name(name: str, stage: str, device: str = AUTO, backbone: str = "none") -> str:
+    """`name`, or for `auto` the stage's model; ValueError if unknown.
+
+    The `auto` proxy of a project with a backbone is the linear head on its
+    embeddings (engine.frozen); otherwise `auto` is the stage's model for
+    the device `device` resolves to.
+    """
     if name == AUTO:
+        if stage == "proxy" and (backbone or "none") != "none":
+            return "linear"
         kind = best_device(device).type
         return AUTO_MODELS[stage]["cuda" if kind == "cuda" else "cpu"]
-    check_model_name(name)
+    check_model_name(name, stage)
     return name
 
 
-def check_model_name(name: str) -> None:
-    """ValueError with the known names unless `name` is a registered model or `auto`."""
-    if name != AUTO and name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose auto or one of {', '.join(sorted(MODELS))}")
+def check_model_name(name: str, stage: str = "proxy") -> None:
+    """ValueError with the known names unless `name` is `auto`, a registered model, or (proxy) a frozen head."""
+    allowed = set(MODELS) | (set(HEADS) if stage == "proxy" else set())
+    if name != AUTO and name not in allowed:
+        raise ValueError(f"unknown {stage} model {name!r}; choose auto or one of {', '.join(sorted(allowed))}")
 
 
 def use_tta(device: str) -> bool:

@@ -11,7 +11,7 @@ class RoundError(ValueError):
     """A round cannot run now; the message says what to do instead."""
 
 
-def run_initial_round(project: storage.Project) -> storage.Round:
+def run_initial_round(project: storage.Project, selector: str = "random") -> storage.Round:
     """Round 0: a seeded random batch of `settings.initial_size` unlabeled, non-validation items.
 
     Reserves the validation sample first so it never overlaps the batch.
@@ -28,7 +28,7 @@ def run_initial_round(project: storage.Project) -> storage.Round:
     rng = np.random.default_rng(settings.seed)
     chosen = rng.choice(np.asarray(candidates, dtype=np.int64), size=size, replace=False)
     return storage.create_round(
-        project, strategy="random", selector="random", item_ids=chosen.tolist(),
+        project, strategy="random", selector=selector, item_ids=chosen.tolist(),
         scores=[0.0] * size, n_labeled=len(storage.training_labels(project)),
     )
 

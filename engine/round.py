@@ -23,10 +23,14 @@ from torch import nn
 import storage
 from engine.config import stage_config, use_tta
 from engine.initial import RoundError, candidate_ids, run_initial_round, taken_ids  # noqa: F401  (re-exported)
+from engine.embeddings import Backbone, BackboneError
+from engine.frozen import HEADS, Features, HeadConfig, pool_scores as frozen_pool_scores, train_head
+from engine.frozen import accuracy as frozen_accuracy
 from engine.models import build_model, load_pretrained
+from engine.representation import load_backbone, project_embeddings, require_backbone
 from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
-from engine.score import score_pool
-from engine.select import STRATEGIES, strategy_scores
+from engine.score import PoolScores, score_pool
+from engine.select import DISTANCE_STRATEGIES, STRATEGIES, strategy_scores
 from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan, train
 from storage.items import inside_root
 
@@ -64,6 +68,8 @@ class RoundOutcome:
     model: nn.Module
     pool: ProjectPool
     train_steps: int           # optimizer steps the selector took
+    backbone: Backbone | None = None    # set when the selector is a head on the backbone's embeddings ...
+    features: Features | None = None    # ... which are these (the model then takes features, not pixels)
 
 
 def run_round(project: storage.Project, on_progress: OnProgress | None = None,
@@ -113,32 +119,13 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     taken = pool.positions(taken_ids(project))
     _stop(should_stop)
 
-    started = time.perf_counter()
-    model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
-    warm = settings.warm_start and own_proxy and _warm_start(model, project)
-    ids = sorted(labels)
-    images = np.asarray(pool.images[pool.positions(ids)])
-    targets = np.array([labels[i] for i in ids], dtype=np.int64)
-    steps = StepsSeen(_train_progress(report.span("train", "training")))
-    config = warm_config(stage.train, len(ids)) if warm else stage.train
-    strategy_name, selector = settings.strategy, stage.model_name
-    try:
-        train(model, images, targets, config, pool.normalization, on_progress=steps, should_stop=should_stop)
-    except LearnedNothing as exc:
-        # Selection through a proxy that learned nothing is worse than random, and failing the
-        # round would leave no way to add the labels it needs: this batch is drawn at random.
-        strategy_name, selector = "random", f"random: {stage.model_name} learned nothing yet"
-        report.at("train", 1.0, f"{exc}; this batch is drawn at random")
-    val_acc = _validation_accuracy(project, model, pool)
-    train_s = time.perf_counter() - started
-    if own_proxy and strategy_name == settings.strategy:
-        _save_last(model, project)
-    _stop(should_stop)
-
-    report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
-    started = time.perf_counter()
-    scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
-    score_s = time.perf_counter() - started
+    if stage.model_name in HEADS:
+        selector = _frozen_selector(project, settings, stage.model_name, stage.train.seed, pool, labels, report)
+    else:
+        selector = _pixel_selector(project, settings, stage, own_proxy, pool, labels, report, should_stop)
+    model, val_acc, scores, train_s, score_s = (selector.model, selector.val_acc, selector.scores,
+                                                selector.train_s, selector.score_s)
+    strategy_name, selector_name = selector.strategy or settings.strategy, selector.name
     _stop(should_stop)
 
     report.at("select", 0.0, f"selecting {size} images ({strategy_name})")
@@ -152,14 +139,143 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     learned = strategy_name == settings.strategy        # a model that learned nothing guesses nothing
     probs = scores.probs[picks]
     written = storage.create_round(
-        project, strategy=strategy_name, selector=selector,
+        project, strategy=strategy_name, selector=selector_name,
         item_ids=pool.item_ids[picks].tolist(), scores=[float(s) for s in item_scores],
         n_labeled=len(labels), train_s=train_s, score_s=score_s, select_s=select_s, proxy_val_acc=val_acc,
         guesses=probs.argmax(axis=1).tolist() if learned else None,
         confidences=probs.max(axis=1).tolist() if learned else None,
     )
     report.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
-    return RoundOutcome(round=written, model=model, pool=pool, train_steps=steps.last)
+    return RoundOutcome(round=written, model=model, pool=pool, train_steps=selector.steps, backbone=selector.backbone,
+                        features=selector.features)
+
+
+@dataclass
+class _Selector:
+    """What a round's selector produced: the model, its validation accuracy, the pool's scores, timings."""
+
+    model: nn.Module
+    val_acc: float | None
+    scores: PoolScores
+    train_s: float
+    score_s: float
+    steps: int
+    name: str                              # the selector recorded with the round
+    strategy: str | None = None            # overrides the project's strategy (a proxy that learned nothing)
+    backbone: Backbone | None = None
+    features: Features | None = None
+
+
+def _pixel_selector(project, settings, stage, own_proxy, pool, labels, report, should_stop) -> _Selector:
+    """A proxy trained from scratch (or warm-started) on the labeled pixels, scoring the whole pool."""
+    started = time.perf_counter()
+    model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
+    warm = settings.warm_start and own_proxy and _warm_start(model, project)
+    ids = sorted(labels)
+    images = np.asarray(pool.images[pool.positions(ids)])
+    targets = np.array([labels[i] for i in ids], dtype=np.int64)
+    steps = StepsSeen(_train_progress(report.span("train", "training")))
+    config = warm_config(stage.train, len(ids)) if warm else stage.train
+    strategy, name = None, stage.model_name
+    try:
+        train(model, images, targets, config, pool.normalization, on_progress=steps, should_stop=should_stop)
+    except LearnedNothing as exc:
+        # Selection through a proxy that learned nothing is worse than random, and failing the
+        # round would leave no way to add the labels it needs: this batch is drawn at random.
+        strategy, name = "random", f"random: {stage.model_name} learned nothing yet"
+        report.at("train", 1.0, f"{exc}; this batch is drawn at random")
+    val_acc = _validation_accuracy(project, model, pool)
+    train_s = time.perf_counter() - started
+    if own_proxy and strategy is None:
+        _save_last(model, project)
+    _stop(should_stop)
+    report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
+    started = time.perf_counter()
+    scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
+    backbone = _backbone_for_distances(project, settings, pool)
+    if backbone is not None and (strategy or settings.strategy) in DISTANCE_STRATEGIES:
+        # distances between backbone embeddings mean more than between a few-label proxy's
+        scores = PoolScores(scores.probs, project_embeddings(project, backbone, pool, settings.device))
+    return _Selector(model, val_acc, scores, train_s, time.perf_counter() - started, steps.last, name, strategy)
+
+
+def _backbone_for_distances(project, settings, pool) -> Backbone | None:
+    try:
+        return load_backbone(project, settings, pool.image_size)
+    except BackboneError:
+        return None           # a pixel proxy still works without its backbone
+
+
+def _frozen_selector(project, settings, kind: str, seed: int, pool, labels, report) -> _Selector:
+    """A linear or MLP head on the backbone's frozen pool embeddings (engine.frozen)."""
+    backbone = require_backbone(project, settings, pool.image_size)
+    started = time.perf_counter()
+    embed_progress = report.span("train", "embedding the pool with the backbone")
+    features = Features(project_embeddings(project, backbone, pool, settings.device, embed_progress))
+    embed_s = time.perf_counter() - started
+    started = time.perf_counter()
+    ids = sorted(labels)
+    head = train_head(features, pool.positions(ids), np.array([labels[i] for i in ids], dtype=np.int64),
+                      len(settings.classes), HeadConfig(kind=kind, seed=seed))
+    validation = storage.validation_labels(project)
+    val_ids = sorted(validation)
+    val_acc = (frozen_accuracy(head, features, pool.positions(val_ids), np.array([validation[i] for i in val_ids]))
+               if val_ids else None)
+    train_s = time.perf_counter() - started
+    report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
+    started = time.perf_counter()
+    scores = frozen_pool_scores(head, features)
+    return _Selector(head, val_acc, scores, train_s, embed_s + time.perf_counter() - started,
+                     HeadConfig().steps, f"{kind} on {backbone.name}", None, backbone, features)
+
+
+def run_first_round(project: storage.Project, on_progress: OnProgress | None = None) -> storage.Round:
+    """Round 0 by the project's initial strategy: typiclust or probcover on the backbone's embeddings, or random.
+
+    `auto` is typiclust when the project has a backbone, else random; a
+    backbone that is not ready yet (ssl still training) gives the random
+    batch, recorded with a selector that says why.
+    """
+    settings = storage.load_settings(project)
+    name = initial_strategy(settings)
+    if name == "random":
+        return run_initial_round(project)
+    if storage.current_round(project) is not None:
+        raise RoundError("the initial batch was already made; run a selection round instead")
+    report = _Report(on_progress)
+    storage.reserve_validation(project)
+    pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
+    storage.reserve_validation(project)
+    try:
+        backbone = require_backbone(project, settings, pool.image_size)
+    except RoundError as exc:
+        return run_initial_round(project, selector=f"random: {exc}")
+    candidates = candidate_ids(project)
+    size = min(settings.initial_size, storage.budget_left(project), len(candidates))
+    if size < 1:
+        raise RoundError("no unlabeled images are left to queue; add images or raise the budget")
+    embeddings = project_embeddings(project, backbone, pool, settings.device,
+                                     report.span("train", "embedding the pool with the backbone"))
+    classes = len(settings.classes)
+    scores = PoolScores(np.full((len(pool.item_ids), classes), 1 / classes, np.float32), embeddings)
+    taken = pool.positions(taken_ids(project))
+    report.at("select", 0.0, f"selecting {size} images ({name})")
+    started = time.perf_counter()
+    picks = np.asarray(STRATEGIES[name](scores, taken, size, rng=np.random.default_rng(settings.seed)), np.int64)
+    item_scores = strategy_scores(name, scores, picks, labeled=taken)
+    return storage.create_round(
+        project, strategy=name, selector=f"{name} on {backbone.name} embeddings",
+        item_ids=pool.item_ids[picks].tolist(), scores=[float(v) for v in item_scores],
+        n_labeled=len(storage.training_labels(project)), select_s=time.perf_counter() - started)
+
+
+def initial_strategy(settings: storage.Settings) -> str:
+    """Round 0's strategy name: the setting, with `auto` = typiclust with a backbone, else random."""
+    name = getattr(settings, "initial_strategy", "auto")
+    if name == "auto":
+        return "random" if (settings.backbone or "none") == "none" else "typiclust"
+    return name
+
 
 
 MAX_UNREADABLE_RETRIES = 20   # images found unreadable while decoding, each marked missing and skipped

@@ -13,6 +13,8 @@ entropy (Shannon). Its batches are balanced across predicted classes
 with it, which is how uncertainty sampling falls below random (Emam et al.
 2021, "Active learning at the ImageNet scale", balanced selection). k-center greedy is Sener & Savarese (ICLR 2018), as in
 Coleman et al., "Selection via Proxy" (ICLR 2020); see `engine.kcenter`.
+TypiClust, ProbCover and the hybrid of TypiClust then least confidence are
+cold-start strategies for embeddings from a backbone (`engine.coldstart`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from engine.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
 from engine.kcenter import check_selection, k_center_distances, k_center_greedy
 from engine.score import PoolScores
 
@@ -28,7 +31,8 @@ Strategy = Callable[..., np.ndarray]
 __all__ = [
     "STRATEGIES", "SCORES", "Strategy", "strategy_scores", "top_k", "balanced_top_k", "k_center_greedy",
     "least_confidence_scores", "margin_scores", "entropy_scores",
-    "random_sample", "least_confidence", "margin", "entropy", "kcenter",
+    "random_sample", "least_confidence", "margin", "entropy", "kcenter", "typiclust", "probcover", "hybrid",
+    "COLD_START", "DISTANCE_STRATEGIES",
 ]
 
 
@@ -146,7 +150,14 @@ STRATEGIES: dict[str, Strategy] = {
     "margin": margin,
     "entropy": entropy,
     "kcenter": kcenter,
+    "typiclust": typiclust,
+    "probcover": probcover,
+    "hybrid": hybrid,
 }
+# need embeddings that mean something before any label: a backbone's, not an untrained proxy's
+COLD_START = ("typiclust", "probcover")
+# read the pool's embeddings: with a backbone, its embeddings replace the proxy's
+DISTANCE_STRATEGIES = ("kcenter", "typiclust", "probcover", "hybrid")
 
 
 def _zeros(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
@@ -155,6 +166,12 @@ def _zeros(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
 
 def _from_probs(score_fn) -> Callable[[PoolScores, np.ndarray, object], np.ndarray]:
     return lambda pool, chosen, labeled: score_fn(np.asarray(pool.probs)[chosen])
+
+
+def _hybrid_scores(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
+    if use_typicality(pool, labeled if labeled is not None else []):
+        return typiclust_scores(pool, chosen, labeled)
+    return least_confidence_scores(np.asarray(pool.probs)[chosen])
 
 
 def _kcenter_scores(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
@@ -168,6 +185,9 @@ SCORES: dict[str, Callable[[PoolScores, np.ndarray, object], np.ndarray]] = {
     "margin": _from_probs(margin_scores),
     "entropy": _from_probs(entropy_scores),
     "kcenter": _kcenter_scores,
+    "typiclust": typiclust_scores,
+    "probcover": probcover_scores,
+    "hybrid": _hybrid_scores,
 }
 
 
@@ -177,7 +197,9 @@ def strategy_scores(name: str, pool: PoolScores, chosen, *, labeled=None) -> np.
     random: 0; least_confidence, margin, entropy: the strategy's score;
     kcenter: Euclidean distance to the nearest of `labeled` and the chosen
     positions before it, in the order given (inf for the first when nothing is
-    labeled) - what k-center greedy saw when it picked it.
+    labeled) - what k-center greedy saw when it picked it; typiclust: the
+    point's typicality; probcover: the pool points within its ball; hybrid:
+    the score of the strategy it used.
     """
     if name not in SCORES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(SCORES)}")

@@ -27,8 +27,12 @@ import numpy as np
 
 import storage
 from engine.config import TRAINING_LEVELS, check_model_name
+from engine.frozen import HEADS
 from engine.pool_cache import decode_image, pick_image_size
-from engine.round import run_initial_round, select_next_batch
+from engine.embeddings import check_backbone_setting, embed_images
+from engine.frozen import accuracy_on
+from engine.representation import train_ssl_backbone
+from engine.round import RoundOutcome, run_first_round, select_next_batch
 from engine.select import STRATEGIES
 from engine.target import fit_target
 from engine.train import evaluate
@@ -59,6 +63,10 @@ class SimulateConfig:
     device: str = "auto"
     image_size: int = 0              # 0 = picked from the pool
     workdir: Path | None = None      # keep the project here instead of a temp dir
+    backbone: str = "none"           # none | ssl (trained on the pool first) | a local weights file
+    initial_strategy: str = "auto"   # round 0: auto | random | typiclust | probcover
+    ssl_minutes: float = 10.0        # how long the ssl backbone trains
+    ssl_steps: int = 0               # a fixed number of SSL steps instead (0 = ssl_minutes)
 
 
 def config_from_args(args: argparse.Namespace) -> SimulateConfig:
@@ -86,16 +94,18 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
         oracle = _oracle(project, classes)
         size = storage.load_settings(project).image_size
         test_images, test_labels = load_test_set(config.data / "test", classes, size)
+        test_embeddings: dict[str, np.ndarray] = {}     # per backbone fingerprint, embedded once
         # the target as selector trains as the target does: its model, level and steps
         selector_stage = "target" if config.selector == "target" else "proxy"
 
-        first = run_initial_round(project)
+        ssl = _train_backbone(project, config, progress)
+        first = run_first_round(project)
         rows = [_row(first, None)]
         _label_queue(project, first, oracle)
         while storage.budget_left(project) > 0:
             progress.round(first.index + len(rows))
             outcome = select_next_batch(project, progress.update, stage=selector_stage)
-            acc = evaluate(outcome.model, test_images, test_labels, outcome.pool.normalization)
+            acc = _proxy_accuracy(outcome, test_images, test_labels, test_embeddings)
             row = _row(outcome.round, acc)
             if config.eval_every_round:
                 row["target_test_acc"] = _target_accuracy(project, test_images, test_labels, progress)[0]
@@ -111,6 +121,8 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
                        "labeled": len(storage.training_labels(project))},
             "total_s": time.perf_counter() - started,
         }
+        if ssl is not None:
+            result["ssl"] = ssl
     progress.done()
     write_results(result, config.out)
     return result
@@ -124,8 +136,13 @@ def check_config(config: SimulateConfig) -> None:
         raise ValueError(f"{config.data}/test is not a folder; --data must hold train/<class>/ and test/<class>/")
     if config.strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {config.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    check_model_name(config.proxy)
-    check_model_name(config.target)
+    check_model_name(config.proxy, "proxy")
+    check_model_name(config.target, "target")
+    check_backbone_setting(config.backbone)
+    if config.initial_strategy not in storage.INITIAL_STRATEGIES:
+        raise ValueError(f"--initial-strategy must be one of {', '.join(storage.INITIAL_STRATEGIES)}")
+    if config.proxy in HEADS and config.backbone == "none":
+        raise ValueError(f"--proxy {config.proxy} trains on a backbone's embeddings; give --backbone ssl or a file")
     if config.selector not in ("proxy", "target"):
         raise ValueError(f"selector must be proxy or target, got {config.selector!r}")
     for name in ("initial", "round_size", "budget"):
@@ -155,7 +172,8 @@ def _make_project(config: SimulateConfig, workdir: Path) -> tuple[storage.Projec
         proxy=config.proxy, target=config.target, image_size=config.image_size, seed=config.seed,
         device=config.device, proxy_training=config.proxy_training, target_training=config.target_training,
         proxy_steps=config.proxy_steps, target_steps=config.target_steps,
-        auto_next_round=False,
+        auto_next_round=False, backbone=config.backbone, initial_strategy=config.initial_strategy,
+        ssl_minutes=config.ssl_minutes,
     )
     project = storage.create_project(workdir / "project", settings)
     storage.ingest(project)
@@ -203,6 +221,24 @@ def _target_accuracy(project, test_images, test_labels, progress) -> tuple[float
     fit = fit_target(project, progress.update)
     acc = evaluate(fit.model, test_images, test_labels, fit.pool.normalization, tta=True)
     return acc, fit.metrics["train_s"]
+
+
+def _train_backbone(project: storage.Project, config: SimulateConfig, progress) -> dict | None:
+    """Learn the ssl backbone on the pool before round 0 (the app runs it as a job right after ingest)."""
+    if config.backbone != "ssl":
+        return None
+    progress.round(0, "self-supervised backbone")
+    return train_ssl_backbone(project, progress.update, steps=config.ssl_steps)
+
+
+def _proxy_accuracy(outcome: RoundOutcome, test_images, test_labels, cache: dict) -> float:
+    """Test accuracy of the round's selector: on pixels, or (a frozen head) on the backbone's embeddings."""
+    if outcome.backbone is None:
+        return evaluate(outcome.model, test_images, test_labels, outcome.pool.normalization)
+    key = outcome.backbone.fingerprint
+    if key not in cache:
+        cache[key] = embed_images(outcome.backbone, test_images)
+    return accuracy_on(outcome.model, outcome.features, cache[key], test_labels)
 
 
 def _row(made: storage.Round, acc: float | None) -> dict:

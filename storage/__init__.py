@@ -64,6 +64,7 @@ from storage.labels import (
 )
 from storage.project import (
     FITTED,
+    INITIAL_STRATEGIES,
     TRAINING_LEVELS,
     Project,
     Settings,

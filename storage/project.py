@@ -33,6 +33,8 @@ MIN_CLASSES, MAX_CLASSES = 2, 100
 MAX_CLASS_NAME = 100
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRAINING_LEVELS = ("fast", "balanced", "thorough")
+# round 0's picks; auto = typiclust when the project has a backbone, else random
+INITIAL_STRATEGIES = ("auto", "random", "typiclust", "probcover")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class Settings:
     target_steps: int = 0
     auto_next_round: bool = True
     warm_start: bool = False
+    backbone: str = "none"           # none | ssl (learned on the pool) | a local weights file or resnet18/34/50
+    initial_strategy: str = "auto"   # one of INITIAL_STRATEGIES
+    ssl_minutes: float = 10.0        # the self-supervised backbone trains this long (on this machine's device)
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,14 @@ def _check_names(settings: Settings) -> None:
             raise SettingsError(f"{name} must be a non-empty name")
     if settings.device not in DEVICES:
         raise SettingsError(f"device {settings.device!r} must be one of {', '.join(DEVICES)}")
+    if not isinstance(settings.backbone, str) or not settings.backbone.strip():
+        raise SettingsError("backbone must be none, ssl, or the path of a local weights file")
+    if settings.initial_strategy not in INITIAL_STRATEGIES:
+        raise SettingsError(f"initial strategy {settings.initial_strategy!r} must be one of "
+                            f"{', '.join(INITIAL_STRATEGIES)}")
+    minutes = settings.ssl_minutes
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0.1 <= minutes <= 24 * 60:
+        raise SettingsError(f"ssl_minutes {minutes!r} must be a number of minutes from 0.1 to 1440")
     for name in ("proxy_training", "target_training"):
         if getattr(settings, name) not in TRAINING_LEVELS:
             raise SettingsError(f"{name} {getattr(settings, name)!r} must be one of {', '.join(TRAINING_LEVELS)}")

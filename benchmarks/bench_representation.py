@@ -1,0 +1,183 @@
+"""Representation benchmarks (docs/representation.md).
+
+`ssl`: SimCLR (engine.ssl) on an ImageFolder's train/ pool for --seconds,
+with snapshots at --snapshots seconds; each snapshot's k-NN accuracy (all
+train labels -> test) and linear-probe accuracy (engine.frozen heads on
+100 / 1,000 / 5,000 random labels), beside a randomly initialised backbone
+of the same architecture. Saves the final backbone (safetensors + json, as
+a project stores it) so `al` and `simulate --backbone FILE` can reuse it.
+
+`al`: active learning on a backbone's frozen embeddings with the linear
+proxy: the first 100 labels by random / typiclust / probcover, then rounds
+to 200, 500 and 1,000 labels by least confidence or at random; the test
+accuracy of the linear proxy at each budget, for --seeds seeds. With
+--scratch, the from-scratch pipeline of the app (random first batch,
+least-confidence rounds, the CPU proxy trained on pixels) at the same
+budgets, through `engine.simulate` on the same data.
+
+    .venv/bin/python benchmarks/bench_representation.py ssl --data /tmp/cifar --seconds 900 --out /tmp/rep
+    .venv/bin/python benchmarks/bench_representation.py al --data /tmp/cifar --backbone /tmp/rep/backbone_ssl.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.coldstart import probcover, typiclust  # noqa: E402
+from engine.embeddings import Backbone, embed_images, load_ssl_weights, save_ssl_backbone  # noqa: E402
+from engine.frozen import Features, HeadConfig, accuracy, head_probs, knn_accuracy, train_head  # noqa: E402
+from engine.models import model_from_config  # noqa: E402
+from engine.pool_cache import channel_stats, pick_image_size  # noqa: E402
+from engine.score import PoolScores  # noqa: E402
+from engine.select import least_confidence, random_sample  # noqa: E402
+from engine.simulate import load_test_set  # noqa: E402
+from engine.ssl import SSLConfig, backbone_config, pretrain, ssl_input_size  # noqa: E402
+
+BUDGETS = (100, 200, 500, 1000)
+PROBE_LABELS = (100, 1000, 5000)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {torch.get_num_threads()} threads, {gpu}, torch {torch.__version__}"
+
+
+def load_data(root: Path, size: int) -> tuple:
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not size:
+        from PIL import Image
+        first = sorted((root / "train").glob("*/*"))[:200]
+        size = pick_image_size([Image.open(p).size for p in first])
+    xtr, ytr = load_test_set(root / "train", classes, size)
+    xte, yte = load_test_set(root / "test", classes, size)
+    return classes, xtr, ytr, xte, yte
+
+
+def probe(backbone: Backbone, xtr, ytr, xte, yte, classes: int, seed: int = 0) -> dict:
+    """k-NN (all train labels) and linear-probe accuracies on the test set."""
+    started = time.perf_counter()
+    etr, ete = embed_images(backbone, xtr), embed_images(backbone, xte)
+    out = {"embed_s": round(time.perf_counter() - started, 1),
+           "knn_all": knn_accuracy(etr, ytr, ete, yte, classes)}
+    features = Features(np.concatenate([etr, ete]))
+    test = np.arange(len(ytr), len(ytr) + len(yte))
+    rng = np.random.default_rng(seed)
+    for n in PROBE_LABELS:
+        if n <= len(ytr):
+            pos = rng.choice(len(ytr), n, replace=False)
+            out[f"linear_{n}"] = accuracy(train_head(features, pos, ytr[pos], classes), features, test, yte)
+    return out
+
+
+def run_ssl(args) -> dict:
+    classes, xtr, ytr, xte, yte = load_data(args.data, args.image_size)
+    normalization = channel_stats(xtr)
+    config = SSLConfig(max_seconds=args.seconds, seed=args.seed, device=args.device)
+    size = ssl_input_size(xtr.shape[-1])
+    snapshots: dict[int, dict] = {}
+
+    def on_progress(p) -> None:
+        for mark in args.snapshots:
+            if mark not in snapshots and p.seconds >= mark:
+                snapshots[mark] = {"step": p.step, "seconds": p.seconds, "state": copy.deepcopy(p.model.state_dict())}
+
+    result = pretrain(xtr, normalization, config, on_progress=on_progress)
+    mconfig = backbone_config(config, size)
+    rows = []
+    random_model = model_from_config(mconfig, seed=args.seed).eval()
+    rows.append({"seconds": 0, "steps": 0, **probe(Backbone("random", random_model, size, normalization, "r"),
+                                                    xtr, ytr, xte, yte, len(classes))})
+    for mark, snap in sorted(snapshots.items()):
+        model = model_from_config(mconfig)
+        model.load_state_dict(snap["state"])
+        rows.append({"seconds": round(snap["seconds"]), "steps": snap["step"],
+                     **probe(Backbone("ssl", model.eval(), size, normalization, "s"), xtr, ytr, xte, yte, len(classes))})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    rows.append({"seconds": round(result.seconds), "steps": result.steps,
+                 **probe(Backbone("ssl", result.model, size, normalization, "f"), xtr, ytr, xte, yte, len(classes))})
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_ssl_backbone(args.out, result.model, {"model_config": mconfig.__dict__,
+                                               "normalization": [list(v) for v in normalization],
+                                               "steps": result.steps, "seconds": result.seconds})
+    return {"machine": machine(), "data": str(args.data), "pool": len(ytr), "test": len(yte),
+            "image_size": int(xtr.shape[-1]), "ssl_input": size, "config": config.__dict__, "rows": rows}
+
+
+def run_al(args) -> dict:
+    classes, xtr, ytr, xte, yte = load_data(args.data, args.image_size)
+    backbone = load_ssl_weights(args.backbone)
+    started = time.perf_counter()
+    etr, ete = embed_images(backbone, xtr), embed_images(backbone, xte)
+    embed_s = time.perf_counter() - started
+    features = Features(np.concatenate([etr, ete]))
+    test = np.arange(len(ytr), len(ytr) + len(yte))
+    c = len(classes)
+    initial = {"random": random_sample, "typiclust": typiclust, "probcover": probcover}
+    budgets = [b for b in BUDGETS if b <= len(ytr)]
+    rows = []
+    for seed in range(args.seeds):
+        for first_name, first in initial.items():
+            for later in ("least_confidence", "random"):
+                rng = np.random.default_rng(seed)
+                pool = PoolScores(probs=np.full((len(etr), c), 1 / c, np.float32), embeddings=etr)
+                chosen = first(pool, [], budgets[0], rng=rng)
+                curve, head = {}, None
+                for i, budget in enumerate(budgets):
+                    if i:
+                        probs = head_probs(head, features, np.arange(len(ytr)))
+                        pool = PoolScores(probs=probs, embeddings=etr)
+                        pick = (least_confidence if later == "least_confidence" else random_sample)
+                        chosen = np.concatenate([chosen, pick(pool, chosen, budget - len(chosen), rng=rng)])
+                    t = time.perf_counter()
+                    head = train_head(features, chosen, ytr[chosen], c, HeadConfig(seed=seed))
+                    curve[budget] = {"acc": accuracy(head, features, test, yte),
+                                     "head_s": round(time.perf_counter() - t, 3)}
+                rows.append({"seed": seed, "initial": first_name, "rounds": later, "curve": curve})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    return {"machine": machine(), "data": str(args.data), "backbone": str(args.backbone), "pool": len(ytr),
+            "embed_s": round(embed_s, 1), "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    ssl = sub.add_parser("ssl")
+    ssl.add_argument("--seconds", type=float, default=900)
+    ssl.add_argument("--snapshots", type=float, nargs="*", default=[300, 600])
+    al = sub.add_parser("al")
+    al.add_argument("--backbone", type=Path, required=True)
+    al.add_argument("--seeds", type=int, default=3)
+    for p in (ssl, al):
+        p.add_argument("--data", type=Path, required=True)
+        p.add_argument("--out", type=Path, default=Path("/tmp/rep"))
+        p.add_argument("--image-size", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    result = run_ssl(args) if args.what == "ssl" else run_al(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.what}_{args.data.name}.json"
+    (args.out / name).write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

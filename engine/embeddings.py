@@ -1,0 +1,273 @@
+"""Backbones and the pool's embeddings, computed once per backbone and reused by every round.
+
+A project's `backbone` setting is one of:
+- `none`: no backbone; the proxy trains from scratch on pixels (engine.round).
+- `ssl`: the SimCLR backbone trained on the project's own pool
+  (engine.ssl, run as a background job; saved as models/backbone_ssl.*).
+- a local weights file of a torchvision ResNet (resnet18/34/50; the
+  architecture is read from the file), or just the name `resnet18`,
+  `resnet34` or `resnet50`, looked up in the local torch cache
+  ($TORCH_HOME/hub/checkpoints, default ~/.cache/torch). Nothing is ever
+  downloaded; a missing or mismatched file is a BackboneError saying which.
+
+Embeddings live beside the pool cache as a float16 memmap,
+`cache/embeddings/<fingerprint>_<size>.npy`, with the item id of each row in
+`..._ids.npy`; the fingerprint names the weights, so new weights never reuse
+old rows. Items added later are embedded alone and appended.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.device import Normalization, best_device, check_images, normalization_tensors
+from engine.models import TORCHVISION, ModelConfig, _read_state_dict, model_from_config
+
+NONE, SSL = "none", "ssl"
+TORCH_ARCHS = ("resnet18", "resnet34", "resnet50")
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+PRETRAINED_MIN_INPUT = 96      # ImageNet ResNets downsample 32x: smaller inputs leave them 1x1 maps too early
+PRETRAINED_MAX_INPUT = 224
+SSL_WEIGHTS = "backbone_ssl.safetensors"
+SSL_META = "backbone_ssl.json"
+SSL_STATE = "backbone_ssl_state.pt"
+EMBED_BATCH = 256
+
+
+class BackboneError(ValueError):
+    """A backbone cannot be used: the message says which file and why, and what to do."""
+
+
+@dataclass
+class Backbone:
+    """A model whose `embed(x)` gives the representation, and how to feed it."""
+
+    name: str                   # "ssl", or the weights file's name
+    model: nn.Module            # eval mode; embed(normalized float [B, 3, s, s]) -> [B, D]
+    input_size: int             # images are resized to this side before embedding
+    normalization: Normalization
+    fingerprint: str            # names these weights in the embedding cache
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.embed_dim)
+
+
+def check_backbone_setting(value: str) -> str:
+    """`value` if it names a usable backbone (none, ssl, an architecture in the torch cache, a file); else BackboneError."""
+    value = (value or NONE).strip()
+    if value in (NONE, SSL):
+        return value
+    weights_path(value)
+    return value
+
+
+def weights_path(value: str) -> Path:
+    """The local weights file a backbone setting names (a path, or an architecture found in the torch cache)."""
+    if value in TORCH_ARCHS:
+        return find_cached_weights(value)
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise BackboneError(f"backbone weights file {path} not found; give the path of a local .pth or "
+                            f".safetensors file, or one of: none, ssl, {', '.join(TORCH_ARCHS)}")
+    return path
+
+
+def torch_cache_dir() -> Path:
+    """Where torch keeps downloaded weights: $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/...)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def find_cached_weights(arch: str) -> Path:
+    """torchvision's `<arch>-<hash>.pth` in the torch cache; BackboneError when absent (never downloads)."""
+    folder = torch_cache_dir()
+    found = sorted(folder.glob(f"{arch}-*.pth")) + sorted(folder.glob(f"{arch}.pth"))
+    if not found:
+        raise BackboneError(f"no {arch} weights in the torch cache ({folder}); copy a {arch} .pth file there "
+                            "or give its path. Weights are never downloaded.")
+    return found[0]
+
+
+def load_backbone_file(path: str | Path, pool_image_size: int) -> Backbone:
+    """A torchvision ResNet from a local state dict; the depth is read from the tensors' names."""
+    path = Path(path)
+    try:
+        state = _read_state_dict(path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise BackboneError(str(exc)) from exc
+    depth = resnet_depth(state, path)
+    classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else 1000
+    config = ModelConfig(f"tv_resnet{depth}", TORCHVISION, depth, 64, classes, PRETRAINED_MAX_INPUT)
+    model = model_from_config(config)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith("fc.")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise BackboneError(f"{path} does not fit a torchvision resnet{depth}: missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    size = min(PRETRAINED_MAX_INPUT, max(PRETRAINED_MIN_INPUT, pool_image_size))
+    return Backbone(path.name, model.eval(), size, IMAGENET, file_fingerprint(path))
+
+
+def resnet_depth(state: dict[str, torch.Tensor], path: Path) -> int:
+    """18, 34 or 50 from a ResNet state dict's block names; BackboneError for anything else."""
+    if "conv1.weight" not in state or "layer4.0.conv1.weight" not in state:
+        raise BackboneError(f"{path} does not look like a torchvision ResNet state dict "
+                            f"(no conv1/layer4 weights); supported: {', '.join(TORCH_ARCHS)}")
+    blocks = [1 + max(int(k.split(".")[1]) for k in state if k.startswith(f"layer{i}.")) for i in range(1, 5)]
+    bottleneck = "layer1.0.conv3.weight" in state
+    known = {(False, (2, 2, 2, 2)): 18, (False, (3, 4, 6, 3)): 34, (True, (3, 4, 6, 3)): 50}
+    depth = known.get((bottleneck, tuple(blocks)))
+    if depth is None:
+        raise BackboneError(f"{path} holds a ResNet with blocks {blocks}; supported: {', '.join(TORCH_ARCHS)}")
+    return depth
+
+
+def file_fingerprint(path: Path) -> str:
+    """The first 16 hex digits of the file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- the ssl backbone on disk
+
+def save_ssl_backbone(models_dir: Path, model: nn.Module, meta: dict) -> None:
+    """Store a trained SSL backbone (weights, then its metadata: the file that says it is done)."""
+    from safetensors.torch import save_file
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    weights = models_dir / SSL_WEIGHTS
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    meta = dict(meta, fingerprint=file_fingerprint(weights))
+    tmp = models_dir / (SSL_META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, models_dir / SSL_META)
+
+
+def ssl_meta(models_dir: Path) -> dict | None:
+    """The finished SSL backbone's metadata, or None when there is none (yet)."""
+    return _read_meta(models_dir / SSL_META)
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def load_ssl_backbone(models_dir: Path) -> Backbone | None:
+    """The project's trained SSL backbone, or None when it has not finished training."""
+    return load_ssl_weights(models_dir / SSL_WEIGHTS)
+
+
+def load_ssl_weights(weights: Path) -> Backbone | None:
+    """An SSL backbone from its weights and the metadata beside them (same name, .json); None if either is absent."""
+    from safetensors.torch import load_file
+
+    meta = _read_meta(weights.with_suffix(".json"))
+    if meta is None or not weights.is_file():
+        return None
+    try:
+        config = ModelConfig(**meta["model_config"])
+        model = model_from_config(config)
+        model.load_state_dict(load_file(str(weights)))
+        mean, std = meta["normalization"]
+    except Exception as exc:  # damaged or foreign files: say so; the job can be run again
+        raise BackboneError(f"the self-supervised backbone {weights} cannot be read ({exc}); "
+                            "train it again from the Project page") from exc
+    return Backbone(SSL, model.eval(), config.image_size, (tuple(mean), tuple(std)), meta["fingerprint"])
+
+
+# ---------------------------------------------------------------- embeddings
+
+@torch.inference_mode()
+def embed_images(backbone: Backbone, images: np.ndarray, device: str = "auto",
+                 on_progress: Callable[[float], None] | None = None) -> np.ndarray:
+    """float32 [N, D] embeddings of uint8 `images` [N, 3, S, S], resized to the backbone's input."""
+    check_images(images)
+    device = best_device(device)
+    model = backbone.model.to(device).eval()
+    mean, std = normalization_tensors(backbone.normalization, device)
+    out = np.empty((len(images), backbone.dim), np.float32)
+    size = backbone.input_size
+    for start in range(0, len(images), EMBED_BATCH):
+        batch = torch.from_numpy(np.array(images[start:start + EMBED_BATCH], dtype=np.uint8)).to(device)
+        x = (batch.float() - mean) / std
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=x.shape[-1] > size,
+                              align_corners=False)
+        out[start:start + len(batch)] = model.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu()
+        if on_progress is not None:
+            on_progress(min(1.0, (start + len(batch)) / len(images)))
+    return out
+
+
+def pool_embeddings(cache_dir: Path, backbone: Backbone, item_ids: np.ndarray, images: np.ndarray,
+                    device: str = "auto", on_progress: Callable[[float], None] | None = None) -> np.ndarray:
+    """float16 [N, D] embeddings of the pool rows `item_ids` (int64, images[i] is item_ids[i]).
+
+    Rows already in the cache for this backbone are read from it; only the
+    others are embedded, then the cache is rewritten with all of them (the
+    rows file first, the ids last, each moved into place whole).
+    """
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    rows_path, ids_path = embedding_paths(cache_dir, backbone)
+    cached_ids, cached = _load_embeddings(rows_path, ids_path, backbone.dim)
+    have = np.isin(item_ids, cached_ids)
+    if have.all() and len(cached_ids):
+        return cached[_rows_of(cached_ids, item_ids)]
+    new = embed_images(backbone, images[np.flatnonzero(~have)], device, on_progress).astype(np.float16)
+    all_ids = np.concatenate([cached_ids, item_ids[~have]])
+    order = np.argsort(all_ids, kind="stable")
+    all_rows = np.concatenate([np.asarray(cached), new])[order]
+    all_ids = all_ids[order]
+    _write(rows_path, all_rows)
+    _write(ids_path, all_ids)
+    return all_rows[_rows_of(all_ids, item_ids)]
+
+
+def embedding_paths(cache_dir: Path, backbone: Backbone) -> tuple[Path, Path]:
+    folder = Path(cache_dir) / "embeddings"
+    stem = f"{backbone.fingerprint}_{backbone.input_size}"
+    return folder / f"{stem}.npy", folder / f"{stem}_ids.npy"
+
+
+def _load_embeddings(rows_path: Path, ids_path: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    empty = (np.empty(0, np.int64), np.empty((0, dim), np.float16))
+    try:
+        ids = np.load(ids_path)
+        rows = np.load(rows_path, mmap_mode="r")
+    except (FileNotFoundError, ValueError, OSError):
+        return empty
+    if rows.shape != (len(ids), dim) or rows.dtype != np.float16 or np.any(np.diff(ids) <= 0):
+        return empty      # written by an interrupted run, or by other weights: embed again
+    return ids.astype(np.int64), rows
+
+
+def _rows_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    return np.searchsorted(sorted_ids, wanted)
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)

@@ -1,0 +1,290 @@
+"""Backbones, SSL pretraining, pool embeddings, frozen-feature proxies and cold-start rounds."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import engine.embeddings as embeddings_module
+import storage
+from engine.embeddings import (Backbone, BackboneError, check_backbone_setting, embed_images, load_backbone_file,
+                               pool_embeddings, save_ssl_backbone, weights_path)
+from engine.frozen import Features, HeadConfig, accuracy, accuracy_on, knn_predict, train_head
+from engine.models import model_from_config
+from engine.pool_cache import channel_stats
+from engine.representation import require_backbone, train_ssl_backbone
+from engine.round import RoundError, run_first_round, run_round
+from engine.simulate import SimulateConfig, check_config
+from engine.ssl import SSLConfig, backbone_config, pretrain
+from engine.train import Cancelled
+from tests.engine.conftest import label_queue, make_tiny_project
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_SSL = dataclasses.replace(SSLConfig(), depth=8, width=8, batch_size=32, max_seconds=None,
+                               crop_scale=(0.5, 1.0), device="cpu")
+
+
+def stripes(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes told apart only by stripe orientation; every image has its own random colours."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = np.empty((n, 3, size, size), np.uint8)
+    for i in range(n):
+        coord = yy if labels[i] == 0 else xx
+        on = (np.sin(2 * np.pi * coord / rng.uniform(3, 5) + rng.uniform(0, 6.3)) > 0).astype(float)[None]
+        fg, bg = rng.integers(0, 256, (2, 3, 1, 1))
+        out[i] = np.clip(on * fg + (1 - on) * bg + rng.normal(0, 10, (3, size, size)), 0, 255)
+    return out, labels
+
+
+def leave_one_out_knn(model, images, labels) -> float:
+    backbone = Backbone("test", model.eval(), images.shape[-1], channel_stats(images), "test")
+    rows = embed_images(backbone, images, "cpu")
+    return float((knn_predict(rows, labels, rows, 2, exclude_self=True) == labels).mean())
+
+
+# ---------------------------------------------------------------- SSL
+
+def test_ssl_learns_what_random_features_miss():
+    images, labels = stripes(300)
+    config = dataclasses.replace(TINY_SSL, steps=200)
+    random_model = model_from_config(backbone_config(config, 16), seed=0)
+    before = leave_one_out_knn(random_model, images, labels)
+    result = pretrain(images, channel_stats(images), config)
+    after = leave_one_out_knn(result.model, images, labels)
+    assert result.steps == 200 and np.isfinite(result.final_loss)
+    assert after >= 0.9 and after >= before + 0.1, (before, after)
+
+
+def test_ssl_cancel_saves_its_state_and_the_next_run_resumes(tmp_path):
+    images, _ = stripes(64, size=8)
+    config = dataclasses.replace(TINY_SSL, steps=30, batch_size=8, report_every=1)
+    state = tmp_path / "state.pt"
+    seen = []
+    with pytest.raises(Cancelled):
+        pretrain(images, channel_stats(images), config, state, on_progress=lambda p: seen.append(p.step),
+                 should_stop=lambda: len(seen) >= 10)
+    assert state.is_file()
+    result = pretrain(images, channel_stats(images), config, state)
+    assert 10 <= result.resumed_from < 30 and result.steps == 30
+
+
+def test_ssl_resumes_after_its_process_is_killed(tmp_path):
+    images, _ = stripes(64, size=8)
+    np.save(tmp_path / "images.npy", images)
+    state = tmp_path / "state.pt"
+    child = textwrap.dedent(f"""
+        import dataclasses, time, numpy as np
+        from engine.pool_cache import channel_stats
+        from engine.ssl import pretrain
+        from tests.engine.test_representation import TINY_SSL
+        images = np.load({str(tmp_path / "images.npy")!r})
+        config = dataclasses.replace(TINY_SSL, steps=300, batch_size=8, report_every=1, save_every_s=0.0)
+        pretrain(images, channel_stats(images), config, {str(state)!r}, on_progress=lambda p: time.sleep(0.05))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _saved_step(state) < 5:
+            assert process.poll() is None, "the training process ended before it could be killed"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_at = _saved_step(state)
+    assert killed_at >= 5
+    config = dataclasses.replace(TINY_SSL, steps=300, batch_size=8, report_every=1, save_every_s=0.0)
+    result = pretrain(images, channel_stats(images), config, state)
+    assert result.resumed_from == killed_at and result.steps == 300
+
+
+def _saved_step(path: Path) -> int:
+    try:
+        return torch.load(path, weights_only=True)["state"]["step"]
+    except Exception:   # not written yet, or being replaced
+        return 0
+
+
+def test_ssl_refuses_a_state_saved_by_another_configuration(tmp_path):
+    images, _ = stripes(32, size=8)
+    config = dataclasses.replace(TINY_SSL, steps=3, batch_size=8)
+    pretrain(images, channel_stats(images), config, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="different self-supervised configuration"):
+        pretrain(images, channel_stats(images), dataclasses.replace(config, temperature=0.5), tmp_path / "state.pt")
+
+
+# ---------------------------------------------------------------- backbone files
+
+def _resnet18_file(path: Path, **changes) -> Path:
+    state = torchvision.models.resnet18(num_classes=10).state_dict()
+    state.update(changes)
+    torch.save(state, path)
+    return path
+
+
+def test_a_local_resnet18_file_is_a_backbone(tmp_path):
+    path = _resnet18_file(tmp_path / "weights.pth")
+    backbone = load_backbone_file(path, 32)
+    assert backbone.dim == 512 and backbone.input_size == 96 and backbone.name == "weights.pth"
+    rows = embed_images(backbone, np.zeros((3, 3, 32, 32), np.uint8), "cpu")
+    assert rows.shape == (3, 512) and np.isfinite(rows).all()
+
+
+def test_an_architecture_name_is_found_in_the_torch_cache_and_never_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(BackboneError, match="never downloaded"):
+        check_backbone_setting("resnet18")
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    path = _resnet18_file(folder / "resnet18-f37072fd.pth")
+    assert check_backbone_setting("resnet18") == "resnet18" and weights_path("resnet18") == path
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a weights file", "cannot read"),
+    ({"conv.weight": torch.zeros(2)}, "does not look like a torchvision ResNet"),
+    ({"layer1.0.conv1.weight": torch.zeros(64, 64, 5, 5)}, "wrong shape"),
+])
+def test_a_mismatched_weights_file_is_refused_with_a_readable_error(tmp_path, content, message):
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif "conv.weight" in content:
+        torch.save(content, path)
+    else:
+        _resnet18_file(path, **content)
+    with pytest.raises(BackboneError, match=message) as error:
+        load_backbone_file(path, 32)
+    assert str(path) in str(error.value)
+
+
+def test_a_missing_file_is_a_readable_error(tmp_path):
+    with pytest.raises(BackboneError, match="not found"):
+        check_backbone_setting(str(tmp_path / "nothing.pth"))
+
+
+# ---------------------------------------------------------------- embeddings cache
+
+def _tiny_backbone() -> Backbone:
+    model = model_from_config(backbone_config(TINY_SSL, 8), seed=0)
+    return Backbone("ssl", model.eval(), 8, ((0.5,) * 3, (0.25,) * 3), "f00d")
+
+
+def test_pool_embeddings_embed_only_new_items(tmp_path, monkeypatch):
+    backbone = _tiny_backbone()
+    images = np.random.default_rng(0).integers(0, 256, (15, 3, 8, 8), dtype=np.uint8)
+    ids = np.arange(1, 16, dtype=np.int64) * 10
+    first = pool_embeddings(tmp_path, backbone, ids[:10], images[:10], "cpu")
+    embedded = []
+    real = embeddings_module.embed_images
+    monkeypatch.setattr(embeddings_module, "embed_images", lambda b, x, *a: embedded.append(len(x)) or real(b, x, *a))
+    both = pool_embeddings(tmp_path, backbone, ids, images, "cpu")
+    again = pool_embeddings(tmp_path, backbone, ids[5:], images[5:], "cpu")
+    assert embedded == [5]                        # the 5 new items, once; the third call read the cache
+    assert both.dtype == np.float16 and both.shape == (15, backbone.dim)
+    np.testing.assert_array_equal(both[:10], first)
+    np.testing.assert_array_equal(again, both[5:])
+
+
+def test_a_damaged_embeddings_cache_is_embedded_again(tmp_path):
+    backbone = _tiny_backbone()
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
+    ids = np.arange(6, dtype=np.int64)
+    first = pool_embeddings(tmp_path, backbone, ids, images, "cpu")
+    rows_path, ids_path = embeddings_module.embedding_paths(tmp_path, backbone)
+    np.save(ids_path, ids[:3])                    # as if the writer died between its two files
+    np.testing.assert_array_equal(pool_embeddings(tmp_path, backbone, ids, images, "cpu"), first)
+
+
+# ---------------------------------------------------------------- frozen heads
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_a_frozen_head_learns_separable_embeddings(kind):
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 32)) * 3
+    labels = np.arange(300) % 3
+    rows = (centres[labels] + rng.standard_normal((300, 32))).astype(np.float32)
+    features = Features(rows[:200])
+    head = train_head(features, np.arange(30), labels[:30], 3, HeadConfig(kind=kind))
+    assert accuracy(head, features, np.arange(30, 200), labels[30:200]) > 0.95
+    assert accuracy_on(head, features, rows[200:], labels[200:]) > 0.95
+
+
+def test_a_frozen_head_refuses_labels_outside_the_classes():
+    with pytest.raises(ValueError, match="labels must lie"):
+        train_head(Features(np.ones((4, 3), np.float32)), np.arange(2), np.array([0, 5]), 3)
+
+
+# ---------------------------------------------------------------- rounds with a backbone
+
+def _ssl_file(tmp_path: Path) -> Path:
+    folder = tmp_path / "exported"
+    config = backbone_config(TINY_SSL, 8)
+    save_ssl_backbone(folder, model_from_config(config, seed=0),
+                      {"model_config": dataclasses.asdict(config), "normalization": [[0.5] * 3, [0.25] * 3]})
+    return folder / "backbone_ssl.safetensors"
+
+
+def test_a_project_with_a_backbone_starts_with_typiclust_then_a_linear_proxy(tmp_path):
+    project = make_tiny_project(tmp_path, backbone=str(_ssl_file(tmp_path)), proxy="auto")
+    first = run_first_round(project)
+    assert first.strategy == "typiclust" and first.selector == "typiclust on ssl embeddings"
+    assert len(storage.round_queue(project, first.id)) == 6
+    label_queue(project)
+    made = run_round(project)
+    assert made.selector == "linear on ssl" and made.strategy == "least_confidence"
+    assert len(storage.round_queue(project, made.id)) == 4
+    assert list((project.cache_dir / "embeddings").glob("*_ids.npy"))
+
+
+def test_kcenter_with_a_pixel_proxy_measures_distances_on_the_backbone(tmp_path):
+    project = make_tiny_project(tmp_path, backbone=str(_ssl_file(tmp_path)), strategy="kcenter",
+                                initial_strategy="random")
+    first = run_first_round(project)
+    assert first.strategy == "random"
+    label_queue(project)
+    made = run_round(project)
+    assert made.selector == "proxy_tiny" and made.strategy == "kcenter"
+    assert list((project.cache_dir / "embeddings").glob("*_ids.npy"))
+
+
+def test_the_ssl_job_trains_saves_and_reads_out_knn_on_the_labels(tmp_path):
+    project = make_tiny_project(tmp_path, backbone="ssl", proxy="linear", initial_strategy="typiclust")
+    with pytest.raises(RoundError, match="not finished training"):
+        require_backbone(project, storage.load_settings(project), 8)
+    first = run_first_round(project)       # the backbone is not ready: a random batch, saying why
+    assert first.strategy == "random" and first.selector.startswith("random: the self-supervised backbone")
+    label_queue(project)
+    meta = train_ssl_backbone(project, steps=5)
+    assert meta["steps"] == 5 and 0.0 <= meta["knn_accuracy"] <= 1.0
+    assert not (project.models_dir / embeddings_module.SSL_STATE).exists()
+    made = run_round(project)
+    assert made.selector == "linear on ssl"
+
+
+def test_settings_and_simulate_check_the_new_options(tmp_path):
+    with pytest.raises(storage.SettingsError, match="initial strategy"):
+        storage.validate_settings(storage.Settings(image_root=str(tmp_path), classes=("a", "b"),
+                                                   initial_strategy="kcenter"))
+    with pytest.raises(storage.SettingsError, match="ssl_minutes"):
+        storage.validate_settings(storage.Settings(image_root=str(tmp_path), classes=("a", "b"), ssl_minutes=0))
+    for folder in ("train", "test"):
+        (tmp_path / folder).mkdir()
+    with pytest.raises(ValueError, match="--proxy linear trains on a backbone"):
+        check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", proxy="linear"))
+    with pytest.raises(ValueError, match="not found"):
+        check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", backbone=str(tmp_path / "no.pth")))
