@@ -104,7 +104,7 @@ def check_model_name(name: str, stage: str = "proxy") -> None:
     """ValueError with the known names unless `name` is `auto`, a registered model, or (proxy) a frozen head."""
     allowed = set(MODELS) | (set(HEADS) if stage == "proxy" else set())
     if name != AUTO and name not in allowed:
-        raise ValueError(f"unknown {stage} model {name!r}; choose auto or one of {', '.join(sorted(allowed))}")
+        raise ValueError(f"unknown model {name!r}; choose auto or one of {', '.join(sorted(allowed))}")
 
 
 def use_tta(device: str) -> bool:
