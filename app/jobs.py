@@ -130,6 +130,17 @@ def start_target(project: storage.Project) -> storage.Job:
     return job
 
 
+def start_backbone(project: storage.Project) -> storage.Job:
+    """Enqueue learning the ssl backbone unless it is already queued or running."""
+    job, _ = storage.enqueue_unless_active(project, "backbone")
+    start_worker(project)
+    return job
+
+
+def latest_backbone(project: storage.Project) -> storage.Job | None:
+    return storage.latest_job(project, "backbone")
+
+
 def cancel(project: storage.Project, job_id: int) -> None:
     """Cancel a queued job at once, or ask the worker to stop a running one (it checks every second)."""
     storage.cancel_job(project, job_id)

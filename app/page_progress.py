@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import project_forms
+from app import pool_map, project_forms
 
 
 def rounds_frame(project: storage.Project) -> pd.DataFrame:
@@ -68,6 +68,7 @@ def main() -> None:
     with right:
         labels_per_class(project)
     time_per_round(frame)
+    pool_map.show(project)
     with st.expander("Rounds"):
         st.dataframe(frame, hide_index=True)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import labeling, project_forms, state, widgets
+from app import jobs, labeling, project_forms, state, widgets
 from app.project_forms import parse_classes, settings_fields
 
 
@@ -19,12 +19,16 @@ def settings_form(project: storage.Project) -> None:
         values = settings_fields(settings, "s-")
         submitted = st.form_submit_button("Save settings", type="primary")
     if submitted:
+        from engine.backbone_files import BackboneError, check_backbone_setting
+
         try:
+            check_backbone_setting(values["backbone"])
             storage.save_settings(project, dataclasses.replace(settings, **values))
-        except storage.SettingsError as exc:
+        except (storage.SettingsError, BackboneError) as exc:
             st.error(f"Not saved: {widgets.md(exc)}")
         else:
             st.success("Settings saved.")
+            project_forms.start_representation(project)
 
 
 # ---------------------------------------------------------------- classes
@@ -85,8 +89,51 @@ def overview(project: storage.Project) -> None:
     cols[1].metric("Duplicates", counts["duplicate"], help="Same bytes as another image: stored once.")
     cols[2].metric("Rejected files", counts["rejected"], help="Never shown or trained on.")
     rejected_summary(project)
+    representation(project)
     if st.button("Scan the image folder again", key="rescan", help="Adds images that appeared since the last scan."):
         project_forms.run_ingest(project)
+
+
+def representation(project: storage.Project) -> None:
+    """The backbone: none, a local file, or the ssl one with its job's progress and quality readout."""
+    settings = storage.load_settings(project)
+    st.subheader("Representation")
+    if settings.backbone == "none":
+        st.caption("No backbone: the proxy learns from pixels. Set Backbone to ssl in the settings to learn a "
+                   "representation of your images first (nothing is downloaded).")
+        return
+    if settings.backbone != "ssl":
+        st.caption(f"Backbone: the local weights {settings.backbone}.")
+        return
+    ssl_status(project)
+
+
+@st.fragment(run_every=2.0)
+def ssl_status(project: storage.Project) -> None:
+    from engine.backbone_files import ssl_meta
+
+    job = jobs.latest_backbone(project)
+    meta = ssl_meta(project.models_dir)
+    if job is not None and job.state in ("queued", "running"):
+        st.progress(min(1.0, job.progress), text=job.message or "waiting for the worker")
+        st.button("Stop (it resumes where it stopped)", key="cancel-backbone", on_click=jobs.cancel,
+                  args=(project, job.id))
+        return
+    if meta is not None:
+        knn = meta.get("knn_accuracy")
+        cols = st.columns(3)
+        cols[0].metric("k-NN accuracy on your labels", "label more" if knn is None else f"{knn:.0%}",
+                       help="Each labeled image classified by its 20 nearest labeled neighbours in the "
+                            "representation (leave-one-out), when it finished learning.")
+        cols[1].metric("Steps", meta.get("steps"))
+        cols[2].metric("Minutes", f"{meta.get('seconds', 0) / 60:.1f}")
+        return
+    if job is not None and job.state == "failed":
+        st.error(f"Learning the representation failed: {widgets.md(job.error)}")
+    elif job is not None and job.state == "cancelled":
+        st.info("Learning the representation was stopped; it resumes where it stopped.")
+    st.button("Learn the representation", key="start-backbone", on_click=jobs.start_backbone, args=(project,),
+              type="primary")
 
 
 def rejected_summary(project: storage.Project) -> None:

@@ -28,7 +28,8 @@ HELP = {
     "strategy": "How the proxy picks the next batch: least_confidence, margin and entropy ask about images "
                 "it is unsure of; kcenter covers the pool in feature space; random is the baseline.",
     "proxy": "The small, fast model retrained every round to choose the next batch. "
-             "auto: proxy_tiny on a CPU, resnet20 on a GPU.",
+             "auto: with a backbone, linear (a head on its features); else proxy_tiny on a CPU, resnet20 on a GPU. "
+             "linear and mlp need a backbone.",
     "target": "The larger model trained once on all labels at the end. auto: resnet20 on a CPU, resnet18 on a GPU.",
     "device": "auto uses a GPU when there is one, else the CPU.",
     "proxy_training": "How long the proxy trains each round. fast: at most ~10 s on a CPU; balanced: ~20 s; "
@@ -38,7 +39,18 @@ HELP = {
     "proxy_steps": "Expert: a fixed number of training steps per round instead of the level's plan (0 = by level).",
     "target_steps": "Expert: a fixed number of training steps for the target (0 = by level).",
     "auto_next_round": "Start the next round as soon as a batch is done; off: a button starts it.",
+    "backbone": "What the models see images through. none: the proxy learns from pixels. ssl: first learn a "
+                "representation of your own images, unlabeled, in the background (nothing is downloaded); "
+                "then the proxy is a linear head on it and rounds take about a second. Or the path of a local "
+                "torchvision ResNet weights file (resnet18/34/50), or just resnet18/resnet50 to use the one in "
+                "your torch cache.",
+    "initial_strategy": "How the first batch is picked. auto: typiclust (typical images of many clusters) when "
+                        "there is a backbone, else random. Used when the first batch is made.",
+    "ssl_minutes": "How long the ssl representation learns (on this machine's GPU or CPU). More minutes, "
+                   "better features; the Project page shows how well it separates your labels.",
 }
+INITIAL_STRATEGIES = list(storage.INITIAL_STRATEGIES)
+FROZEN_PROXIES = ["linear", "mlp"]    # heads on the backbone's embeddings (engine.frozen)
 
 
 def engine_choices() -> tuple[list[str], list[str]]:
@@ -75,8 +87,8 @@ def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) 
                                 help=HELP["strategy"], key=f"{prefix}strategy"),
         "device": b.selectbox("Device", DEVICES, _index(DEVICES, settings.device), help=HELP["device"],
                               key=f"{prefix}device"),
-        "proxy": a.selectbox("Proxy model", models, _index(models, settings.proxy), help=HELP["proxy"],
-                             key=f"{prefix}proxy"),
+        "proxy": a.selectbox("Proxy model", models + FROZEN_PROXIES, _index(models + FROZEN_PROXIES, settings.proxy),
+                             help=HELP["proxy"], key=f"{prefix}proxy"),
         "target": b.selectbox("Target model", models, _index(models, settings.target), help=HELP["target"],
                               key=f"{prefix}target"),
         "proxy_training": a.selectbox("Proxy training", TRAINING_LEVELS,
@@ -89,6 +101,12 @@ def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) 
                                       help=HELP["proxy_steps"], key=f"{prefix}proxy_steps"),
         "target_steps": b.number_input("Target steps (0 = by level)", value=settings.target_steps, step=100,
                                        help=HELP["target_steps"], key=f"{prefix}target_steps"),
+        "backbone": a.text_input("Backbone", settings.backbone, help=HELP["backbone"], key=f"{prefix}backbone"),
+        "initial_strategy": b.selectbox("First batch", INITIAL_STRATEGIES,
+                                        _index(INITIAL_STRATEGIES, settings.initial_strategy),
+                                        help=HELP["initial_strategy"], key=f"{prefix}initial_strategy"),
+        "ssl_minutes": a.number_input("Representation minutes (ssl)", value=float(settings.ssl_minutes), min_value=0.1,
+                                      step=5.0, help=HELP["ssl_minutes"], key=f"{prefix}ssl_minutes"),
         "auto_next_round": st.checkbox("Start the next round automatically", settings.auto_next_round,
                                        help=HELP["auto_next_round"], key=f"{prefix}auto_next_round"),
     }
@@ -172,9 +190,12 @@ def create_project(image_root: str, folder: str, classes: tuple[str, ...], value
     typed = tuple(name for name in storage.FITTED if values.get(name) is not None)
     defaults = storage.Settings(image_root="", classes=())
     values = {name: (getattr(defaults, name) if value is None else value) for name, value in values.items()}
+    from engine.backbone_files import BackboneError, check_backbone_setting
+
     try:
+        check_backbone_setting(values.get("backbone", "none"))
         project, resumed = _create_or_resume(image_root, folder, classes, values)
-    except storage.StorageError as exc:
+    except (storage.StorageError, BackboneError) as exc:
         st.error(f"Not created: {widgets.md(exc)}")
         return
     if resumed:
@@ -233,8 +254,23 @@ def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None)
             st.warning(widgets.md(exc))
             return False
     st.success("The first batch is ready.")
+    start_representation(project)
     st.page_link("app/page_label.py", label="Start labeling", icon=":material/label:")
     return True
+
+
+def start_representation(project: storage.Project) -> None:
+    """With backbone `ssl`, start learning it in the background unless it is learned or on its way."""
+    from engine.backbone_files import ssl_meta
+
+    settings = storage.load_settings(project)
+    if settings.backbone != "ssl" or ssl_meta(project.models_dir) is not None:
+        return
+    from app import jobs
+
+    jobs.start_backbone(project)
+    st.info(f"Learning a representation of your images in the background (about {settings.ssl_minutes:g} "
+            "minutes): rounds use it once it is ready. The Project page shows its progress.")
 
 
 def _fit_settings(project: storage.Project, usable: int, typed: tuple[str, ...] | None) -> bool:

@@ -29,22 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.backbone_files import (NONE, SSL, SSL_META, SSL_STATE, SSL_WEIGHTS, TORCH_ARCHS,  # noqa: F401  (re-exported)
+                                   BackboneError, check_backbone_setting, find_cached_weights, read_meta, ssl_meta,
+                                   torch_cache_dir, weights_path)
 from engine.device import Normalization, best_device, check_images, normalization_tensors
 from engine.models import TORCHVISION, ModelConfig, _read_state_dict, model_from_config
 
-NONE, SSL = "none", "ssl"
-TORCH_ARCHS = ("resnet18", "resnet34", "resnet50")
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 PRETRAINED_MIN_INPUT = 96      # ImageNet ResNets downsample 32x: smaller inputs leave them 1x1 maps too early
 PRETRAINED_MAX_INPUT = 224
-SSL_WEIGHTS = "backbone_ssl.safetensors"
-SSL_META = "backbone_ssl.json"
-SSL_STATE = "backbone_ssl_state.pt"
 EMBED_BATCH = 256
-
-
-class BackboneError(ValueError):
-    """A backbone cannot be used: the message says which file and why, and what to do."""
 
 
 @dataclass
@@ -60,42 +54,6 @@ class Backbone:
     @property
     def dim(self) -> int:
         return int(self.model.embed_dim)
-
-
-def check_backbone_setting(value: str) -> str:
-    """`value` if it names a usable backbone (none, ssl, an architecture in the torch cache, a file); else BackboneError."""
-    value = (value or NONE).strip()
-    if value in (NONE, SSL):
-        return value
-    weights_path(value)
-    return value
-
-
-def weights_path(value: str) -> Path:
-    """The local weights file a backbone setting names (a path, or an architecture found in the torch cache)."""
-    if value in TORCH_ARCHS:
-        return find_cached_weights(value)
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise BackboneError(f"backbone weights file {path} not found; give the path of a local .pth or "
-                            f".safetensors file, or one of: none, ssl, {', '.join(TORCH_ARCHS)}")
-    return path
-
-
-def torch_cache_dir() -> Path:
-    """Where torch keeps downloaded weights: $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/...)."""
-    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
-    return Path(home).expanduser() / "hub" / "checkpoints"
-
-
-def find_cached_weights(arch: str) -> Path:
-    """torchvision's `<arch>-<hash>.pth` in the torch cache; BackboneError when absent (never downloads)."""
-    folder = torch_cache_dir()
-    found = sorted(folder.glob(f"{arch}-*.pth")) + sorted(folder.glob(f"{arch}.pth"))
-    if not found:
-        raise BackboneError(f"no {arch} weights in the torch cache ({folder}); copy a {arch} .pth file there "
-                            "or give its path. Weights are never downloaded.")
-    return found[0]
 
 
 def load_backbone_file(path: str | Path, pool_image_size: int) -> Backbone:
@@ -161,18 +119,6 @@ def save_ssl_backbone(models_dir: Path, model: nn.Module, meta: dict) -> None:
     os.replace(tmp, models_dir / SSL_META)
 
 
-def ssl_meta(models_dir: Path) -> dict | None:
-    """The finished SSL backbone's metadata, or None when there is none (yet)."""
-    return _read_meta(models_dir / SSL_META)
-
-
-def _read_meta(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def load_ssl_backbone(models_dir: Path) -> Backbone | None:
     """The project's trained SSL backbone, or None when it has not finished training."""
     return load_ssl_weights(models_dir / SSL_WEIGHTS)
@@ -182,7 +128,7 @@ def load_ssl_weights(weights: Path) -> Backbone | None:
     """An SSL backbone from its weights and the metadata beside them (same name, .json); None if either is absent."""
     from safetensors.torch import load_file
 
-    meta = _read_meta(weights.with_suffix(".json"))
+    meta = read_meta(weights.with_suffix(".json"))
     if meta is None or not weights.is_file():
         return None
     try:

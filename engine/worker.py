@@ -35,7 +35,7 @@ import storage
 LOCK_FILE = "worker.lock"
 PID_FILE = "worker.pid"
 LOG_FILE = Path("logs") / "worker.log"
-KINDS = ("round", "target")
+KINDS = ("round", "target", "backbone")
 HEARTBEAT_S = 5.0          # seconds between heartbeats while a job runs
 STALE_AFTER_S = 60.0       # a running job silent this long belongs to a dead worker
 PROGRESS_EVERY_S = 0.5     # at most this often a progress write to the database
@@ -184,7 +184,7 @@ def describe_error(exc: BaseException) -> str:
 # ---------------------------------------------------------------- job kinds
 
 def _round_job(project, params, on_progress, should_stop) -> dict:
-    from engine.round import run_initial_round, run_round
+    from engine.round import run_first_round, run_round
 
     params = _check_params("round", params, {"model", "steps", "level", "strategy", "after_round", "early"})
     if params.get("strategy") not in (None, storage.load_settings(project).strategy):
@@ -194,7 +194,7 @@ def _round_job(project, params, on_progress, should_stop) -> dict:
         # queued by a tab that had not seen the round another tab's job already made
         return {"round_id": current.id, "index": current.index, "already_made": True}
     if current is None:
-        made = run_initial_round(project)
+        made = run_first_round(project, on_progress)
     else:
         made = run_round(project, on_progress, should_stop, model_name=params.get("model"),
                          steps=params.get("steps"), level=params.get("level"), early=bool(params.get("early")))
@@ -210,7 +210,14 @@ def _target_job(project, params, on_progress, should_stop) -> dict:
     return run_target(project, on_progress, should_stop)
 
 
-JOBS: dict[str, Callable[..., dict]] = {"round": _round_job, "target": _target_job}
+def _backbone_job(project, params, on_progress, should_stop) -> dict:
+    from engine.representation import train_ssl_backbone
+
+    params = _check_params("backbone", params, {"steps"})
+    return train_ssl_backbone(project, on_progress, should_stop, steps=int(params.get("steps", 0)))
+
+
+JOBS: dict[str, Callable[..., dict]] = {"round": _round_job, "target": _target_job, "backbone": _backbone_job}
 
 
 def _check_params(kind: str, params: dict | None, allowed: set[str]) -> dict:
