@@ -1,12 +1,14 @@
 """One active-learning round: train the selector on the labels, score the pool, queue the next batch.
 
-Round 0 is a seeded random batch (`run_initial_round`). Every later round
-(`run_round`) reads the training labels from storage, trains the proxy from
-scratch (or warm-starts it from the previous round), evaluates it on the
-labeled validation items, scores the whole usable pool in one pass, picks
-the batch with the project's strategy and writes it, with per-item scores
-and stage timings, in one storage transaction. Images come only from the
-pool cache: once it is current, a round opens no image file.
+Round 0 (`run_first_round`) is a seeded random batch, or with a backbone
+TypiClust / ProbCover on its embeddings. Every later round (`run_round`)
+reads the training labels from storage, trains the proxy from scratch (or
+warm-starts it from the previous round) - or, for a `linear` / `mlp` proxy,
+a head on the backbone's cached pool embeddings (engine.frozen) - evaluates
+it on the labeled validation items, scores the whole usable pool in one
+pass, picks the batch with the project's strategy and writes it, with
+per-item scores and stage timings, in one storage transaction. Images come
+only from the pool cache: once it is current, a round opens no image file.
 """
 from __future__ import annotations
 
@@ -123,9 +125,7 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
         selector = _frozen_selector(project, settings, stage.model_name, stage.train.seed, pool, labels, report)
     else:
         selector = _pixel_selector(project, settings, stage, own_proxy, pool, labels, report, should_stop)
-    model, val_acc, scores, train_s, score_s = (selector.model, selector.val_acc, selector.scores,
-                                                selector.train_s, selector.score_s)
-    strategy_name, selector_name = selector.strategy or settings.strategy, selector.name
+    scores, strategy_name = selector.scores, selector.strategy or settings.strategy
     _stop(should_stop)
 
     report.at("select", 0.0, f"selecting {size} images ({strategy_name})")
@@ -139,15 +139,16 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     learned = strategy_name == settings.strategy        # a model that learned nothing guesses nothing
     probs = scores.probs[picks]
     written = storage.create_round(
-        project, strategy=strategy_name, selector=selector_name,
+        project, strategy=strategy_name, selector=selector.name,
         item_ids=pool.item_ids[picks].tolist(), scores=[float(s) for s in item_scores],
-        n_labeled=len(labels), train_s=train_s, score_s=score_s, select_s=select_s, proxy_val_acc=val_acc,
+        n_labeled=len(labels), train_s=selector.train_s, score_s=selector.score_s, select_s=select_s,
+        proxy_val_acc=selector.val_acc,
         guesses=probs.argmax(axis=1).tolist() if learned else None,
         confidences=probs.max(axis=1).tolist() if learned else None,
     )
     report.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
-    return RoundOutcome(round=written, model=model, pool=pool, train_steps=selector.steps, backbone=selector.backbone,
-                        features=selector.features)
+    return RoundOutcome(round=written, model=selector.model, pool=pool, train_steps=selector.steps,
+                        backbone=selector.backbone, features=selector.features)
 
 
 @dataclass
