@@ -127,6 +127,9 @@ def ssl_status(project: storage.Project) -> None:
                             "representation (leave-one-out), when it finished learning.")
         cols[1].metric("Steps", meta.get("steps"))
         cols[2].metric("Minutes", f"{meta.get('seconds', 0) / 60:.1f}")
+        st.button("Learn it again", key="start-backbone", on_click=jobs.start_backbone, args=(project,),
+                  help="From scratch, for the Representation minutes in the settings; rounds use the current "
+                       "one until the new one is ready.")
         return
     if job is not None and job.state == "failed":
         st.error(f"Learning the representation failed: {widgets.md(job.error)}")
