@@ -288,3 +288,16 @@ def test_settings_and_simulate_check_the_new_options(tmp_path):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", proxy="linear"))
     with pytest.raises(ValueError, match="not found"):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", backbone=str(tmp_path / "no.pth")))
+
+
+def test_the_worker_runs_a_backbone_job_and_refuses_unknown_parameters(tmp_path):
+    from engine.worker import run_worker
+
+    project = make_tiny_project(tmp_path, backbone="ssl")
+    good = storage.enqueue_job(project, "backbone", {"steps": 3})
+    bad = storage.enqueue_job(project, "backbone", {"minutes": 3})
+    assert run_worker(project.root, once=True) == 2
+    done = storage.get_job(project, good.id)
+    assert done.state == "done" and done.result["steps"] == 3
+    assert storage.get_job(project, bad.id).error.startswith("ValueError: unknown parameter(s) minutes")
+    assert (project.models_dir / embeddings_module.SSL_META).is_file()
