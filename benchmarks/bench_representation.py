@@ -7,6 +7,9 @@ train labels -> test) and linear-probe accuracy (engine.frozen heads on
 of the same architecture. Saves the final backbone (safetensors + json, as
 a project stores it) so `al` and `simulate --backbone FILE` can reuse it.
 
+`round`: wall seconds of whole rounds through storage on the pool, the
+linear proxy against the pixel proxy in the same project.
+
 `al`: active learning on a backbone's frozen embeddings with the linear
 proxy: the first 100 labels by random / typiclust / probcover, then rounds
 to 200, 500 and 1,000 labels by least confidence or at random; the test
@@ -156,6 +159,52 @@ def run_al(args) -> dict:
             "embed_s": round(embed_s, 1), "rows": rows}
 
 
+def run_round_timing(args) -> dict:
+    """Wall seconds of whole rounds (storage reads, training, scoring, selection, the write) on the pool:
+    the linear proxy on the backbone's cached embeddings against the pixel proxy, in the same project."""
+    import dataclasses
+    import tempfile
+
+    import storage
+    from engine.round import run_first_round, select_next_batch
+
+    train_root = (args.data / "train").resolve()
+    classes = sorted(p.name for p in train_root.iterdir() if p.is_dir())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-rep-") as tmp:
+        settings = storage.Settings(image_root=str(train_root), classes=tuple(classes), budget=args.labels + 500,
+                                    round_size=100, initial_size=args.labels, strategy="least_confidence",
+                                    proxy="linear", backbone=str(args.backbone), initial_strategy="typiclust",
+                                    image_size=args.image_size, device=args.device, auto_next_round=False)
+        project = storage.create_project(Path(tmp) / "project", settings)
+        started = time.perf_counter()
+        storage.ingest(project)
+        ingest_s = time.perf_counter() - started
+        started = time.perf_counter()
+        first = run_first_round(project)           # decodes the pool and embeds it once
+        first_s = time.perf_counter() - started
+        folder = {item.id: item.path.split("/")[0] for item in storage.usable_items(project)}
+
+        def label(made) -> None:
+            for item_id, _ in storage.round_queue(project, made.id):
+                storage.set_label(project, item_id, folder[item_id], annotator="oracle", round_id=made.id)
+        label(first)
+        for proxy in ["linear"] * args.rounds + ["proxy_tiny"]:
+            storage.save_settings(project, dataclasses.replace(storage.load_settings(project), proxy=proxy))
+            started = time.perf_counter()
+            outcome = select_next_batch(project)
+            wall = time.perf_counter() - started
+            made = outcome.round
+            rows.append({"proxy": proxy, "labels": made.n_labeled, "wall_s": round(wall, 3),
+                         "train_s": round(made.train_s, 3), "score_s": round(made.score_s, 3),
+                         "select_s": round(made.select_s, 3), "val_acc": made.proxy_val_acc})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+            label(made)
+        pool = len(storage.usable_items(project))
+    return {"machine": machine(), "data": str(args.data), "pool": pool, "ingest_s": round(ingest_s, 1),
+            "first_round_s": round(first_s, 1), "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -165,14 +214,18 @@ def main() -> None:
     al = sub.add_parser("al")
     al.add_argument("--backbone", type=Path, required=True)
     al.add_argument("--seeds", type=int, default=3)
-    for p in (ssl, al):
+    timing = sub.add_parser("round")
+    timing.add_argument("--backbone", type=Path, required=True)
+    timing.add_argument("--labels", type=int, default=1000, help="labels before the timed rounds")
+    timing.add_argument("--rounds", type=int, default=3, help="timed linear-proxy rounds (then one pixel-proxy round)")
+    for p in (ssl, al, timing):
         p.add_argument("--data", type=Path, required=True)
         p.add_argument("--out", type=Path, default=Path("/tmp/rep"))
         p.add_argument("--image-size", type=int, default=0)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto")
     args = parser.parse_args()
-    result = run_ssl(args) if args.what == "ssl" else run_al(args)
+    result = {"ssl": run_ssl, "al": run_al, "round": run_round_timing}[args.what](args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.what}_{args.data.name}.json"
     (args.out / name).write_text(json.dumps(result, indent=2, default=str))
