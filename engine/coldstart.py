@@ -176,17 +176,21 @@ def probcover(pool, labeled, budget: int, *, rng: np.random.Generator | None = N
               delta: float | None = None) -> np.ndarray:
     """ProbCover picks: greedy maximum coverage of delta-balls, the labeled points' balls covered first.
 
-    Each pick is the free point whose ball holds the most uncovered points
-    (ties to the lowest position). Once everything is covered the rest of
-    the budget is drawn at random with `rng`, as the paper does.
+    Each pick is the free point whose ball holds the most uncovered points;
+    ties go to a random order drawn from `rng`, not to the lowest position:
+    pools are often stored class folder by class folder, and with a small
+    radius most balls tie. Once everything is covered the rest of the budget
+    is drawn at random with `rng`, as the paper does.
     """
     x = normalized(pool.embeddings)
     taken = check_selection(len(x), labeled, budget)
     if budget == 0:
         return np.empty(0, np.int64)
+    rng = rng if rng is not None else np.random.default_rng(0)
     if delta is None:
         classes = max(2, np.asarray(pool.probs).shape[1])
-        delta = choose_delta(x, classes, seed=int(rng.integers(2**31)) if rng is not None else 0)
+        delta = choose_delta(x, classes, seed=int(rng.integers(2**31)))
+    tiebreak = rng.permutation(len(x)).astype(np.int64)           # higher wins among equal gains
     starts, members = ball_graph(x, delta)
     owners = np.repeat(np.arange(len(x)), np.diff(starts))          # edge e: members[e] lies in ball owners[e]
     by_member = np.argsort(members, kind="stable")
@@ -209,7 +213,7 @@ def probcover(pool, labeled, budget: int, *, rng: np.random.Generator | None = N
     chosen: list[int] = []
     while len(chosen) < budget:
         gains = np.where(free, degree, -1)
-        best = int(np.argmax(gains))
+        best = int(np.argmax(gains * len(x) + tiebreak))
         if gains[best] <= 0:
             break
         chosen.append(best)
@@ -217,7 +221,6 @@ def probcover(pool, labeled, budget: int, *, rng: np.random.Generator | None = N
         cover(best)
     if len(chosen) < budget:
         rest = np.flatnonzero(free)
-        rng = rng if rng is not None else np.random.default_rng(0)
         chosen += rng.permutation(rest)[:budget - len(chosen)].tolist()
     return np.asarray(chosen, dtype=np.int64)
 

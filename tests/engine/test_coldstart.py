@@ -77,15 +77,23 @@ def test_probcover_covers_the_densest_balls_first():
     b = _ring(1, 4)                     # centre's ball holds 5
     singles = np.array([[0, 0, 1.0, 0], [0, 0, 0, 1.0]])
     pool, (first_single, a0, b0) = _pool(singles, a, b)
-    assert probcover(pool, [], 3, delta=1.05 * R).tolist() == [a0, b0, first_single]
+    picks = probcover(pool, [], 3, delta=1.05 * R).tolist()
+    assert picks[:2] == [a0, b0] and picks[2] in (first_single, first_single + 1)   # a tie between the singles
     # the labeled centre's ball counts as covered: the next densest goes first
-    assert probcover(pool, [a0], 2, delta=1.05 * R).tolist() == [b0, first_single]
+    assert probcover(pool, [a0], 2, delta=1.05 * R).tolist()[0] == b0
+
+
+def test_probcover_breaks_ties_at_random_not_by_position():
+    # 40 isolated points: every ball holds only its centre; lowest-position ties would take 0..9
+    pool, _ = _pool(np.eye(40))
+    picks = [probcover(pool, [], 10, delta=0.1, rng=np.random.default_rng(seed)).tolist() for seed in (0, 1)]
+    assert picks[0] != list(range(10)) and picks[0] != picks[1]
 
 
 def test_probcover_draws_at_random_once_everything_is_covered():
     pool, _ = _pool(_ring(0, 5))
     picks = probcover(pool, [], 4, delta=10.0, rng=np.random.default_rng(0))
-    assert picks[0] == 0 and len(set(picks.tolist())) == 4
+    assert len(set(picks.tolist())) == 4        # one ball covers all 6; three more drawn at random
 
 
 def test_choose_delta_stays_inside_the_clusters(three_clusters):
