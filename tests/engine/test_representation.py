@@ -239,8 +239,17 @@ def _ssl_file(tmp_path: Path) -> Path:
     return folder / "backbone_ssl.safetensors"
 
 
+@pytest.mark.parametrize("initial_size, expected", [(3, "typiclust"), (4, "random")])
+def test_auto_picks_typical_images_only_for_a_first_batch_small_against_the_pool(tmp_path, initial_size, expected):
+    project = make_tiny_project(tmp_path, backbone=str(_ssl_file(tmp_path)), initial_size=initial_size)
+    first = run_first_round(project)                # 30 images: 3 is 10 % of them, 4 is more
+    assert first.strategy == expected
+    assert expected == "typiclust" or "gains nothing from typical picks" in first.selector
+
+
 def test_a_project_with_a_backbone_starts_with_typiclust_then_a_linear_proxy(tmp_path):
-    project = make_tiny_project(tmp_path, backbone=str(_ssl_file(tmp_path)), proxy="auto")
+    project = make_tiny_project(tmp_path, backbone=str(_ssl_file(tmp_path)), proxy="auto",
+                                initial_strategy="typiclust")
     first = run_first_round(project)
     assert first.strategy == "typiclust" and first.selector == "typiclust on ssl embeddings"
     assert len(storage.round_queue(project, first.id)) == 6
