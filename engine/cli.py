@@ -91,7 +91,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
                         "(torchvision resnet18/34/50, or an ssl backbone's .safetensors) | resnet18/34/50 from "
                         "the torch cache", **optional)
     parser.add_argument("--initial-strategy", choices=("auto", "random", "typiclust", "probcover"),
-                        help="round 0's picks (auto: typiclust with a backbone, else random)", **optional)
+                        help="round 0's picks (auto: typiclust with a backbone when the first batch is at most "
+                        "10 %% of the pool, else random)", **optional)
     parser.add_argument("--ssl-minutes", type=float, help="how long the ssl backbone trains (default 10)", **optional)
     parser.add_argument("--ssl-steps", type=int, help="a fixed number of ssl steps instead of --ssl-minutes",
                         **optional)
