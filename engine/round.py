@@ -193,8 +193,9 @@ def _pixel_selector(project, settings, stage, own_proxy, pool, labels, report, s
     report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
     started = time.perf_counter()
     scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
-    backbone = _backbone_for_distances(project, settings, pool)
-    if backbone is not None and (strategy or settings.strategy) in DISTANCE_STRATEGIES:
+    backbone = _backbone_for_distances(project, settings, pool) if (
+        (strategy or settings.strategy) in DISTANCE_STRATEGIES) else None
+    if backbone is not None:
         # distances between backbone embeddings mean more than between a few-label proxy's
         scores = PoolScores(scores.probs, project_embeddings(project, backbone, pool, settings.device))
     return _Selector(model, val_acc, scores, train_s, time.perf_counter() - started, steps.last, name, strategy)

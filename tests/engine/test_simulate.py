@@ -62,6 +62,15 @@ def test_simulate_with_the_target_as_selector(data_root, tmp_path):
     assert result["target"]["labeled"] == 10
 
 
+def test_simulate_learns_an_ssl_backbone_then_selects_with_a_linear_proxy(data_root, tmp_path):
+    result = simulate(_config(data_root, tmp_path, backbone="ssl", ssl_steps=3, proxy="linear",
+                              initial_strategy="typiclust", budget=10),
+                      progress=ProgressLine(2, io.StringIO()))
+    assert result["ssl"]["steps"] == 3 and result["settings"]["backbone"] == "ssl"
+    assert [r["labeled"] for r in result["rounds"]] == [0, 6]
+    assert 0.0 <= result["rounds"][1]["proxy_test_acc"] <= 1.0     # the head, tested on the test set's embeddings
+
+
 def test_simulate_keeps_its_project_in_workdir(data_root, tmp_path):
     simulate(_config(data_root, tmp_path, budget=6, workdir=tmp_path / "work"), progress=ProgressLine(1, io.StringIO()))
     assert (tmp_path / "work" / "project" / "project.db").is_file()
