@@ -17,6 +17,7 @@ old rows. Items added later are embedded alone and appended.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -94,7 +95,14 @@ def resnet_depth(state: dict[str, torch.Tensor], path: Path) -> int:
 
 
 def file_fingerprint(path: Path) -> str:
-    """The first 16 hex digits of the file's SHA-256."""
+    """The first 16 hex digits of the file's SHA-256 (remembered per path, size and modification time:
+    rounds ask for it every time and a ResNet-50 file is 100 MB)."""
+    stat = Path(path).stat()
+    return _fingerprint(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -104,16 +112,26 @@ def file_fingerprint(path: Path) -> str:
 
 # ---------------------------------------------------------------- the ssl backbone on disk
 
-def save_ssl_backbone(models_dir: Path, model: nn.Module, meta: dict) -> None:
-    """Store a trained SSL backbone (weights, then its metadata: the file that says it is done)."""
-    from safetensors.torch import save_file
+def _ssl_bytes(model: nn.Module) -> bytes:
+    from safetensors.torch import save
 
+    return save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+def ssl_fingerprint(model: nn.Module) -> str:
+    """The fingerprint the model's weights file will have once saved (safetensors bytes are deterministic)."""
+    return hashlib.sha256(_ssl_bytes(model)).hexdigest()[:16]
+
+
+def save_ssl_backbone(models_dir: Path, model: nn.Module, meta: dict) -> None:
+    """Store a trained SSL backbone: the weights, then its metadata (the file that says it is ready)."""
+    data = _ssl_bytes(model)
     models_dir.mkdir(parents=True, exist_ok=True)
     weights = models_dir / SSL_WEIGHTS
     tmp = weights.with_name(weights.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.write_bytes(data)
     os.replace(tmp, weights)
-    meta = dict(meta, fingerprint=file_fingerprint(weights))
+    meta = dict(meta, fingerprint=hashlib.sha256(data).hexdigest()[:16])
     tmp = models_dir / (SSL_META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, models_dir / SSL_META)

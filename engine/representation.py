@@ -18,7 +18,7 @@ import numpy as np
 
 import storage
 from engine.embeddings import (NONE, SSL, SSL_STATE, Backbone, BackboneError, load_backbone_file,
-                               load_ssl_backbone, load_ssl_weights, pool_embeddings, save_ssl_backbone, ssl_meta, weights_path)
+                               load_ssl_backbone, load_ssl_weights, pool_embeddings, save_ssl_backbone, ssl_fingerprint, ssl_meta, weights_path)
 from engine.frozen import knn_predict
 from engine.initial import RoundError
 from engine.ssl import SSLConfig, SSLProgress, backbone_config, pretrain, ssl_input_size
@@ -89,8 +89,9 @@ def train_ssl_backbone(project: storage.Project, on_progress: OnProgress | None 
     meta = {"model_config": dataclasses.asdict(model_config), "normalization": [list(v) for v in pool.normalization],
             "steps": result.steps, "seconds": round(result.seconds, 1), "final_loss": result.final_loss,
             "pool_size": len(pool.item_ids), "finished_at": time.time()}
-    save_ssl_backbone(project.models_dir, result.model, meta)
-    backbone = load_ssl_backbone(project.models_dir)
+    # embedded before it is saved, so rounds keep the previous backbone (weights and metadata together) until then
+    backbone = Backbone(SSL, result.model.eval(), model_config.image_size, pool.normalization,
+                        ssl_fingerprint(result.model))
     report(0.9, "embedding the pool")
     embeddings = project_embeddings(project, backbone, pool, settings.device, lambda f: report(0.9 + 0.1 * f,
                                                                                               "embedding the pool"))
@@ -105,7 +106,8 @@ def labels_knn_accuracy(project: storage.Project, pool: ProjectPool, embeddings:
                         num_classes: int) -> float | None:
     """Leave-one-out weighted k-NN accuracy of `embeddings` on every label so far (validation included)."""
     labels = {**storage.training_labels(project), **storage.validation_labels(project)}
-    labels = {i: c for i, c in labels.items() if i in set(pool.item_ids.tolist())}
+    in_pool = set(pool.item_ids.tolist())
+    labels = {i: c for i, c in labels.items() if i in in_pool}
     if len(set(labels.values())) < 2 or len(labels) < 3:
         return None
     ids = sorted(labels)

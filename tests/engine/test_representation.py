@@ -281,6 +281,9 @@ def test_the_ssl_job_trains_saves_and_reads_out_knn_on_the_labels(tmp_path):
     meta = train_ssl_backbone(project, steps=5)
     assert meta["steps"] == 5 and 0.0 <= meta["knn_accuracy"] <= 1.0
     assert not (project.models_dir / embeddings_module.SSL_STATE).exists()
+    # the pool was embedded before saving, under the fingerprint the saved file has: rounds reuse those rows
+    assert meta["fingerprint"] == embeddings_module.file_fingerprint(project.models_dir / embeddings_module.SSL_WEIGHTS)
+    assert [p.name for p in (project.cache_dir / "embeddings").glob("*_ids.npy")] == [f"{meta['fingerprint']}_8_ids.npy"]
     made = run_round(project)
     assert made.selector == "linear on ssl"
 
