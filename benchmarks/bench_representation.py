@@ -26,16 +26,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.bench_round import machine_description  # noqa: E402
 from engine.coldstart import probcover, typiclust  # noqa: E402
 from engine.embeddings import Backbone, embed_images, load_ssl_weights, save_ssl_backbone  # noqa: E402
 from engine.frozen import Features, HeadConfig, accuracy, head_probs, knn_accuracy, train_head  # noqa: E402
@@ -48,19 +47,6 @@ from engine.ssl import SSLConfig, backbone_config, pretrain, ssl_input_size  # n
 
 BUDGETS = (100, 200, 500, 1000)
 PROBE_LABELS = (100, 1000, 5000)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} threads, {gpu}, torch {torch.__version__}"
 
 
 def load_data(root: Path, size: int) -> tuple:
@@ -120,7 +106,7 @@ def run_ssl(args) -> dict:
     save_ssl_backbone(args.out, result.model, {"model_config": mconfig.__dict__,
                                                "normalization": [list(v) for v in normalization],
                                                "steps": result.steps, "seconds": result.seconds})
-    return {"machine": machine(), "data": str(args.data), "pool": len(ytr), "test": len(yte),
+    return {"machine": machine_description(), "data": str(args.data), "pool": len(ytr), "test": len(yte),
             "image_size": int(xtr.shape[-1]), "ssl_input": size, "config": config.__dict__, "rows": rows}
 
 
@@ -155,7 +141,7 @@ def run_al(args) -> dict:
                                      "head_s": round(time.perf_counter() - t, 3)}
                 rows.append({"seed": seed, "initial": first_name, "rounds": later, "curve": curve})
                 print(json.dumps(rows[-1]), file=sys.stderr)
-    return {"machine": machine(), "data": str(args.data), "backbone": str(args.backbone), "pool": len(ytr),
+    return {"machine": machine_description(), "data": str(args.data), "backbone": str(args.backbone), "pool": len(ytr),
             "embed_s": round(embed_s, 1), "rows": rows}
 
 
@@ -201,7 +187,7 @@ def run_round_timing(args) -> dict:
             print(json.dumps(rows[-1]), file=sys.stderr)
             label(made)
         pool = len(storage.usable_items(project))
-    return {"machine": machine(), "data": str(args.data), "pool": pool, "ingest_s": round(ingest_s, 1),
+    return {"machine": machine_description(), "data": str(args.data), "pool": pool, "ingest_s": round(ingest_s, 1),
             "first_round_s": round(first_s, 1), "rows": rows}
 
 

@@ -240,9 +240,9 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     recorded with a selector that says why.
     """
     settings = storage.load_settings(project)
-    name = initial_strategy(settings, len(storage.usable_items(project)))
+    name, why = initial_strategy(settings, len(storage.usable_items(project)))
     if name == "random":
-        return run_initial_round(project, selector=_why_random(settings))
+        return run_initial_round(project, selector=why)
     if storage.current_round(project) is not None:
         raise RoundError("the initial batch was already made; run a selection round instead")
     report = _Report(on_progress)
@@ -278,21 +278,17 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
 TYPICAL_SHARE = 0.10
 
 
-def initial_strategy(settings: storage.Settings, pool_size: int) -> str:
-    """Round 0's strategy name: the setting; `auto` = typiclust with a backbone and a first batch of at
-    most TYPICAL_SHARE of the `pool_size` usable images, else random."""
+def initial_strategy(settings: storage.Settings, pool_size: int) -> tuple[str, str]:
+    """(round 0's strategy, the selector recorded): the setting; `auto` = typiclust with a backbone and a
+    first batch of at most TYPICAL_SHARE of the `pool_size` usable images, else random."""
     name = getattr(settings, "initial_strategy", "auto")
     if name != "auto":
-        return name
-    if (settings.backbone or "none") == "none" or settings.initial_size > TYPICAL_SHARE * pool_size:
-        return "random"
-    return "typiclust"
-
-
-def _why_random(settings: storage.Settings) -> str:
-    if settings.initial_strategy != "auto" or (settings.backbone or "none") == "none":
-        return "random"
-    return f"random: a first batch above {TYPICAL_SHARE:.0%} of the pool gains nothing from typical picks"
+        return name, name
+    if (settings.backbone or "none") == "none":
+        return "random", "random"
+    if settings.initial_size > TYPICAL_SHARE * pool_size:
+        return "random", f"random: a first batch above {TYPICAL_SHARE:.0%} of the pool gains nothing from typical picks"
+    return "typiclust", "typiclust"
 
 
 
