@@ -34,11 +34,6 @@ def ssl_meta(models_dir: Path) -> dict | None:
     return read_meta(Path(models_dir) / SSL_META)
 
 
-def ssl_in_progress(models_dir: Path) -> bool:
-    """Whether a saved training state waits to be resumed."""
-    return (Path(models_dir) / SSL_STATE).is_file()
-
-
 def check_backbone_setting(value: str) -> str:
     """`value` if it names a usable backbone (none, ssl, an architecture in the torch cache, a file); else BackboneError."""
     value = (value or NONE).strip()

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -337,9 +337,3 @@ def _load_state(path: Path, config: SSLConfig, model: nn.Module, head: nn.Module
     optimizer.load_state_dict(payload["optimizer"])
     gen.set_state(payload["generator"])
     return _State(**payload["state"])
-
-
-def config_for(settings_device: str, *, seconds: float | None, seed: int = 0, steps: int = 0) -> SSLConfig:
-    """The SSLConfig a project runs: its device and seed, a time cap or a fixed step count."""
-    return replace(SSLConfig(), device=settings_device, seed=seed, steps=steps,
-                   max_seconds=None if steps else seconds)
