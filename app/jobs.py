@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 import storage
-from engine.initial import candidate_ids
+from engine.initial import candidate_ids, run_initial_round
 
 ACTIVE = ("queued", "running")
 TARGET_DIR = "target"      # engine.target saves under models_dir / "target"
@@ -19,6 +19,7 @@ TARGET_DIR = "target"      # engine.target saves under models_dir / "target"
 # is: between these shares of the batch done, as soon as the annotator's pace says the open items
 # take as long as a round; the open items count as taken, their labels join the round after.
 MIN_EARLY_FRACTION = 0.5
+FIRST_ROUND = -1           # the `after_round` of the job that makes round 0
 EARLY_FRACTION = 0.8
 
 
@@ -27,7 +28,10 @@ class RoundState:
     """Where the project is between batches.
 
     kind: labeling (batch has open items) | running (a round job is queued or
-    running) | failed (the latest round job failed or was cancelled) |
+    running) | first (no round yet; the job choosing the first batch is queued
+    or running, behind the backbone job when the representation is being
+    learned) | failed (the latest round job failed or was cancelled; `round` is
+    None when it was the first) |
     waiting (batch done, auto_next_round off) | spent (budget used up) |
     exhausted (batch done, and every usable image is labeled, skipped, queued
     or in the validation set) | none (no round yet). Spent and exhausted come
@@ -49,9 +53,14 @@ def round_state(project: storage.Project) -> RoundState:
     """Read where the project stands; enqueues nothing. While items are open the user is
     labeling, even when the next round is already being made early (its job is then attached)."""
     current = storage.current_round(project)
-    if current is None:
-        return RoundState("none", None)
     active = storage.active_jobs(project, "round")
+    if current is None:
+        latest = storage.latest_job(project, "round")
+        if active:
+            return RoundState("first", None, active[0])
+        if latest is not None and latest.state in ("failed", "cancelled"):
+            return RoundState("failed", None, latest)
+        return RoundState("none", None)
     if storage.open_rounds(project):
         return RoundState("labeling", current, active[0] if active else None)
     if active:
@@ -84,12 +93,31 @@ def advance(project: storage.Project, *, force: bool = False) -> RoundState:
         state = RoundState("labeling", state.round, job)
     early_failed = state.kind == "failed" and bool((state.job.params or {}).get("early"))
     wants = state.kind == "waiting" or (state.kind == "failed" and (force or early_failed))
+    if state.kind == "failed" and state.round is None:
+        return start_first_round(project) if force else state
     if wants and (force or auto):
         job, _ = storage.enqueue_unless_active(project, "round", {"after_round": state.round.index})
         state = RoundState("running", state.round, job)
     if state.job is not None:
         start_worker(project)
     return state
+
+
+def start_first_round(project: storage.Project) -> RoundState:
+    """Queue the job that chooses the first batch on the backbone's embeddings (typiclust, probcover),
+    behind a backbone job already queued; `after_round` -1 makes it a no-op once any round exists
+    (a random batch made meanwhile with `random_first_round`)."""
+    job, _ = storage.enqueue_unless_active(project, "round", {"after_round": FIRST_ROUND})
+    start_worker(project)
+    return RoundState("first", None, job)
+
+
+def random_first_round(project: storage.Project, why: str) -> storage.Round:
+    """Make the seeded random first batch now, in the page, instead of waiting for the queued one
+    (its job is cancelled; were it already running it finds this round and makes nothing)."""
+    for job in storage.active_jobs(project, "round"):
+        storage.cancel_job(project, job.id)
+    return run_initial_round(project, selector=f"random: {why}")
 
 
 def _start_early(project: storage.Project, current: storage.Round) -> bool:

@@ -8,6 +8,7 @@ import streamlit as st
 import storage
 from app import demo, jobs, labeler, labeling, project_forms, widgets
 from app.labeling import Entry
+from engine.initial import RoundError
 
 
 # ---------------------------------------------------------------- round panel
@@ -19,6 +20,11 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
                 "random batch (no training needed). A project whose creation was interrupted is finished here.")
         if st.button("Scan the images and make the first batch", type="primary", key="finish-setup"):
             project_forms.finish_setup(project)
+    elif rs.kind == "first":
+        first_batch_panel(project, rs.job)
+    elif rs.kind == "failed" and rs.round is None:
+        widgets.job_failed(rs.job, "Retry the first batch", lambda: jobs.advance(project, force=True))
+        random_instead_button(project, "the first batch's job failed")
     elif rs.kind == "running":
         st.info(f"Batch {rs.round.index} is done. The proxy is retraining and choosing the next batch; "
                 "this continues if you refresh or close the tab.")
@@ -37,6 +43,33 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
                    "left to choose from. Train the target model next, or add images to the folder and scan "
                    "it again on the Project page.")
         st.page_link("app/page_target.py", label="Go to the Target page", icon=":material/model_training:")
+
+
+def first_batch_panel(project: storage.Project, job: storage.Job) -> None:
+    """The first batch is chosen on the backbone's embeddings by the worker, behind the backbone job
+    when the representation is still being learned; a random batch now is always one click away."""
+    settings = storage.load_settings(project)
+    learning = storage.active_jobs(project, "backbone")
+    if learning:
+        st.info(f"The first batch will be chosen by {settings.initial_strategy} on the representation of your "
+                f"images, which is still being learned (about {settings.ssl_minutes:g} minutes; progress on the "
+                "Project page). This continues if you refresh or close the tab.")
+        widgets.live_job(str(project.root), learning[0].id)
+    else:
+        st.info("Choosing the first batch on the representation of your images; this continues if you "
+                "refresh or close the tab.")
+        widgets.live_job(str(project.root), job.id)
+    random_instead_button(project, "chosen by the user before the representation was ready")
+
+
+def random_instead_button(project: storage.Project, why: str) -> None:
+    if st.button("Label a random first batch instead", key="random-first",
+                 help="A seeded random batch now; the representation keeps learning and later rounds use it."):
+        try:
+            jobs.random_first_round(project, why)
+        except (RoundError, storage.StorageError) as exc:
+            st.warning(widgets.md(exc))
+        st.rerun()
 
 
 # ---------------------------------------------------------------- worklists
@@ -114,7 +147,7 @@ def main() -> None:
     if error:
         st.error(widgets.md(error))
     rs = jobs.round_state(project)
-    if rs.kind in ("labeling", "running"):
+    if rs.kind in ("labeling", "running", "first"):
         # Warm while the user labels, so the round the batch's last label queues does not wait for
         # torch to import; a worker that died is restarted and its job claimed again when stale.
         jobs.start_worker(project)

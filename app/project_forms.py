@@ -232,12 +232,13 @@ def _create_or_resume(image_root: str, folder: str, classes: tuple[str, ...],
 
 def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None) -> bool:
     """Scan the image folder (only files not seen yet), fit the settings to the images found and
-    make the first random batch; True when the project is ready to label.
+    make the first random batch, or queue the job that chooses it on the backbone's embeddings
+    (the project's initial strategy); True when the project is ready to label or waits for that job.
 
     typed: the settings the user typed when creating (kept; the others are fitted). None (resuming,
     or a project opened half made): the settings are kept when they fit the images, else fitted.
     """
-    from engine.initial import RoundError, run_initial_round
+    from engine.initial import RoundError, initial_strategy, run_initial_round
 
     run_ingest(project)
     usable = storage.item_counts(project)["ok"]
@@ -247,16 +248,33 @@ def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None)
         return False
     if not _fit_settings(project, usable, typed):
         return False
+    start_representation(project)
     if storage.current_round(project) is None:
+        strategy, why = initial_strategy(storage.load_settings(project), usable)
+        if strategy != "random":
+            _queue_first_round(project, strategy)
+            return True
         try:
-            run_initial_round(project)
-        except RoundError as exc:
+            run_initial_round(project, selector=why)
+        except (RoundError, storage.StorageError) as exc:
             st.warning(widgets.md(exc))
             return False
     st.success("The first batch is ready.")
-    start_representation(project)
     st.page_link("app/page_label.py", label="Start labeling", icon=":material/label:")
     return True
+
+
+def _queue_first_round(project: storage.Project, strategy: str) -> None:
+    """The first batch by typiclust / probcover needs the backbone's embeddings: the worker makes it."""
+    from app import jobs
+
+    storage.reserve_validation(project)     # so the validation images can be labeled while waiting
+    jobs.start_first_round(project)
+    waits = bool(storage.active_jobs(project, "backbone"))
+    st.success(f"The first batch is being chosen by {strategy} on the representation of your images"
+               + (" once it is learned" if waits else "") + ": the Label page shows it when it is ready"
+               + (", or lets you label a random batch meanwhile." if waits else "."))
+    st.page_link("app/page_label.py", label="Go to the Label page", icon=":material/label:")
 
 
 def start_representation(project: storage.Project) -> None:

@@ -79,13 +79,15 @@ def probe(backbone: Backbone, xtr, ytr, xte, yte, classes: int, seed: int = 0) -
 def run_ssl(args) -> dict:
     classes, xtr, ytr, xte, yte = load_data(args.data, args.image_size)
     normalization = channel_stats(xtr)
-    config = SSLConfig(max_seconds=args.seconds, seed=args.seed, device=args.device)
+    config = SSLConfig(steps=args.steps, max_seconds=None if args.steps else args.seconds,
+                       seed=args.seed, device=args.device)
     size = ssl_input_size(xtr.shape[-1])
     snapshots: dict[int, dict] = {}
 
     def on_progress(p) -> None:
         for mark in args.snapshots:
-            if mark not in snapshots and p.seconds >= mark:
+            reached = p.step >= mark if args.steps else p.seconds >= mark
+            if mark not in snapshots and reached:
                 snapshots[mark] = {"step": p.step, "seconds": p.seconds, "state": copy.deepcopy(p.model.state_dict())}
 
     result = pretrain(xtr, normalization, config, on_progress=on_progress)
@@ -196,6 +198,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     ssl = sub.add_parser("ssl")
     ssl.add_argument("--seconds", type=float, default=900)
+    ssl.add_argument("--steps", type=int, default=0,
+                     help="a fixed step count instead of --seconds (then --snapshots are steps)")
     ssl.add_argument("--snapshots", type=float, nargs="*", default=[300, 600])
     al = sub.add_parser("al")
     al.add_argument("--backbone", type=Path, required=True)

@@ -24,7 +24,8 @@ from torch import nn
 
 import storage
 from engine.config import stage_config, use_tta
-from engine.initial import RoundError, candidate_ids, run_initial_round, taken_ids  # noqa: F401  (re-exported)
+from engine.initial import (RoundError, candidate_ids, initial_strategy, run_initial_round,  # noqa: F401  (re-exported)
+                            taken_ids)
 from engine.embeddings import Backbone, BackboneError
 from engine.frozen import HEADS, Features, HeadConfig, pool_scores as frozen_pool_scores, train_head
 from engine.frozen import accuracy as frozen_accuracy
@@ -269,26 +270,9 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     return storage.create_round(
         project, strategy=name, selector=f"{name} on {backbone.name} embeddings",
         item_ids=pool.item_ids[picks].tolist(), scores=[float(v) for v in item_scores],
-        n_labeled=len(storage.training_labels(project)), select_s=time.perf_counter() - started)
+        n_labeled=len(storage.training_labels(project)), select_s=time.perf_counter() - started, index=0)
 
 
-# `auto` picks typical images only while the first batch is a small share of the pool, the low-budget
-# regime TypiClust is for: at 0.5 % (CIFAR-10) and 7.7 % (digits) it beat random by 5.0 and 2.1 points,
-# at 41 % (245 photos) it lost 6.7 (docs/representation.md)
-TYPICAL_SHARE = 0.10
-
-
-def initial_strategy(settings: storage.Settings, pool_size: int) -> tuple[str, str]:
-    """(round 0's strategy, the selector recorded): the setting; `auto` = typiclust with a backbone and a
-    first batch of at most TYPICAL_SHARE of the `pool_size` usable images, else random."""
-    name = getattr(settings, "initial_strategy", "auto")
-    if name != "auto":
-        return name, name
-    if (settings.backbone or "none") == "none":
-        return "random", "random"
-    if settings.initial_size > TYPICAL_SHARE * pool_size:
-        return "random", f"random: a first batch above {TYPICAL_SHARE:.0%} of the pool gains nothing from typical picks"
-    return "typiclust", "typiclust"
 
 
 

@@ -53,6 +53,7 @@ def create_round(
     proxy_val_acc: float | None = None,
     guesses: Sequence[int] | None = None,
     confidences: Sequence[float] | None = None,
+    index: int | None = None,
 ) -> Round:
     """Create the next round with its queue, in one transaction.
 
@@ -61,7 +62,8 @@ def create_round(
     selector's prediction for it, shown to the annotator (None: no guesses).
     Raises StorageError, writing nothing, if lengths differ,
     an id repeats, an item is unusable, reserved for validation or already
-    queued, or the batch exceeds the budget left.
+    queued, the batch exceeds the budget left, or `index` is given and is
+    not the next round's (round 0 made by two processes at once).
     """
     item_ids = [int(i) for i in item_ids]
     scores = [_score(s) for s in scores]
@@ -75,7 +77,10 @@ def create_round(
         left = _budget_left(db)
         if len(item_ids) > left:
             raise StorageError(f"the round has {len(item_ids)} items but only {left} are left in the budget")
-        index = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds").fetchone()[0]
+        next_index = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds").fetchone()[0]
+        if index is not None and index != next_index:
+            raise StorageError(f"round {index} was already made (by another tab or the worker); reload the page")
+        index = next_index
         cursor = db.execute(
             "INSERT INTO rounds (idx, strategy, selector, created_at, train_s, score_s, select_s, "
             "proxy_val_acc, n_labeled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -5,9 +5,10 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 import storage
-from app import pool_map
+from app import jobs, pool_map
 from engine.backbone_files import SSL_META
 
 
@@ -80,3 +81,114 @@ def test_pca_puts_the_widest_direction_first():
     rows = np.c_[rng.normal(0, 10, 500), rng.normal(0, 1, 500), rng.normal(0, 0.1, 500)]
     xy = pool_map.pca_2d(rows)
     assert xy[:, 0].std() > 5 * xy[:, 1].std()
+
+
+# ---------------------------------------------------------------- the first batch on the backbone
+
+def _half_made(tmp_path, dataset, **overrides) -> storage.Project:
+    """Created and not yet scanned, as a tab closed during Create leaves it (the Label page finishes it)."""
+    from tests.app.conftest import tiny_settings
+
+    return storage.create_project(tmp_path / "p", tiny_settings(dataset[0], initial_strategy="typiclust",
+                                                                proxy="auto", **overrides))
+
+
+def _finish_from_label_page(project: storage.Project, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+    from tests.app.conftest import MAIN
+
+    monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    at.button(key="finish-setup").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_a_backbone_first_batch_is_chosen_by_the_worker_while_the_validation_set_can_be_labeled(
+        tmp_path, dataset, monkeypatch):
+    from engine.worker import run_worker
+    from tests.engine.conftest import write_ssl_backbone
+
+    project = _half_made(tmp_path, dataset, backbone=str(write_ssl_backbone(tmp_path / "exported")))
+    at = _finish_from_label_page(project, monkeypatch)
+    assert storage.current_round(project) is None                   # the server made no random batch
+    job = storage.latest_job(project, "round")
+    assert job.state == "queued" and job.params == {"after_round": -1}
+    at.run()
+    assert any("Choosing the first batch" in i.value for i in at.info)
+    assert any("Meanwhile: validation images" in c.value for c in at.caption)   # reserved: labelable now
+    run_worker(project.root, once=True)
+    first = storage.current_round(project)
+    assert first.index == 0 and first.strategy == "typiclust" and first.selector == "typiclust on ssl embeddings"
+    assert not set(storage.round_items(project, first.id)) & set(storage.validation_ids(project))
+    at.run()
+    assert not at.exception and not any("Choosing the first batch" in i.value for i in at.info)
+
+
+def test_a_random_first_batch_is_one_click_away_and_the_queued_job_then_makes_nothing(
+        tmp_path, dataset, monkeypatch):
+    from engine.worker import run_worker
+    from tests.engine.conftest import write_ssl_backbone
+
+    project = _half_made(tmp_path, dataset, backbone=str(write_ssl_backbone(tmp_path / "exported")))
+    at = _finish_from_label_page(project, monkeypatch)
+    at.run()
+    at.button(key="random-first").click().run()
+    assert not at.exception
+    first = storage.current_round(project)
+    assert first.strategy == "random" and "before the representation was ready" in first.selector
+    assert storage.latest_job(project, "round").state == "cancelled"
+    run_worker(project.root, once=True)
+    assert storage.current_round(project).id == first.id                # still one round
+
+
+def test_with_the_ssl_backbone_the_first_batch_waits_behind_the_representation(tmp_path, dataset, monkeypatch):
+    """Queued after the backbone job; if that is stopped, the first batch is random and says why."""
+    from engine.worker import run_worker
+
+    project = _half_made(tmp_path, dataset, backbone="ssl")
+    at = _finish_from_label_page(project, monkeypatch)
+    backbone, first_job = storage.latest_job(project, "backbone"), storage.latest_job(project, "round")
+    assert backbone.state == first_job.state == "queued" and backbone.id < first_job.id     # the worker's order
+    at.run()
+    assert any("still being learned" in i.value for i in at.info)
+    assert at.button(key="random-first")
+    storage.cancel_job(project, backbone.id)                            # the user stops the representation
+    run_worker(project.root, once=True)
+    first = storage.current_round(project)
+    assert first.strategy == "random" and "self-supervised backbone has not finished" in first.selector
+
+
+def test_a_failed_first_batch_job_offers_retry_and_a_random_batch(tmp_path, dataset, monkeypatch):
+    import engine.round
+    from engine.worker import run_worker
+    from tests.engine.conftest import write_ssl_backbone
+
+    def broken(project, on_progress=None):
+        raise OSError("No space left on device")
+
+    project = _half_made(tmp_path, dataset, backbone=str(write_ssl_backbone(tmp_path / "exported")))
+    at = _finish_from_label_page(project, monkeypatch)
+    monkeypatch.setattr(engine.round, "run_first_round", broken)
+    run_worker(project.root, once=True)
+    rs = jobs.round_state(project)
+    assert rs.kind == "failed" and rs.round is None
+    at.run()
+    assert any("No space left on device" in e.value for e in at.error)
+    assert at.button(key="random-first")
+    at.button(key=f"retry-{rs.job.id}").click().run()
+    assert jobs.round_state(project).kind == "first"                   # queued again
+    monkeypatch.undo()
+    run_worker(project.root, once=True)
+    assert storage.current_round(project).strategy == "typiclust"
+
+
+def test_round_zero_is_made_once_when_two_processes_make_it_at_once(project):
+    from engine.initial import run_initial_round
+
+    with pytest.raises(storage.StorageError, match="round 0 was already made"):
+        storage.create_round(project, strategy="random", selector="random", item_ids=[], scores=[], n_labeled=0, index=0)
+    with pytest.raises(Exception, match="already made"):
+        run_initial_round(project)

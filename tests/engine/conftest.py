@@ -113,3 +113,17 @@ def labeled_project(tiny_project: storage.Project) -> storage.Project:
     run_initial_round(tiny_project)
     label_queue(tiny_project)
     return tiny_project
+
+
+def write_ssl_backbone(folder: Path) -> Path:
+    """An untrained tiny SSL backbone exported as a project saves it (weights + meta); its weights path."""
+    import dataclasses
+
+    from engine.embeddings import save_ssl_backbone
+    from engine.models import model_from_config
+    from engine.ssl import SSLConfig, backbone_config
+
+    config = backbone_config(dataclasses.replace(SSLConfig(), depth=8, width=8), 8)
+    save_ssl_backbone(folder, model_from_config(config, seed=0),
+                      {"model_config": dataclasses.asdict(config), "normalization": [[0.5] * 3, [0.25] * 3]})
+    return folder / "backbone_ssl.safetensors"

@@ -27,7 +27,7 @@ from engine.round import RoundError, run_first_round, run_round
 from engine.simulate import SimulateConfig, check_config
 from engine.ssl import SSLConfig, backbone_config, pretrain
 from engine.train import Cancelled
-from tests.engine.conftest import label_queue, make_tiny_project
+from tests.engine.conftest import label_queue, make_tiny_project, write_ssl_backbone
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_SSL = dataclasses.replace(SSLConfig(), depth=8, width=8, batch_size=32, max_seconds=None,
@@ -231,24 +231,17 @@ def test_a_frozen_head_refuses_labels_outside_the_classes():
 
 # ---------------------------------------------------------------- rounds with a backbone
 
-def _ssl_file(tmp_path: Path) -> Path:
-    folder = tmp_path / "exported"
-    config = backbone_config(TINY_SSL, 8)
-    save_ssl_backbone(folder, model_from_config(config, seed=0),
-                      {"model_config": dataclasses.asdict(config), "normalization": [[0.5] * 3, [0.25] * 3]})
-    return folder / "backbone_ssl.safetensors"
-
-
 @pytest.mark.parametrize("initial_size, expected", [(3, "typiclust"), (4, "random")])
 def test_auto_picks_typical_images_only_for_a_first_batch_small_against_the_pool(tmp_path, initial_size, expected):
-    project = make_tiny_project(tmp_path, backbone=str(_ssl_file(tmp_path)), initial_size=initial_size)
+    backbone = write_ssl_backbone(tmp_path / "exported")
+    project = make_tiny_project(tmp_path, backbone=str(backbone), initial_size=initial_size)
     first = run_first_round(project)                # 30 images: 3 is 10 % of them, 4 is more
     assert first.strategy == expected
     assert expected == "typiclust" or "gains nothing from typical picks" in first.selector
 
 
 def test_a_project_with_a_backbone_starts_with_typiclust_then_a_linear_proxy(tmp_path):
-    project = make_tiny_project(tmp_path, backbone=str(_ssl_file(tmp_path)), proxy="auto",
+    project = make_tiny_project(tmp_path, backbone=str(write_ssl_backbone(tmp_path / "exported")), proxy="auto",
                                 initial_strategy="typiclust")
     first = run_first_round(project)
     assert first.strategy == "typiclust" and first.selector == "typiclust on ssl embeddings"
@@ -261,7 +254,7 @@ def test_a_project_with_a_backbone_starts_with_typiclust_then_a_linear_proxy(tmp
 
 
 def test_kcenter_with_a_pixel_proxy_measures_distances_on_the_backbone(tmp_path):
-    project = make_tiny_project(tmp_path, backbone=str(_ssl_file(tmp_path)), strategy="kcenter",
+    project = make_tiny_project(tmp_path, backbone=str(write_ssl_backbone(tmp_path / "exported")), strategy="kcenter",
                                 initial_strategy="random")
     first = run_first_round(project)
     assert first.strategy == "random"
