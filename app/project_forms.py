@@ -13,6 +13,7 @@ import streamlit as st
 
 import storage
 from app import demo, state, widgets
+from engine.backbone_files import BACKBONE_TARGET, FROZEN_PROXIES
 
 PROJECTS_DIR = demo.REPO_ROOT / "projects"
 FIT = "fit to the folder"     # placeholder of the settings left to `storage.fit_to_pool`
@@ -30,7 +31,8 @@ HELP = {
     "proxy": "The small, fast model retrained every round to choose the next batch. "
              "auto: with a backbone, linear (a head on its features); else proxy_tiny on a CPU, resnet20 on a GPU. "
              "linear and mlp need a backbone.",
-    "target": "The larger model trained once on all labels at the end. auto: resnet20 on a CPU, resnet18 on a GPU.",
+    "target": "The larger model trained once on all labels at the end. auto: resnet20 on a CPU, resnet18 on a GPU. "
+              "backbone: fine-tune the project's backbone (ssl or a weights file) with a new classifier.",
     "device": "auto uses a GPU when there is one, else the CPU.",
     "proxy_training": "How long the proxy trains each round. fast: at most ~10 s on a CPU; balanced: ~20 s; "
                       "thorough: up to 90 s. Small label sets always get a few hundred steps.",
@@ -50,7 +52,6 @@ HELP = {
                    "better features; the Project page shows how well it separates your labels.",
 }
 INITIAL_STRATEGIES = list(storage.INITIAL_STRATEGIES)
-FROZEN_PROXIES = ["linear", "mlp"]    # heads on the backbone's embeddings (engine.frozen)
 
 
 def engine_choices() -> tuple[list[str], list[str]]:
@@ -70,6 +71,7 @@ def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) 
     """The settings widgets (inside a form); returns the values entered. fit: budget, first batch
     and validation size start empty (None), to be fitted to the images found."""
     strategies, models = engine_choices()
+    proxies, targets = models + list(FROZEN_PROXIES), models + [BACKBONE_TARGET]
     a, b = st.columns(2)
 
     def fitted(name: str):
@@ -87,9 +89,9 @@ def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) 
                                 help=HELP["strategy"], key=f"{prefix}strategy"),
         "device": b.selectbox("Device", DEVICES, _index(DEVICES, settings.device), help=HELP["device"],
                               key=f"{prefix}device"),
-        "proxy": a.selectbox("Proxy model", models + FROZEN_PROXIES, _index(models + FROZEN_PROXIES, settings.proxy),
-                             help=HELP["proxy"], key=f"{prefix}proxy"),
-        "target": b.selectbox("Target model", models, _index(models, settings.target), help=HELP["target"],
+        "proxy": a.selectbox("Proxy model", proxies, _index(proxies, settings.proxy), help=HELP["proxy"],
+                             key=f"{prefix}proxy"),
+        "target": b.selectbox("Target model", targets, _index(targets, settings.target), help=HELP["target"],
                               key=f"{prefix}target"),
         "proxy_training": a.selectbox("Proxy training", TRAINING_LEVELS,
                                       _index(TRAINING_LEVELS, settings.proxy_training),
@@ -190,10 +192,11 @@ def create_project(image_root: str, folder: str, classes: tuple[str, ...], value
     typed = tuple(name for name in storage.FITTED if values.get(name) is not None)
     defaults = storage.Settings(image_root="", classes=())
     values = {name: (getattr(defaults, name) if value is None else value) for name, value in values.items()}
-    from engine.backbone_files import BackboneError, check_backbone_setting
+    from engine.backbone_files import BackboneError, check_backbone_setting, check_backbone_users
 
     try:
         check_backbone_setting(values.get("backbone", "none"))
+        check_backbone_users(values.get("backbone", "none"), values.get("proxy", "auto"), values.get("target", "auto"))
         project, resumed = _create_or_resume(image_root, folder, classes, values)
     except (storage.StorageError, BackboneError) as exc:
         st.error(f"Not created: {widgets.md(exc)}")

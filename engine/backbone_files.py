@@ -11,6 +11,8 @@ from pathlib import Path
 
 NONE, SSL = "none", "ssl"
 TORCH_ARCHS = ("resnet18", "resnet34", "resnet50")
+FROZEN_PROXIES = ("linear", "mlp")     # proxies that are heads on the backbone's embeddings (engine.frozen)
+BACKBONE_TARGET = "backbone"           # the target model that fine-tunes the backbone (engine.target)
 
 SSL_WEIGHTS = "backbone_ssl.safetensors"
 SSL_META = "backbone_ssl.json"           # written last: its presence means the backbone is ready
@@ -41,6 +43,18 @@ def check_backbone_setting(value: str) -> str:
         return value
     weights_path(value)
     return value
+
+
+def check_backbone_users(backbone: str, proxy: str, target: str) -> None:
+    """BackboneError when the proxy or the target is built on a backbone and the project has none."""
+    if (backbone or NONE).strip() != NONE:
+        return
+    if proxy in FROZEN_PROXIES:
+        raise BackboneError(f"the {proxy} proxy is a head on a backbone's features; set backbone to ssl or a "
+                            "weights file, or choose a proxy that trains on pixels (auto)")
+    if target == BACKBONE_TARGET:
+        raise BackboneError("the target 'backbone' fine-tunes the project's backbone; set backbone to ssl or a "
+                            "weights file, or choose a target trained from scratch (auto)")
 
 
 def weights_path(value: str) -> Path:

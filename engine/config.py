@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from engine.backbone_files import BACKBONE_TARGET
 from engine.device import best_device
 from engine.frozen import HEADS
 from engine.models import MODELS
@@ -101,8 +102,9 @@ def resolve_model_name(name: str, stage: str, device: str = AUTO, backbone: str 
 
 
 def check_model_name(name: str, stage: str = "proxy") -> None:
-    """ValueError with the known names unless `name` is `auto`, a registered model, or (proxy) a frozen head."""
-    allowed = set(MODELS) | (set(HEADS) if stage == "proxy" else set())
+    """ValueError with the known names unless `name` is `auto`, a registered model, (proxy) a frozen head
+    or (target) BACKBONE_TARGET."""
+    allowed = set(MODELS) | (set(HEADS) if stage == "proxy" else {BACKBONE_TARGET})
     if name != AUTO and name not in allowed:
         raise ValueError(f"unknown model {name!r}; choose auto or one of {', '.join(sorted(allowed))}")
 

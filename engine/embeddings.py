@@ -17,6 +17,7 @@ old rows. Items added later are embedded alone and appended.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -181,6 +182,33 @@ def embed_images(backbone: Backbone, images: np.ndarray, device: str = "auto",
         out[start:start + len(batch)] = model.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu()
         if on_progress is not None:
             on_progress(min(1.0, (start + len(batch)) / len(images)))
+    return out
+
+
+def backbone_classifier(backbone: Backbone, num_classes: int, *, seed: int | None = None) -> nn.Module:
+    """The backbone's architecture and weights with a fresh `num_classes` classifier, to fine-tune as a
+    target; it takes the backbone's input size and normalization (`resize_images`)."""
+    config = dataclasses.replace(backbone.model.config, num_classes=num_classes, image_size=backbone.input_size)
+    model = model_from_config(config, seed=seed)
+    trunk = {k: v for k, v in backbone.model.state_dict().items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(trunk, strict=False)
+    if unexpected or any(not k.startswith("fc.") for k in missing):
+        raise BackboneError(f"the {backbone.name} backbone does not fit {config.name}: "
+                            f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [N, 3, size, size] of uint8 `images` [N, 3, S, S] (bilinear, antialiased when shrinking)."""
+    images = np.asarray(images)
+    if images.shape[-1] == size:
+        return images
+    out = np.empty((len(images), 3, size, size), np.uint8)
+    for start in range(0, len(images), EMBED_BATCH):
+        batch = torch.from_numpy(np.array(images[start:start + EMBED_BATCH], dtype=np.float32))
+        resized = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=batch.shape[-1] > size,
+                                align_corners=False)
+        out[start:start + len(batch)] = resized.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 
 

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.backbone_files import FROZEN_PROXIES
 from engine.score import PoolScores
 
-HEADS = ("linear", "mlp")
+HEADS = FROZEN_PROXIES
 HIDDEN = 512
 
 

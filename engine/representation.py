@@ -117,8 +117,9 @@ def labels_knn_accuracy(project: storage.Project, pool: ProjectPool, embeddings:
     return float((predicted == truth).mean())
 
 
-def require_backbone(project: storage.Project, settings: storage.Settings, image_size: int) -> Backbone:
-    """The project's backbone, or RoundError saying why there is none to use."""
+def require_backbone(project: storage.Project, settings: storage.Settings, image_size: int,
+                     instead: str = "a proxy that trains on pixels") -> Backbone:
+    """The project's backbone, or RoundError saying why there is none to use (and to choose `instead`)."""
     try:
         backbone = load_backbone(project, settings, image_size)
     except BackboneError as exc:
@@ -127,5 +128,5 @@ def require_backbone(project: storage.Project, settings: storage.Settings, image
         return backbone
     if settings.backbone == SSL:
         raise RoundError("the self-supervised backbone has not finished training; wait for it "
-                         "(Project page) or choose a proxy that trains on pixels")
-    raise RoundError("a frozen-feature proxy (linear, mlp) needs a backbone; set backbone to ssl or a weights file")
+                         f"(Project page) or choose {instead}")
+    raise RoundError(f"the project has no backbone; set backbone to ssl or a weights file, or choose {instead}")

@@ -251,7 +251,7 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
     storage.reserve_validation(project)
     try:
-        backbone = require_backbone(project, settings, pool.image_size)
+        backbone = require_backbone(project, settings, pool.image_size, instead="a random first batch")
     except RoundError as exc:
         return run_initial_round(project, selector=f"random: {exc}")
     candidates = candidate_ids(project)

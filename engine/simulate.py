@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 import storage
-from engine.config import TRAINING_LEVELS, check_model_name
-from engine.frozen import HEADS
+from engine.config import BACKBONE_TARGET, TRAINING_LEVELS, check_model_name
+from engine.backbone_files import check_backbone_setting, check_backbone_users
 from engine.pool_cache import decode_image, pick_image_size
-from engine.embeddings import check_backbone_setting, embed_images
+from engine.embeddings import embed_images
 from engine.frozen import accuracy_on
 from engine.representation import train_ssl_backbone
 from engine.round import RoundOutcome, run_first_round, select_next_batch
@@ -141,10 +141,11 @@ def check_config(config: SimulateConfig) -> None:
     check_backbone_setting(config.backbone)
     if config.initial_strategy not in storage.INITIAL_STRATEGIES:
         raise ValueError(f"--initial-strategy must be one of {', '.join(storage.INITIAL_STRATEGIES)}")
-    if config.proxy in HEADS and config.backbone == "none":
-        raise ValueError(f"--proxy {config.proxy} trains on a backbone's embeddings; give --backbone ssl or a file")
+    check_backbone_users(config.backbone, config.proxy, config.target)
     if config.selector not in ("proxy", "target"):
         raise ValueError(f"selector must be proxy or target, got {config.selector!r}")
+    if config.target == BACKBONE_TARGET and config.selector == "target":
+        raise ValueError("--selector target selects with a target trained on pixels; it cannot be --target backbone")
     for name in ("initial", "round_size", "budget"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
@@ -219,7 +220,7 @@ def load_test_set(test_root: Path, classes: list[str], image_size: int) -> tuple
 
 def _target_accuracy(project, test_images, test_labels, progress) -> tuple[float, float]:
     fit = fit_target(project, progress.update)
-    acc = evaluate(fit.model, test_images, test_labels, fit.pool.normalization, tta=True)
+    acc = evaluate(fit.model, fit.prepare(test_images), test_labels, fit.normalization, tta=True)
     return acc, fit.metrics["train_s"]
 
 

@@ -18,8 +18,11 @@ from torch import nn
 
 import storage
 from engine.checkpoint import save_checkpoint
-from engine.config import stage_config
+from engine.config import BACKBONE_TARGET, stage_config
+from engine.device import Normalization
+from engine.embeddings import backbone_classifier, resize_images
 from engine.models import build_model
+from engine.representation import require_backbone
 from engine.round import ProjectPool, RoundError, load_project_pool
 from engine.score import predict_logits
 from engine.train import Cancelled, Progress, StepsSeen, train
@@ -40,6 +43,12 @@ class TargetFit:
     pool: ProjectPool
     class_names: list[str]
     metrics: dict            # see validation_metrics, plus train_s, n_labels, model, steps, training
+    image_size: int          # what the model takes: the pool's size, or a fine-tuned backbone's input size
+    normalization: Normalization
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """The pool's uint8 images [N, 3, S, S] at the model's input size."""
+        return resize_images(images, self.image_size)
 
 
 def fit_target(project: storage.Project, on_progress: Callable[[float, str], None] | None = None,
@@ -62,26 +71,42 @@ def fit_target(project: storage.Project, on_progress: Callable[[float, str], Non
     if len(set(labels.values())) < 2:
         raise TargetError("the target needs labels in at least 2 classes; label more images first")
     ids = sorted(labels)
-    images = np.asarray(pool.images[pool.positions(ids)])
     targets = np.array([labels[i] for i in ids], dtype=np.int64)
 
     started = time.perf_counter()
-    model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
+    model, image_size, normalization = _initial_model(project, settings, stage.model_name, pool, stage.train.seed)
+    images = resize_images(pool.images[pool.positions(ids)], image_size)
 
     def on_train(p: Progress) -> None:
         report(0.05 + 0.9 * p.fraction, f"training the target: step {p.step}/{p.steps}, loss {p.loss:.3f}")
 
     steps = StepsSeen(on_train)
-    train(model, images, targets, stage.train, pool.normalization, on_progress=steps, should_stop=should_stop)
+    train(model, images, targets, stage.train, normalization, on_progress=steps, should_stop=should_stop)
     train_s = time.perf_counter() - started
     if should_stop is not None and should_stop():
         raise Cancelled("target training cancelled")
     report(0.95, "evaluating on the validation set")
-    metrics = validation_metrics(model, project, pool, len(settings.classes))
+    fit = TargetFit(model=model, pool=pool, class_names=list(settings.classes), metrics={},
+                    image_size=image_size, normalization=normalization)
+    fit.metrics = validation_metrics(fit, project, len(settings.classes))
     level = level or settings.target_training
-    metrics.update(train_s=train_s, n_labels=len(ids), model=stage.model_name, steps=steps.last,
-                   training=f"{stage.train.steps} steps" if stage.train.steps else level)
-    return TargetFit(model=model, pool=pool, class_names=list(settings.classes), metrics=metrics)
+    fit.metrics.update(train_s=train_s, n_labels=len(ids), model=stage.model_name, steps=steps.last,
+                       training=f"{stage.train.steps} steps" if stage.train.steps else level)
+    return fit
+
+
+def _initial_model(project: storage.Project, settings: storage.Settings, model_name: str, pool: ProjectPool,
+                   seed: int) -> tuple[nn.Module, int, Normalization]:
+    """(the model to train, its input size, its normalization): a registered model from scratch on
+    the pool's images, or (BACKBONE_TARGET) the project's backbone with a new classifier."""
+    classes = len(settings.classes)
+    if model_name != BACKBONE_TARGET:
+        return build_model(model_name, classes, pool.image_size, seed=seed), pool.image_size, pool.normalization
+    try:
+        backbone = require_backbone(project, settings, pool.image_size, instead="a target model trained from scratch")
+    except RoundError as exc:
+        raise TargetError(str(exc)) from exc
+    return backbone_classifier(backbone, classes, seed=seed), backbone.input_size, backbone.normalization
 
 
 def run_target(project: storage.Project, on_progress: Callable[[float, str], None] | None = None,
@@ -97,7 +122,7 @@ def run_target(project: storage.Project, on_progress: Callable[[float, str], Non
     fit = fit_target(project, on_progress, should_stop)
     path = save_checkpoint(
         fit.model, project.models_dir / CHECKPOINT_DIR, class_names=fit.class_names,
-        image_size=fit.pool.image_size, normalization=fit.pool.normalization,
+        image_size=fit.image_size, normalization=fit.normalization,
         metrics=fit.metrics, n_labels=fit.metrics["n_labels"],
     )
     path = Path(path)
@@ -107,7 +132,7 @@ def run_target(project: storage.Project, on_progress: Callable[[float, str], Non
     return {**fit.metrics, "checkpoint": str(path)}
 
 
-def validation_metrics(model: nn.Module, project: storage.Project, pool: ProjectPool, n_classes: int) -> dict:
+def validation_metrics(fit: TargetFit, project: storage.Project, n_classes: int) -> dict:
     """Accuracy, per-class accuracy and confusion matrix on the labeled validation items.
 
     confusion[i][j] counts items of class i predicted as j; per_class_accuracy[i]
@@ -118,8 +143,8 @@ def validation_metrics(model: nn.Module, project: storage.Project, pool: Project
     ids = sorted(labels)
     truth = np.array([labels[i] for i in ids], dtype=np.int64)
     if ids:
-        images = np.asarray(pool.images[pool.positions(ids)])
-        predicted = predict_logits(model, images, pool.normalization, tta=True).argmax(1)
+        images = fit.prepare(fit.pool.images[fit.pool.positions(ids)])
+        predicted = predict_logits(fit.model, images, fit.normalization, tta=True).argmax(1)
     else:
         predicted = np.empty(0, dtype=np.int64)
     return classification_metrics(truth, predicted, n_classes)

@@ -192,3 +192,11 @@ def test_round_zero_is_made_once_when_two_processes_make_it_at_once(project):
         storage.create_round(project, strategy="random", selector="random", item_ids=[], scores=[], n_labeled=0, index=0)
     with pytest.raises(Exception, match="already made"):
         run_initial_round(project)
+
+
+def test_settings_refuse_a_backbone_target_without_a_backbone(project, open_app):
+    at = open_app("app/page_project.py")
+    at.selectbox(key="s-target").select("backbone")
+    at.button[[b.label for b in at.button].index("Save settings")].click().run()
+    assert any("tunes the project's backbone" in e.value for e in at.error), [e.value for e in at.error]
+    assert storage.load_settings(project).target != "backbone"

@@ -18,7 +18,7 @@ import torchvision
 import engine.embeddings as embeddings_module
 import storage
 from engine.embeddings import (Backbone, BackboneError, check_backbone_setting, embed_images, load_backbone_file,
-                               pool_embeddings, save_ssl_backbone, weights_path)
+                               pool_embeddings, weights_path)
 from engine.frozen import Features, HeadConfig, accuracy, accuracy_on, knn_predict, train_head
 from engine.models import model_from_config
 from engine.pool_cache import channel_stats
@@ -289,8 +289,13 @@ def test_settings_and_simulate_check_the_new_options(tmp_path):
         storage.validate_settings(storage.Settings(image_root=str(tmp_path), classes=("a", "b"), ssl_minutes=0))
     for folder in ("train", "test"):
         (tmp_path / folder).mkdir()
-    with pytest.raises(ValueError, match="--proxy linear trains on a backbone"):
+    with pytest.raises(ValueError, match="linear proxy is a head on a backbone"):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", proxy="linear"))
+    with pytest.raises(ValueError, match="target 'backbone' fine-tunes the project's backbone"):
+        check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", target="backbone"))
+    with pytest.raises(ValueError, match="cannot be --target backbone"):
+        check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", backbone="ssl", target="backbone",
+                                    selector="target"))
     with pytest.raises(ValueError, match="not found"):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", backbone=str(tmp_path / "no.pth")))
 

@@ -106,3 +106,46 @@ def test_a_diverging_target_job_fails_readably(validated_project, diverging):
     assert failed.state == "failed" and failed.result is None
     assert failed.error.startswith("TrainingFailed: training diverged: the loss became nan at step")
     assert "Traceback" not in failed.error
+
+
+# ---------------------------------------------------------------- fine-tuning the backbone
+
+def test_the_backbone_classifier_keeps_the_trunk_and_gets_a_fresh_classifier(tmp_path):
+    import torch
+
+    from engine.embeddings import backbone_classifier
+    from engine.representation import load_ssl_backbone_file
+    from tests.engine.conftest import write_ssl_backbone
+
+    backbone = load_ssl_backbone_file(write_ssl_backbone(tmp_path / "exported"))
+    model = backbone_classifier(backbone, 5, seed=0)
+    assert model.config.num_classes == 5 and model.config.image_size == backbone.input_size
+    own, trained = model.state_dict(), backbone.model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in trained.items() if not k.startswith("fc."))
+    assert own["fc.weight"].shape == (5, backbone.dim)
+
+
+def test_the_target_fine_tunes_the_backbone_and_its_checkpoint_takes_the_backbone_input(tmp_path):
+    from tests.engine.conftest import write_ssl_backbone
+
+    weights = write_ssl_backbone(tmp_path / "exported")             # 8 px input; the pool is cached at 32 px
+    project = make_tiny_project(tmp_path, backbone=str(weights), target="backbone", validation_size=6)
+    run_initial_round(project)
+    label_queue(project)
+    label_by_folder(project, storage.validation_ids(project), annotator="user")
+    result = run_target(project)
+    assert result["model"] == "backbone" and result["n_labels"] == 6
+    assert result["accuracy"] >= 2 / 3          # three solid colours: learned, not one class
+    loaded = load_checkpoint(result["checkpoint"])
+    assert loaded.image_size == 8 and loaded.model.config.name == "ssl_backbone"
+    image_path = next((tmp_path / "images" / "red").iterdir())
+    with Image.open(image_path) as image:
+        assert loaded.predict([image.convert("RGB")])[0][0] == "red"
+
+
+def test_a_backbone_target_without_a_backbone_says_what_to_choose_instead(tmp_path):
+    project = make_tiny_project(tmp_path, backbone="ssl", target="backbone")
+    run_initial_round(project)
+    label_queue(project)
+    with pytest.raises(TargetError, match="has not finished training.*target model trained from scratch"):
+        run_target(project)
