@@ -18,8 +18,10 @@ a CPU-sized resolution.
 Training is counted in steps and saves its whole state (weights, optimizer,
 step, schedule length, seconds so far) atomically every `save_every_s`:
 `pretrain` called again with the same state path resumes where the last run
-stopped. A time cap fixes the step count once, after a few timed steps, so a
-resumed run keeps the same schedule.
+stopped. A time cap (training seconds, resumed runs included) refits the
+schedule's length at every report from the step times measured so far in
+this run, so a machine that gets busier shortens the run instead of
+overrunning the cap, and a resumed run fits what is left.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from engine.models import ModelConfig, model_from_config
 from engine.train import Cancelled, TrainingFailed, _as_tensor, _Stopper, use_bf16
 
 MAX_INPUT = 64            # SSL trains on crops resampled to at most this many pixels
-TIMED_STEPS = (3, 13)     # a time cap is fitted to the step times measured between these steps
+TIMED_FROM = 3            # a time cap times the steps from this many steps into a run (earlier ones pay warm-up)
 STATE_VERSION = 1
 
 
@@ -223,7 +225,7 @@ def pretrain(images: np.ndarray | torch.Tensor, normalization: Normalization, co
     head.train()
     started = time.perf_counter() - state.seconds
     last_save = time.perf_counter()
-    timed: float | None = None
+    timed: tuple[float, int] | None = None
     loss_sum, since = torch.zeros((), device=device), 0
     loss = float("nan")
     while state.step < state.total:
@@ -249,7 +251,7 @@ def pretrain(images: np.ndarray | torch.Tensor, normalization: Normalization, co
         since += 1
         state.step = step + 1
         if not state.fitted and config.max_seconds is not None:
-            timed = _fit_total(state, config, device, timed, started)
+            timed = _fit_total(state, config, device, timed, started, resumed_from)
         if state.step % config.report_every == 0 or state.step == state.total:
             loss = loss_sum.item() / since
             loss_sum.zero_()
@@ -287,27 +289,35 @@ def _set_lr(optimizer: torch.optim.Optimizer, config: SSLConfig, batch: int, ste
 @dataclass
 class _State:
     step: int
-    total: int            # schedule length in steps, fixed once fitted
+    total: int            # schedule length in steps; refitted to a time cap at every report
     seconds: float        # training seconds so far, across resumed runs
-    fitted: bool          # whether `total` is final
+    fitted: bool          # whether `total` is final (a fixed step count)
 
 
-def _fit_total(state: _State, config: SSLConfig, device: torch.device, timed: float | None,
-               started: float) -> float | None:
-    """Fix the schedule's length to what fits max_seconds, from the steps timed in TIMED_STEPS."""
-    first, last = TIMED_STEPS
-    if state.step == first:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter()
-    if state.step == last and timed is not None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        per_step = (time.perf_counter() - timed) / (last - first)
-        left = max(0.0, config.max_seconds - (time.perf_counter() - started))
-        state.total = max(last, min(config.max_steps, last + int(left / per_step)))
-        state.fitted = True
+def _fit_total(state: _State, config: SSLConfig, device: torch.device, timed: tuple[float, int] | None,
+               started: float, resumed_from: int) -> tuple[float, int] | None:
+    """Fit the schedule's length to the time left of max_seconds at every report, from the mean step time
+    since TIMED_FROM steps into this run (clock time, step): a machine that gets busier mid-run shortens
+    the schedule instead of overrunning the cap, as engine.train's time cap does."""
+    if timed is None:
+        if state.step - resumed_from < TIMED_FROM:
+            return None
+        _sync(device)
+        return time.perf_counter(), state.step
+    since, first = timed
+    if state.step % config.report_every or state.step <= first:
+        return timed
+    _sync(device)
+    now = time.perf_counter()
+    per_step = (now - since) / (state.step - first)
+    left = max(0.0, config.max_seconds - (now - started))
+    state.total = max(state.step, min(config.max_steps, state.step + int(left / max(per_step, 1e-9))))
     return timed
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _save_state(path: Path, config: SSLConfig, model: nn.Module, head: nn.Module,

@@ -56,6 +56,23 @@ def leave_one_out_knn(model, images, labels) -> float:
 
 # ---------------------------------------------------------------- SSL
 
+def test_ssl_time_cap_holds_when_the_machine_gets_busier_mid_run():
+    """Steps that become ten times slower after the first second (another job took the cores) shorten the
+    schedule at the next report instead of overrunning the cap, as a step count fixed early would."""
+    images, _ = stripes(64, size=8)
+    config = dataclasses.replace(TINY_SSL, batch_size=8, max_seconds=3.0, report_every=5)
+    slow = {"step_s": 0.0, "started": time.perf_counter()}
+
+    def busy(progress) -> None:
+        if time.perf_counter() - slow["started"] > 1.0:
+            slow["step_s"] = 0.02
+        time.sleep(slow["step_s"] * config.report_every)       # each of the last 5 steps took step_s longer
+
+    result = pretrain(images, channel_stats(images), config, on_progress=busy)
+    assert result.seconds <= 3.0 + 1.0         # about one report interval over (a step count fixed early: 7 s)
+    assert slow["step_s"] > 0 and result.steps < config.max_steps
+
+
 def test_ssl_learns_what_random_features_miss():
     images, labels = stripes(300)
     config = dataclasses.replace(TINY_SSL, steps=200)
