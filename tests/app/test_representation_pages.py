@@ -200,3 +200,15 @@ def test_settings_refuse_a_backbone_target_without_a_backbone(project, open_app)
     at.button[[b.label for b in at.button].index("Save settings")].click().run()
     assert any("tunes the project's backbone" in e.value for e in at.error), [e.value for e in at.error]
     assert storage.load_settings(project).target != "backbone"
+
+
+def test_a_round_queued_behind_the_representation_shows_its_progress(project, open_app):
+    _use_ssl(project)
+    made = storage.current_round(project)
+    for item_id, _ in storage.round_queue(project, made.id):
+        storage.set_label(project, item_id, storage.class_names(project)[0], annotator="t")
+    backbone = jobs.start_backbone(project)
+    jobs.advance(project)                                     # the batch is done: the round queues behind it
+    at = open_app()
+    assert any("once the representation of your images is learned" in i.value for i in at.info)
+    assert at.button(key=f"cancel-{backbone.id}")            # the backbone job's progress is what is shown
