@@ -71,7 +71,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, help="labels in all, initial batch included", **optional)
     parser.add_argument("--proxy", help="proxy model name (engine.models.MODELS), linear or mlp (a head on the "
                         "backbone's embeddings), or auto", **optional)
-    parser.add_argument("--target", help="target model name, or auto", **optional)
+    parser.add_argument("--target", help="target model name, auto, or backbone (fine-tune the backbone)", **optional)
     parser.add_argument("--selector", choices=("proxy", "target"),
                         help="model that selects each batch; target = the SVP baseline", **optional)
     parser.add_argument("--seed", type=int, **optional)
