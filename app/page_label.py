@@ -8,7 +8,7 @@ import streamlit as st
 import storage
 from app import demo, jobs, labeler, labeling, project_forms, widgets
 from app.labeling import Entry
-from engine.initial import RoundError
+from engine.initial import RoundError, initial_strategy
 
 
 # ---------------------------------------------------------------- round panel
@@ -53,15 +53,16 @@ def first_batch_panel(project: storage.Project, job: storage.Job) -> None:
     """The first batch is chosen on the backbone's embeddings by the worker, behind the backbone job
     when the representation is still being learned; a random batch now is always one click away."""
     settings = storage.load_settings(project)
+    strategy, _ = initial_strategy(settings, storage.item_counts(project)["ok"])
     learning = storage.active_jobs(project, "backbone")
     if learning:
-        st.info(f"The first batch will be chosen by {settings.initial_strategy} on the representation of your "
+        st.info(f"The first batch will be chosen by {strategy} on the representation of your "
                 f"images, which is still being learned (about {settings.ssl_minutes:g} minutes; progress on the "
                 "Project page). This continues if you refresh or close the tab.")
         widgets.live_job(str(project.root), learning[0].id)
     else:
-        st.info("Choosing the first batch on the representation of your images; this continues if you "
-                "refresh or close the tab.")
+        st.info(f"Choosing the first batch by {strategy} on the representation of your images; this continues "
+                "if you refresh or close the tab.")
         widgets.live_job(str(project.root), job.id)
     random_instead_button(project, "chosen by the user before the representation was ready")
 
