@@ -64,7 +64,7 @@ def model_name(settings: storage.Settings) -> str:
     from engine.config import resolve_model_name
 
     try:
-        resolved = resolve_model_name(settings.target, "target", settings.device)
+        resolved = resolve_model_name(settings.target, "target", settings.device, settings.backbone)
     except ValueError:        # an unknown name or an absent device: the job will say so
         return settings.target
     return f"{resolved} (auto)" if settings.target == "auto" else resolved

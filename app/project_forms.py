@@ -31,8 +31,9 @@ HELP = {
     "proxy": "The small, fast model retrained every round to choose the next batch. "
              "auto: with a backbone, linear (a head on its features); else proxy_tiny on a CPU, resnet20 on a GPU. "
              "linear and mlp need a backbone.",
-    "target": "The larger model trained once on all labels at the end. auto: resnet20 on a CPU, resnet18 on a GPU. "
-              "backbone: fine-tune the project's backbone (ssl or a weights file) with a new classifier.",
+    "target": "The larger model trained once on all labels at the end. backbone: the project's backbone (ssl or "
+              "a weights file) fine-tuned with a new classifier. auto: backbone when there is one, else resnet20 "
+              "on a CPU, resnet18 on a GPU.",
     "device": "auto uses a GPU when there is one, else the CPU.",
     "proxy_training": "How long the proxy trains each round. fast: at most ~10 s on a CPU; balanced: ~20 s; "
                       "thorough: up to 90 s. Small label sets always get a few hundred steps.",

@@ -10,6 +10,10 @@ a project stores it) so `al` and `simulate --backbone FILE` can reuse it.
 `round`: wall seconds of whole rounds through storage on the pool, the
 linear proxy against the pixel proxy in the same project.
 
+`target`: on the same random labels, the target trained from scratch (the
+`auto` model at --level), the backbone fine-tuned (target `backbone`), and
+the linear head on the frozen backbone; test accuracy and train seconds.
+
 `al`: active learning on a backbone's frozen embeddings with the linear
 proxy: the first 100 labels by random / typiclust / probcover, then rounds
 to 200, 500 and 1,000 labels by least confidence or at random; the test
@@ -147,6 +151,45 @@ def run_al(args) -> dict:
             "embed_s": round(embed_s, 1), "rows": rows}
 
 
+def run_target(args) -> dict:
+    """The target from scratch (the `auto` model, as the app trains it) against the backbone fine-tuned
+    (target `backbone`), and the linear head on the frozen backbone, on the same random labels."""
+    import storage
+    from engine.config import stage_config
+    from engine.embeddings import backbone_classifier, resize_images
+    from engine.models import build_model
+    from engine.train import evaluate, train
+
+    classes, xtr, ytr, xte, yte = load_data(args.data, args.image_size)
+    backbone = load_ssl_weights(args.backbone)
+    normalization = channel_stats(xtr)
+    settings = storage.Settings(image_root="", classes=tuple(classes), device=args.device, seed=args.seed,
+                                target_training=args.level)
+    features = Features(np.concatenate([embed_images(backbone, xtr), embed_images(backbone, xte)]))
+    test = np.arange(len(ytr), len(ytr) + len(yte))
+    rows = []
+    for n in (n for n in args.labels if n <= len(ytr)):
+        pos = np.random.default_rng(args.seed).choice(len(ytr), n, replace=False)
+        head = train_head(features, pos, ytr[pos], len(classes), HeadConfig(seed=args.seed))
+        rows.append({"labels": n, "model": "linear head (frozen)", "acc": accuracy(head, features, test, yte)})
+        for name in ("auto", "backbone"):
+            stage = stage_config(settings, "target", model_name=name)
+            if name == "backbone":
+                model = backbone_classifier(backbone, len(classes), seed=args.seed)
+                size, norm = backbone.input_size, backbone.normalization
+            else:
+                model = build_model(stage.model_name, len(classes), xtr.shape[-1], seed=args.seed)
+                size, norm = xtr.shape[-1], normalization
+            started = time.perf_counter()
+            train(model, resize_images(xtr[pos], size), ytr[pos], stage.train, norm)
+            rows.append({"labels": n, "model": stage.model_name, "acc": evaluate(model, resize_images(xte, size), yte,
+                                                                                 norm, tta=True),
+                         "train_s": round(time.perf_counter() - started, 1)})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return {"machine": machine_description(), "data": str(args.data), "backbone": str(args.backbone),
+            "level": args.level, "pool": len(ytr), "test": len(yte), "rows": rows}
+
+
 def run_round_timing(args) -> dict:
     """Wall seconds of whole rounds (storage reads, training, scoring, selection, the write) on the pool:
     the linear proxy on the backbone's cached embeddings against the pixel proxy, in the same project."""
@@ -208,14 +251,18 @@ def main() -> None:
     timing.add_argument("--backbone", type=Path, required=True)
     timing.add_argument("--labels", type=int, default=1000, help="labels before the timed rounds")
     timing.add_argument("--rounds", type=int, default=3, help="timed linear-proxy rounds (then one pixel-proxy round)")
-    for p in (ssl, al, timing):
+    target = sub.add_parser("target")
+    target.add_argument("--backbone", type=Path, required=True)
+    target.add_argument("--labels", type=int, nargs="*", default=[100, 1000])
+    target.add_argument("--level", default="balanced", help="the target's training level (fast, balanced, thorough)")
+    for p in (ssl, al, timing, target):
         p.add_argument("--data", type=Path, required=True)
         p.add_argument("--out", type=Path, default=Path("/tmp/rep"))
         p.add_argument("--image-size", type=int, default=0)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto")
     args = parser.parse_args()
-    result = {"ssl": run_ssl, "al": run_al, "round": run_round_timing}[args.what](args)
+    result = {"ssl": run_ssl, "al": run_al, "round": run_round_timing, "target": run_target}[args.what](args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.what}_{args.data.name}.json"
     (args.out / name).write_text(json.dumps(result, indent=2, default=str))

@@ -88,13 +88,14 @@ def stage_config(settings, stage: str, *, model_name: str | None = None, steps: 
 def resolve_model_name(name: str, stage: str, device: str = AUTO, backbone: str = "none") -> str:
     """`name`, or for `auto` the stage's model; ValueError if unknown.
 
-    The `auto` proxy of a project with a backbone is the linear head on its
-    embeddings (engine.frozen); otherwise `auto` is the stage's model for
-    the device `device` resolves to.
+    With a backbone, the `auto` proxy is the linear head on its embeddings
+    (engine.frozen) and the `auto` target is the backbone fine-tuned
+    (engine.target); otherwise `auto` is the stage's model for the device
+    `device` resolves to.
     """
     if name == AUTO:
-        if stage == "proxy" and (backbone or "none") != "none":
-            return "linear"
+        if (backbone or "none") != "none":     # measured: docs/representation.md, "the target"
+            return "linear" if stage == "proxy" else BACKBONE_TARGET
         kind = best_device(device).type
         return AUTO_MODELS[stage]["cuda" if kind == "cuda" else "cpu"]
     check_model_name(name, stage)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import storage
-from engine.config import BACKBONE_TARGET, TRAINING_LEVELS, check_model_name
+from engine.config import BACKBONE_TARGET, TRAINING_LEVELS, check_model_name, resolve_model_name
 from engine.backbone_files import check_backbone_setting, check_backbone_users
 from engine.pool_cache import decode_image, pick_image_size
 from engine.embeddings import embed_images
@@ -144,8 +144,10 @@ def check_config(config: SimulateConfig) -> None:
     check_backbone_users(config.backbone, config.proxy, config.target)
     if config.selector not in ("proxy", "target"):
         raise ValueError(f"selector must be proxy or target, got {config.selector!r}")
-    if config.target == BACKBONE_TARGET and config.selector == "target":
-        raise ValueError("--selector target selects with a target trained on pixels; it cannot be --target backbone")
+    if config.selector == "target" and resolve_model_name(config.target, "target", config.device,
+                                                          config.backbone) == BACKBONE_TARGET:
+        raise ValueError("--selector target selects with a target trained on pixels; with a backbone give "
+                         "--target a model name (the auto target is then the backbone fine-tuned)")
     for name in ("initial", "round_size", "budget"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")

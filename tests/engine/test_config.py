@@ -48,6 +48,12 @@ def test_auto_models_fit_the_device(monkeypatch):
     assert (resolve_model_name("auto", "proxy"), resolve_model_name("auto", "target")) == ("resnet20", "resnet18")
 
 
+def test_with_a_backbone_auto_is_the_linear_proxy_and_the_fine_tuned_target():
+    assert stage_config(settings(backbone="ssl"), "proxy").model_name == "linear"
+    assert stage_config(settings(backbone="ssl"), "target").model_name == "backbone"
+    assert stage_config(settings(backbone="ssl", target="resnet20"), "target").model_name == "resnet20"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(stage="middle"), "unknown stage"),
     (dict(stage="proxy", model_name="vgg"), "unknown model 'vgg'; choose auto or one of"),

@@ -113,7 +113,7 @@ def test_ssl_resumes_after_its_process_is_killed(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, env=env)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300       # torch's import alone takes a minute on a loaded machine
         while time.monotonic() < deadline and _saved_step(state) < 5:
             assert process.poll() is None, "the training process ended before it could be killed"
             time.sleep(0.2)
@@ -310,7 +310,7 @@ def test_settings_and_simulate_check_the_new_options(tmp_path):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", proxy="linear"))
     with pytest.raises(ValueError, match="target 'backbone' fine-tunes the project's backbone"):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", target="backbone"))
-    with pytest.raises(ValueError, match="cannot be --target backbone"):
+    with pytest.raises(ValueError, match="selects with a target trained on pixels"):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", backbone="ssl", target="backbone",
                                     selector="target"))
     with pytest.raises(ValueError, match="not found"):
