@@ -1,34 +1,41 @@
 # Two commands for a fresh machine with Python 3.11+:
 #   make run   - set up and start the app on the bundled demo data
 #   make test  - set up and run the test suite
+# (make lint: ruff and mypy, which CI runs too)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup bench study clean
+.PHONY: run test lint setup bench study clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The project installed in editable mode (console script `proxy-labeler`) with the dev group
+# (pytest, playwright, matplotlib, ruff, mypy) from pyproject.toml.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e . --group dev
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m streamlit run server.py $(ARGS)   # safe defaults in .streamlit/config.toml
+	$(VENV)/bin/proxy-labeler run $(ARGS)   # streamlit run server.py; safe defaults in .streamlit/config.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
 bench: $(STAMP)
-	$(PY) -m engine bench
+	$(VENV)/bin/proxy-labeler bench
 
 # The Selection-via-Proxy study (issue 5): resumable; then tables and plots.
 study: $(STAMP)
-	$(PY) scripts/svp_study.py
-	$(PY) scripts/plot_study.py
+	$(VENV)/bin/proxy-labeler study
 
 clean:
 	rm -rf $(VENV) .pytest_cache

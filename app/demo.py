@@ -4,6 +4,7 @@ The demo project lives in `.demo_project/` at the repository root (or
 PROXY_LABELER_DEMO_DIR). `ground_truth.csv` is read only by the optional
 oracle helper, which labels a batch the way a perfect annotator would.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,12 +26,19 @@ ORACLE = "oracle"
 
 # Small rounds keep each proxy round to seconds on a 2-core CPU.
 DEMO_SETTINGS = dict(
-    budget=400, round_size=20, initial_size=20, validation_size=100,
-    strategy="least_confidence", proxy="auto", target="auto",
-    proxy_training="balanced", target_training="balanced", device="auto",
+    budget=400,
+    round_size=20,
+    initial_size=20,
+    validation_size=100,
+    strategy="least_confidence",
+    proxy="auto",
+    target="auto",
+    proxy_training="balanced",
+    target_training="balanced",
+    device="auto",
 )
 
-_build_lock = threading.Lock()   # two first sessions must not both create the demo
+_build_lock = threading.Lock()  # two first sessions must not both create the demo
 
 
 def demo_dir() -> Path:
@@ -62,8 +70,9 @@ def demo_settings(assets: Path = DEMO_ASSETS) -> storage.Settings:
     return storage.Settings(image_root=str(assets / "images"), classes=demo_classes(assets), **values)
 
 
-def ensure_demo(root: Path, assets: Path = DEMO_ASSETS,
-                on_progress: Callable[[float, str], None] | None = None) -> storage.Project:
+def ensure_demo(
+    root: Path, assets: Path = DEMO_ASSETS, on_progress: Callable[[float, str], None] | None = None
+) -> storage.Project:
     """Create (or finish creating) the demo project at `root`: ingest, then the random round 0.
 
     Idempotent: a crash half-way is finished on the next call, since ingest
@@ -79,8 +88,12 @@ def ensure_demo(root: Path, assets: Path = DEMO_ASSETS,
             project = storage.create_project(root, demo_settings(assets))
         if storage.current_round(project) is None:
             report(0.0, "reading the demo images")
-            storage.ingest(project, on_progress=lambda done, total, _path: report(
-                0.9 * done / max(total, 1), f"checked {done} of {total} images"))
+            storage.ingest(
+                project,
+                on_progress=lambda done, total, _path: report(
+                    0.9 * done / max(total, 1), f"checked {done} of {total} images"
+                ),
+            )
             report(0.95, "choosing the first random batch")
             run_initial_round(project)
         report(1.0, "ready")
@@ -91,8 +104,10 @@ def open_demo_with_status() -> storage.Project | None:
     """Open the demo project, building it with a visible progress bar the first time."""
     root, assets = demo_dir(), demo_assets()
     if not (assets / GROUND_TRUTH).is_file():
-        st.info("No project is open and the demo images (assets/demo) are missing. "
-                 "Create or open a project on the Project page.")
+        st.info(
+            "No project is open and the demo images (assets/demo) are missing. "
+            "Create or open a project on the Project page."
+        )
         return None
     if (root / "project.db").is_file() and _has_round(root):
         return storage.open_project(root)

@@ -1,4 +1,5 @@
 """Bytes for the Export page's download buttons, written by `storage.export_*` into the project's exports folder."""
+
 from __future__ import annotations
 
 import io
@@ -11,7 +12,7 @@ from pathlib import Path
 import storage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT_DIR = "target"     # engine.target saves the target under models_dir / "target"
+CHECKPOINT_DIR = "target"  # engine.target saves the target under models_dir / "target"
 BUNDLE_README = """\
 # Target model checkpoint
 
@@ -78,7 +79,9 @@ def checkpoint_bundle(project: storage.Project, bundle_name: str = "target_check
     readme = BUNDLE_README.format(
         n_labels=metadata.get("n_labels", "?"),
         classes="\n".join(f"{i}. {name}" for i, name in enumerate(metadata.get("class_names", []))),
-        repo=shlex.quote(str(REPO_ROOT)), python=shlex.quote(sys.executable), bundle=shlex.quote(bundle_name),
+        repo=shlex.quote(str(REPO_ROOT)),
+        python=shlex.quote(sys.executable),
+        bundle=shlex.quote(bundle_name),
     )
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:

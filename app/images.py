@@ -9,6 +9,7 @@ the route never takes a path from the browser, and opens only files that
 `server.py` mounts `routes()`; started any other way (`streamlit run
 streamlit_app.py`), `served()` is False and the Label page says how to start.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,11 +23,11 @@ from PIL import Image, ImageOps
 import storage
 
 PREFIX = "/px"
-SIZES = {"grid": 256, "focus": 1600}      # longest side in pixels; "full" is the original resolution
+SIZES = {"grid": 256, "focus": 1600}  # longest side in pixels; "full" is the original resolution
 FULL = "full"
 _lock = threading.Lock()
-_tokens: dict[str, str] = {}              # token -> project root
-_by_root: dict[str, str] = {}             # project root -> token
+_tokens: dict[str, str] = {}  # token -> project root
+_by_root: dict[str, str] = {}  # project root -> token
 _served = False
 
 
@@ -71,7 +72,7 @@ def encode(project_root: str, item_id: int, size: str) -> tuple[bytes, str]:
     if size != FULL:
         picture = fit(picture, SIZES[size])
     out = io.BytesIO()
-    if max(picture.size) <= 128:                     # tiny images: lossless, every pixel matters
+    if max(picture.size) <= 128:  # tiny images: lossless, every pixel matters
         picture.save(out, format="PNG")
         return out.getvalue(), "image/png"
     picture.save(out, format="JPEG", quality=90)

@@ -5,8 +5,10 @@ sure a worker process is alive (`engine.worker.ensure_worker`) and polls the
 job. The worker outlives the Streamlit server, so a refresh, a closed tab or
 a server restart never stops a running round.
 """
+
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -14,12 +16,12 @@ import storage
 from engine.initial import candidate_ids, run_initial_round
 
 ACTIVE = ("queued", "running")
-TARGET_DIR = "target"      # engine.target saves under models_dir / "target"
+TARGET_DIR = "target"  # engine.target saves under models_dir / "target"
 # The next round starts while the newest batch is being finished, so it is ready when the batch
 # is: between these shares of the batch done, as soon as the annotator's pace says the open items
 # take as long as a round; the open items count as taken, their labels join the round after.
 MIN_EARLY_FRACTION = 0.5
-FIRST_ROUND = -1           # the `after_round` of the job that makes round 0
+FIRST_ROUND = -1  # the `after_round` of the job that makes round 0
 EARLY_FRACTION = 0.8
 
 
@@ -140,7 +142,7 @@ def _start_early(project: storage.Project, current: storage.Round) -> bool:
 
 def _pace(times: list[float]) -> float:
     """Median seconds between consecutive labels (a pause over a minute is a break, not a pace)."""
-    gaps = sorted(b - a for a, b in zip(times, times[1:]) if b - a < 60)
+    gaps = sorted(b - a for a, b in itertools.pairwise(times) if b - a < 60)
     return gaps[len(gaps) // 2] if gaps else float("inf")
 
 

@@ -6,6 +6,7 @@ acts on the image on screen. Its events reach `labeling.apply_events`
 through the component's "outbox" state; the acknowledgement comes back in
 the next render's data. See assets/labeler.js for the browser half.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,10 +19,12 @@ from app import images, jobs, labeling
 from app.labeling import Entry
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-ACKS = "labeler_acks"          # session key: client id -> {"seq": last committed, "errors": [...]}
-UNSAVED = "labeler_unsaved"    # session key: why the last commit could not be written (disk full...)
-NOT_SERVED = ("Images cannot be shown: the app was started without its image route. "
-              "Start it with `make run` or `streamlit run server.py`.")
+ACKS = "labeler_acks"  # session key: client id -> {"seq": last committed, "errors": [...]}
+UNSAVED = "labeler_unsaved"  # session key: why the last commit could not be written (disk full...)
+NOT_SERVED = (
+    "Images cannot be shown: the app was started without its image route. "
+    "Start it with `make run` or `streamlit run server.py`."
+)
 
 _component = st.components.v2.component(
     "proxy_labeler",
@@ -47,8 +50,16 @@ def item_payload(entry: Entry, strategy: str, caption: str | None = None) -> dic
 TITLES = {"Batch": "This batch", "Validation": "Validation set", "Browser": "Shown"}
 
 
-def payload(project_root: str, source: str, entries: list[Entry], strategy: str, classes: list[str],
-            captions: dict[int, str] | None = None, mode: str | None = None, title: str | None = None) -> dict:
+def payload(
+    project_root: str,
+    source: str,
+    entries: list[Entry],
+    strategy: str,
+    classes: list[str],
+    captions: dict[int, str] | None = None,
+    mode: str | None = None,
+    title: str | None = None,
+) -> dict:
     """Everything the browser view needs, as plain JSON."""
     acks = st.session_state.get(ACKS, {})
     captions = captions or {}
@@ -83,16 +94,27 @@ def commit(project_root: str, key: str) -> None:
         jobs.advance(project)
 
 
-def show(project: storage.Project, source: str, entries: list[Entry], strategy: str, classes: list[str], *,
-         captions: dict[int, str] | None = None, mode: str | None = None, title: str | None = None) -> None:
+def show(
+    project: storage.Project,
+    source: str,
+    entries: list[Entry],
+    strategy: str,
+    classes: list[str],
+    *,
+    captions: dict[int, str] | None = None,
+    mode: str | None = None,
+    title: str | None = None,
+) -> None:
     """Mount the view on `entries`. `source` names the worklist ("Batch", "Validation", "Browser") and keys
     the view's state; `captions` replace the why-chosen line per item; `mode` fixes focus or grid."""
     root = str(project.root)
     key = f"labeler-{source}"
     if st.session_state.get(UNSAVED):
-        commit(root, key)               # the write failed last time: try again before drawing
+        commit(root, key)  # the write failed last time: try again before drawing
     if st.session_state.get(UNSAVED):
-        st.error(f"Labels not saved yet: {st.session_state[UNSAVED]}. They are kept in this tab (shown as "
-                 "saving) and saved as soon as the write succeeds; do not close the tab until they are.")
+        st.error(
+            f"Labels not saved yet: {st.session_state[UNSAVED]}. They are kept in this tab (shown as "
+            "saving) and saved as soon as the write succeeds; do not close the tab until they are."
+        )
     data = payload(root, source, entries, strategy, classes, captions, mode, title)
     _component(key=key, data=data, default={"outbox": None}, on_outbox_change=functools.partial(commit, root, key))

@@ -4,6 +4,7 @@ The browser view (app/labeler.py, assets/labeler.js) holds the cursor and
 the undo stack of its tab; every label it sends is committed through
 `storage` here before the view shows it as saved.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +15,7 @@ import streamlit as st
 
 import storage
 
-KEYS = "1234567890"          # class position -> keyboard key (first ten classes); assets/labeler.js maps them
+KEYS = "1234567890"  # class position -> keyboard key (first ten classes); assets/labeler.js maps them
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ class Entry:
     path: str
     score: float | None
     is_validation: bool
-    label: str | None          # current class name, None when unlabeled or skipped
+    label: str | None  # current class name, None when unlabeled or skipped
     skipped: bool
-    guess: str | None = None   # the selector's predicted class, when it made one
+    guess: str | None = None  # the selector's predicted class, when it made one
     confidence: float | None = None
     strategy: str | None = None  # the strategy of the round that queued it
 
@@ -47,28 +48,48 @@ def item_path(project_root: str, item_id: int) -> str:
     return storage.get_item(storage.Project(Path(project_root)), item_id).path
 
 
-def _entries(project: storage.Project, scored: list[tuple[int, float | None]], validation: bool,
-             guesses: dict[int, tuple[str, float | None]] | None = None) -> list[Entry]:
+def _entries(
+    project: storage.Project,
+    scored: list[tuple[int, float | None]],
+    validation: bool,
+    guesses: dict[int, tuple[str, float | None]] | None = None,
+) -> list[Entry]:
     labels = storage.current_labels(project)
     skipped = set(storage.skipped_ids(project))
     root = str(project.root)
     guesses = guesses or {}
-    return [Entry(item_id, item_path(root, item_id), score, validation, labels.get(item_id), item_id in skipped,
-                  *guesses.get(item_id, (None, None)))
-            for item_id, score in scored]
+    return [
+        Entry(
+            item_id,
+            item_path(root, item_id),
+            score,
+            validation,
+            labels.get(item_id),
+            item_id in skipped,
+            *guesses.get(item_id, (None, None)),
+        )
+        for item_id, score in scored
+    ]
 
 
 def batch_entries(project: storage.Project, round_id: int) -> list[Entry]:
     """Every item of the round in rank order (most informative first), with the selector's guesses."""
-    return _entries(project, storage.round_items(project, round_id), validation=False,
-                    guesses=storage.round_guesses(project, round_id))
+    return _entries(
+        project,
+        storage.round_items(project, round_id),
+        validation=False,
+        guesses=storage.round_guesses(project, round_id),
+    )
 
 
 def open_batch_entries(project: storage.Project) -> list[Entry]:
     """The batches still being labeled, oldest first: with a round made early, the batch the user
     is finishing and the next one after it, so the next image is there the moment it is needed."""
-    return [dataclasses.replace(entry, strategy=made.strategy)
-            for made in storage.open_rounds(project) for entry in batch_entries(project, made.id)]
+    return [
+        dataclasses.replace(entry, strategy=made.strategy)
+        for made in storage.open_rounds(project)
+        for entry in batch_entries(project, made.id)
+    ]
 
 
 def validation_entries(project: storage.Project) -> list[Entry]:

@@ -1,4 +1,5 @@
 """Export page: labels as CSV, JSONL and an ImageFolder zip; the target checkpoint bundle."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -11,8 +12,12 @@ from app import exports, project_forms, widgets
 def summary(project: storage.Project) -> int:
     counts = storage.export_summary(project)
     total = sum(counts.values())
-    st.metric("Labeled images to export", total, help="Training and validation labels. Skipped images are listed in the CSV and JSONL "
-              "(split: skipped) and left out of the zip.")
+    st.metric(
+        "Labeled images to export",
+        total,
+        help="Training and validation labels. Skipped images are listed in the CSV and JSONL "
+        "(split: skipped) and left out of the zip.",
+    )
     if counts:
         st.bar_chart(pd.DataFrame({"labels": counts}), horizontal=True, height=60 + 24 * len(counts))
     return total
@@ -20,18 +25,41 @@ def summary(project: storage.Project) -> int:
 
 def label_downloads(project: storage.Project, name: str, empty: bool) -> None:
     st.subheader("Labels")
-    st.caption("Columns: path (relative to the image folder), class, split (train, validation, skipped), annotator, "
-               "labeled_at (UTC), round, source (typed, accepted guess, bulk grid label, oracle). In the CSV a cell "
-               "starting with = + - @ gets a leading ' so a spreadsheet shows it as text.")
+    st.caption(
+        "Columns: path (relative to the image folder), class, split (train, validation, skipped), annotator, "
+        "labeled_at (UTC), round, source (typed, accepted guess, bulk grid label, oracle). In the CSV a cell "
+        "starting with = + - @ gets a leading ' so a spreadsheet shows it as text."
+    )
     csv, jsonl, folder = st.columns(3)
-    csv.download_button("Labels as CSV", lambda: exports.labels_csv(project), f"{name}_labels.csv",
-                        "text/csv", key="dl-csv", disabled=empty, icon=":material/table:")
-    jsonl.download_button("Labels as JSONL", lambda: exports.labels_jsonl(project), f"{name}_labels.jsonl",
-                          "application/jsonl", key="dl-jsonl", disabled=empty, icon=":material/data_object:")
-    folder.download_button("ImageFolder zip", lambda: exports.imagefolder_zip(project), f"{name}_imagefolder.zip",
-                           "application/zip", key="dl-zip", disabled=empty, icon=":material/folder_zip:",
-                           help="train/ and validation/, each with one folder per class (names made safe for file systems), "
-                                "and classes.json mapping class order to folders.")
+    csv.download_button(
+        "Labels as CSV",
+        lambda: exports.labels_csv(project),
+        f"{name}_labels.csv",
+        "text/csv",
+        key="dl-csv",
+        disabled=empty,
+        icon=":material/table:",
+    )
+    jsonl.download_button(
+        "Labels as JSONL",
+        lambda: exports.labels_jsonl(project),
+        f"{name}_labels.jsonl",
+        "application/jsonl",
+        key="dl-jsonl",
+        disabled=empty,
+        icon=":material/data_object:",
+    )
+    folder.download_button(
+        "ImageFolder zip",
+        lambda: exports.imagefolder_zip(project),
+        f"{name}_imagefolder.zip",
+        "application/zip",
+        key="dl-zip",
+        disabled=empty,
+        icon=":material/folder_zip:",
+        help="train/ and validation/, each with one folder per class (names made safe for file systems), "
+        "and classes.json mapping class order to folders.",
+    )
 
 
 def checkpoint_download(project: storage.Project, name: str) -> None:
@@ -40,9 +68,16 @@ def checkpoint_download(project: storage.Project, name: str) -> None:
     if not ready:
         st.caption("No target checkpoint yet: train it on the Target page.")
     bundle = f"{name}_target_checkpoint.zip"
-    st.download_button("Target checkpoint bundle", lambda: exports.checkpoint_bundle(project, bundle), bundle, "application/zip", key="dl-checkpoint",
-                       disabled=not ready, icon=":material/deployed_code:",
-                       help="model.safetensors, metadata.json, metrics.json and a README on loading it.")
+    st.download_button(
+        "Target checkpoint bundle",
+        lambda: exports.checkpoint_bundle(project, bundle),
+        bundle,
+        "application/zip",
+        key="dl-checkpoint",
+        disabled=not ready,
+        icon=":material/deployed_code:",
+        help="model.safetensors, metadata.json, metrics.json and a README on loading it.",
+    )
 
 
 def main() -> None:

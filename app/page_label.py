@@ -1,4 +1,5 @@
 """Label page: the current batch (or the validation set) in the browser labeling view (app/labeler.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,14 +11,16 @@ from app import demo, jobs, labeler, labeling, project_forms, widgets
 from app.labeling import Entry
 from engine.initial import RoundError, initial_strategy
 
-
 # ---------------------------------------------------------------- round panel
+
 
 def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
     """What happens between batches: live job progress, a failure with Retry, or a start button."""
     if rs.kind == "none":
-        st.info("No batch yet: scan the image folder (only new files are read) and make the first, "
-                "random batch (no training needed). A project whose creation was interrupted is finished here.")
+        st.info(
+            "No batch yet: scan the image folder (only new files are read) and make the first, "
+            "random batch (no training needed). A project whose creation was interrupted is finished here."
+        )
         if st.button("Scan the images and make the first batch", type="primary", key="finish-setup"):
             project_forms.finish_setup(project)
     elif rs.kind == "first":
@@ -26,12 +29,16 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
         widgets.job_failed(rs.job, "Retry the first batch", lambda: jobs.advance(project, force=True))
         random_instead_button(project, "the first batch's job failed")
     elif rs.kind == "running" and rs.job.state == "queued" and storage.active_jobs(project, "backbone"):
-        st.info(f"Batch {rs.round.index} is done. The next batch is chosen once the representation of your "
-                "images is learned (progress below); this continues if you refresh or close the tab.")
+        st.info(
+            f"Batch {rs.round.index} is done. The next batch is chosen once the representation of your "
+            "images is learned (progress below); this continues if you refresh or close the tab."
+        )
         widgets.live_job(str(project.root), storage.active_jobs(project, "backbone")[0].id)
     elif rs.kind == "running":
-        st.info(f"Batch {rs.round.index} is done. The proxy is retraining and choosing the next batch; "
-                "this continues if you refresh or close the tab.")
+        st.info(
+            f"Batch {rs.round.index} is done. The proxy is retraining and choosing the next batch; "
+            "this continues if you refresh or close the tab."
+        )
         widgets.live_job(str(project.root), rs.job.id)
     elif rs.kind == "failed":
         widgets.job_failed(rs.job, "Retry the round", lambda: jobs.advance(project, force=True))
@@ -43,9 +50,11 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
         st.success("The labeling budget is spent. Train the target model next.")
         st.page_link("app/page_target.py", label="Go to the Target page", icon=":material/model_training:")
     elif rs.kind == "exhausted":
-        st.success("Every usable image is labeled, skipped, queued or in the validation set: there is nothing "
-                   "left to choose from. Train the target model next, or add images to the folder and scan "
-                   "it again on the Project page.")
+        st.success(
+            "Every usable image is labeled, skipped, queued or in the validation set: there is nothing "
+            "left to choose from. Train the target model next, or add images to the folder and scan "
+            "it again on the Project page."
+        )
         st.page_link("app/page_target.py", label="Go to the Target page", icon=":material/model_training:")
 
 
@@ -56,20 +65,27 @@ def first_batch_panel(project: storage.Project, job: storage.Job) -> None:
     strategy, _ = initial_strategy(settings, storage.item_counts(project)["ok"])
     learning = storage.active_jobs(project, "backbone")
     if learning:
-        st.info(f"The first batch will be chosen by {strategy} on the representation of your "
-                f"images, which is still being learned (about {settings.ssl_minutes:g} minutes; progress on the "
-                "Project page). This continues if you refresh or close the tab.")
+        st.info(
+            f"The first batch will be chosen by {strategy} on the representation of your "
+            f"images, which is still being learned (about {settings.ssl_minutes:g} minutes; progress on the "
+            "Project page). This continues if you refresh or close the tab."
+        )
         widgets.live_job(str(project.root), learning[0].id)
     else:
-        st.info(f"Choosing the first batch by {strategy} on the representation of your images; this continues "
-                "if you refresh or close the tab.")
+        st.info(
+            f"Choosing the first batch by {strategy} on the representation of your images; this continues "
+            "if you refresh or close the tab."
+        )
         widgets.live_job(str(project.root), job.id)
     random_instead_button(project, "chosen by the user before the representation was ready")
 
 
 def random_instead_button(project: storage.Project, why: str) -> None:
-    if st.button("Label a random first batch instead", key="random-first",
-                 help="A seeded random batch now; the representation keeps learning and later rounds use it."):
+    if st.button(
+        "Label a random first batch instead",
+        key="random-first",
+        help="A seeded random batch now; the representation keeps learning and later rounds use it.",
+    ):
         try:
             jobs.random_first_round(project, why)
         except (RoundError, storage.StorageError) as exc:
@@ -78,6 +94,7 @@ def random_instead_button(project: storage.Project, why: str) -> None:
 
 
 # ---------------------------------------------------------------- worklists
+
 
 def choose_source(project: storage.Project, rs: jobs.RoundState) -> tuple[str, list[Entry]]:
     """The worklist shown: the batch, or the validation set (chosen, or while the batch is done)."""
@@ -101,6 +118,7 @@ def choose_source(project: storage.Project, rs: jobs.RoundState) -> tuple[str, l
 
 # ---------------------------------------------------------------- page
 
+
 @st.fragment
 def labeling_area(project_root: str, round_kind: str) -> None:
     """Reruns alone on each label event (fast); reruns the page when the batch becomes complete."""
@@ -118,7 +136,7 @@ def labeling_area(project_root: str, round_kind: str) -> None:
     if rs.kind == "labeling" and rs.job is not None:
         st.caption("The next batch is being chosen from the labels so far; it joins this list when ready.")
     oracle_button(project, entries)
-    two_batches = source == "Batch" and len(storage.open_rounds(project)) > 1      # a round made early
+    two_batches = source == "Batch" and len(storage.open_rounds(project)) > 1  # a round made early
     title = "This batch and the next" if two_batches else None
     labeler.show(project, source, entries, strategy, list(settings.classes), title=title)
 
@@ -126,17 +144,23 @@ def labeling_area(project_root: str, round_kind: str) -> None:
 def budget_bar(project: storage.Project, settings: storage.Settings) -> None:
     labeled = len(storage.training_labels(project))
     used = settings.budget - storage.budget_left(project)
-    st.progress(min(1.0, labeled / settings.budget),
-                text=f"Budget: {labeled} labeled of {settings.budget} ({used} queued so far)")
+    st.progress(
+        min(1.0, labeled / settings.budget),
+        text=f"Budget: {labeled} labeled of {settings.budget} ({used} queued so far)",
+    )
 
 
 def oracle_button(project: storage.Project, entries: list[Entry]) -> None:
     """Demo only: let the ground truth answer, to fast-forward through rounds."""
     open_ids = [e.item_id for e in entries if not e.done]
     if open_ids and demo.is_demo(project):
-        st.button(f"Demo: let the oracle label the {len(open_ids)} open images", key="oracle",
-                  help="Labels from assets/demo/ground_truth.csv, saved with annotator 'oracle'.",
-                  on_click=oracle_then_advance, args=(project, open_ids))
+        st.button(
+            f"Demo: let the oracle label the {len(open_ids)} open images",
+            key="oracle",
+            help="Labels from assets/demo/ground_truth.csv, saved with annotator 'oracle'.",
+            on_click=oracle_then_advance,
+            args=(project, open_ids),
+        )
 
 
 def oracle_then_advance(project: storage.Project, item_ids: list[int]) -> None:

@@ -4,6 +4,7 @@ The same browser view as the Label page (app/labeler.py), in grid mode:
 select tiles and press a class key; each change appends to the item's
 history, which storage keeps.
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -13,7 +14,7 @@ from app import labeler, project_forms, widgets
 from app.labeling import Entry, item_path
 
 KINDS = ("labeled", "skipped", "validation")
-CLASS_FILTER = "browse_classes"     # session key the Project page's class editor sets to show one class
+CLASS_FILTER = "browse_classes"  # session key the Project page's class editor sets to show one class
 
 
 def kind_of(row: storage.LabeledItem) -> set[str]:
@@ -38,17 +39,22 @@ def filters(rows: list[storage.LabeledItem], classes: list[str]) -> dict:
         "classes": names.multiselect("Class", classes, key=CLASS_FILTER, placeholder="every class"),
         "rounds": rounds.multiselect("Round", round_list, key="browse_rounds", placeholder="every round"),
         "annotators": people.multiselect("Annotator", annotators, key="browse_people", placeholder="everyone"),
-        "disagrees": odd.toggle("Proxy disagrees", key="browse_disagrees",
-                                help="Labeled items whose class differs from the proxy's guess when it asked."),
+        "disagrees": odd.toggle(
+            "Proxy disagrees",
+            key="browse_disagrees",
+            help="Labeled items whose class differs from the proxy's guess when it asked.",
+        ),
     }
 
 
 def matches(row: storage.LabeledItem, chosen: dict) -> bool:
-    return (bool(kind_of(row) & set(chosen["kinds"]))
-            and (not chosen["classes"] or row.class_name in chosen["classes"])
-            and (not chosen["rounds"] or row.round_index in chosen["rounds"])
-            and (not chosen["annotators"] or row.annotator in chosen["annotators"])
-            and (not chosen["disagrees"] or disagrees(row)))
+    return (
+        bool(kind_of(row) & set(chosen["kinds"]))
+        and (not chosen["classes"] or row.class_name in chosen["classes"])
+        and (not chosen["rounds"] or row.round_index in chosen["rounds"])
+        and (not chosen["annotators"] or row.annotator in chosen["annotators"])
+        and (not chosen["disagrees"] or disagrees(row))
+    )
 
 
 def caption(row: storage.LabeledItem) -> str:
@@ -67,14 +73,17 @@ def browser(project_root: str) -> None:
     classes = list(storage.load_settings(project).classes)
     chosen = filters(rows, classes)
     shown = [r for r in rows if matches(r, chosen)]
-    st.caption(f"{len(shown)} of {len(rows)} items match. Select tiles (click, shift-click, drag) and press a "
-               "class key to relabel them; every change is kept in the item's history.")
+    st.caption(
+        f"{len(shown)} of {len(rows)} items match. Select tiles (click, shift-click, drag) and press a "
+        "class key to relabel them; every change is kept in the item's history."
+    )
     if not shown:
         return
-    entries = [Entry(r.item_id, item_path(project_root, r.item_id), None, r.is_validation, r.class_name, r.skipped,
-                     r.guess) for r in shown]
-    labeler.show(project, "Browser", entries, "", classes, captions={r.item_id: caption(r) for r in shown},
-                 mode="grid")
+    entries = [
+        Entry(r.item_id, item_path(project_root, r.item_id), None, r.is_validation, r.class_name, r.skipped, r.guess)
+        for r in shown
+    ]
+    labeler.show(project, "Browser", entries, "", classes, captions={r.item_id: caption(r) for r in shown}, mode="grid")
 
 
 def main() -> None:

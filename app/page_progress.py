@@ -1,4 +1,5 @@
 """Progress page: learning curve, labels per class, time per round, budget left."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -10,13 +11,32 @@ from app import pool_map, project_forms
 
 def rounds_frame(project: storage.Project) -> pd.DataFrame:
     """One row per round: labels it was trained on, proxy validation accuracy, stage seconds."""
-    rows = [{
-        "round": r.index, "strategy": r.strategy, "selector": r.selector, "labels": r.n_labeled,
-        "proxy validation accuracy": r.proxy_val_acc,
-        "train s": r.train_s or 0.0, "score s": r.score_s or 0.0, "select s": r.select_s or 0.0,
-    } for r in storage.list_rounds(project)]
-    return pd.DataFrame(rows, columns=["round", "strategy", "selector", "labels", "proxy validation accuracy",
-                                       "train s", "score s", "select s"])
+    rows = [
+        {
+            "round": r.index,
+            "strategy": r.strategy,
+            "selector": r.selector,
+            "labels": r.n_labeled,
+            "proxy validation accuracy": r.proxy_val_acc,
+            "train s": r.train_s or 0.0,
+            "score s": r.score_s or 0.0,
+            "select s": r.select_s or 0.0,
+        }
+        for r in storage.list_rounds(project)
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "round",
+            "strategy",
+            "selector",
+            "labels",
+            "proxy validation accuracy",
+            "train s",
+            "score s",
+            "select s",
+        ],
+    )
 
 
 def headline(project: storage.Project, frame: pd.DataFrame) -> None:
@@ -35,11 +55,19 @@ def learning_curve(frame: pd.DataFrame) -> None:
     st.subheader("Learning curve")
     curve = frame.dropna(subset=["proxy validation accuracy"])
     if curve.empty:
-        st.caption("The proxy's accuracy on labeled validation images appears here after the first trained "
-                   "round. Label some validation images (Label page, Validation) to see it.")
+        st.caption(
+            "The proxy's accuracy on labeled validation images appears here after the first trained "
+            "round. Label some validation images (Label page, Validation) to see it."
+        )
         return
-    st.line_chart(curve, x="labels", y="proxy validation accuracy", x_label="training labels",
-                  y_label="proxy validation accuracy", height=280)
+    st.line_chart(
+        curve,
+        x="labels",
+        y="proxy validation accuracy",
+        x_label="training labels",
+        y_label="proxy validation accuracy",
+        height=280,
+    )
 
 
 def labels_per_class(project: storage.Project) -> None:

@@ -1,4 +1,5 @@
 """Project page: the open project, its settings and classes; open or create another project."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +11,8 @@ import storage
 from app import jobs, labeling, project_forms, state, widgets
 from app.project_forms import parse_classes, settings_fields
 
-
 # ---------------------------------------------------------------- settings
+
 
 def settings_form(project: storage.Project) -> None:
     settings = storage.load_settings(project)
@@ -34,6 +35,7 @@ def settings_form(project: storage.Project) -> None:
 
 # ---------------------------------------------------------------- classes
 
+
 def key_legend(classes: list[str]) -> None:
     rows = [{"key": labeling.class_key(i) or "", "class": name} for i, name in enumerate(classes)]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width=360)
@@ -47,13 +49,15 @@ def browse_class(name: str) -> None:
     from app.page_labels import CLASS_FILTER
 
     st.session_state[CLASS_FILTER] = [name]
-    st.session_state[GO_TO_LABELS] = True      # switched in the script run the click starts, not in the callback
+    st.session_state[GO_TO_LABELS] = True  # switched in the script run the click starts, not in the callback
 
 
 def class_editor(project: storage.Project) -> None:
     settings = storage.load_settings(project)
-    st.caption("One class per line. Edit a line to rename (labels keep their class), add lines to add "
-               "classes, move lines to reorder: the first ten get the keys 1–9 and 0.")
+    st.caption(
+        "One class per line. Edit a line to rename (labels keep their class), add lines to add "
+        "classes, move lines to reorder: the first ten get the keys 1–9 and 0."
+    )
     text_col, legend_col = st.columns([3, 2])
     with text_col, st.form("classes"):
         text = st.text_area("Classes", "\n".join(settings.classes), height=260)
@@ -65,8 +69,12 @@ def class_editor(project: storage.Project) -> None:
             text_col.error(f"Not saved: {widgets.md(exc)}")
             still_used = [name for name in settings.classes if f"class {name!r} still labels" in str(exc)]
             if still_used:
-                text_col.button(f"Show the images labeled {still_used[0]}", key="show-class-images",
-                                on_click=browse_class, args=(still_used[0],))
+                text_col.button(
+                    f"Show the images labeled {still_used[0]}",
+                    key="show-class-images",
+                    on_click=browse_class,
+                    args=(still_used[0],),
+                )
         else:
             text_col.success("Classes saved.")
     with legend_col:
@@ -74,6 +82,7 @@ def class_editor(project: storage.Project) -> None:
 
 
 # ---------------------------------------------------------------- overview and ingest
+
 
 def overview(project: storage.Project) -> None:
     settings = storage.load_settings(project)
@@ -100,8 +109,10 @@ def representation(project: storage.Project) -> None:
     settings = storage.load_settings(project)
     st.subheader("Representation")
     if settings.backbone == "none":
-        st.caption("No backbone: the proxy learns from pixels. Set Backbone to ssl in the settings to learn a "
-                   "representation of your images first (nothing is downloaded).")
+        st.caption(
+            "No backbone: the proxy learns from pixels. Set Backbone to ssl in the settings to learn a "
+            "representation of your images first (nothing is downloaded)."
+        )
         return
     if settings.backbone != "ssl":
         st.caption(f"Backbone: the local weights {settings.backbone}.")
@@ -117,27 +128,37 @@ def ssl_status(project: storage.Project) -> None:
     meta = ssl_meta(project.models_dir)
     if job is not None and job.state in ("queued", "running"):
         st.progress(min(1.0, job.progress), text=job.message or "waiting for the worker")
-        st.button("Stop (it resumes where it stopped)", key="cancel-backbone", on_click=jobs.cancel,
-                  args=(project, job.id))
+        st.button(
+            "Stop (it resumes where it stopped)", key="cancel-backbone", on_click=jobs.cancel, args=(project, job.id)
+        )
         return
     if meta is not None:
         knn = meta.get("knn_accuracy")
         cols = st.columns(3)
-        cols[0].metric("k-NN accuracy on your labels", "label more" if knn is None else f"{knn:.0%}",
-                       help="Each labeled image classified by its 20 nearest labeled neighbours in the "
-                            "representation (leave-one-out), when it finished learning.")
+        cols[0].metric(
+            "k-NN accuracy on your labels",
+            "label more" if knn is None else f"{knn:.0%}",
+            help="Each labeled image classified by its 20 nearest labeled neighbours in the "
+            "representation (leave-one-out), when it finished learning.",
+        )
         cols[1].metric("Steps", meta.get("steps"))
         cols[2].metric("Minutes", f"{meta.get('seconds', 0) / 60:.1f}")
-        st.button("Learn it again", key="start-backbone", on_click=jobs.start_backbone, args=(project,),
-                  help="From scratch, for the Representation minutes in the settings; rounds use the current "
-                       "one until the new one is ready.")
+        st.button(
+            "Learn it again",
+            key="start-backbone",
+            on_click=jobs.start_backbone,
+            args=(project,),
+            help="From scratch, for the Representation minutes in the settings; rounds use the current "
+            "one until the new one is ready.",
+        )
         return
     if job is not None and job.state == "failed":
         st.error(f"Learning the representation failed: {widgets.md(job.error)}")
     elif job is not None and job.state == "cancelled":
         st.info("Learning the representation was stopped; it resumes where it stopped.")
-    st.button("Learn the representation", key="start-backbone", on_click=jobs.start_backbone, args=(project,),
-              type="primary")
+    st.button(
+        "Learn the representation", key="start-backbone", on_click=jobs.start_backbone, args=(project,), type="primary"
+    )
 
 
 def rejected_summary(project: storage.Project) -> None:

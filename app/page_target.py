@@ -1,4 +1,5 @@
 """Target page: train the target model in the background; validation accuracy and confusion matrix."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -13,8 +14,10 @@ def train_controls(project: storage.Project) -> None:
     labels = storage.training_labels(project)
     n_classes = len(set(labels.values()))
     how = f"{settings.target_steps} training steps" if settings.target_steps else f"{settings.target_training} training"
-    st.write(f"Target model **{widgets.md(model_name(settings))}** ({how}) on {len(labels)} labels; evaluated on "
-             f"{len(storage.validation_labels(project))} labeled validation images.")
+    st.write(
+        f"Target model **{widgets.md(model_name(settings))}** ({how}) on {len(labels)} labels; evaluated on "
+        f"{len(storage.validation_labels(project))} labeled validation images."
+    )
     job = jobs.latest_target(project)
     busy = job is not None and job.state in jobs.ACTIVE
     if busy:
@@ -24,8 +27,14 @@ def train_controls(project: storage.Project) -> None:
     if n_classes < 2:
         st.caption("The target needs labels in at least two classes.")
     if not busy:
-        st.button("Train the target model", type="primary", disabled=n_classes < 2,
-                  on_click=jobs.start_target, args=(project,), key="train-target")
+        st.button(
+            "Train the target model",
+            type="primary",
+            disabled=n_classes < 2,
+            on_click=jobs.start_target,
+            args=(project,),
+            key="train-target",
+        )
 
 
 def results(project: storage.Project, result: dict) -> None:
@@ -34,29 +43,40 @@ def results(project: storage.Project, result: dict) -> None:
     cols = st.columns(5)
     accuracy = result.get("accuracy")
     proxy = latest_proxy_accuracy(project)
-    cols[0].metric("Validation accuracy", "n/a" if accuracy is None else f"{accuracy:.1%}",
-                   delta=None if accuracy is None or proxy is None else f"{100 * (accuracy - proxy[1]):+.1f} pts vs proxy")
-    cols[1].metric("Proxy, last round", "n/a" if proxy is None else f"{proxy[1]:.1%}",
-                   help="The proxy's validation accuracy when it chose the last batch.")
+    cols[0].metric(
+        "Validation accuracy",
+        "n/a" if accuracy is None else f"{accuracy:.1%}",
+        delta=None if accuracy is None or proxy is None else f"{100 * (accuracy - proxy[1]):+.1f} pts vs proxy",
+    )
+    cols[1].metric(
+        "Proxy, last round",
+        "n/a" if proxy is None else f"{proxy[1]:.1%}",
+        help="The proxy's validation accuracy when it chose the last batch.",
+    )
     cols[2].metric("Validation images", result.get("n_validation", 0))
     cols[3].metric("Training labels", result.get("n_labels", 0))
-    cols[4].metric("Training time", f"{result.get('train_s', 0):.0f} s",
-                   help=f"{result.get('steps', '?')} optimizer steps of {widgets.md(result.get('model', ''))}")
+    cols[4].metric(
+        "Training time",
+        f"{result.get('train_s', 0):.0f} s",
+        help=f"{result.get('steps', '?')} optimizer steps of {widgets.md(result.get('model', ''))}",
+    )
     if accuracy is None:
         st.caption("Label validation images to see accuracy, per-class accuracy and the confusion matrix.")
         return
     if proxy is not None and accuracy < proxy[1]:
-        st.warning(f"The target is less accurate than the proxy of round {proxy[0]} "
-                   f"({accuracy:.1%} vs {proxy[1]:.1%}). Try thorough target training, or label more images.")
+        st.warning(
+            f"The target is less accurate than the proxy of round {proxy[0]} "
+            f"({accuracy:.1%} vs {proxy[1]:.1%}). Try thorough target training, or label more images."
+        )
     per_class, confusion = st.columns([1, 2])
     with per_class:
         st.caption("Accuracy per class")
         values = result.get("per_class_accuracy") or []
-        st.bar_chart(pd.DataFrame({"accuracy": values}, index=classes[:len(values)]), horizontal=True)
+        st.bar_chart(pd.DataFrame({"accuracy": values}, index=classes[: len(values)]), horizontal=True)
     with confusion:
         st.caption("Confusion matrix (rows: label given, columns: prediction)")
         matrix = result.get("confusion") or []
-        st.dataframe(pd.DataFrame(matrix, index=classes[:len(matrix)], columns=classes[:len(matrix)]))
+        st.dataframe(pd.DataFrame(matrix, index=classes[: len(matrix)], columns=classes[: len(matrix)]))
 
 
 def model_name(settings: storage.Settings) -> str:
@@ -65,7 +85,7 @@ def model_name(settings: storage.Settings) -> str:
 
     try:
         resolved = resolve_model_name(settings.target, "target", settings.device, settings.backbone)
-    except ValueError:        # an unknown name or an absent device: the job will say so
+    except ValueError:  # an unknown name or an absent device: the job will say so
         return settings.target
     return f"{resolved} (auto)" if settings.target == "auto" else resolved
 

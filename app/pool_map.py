@@ -3,6 +3,7 @@
 Reads the embeddings cache the engine writes (cache/embeddings/*.npy) with
 numpy alone, so the server never imports torch for it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ import streamlit as st
 
 import storage
 
-MAX_UNLABELED = 5000      # unlabeled points drawn (a seeded sample): the browser stays fast
+MAX_UNLABELED = 5000  # unlabeled points drawn (a seeded sample): the browser stays fast
 UNLABELED, BATCH = "unlabeled", "in the batch"
 
 
@@ -62,8 +63,9 @@ def map_frame(project: storage.Project) -> pd.DataFrame | None:
     usable = {item.id for item in storage.usable_items(project)}
     keep = np.isin(ids, list(usable))
     frame = pd.DataFrame({"item": ids[keep], "x": xy[keep, 0], "y": xy[keep, 1]})
-    frame["label"] = [classes[labels[i]] if i in labels and labels[i] < len(classes) else UNLABELED
-                      for i in frame["item"]]
+    frame["label"] = [
+        classes[labels[i]] if i in labels and labels[i] < len(classes) else UNLABELED for i in frame["item"]
+    ]
     frame["batch"] = frame["item"].isin(batch)
     plain = frame[(frame["label"] == UNLABELED) & ~frame["batch"]]
     if len(plain) > MAX_UNLABELED:
@@ -77,13 +79,16 @@ def show(project: storage.Project) -> None:
     if frame is None:
         st.caption("Appears once a backbone has embedded the pool (Backbone in the project settings).")
         return
-    base = alt.Chart(frame).encode(x=alt.X("x", axis=None), y=alt.Y("y", axis=None),
-                                   tooltip=["item", "label", "batch"])
+    base = alt.Chart(frame).encode(x=alt.X("x", axis=None), y=alt.Y("y", axis=None), tooltip=["item", "label", "batch"])
     unlabeled = base.transform_filter(alt.datum.label == UNLABELED).mark_circle(size=12, color="#c8c8c8")
-    labeled = base.transform_filter(alt.datum.label != UNLABELED).mark_circle(size=30, opacity=0.9).encode(
-        color=alt.Color("label", title="label"))
-    batch = base.transform_filter(alt.datum.batch).mark_point(size=80, shape="diamond", color="black",
-                                                              strokeWidth=1.5)
+    labeled = (
+        base.transform_filter(alt.datum.label != UNLABELED)
+        .mark_circle(size=30, opacity=0.9)
+        .encode(color=alt.Color("label", title="label"))
+    )
+    batch = base.transform_filter(alt.datum.batch).mark_point(size=80, shape="diamond", color="black", strokeWidth=1.5)
     st.altair_chart((unlabeled + labeled + batch).properties(height=420), use_container_width=True)
-    st.caption(f"First two principal components of the pool's embeddings. Grey: unlabeled; colours: labels; "
-               f"black diamonds: the open batch ({int(frame['batch'].sum())} images).")
+    st.caption(
+        f"First two principal components of the pool's embeddings. Grey: unlabeled; colours: labels; "
+        f"black diamonds: the open batch ({int(frame['batch'].sum())} images)."
+    )

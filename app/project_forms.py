@@ -5,6 +5,7 @@ written; a project folder that already holds a half-made project over the same i
 (ingest continues where it stopped, then the first batch is made); settings the user left empty
 are fitted to the images found.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,41 +17,41 @@ from app import demo, state, widgets
 from engine.backbone_files import BACKBONE_TARGET, FROZEN_PROXIES
 
 PROJECTS_DIR = demo.REPO_ROOT / "projects"
-FIT = "fit to the folder"     # placeholder of the settings left to `storage.fit_to_pool`
+FIT = "fit to the folder"  # placeholder of the settings left to `storage.fit_to_pool`
 DEVICES = ["auto", "cpu", "cuda"]
 TRAINING_LEVELS = list(storage.TRAINING_LEVELS)
 HELP = {
     "budget": "How many images you will label through selection, the first random batch included "
-              "(validation images are extra).",
+    "(validation images are extra).",
     "round_size": "Images per batch after the first. Smaller batches mean more, shorter rounds.",
     "initial_size": "Size of the first batch, drawn at random (there is no model yet).",
     "validation_size": "Images drawn at random and kept apart to measure accuracy. You label them too; "
-                       "they are never used for training. Can grow later, not shrink.",
+    "they are never used for training. Can grow later, not shrink.",
     "strategy": "How the proxy picks the next batch: least_confidence, margin and entropy ask about images "
-                "it is unsure of; kcenter covers the pool in feature space; random is the baseline.",
+    "it is unsure of; kcenter covers the pool in feature space; random is the baseline.",
     "proxy": "The small, fast model retrained every round to choose the next batch. "
-             "auto: with a backbone, linear (a head on its features); else proxy_tiny on a CPU, resnet20 on a GPU. "
-             "linear and mlp need a backbone.",
+    "auto: with a backbone, linear (a head on its features); else proxy_tiny on a CPU, resnet20 on a GPU. "
+    "linear and mlp need a backbone.",
     "target": "The larger model trained once on all labels at the end. backbone: the project's backbone (ssl or "
-              "a weights file) fine-tuned with a new classifier. auto: backbone when there is one, else resnet20 "
-              "on a CPU, resnet18 on a GPU.",
+    "a weights file) fine-tuned with a new classifier. auto: backbone when there is one, else resnet20 "
+    "on a CPU, resnet18 on a GPU.",
     "device": "auto uses a GPU when there is one, else the CPU.",
     "proxy_training": "How long the proxy trains each round. fast: at most ~10 s on a CPU; balanced: ~20 s; "
-                      "thorough: up to 90 s. Small label sets always get a few hundred steps.",
+    "thorough: up to 90 s. Small label sets always get a few hundred steps.",
     "target_training": "How long the target trains. fast: at most ~1 minute on a CPU; balanced: ~5 minutes; "
-                       "thorough: up to 20 minutes. A GPU finishes the full plan much sooner.",
+    "thorough: up to 20 minutes. A GPU finishes the full plan much sooner.",
     "proxy_steps": "Expert: a fixed number of training steps per round instead of the level's plan (0 = by level).",
     "target_steps": "Expert: a fixed number of training steps for the target (0 = by level).",
     "auto_next_round": "Start the next round as soon as a batch is done; off: a button starts it.",
     "backbone": "What the models see images through. none: the proxy learns from pixels. ssl: first learn a "
-                "representation of your own images, unlabeled, in the background (nothing is downloaded); "
-                "then the proxy is a linear head on it and rounds take about a second. Or the path of a local "
-                "torchvision ResNet weights file (resnet18/34/50), or just resnet18/resnet50 to use the one in "
-                "your torch cache.",
+    "representation of your own images, unlabeled, in the background (nothing is downloaded); "
+    "then the proxy is a linear head on it and rounds take about a second. Or the path of a local "
+    "torchvision ResNet weights file (resnet18/34/50), or just resnet18/resnet50 to use the one in "
+    "your torch cache.",
     "initial_strategy": "How the first batch is picked. auto: typiclust (typical images of many clusters) when "
-                        "there is a backbone, else random. Used when the first batch is made.",
+    "there is a backbone, else random. Used when the first batch is made.",
     "ssl_minutes": "How long the ssl representation learns (on this machine's GPU or CPU). More minutes, "
-                   "better features; the Project page shows how well it separates your labels.",
+    "better features; the Project page shows how well it separates your labels.",
 }
 INITIAL_STRATEGIES = list(storage.INITIAL_STRATEGIES)
 
@@ -68,11 +69,12 @@ def _index(options: list[str], value: str) -> int:
 
 # ---------------------------------------------------------------- settings
 
+
 def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) -> dict:
     """The settings widgets (inside a form); returns the values entered. fit: budget, first batch
     and validation size start empty (None), to be fitted to the images found."""
     strategies, models = engine_choices()
-    proxies, targets = models + list(FROZEN_PROXIES), models + [BACKBONE_TARGET]
+    proxies, targets = models + list(FROZEN_PROXIES), [*models, BACKBONE_TARGET]
     a, b = st.columns(2)
 
     def fitted(name: str):
@@ -80,38 +82,89 @@ def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) 
 
     values = {
         "budget": a.number_input("Budget", **fitted("budget"), step=10, help=HELP["budget"], key=f"{prefix}budget"),
-        "round_size": b.number_input("Round size", value=settings.round_size, step=5, help=HELP["round_size"],
-                                     key=f"{prefix}round_size"),
-        "initial_size": a.number_input("First random batch", **fitted("initial_size"), step=5,
-                                       help=HELP["initial_size"], key=f"{prefix}initial_size"),
-        "validation_size": b.number_input("Validation images", **fitted("validation_size"), step=10,
-                                          help=HELP["validation_size"], key=f"{prefix}validation_size"),
-        "strategy": a.selectbox("Strategy", strategies, _index(strategies, settings.strategy),
-                                help=HELP["strategy"], key=f"{prefix}strategy"),
-        "device": b.selectbox("Device", DEVICES, _index(DEVICES, settings.device), help=HELP["device"],
-                              key=f"{prefix}device"),
-        "proxy": a.selectbox("Proxy model", proxies, _index(proxies, settings.proxy), help=HELP["proxy"],
-                             key=f"{prefix}proxy"),
-        "target": b.selectbox("Target model", targets, _index(targets, settings.target), help=HELP["target"],
-                              key=f"{prefix}target"),
-        "proxy_training": a.selectbox("Proxy training", TRAINING_LEVELS,
-                                      _index(TRAINING_LEVELS, settings.proxy_training),
-                                      help=HELP["proxy_training"], key=f"{prefix}proxy_training"),
-        "target_training": b.selectbox("Target training", TRAINING_LEVELS,
-                                       _index(TRAINING_LEVELS, settings.target_training),
-                                       help=HELP["target_training"], key=f"{prefix}target_training"),
-        "proxy_steps": a.number_input("Proxy steps (0 = by level)", value=settings.proxy_steps, step=50,
-                                      help=HELP["proxy_steps"], key=f"{prefix}proxy_steps"),
-        "target_steps": b.number_input("Target steps (0 = by level)", value=settings.target_steps, step=100,
-                                       help=HELP["target_steps"], key=f"{prefix}target_steps"),
+        "round_size": b.number_input(
+            "Round size", value=settings.round_size, step=5, help=HELP["round_size"], key=f"{prefix}round_size"
+        ),
+        "initial_size": a.number_input(
+            "First random batch",
+            **fitted("initial_size"),
+            step=5,
+            help=HELP["initial_size"],
+            key=f"{prefix}initial_size",
+        ),
+        "validation_size": b.number_input(
+            "Validation images",
+            **fitted("validation_size"),
+            step=10,
+            help=HELP["validation_size"],
+            key=f"{prefix}validation_size",
+        ),
+        "strategy": a.selectbox(
+            "Strategy",
+            strategies,
+            _index(strategies, settings.strategy),
+            help=HELP["strategy"],
+            key=f"{prefix}strategy",
+        ),
+        "device": b.selectbox(
+            "Device", DEVICES, _index(DEVICES, settings.device), help=HELP["device"], key=f"{prefix}device"
+        ),
+        "proxy": a.selectbox(
+            "Proxy model", proxies, _index(proxies, settings.proxy), help=HELP["proxy"], key=f"{prefix}proxy"
+        ),
+        "target": b.selectbox(
+            "Target model", targets, _index(targets, settings.target), help=HELP["target"], key=f"{prefix}target"
+        ),
+        "proxy_training": a.selectbox(
+            "Proxy training",
+            TRAINING_LEVELS,
+            _index(TRAINING_LEVELS, settings.proxy_training),
+            help=HELP["proxy_training"],
+            key=f"{prefix}proxy_training",
+        ),
+        "target_training": b.selectbox(
+            "Target training",
+            TRAINING_LEVELS,
+            _index(TRAINING_LEVELS, settings.target_training),
+            help=HELP["target_training"],
+            key=f"{prefix}target_training",
+        ),
+        "proxy_steps": a.number_input(
+            "Proxy steps (0 = by level)",
+            value=settings.proxy_steps,
+            step=50,
+            help=HELP["proxy_steps"],
+            key=f"{prefix}proxy_steps",
+        ),
+        "target_steps": b.number_input(
+            "Target steps (0 = by level)",
+            value=settings.target_steps,
+            step=100,
+            help=HELP["target_steps"],
+            key=f"{prefix}target_steps",
+        ),
         "backbone": a.text_input("Backbone", settings.backbone, help=HELP["backbone"], key=f"{prefix}backbone"),
-        "initial_strategy": b.selectbox("First batch", INITIAL_STRATEGIES,
-                                        _index(INITIAL_STRATEGIES, settings.initial_strategy),
-                                        help=HELP["initial_strategy"], key=f"{prefix}initial_strategy"),
-        "ssl_minutes": a.number_input("Representation minutes (ssl)", value=float(settings.ssl_minutes), min_value=0.1,
-                                      step=5.0, help=HELP["ssl_minutes"], key=f"{prefix}ssl_minutes"),
-        "auto_next_round": st.checkbox("Start the next round automatically", settings.auto_next_round,
-                                       help=HELP["auto_next_round"], key=f"{prefix}auto_next_round"),
+        "initial_strategy": b.selectbox(
+            "First batch",
+            INITIAL_STRATEGIES,
+            _index(INITIAL_STRATEGIES, settings.initial_strategy),
+            help=HELP["initial_strategy"],
+            key=f"{prefix}initial_strategy",
+        ),
+        "ssl_minutes": a.number_input(
+            "Representation minutes (ssl)",
+            value=float(settings.ssl_minutes),
+            min_value=0.1,
+            step=5.0,
+            help=HELP["ssl_minutes"],
+            key=f"{prefix}ssl_minutes",
+        ),
+        "auto_next_round": st.checkbox(
+            "Start the next round automatically",
+            settings.auto_next_round,
+            help=HELP["auto_next_round"],
+            key=f"{prefix}auto_next_round",
+        ),
     }
     return values
 
@@ -140,6 +193,7 @@ def dead_end(message: str | None) -> None:
 
 
 # ---------------------------------------------------------------- open
+
 
 def open_section() -> None:
     st.subheader("Open a project")
@@ -172,15 +226,22 @@ def open_folder(path: str) -> None:
 
 # ---------------------------------------------------------------- create
 
+
 def create_section() -> None:
     st.subheader("Create a project")
     with st.form("create"):
-        image_root = st.text_input("Image folder on the server", placeholder="/data/my_images",
-                                   help="Every image below it is a candidate (jpg, png, webp, bmp, gif, tiff).")
-        folder = st.text_input("Project folder", placeholder=f"default: {PROJECTS_DIR}/<image folder name>",
-                               help="Where the project database, cache and models go; created if missing. "
-                                    "Creating again into the same folder finishes a project whose creation "
-                                    "was interrupted.")
+        image_root = st.text_input(
+            "Image folder on the server",
+            placeholder="/data/my_images",
+            help="Every image below it is a candidate (jpg, png, webp, bmp, gif, tiff).",
+        )
+        folder = st.text_input(
+            "Project folder",
+            placeholder=f"default: {PROJECTS_DIR}/<image folder name>",
+            help="Where the project database, cache and models go; created if missing. "
+            "Creating again into the same folder finishes a project whose creation "
+            "was interrupted.",
+        )
         classes = st.text_area("Classes, one per line", placeholder="cat\ndog", height=140)
         values = settings_fields(storage.Settings(image_root="", classes=()), "c-", fit=True)
         submitted = st.form_submit_button("Create the project and scan the images", type="primary")
@@ -208,19 +269,20 @@ def create_project(image_root: str, folder: str, classes: tuple[str, ...], value
     finish_setup(project, None if resumed else typed)
 
 
-def _create_or_resume(image_root: str, folder: str, classes: tuple[str, ...],
-                      values: dict) -> tuple[storage.Project, bool]:
+def _create_or_resume(
+    image_root: str, folder: str, classes: tuple[str, ...], values: dict
+) -> tuple[storage.Project, bool]:
     if not image_root:
         raise storage.SettingsError("image folder is empty; type the folder that holds your images")
     images = state.check_allowed(image_root, "image folder")
-    root = state.check_allowed(Path(folder) if folder else PROJECTS_DIR / (images.name or "project"),
-                               "project folder")
+    root = state.check_allowed(Path(folder) if folder else PROJECTS_DIR / (images.name or "project"), "project folder")
     if (root / "project.db").exists():
         project = storage.open_project(root)
         existing = storage.load_settings(project)
         if Path(existing.image_root) != images:
-            raise storage.StorageError(f"{root} already holds a project over {existing.image_root}; "
-                                       "open it, or choose another project folder")
+            raise storage.StorageError(
+                f"{root} already holds a project over {existing.image_root}; open it, or choose another project folder"
+            )
         if storage.current_round(project) is not None:
             raise storage.StorageError(f"{root} already holds this project; open it instead")
         return project, True
@@ -229,8 +291,9 @@ def _create_or_resume(image_root: str, folder: str, classes: tuple[str, ...],
     found = storage.find_images(images, exclude=root)
     if not found.paths:
         kinds = ", ".join(sorted(ext.lstrip(".") for ext in storage.IMAGE_EXTENSIONS))
-        raise storage.StorageError(f"no images in {images} (looked for {kinds}, in every subfolder); "
-                                   "choose the folder that holds your images")
+        raise storage.StorageError(
+            f"no images in {images} (looked for {kinds}, in every subfolder); choose the folder that holds your images"
+        )
     return storage.create_project(root, settings), False
 
 
@@ -247,8 +310,10 @@ def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None)
     run_ingest(project)
     usable = storage.item_counts(project)["ok"]
     if usable == 0:
-        st.error("No usable image in the folder (every file was rejected or a duplicate): see the "
-                 "rejected files on the Project page, add images and scan again.")
+        st.error(
+            "No usable image in the folder (every file was rejected or a duplicate): see the "
+            "rejected files on the Project page, add images and scan again."
+        )
         return False
     if not _fit_settings(project, usable, typed):
         return False
@@ -272,12 +337,15 @@ def _queue_first_round(project: storage.Project, strategy: str) -> None:
     """The first batch by typiclust / probcover needs the backbone's embeddings: the worker makes it."""
     from app import jobs
 
-    storage.reserve_validation(project)     # so the validation images can be labeled while waiting
+    storage.reserve_validation(project)  # so the validation images can be labeled while waiting
     jobs.start_first_round(project)
     waits = bool(storage.active_jobs(project, "backbone"))
-    st.success(f"The first batch is being chosen by {strategy} on the representation of your images"
-               + (" once it is learned" if waits else "") + ": the Label page shows it when it is ready"
-               + (", or lets you label a random batch meanwhile." if waits else "."))
+    st.success(
+        f"The first batch is being chosen by {strategy} on the representation of your images"
+        + (" once it is learned" if waits else "")
+        + ": the Label page shows it when it is ready"
+        + (", or lets you label a random batch meanwhile." if waits else ".")
+    )
     st.page_link("app/page_label.py", label="Go to the Label page", icon=":material/label:")
 
 
@@ -291,8 +359,10 @@ def start_representation(project: storage.Project) -> None:
     from app import jobs
 
     jobs.start_backbone(project)
-    st.info(f"Learning a representation of your images in the background (about {settings.ssl_minutes:g} "
-            "minutes): rounds use it once it is ready. The Project page shows its progress.")
+    st.info(
+        f"Learning a representation of your images in the background (about {settings.ssl_minutes:g} "
+        "minutes): rounds use it once it is ready. The Project page shows its progress."
+    )
 
 
 def _fit_settings(project: storage.Project, usable: int, typed: tuple[str, ...] | None) -> bool:
@@ -307,8 +377,10 @@ def _fit_settings(project: storage.Project, usable: int, typed: tuple[str, ...] 
     try:
         if fitted != settings:
             storage.save_settings(project, fitted)
-            st.caption(f"Settings fitted to the {usable} usable images: budget {fitted.budget}, first batch "
-                       f"{fitted.initial_size}, validation {fitted.validation_size}, round size {fitted.round_size}.")
+            st.caption(
+                f"Settings fitted to the {usable} usable images: budget {fitted.budget}, first batch "
+                f"{fitted.initial_size}, validation {fitted.validation_size}, round size {fitted.round_size}."
+            )
         storage.validate_settings(fitted, pool_size=usable)
     except storage.SettingsError as exc:
         st.warning(f"Fix the settings before labeling (Project page, Settings): {widgets.md(exc)}")
@@ -326,9 +398,11 @@ def run_ingest(project: storage.Project) -> storage.IngestReport:
     report = storage.ingest(project, on_progress=on_progress)
     bar.progress(1.0, text="done")
     reasons = ", ".join(f"{n} {widgets.md(r)}" for r, n in sorted(report.rejected_reasons.items()))
-    st.success(f"Added {_count(report.added, 'image')}; {_count(report.duplicates, 'duplicate')}, "
-               f"{report.rejected} rejected"
-               f"{' (' + reasons + ')' if reasons else ''}; {report.already_known} already known.")
+    st.success(
+        f"Added {_count(report.added, 'image')}; {_count(report.duplicates, 'duplicate')}, "
+        f"{report.rejected} rejected"
+        f"{' (' + reasons + ')' if reasons else ''}; {report.already_known} already known."
+    )
     return report
 
 

@@ -14,6 +14,7 @@ the user (project, worklist shown, the labeling view's acknowledgements);
 the labeling view keeps its cursor and undo stack in the browser; everything
 else lives in SQLite.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,13 +28,13 @@ import storage
 ENV_PROJECT = "PROXY_LABELER_PROJECT"
 ENV_HOME = "PROXY_LABELER_HOME"
 ENV_ROOTS = "PROXY_LABELER_ROOTS"
-ERROR = "project_error"     # session key: why the session's project could not be opened
+ERROR = "project_error"  # session key: why the session's project could not be opened
 LAST_PROJECT_FILE = "last_project"
 
 DEFAULTS = {
-    "project_dir": None,    # str: the project this session works on
-    "source": "Batch",      # Batch | Validation
-    "labeler_acks": {},     # labeling view client id -> last committed event and refused ones
+    "project_dir": None,  # str: the project this session works on
+    "source": "Batch",  # Batch | Validation
+    "labeler_acks": {},  # labeling view client id -> last committed event and refused ones
 }
 
 
@@ -51,13 +52,10 @@ def home_dir() -> Path:
 def remember_project(root: Path) -> None:
     """Persist the opened project so the next server start reopens it."""
     try:
-        home = home_dir()
-        home.mkdir(parents=True, exist_ok=True)
-        tmp = home / f"{LAST_PROJECT_FILE}.tmp"
-        tmp.write_text(str(root))
-        os.replace(tmp, home / LAST_PROJECT_FILE)
+        with storage.atomic_write(home_dir() / LAST_PROJECT_FILE) as tmp:
+            tmp.write_text(str(root))
     except OSError:
-        pass   # a read-only home only costs the reopen-after-restart convenience
+        pass  # a read-only home only costs the reopen-after-restart convenience
 
 
 def remembered_project() -> Path | None:

@@ -1,4 +1,5 @@
 """Small widgets shared by the pages: safe text, progress bars, the live job panel."""
+
 from __future__ import annotations
 
 import re
@@ -27,7 +28,9 @@ def apply_style() -> None:
 
 def show_job(job: storage.Job) -> None:
     """A job's progress bar and message."""
-    text = md(job.message) if job.message else ("waiting for the worker to start" if job.state == "queued" else job.state)
+    text = (
+        md(job.message) if job.message else ("waiting for the worker to start" if job.state == "queued" else job.state)
+    )
     if job.cancel_requested:
         text = f"stopping (cancel requested) · {text}"
     st.progress(min(max(job.progress, 0.0), 1.0), text=f"{job.kind} job {job.id}: {text}")
@@ -40,10 +43,15 @@ def live_job(project_root: str, job_id: int) -> None:
     job = storage.get_job(project, job_id)
     if job.state in jobs.ACTIVE:
         show_job(job)
-        st.button("Cancel", key=f"cancel-{job_id}", on_click=jobs.cancel, args=(project, job_id),
-                  disabled=job.cancel_requested,
-                  help="Stops the job within a few seconds. Labels are kept; you can start it again.")
-        jobs.start_worker(project)   # a worker that died is restarted; the job is claimed again when stale
+        st.button(
+            "Cancel",
+            key=f"cancel-{job_id}",
+            on_click=jobs.cancel,
+            args=(project, job_id),
+            disabled=job.cancel_requested,
+            help="Stops the job within a few seconds. Labels are kept; you can start it again.",
+        )
+        jobs.start_worker(project)  # a worker that died is restarted; the job is claimed again when stale
         return
     st.rerun(scope="app")
 

@@ -8,20 +8,17 @@ same ingest with one in-process decoder (workers=1).
 
     .venv/bin/python benchmarks/bench_ingest.py [--zip PATH] [--workers N]
 """
+
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import storage  # noqa: E402
+import storage
+from engine.bench_round import machine_description
 
 DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "train.zip"
 
@@ -54,12 +51,16 @@ def main() -> None:
         baseline = storage.create_project(Path(temp) / "baseline", settings)
         _, baseline_s = _ingest_timed(baseline, 1)
     files = report.added + report.duplicates + report.rejected
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(machine_description())
     print(f"unzip: {unzip_s:.1f} s")
-    print(f"ingest: {files} files in {first_s:.1f} s = {files / first_s:.0f} files/s "
-          f"(added {report.added}, duplicates {report.duplicates}, rejected {report.rejected})")
-    print(f"baseline (workers=1): {baseline_s:.1f} s = {files / baseline_s:.0f} files/s; "
-          f"speed-up {baseline_s / first_s:.2f}x")
+    print(
+        f"ingest: {files} files in {first_s:.1f} s = {files / first_s:.0f} files/s "
+        f"(added {report.added}, duplicates {report.duplicates}, rejected {report.rejected})"
+    )
+    print(
+        f"baseline (workers=1): {baseline_s:.1f} s = {files / baseline_s:.0f} files/s; "
+        f"speed-up {baseline_s / first_s:.2f}x"
+    )
     print(f"re-run: {again.already_known} known files in {second_s:.2f} s, added {again.added}")
 
 

@@ -23,8 +23,10 @@ least-confidence rounds, the CPU proxy trained on pixels) at the same
 budgets, through `engine.simulate` on the same data.
 
     .venv/bin/python benchmarks/bench_representation.py ssl --data /tmp/cifar --seconds 900 --out /tmp/rep
-    .venv/bin/python benchmarks/bench_representation.py al --data /tmp/cifar --backbone /tmp/rep/backbone_ssl.safetensors
+    .venv/bin/python benchmarks/bench_representation.py al --data /tmp/cifar \
+        --backbone /tmp/rep/backbone_ssl.safetensors
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,18 +38,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.bench_round import machine_description  # noqa: E402
-from engine.coldstart import probcover, typiclust  # noqa: E402
-from engine.embeddings import Backbone, embed_images, load_ssl_weights, save_ssl_backbone  # noqa: E402
-from engine.frozen import Features, HeadConfig, accuracy, head_probs, knn_accuracy, train_head  # noqa: E402
-from engine.models import model_from_config  # noqa: E402
-from engine.pool_cache import channel_stats, pick_image_size  # noqa: E402
-from engine.score import PoolScores  # noqa: E402
-from engine.select import least_confidence, random_sample  # noqa: E402
-from engine.simulate import load_test_set  # noqa: E402
-from engine.ssl import SSLConfig, backbone_config, pretrain, ssl_input_size  # noqa: E402
+from engine.bench_round import machine_description
+from engine.coldstart import probcover, typiclust
+from engine.embeddings import Backbone, embed_images, load_ssl_weights, save_ssl_backbone
+from engine.frozen import Features, HeadConfig, accuracy, head_probs, knn_accuracy, train_head
+from engine.models import model_from_config
+from engine.pool_cache import channel_stats, pick_image_size
+from engine.score import PoolScores
+from engine.select import least_confidence, random_sample
+from engine.simulate import load_test_set
+from engine.ssl import SSLConfig, backbone_config, pretrain, ssl_input_size
 
 BUDGETS = (100, 200, 500, 1000)
 PROBE_LABELS = (100, 1000, 5000)
@@ -57,6 +57,7 @@ def load_data(root: Path, size: int) -> tuple:
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not size:
         from PIL import Image
+
         first = sorted((root / "train").glob("*/*"))[:200]
         size = pick_image_size([Image.open(p).size for p in first])
     xtr, ytr = load_test_set(root / "train", classes, size)
@@ -68,8 +69,7 @@ def probe(backbone: Backbone, xtr, ytr, xte, yte, classes: int, seed: int = 0) -
     """k-NN (all train labels) and linear-probe accuracies on the test set."""
     started = time.perf_counter()
     etr, ete = embed_images(backbone, xtr), embed_images(backbone, xte)
-    out = {"embed_s": round(time.perf_counter() - started, 1),
-           "knn_all": knn_accuracy(etr, ytr, ete, yte, classes)}
+    out = {"embed_s": round(time.perf_counter() - started, 1), "knn_all": knn_accuracy(etr, ytr, ete, yte, classes)}
     features = Features(np.concatenate([etr, ete]))
     test = np.arange(len(ytr), len(ytr) + len(yte))
     rng = np.random.default_rng(seed)
@@ -83,8 +83,9 @@ def probe(backbone: Backbone, xtr, ytr, xte, yte, classes: int, seed: int = 0) -
 def run_ssl(args) -> dict:
     classes, xtr, ytr, xte, yte = load_data(args.data, args.image_size)
     normalization = channel_stats(xtr)
-    config = SSLConfig(steps=args.steps, max_seconds=None if args.steps else args.seconds,
-                       seed=args.seed, device=args.device)
+    config = SSLConfig(
+        steps=args.steps, max_seconds=None if args.steps else args.seconds, seed=args.seed, device=args.device
+    )
     size = ssl_input_size(xtr.shape[-1])
     snapshots: dict[int, dict] = {}
 
@@ -98,22 +99,52 @@ def run_ssl(args) -> dict:
     mconfig = backbone_config(config, size)
     rows = []
     random_model = model_from_config(mconfig, seed=args.seed).eval()
-    rows.append({"seconds": 0, "steps": 0, **probe(Backbone("random", random_model, size, normalization, "r"),
-                                                    xtr, ytr, xte, yte, len(classes))})
-    for mark, snap in sorted(snapshots.items()):
+    rows.append(
+        {
+            "seconds": 0,
+            "steps": 0,
+            **probe(Backbone("random", random_model, size, normalization, "r"), xtr, ytr, xte, yte, len(classes)),
+        }
+    )
+    for _, snap in sorted(snapshots.items()):
         model = model_from_config(mconfig)
         model.load_state_dict(snap["state"])
-        rows.append({"seconds": round(snap["seconds"]), "steps": snap["step"],
-                     **probe(Backbone("ssl", model.eval(), size, normalization, "s"), xtr, ytr, xte, yte, len(classes))})
+        rows.append(
+            {
+                "seconds": round(snap["seconds"]),
+                "steps": snap["step"],
+                **probe(Backbone("ssl", model.eval(), size, normalization, "s"), xtr, ytr, xte, yte, len(classes)),
+            }
+        )
         print(json.dumps(rows[-1]), file=sys.stderr)
-    rows.append({"seconds": round(result.seconds), "steps": result.steps,
-                 **probe(Backbone("ssl", result.model, size, normalization, "f"), xtr, ytr, xte, yte, len(classes))})
+    rows.append(
+        {
+            "seconds": round(result.seconds),
+            "steps": result.steps,
+            **probe(Backbone("ssl", result.model, size, normalization, "f"), xtr, ytr, xte, yte, len(classes)),
+        }
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    save_ssl_backbone(args.out, result.model, {"model_config": mconfig.__dict__,
-                                               "normalization": [list(v) for v in normalization],
-                                               "steps": result.steps, "seconds": result.seconds})
-    return {"machine": machine_description(), "data": str(args.data), "pool": len(ytr), "test": len(yte),
-            "image_size": int(xtr.shape[-1]), "ssl_input": size, "config": config.__dict__, "rows": rows}
+    save_ssl_backbone(
+        args.out,
+        result.model,
+        {
+            "model_config": mconfig.__dict__,
+            "normalization": [list(v) for v in normalization],
+            "steps": result.steps,
+            "seconds": result.seconds,
+        },
+    )
+    return {
+        "machine": machine_description(),
+        "data": str(args.data),
+        "pool": len(ytr),
+        "test": len(yte),
+        "image_size": int(xtr.shape[-1]),
+        "ssl_input": size,
+        "config": config.__dict__,
+        "rows": rows,
+    }
 
 
 def run_al(args) -> dict:
@@ -139,16 +170,24 @@ def run_al(args) -> dict:
                     if i:
                         probs = head_probs(head, features, np.arange(len(ytr)))
                         pool = PoolScores(probs=probs, embeddings=etr)
-                        pick = (least_confidence if later == "least_confidence" else random_sample)
+                        pick = least_confidence if later == "least_confidence" else random_sample
                         chosen = np.concatenate([chosen, pick(pool, chosen, budget - len(chosen), rng=rng)])
                     t = time.perf_counter()
                     head = train_head(features, chosen, ytr[chosen], c, HeadConfig(seed=seed))
-                    curve[budget] = {"acc": accuracy(head, features, test, yte),
-                                     "head_s": round(time.perf_counter() - t, 3)}
+                    curve[budget] = {
+                        "acc": accuracy(head, features, test, yte),
+                        "head_s": round(time.perf_counter() - t, 3),
+                    }
                 rows.append({"seed": seed, "initial": first_name, "rounds": later, "curve": curve})
                 print(json.dumps(rows[-1]), file=sys.stderr)
-    return {"machine": machine_description(), "data": str(args.data), "backbone": str(args.backbone), "pool": len(ytr),
-            "embed_s": round(embed_s, 1), "rows": rows}
+    return {
+        "machine": machine_description(),
+        "data": str(args.data),
+        "backbone": str(args.backbone),
+        "pool": len(ytr),
+        "embed_s": round(embed_s, 1),
+        "rows": rows,
+    }
 
 
 def run_target(args) -> dict:
@@ -163,8 +202,9 @@ def run_target(args) -> dict:
     classes, xtr, ytr, xte, yte = load_data(args.data, args.image_size)
     backbone = load_ssl_weights(args.backbone)
     normalization = channel_stats(xtr)
-    settings = storage.Settings(image_root="", classes=tuple(classes), device=args.device, seed=args.seed,
-                                target_training=args.level)
+    settings = storage.Settings(
+        image_root="", classes=tuple(classes), device=args.device, seed=args.seed, target_training=args.level
+    )
     features = Features(np.concatenate([embed_images(backbone, xtr), embed_images(backbone, xte)]))
     test = np.arange(len(ytr), len(ytr) + len(yte))
     rows = []
@@ -182,12 +222,24 @@ def run_target(args) -> dict:
                 size, norm = xtr.shape[-1], normalization
             started = time.perf_counter()
             train(model, resize_images(xtr[pos], size), ytr[pos], stage.train, norm)
-            rows.append({"labels": n, "model": stage.model_name, "acc": evaluate(model, resize_images(xte, size), yte,
-                                                                                 norm, tta=True),
-                         "train_s": round(time.perf_counter() - started, 1)})
+            rows.append(
+                {
+                    "labels": n,
+                    "model": stage.model_name,
+                    "acc": evaluate(model, resize_images(xte, size), yte, norm, tta=True),
+                    "train_s": round(time.perf_counter() - started, 1),
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr)
-    return {"machine": machine_description(), "data": str(args.data), "backbone": str(args.backbone),
-            "level": args.level, "pool": len(ytr), "test": len(yte), "rows": rows}
+    return {
+        "machine": machine_description(),
+        "data": str(args.data),
+        "backbone": str(args.backbone),
+        "level": args.level,
+        "pool": len(ytr),
+        "test": len(yte),
+        "rows": rows,
+    }
 
 
 def run_round_timing(args) -> dict:
@@ -203,22 +255,33 @@ def run_round_timing(args) -> dict:
     classes = sorted(p.name for p in train_root.iterdir() if p.is_dir())
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-rep-") as tmp:
-        settings = storage.Settings(image_root=str(train_root), classes=tuple(classes), budget=args.labels + 500,
-                                    round_size=100, initial_size=args.labels, strategy="least_confidence",
-                                    proxy="linear", backbone=str(args.backbone), initial_strategy="typiclust",
-                                    image_size=args.image_size, device=args.device, auto_next_round=False)
+        settings = storage.Settings(
+            image_root=str(train_root),
+            classes=tuple(classes),
+            budget=args.labels + 500,
+            round_size=100,
+            initial_size=args.labels,
+            strategy="least_confidence",
+            proxy="linear",
+            backbone=str(args.backbone),
+            initial_strategy="typiclust",
+            image_size=args.image_size,
+            device=args.device,
+            auto_next_round=False,
+        )
         project = storage.create_project(Path(tmp) / "project", settings)
         started = time.perf_counter()
         storage.ingest(project)
         ingest_s = time.perf_counter() - started
         started = time.perf_counter()
-        first = run_first_round(project)           # decodes the pool and embeds it once
+        first = run_first_round(project)  # decodes the pool and embeds it once
         first_s = time.perf_counter() - started
         folder = {item.id: item.path.split("/")[0] for item in storage.usable_items(project)}
 
         def label(made) -> None:
             for item_id, _ in storage.round_queue(project, made.id):
                 storage.set_label(project, item_id, folder[item_id], annotator="oracle", round_id=made.id)
+
         label(first)
         for proxy in ["linear"] * args.rounds + ["proxy_tiny"]:
             storage.save_settings(project, dataclasses.replace(storage.load_settings(project), proxy=proxy))
@@ -226,14 +289,28 @@ def run_round_timing(args) -> dict:
             outcome = select_next_batch(project)
             wall = time.perf_counter() - started
             made = outcome.round
-            rows.append({"proxy": proxy, "labels": made.n_labeled, "wall_s": round(wall, 3),
-                         "train_s": round(made.train_s, 3), "score_s": round(made.score_s, 3),
-                         "select_s": round(made.select_s, 3), "val_acc": made.proxy_val_acc})
+            rows.append(
+                {
+                    "proxy": proxy,
+                    "labels": made.n_labeled,
+                    "wall_s": round(wall, 3),
+                    "train_s": round(made.train_s, 3),
+                    "score_s": round(made.score_s, 3),
+                    "select_s": round(made.select_s, 3),
+                    "val_acc": made.proxy_val_acc,
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr)
             label(made)
         pool = len(storage.usable_items(project))
-    return {"machine": machine_description(), "data": str(args.data), "pool": pool, "ingest_s": round(ingest_s, 1),
-            "first_round_s": round(first_s, 1), "rows": rows}
+    return {
+        "machine": machine_description(),
+        "data": str(args.data),
+        "pool": pool,
+        "ingest_s": round(ingest_s, 1),
+        "first_round_s": round(first_s, 1),
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -241,8 +318,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     ssl = sub.add_parser("ssl")
     ssl.add_argument("--seconds", type=float, default=900)
-    ssl.add_argument("--steps", type=int, default=0,
-                     help="a fixed step count instead of --seconds (then --snapshots are steps)")
+    ssl.add_argument(
+        "--steps", type=int, default=0, help="a fixed step count instead of --seconds (then --snapshots are steps)"
+    )
     ssl.add_argument("--snapshots", type=float, nargs="*", default=[300, 600])
     al = sub.add_parser("al")
     al.add_argument("--backbone", type=Path, required=True)

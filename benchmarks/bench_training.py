@@ -17,12 +17,12 @@ one run, not runs.
 
     .venv/bin/python benchmarks/bench_training.py [--data ROOT] [--only plans recipe warm] [--json OUT]
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 import zipfile
@@ -32,16 +32,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import storage  # noqa: E402
-from engine.bench_round import CIFAR_TEST_ZIP, CIFAR_ZIP, machine_description  # noqa: E402
-from engine.config import BASE, stage_config  # noqa: E402
-from engine.models import build_model  # noqa: E402
-from engine.pool_cache import channel_stats, pick_image_size  # noqa: E402
-from engine.simulate import load_test_set  # noqa: E402
-from engine.train import StepsSeen, TrainConfig, TrainingFailed, evaluate, train  # noqa: E402
-from storage.walk import find_images  # noqa: E402
+import storage
+from engine.bench_round import CIFAR_TEST_ZIP, CIFAR_ZIP, machine_description
+from engine.config import BASE, stage_config
+from engine.models import build_model
+from engine.pool_cache import channel_stats, pick_image_size
+from engine.simulate import load_test_set
+from engine.train import StepsSeen, TrainConfig, TrainingFailed, evaluate, train
+from storage.walk import find_images
 
 # The epoch recipe before steps: 8 epochs, batches of up to 128, 25% warm-up, no clipping.
 EPOCH_RECIPE_EPOCHS = 8
@@ -50,8 +48,8 @@ EPOCH_RECIPE = dataclasses.replace(BASE, warmup=0.25, clip_norm=0.0, check=False
 
 @dataclasses.dataclass
 class Data:
-    train_x: np.ndarray   # uint8 [N, 3, S, S]
-    train_y: np.ndarray   # int64 [N]
+    train_x: np.ndarray  # uint8 [N, 3, S, S]
+    train_y: np.ndarray  # int64 [N]
     test_x: np.ndarray
     test_y: np.ndarray
     classes: list[str]
@@ -70,8 +68,9 @@ def load_data(root: Path) -> Data:
     return Data(train_x, train_y, test_x, test_y, classes, (tuple(mean), tuple(std)), size)
 
 
-def run(data: Data, model_name: str, n: int, config: TrainConfig, seed: int, label: str,
-        init: torch.nn.Module | None = None) -> dict:
+def run(
+    data: Data, model_name: str, n: int, config: TrainConfig, seed: int, label: str, init: torch.nn.Module | None = None
+) -> dict:
     """Train `model_name` on n random labels (seeded) with `config`; test it."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(data.train_y), size=min(n, len(data.train_y)), replace=False)
@@ -82,19 +81,34 @@ def run(data: Data, model_name: str, n: int, config: TrainConfig, seed: int, lab
     started = time.perf_counter()
     error = None
     try:
-        train(model, data.train_x[picks], data.train_y[picks], dataclasses.replace(config, seed=seed),
-              data.normalization, on_progress=steps)
+        train(
+            model,
+            data.train_x[picks],
+            data.train_y[picks],
+            dataclasses.replace(config, seed=seed),
+            data.normalization,
+            on_progress=steps,
+        )
     except TrainingFailed as exc:
         error = str(exc)
     seconds = time.perf_counter() - started
-    row = {"row": label, "model": model_name, "labels": int(len(picks)), "seed": seed, "steps": steps.last,
-           "seconds": round(seconds, 1),
-           "test_acc": round(evaluate(model, data.test_x, data.test_y, data.normalization), 4),
-           "test_acc_tta": round(evaluate(model, data.test_x, data.test_y, data.normalization, tta=True), 4),
-           "failed": error}
-    print(f"  {label:<34} {model_name:<10} {row['labels']:>6} labels  seed {seed}  {row['steps']:>5} steps "
-          f"{row['seconds']:>7.1f} s   test {row['test_acc']:.3f}  tta {row['test_acc_tta']:.3f}"
-          + (f"   FAILED: {error}" if error else ""), flush=True)
+    row = {
+        "row": label,
+        "model": model_name,
+        "labels": len(picks),
+        "seed": seed,
+        "steps": steps.last,
+        "seconds": round(seconds, 1),
+        "test_acc": round(evaluate(model, data.test_x, data.test_y, data.normalization), 4),
+        "test_acc_tta": round(evaluate(model, data.test_x, data.test_y, data.normalization, tta=True), 4),
+        "failed": error,
+    }
+    print(
+        f"  {label:<34} {model_name:<10} {row['labels']:>6} labels  seed {seed}  {row['steps']:>5} steps "
+        f"{row['seconds']:>7.1f} s   test {row['test_acc']:.3f}  tta {row['test_acc_tta']:.3f}"
+        + (f"   FAILED: {error}" if error else ""),
+        flush=True,
+    )
     row["model_object"] = model
     return row
 
@@ -120,8 +134,10 @@ def recipe(data: Data, args) -> list[dict]:
     fixed = dataclasses.replace(BASE, steps=args.recipe_steps, device=args.device)
     epoch_steps = EPOCH_RECIPE_EPOCHS * -(-args.recipe_n // 128)
     variants = [
-        (f"epoch recipe before ({epoch_steps} steps)", dataclasses.replace(EPOCH_RECIPE, steps=epoch_steps,
-                                                                          device=args.device)),
+        (
+            f"epoch recipe before ({epoch_steps} steps)",
+            dataclasses.replace(EPOCH_RECIPE, steps=epoch_steps, device=args.device),
+        ),
         ("steps recipe (default)", fixed),
         ("lr 0.2 instead of 0.4", dataclasses.replace(fixed, lr=0.2)),
         ("no gradient clipping", dataclasses.replace(fixed, clip_norm=0.0)),
@@ -140,8 +156,11 @@ def warm(data: Data, args) -> list[dict]:
         first = run(data, name, args.recipe_n, config, seed, "round 1")
         scratch = run(data, name, 2 * args.recipe_n, config, seed, "round 2 from scratch")
         half = dataclasses.replace(config, steps=max(1, scratch["steps"] // 2))
-        rows += [first, scratch, run(data, name, 2 * args.recipe_n, half, seed, "round 2 warm, half the steps",
-                                     init=first["model_object"])]
+        rows += [
+            first,
+            scratch,
+            run(data, name, 2 * args.recipe_n, half, seed, "round 2 warm, half the steps", init=first["model_object"]),
+        ]
     return rows
 
 
@@ -169,16 +188,26 @@ def main(argv: list[str] | None = None) -> int:
         root = args.data or cifar_root(Path(tmp))
         started = time.perf_counter()
         data = load_data(root)
-        print(f"data: {root}: {len(data.train_y)} train / {len(data.test_y)} test images, {len(data.classes)} "
-              f"classes, {data.image_size} px (decoded in {time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"data: {root}: {len(data.train_y)} train / {len(data.test_y)} test images, {len(data.classes)} "
+            f"classes, {data.image_size} px (decoded in {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         rows = []
         for part in args.only:
             rows += {"plans": plans, "recipe": recipe, "warm": warm}[part](data, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine_description(), "data": str(args.data or "cifar10"),
-                                         "rows": [{k: v for k, v in r.items() if k != "model_object"} for r in rows]},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": machine_description(),
+                    "data": str(args.data or "cifar10"),
+                    "rows": [{k: v for k, v in r.items() if k != "model_object"} for r in rows],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ Timings are taken inside the page, on the browser's clock, from the key's
 
 Usage: .venv/bin/python benchmarks/bench_ui.py [--presses 40] [--batches 3] [--no-demo]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import storage  # noqa: E402
 from app import demo  # noqa: E402
@@ -141,9 +141,16 @@ def rapid_keys(page, project: storage.Project, presses: int, gap_ms: int) -> dic
     logged = page.evaluate("window.__presses")[start:]
     rows = label_rows(project) - before
     classes = storage.load_settings(project).classes
-    on_shown = sum(1 for key, item, _ in logged if key in "123s" and item is not None and any(
-        (e.skipped if key == "s" else e.class_name == classes[int(key) - 1]) and e.annotator == "bench"
-        for e in storage.label_history(project, item)))
+    on_shown = sum(
+        1
+        for key, item, _ in logged
+        if key in "123s"
+        and item is not None
+        and any(
+            (e.skipped if key == "s" else e.class_name == classes[int(key) - 1]) and e.annotator == "bench"
+            for e in storage.label_history(project, item)
+        )
+    )
     return {"presses": len(logged), "rows": rows, "on_shown": on_shown, "labels": sum(k in "123s" for k in keys)}
 
 
@@ -211,14 +218,14 @@ def batch_turnaround(page, project: storage.Project, batches: int, pace_s: float
         while True:
             item = page.evaluate("window.__shownAt()")
             open_items = [i for i in batch if storage.current_label(project, i) is None]
-            if item not in batch:          # the view moved past an open item of this batch: say so
+            if item not in batch:  # the view moved past an open item of this batch: say so
                 print(f"  shown item {item} is not in the batch; {len(open_items)} of it open", flush=True)
             last = open_items == [item]
             time.sleep(pace_s)
             page.keyboard.press(key_for(project, item, truth))
             if last:
                 break
-            page.evaluate("(b) => window.__measure(b)", item)      # shown and committed: storage is current
+            page.evaluate("(b) => window.__measure(b)", item)  # shown and committed: storage is current
         waits.append(page.evaluate("(ids) => window.__nextBatch(ids)", batch))
     return waits
 
@@ -226,8 +233,10 @@ def batch_turnaround(page, project: storage.Project, batches: int, pace_s: float
 def first_start(sync_api, work: Path) -> float:
     """Server start with no project and no demo built yet -> first demo image on screen."""
     started = time.time()
-    with streamlit_server(None, work / "home_demo", work / "server_demo.log", demo_dir=work / "demo") as url, \
-            sync_api.sync_playwright() as pw:
+    with (
+        streamlit_server(None, work / "home_demo", work / "server_demo.log", demo_dir=work / "demo") as url,
+        sync_api.sync_playwright() as pw,
+    ):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.goto(url)
@@ -238,8 +247,14 @@ def first_start(sync_api, work: Path) -> float:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
@@ -261,19 +276,24 @@ def main() -> None:
     print(f"machine: {machine()}  load: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        keys_project = make_project(work / "keys", initial_size=max(args.rapid + args.presses + 70, 130),
-                                    auto_next_round=False)
-        with streamlit_server(keys_project.root, work / "home", work / "server.log") as url, \
-                sync_api.sync_playwright() as pw:
+        keys_project = make_project(
+            work / "keys", initial_size=max(args.rapid + args.presses + 70, 130), auto_next_round=False
+        )
+        with (
+            streamlit_server(keys_project.root, work / "home", work / "server.log") as url,
+            sync_api.sync_playwright() as pw,
+        ):
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = open_page(browser, url)
             grid = grid_figures(page, args.grid_repeats)
             rapid = rapid_keys(page, keys_project, args.rapid, args.gap_ms)
             keys = press_latencies(page, args.presses)
             browser.close()
-        print(f"rapid keys: {rapid['presses']} presses {args.gap_ms} ms apart -> {rapid['rows']} label rows "
-              f"({rapid['labels']} labels/skips, the rest undos); every label on the item shown: "
-              f"{rapid['on_shown'] == rapid['labels']}")
+        print(
+            f"rapid keys: {rapid['presses']} presses {args.gap_ms} ms apart -> {rapid['rows']} label rows "
+            f"({rapid['labels']} labels/skips, the rest undos); every label on the item shown: "
+            f"{rapid['on_shown'] == rapid['labels']}"
+        )
         print(f"key press -> next image visible:           {summary(keys['visible'])}")
         print(f"baseline: arrow key -> next image visible:  {summary(keys['arrow'])}")
         print(f"key press -> label acknowledged:            {summary(keys['acked'])}")
@@ -282,8 +302,10 @@ def main() -> None:
         print(f"20 tiles selected, one key -> acknowledged: {summary(grid['bulk'])}")
 
         rounds_project = make_project(work / "rounds", budget=20 * (args.batches + 4))
-        with streamlit_server(rounds_project.root, work / "home2", work / "server2.log") as url, \
-                sync_api.sync_playwright() as pw:
+        with (
+            streamlit_server(rounds_project.root, work / "home2", work / "server2.log") as url,
+            sync_api.sync_playwright() as pw,
+        ):
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = open_page(browser, url)
             waits = batch_turnaround(page, rounds_project, args.batches, args.pace)
@@ -292,8 +314,10 @@ def main() -> None:
             browser.close()
         print(f"last label of a batch -> next batch visible ({args.pace:.1f} s per image): {summary(waits)}")
         print(f"scripted annotator, typing:    {typed[0]:5.0f} labels/min ({typed[1]} images)")
-        print(f"scripted annotator, accepting: {accepted[0]:5.0f} labels/min ({accepted[1]} images; "
-              f"the guess was right for {accepted[2]} of them, {typed[2]} of {typed[1]} in the typed run)")
+        print(
+            f"scripted annotator, accepting: {accepted[0]:5.0f} labels/min ({accepted[1]} images; "
+            f"the guess was right for {accepted[2]} of them, {typed[2]} of {typed[1]} in the typed run)"
+        )
         if not args.no_demo:
             print(f"first start -> first demo image shown:    {first_start(sync_api, work):.1f} s")
 

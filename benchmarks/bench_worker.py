@@ -8,6 +8,7 @@ idle after the round, and the seconds from the stand-in's exit to the worker's.
 
 Usage: .venv/bin/python benchmarks/bench_worker.py [--hold 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import storage  # noqa: E402
 from app import demo  # noqa: E402
@@ -74,9 +74,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = prepared_project(Path(tmp))
         job = storage.enqueue_job(project, "round")
-        stand_in = subprocess.Popen([sys.executable, "-c", STAND_IN, str(project.root)], cwd=REPO,
-                                    env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True)
+        stand_in = subprocess.Popen(
+            [sys.executable, "-c", STAND_IN, str(project.root)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         pid = int(stand_in.stdout.readline())
         started = time.monotonic()
         while storage.get_job(project, job.id).state in ("queued", "running"):
@@ -93,10 +98,14 @@ def main() -> None:
         followed_s = time.monotonic() - gone_at
     acc = (done.result or {}).get("proxy_val_acc")
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"round job: {done.state} in {round_s:.1f} s (worker start included), proxy validation accuracy "
-          f"{acc if acc is None else f'{acc:.1%}'}")
-    print(f"worker idle {args.hold:.0f} s after the round: VmRSS {idle['VmRSS'] / 1024:.0f} MiB, "
-          f"peak VmHWM {idle['VmHWM'] / 1024:.0f} MiB")
+    print(
+        f"round job: {done.state} in {round_s:.1f} s (worker start included), proxy validation accuracy "
+        f"{acc if acc is None else f'{acc:.1%}'}"
+    )
+    print(
+        f"worker idle {args.hold:.0f} s after the round: VmRSS {idle['VmRSS'] / 1024:.0f} MiB, "
+        f"peak VmHWM {idle['VmHWM'] / 1024:.0f} MiB"
+    )
     print(f"worker exit after the app process exited: {followed_s:.2f} s")
 
 

@@ -1,4 +1,5 @@
 """`python -m engine`: see engine.cli."""
+
 from engine.cli import main
 
 if __name__ == "__main__":

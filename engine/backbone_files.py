@@ -3,6 +3,7 @@
 The app server reads the backbone's status from here; importing torch there
 would slow every page (engine.initial keeps round 0 torch-free for the same reason).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ from pathlib import Path
 
 NONE, SSL = "none", "ssl"
 TORCH_ARCHS = ("resnet18", "resnet34", "resnet50")
-FROZEN_PROXIES = ("linear", "mlp")     # proxies that are heads on the backbone's embeddings (engine.frozen)
-BACKBONE_TARGET = "backbone"           # the target model that fine-tunes the backbone (engine.target)
+FROZEN_PROXIES = ("linear", "mlp")  # proxies that are heads on the backbone's embeddings (engine.frozen)
+BACKBONE_TARGET = "backbone"  # the target model that fine-tunes the backbone (engine.target)
 
 SSL_WEIGHTS = "backbone_ssl.safetensors"
-SSL_META = "backbone_ssl.json"           # written last: its presence means the backbone is ready
-SSL_STATE = "backbone_ssl_state.pt"      # the training state a resumed run starts from
+SSL_META = "backbone_ssl.json"  # written last: its presence means the backbone is ready
+SSL_STATE = "backbone_ssl_state.pt"  # the training state a resumed run starts from
 
 
 class BackboneError(ValueError):
@@ -37,7 +38,8 @@ def ssl_meta(models_dir: Path) -> dict | None:
 
 
 def check_backbone_setting(value: str) -> str:
-    """`value` if it names a usable backbone (none, ssl, an architecture in the torch cache, a file); else BackboneError."""
+    """`value` if it names a usable backbone (none, ssl, an architecture in the torch cache, a file);
+    else BackboneError."""
     value = (value or NONE).strip()
     if value in (NONE, SSL):
         return value
@@ -50,11 +52,15 @@ def check_backbone_users(backbone: str, proxy: str, target: str) -> None:
     if (backbone or NONE).strip() != NONE:
         return
     if proxy in FROZEN_PROXIES:
-        raise BackboneError(f"the {proxy} proxy is a head on a backbone's features; set backbone to ssl or a "
-                            "weights file, or choose a proxy that trains on pixels (auto)")
+        raise BackboneError(
+            f"the {proxy} proxy is a head on a backbone's features; set backbone to ssl or a "
+            "weights file, or choose a proxy that trains on pixels (auto)"
+        )
     if target == BACKBONE_TARGET:
-        raise BackboneError("the target 'backbone' fine-tunes the project's backbone; set backbone to ssl or a "
-                            "weights file, or choose a target trained from scratch (auto)")
+        raise BackboneError(
+            "the target 'backbone' fine-tunes the project's backbone; set backbone to ssl or a "
+            "weights file, or choose a target trained from scratch (auto)"
+        )
 
 
 def weights_path(value: str) -> Path:
@@ -63,8 +69,10 @@ def weights_path(value: str) -> Path:
         return find_cached_weights(value)
     path = Path(value).expanduser()
     if not path.is_file():
-        raise BackboneError(f"backbone weights file {path} not found; give the path of a local .pth or "
-                            f".safetensors file, or one of: none, ssl, {', '.join(TORCH_ARCHS)}")
+        raise BackboneError(
+            f"backbone weights file {path} not found; give the path of a local .pth or "
+            f".safetensors file, or one of: none, ssl, {', '.join(TORCH_ARCHS)}"
+        )
     return path
 
 
@@ -79,6 +87,8 @@ def find_cached_weights(arch: str) -> Path:
     folder = torch_cache_dir()
     found = sorted(folder.glob(f"{arch}-*.pth")) + sorted(folder.glob(f"{arch}.pth"))
     if not found:
-        raise BackboneError(f"no {arch} weights in the torch cache ({folder}); copy a {arch} .pth file there "
-                            "or give its path. Weights are never downloaded.")
+        raise BackboneError(
+            f"no {arch} weights in the torch cache ({folder}); copy a {arch} .pth file there "
+            "or give its path. Weights are never downloaded."
+        )
     return found[0]

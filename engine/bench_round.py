@@ -9,6 +9,7 @@ subset (or `--data`'s sibling `test/` folder), so the timing comes with the
 accuracy it bought. `python -m engine bench` runs it after the k-center
 benchmark of `engine.bench_select`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,12 +83,21 @@ def test_folder(data: Path, dest: Path) -> Path | None:
 def make_project(root: Path, data: Path, args: argparse.Namespace) -> storage.Project:
     """A project over `data` (class = first folder of each path), ingested, settings from the flags."""
     classes = tuple(sorted(p.name for p in Path(data).iterdir() if p.is_dir() and not p.name.startswith(".")))
-    settings = storage.Settings(image_root=str(data), classes=classes, budget=args.labeled + args.round_size,
-                                round_size=args.round_size, initial_size=args.labeled, strategy=args.strategy,
-                                device=args.device, seed=0, auto_next_round=False)
+    settings = storage.Settings(
+        image_root=str(data),
+        classes=classes,
+        budget=args.labeled + args.round_size,
+        round_size=args.round_size,
+        initial_size=args.labeled,
+        strategy=args.strategy,
+        device=args.device,
+        seed=0,
+        auto_next_round=False,
+    )
     defaults = storage.Settings(image_root=str(data), classes=classes)
-    settings = dataclasses.replace(settings, proxy=args.proxy or defaults.proxy,
-                                   proxy_training=args.proxy_training or defaults.proxy_training)
+    settings = dataclasses.replace(
+        settings, proxy=args.proxy or defaults.proxy, proxy_training=args.proxy_training or defaults.proxy_training
+    )
     project = storage.create_project(root, settings)
     started = time.perf_counter()
     report = storage.ingest(project)
@@ -120,35 +130,61 @@ def time_round(project: storage.Project, labeled: int, test: Path | None = None)
         test_acc = evaluate(outcome.model, images, labels, pool.normalization)
     started = time.perf_counter()
     reread = load_project_pool(project)
-    np.asarray(reread.images).sum()              # touch every byte, as training and scoring do
+    np.asarray(reread.images).sum()  # touch every byte, as training and scoring do
     reload_s = time.perf_counter() - started
-    return {"pool_size": len(pool.item_ids), "cache_reload_s": reload_s, "image_size": pool.image_size, "cache_s": cache_s,
-            "labeled": made.n_labeled, "selected": len(storage.round_items(project, made.id)),
-            "proxy": outcome.model.config.name, "proxy_training": settings.proxy_training,
-            "proxy_steps": outcome.train_steps, "proxy_test_acc": test_acc, "strategy": settings.strategy,
-            "device": str(best_device(settings.device)), "train_s": made.train_s, "score_s": made.score_s,
-            "select_s": made.select_s, "round_s": total_s, "round_cpu_s": cpu_s,
-            "load_avg_1min": max(load_before, os.getloadavg()[0]),
-            "train_steps_per_s": outcome.train_steps / made.train_s}
+    return {
+        "pool_size": len(pool.item_ids),
+        "cache_reload_s": reload_s,
+        "image_size": pool.image_size,
+        "cache_s": cache_s,
+        "labeled": made.n_labeled,
+        "selected": len(storage.round_items(project, made.id)),
+        "proxy": outcome.model.config.name,  # type: ignore[union-attr]  # a pixel proxy, built by engine.models
+        "proxy_training": settings.proxy_training,
+        "proxy_steps": outcome.train_steps,
+        "proxy_test_acc": test_acc,
+        "strategy": settings.strategy,
+        "device": str(best_device(settings.device)),
+        "train_s": made.train_s,
+        "score_s": made.score_s,
+        "select_s": made.select_s,
+        "round_s": total_s,
+        "round_cpu_s": cpu_s,
+        "load_avg_1min": max(load_before, os.getloadavg()[0]),
+        "train_steps_per_s": outcome.train_steps / made.train_s if made.train_s else None,
+    }
 
 
 def print_figures(f: dict) -> None:
     """The round figures as a small table, with each stage's share of the round."""
-    print(f"\nround on {f['pool_size']} images at {f['image_size']} px, {f['labeled']} labeled, "
-          f"{f['selected']} selected ({f['strategy']}); proxy {f['proxy']} ({f['proxy_training']}: "
-          f"{f['proxy_steps']} steps), device {f['device']}")
+    print(
+        f"\nround on {f['pool_size']} images at {f['image_size']} px, {f['labeled']} labeled, "
+        f"{f['selected']} selected ({f['strategy']}); proxy {f['proxy']} ({f['proxy_training']}: "
+        f"{f['proxy_steps']} steps), device {f['device']}"
+    )
     if f["proxy_test_acc"] is not None:
         print(f"  proxy test accuracy: {f['proxy_test_acc']:.3f}")
     other = f["round_s"] - f["train_s"] - f["score_s"] - f["select_s"]
-    for name, seconds in (("train", f["train_s"]), ("score", f["score_s"]), ("select", f["select_s"]),
-                          ("other (reads, writes)", other), ("round, in all", f["round_s"])):
+    for name, seconds in (
+        ("train", f["train_s"]),
+        ("score", f["score_s"]),
+        ("select", f["select_s"]),
+        ("other (reads, writes)", other),
+        ("round, in all", f["round_s"]),
+    ):
         print(f"  {name:<22} {seconds:7.2f} s  {100 * seconds / f['round_s']:5.1f} %")
-    print(f"  proxy training: {f['train_steps_per_s']:.1f} steps/s; "
-          f"scoring: {f['pool_size'] / f['score_s']:.0f} images/s")
-    print(f"  CPU time of the round: {f['round_cpu_s']:.1f} s over {torch.get_num_threads()} threads; "
-          f"1-min load average up to {f['load_avg_1min']:.1f} (the machine is shared)")
-    print(f"  pool cache: built (decoding every JPEG) in {f['cache_s']:.1f} s; a round's read of it "
-          f"{f['cache_reload_s']:.2f} s ({f['cache_s'] / f['cache_reload_s']:.0f}x less)", flush=True)
+    print(
+        f"  proxy training: {f['train_steps_per_s']:.1f} steps/s; scoring: {f['pool_size'] / f['score_s']:.0f} images/s"
+    )
+    print(
+        f"  CPU time of the round: {f['round_cpu_s']:.1f} s over {torch.get_num_threads()} threads; "
+        f"1-min load average up to {f['load_avg_1min']:.1f} (the machine is shared)"
+    )
+    print(
+        f"  pool cache: built (decoding every JPEG) in {f['cache_s']:.1f} s; a round's read of it "
+        f"{f['cache_reload_s']:.2f} s ({f['cache_s'] / f['cache_reload_s']:.0f}x less)",
+        flush=True,
+    )
 
 
 def machine_description() -> str:
@@ -160,5 +196,6 @@ def machine_description() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"machine: {model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
-
+    return (
+        f"machine: {model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
+    )

@@ -8,6 +8,7 @@ memory, and whether every path picked the same positions.
 
 Run alone: `python -m engine.bench_select [--dims 64 512] [--json out.json]`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,13 @@ import os
 import statistics
 import time
 import tracemalloc
+from typing import Any
 
 import numpy as np
 import torch
 
 from engine import kcenter as kc
+from engine.cli import add_kcenter_arguments
 
 MB = 2.0**20
 PATHS = ("lazy", "torch", "numpy_svp", "numpy_blas_f64", "numpy_blas_f32")
@@ -63,8 +66,7 @@ def timed(fn, repeats: int) -> dict:
         if base is not None:
             rss.append((_status_kb("VmHWM") * 1024 - base) / MB)
         picks = out if picks is None else picks
-    return {"seconds": statistics.median(runs), "runs": runs,
-            "rss_peak_mb": max(rss) if rss else None, "picks": picks}
+    return {"seconds": statistics.median(runs), "runs": runs, "rss_peak_mb": max(rss) if rss else None, "picks": picks}
 
 
 def traced_peak_mb(fn) -> float:
@@ -77,9 +79,18 @@ def traced_peak_mb(fn) -> float:
         tracemalloc.stop()
 
 
-def bench_kcenter(n: int = 50_000, dims=(64, 512), n_labeled: int = 1_000, budget: int = 1_000,
-                  repeats: int = 3, slow_repeats: int = 1, torch_device: str = "auto",
-                  torch_cpu_budget: int = 100, seed: int = 0, baselines: bool = True) -> dict:
+def bench_kcenter(
+    n: int = 50_000,
+    dims=(64, 512),
+    n_labeled: int = 1_000,
+    budget: int = 1_000,
+    repeats: int = 3,
+    slow_repeats: int = 1,
+    torch_device: str = "auto",
+    torch_cpu_budget: int = 100,
+    seed: int = 0,
+    baselines: bool = True,
+) -> dict:
     """Time every k-center path per embedding width; return a JSON-able dict.
 
     repeats: runs of the fast path (median reported); slow_repeats: runs of
@@ -88,26 +99,43 @@ def bench_kcenter(n: int = 50_000, dims=(64, 512), n_labeled: int = 1_000, budge
     for CUDA; on CPU it makes only the first torch_cpu_budget picks (greedy
     picks are prefixes of longer runs, so they are still checked exactly).
     """
-    device = torch.device("cuda" if torch_device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if torch_device == "auto" else torch_device))
-    result = {"machine": machine(), "n": n, "n_labeled": n_labeled, "budget": budget,
-              "torch_device": str(device), "dims": []}
-    for dim in dims:
+    device = torch.device(
+        "cuda"
+        if torch_device == "auto" and torch.cuda.is_available()
+        else ("cpu" if torch_device == "auto" else torch_device)
+    )
+    result = {
+        "machine": machine(),
+        "n": n,
+        "n_labeled": n_labeled,
+        "budget": budget,
+        "torch_device": str(device),
+        "dims": [],
+    }
+
+    def measure(dim: int) -> dict:
         X, lab = make_data(n, dim, n_labeled, seed)
-        row = {"dim": dim, "embeddings_mb": X.nbytes / MB}
+        row: dict[str, Any] = {"dim": dim, "embeddings_mb": X.nbytes / MB}
         row["lazy"] = timed(lambda: kc.k_center_lazy(X, lab, budget)[0], repeats)
         row["lazy"]["traced_peak_mb"] = traced_peak_mb(lambda: kc.k_center_lazy(X, lab, budget))
         on_gpu = device.type == "cuda"
         t_budget = budget if on_gpu else min(budget, torch_cpu_budget)
-        row["torch"] = timed(lambda: kc.k_center_torch(X, lab, t_budget, device=device)[0],
-                             repeats if on_gpu else slow_repeats)
+        row["torch"] = timed(
+            lambda: kc.k_center_torch(X, lab, t_budget, device=device)[0], repeats if on_gpu else slow_repeats
+        )
         row["torch"]["budget"] = t_budget
         if baselines:
             row["numpy_svp"] = timed(lambda: kc.k_center_numpy(X, lab, budget)[0], slow_repeats)
-            for name, dtype in (("numpy_blas_f64", np.float64), ("numpy_blas_f32", np.float32)):
-                row[name] = timed(lambda: kc.k_center_numpy(X, lab, budget, blas_dtype=dtype)[0], slow_repeats)
+            row["numpy_blas_f64"] = timed(
+                lambda: kc.k_center_numpy(X, lab, budget, blas_dtype=np.float64)[0], slow_repeats
+            )
+            row["numpy_blas_f32"] = timed(
+                lambda: kc.k_center_numpy(X, lab, budget, blas_dtype=np.float32)[0], slow_repeats
+            )
         _compare(row)
-        result["dims"].append(row)
+        return row
+
+    result["dims"] = [measure(dim) for dim in dims]
     return result
 
 
@@ -117,7 +145,7 @@ def _compare(row: dict) -> None:
     for name in PATHS[1:]:
         if name in row:
             picks = row[name].pop("picks")
-            row[name]["identical_to_lazy"] = bool(np.array_equal(picks, ref[:len(picks)]))
+            row[name]["identical_to_lazy"] = bool(np.array_equal(picks, ref[: len(picks)]))
             full = len(picks) == len(ref)
             row[name]["lazy_speedup"] = row[name]["seconds"] / row["lazy"]["seconds"] if full else None
     row["lazy"].pop("picks")
@@ -134,22 +162,41 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     import faiss
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average_1min": os.getloadavg()[0], "numpy": np.__version__, "torch": torch.__version__, "faiss": faiss.__version__}
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_1min": os.getloadavg()[0],
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+    }
 
 
 def print_kcenter(result: dict) -> None:
     """Print `bench_kcenter`'s result as a table, one block per width."""
     m = result["machine"]
-    print(f"k-center greedy: N={result['n']:,}, {result['n_labeled']:,} labeled, budget {result['budget']:,}; "
-          f"{m['cpu']} x{m['cores']} cores, load {m['load_average_1min']:.1f}, GPU {m['gpu'] or 'none'}, "
-          f"torch on {result['torch_device']}")
+    print(
+        f"k-center greedy: N={result['n']:,}, {result['n_labeled']:,} labeled, budget {result['budget']:,}; "
+        f"{m['cpu']} x{m['cores']} cores, load {m['load_average_1min']:.1f}, GPU {m['gpu'] or 'none'}, "
+        f"torch on {result['torch_device']}"
+    )
     for row in result["dims"]:
         print(f"\nD={row['dim']} (embeddings {row['embeddings_mb']:.0f} MB)")
         print(f"  {'path':<32}{'median s':>10}{'runs':>6}{'slower x':>10}{'peak RSS MB':>13}  same picks")
-        for name, label in zip(PATHS, ("faiss + lazy bounds", f"torch ({result['torch_device']})",
-                                       "numpy, SVP's way (exact)", "numpy, BLAS f64", "numpy, BLAS f32")):
+        for name, label in zip(
+            PATHS,
+            (
+                "faiss + lazy bounds",
+                f"torch ({result['torch_device']})",
+                "numpy, SVP's way (exact)",
+                "numpy, BLAS f64",
+                "numpy, BLAS f32",
+            ),
+            strict=True,
+        ):
             if name not in row:
                 continue
             r = row[name]
@@ -160,32 +207,26 @@ def print_kcenter(result: dict) -> None:
                 label = f"{label}, {r['budget']} picks"
             same = "reference" if name == "lazy" else ("yes" if r["identical_to_lazy"] else "NO")
             print(f"  {label:<32}{r['seconds']:>10.3f}{len(r['runs']):>6}{slower:>10}{rss:>13}  {same}")
-        print(f"  fast path traced peak (NumPy + Python): {row['lazy']['traced_peak_mb']:.1f} MB; "
-              f"picks identical across exact paths: {'yes' if row['all_identical'] else 'NO'}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The k-center benchmark's options, for `python -m engine bench` too."""
-    parser.add_argument("--n", type=int, default=50_000, help="pool size")
-    parser.add_argument("--dims", type=int, nargs="+", default=[64, 512], help="embedding widths")
-    parser.add_argument("--labeled", type=int, default=1_000, help="labeled positions")
-    parser.add_argument("--budget", type=int, default=1_000, help="positions to pick")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of the fast path (median)")
-    parser.add_argument("--slow-repeats", type=int, default=1, help="runs of the baselines and CPU torch")
-    parser.add_argument("--torch-device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--torch-cpu-budget", type=int, default=100,
-                        help="picks made by the torch path when it runs on CPU (it is slow there)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the NumPy baselines")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+        print(
+            f"  fast path traced peak (NumPy + Python): {row['lazy']['traced_peak_mb']:.1f} MB; "
+            f"picks identical across exact paths: {'yes' if row['all_identical'] else 'NO'}"
+        )
 
 
 def run_kcenter_bench(args: argparse.Namespace) -> dict:
-    """Run benchmark (a) from parsed `add_arguments` options: print, maybe save, return."""
-    result = bench_kcenter(n=args.n, dims=tuple(args.dims), n_labeled=args.labeled, budget=args.budget,
-                           repeats=args.repeats, slow_repeats=args.slow_repeats,
-                           torch_device=args.torch_device, torch_cpu_budget=args.torch_cpu_budget,
-                           seed=args.seed, baselines=not args.no_baselines)
+    """Run benchmark (a) from parsed `engine.cli.add_kcenter_arguments` options: print, maybe save, return."""
+    result = bench_kcenter(
+        n=args.n,
+        dims=tuple(args.dims),
+        n_labeled=args.labeled,
+        budget=args.budget,
+        repeats=args.repeats,
+        slow_repeats=args.slow_repeats,
+        torch_device=args.torch_device,
+        torch_cpu_budget=args.torch_cpu_budget,
+        seed=args.seed,
+        baselines=not args.no_baselines,
+    )
     print_kcenter(result)
     if args.json:
         with open(args.json, "w") as f:
@@ -195,7 +236,7 @@ def run_kcenter_bench(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m engine.bench_select", description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    add_kcenter_arguments(parser)
     return run_kcenter_bench(parser.parse_args(argv))
 
 

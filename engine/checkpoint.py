@@ -6,14 +6,14 @@ image size and normalization, metrics, the number of labels, the creation
 time and the torch version. `load_checkpoint(dir).predict(pil_images)` needs
 nothing else: images go through the pool cache's resize rule.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from engine.device import Normalization
 from engine.models import ModelConfig, model_from_config
 from engine.pool_cache import image_to_array
 from engine.score import predict_logits
+from storage.files import atomic_write
 
 WEIGHTS = "model.safetensors"
 METADATA = "metadata.json"
@@ -35,8 +36,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or does not fit its metadata."""
 
 
-def save_checkpoint(model: nn.Module, path_dir: str | Path, *, class_names: Sequence[str], image_size: int,
-                    normalization: Normalization, metrics: dict, n_labels: int) -> Path:
+def save_checkpoint(
+    model: nn.Module,
+    path_dir: str | Path,
+    *,
+    class_names: Sequence[str],
+    image_size: int,
+    normalization: Normalization,
+    metrics: dict,
+    n_labels: int,
+) -> Path:
     """Write `model` (it needs a `.config` ModelConfig) and its metadata into `path_dir`; return the dir.
 
     Each file is written under a temporary name and moved into place, the
@@ -60,27 +69,20 @@ def save_checkpoint(model: nn.Module, path_dir: str | Path, *, class_names: Sequ
         "normalization": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
         "metrics": metrics,
         "n_labels": int(n_labels),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(path_dir / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
-    _atomic_write(path_dir / METADATA, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2, default=_plain)))
+    with atomic_write(path_dir / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    with atomic_write(path_dir / METADATA) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=2, default=_plain))
     return path_dir
 
 
 def _plain(value):
     """JSON fallback for metric values such as numpy scalars."""
     return value.item() if hasattr(value, "item") else str(value)
-
-
-def _atomic_write(dest: Path, write) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -121,7 +123,7 @@ class LoadedModel:
         """(class name, probability) of the most likely class for each PIL image."""
         probs = self.predict_proba(images)
         names = self.class_names
-        return [(names[int(i)], float(p[i])) for i, p in zip(probs.argmax(1), probs)]
+        return [(names[int(i)], float(p[i])) for i, p in zip(probs.argmax(1), probs, strict=True)]
 
 
 def load_checkpoint(path_dir: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -135,8 +137,10 @@ def load_checkpoint(path_dir: str | Path, device: torch.device | str = "cpu") ->
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path_dir / METADATA}: bad model settings: {exc}") from exc
     if len(metadata["class_names"]) != model.config.num_classes:
-        raise CheckpointError(f"{path_dir / METADATA}: {len(metadata['class_names'])} class names "
-                              f"for a model with {model.config.num_classes} outputs")
+        raise CheckpointError(
+            f"{path_dir / METADATA}: {len(metadata['class_names'])} class names "
+            f"for a model with {model.config.num_classes} outputs"
+        )
     state = _read_weights(path_dir)
     try:
         model.load_state_dict(state, strict=True)

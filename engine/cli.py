@@ -1,109 +1,198 @@
-"""`python -m engine {simulate,bench,worker,predict}`: the engine's command line.
+"""`proxy-labeler` (or `python -m engine`) {run,simulate,bench,worker,predict,study}: the command line.
 
-Subcommand modules are imported only when their command runs (the bench
-flags of engine.bench_select excepted).
+Subcommand modules are imported only when their command runs, so `--help`
+imports neither torch nor FAISS; `run` starts the Streamlit app in its own
+process (the engine never imports Streamlit).
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from storage.project import TRAINING_LEVELS
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its three subcommands."""
-    parser = argparse.ArgumentParser(prog="python -m engine", description="Selection-via-Proxy engine.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{simulate,bench,worker,predict}")
+    parser = argparse.ArgumentParser(prog="proxy-labeler", description="Active-learning image labeling (SVP).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,simulate,bench,worker,predict,study}")
 
-    simulate = commands.add_parser("simulate", help="run the active-learning loop headless with an oracle",
-                                   description="Run the whole loop on an ImageFolder tree (train/, test/).")
+    run = commands.add_parser(
+        "run",
+        help="start the app (streamlit run server.py)",
+        description="Start the labeling app; arguments after `--` go to the app (e.g. -- --project DIR), "
+        "others to `streamlit run` (e.g. --server.port 8600).",
+    )
+    run.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to streamlit run")
+    run.set_defaults(run="engine.cli:run_app_command")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run the active-learning loop headless with an oracle",
+        description="Run the whole loop on an ImageFolder tree (train/, test/).",
+    )
     add_simulate_arguments(simulate)
     simulate.set_defaults(run="engine.simulate:main")
 
-    bench = commands.add_parser("bench", help="benchmark k-center selection and one round",
-                                description="(a) k-center greedy on random data; (b) one round on the CIFAR subset. "
-                                            "--labeled is shared: labeled positions in (a), oracle labels in (b).")
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark k-center selection and one round",
+        description="(a) k-center greedy on random data; (b) one round on the CIFAR subset. "
+        "--labeled is shared: labeled positions in (a), oracle labels in (b).",
+    )
     bench.add_argument("--only", choices=("kcenter", "round"), help="run one of the two benchmarks")
-    from engine.bench_select import add_arguments as kcenter_arguments   # imports torch: only here
-    kcenter_arguments(bench.add_argument_group("k-center benchmark (a)"))
+    add_kcenter_arguments(bench.add_argument_group("k-center benchmark (a)"))
     round_bench = bench.add_argument_group("round benchmark (b)")
-    round_bench.add_argument("--data", type=Path, default=None,
-                             help="an image folder of class subfolders (default: unzip the CIFAR subset)")
+    round_bench.add_argument(
+        "--data", type=Path, default=None, help="an image folder of class subfolders (default: unzip the CIFAR subset)"
+    )
     round_bench.add_argument("--round-size", type=int, default=1000, help="images the timed round selects")
     round_bench.add_argument("--strategy", default="least_confidence", help="selection strategy")
     round_bench.add_argument("--proxy", default=None, help="proxy model (default: the settings default)")
-    round_bench.add_argument("--proxy-training", choices=TRAINING_LEVELS, default=None,
-                             help="proxy training level (default: the settings default)")
+    round_bench.add_argument(
+        "--proxy-training",
+        choices=TRAINING_LEVELS,
+        default=None,
+        help="proxy training level (default: the settings default)",
+    )
     round_bench.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     bench.set_defaults(run="engine.bench_round:main_all")
 
-    worker = commands.add_parser("worker", help="run the background worker of a project",
-                                 description="Take round and target jobs from a project's jobs table.")
+    worker = commands.add_parser(
+        "worker",
+        help="run the background worker of a project",
+        description="Take round and target jobs from a project's jobs table.",
+    )
     worker.add_argument("--project", type=Path, required=True, help="the project directory")
     worker.add_argument("--once", action="store_true", help="exit when no job is waiting")
     worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the jobs table")
     worker.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
-    worker.add_argument("--parent-pid", type=int, default=None,
-                        help="the process that started it (the app server): exit within seconds once it is gone")
+    worker.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="the process that started it (the app server): exit within seconds once it is gone",
+    )
     worker.set_defaults(run="engine.cli:run_worker_command")
 
-    predict = commands.add_parser("predict", help="classify images with an exported target checkpoint",
-                                  description="Print one line per image: path, class, probability (tab-separated).")
+    predict = commands.add_parser(
+        "predict",
+        help="classify images with an exported target checkpoint",
+        description="Print one line per image: path, class, probability (tab-separated).",
+    )
     predict.add_argument("checkpoint", type=Path, help="the checkpoint folder (model.safetensors, metadata.json)")
     predict.add_argument("images", type=Path, nargs="+", help="image files")
     predict.add_argument("--device", default="cpu", help="cpu | cuda | mps")
     predict.set_defaults(run="engine.cli:run_predict_command")
+
+    study = commands.add_parser(
+        "study",
+        help="run the Selection-via-Proxy study, then its tables and plots",
+        description="scripts/svp_study.py (resumable), then scripts/plot_study.py.",
+    )
+    study.set_defaults(run="engine.cli:run_study_command")
     return parser
+
+
+def add_kcenter_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The k-center benchmark's options, for `python -m engine bench` too."""
+    parser.add_argument("--n", type=int, default=50_000, help="pool size")
+    parser.add_argument("--dims", type=int, nargs="+", default=[64, 512], help="embedding widths")
+    parser.add_argument("--labeled", type=int, default=1_000, help="labeled positions")
+    parser.add_argument("--budget", type=int, default=1_000, help="positions to pick")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the fast path (median)")
+    parser.add_argument("--slow-repeats", type=int, default=1, help="runs of the baselines and CPU torch")
+    parser.add_argument("--torch-device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument(
+        "--torch-cpu-budget",
+        type=int,
+        default=100,
+        help="picks made by the torch path when it runs on CPU (it is slow there)",
+    )
+    parser.add_argument("--no-baselines", action="store_true", help="skip the NumPy baselines")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulate flags. Omitted flags take engine.simulate.SimulateConfig's defaults."""
-    optional = dict(default=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, required=True, help="ImageFolder root holding train/<class>/ and test/<class>/")
+    optional: dict[str, Any] = {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--data", type=Path, required=True, help="ImageFolder root holding train/<class>/ and test/<class>/"
+    )
     parser.add_argument("--out", type=Path, required=True, help="results JSON; a CSV of the rounds goes beside it")
-    parser.add_argument("--strategy", help="random | least_confidence | margin | entropy | kcenter | typiclust | "
-                        "probcover | hybrid", **optional)
+    parser.add_argument(
+        "--strategy",
+        help="random | least_confidence | margin | entropy | kcenter | typiclust | probcover | hybrid",
+        **optional,
+    )
     parser.add_argument("--initial", type=int, help="size of the random initial batch", **optional)
     parser.add_argument("--round-size", type=int, help="images selected per round", **optional)
     parser.add_argument("--budget", type=int, help="labels in all, initial batch included", **optional)
-    parser.add_argument("--proxy", help="proxy model name (engine.models.MODELS), linear or mlp (a head on the "
-                        "backbone's embeddings), or auto", **optional)
+    parser.add_argument(
+        "--proxy",
+        help="proxy model name (engine.models.MODELS), linear or mlp (a head on the backbone's embeddings), or auto",
+        **optional,
+    )
     parser.add_argument("--target", help="target model name, auto, or backbone (fine-tune the backbone)", **optional)
-    parser.add_argument("--selector", choices=("proxy", "target"),
-                        help="model that selects each batch; target = the SVP baseline", **optional)
+    parser.add_argument(
+        "--selector",
+        choices=("proxy", "target"),
+        help="model that selects each batch; target = the SVP baseline",
+        **optional,
+    )
     parser.add_argument("--seed", type=int, **optional)
-    parser.add_argument("--proxy-training", choices=TRAINING_LEVELS,
-                        help="how long each proxy run trains (default balanced)", **optional)
-    parser.add_argument("--target-training", choices=TRAINING_LEVELS,
-                        help="how long the target trains (default balanced)", **optional)
+    parser.add_argument(
+        "--proxy-training",
+        choices=TRAINING_LEVELS,
+        help="how long each proxy run trains (default balanced)",
+        **optional,
+    )
+    parser.add_argument(
+        "--target-training", choices=TRAINING_LEVELS, help="how long the target trains (default balanced)", **optional
+    )
     parser.add_argument("--proxy-steps", type=int, help="fixed optimizer steps per proxy run (0 = planned)", **optional)
-    parser.add_argument("--target-steps", type=int, help="fixed optimizer steps of the target (0 = planned)",
-                        **optional)
-    parser.add_argument("--eval-every-round", action="store_true", help="also train and test the target every round",
-                        **optional)
+    parser.add_argument(
+        "--target-steps", type=int, help="fixed optimizer steps of the target (0 = planned)", **optional
+    )
+    parser.add_argument(
+        "--eval-every-round", action="store_true", help="also train and test the target every round", **optional
+    )
     parser.add_argument("--device", help="auto | cpu | cuda | mps", **optional)
     parser.add_argument("--image-size", type=int, help="pixels; 0 = picked from the data", **optional)
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)", **optional)
-    parser.add_argument("--backbone", help="none | ssl (self-supervised on the pool first) | a local weights file "
-                        "(torchvision resnet18/34/50, or an ssl backbone's .safetensors) | resnet18/34/50 from "
-                        "the torch cache", **optional)
-    parser.add_argument("--initial-strategy", choices=("auto", "random", "typiclust", "probcover"),
-                        help="round 0's picks (auto: typiclust with a backbone when the first batch is at most "
-                        "10 %% of the pool, else random)", **optional)
+    parser.add_argument(
+        "--backbone",
+        help="none | ssl (self-supervised on the pool first) | a local weights file "
+        "(torchvision resnet18/34/50, or an ssl backbone's .safetensors) | resnet18/34/50 from "
+        "the torch cache",
+        **optional,
+    )
+    parser.add_argument(
+        "--initial-strategy",
+        choices=("auto", "random", "typiclust", "probcover"),
+        help="round 0's picks (auto: typiclust with a backbone when the first batch is at most "
+        "10 %% of the pool, else random)",
+        **optional,
+    )
     parser.add_argument("--ssl-minutes", type=float, help="how long the ssl backbone trains (default 10)", **optional)
-    parser.add_argument("--ssl-steps", type=int, help="a fixed number of ssl steps instead of --ssl-minutes",
-                        **optional)
+    parser.add_argument(
+        "--ssl-steps", type=int, help="a fixed number of ssl steps instead of --ssl-minutes", **optional
+    )
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
     """`python -m engine worker`."""
     from engine.worker import run_worker
 
-    run_worker(args.project, once=args.once, poll_s=args.poll, idle_exit_s=args.idle_exit,
-               parent_pid=args.parent_pid)
+    run_worker(args.project, once=args.once, poll_s=args.poll, idle_exit_s=args.idle_exit, parent_pid=args.parent_pid)
     return 0
 
 
@@ -124,9 +213,36 @@ def run_predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_app_command(args: argparse.Namespace) -> int:
+    """Replace this process with `streamlit run server.py ...` (server.py is installed beside the packages)."""
+    spec = importlib.util.find_spec("server")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("server.py is not installed; run from the repository (make run)")
+    command = [sys.executable, "-m", "streamlit", "run", spec.origin, *args.streamlit_args]
+    os.execv(sys.executable, command)
+    return 0  # not reached
+
+
+def run_study_command(args: argparse.Namespace) -> int:
+    """The study and its plots: scripts that live in the repository, not in the installed packages."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    for name in ("svp_study.py", "plot_study.py"):
+        if not (scripts / name).is_file():
+            raise FileNotFoundError(f"{scripts / name} not found; the study runs from a repository checkout")
+        code = subprocess.call([sys.executable, str(scripts / name)])
+        if code:
+            return code
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run the chosen subcommand; errors a user can fix print one line and exit 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"] and argv[1:2] not in (["-h"], ["--help"]):
+        # everything after `run` is streamlit's (argparse's REMAINDER drops a leading --option)
+        args = argparse.Namespace(command="run", run="engine.cli:run_app_command", streamlit_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     module, function = args.run.split(":")
     from storage import StorageError
 

@@ -19,6 +19,7 @@ int64 pool positions, best first. `hybrid` switches from TypiClust to
 least confidence once SWITCH_PER_CLASS labels per class exist, as DCoM
 (Mishal and Weinshall, 2024) switches from typicality to uncertainty.
 """
+
 from __future__ import annotations
 
 import faiss
@@ -26,13 +27,13 @@ import numpy as np
 
 from engine.kcenter import check_embeddings, check_selection
 
-MAX_CLUSTERS = 500       # TypiClust's cap on k-means clusters
-MIN_CLUSTER_SIZE = 5     # ... and on the size of a cluster worth a pick
-K_TYPICAL = 20           # neighbours that define typicality
-ALPHA = 0.95             # ProbCover: share of pure balls the radius must keep
-NEIGHBOURS = 100         # ProbCover: nearest points searched per ball (caps the graph's size)
+MAX_CLUSTERS = 500  # TypiClust's cap on k-means clusters
+MIN_CLUSTER_SIZE = 5  # ... and on the size of a cluster worth a pick
+K_TYPICAL = 20  # neighbours that define typicality
+ALPHA = 0.95  # ProbCover: share of pure balls the radius must keep
+NEIGHBOURS = 100  # ProbCover: nearest points searched per ball (caps the graph's size)
 DELTAS = np.round(np.arange(0.05, 1.51, 0.05), 2)
-SWITCH_PER_CLASS = 20    # hybrid: labels per class from which uncertainty takes over
+SWITCH_PER_CLASS = 20  # hybrid: labels per class from which uncertainty takes over
 KMEANS_ITERATIONS = 25
 KMEANS_RESTARTS = 3
 
@@ -49,8 +50,16 @@ def kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     k = max(1, min(k, len(x)))
     if k == 1:
         return np.zeros(len(x), np.int64)
-    km = faiss.Kmeans(x.shape[1], k, niter=KMEANS_ITERATIONS, nredo=KMEANS_RESTARTS, seed=int(seed) % (2**31),
-                      verbose=False, min_points_per_centroid=1, max_points_per_centroid=max(256, len(x) // k + 1))
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=KMEANS_ITERATIONS,
+        nredo=KMEANS_RESTARTS,
+        seed=int(seed) % (2**31),
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(256, len(x) // k + 1),
+    )
     km.train(x)
     _, assign = km.index.search(x, 1)
     return assign[:, 0].astype(np.int64)
@@ -73,8 +82,9 @@ def typicality(x: np.ndarray, k: int) -> np.ndarray:
     return 1.0 / (nearest.mean(axis=1) + 1e-5)
 
 
-def typiclust(pool, labeled, budget: int, *, rng: np.random.Generator | None = None,
-              clusters: np.ndarray | None = None) -> np.ndarray:
+def typiclust(
+    pool, labeled, budget: int, *, rng: np.random.Generator | None = None, clusters: np.ndarray | None = None
+) -> np.ndarray:
     """TypiClust picks: the most typical point of each large cluster without a label, largest first.
 
     `clusters` (int [N]) replaces the k-means step (tests, callers that
@@ -102,7 +112,7 @@ def typiclust(pool, labeled, budget: int, *, rng: np.random.Generator | None = N
     stalled = 0
     i = 0
     while len(chosen) < budget and stalled < len(visit):
-        members = np.flatnonzero((clusters == visit[i % len(visit)]) & ~picked)   # labeled ones count for density
+        members = np.flatnonzero((clusters == visit[i % len(visit)]) & ~picked)  # labeled ones count for density
         i += 1
         if not free[members].any():
             stalled += 1
@@ -130,6 +140,7 @@ def typiclust_scores(pool, chosen: np.ndarray, labeled) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- ProbCover
+
 
 def ball_graph(x: np.ndarray, delta: float, neighbours: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
     """CSR (starts int64 [N+1], members int64 [E]): the points within `delta` of each point, itself included.
@@ -172,8 +183,9 @@ def choose_delta(x: np.ndarray, num_clusters: int, seed: int = 0, alpha: float =
     return best
 
 
-def probcover(pool, labeled, budget: int, *, rng: np.random.Generator | None = None,
-              delta: float | None = None) -> np.ndarray:
+def probcover(
+    pool, labeled, budget: int, *, rng: np.random.Generator | None = None, delta: float | None = None
+) -> np.ndarray:
     """ProbCover picks: greedy maximum coverage of delta-balls, the labeled points' balls covered first.
 
     Each pick is the free point whose ball holds the most uncovered points;
@@ -190,22 +202,22 @@ def probcover(pool, labeled, budget: int, *, rng: np.random.Generator | None = N
     if delta is None:
         classes = max(2, np.asarray(pool.probs).shape[1])
         delta = choose_delta(x, classes, seed=int(rng.integers(2**31)))
-    tiebreak = rng.permutation(len(x)).astype(np.int64)           # higher wins among equal gains
+    tiebreak = rng.permutation(len(x)).astype(np.int64)  # higher wins among equal gains
     starts, members = ball_graph(x, delta)
-    owners = np.repeat(np.arange(len(x)), np.diff(starts))          # edge e: members[e] lies in ball owners[e]
+    owners = np.repeat(np.arange(len(x)), np.diff(starts))  # edge e: members[e] lies in ball owners[e]
     by_member = np.argsort(members, kind="stable")
     member_starts = np.searchsorted(members[by_member], np.arange(len(x) + 1))
-    degree = np.diff(starts).astype(np.int64)                        # uncovered points in each ball
+    degree = np.diff(starts).astype(np.int64)  # uncovered points in each ball
     covered = np.zeros(len(x), bool)
     free = np.ones(len(x), bool)
     free[taken] = False
 
     def cover(centre: int) -> None:
-        new = members[starts[centre]:starts[centre + 1]]
+        new = members[starts[centre] : starts[centre + 1]]
         new = new[~covered[new]]
         covered[new] = True
-        for point in new:                     # every ball holding a newly covered point loses it
-            balls = owners[by_member[member_starts[point]:member_starts[point + 1]]]
+        for point in new:  # every ball holding a newly covered point loses it
+            balls = owners[by_member[member_starts[point] : member_starts[point + 1]]]
             degree[balls] -= 1
 
     for point in taken:
@@ -221,7 +233,7 @@ def probcover(pool, labeled, budget: int, *, rng: np.random.Generator | None = N
         cover(best)
     if len(chosen) < budget:
         rest = np.flatnonzero(free)
-        chosen += rng.permutation(rest)[:budget - len(chosen)].tolist()
+        chosen += rng.permutation(rest)[: budget - len(chosen)].tolist()
     return np.asarray(chosen, dtype=np.int64)
 
 

@@ -6,6 +6,7 @@ person understands - fast, balanced or thorough - that sets how many
 optimizer steps a run plans and how many seconds it may take; an explicit
 step count overrides the plan (tests, studies).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -18,20 +19,18 @@ from engine.train import TrainConfig
 
 AUTO = "auto"
 # stage -> (settings field of the model, of the training level, of the fixed step count)
-STAGES = {"proxy": ("proxy", "proxy_training", "proxy_steps"),
-          "target": ("target", "target_training", "target_steps")}
+STAGES = {"proxy": ("proxy", "proxy_training", "proxy_steps"), "target": ("target", "target_training", "target_steps")}
 # `auto` model per stage and device type: on a CPU resnet18 learns at ~40 images/s here,
 # resnet20 at ~450, proxy_tiny at ~1,400 (docs/training.md), so the CPU picks are smaller.
-AUTO_MODELS = {"proxy": {"cpu": "proxy_tiny", "cuda": "resnet20"},
-               "target": {"cpu": "resnet20", "cuda": "resnet18"}}
+AUTO_MODELS = {"proxy": {"cpu": "proxy_tiny", "cuda": "resnet20"}, "target": {"cpu": "resnet20", "cuda": "resnet18"}}
 
 
 @dataclass(frozen=True)
 class Level:
     """One training level: the step plan (engine.train.plan) and a wall-clock cap."""
 
-    passes: float       # the plan sees each labeled image about this many times
-    min_steps: int      # never fewer steps (small sets need many)
+    passes: float  # the plan sees each labeled image about this many times
+    min_steps: int  # never fewer steps (small sets need many)
     max_steps: int
     max_seconds: float  # the run is cut to fit this many seconds (never below 50 steps)
 
@@ -39,12 +38,16 @@ class Level:
 # Chosen on CIFAR-10 and checked on other data (docs/training.md): "balanced" keeps a
 # 1,000-label proxy round near 30 s on a 2-core CPU and the target within 5 minutes.
 LEVELS: dict[str, dict[str, Level]] = {
-    "proxy": {"fast": Level(15, 100, 1000, 10.0),
-              "balanced": Level(30, 200, 3000, 20.0),
-              "thorough": Level(60, 400, 8000, 90.0)},
-    "target": {"fast": Level(20, 200, 3000, 60.0),
-               "balanced": Level(60, 400, 12000, 300.0),
-               "thorough": Level(120, 800, 30000, 1200.0)},
+    "proxy": {
+        "fast": Level(15, 100, 1000, 10.0),
+        "balanced": Level(30, 200, 3000, 20.0),
+        "thorough": Level(60, 400, 8000, 90.0),
+    },
+    "target": {
+        "fast": Level(20, 200, 3000, 60.0),
+        "balanced": Level(60, 400, 12000, 300.0),
+        "thorough": Level(120, 800, 30000, 1200.0),
+    },
 }
 TRAINING_LEVELS = tuple(LEVELS["proxy"])
 BASE = TrainConfig(lr=0.4)
@@ -58,8 +61,15 @@ class StageConfig:
     train: TrainConfig
 
 
-def stage_config(settings, stage: str, *, model_name: str | None = None, steps: int | None = None,
-                 level: str | None = None, seed_offset: int = 0) -> StageConfig:
+def stage_config(
+    settings,
+    stage: str,
+    *,
+    model_name: str | None = None,
+    steps: int | None = None,
+    level: str | None = None,
+    seed_offset: int = 0,
+) -> StageConfig:
     """The model and TrainConfig of `stage` ("proxy" or "target") for project `settings`.
 
     `model_name`, `steps` and `level` override the settings (the SVP baseline
@@ -70,8 +80,9 @@ def stage_config(settings, stage: str, *, model_name: str | None = None, steps: 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; use one of {sorted(STAGES)}")
     name_field, level_field, steps_field = STAGES[stage]
-    name = resolve_model_name(model_name or getattr(settings, name_field), stage, settings.device,
-                              getattr(settings, "backbone", "none"))
+    name = resolve_model_name(
+        model_name or getattr(settings, name_field), stage, settings.device, getattr(settings, "backbone", "none")
+    )
     level = level or getattr(settings, level_field, "balanced")
     if level not in LEVELS[stage]:
         raise ValueError(f"unknown training level {level!r}; choose one of {', '.join(TRAINING_LEVELS)}")
@@ -79,9 +90,16 @@ def stage_config(settings, stage: str, *, model_name: str | None = None, steps: 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps must be a whole number >= 0 (0 = planned), got {steps!r}")
     plan = LEVELS[stage][level]
-    config = replace(BASE, steps=steps, passes=plan.passes, min_steps=plan.min_steps, max_steps=plan.max_steps,
-                     max_seconds=None if steps else plan.max_seconds,
-                     seed=settings.seed + seed_offset, device=settings.device)
+    config = replace(
+        BASE,
+        steps=steps,
+        passes=plan.passes,
+        min_steps=plan.min_steps,
+        max_steps=plan.max_steps,
+        max_seconds=None if steps else plan.max_seconds,
+        seed=settings.seed + seed_offset,
+        device=settings.device,
+    )
     return StageConfig(model_name=name, train=config)
 
 
@@ -94,7 +112,7 @@ def resolve_model_name(name: str, stage: str, device: str = AUTO, backbone: str 
     `device` resolves to.
     """
     if name == AUTO:
-        if (backbone or "none") != "none":     # measured: docs/representation.md, "the target"
+        if (backbone or "none") != "none":  # measured: docs/representation.md, "the target"
             return "linear" if stage == "proxy" else BACKBONE_TARGET
         kind = best_device(device).type
         return AUTO_MODELS[stage]["cuda" if kind == "cuda" else "cpu"]

@@ -3,6 +3,7 @@
 Kept apart from `engine.train` so scoring and checkpoints need not import the
 trainer. Normalization is `(mean, std)`: per-channel tuples in 0..1 units.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -63,7 +64,9 @@ def normalization_tensors(normalization: Normalization, device: torch.device) ->
     return (mean_t * 255).view(1, 3, 1, 1), (std_t * 255).view(1, 3, 1, 1)
 
 
-def to_float(batch: torch.Tensor, mean255: torch.Tensor, std255: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+def to_float(
+    batch: torch.Tensor, mean255: torch.Tensor, std255: torch.Tensor, channels_last: bool = False
+) -> torch.Tensor:
     """uint8 [B, 3, H, W] -> normalized float32 [B, 3, H, W] on the batch's device."""
     x = (batch.float() - mean255) / std255
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -15,13 +15,13 @@ Embeddings live beside the pool cache as a float16 memmap,
 `..._ids.npy`; the fingerprint names the weights, so new weights never reuse
 old rows. Items added later are embedded alone and appended.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +31,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.backbone_files import (NONE, SSL, SSL_META, SSL_STATE, SSL_WEIGHTS, TORCH_ARCHS,  # noqa: F401  (re-exported)
-                                   BackboneError, check_backbone_setting, find_cached_weights, read_meta, ssl_meta,
-                                   torch_cache_dir, weights_path)
+import storage
+from engine.backbone_files import (  # noqa: F401  (re-exported)
+    NONE,
+    SSL,
+    SSL_META,
+    SSL_STATE,
+    SSL_WEIGHTS,
+    TORCH_ARCHS,
+    BackboneError,
+    check_backbone_setting,
+    find_cached_weights,
+    read_meta,
+    ssl_meta,
+    torch_cache_dir,
+    weights_path,
+)
 from engine.device import Normalization, best_device, check_images, normalization_tensors
-from engine.models import TORCHVISION, ModelConfig, _read_state_dict, model_from_config
+from engine.models import TORCHVISION, Model, ModelConfig, _read_state_dict, model_from_config
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-PRETRAINED_MIN_INPUT = 96      # ImageNet ResNets downsample 32x: smaller inputs leave them 1x1 maps too early
+PRETRAINED_MIN_INPUT = 96  # ImageNet ResNets downsample 32x: smaller inputs leave them 1x1 maps too early
 PRETRAINED_MAX_INPUT = 224
 EMBED_BATCH = 256
 
@@ -47,11 +60,11 @@ EMBED_BATCH = 256
 class Backbone:
     """A model whose `embed(x)` gives the representation, and how to feed it."""
 
-    name: str                   # "ssl", or the weights file's name
-    model: nn.Module            # eval mode; embed(normalized float [B, 3, s, s]) -> [B, D]
-    input_size: int             # images are resized to this side before embedding
+    name: str  # "ssl", or the weights file's name
+    model: Model  # eval mode; embed(normalized float [B, 3, s, s]) -> [B, D]
+    input_size: int  # images are resized to this side before embedding
     normalization: Normalization
-    fingerprint: str            # names these weights in the embedding cache
+    fingerprint: str  # names these weights in the embedding cache
 
     @property
     def dim(self) -> int:
@@ -74,8 +87,10 @@ def load_backbone_file(path: str | Path, pool_image_size: int) -> Backbone:
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
-        raise BackboneError(f"{path} does not fit a torchvision resnet{depth}: missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
+        raise BackboneError(
+            f"{path} does not fit a torchvision resnet{depth}: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
+        )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     size = min(PRETRAINED_MAX_INPUT, max(PRETRAINED_MIN_INPUT, pool_image_size))
     return Backbone(path.name, model.eval(), size, IMAGENET, file_fingerprint(path))
@@ -84,12 +99,14 @@ def load_backbone_file(path: str | Path, pool_image_size: int) -> Backbone:
 def resnet_depth(state: dict[str, torch.Tensor], path: Path) -> int:
     """18, 34 or 50 from a ResNet state dict's block names; BackboneError for anything else."""
     if "conv1.weight" not in state or "layer4.0.conv1.weight" not in state:
-        raise BackboneError(f"{path} does not look like a torchvision ResNet state dict "
-                            f"(no conv1/layer4 weights); supported: {', '.join(TORCH_ARCHS)}")
+        raise BackboneError(
+            f"{path} does not look like a torchvision ResNet state dict "
+            f"(no conv1/layer4 weights); supported: {', '.join(TORCH_ARCHS)}"
+        )
     blocks = [1 + max(int(k.split(".")[1]) for k in state if k.startswith(f"layer{i}.")) for i in range(1, 5)]
     bottleneck = "layer1.0.conv3.weight" in state
     known = {(False, (2, 2, 2, 2)): 18, (False, (3, 4, 6, 3)): 34, (True, (3, 4, 6, 3)): 50}
-    depth = known.get((bottleneck, tuple(blocks)))
+    depth = known.get((bottleneck, (blocks[0], blocks[1], blocks[2], blocks[3])))
     if depth is None:
         raise BackboneError(f"{path} holds a ResNet with blocks {blocks}; supported: {', '.join(TORCH_ARCHS)}")
     return depth
@@ -113,6 +130,7 @@ def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
 
 # ---------------------------------------------------------------- the ssl backbone on disk
 
+
 def _ssl_bytes(model: nn.Module) -> bytes:
     from safetensors.torch import save
 
@@ -127,15 +145,11 @@ def ssl_fingerprint(model: nn.Module) -> str:
 def save_ssl_backbone(models_dir: Path, model: nn.Module, meta: dict) -> None:
     """Store a trained SSL backbone: the weights, then its metadata (the file that says it is ready)."""
     data = _ssl_bytes(model)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    weights = models_dir / SSL_WEIGHTS
-    tmp = weights.with_name(weights.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, weights)
+    with storage.atomic_write(models_dir / SSL_WEIGHTS) as tmp:
+        tmp.write_bytes(data)
     meta = dict(meta, fingerprint=hashlib.sha256(data).hexdigest()[:16])
-    tmp = models_dir / (SSL_META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, models_dir / SSL_META)
+    with storage.atomic_write(models_dir / SSL_META) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
 
 
 def load_ssl_backbone(models_dir: Path) -> Backbone | None:
@@ -156,36 +170,38 @@ def load_ssl_weights(weights: Path) -> Backbone | None:
         model.load_state_dict(load_file(str(weights)))
         mean, std = meta["normalization"]
     except Exception as exc:  # damaged or foreign files: say so; the job can be run again
-        raise BackboneError(f"the self-supervised backbone {weights} cannot be read ({exc}); "
-                            "train it again from the Project page") from exc
+        raise BackboneError(
+            f"the self-supervised backbone {weights} cannot be read ({exc}); train it again from the Project page"
+        ) from exc
     return Backbone(SSL, model.eval(), config.image_size, (tuple(mean), tuple(std)), meta["fingerprint"])
 
 
 # ---------------------------------------------------------------- embeddings
 
+
 @torch.inference_mode()
-def embed_images(backbone: Backbone, images: np.ndarray, device: str = "auto",
-                 on_progress: Callable[[float], None] | None = None) -> np.ndarray:
+def embed_images(
+    backbone: Backbone, images: np.ndarray, device: str = "auto", on_progress: Callable[[float], None] | None = None
+) -> np.ndarray:
     """float32 [N, D] embeddings of uint8 `images` [N, 3, S, S], resized to the backbone's input."""
     check_images(images)
-    device = best_device(device)
-    model = backbone.model.to(device).eval()
-    mean, std = normalization_tensors(backbone.normalization, device)
+    target = best_device(device)
+    model = backbone.model.to(target).eval()  # .to and .eval return the module itself
+    mean, std = normalization_tensors(backbone.normalization, target)
     out = np.empty((len(images), backbone.dim), np.float32)
     size = backbone.input_size
     for start in range(0, len(images), EMBED_BATCH):
-        batch = torch.from_numpy(np.array(images[start:start + EMBED_BATCH], dtype=np.uint8)).to(device)
+        batch = torch.from_numpy(np.array(images[start : start + EMBED_BATCH], dtype=np.uint8)).to(target)
         x = (batch.float() - mean) / std
         if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=x.shape[-1] > size,
-                              align_corners=False)
-        out[start:start + len(batch)] = model.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu()
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=x.shape[-1] > size, align_corners=False)
+        out[start : start + len(batch)] = model.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu()
         if on_progress is not None:
             on_progress(min(1.0, (start + len(batch)) / len(images)))
     return out
 
 
-def backbone_classifier(backbone: Backbone, num_classes: int, *, seed: int | None = None) -> nn.Module:
+def backbone_classifier(backbone: Backbone, num_classes: int, *, seed: int | None = None) -> Model:
     """The backbone's architecture and weights with a fresh `num_classes` classifier, to fine-tune as a
     target; it takes the backbone's input size and normalization (`resize_images`)."""
     config = dataclasses.replace(backbone.model.config, num_classes=num_classes, image_size=backbone.input_size)
@@ -193,8 +209,10 @@ def backbone_classifier(backbone: Backbone, num_classes: int, *, seed: int | Non
     trunk = {k: v for k, v in backbone.model.state_dict().items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(trunk, strict=False)
     if unexpected or any(not k.startswith("fc.") for k in missing):
-        raise BackboneError(f"the {backbone.name} backbone does not fit {config.name}: "
-                            f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise BackboneError(
+            f"the {backbone.name} backbone does not fit {config.name}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model
 
 
@@ -205,15 +223,22 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
         return images
     out = np.empty((len(images), 3, size, size), np.uint8)
     for start in range(0, len(images), EMBED_BATCH):
-        batch = torch.from_numpy(np.array(images[start:start + EMBED_BATCH], dtype=np.float32))
-        resized = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=batch.shape[-1] > size,
-                                align_corners=False)
-        out[start:start + len(batch)] = resized.round().clamp(0, 255).to(torch.uint8).numpy()
+        batch = torch.from_numpy(np.array(images[start : start + EMBED_BATCH], dtype=np.float32))
+        resized = F.interpolate(
+            batch, size=(size, size), mode="bilinear", antialias=batch.shape[-1] > size, align_corners=False
+        )
+        out[start : start + len(batch)] = resized.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 
 
-def pool_embeddings(cache_dir: Path, backbone: Backbone, item_ids: np.ndarray, images: np.ndarray,
-                    device: str = "auto", on_progress: Callable[[float], None] | None = None) -> np.ndarray:
+def pool_embeddings(
+    cache_dir: Path,
+    backbone: Backbone,
+    item_ids: np.ndarray,
+    images: np.ndarray,
+    device: str = "auto",
+    on_progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
     """float16 [N, D] embeddings of the pool rows `item_ids` (int64, images[i] is item_ids[i]).
 
     Rows already in the cache for this backbone are read from it; only the
@@ -250,7 +275,7 @@ def _load_embeddings(rows_path: Path, ids_path: Path, dim: int) -> tuple[np.ndar
     except (FileNotFoundError, ValueError, OSError):
         return empty
     if rows.shape != (len(ids), dim) or rows.dtype != np.float16 or np.any(np.diff(ids) <= 0):
-        return empty      # written by an interrupted run, or by other weights: embed again
+        return empty  # written by an interrupted run, or by other weights: embed again
     return ids.astype(np.int64), rows
 
 
@@ -259,7 +284,5 @@ def _rows_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def _write(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with storage.atomic_write(path) as tmp:
+        np.save(tmp, array)

@@ -10,6 +10,7 @@ any backbone.
 Also here: weighted k-NN accuracy (Wu et al. 2018), the quality readout of
 a backbone on the labels so far.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ HIDDEN = 512
 class HeadConfig:
     """How a frozen-feature head trains: full-batch AdamW for a fixed number of steps."""
 
-    kind: str = "linear"        # linear | mlp
+    kind: str = "linear"  # linear | mlp
     steps: int = 300
     lr: float = 0.01
     weight_decay: float = 0.05  # decoupled (AdamW): strong, because a few labels meet hundreds of features
@@ -75,8 +76,9 @@ def build_head(kind: str, dim: int, num_classes: int, seed: int = 0) -> nn.Modul
         return nn.Sequential(nn.Linear(dim, HIDDEN), nn.ReLU(), nn.Dropout(0.2), nn.Linear(HIDDEN, num_classes))
 
 
-def train_head(features: Features, positions: np.ndarray, labels: np.ndarray, num_classes: int,
-               config: HeadConfig = HeadConfig()) -> nn.Module:
+def train_head(
+    features: Features, positions: np.ndarray, labels: np.ndarray, num_classes: int, config: HeadConfig = HeadConfig()
+) -> nn.Module:
     """A head trained on the rows `positions` of `features` with int `labels`; eval mode, on the CPU.
 
     Full-batch AdamW with a cosine decay: with the whole labeled set in every
@@ -145,8 +147,16 @@ def accuracy_on(head: nn.Module, features: Features, embeddings: np.ndarray, lab
     return float((predicted == np.asarray(labels)).mean())
 
 
-def knn_predict(train: np.ndarray, train_labels: np.ndarray, query: np.ndarray, num_classes: int, *,
-                k: int = 20, temperature: float = 0.07, exclude_self: bool = False) -> np.ndarray:
+def knn_predict(
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    query: np.ndarray,
+    num_classes: int,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    exclude_self: bool = False,
+) -> np.ndarray:
     """Weighted k-NN class of each `query` row by cosine similarity (Wu et al. 2018), int64 [M].
 
     Each of the k nearest training rows votes for its label with weight
@@ -161,7 +171,7 @@ def knn_predict(train: np.ndarray, train_labels: np.ndarray, query: np.ndarray, 
         raise ValueError("k-NN needs at least one other labeled image")
     out = []
     for start in range(0, len(q), 1024):
-        sim = q[start:start + 1024] @ a.T
+        sim = q[start : start + 1024] @ a.T
         if exclude_self:
             rows = torch.arange(start, min(start + 1024, len(q)))
             sim[rows - start, rows] = float("-inf")
@@ -171,8 +181,9 @@ def knn_predict(train: np.ndarray, train_labels: np.ndarray, query: np.ndarray, 
     return torch.cat(out).numpy()
 
 
-def knn_accuracy(train: np.ndarray, train_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray,
-                 num_classes: int, **kwargs) -> float:
+def knn_accuracy(
+    train: np.ndarray, train_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray, num_classes: int, **kwargs
+) -> float:
     """Share of `query` rows whose weighted k-NN class (knn_predict) is their label."""
     predicted = knn_predict(train, train_labels, query, num_classes, **kwargs)
     return float((predicted == np.asarray(query_labels)).mean())

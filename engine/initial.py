@@ -1,5 +1,6 @@
 """Round 0, the seeded random batch, without torch: the Streamlit server runs it in its own
 process (a new project, the demo), and importing torch there slows every later page rerun."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,15 +29,24 @@ def run_initial_round(project: storage.Project, selector: str = "random") -> sto
     rng = np.random.default_rng(settings.seed)
     chosen = rng.choice(np.asarray(candidates, dtype=np.int64), size=size, replace=False)
     return storage.create_round(
-        project, strategy="random", selector=selector, item_ids=chosen.tolist(),
-        scores=[0.0] * size, n_labeled=len(storage.training_labels(project)), index=0,
+        project,
+        strategy="random",
+        selector=selector,
+        item_ids=chosen.tolist(),
+        scores=[0.0] * size,
+        n_labeled=len(storage.training_labels(project)),
+        index=0,
     )
 
 
 def taken_ids(project: storage.Project) -> list[int]:
     """Items that count as already chosen: labeled, validation, skipped or queued."""
-    return sorted(set(storage.labeled_ids(project)) | set(storage.validation_ids(project))
-                  | set(storage.skipped_ids(project)) | set(storage.queued_ids(project)))
+    return sorted(
+        set(storage.labeled_ids(project))
+        | set(storage.validation_ids(project))
+        | set(storage.skipped_ids(project))
+        | set(storage.queued_ids(project))
+    )
 
 
 def candidate_ids(project: storage.Project) -> list[int]:

@@ -16,9 +16,11 @@ over upper bounds; the CPU default), `k_center_torch` (one vectorized pass over
 the pool per pick; for CUDA), `k_center_numpy` (the SVP reference's way, a
 baseline for benchmarks).
 """
+
 from __future__ import annotations
 
 import heapq
+from typing import Any
 
 import faiss
 import numpy as np
@@ -28,15 +30,21 @@ import torch
 # length-D float32 / float64 dot product, so bounds stay valid with margin.
 F32_REL = 2.0**-21
 F64_REL = 2.0**-50
-FAISS_K = 8          # nearest labeled points fetched per candidate
+FAISS_K = 8  # nearest labeled points fetched per candidate
 CHUNK_BYTES = 4 << 20  # float32 rows per FAISS search / norm block: caps temporaries
 # float64 temporaries per torch update: cache-sized on CPU (3x faster than
 # whole-pool passes there), large on CUDA where launches cost more than bytes.
 TORCH_CHUNK_BYTES = {"cpu": 4 << 20, "cuda": 256 << 20}
 
 __all__ = [
-    "k_center_greedy", "k_center_lazy", "k_center_torch", "k_center_numpy",
-    "k_center_distances", "sq_distances", "check_embeddings", "check_selection",
+    "check_embeddings",
+    "check_selection",
+    "k_center_distances",
+    "k_center_greedy",
+    "k_center_lazy",
+    "k_center_numpy",
+    "k_center_torch",
+    "sq_distances",
 ]
 
 
@@ -60,8 +68,10 @@ def check_embeddings(embeddings, *, keep_tensor: bool = False):
         X = np.ascontiguousarray(X, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if len(bad):
-        raise ValueError(f"embeddings contain NaN or inf (in float32) in {len(bad)} rows, "
-                         f"e.g. rows {bad[:5].tolist()}; rescore the pool (did the proxy diverge?)")
+        raise ValueError(
+            f"embeddings contain NaN or inf (in float32) in {len(bad)} rows, "
+            f"e.g. rows {bad[:5].tolist()}; rescore the pool (did the proxy diverge?)"
+        )
     return X
 
 
@@ -96,8 +106,9 @@ def check_selection(n: int, labeled, budget: int) -> np.ndarray:
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     if budget > n - len(lab):
-        raise ValueError(f"budget {budget} is larger than the {n - len(lab)} candidates "
-                         f"({n} pool positions, {len(lab)} labeled)")
+        raise ValueError(
+            f"budget {budget} is larger than the {n - len(lab)} candidates ({n} pool positions, {len(lab)} labeled)"
+        )
     return lab
 
 
@@ -121,8 +132,7 @@ def sq_distances(rows: np.ndarray, point: np.ndarray) -> np.ndarray:
     return diff.sum(axis=1)
 
 
-def _screened_min(rows64: np.ndarray, rows_sq: np.ndarray, x64: np.ndarray, x_sq: float,
-                  current: float) -> float:
+def _screened_min(rows64: np.ndarray, rows_sq: np.ndarray, x64: np.ndarray, x_sq: float, current: float) -> float:
     """min(current, min exact sq distance from x to rows), computing exact
     distances only for rows whose float64-BLAS estimate could beat `current`."""
     if len(rows64) == 0:
@@ -145,17 +155,17 @@ class _Seeds:
     """
 
     def __init__(self, X: np.ndarray, seeds: np.ndarray):
-        self.rows64 = X[seeds].astype(np.float64)             # [L, D]
+        self.rows64 = X[seeds].astype(np.float64)  # [L, D]
         self.sq = np.einsum("ij,ij->i", self.rows64, self.rows64)
         self.k = min(FAISS_K, len(seeds))
         self.rel = F32_REL
-        self.index = faiss.IndexFlatL2(X.shape[1])
+        self.index: Any = faiss.IndexFlatL2(X.shape[1])  # a GpuIndex when moved to the GPU
         self.index.add(np.ascontiguousarray(X[seeds]))
         if _faiss_gpus() > 0:
             self.index = faiss.index_cpu_to_gpu(_faiss_resources(), 0, self.index)
             self.rel = 2.0**-9  # cuBLAS may use TF32 products
 
-    def slack(self, x_sq: np.ndarray) -> np.ndarray:
+    def slack(self, x_sq: np.ndarray | float) -> np.ndarray | float:
         """Bound on |FAISS estimate - exact| for queries with squared norms x_sq."""
         return (self.rows64.shape[1] + 8) * self.rel * (x_sq + self.sq.max())
 
@@ -167,7 +177,7 @@ class _Seeds:
         ids = np.empty((n, self.k), np.int64)
         for s, block in _blocks(X, rows):
             dist, idx = self.index.search(np.ascontiguousarray(block), self.k)
-            first[s:s + len(block)], kth[s:s + len(block)], ids[s:s + len(block)] = dist[:, 0], dist[:, -1], idx
+            first[s : s + len(block)], kth[s : s + len(block)], ids[s : s + len(block)] = dist[:, 0], dist[:, -1], idx
         return first, kth, ids
 
     def exact_min(self, x64: np.ndarray, x_sq: float, kth: float, ids: np.ndarray) -> float:
@@ -195,8 +205,9 @@ def _faiss_resources():
     return _GPU_RESOURCES[0]
 
 
-def k_center_lazy(X: np.ndarray, labeled: np.ndarray, budget: int,
-                  rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def k_center_lazy(
+    X: np.ndarray, labeled: np.ndarray, budget: int, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-center greedy with FAISS seeding and lazily refreshed bounds.
 
     X float32 [N, D]; labeled: validated pool positions. Returns (picks int64
@@ -229,10 +240,10 @@ def k_center_lazy(X: np.ndarray, labeled: np.ndarray, budget: int,
     first, kth, ids = first[cand], kth[cand], ids[cand]
     bound = first + seeds.slack(x_sq)
     bound[~np.isfinite(bound)] = np.inf
-    slot = np.full(N, -1, np.int64)   # candidate position -> row in cand arrays
+    slot = np.full(N, -1, np.int64)  # candidate position -> row in cand arrays
     slot[cand] = np.arange(len(cand))
     fresh = np.full(len(cand), -1, np.int64)  # centers counted in bound; -1: seeds estimated only
-    heap = list(zip((-bound).tolist(), cand.tolist()))
+    heap = list(zip((-bound).tolist(), cand.tolist(), strict=True))
     heapq.heapify(heap)
     centers = np.empty((budget, D), np.float64)
     centers_sq = np.empty(budget, np.float64)
@@ -252,7 +263,7 @@ def k_center_lazy(X: np.ndarray, labeled: np.ndarray, budget: int,
         if fresh[r] < 0:
             value = seeds.exact_min(x64, x_sq[r], kth[r], ids[r])
             fresh[r] = start
-        value = _screened_min(centers[fresh[r]:n], centers_sq[fresh[r]:n], x64, x_sq[r], value)
+        value = _screened_min(centers[fresh[r] : n], centers_sq[fresh[r] : n], x64, x_sq[r], value)
         fresh[r] = n
         heapq.heapreplace(heap, (-value, pos))
     return picks, sqd
@@ -263,7 +274,7 @@ def _blocks(X: np.ndarray, rows: np.ndarray | None):
     step = max(256, CHUNK_BYTES // (4 * X.shape[1]))
     n = len(X) if rows is None else len(rows)
     for s in range(0, n, step):
-        yield s, (X[s:s + step] if rows is None else X[rows[s:s + step]])
+        yield s, (X[s : s + step] if rows is None else X[rows[s : s + step]])
 
 
 def _row_sq(X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -271,12 +282,17 @@ def _row_sq(X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     out = np.empty(len(X) if rows is None else len(rows), np.float64)
     for s, block in _blocks(X, rows):
         part = block.astype(np.float64)
-        out[s:s + len(part)] = np.einsum("ij,ij->i", part, part)
+        out[s : s + len(part)] = np.einsum("ij,ij->i", part, part)
     return out
 
 
-def k_center_torch(X, labeled: np.ndarray, budget: int, rng: np.random.Generator | None = None,
-                   device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def k_center_torch(
+    X,
+    labeled: np.ndarray,
+    budget: int,
+    rng: np.random.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """k-center greedy with one vectorized min-distance update per center.
 
     X float32 [N, D] (numpy or tensor); runs on `device` (default: X's device).
@@ -297,16 +313,16 @@ def k_center_torch(X, labeled: np.ndarray, budget: int, rng: np.random.Generator
     for i in range(len(labeled)):
         _torch_update(Xt, min_d, Xt[lab[i]], chunk)
     min_d[lab] = float("-inf")
-    n = 0
+    start = 0
     if len(labeled) == 0:
         taken = np.zeros(N, bool)
         first = torch.tensor([draw_first(taken, rng)], device=Xt.device)
         picks[0], sqd[0] = first[0], float("inf")
         min_d[first] = float("-inf")
         _torch_update(Xt, min_d, Xt[first[0]], chunk)
-        n = 1
-    for n in range(n, budget):
-        idx = torch.argmax(min_d)   # first maximum: ties to the lowest index
+        start = 1
+    for n in range(start, budget):
+        idx = torch.argmax(min_d)  # first maximum: ties to the lowest index
         picks[n], sqd[n] = idx, min_d[idx]
         min_d.index_fill_(0, idx.view(1), float("-inf"))
         _torch_update(Xt, min_d, Xt[idx], chunk)
@@ -317,14 +333,14 @@ def _torch_update(Xt: torch.Tensor, min_d: torch.Tensor, c: torch.Tensor, chunk:
     """min_d = min(min_d, sq distance to c), in row chunks to cap temporaries."""
     c64 = c.to(torch.float64)
     for s in range(0, Xt.shape[0], chunk):
-        diff = Xt[s:s + chunk].to(torch.float64) - c64
+        diff = Xt[s : s + chunk].to(torch.float64) - c64
         d = diff.square_().sum(dim=1)
-        torch.minimum(min_d[s:s + chunk], d, out=min_d[s:s + chunk])
+        torch.minimum(min_d[s : s + chunk], d, out=min_d[s : s + chunk])
 
 
-def k_center_numpy(X: np.ndarray, labeled: np.ndarray, budget: int,
-                   rng: np.random.Generator | None = None,
-                   blas_dtype=None) -> tuple[np.ndarray, np.ndarray]:
+def k_center_numpy(
+    X: np.ndarray, labeled: np.ndarray, budget: int, rng: np.random.Generator | None = None, blas_dtype=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Baseline: recompute distances from each center to the whole pool.
 
     The SVP reference's way (its `k_center_greedy` calls scipy's cdist from
@@ -362,7 +378,8 @@ def _direct_update(X: np.ndarray):
 
     def update(min_d: np.ndarray, pos: int) -> None:
         for s in range(0, len(X), step):
-            np.minimum(min_d[s:s + step], sq_distances(X[s:s + step], X[pos]), out=min_d[s:s + step])
+            np.minimum(min_d[s : s + step], sq_distances(X[s : s + step], X[pos]), out=min_d[s : s + step])
+
     return update
 
 
@@ -373,12 +390,19 @@ def _blas_update(X: np.ndarray, dtype):
 
     def update(min_d: np.ndarray, pos: int) -> None:
         np.minimum(min_d, x_sq - 2 * (Xd @ Xd[pos]) + x_sq[pos], out=min_d)
+
     return update
 
 
-def k_center_greedy(embeddings, labeled, budget: int, *, rng: np.random.Generator | None = None,
-                    device: str | torch.device | None = None,
-                    return_distances: bool = False):
+def k_center_greedy(
+    embeddings,
+    labeled,
+    budget: int,
+    *,
+    rng: np.random.Generator | None = None,
+    device: str | torch.device | None = None,
+    return_distances: bool = False,
+):
     """Pool positions chosen by k-center greedy, in the order chosen.
 
     embeddings: float32 [N, D] (numpy, or a torch tensor); labeled: pool
@@ -432,7 +456,7 @@ def k_center_distances(embeddings, labeled, chosen) -> np.ndarray:
         return out
     if len(lab):
         seeds = _Seeds(X, lab)
-        first, kth, ids = seeds.search(X, order)
+        _first, kth, ids = seeds.search(X, order)
         x_sq = _row_sq(X, order)
         for i, pos in enumerate(order):
             out[i] = seeds.exact_min(X[pos].astype(np.float64), x_sq[i], kth[i], ids[i])

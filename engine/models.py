@@ -11,11 +11,13 @@ the stem strides by 2 (up to 96 px) or 4, so the first stage sees about
 32-48 px and the cost stays near the CIFAR cost. Pretrained weights come only
 from a local file (`pretrained_path`), never from the network.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +34,12 @@ FAMILIES = (PREACT, RESNET_SMALL, TORCHVISION)
 class ModelConfig:
     """Architecture settings; enough to rebuild the model (weights aside)."""
 
-    name: str          # registry name, e.g. "proxy_tiny"
-    family: str        # one of FAMILIES
-    depth: int         # layers: 6n+2 for preact_resnet; 18/34/50 for the ResNets
-    width: int         # channels of the first stage (64 for the ResNets)
+    name: str  # registry name, e.g. "proxy_tiny"
+    family: str  # one of FAMILIES
+    depth: int  # layers: 6n+2 for preact_resnet; 18/34/50 for the ResNets
+    width: int  # channels of the first stage (64 for the ResNets)
     num_classes: int
-    image_size: int    # side of the square input, pixels
+    image_size: int  # side of the square input, pixels
 
 
 def _preact(name: str, depth: int, width: int) -> Callable[[int, int], ModelConfig]:
@@ -50,17 +52,18 @@ def _resnet(name: str, family: str, depth: int) -> Callable[[int, int], ModelCon
 
 # name -> factory(num_classes, image_size) -> ModelConfig
 MODELS: dict[str, Callable[[int, int], ModelConfig]] = {
-    "proxy_tiny": _preact("proxy_tiny", 8, 16),     # fast CPU default proxy
-    "resnet20": _preact("resnet20", 20, 16),        # the SVP paper's proxy
+    "proxy_tiny": _preact("proxy_tiny", 8, 16),  # fast CPU default proxy
+    "resnet20": _preact("resnet20", 20, 16),  # the SVP paper's proxy
     "resnet56": _preact("resnet56", 56, 16),
-    "resnet18": _resnet("resnet18", RESNET_SMALL, 18),   # target for small images
+    "resnet18": _resnet("resnet18", RESNET_SMALL, 18),  # target for small images
     "tv_resnet18": _resnet("tv_resnet18", TORCHVISION, 18),
     "tv_resnet50": _resnet("tv_resnet50", TORCHVISION, 50),
 }
 
 
-def build_model(name: str, num_classes: int, image_size: int, *, seed: int | None = None,
-                pretrained_path: str | Path | None = None) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, image_size: int, *, seed: int | None = None, pretrained_path: str | Path | None = None
+) -> Model:
     """The model registered as `name` for `num_classes` outputs and `image_size` px inputs.
 
     `seed` makes the initial weights reproducible without touching the global
@@ -74,7 +77,7 @@ def build_model(name: str, num_classes: int, image_size: int, *, seed: int | Non
     return model
 
 
-def model_from_config(config: ModelConfig, *, seed: int | None = None) -> nn.Module:
+def model_from_config(config: ModelConfig, *, seed: int | None = None) -> Model:
     """A freshly initialised model for `config` (ValueError for invalid settings)."""
     _check_config(config)
     builder = PreActResNet if config.family == PREACT else ResNet
@@ -108,7 +111,7 @@ def stem_stride(image_size: int) -> int:
 
 
 def _stem_conv(cout: int, stride: int) -> nn.Conv2d:
-    kernel = 3 if stride <= 2 else 2 * stride - 1   # wide enough to see every pixel
+    kernel = 3 if stride <= 2 else 2 * stride - 1  # wide enough to see every pixel
     return nn.Conv2d(3, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
 
 
@@ -201,6 +204,9 @@ class ResNet(torchvision.models.ResNet):
         return self.classify(self.embed(x))
 
 
+Model = PreActResNet | ResNet  # what engine.models builds: .config, .embed_dim, embed(), classify()
+
+
 def _init_weights(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -215,7 +221,7 @@ def _init_weights(model: nn.Module) -> None:
 _REPLACEABLE = ("fc.", "conv1.", "stem.")
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
+def load_pretrained(model: Model, path: str | Path) -> Model:
     """Load a local state dict (`.safetensors`, or a `torch.save` file) into `model`.
 
     Tensors of the classifier or stem whose shape differs are skipped (they
@@ -231,7 +237,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     for key, tensor in state.items():
         if key in own and own[key].shape != tensor.shape:
             if not key.startswith(_REPLACEABLE):
-                raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, model expects {tuple(own[key].shape)}")
+                raise ValueError(
+                    f"{path}: {key} has shape {tuple(tensor.shape)}, model expects {tuple(own[key].shape)}"
+                )
             continue
         keep[key] = tensor
     missing = [k for k in own if k not in keep and not k.startswith(_REPLACEABLE)]
@@ -243,9 +251,11 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -13,14 +13,15 @@ version), so an interrupted build or a damaged file (pixels zeroed behind a
 valid header) is seen as "no cache" and rebuilt, never trained on.
 This module imports no torch: decoding workers start fast.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 import multiprocessing
 import os
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +29,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-POOL_THRESHOLD = 64       # fewer new images than this: decode in-process
-CHUNK = 128               # images per worker task
-STATS_CHUNK = 2048        # images per step when computing channel statistics
-BLOCK = 1024              # rows per checksum block
+POOL_THRESHOLD = 64  # fewer new images than this: decode in-process
+CHUNK = 128  # images per worker task
+STATS_CHUNK = 2048  # images per step when computing channel statistics
+BLOCK = 1024  # rows per checksum block
 WORKERS = 2
-BACKGROUND = (255, 255, 255)   # transparent pixels are composited onto white
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 
 
 class PoolCacheError(RuntimeError):
@@ -47,7 +48,7 @@ class UnreadableImage(PoolCacheError):
         super().__init__(f"cannot decode image {path}: {reason}")
         self.path, self.reason = str(path), reason
 
-    def __reduce__(self):          # raised in a decoding process: must survive pickling
+    def __reduce__(self):  # raised in a decoding process: must survive pickling
         return UnreadableImage, (self.path, self.reason)
 
 
@@ -55,10 +56,10 @@ class UnreadableImage(PoolCacheError):
 class PoolCache:
     """The decoded pool. Row i of `images` is item `item_ids[i]` (its pool position)."""
 
-    item_ids: np.ndarray                 # int64 [N]
-    images: np.ndarray                   # uint8 [N, 3, S, S], read-only memmap
-    mean: tuple[float, float, float]     # per channel, 0..1
-    std: tuple[float, float, float]      # per channel, 0..1
+    item_ids: np.ndarray  # int64 [N]
+    images: np.ndarray  # uint8 [N, 3, S, S], read-only memmap
+    mean: tuple[float, float, float]  # per channel, 0..1
+    std: tuple[float, float, float]  # per channel, 0..1
 
     @property
     def image_size(self) -> int:
@@ -121,7 +122,7 @@ def image_to_array(img: Image.Image, image_size: int) -> np.ndarray:
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     if img.format == "JPEG":
-        img.draft("RGB", (image_size, image_size))   # DCT-domain downscale: keeps both sides >= S
+        img.draft("RGB", (image_size, image_size))  # DCT-domain downscale: keeps both sides >= S
     img = to_rgb(ImageOps.exif_transpose(img))
     img = ImageOps.fit(img, (image_size, image_size), Image.Resampling.BICUBIC)
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
@@ -141,7 +142,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(_to_uint8(np.asarray(img), mode), "L").convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
 
@@ -168,14 +169,19 @@ def load_pool_cache(cache_dir: str | Path, image_size: int) -> PoolCache | None:
     except (OSError, ValueError):
         return None
     n = ids.shape[0] if ids.ndim == 1 else -1
-    if (images.dtype != np.uint8 or images.shape != (n, 3, image_size, image_size) or ids.dtype != np.int64
-            or stats.get("n") != n or stats.get("ids_sha256") != _ids_hash(ids)
-            or not _pixels_intact(array_path, images, stats.get("blocks"))):
+    if (
+        images.dtype != np.uint8
+        or images.shape != (n, 3, image_size, image_size)
+        or ids.dtype != np.int64
+        or stats.get("n") != n
+        or stats.get("ids_sha256") != _ids_hash(ids)
+        or not _pixels_intact(array_path, images, stats.get("blocks"))
+    ):
         return None
     return PoolCache(ids, images, tuple(stats["mean"]), tuple(stats["std"]))
 
 
-_intact: set[tuple] = set()      # (path, inode, size, mtime) of cache files whose blocks were checked
+_intact: set[tuple] = set()  # (path, inode, size, mtime) of cache files whose blocks were checked
 
 
 def _pixels_intact(path: Path, images: np.ndarray, blocks: list | None) -> bool:
@@ -195,8 +201,10 @@ def _pixels_intact(path: Path, images: np.ndarray, blocks: list | None) -> bool:
 
 def block_checksums(images: np.ndarray) -> list[int]:
     """CRC-32 of each run of BLOCK rows (about 1 GB/s: a 20,000-image 32 px pool in ~0.1 s)."""
-    return [zlib.crc32(np.ascontiguousarray(images[start:start + BLOCK]).data)
-            for start in range(0, images.shape[0], BLOCK)]
+    return [
+        zlib.crc32(np.ascontiguousarray(images[start : start + BLOCK]).data)
+        for start in range(0, images.shape[0], BLOCK)
+    ]
 
 
 def build_pool_cache(
@@ -253,10 +261,16 @@ def _write(cache_dir, size, final_ids, old, keep, new_items, on_progress, worker
         del out
         with open(tmp[1], "wb") as f:
             np.save(f, final_ids)
-        stats = {"n": int(len(final_ids)), "image_size": size, "ids_sha256": _ids_hash(final_ids),
-                 "mean": mean, "std": std, "blocks": blocks}
+        stats = {
+            "n": len(final_ids),
+            "image_size": size,
+            "ids_sha256": _ids_hash(final_ids),
+            "mean": mean,
+            "std": std,
+            "blocks": blocks,
+        }
         tmp[2].write_text(json.dumps(stats, indent=1))
-        for src, dst in zip(tmp, (array_path, ids_path, stats_path)):   # stats last: it commits
+        for src, dst in zip(tmp, (array_path, ids_path, stats_path), strict=True):  # stats last: it commits
             os.replace(src, dst)
     finally:
         for p in tmp:
@@ -265,17 +279,23 @@ def _write(cache_dir, size, final_ids, old, keep, new_items, on_progress, worker
 
 def _copy_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     for start in range(0, len(rows), STATS_CHUNK):
-        part = rows[start:start + STATS_CHUNK]
-        out[start:start + len(part)] = src[part]
+        part = rows[start : start + STATS_CHUNK]
+        out[start : start + len(part)] = src[part]
 
 
-def _decode_into(out: np.ndarray, offset: int, paths: list[Path], size: int,
-                 on_progress: Callable[[int, int], None] | None, workers: int) -> None:
+def _decode_into(
+    out: np.ndarray,
+    offset: int,
+    paths: list[Path],
+    size: int,
+    on_progress: Callable[[int, int], None] | None,
+    workers: int,
+) -> None:
     total = len(paths)
-    chunks = [(paths[i:i + CHUNK], size) for i in range(0, total, CHUNK)]
+    chunks = [(paths[i : i + CHUNK], size) for i in range(0, total, CHUNK)]
     done = 0
     for block in _decode_chunks(chunks, workers if total >= POOL_THRESHOLD else 1):
-        out[offset + done: offset + done + len(block)] = block
+        out[offset + done : offset + done + len(block)] = block
         done += len(block)
         if on_progress is not None:
             on_progress(done, total)
@@ -309,13 +329,13 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """
     counts = np.zeros((3, 256), np.int64)
     for start in range(0, images.shape[0], STATS_CHUNK):
-        chunk = np.asarray(images[start:start + STATS_CHUNK])
+        chunk = np.asarray(images[start : start + STATS_CHUNK])
         for c in range(3):
             counts[c] += np.bincount(chunk[:, c].ravel(), minlength=256)
     values = np.arange(256, dtype=np.float64) / 255.0
     n = np.maximum(counts.sum(1), 1)
     mean = counts @ values / n
-    var = counts @ values ** 2 / n - mean ** 2
+    var = counts @ values**2 / n - mean**2
     std = np.sqrt(np.maximum(var, 0.0))
     std = np.where(std > 1e-6, std, 1.0)
     return [float(m) for m in mean], [float(s) for s in std]

@@ -6,6 +6,7 @@ gives the pool's embeddings through the cache; `train_ssl_backbone` is the
 background job that learns the `ssl` backbone on the pool, resumable after a
 crash or a cancel, and ends with a quality readout on the labels so far.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import storage
-from engine.embeddings import (NONE, SSL, SSL_STATE, Backbone, BackboneError, load_backbone_file,
-                               load_ssl_backbone, load_ssl_weights, pool_embeddings, save_ssl_backbone, ssl_fingerprint, ssl_meta, weights_path)
+from engine.embeddings import (
+    NONE,
+    SSL,
+    SSL_STATE,
+    Backbone,
+    BackboneError,
+    load_backbone_file,
+    load_ssl_backbone,
+    load_ssl_weights,
+    pool_embeddings,
+    save_ssl_backbone,
+    ssl_fingerprint,
+    ssl_meta,
+    weights_path,
+)
 from engine.frozen import knn_predict
 from engine.initial import RoundError
 from engine.ssl import SSLConfig, SSLProgress, backbone_config, pretrain, ssl_input_size
@@ -50,8 +64,13 @@ def load_ssl_backbone_file(path: Path) -> Backbone:
     return backbone
 
 
-def project_embeddings(project: storage.Project, backbone: Backbone, pool: ProjectPool, device: str = "auto",
-                       on_progress: Callable[[float], None] | None = None) -> np.ndarray:
+def project_embeddings(
+    project: storage.Project,
+    backbone: Backbone,
+    pool: ProjectPool,
+    device: str = "auto",
+    on_progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
     """float32 [N, D] embeddings of the pool's rows (cached per backbone, new items embedded alone)."""
     rows = pool_embeddings(project.cache_dir, backbone, pool.item_ids, pool.images, device, on_progress)
     return np.asarray(rows, dtype=np.float32)
@@ -59,12 +78,22 @@ def project_embeddings(project: storage.Project, backbone: Backbone, pool: Proje
 
 def ssl_config(settings: storage.Settings, steps: int = 0) -> SSLConfig:
     """The SimCLR run of a project: its device and seed, `ssl_minutes` long (or `steps` steps)."""
-    return dataclasses.replace(SSLConfig(), device=settings.device, seed=settings.seed, steps=steps,
-                               max_seconds=None if steps else float(settings.ssl_minutes) * 60)
+    return dataclasses.replace(
+        SSLConfig(),
+        device=settings.device,
+        seed=settings.seed,
+        steps=steps,
+        max_seconds=None if steps else float(settings.ssl_minutes) * 60,
+    )
 
 
-def train_ssl_backbone(project: storage.Project, on_progress: OnProgress | None = None,
-                       should_stop: Callable[[], bool] | None = None, *, steps: int = 0) -> dict:
+def train_ssl_backbone(
+    project: storage.Project,
+    on_progress: OnProgress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    steps: int = 0,
+) -> dict:
     """Learn the `ssl` backbone on the project's pool, save it, embed the pool; return its metadata.
 
     Resumes from the saved training state when one exists (a crash, a
@@ -72,7 +101,7 @@ def train_ssl_backbone(project: storage.Project, on_progress: OnProgress | None 
     `knn_accuracy`: leave-one-out weighted k-NN accuracy of the embeddings on
     the labels so far (None with fewer than 2 classes labeled).
     """
-    from engine.round import load_project_pool   # engine.round imports this module
+    from engine.round import load_project_pool  # engine.round imports this module
 
     report = on_progress or (lambda fraction, message: None)
     settings = storage.load_settings(project)
@@ -81,20 +110,29 @@ def train_ssl_backbone(project: storage.Project, on_progress: OnProgress | None 
     state = project.models_dir / SSL_STATE
 
     def on_step(p: SSLProgress) -> None:
-        report(0.05 + 0.85 * p.fraction, f"learning the pool's representation: step {p.step}/{p.steps}, "
-                                         f"loss {p.loss:.2f}")
+        report(
+            0.05 + 0.85 * p.fraction, f"learning the pool's representation: step {p.step}/{p.steps}, loss {p.loss:.2f}"
+        )
 
     result = pretrain(pool.images, pool.normalization, config, state, on_step, should_stop)
     model_config = backbone_config(config, ssl_input_size(pool.image_size))
-    meta = {"model_config": dataclasses.asdict(model_config), "normalization": [list(v) for v in pool.normalization],
-            "steps": result.steps, "seconds": round(result.seconds, 1), "final_loss": result.final_loss,
-            "pool_size": len(pool.item_ids), "finished_at": time.time()}
+    meta = {
+        "model_config": dataclasses.asdict(model_config),
+        "normalization": [list(v) for v in pool.normalization],
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "final_loss": result.final_loss,
+        "pool_size": len(pool.item_ids),
+        "finished_at": time.time(),
+    }
     # embedded before it is saved, so rounds keep the previous backbone (weights and metadata together) until then
-    backbone = Backbone(SSL, result.model.eval(), model_config.image_size, pool.normalization,
-                        ssl_fingerprint(result.model))
+    backbone = Backbone(
+        SSL, result.model.eval(), model_config.image_size, pool.normalization, ssl_fingerprint(result.model)
+    )
     report(0.9, "embedding the pool")
-    embeddings = project_embeddings(project, backbone, pool, settings.device, lambda f: report(0.9 + 0.1 * f,
-                                                                                              "embedding the pool"))
+    embeddings = project_embeddings(
+        project, backbone, pool, settings.device, lambda f: report(0.9 + 0.1 * f, "embedding the pool")
+    )
     meta["knn_accuracy"] = labels_knn_accuracy(project, pool, embeddings, len(settings.classes))
     save_ssl_backbone(project.models_dir, result.model, meta)
     state.unlink(missing_ok=True)
@@ -102,8 +140,9 @@ def train_ssl_backbone(project: storage.Project, on_progress: OnProgress | None 
     return ssl_meta(project.models_dir) or meta
 
 
-def labels_knn_accuracy(project: storage.Project, pool: ProjectPool, embeddings: np.ndarray,
-                        num_classes: int) -> float | None:
+def labels_knn_accuracy(
+    project: storage.Project, pool: ProjectPool, embeddings: np.ndarray, num_classes: int
+) -> float | None:
     """Leave-one-out weighted k-NN accuracy of `embeddings` on every label so far (validation included)."""
     labels = {**storage.training_labels(project), **storage.validation_labels(project)}
     in_pool = set(pool.item_ids.tolist())
@@ -117,8 +156,12 @@ def labels_knn_accuracy(project: storage.Project, pool: ProjectPool, embeddings:
     return float((predicted == truth).mean())
 
 
-def require_backbone(project: storage.Project, settings: storage.Settings, image_size: int,
-                     instead: str = "a proxy that trains on pixels") -> Backbone:
+def require_backbone(
+    project: storage.Project,
+    settings: storage.Settings,
+    image_size: int,
+    instead: str = "a proxy that trains on pixels",
+) -> Backbone:
     """The project's backbone, or RoundError saying why there is none to use (and to choose `instead`)."""
     try:
         backbone = load_backbone(project, settings, image_size)
@@ -127,6 +170,7 @@ def require_backbone(project: storage.Project, settings: storage.Settings, image
     if backbone is not None:
         return backbone
     if settings.backbone == SSL:
-        raise RoundError("the self-supervised backbone has not finished training; wait for it "
-                         f"(Project page) or choose {instead}")
+        raise RoundError(
+            f"the self-supervised backbone has not finished training; wait for it (Project page) or choose {instead}"
+        )
     raise RoundError(f"the project has no backbone; set backbone to ssl or a weights file, or choose {instead}")

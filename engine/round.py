@@ -10,10 +10,10 @@ pass, picks the batch with the project's strategy and writes it, with
 per-item scores and stage timings, in one storage transaction. Images come
 only from the pool cache: once it is current, a round opens no image file.
 """
+
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,14 +24,14 @@ from torch import nn
 
 import storage
 from engine.config import stage_config, use_tta
-from engine.initial import (RoundError, candidate_ids, initial_strategy, run_initial_round,  # noqa: F401  (re-exported)
-                            taken_ids)
 from engine.embeddings import Backbone, BackboneError
-from engine.frozen import HEADS, Features, HeadConfig, pool_scores as frozen_pool_scores, train_head
+from engine.frozen import HEADS, Features, HeadConfig, train_head
 from engine.frozen import accuracy as frozen_accuracy
-from engine.models import build_model, load_pretrained
-from engine.representation import load_backbone, project_embeddings, require_backbone
+from engine.frozen import pool_scores as frozen_pool_scores
+from engine.initial import RoundError, candidate_ids, initial_strategy, run_initial_round, taken_ids
+from engine.models import Model, build_model, load_pretrained
 from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
+from engine.representation import load_backbone, project_embeddings, require_backbone
 from engine.score import PoolScores, score_pool
 from engine.select import DISTANCE_STRATEGIES, STRATEGIES, strategy_scores
 from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan, train
@@ -49,10 +49,10 @@ STAGE_SPANS = {"decode": (0.0, 0.1), "train": (0.1, 0.85), "score": (0.85, 0.95)
 class ProjectPool:
     """The project's usable items as pool positions over the pool cache."""
 
-    item_ids: np.ndarray       # int64 [N], usable item ids in id order: pool position -> item id
-    images: np.ndarray         # uint8 [N, 3, S, S] (the cache memmap itself when it matches)
-    normalization: tuple       # (mean, std) per channel, 0..1 units
-    image_size: int            # S, pixels
+    item_ids: np.ndarray  # int64 [N], usable item ids in id order: pool position -> item id
+    images: np.ndarray  # uint8 [N, 3, S, S] (the cache memmap itself when it matches)
+    normalization: tuple  # (mean, std) per channel, 0..1 units
+    image_size: int  # S, pixels
 
     def positions(self, item_ids) -> np.ndarray:
         """Pool positions (int64) of `item_ids`, in the order given."""
@@ -70,15 +70,22 @@ class RoundOutcome:
     round: storage.Round
     model: nn.Module
     pool: ProjectPool
-    train_steps: int           # optimizer steps the selector took
-    backbone: Backbone | None = None    # set when the selector is a head on the backbone's embeddings ...
-    features: Features | None = None    # ... which are these (the model then takes features, not pixels)
+    train_steps: int  # optimizer steps the selector took
+    backbone: Backbone | None = None  # set when the selector is a head on the backbone's embeddings ...
+    features: Features | None = None  # ... which are these (the model then takes features, not pixels)
 
 
-def run_round(project: storage.Project, on_progress: OnProgress | None = None,
-              should_stop: ShouldStop | None = None, *, model_name: str | None = None,
-              steps: int | None = None, level: str | None = None, stage: str = "proxy",
-              early: bool = False) -> storage.Round:
+def run_round(
+    project: storage.Project,
+    on_progress: OnProgress | None = None,
+    should_stop: ShouldStop | None = None,
+    *,
+    model_name: str | None = None,
+    steps: int | None = None,
+    level: str | None = None,
+    stage: str = "proxy",
+    early: bool = False,
+) -> storage.Round:
     """Train the selector on every training label, score the pool and queue the next batch.
 
     The selector is the project's proxy at its training level; `stage="target"`
@@ -95,22 +102,30 @@ def run_round(project: storage.Project, on_progress: OnProgress | None = None,
     items (they count as taken; their labels join the round after this one),
     so the next batch is ready when the user finishes the current one.
     """
-    return select_next_batch(project, on_progress, should_stop, model_name=model_name, steps=steps,
-                             level=level, stage=stage, early=early).round
+    return select_next_batch(
+        project, on_progress, should_stop, model_name=model_name, steps=steps, level=level, stage=stage, early=early
+    ).round
 
 
-def select_next_batch(project: storage.Project, on_progress: OnProgress | None = None,
-                      should_stop: ShouldStop | None = None, *, model_name: str | None = None,
-                      steps: int | None = None, level: str | None = None, stage: str = "proxy",
-                      early: bool = False) -> RoundOutcome:
+def select_next_batch(
+    project: storage.Project,
+    on_progress: OnProgress | None = None,
+    should_stop: ShouldStop | None = None,
+    *,
+    model_name: str | None = None,
+    steps: int | None = None,
+    level: str | None = None,
+    stage: str = "proxy",
+    early: bool = False,
+) -> RoundOutcome:
     """`run_round`, also returning the trained selector model and the pool it scored."""
     settings = storage.load_settings(project)
-    _strategy(settings.strategy)        # RoundError for an unknown name, before any work
+    _strategy(settings.strategy)  # RoundError for an unknown name, before any work
     index = _next_index(project)
-    own_proxy = stage == "proxy" and model_name is None      # the project's proxy: warm start and keep it
-    stage = stage_config(settings, stage, model_name=model_name, steps=steps, level=level, seed_offset=index)
+    own_proxy = stage == "proxy" and model_name is None  # the project's proxy: warm start and keep it
+    config = stage_config(settings, stage, model_name=model_name, steps=steps, level=level, seed_offset=index)
     storage.reserve_validation(project)
-    _batch_size(project, settings, early)                 # RoundError before any decoding
+    _batch_size(project, settings, early)  # RoundError before any decoding
     _check_classes(storage.training_labels(project), settings.classes)
     report = _Report(on_progress)
     pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
@@ -122,34 +137,46 @@ def select_next_batch(project: storage.Project, on_progress: OnProgress | None =
     taken = pool.positions(taken_ids(project))
     _stop(should_stop)
 
-    if stage.model_name in HEADS:
-        selector = _frozen_selector(project, settings, stage.model_name, stage.train.seed, pool, labels, report)
+    if config.model_name in HEADS:
+        selector = _frozen_selector(project, settings, config.model_name, config.train.seed, pool, labels, report)
     else:
-        selector = _pixel_selector(project, settings, stage, own_proxy, pool, labels, report, should_stop)
+        selector = _pixel_selector(project, settings, config, own_proxy, pool, labels, report, should_stop)
     scores, strategy_name = selector.scores, selector.strategy or settings.strategy
     _stop(should_stop)
 
     report.at("select", 0.0, f"selecting {size} images ({strategy_name})")
     started = time.perf_counter()
-    rng = np.random.default_rng(stage.train.seed)
+    rng = np.random.default_rng(config.train.seed)
     picks = np.asarray(STRATEGIES[strategy_name](scores, taken, size, rng=rng), dtype=np.int64)
     item_scores = strategy_scores(strategy_name, scores, picks, labeled=taken)
     select_s = time.perf_counter() - started
     _stop(should_stop)
 
-    learned = strategy_name == settings.strategy        # a model that learned nothing guesses nothing
+    learned = strategy_name == settings.strategy  # a model that learned nothing guesses nothing
     probs = scores.probs[picks]
     written = storage.create_round(
-        project, strategy=strategy_name, selector=selector.name,
-        item_ids=pool.item_ids[picks].tolist(), scores=[float(s) for s in item_scores],
-        n_labeled=len(labels), train_s=selector.train_s, score_s=selector.score_s, select_s=select_s,
+        project,
+        strategy=strategy_name,
+        selector=selector.name,
+        item_ids=pool.item_ids[picks].tolist(),
+        scores=[float(s) for s in item_scores],
+        n_labeled=len(labels),
+        train_s=selector.train_s,
+        score_s=selector.score_s,
+        select_s=select_s,
         proxy_val_acc=selector.val_acc,
         guesses=probs.argmax(axis=1).tolist() if learned else None,
         confidences=probs.max(axis=1).tolist() if learned else None,
     )
     report.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
-    return RoundOutcome(round=written, model=selector.model, pool=pool, train_steps=selector.steps,
-                        backbone=selector.backbone, features=selector.features)
+    return RoundOutcome(
+        round=written,
+        model=selector.model,
+        pool=pool,
+        train_steps=selector.steps,
+        backbone=selector.backbone,
+        features=selector.features,
+    )
 
 
 @dataclass
@@ -162,8 +189,8 @@ class _Selector:
     train_s: float
     score_s: float
     steps: int
-    name: str                              # the selector recorded with the round
-    strategy: str | None = None            # overrides the project's strategy (a proxy that learned nothing)
+    name: str  # the selector recorded with the round
+    strategy: str | None = None  # overrides the project's strategy (a proxy that learned nothing)
     backbone: Backbone | None = None
     features: Features | None = None
 
@@ -194,8 +221,11 @@ def _pixel_selector(project, settings, stage, own_proxy, pool, labels, report, s
     report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
     started = time.perf_counter()
     scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
-    backbone = _backbone_for_distances(project, settings, pool) if (
-        (strategy or settings.strategy) in DISTANCE_STRATEGIES) else None
+    backbone = (
+        _backbone_for_distances(project, settings, pool)
+        if ((strategy or settings.strategy) in DISTANCE_STRATEGIES)
+        else None
+    )
     if backbone is not None:
         # distances between backbone embeddings mean more than between a few-label proxy's
         scores = PoolScores(scores.probs, project_embeddings(project, backbone, pool, settings.device))
@@ -206,7 +236,7 @@ def _backbone_for_distances(project, settings, pool) -> Backbone | None:
     try:
         return load_backbone(project, settings, pool.image_size)
     except BackboneError:
-        return None           # a pixel proxy still works without its backbone
+        return None  # a pixel proxy still works without its backbone
 
 
 def _frozen_selector(project, settings, kind: str, seed: int, pool, labels, report) -> _Selector:
@@ -218,18 +248,36 @@ def _frozen_selector(project, settings, kind: str, seed: int, pool, labels, repo
     embed_s = time.perf_counter() - started
     started = time.perf_counter()
     ids = sorted(labels)
-    head = train_head(features, pool.positions(ids), np.array([labels[i] for i in ids], dtype=np.int64),
-                      len(settings.classes), HeadConfig(kind=kind, seed=seed))
+    head = train_head(
+        features,
+        pool.positions(ids),
+        np.array([labels[i] for i in ids], dtype=np.int64),
+        len(settings.classes),
+        HeadConfig(kind=kind, seed=seed),
+    )
     validation = storage.validation_labels(project)
     val_ids = sorted(validation)
-    val_acc = (frozen_accuracy(head, features, pool.positions(val_ids), np.array([validation[i] for i in val_ids]))
-               if val_ids else None)
+    val_acc = (
+        frozen_accuracy(head, features, pool.positions(val_ids), np.array([validation[i] for i in val_ids]))
+        if val_ids
+        else None
+    )
     train_s = time.perf_counter() - started
     report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
     started = time.perf_counter()
     scores = frozen_pool_scores(head, features)
-    return _Selector(head, val_acc, scores, train_s, embed_s + time.perf_counter() - started,
-                     HeadConfig().steps, f"{kind} on {backbone.name}", None, backbone, features)
+    return _Selector(
+        head,
+        val_acc,
+        scores,
+        train_s,
+        embed_s + time.perf_counter() - started,
+        HeadConfig().steps,
+        f"{kind} on {backbone.name}",
+        None,
+        backbone,
+        features,
+    )
 
 
 def run_first_round(project: storage.Project, on_progress: OnProgress | None = None) -> storage.Round:
@@ -258,8 +306,9 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     size = min(settings.initial_size, storage.budget_left(project), len(candidates))
     if size < 1:
         raise RoundError("no unlabeled images are left to queue; add images or raise the budget")
-    embeddings = project_embeddings(project, backbone, pool, settings.device,
-                                     report.span("train", "embedding the pool with the backbone"))
+    embeddings = project_embeddings(
+        project, backbone, pool, settings.device, report.span("train", "embedding the pool with the backbone")
+    )
     classes = len(settings.classes)
     scores = PoolScores(np.full((len(pool.item_ids), classes), 1 / classes, np.float32), embeddings)
     taken = pool.positions(taken_ids(project))
@@ -268,19 +317,25 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     picks = np.asarray(STRATEGIES[name](scores, taken, size, rng=np.random.default_rng(settings.seed)), np.int64)
     item_scores = strategy_scores(name, scores, picks, labeled=taken)
     return storage.create_round(
-        project, strategy=name, selector=f"{name} on {backbone.name} embeddings",
-        item_ids=pool.item_ids[picks].tolist(), scores=[float(v) for v in item_scores],
-        n_labeled=len(storage.training_labels(project)), select_s=time.perf_counter() - started, index=0)
+        project,
+        strategy=name,
+        selector=f"{name} on {backbone.name} embeddings",
+        item_ids=pool.item_ids[picks].tolist(),
+        scores=[float(v) for v in item_scores],
+        n_labeled=len(storage.training_labels(project)),
+        select_s=time.perf_counter() - started,
+        index=0,
+    )
 
 
+MAX_UNREADABLE_RETRIES = 20  # images found unreadable while decoding, each marked missing and skipped
 
 
-
-MAX_UNREADABLE_RETRIES = 20   # images found unreadable while decoding, each marked missing and skipped
-
-
-def load_project_pool(project: storage.Project, settings: storage.Settings | None = None,
-                      on_progress: Callable[[float], None] | None = None) -> ProjectPool:
+def load_project_pool(
+    project: storage.Project,
+    settings: storage.Settings | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> ProjectPool:
     """The pool cache over every usable item, decoding only items not cached yet.
 
     Image size: `settings.image_size`, or picked from the items' sizes. When
@@ -315,8 +370,10 @@ def load_project_pool(project: storage.Project, settings: storage.Settings | Non
             storage.mark_missing(project, {by_path[exc.path]: f"cannot be decoded ({exc.reason})"})
             continue
         return _pool_view(cache, ids, size)
-    raise RoundError(f"more than {MAX_UNREADABLE_RETRIES} images could not be decoded; "
-                     "check the image folder (the Project page lists them)")
+    raise RoundError(
+        f"more than {MAX_UNREADABLE_RETRIES} images could not be decoded; "
+        "check the image folder (the Project page lists them)"
+    )
 
 
 def _files_to_read(root: Path, items: list[storage.Item], cached: set[int]) -> tuple[list, dict[int, str]]:
@@ -339,7 +396,7 @@ def _pool_view(cache: PoolCache, ids: np.ndarray, size: int) -> ProjectPool:
     cached = np.asarray(cache.item_ids, dtype=np.int64)
     normalization = (tuple(cache.mean), tuple(cache.std))
     if np.array_equal(cached, ids):
-        return ProjectPool(ids, cache.images, normalization, size)   # no copy of the pool
+        return ProjectPool(ids, cache.images, normalization, size)  # no copy of the pool
     order = np.argsort(cached, kind="stable")
     rows = order[np.searchsorted(cached[order], ids)]
     return ProjectPool(ids, np.asarray(cache.images[rows]), normalization, size)
@@ -352,10 +409,12 @@ def _count_progress(on_progress: Callable[[float], None] | None):
 
     def callback(done, total=None, *_):
         on_progress(done / total if total else float(done))
+
     return callback
 
 
 # ---------------------------------------------------------------- checks
+
 
 def _strategy(name: str):
     if name not in STRATEGIES:
@@ -371,18 +430,23 @@ def _next_index(project: storage.Project) -> int:
 def _batch_size(project: storage.Project, settings: storage.Settings, early: bool = False) -> int:
     left = storage.budget_left(project)
     if left < 1:
-        raise RoundError(f"the labeling budget of {settings.budget} is spent; train the target model "
-                         "or raise the budget in the settings")
+        raise RoundError(
+            f"the labeling budget of {settings.budget} is spent; train the target model "
+            "or raise the budget in the settings"
+        )
     latest = storage.current_round(project)
     if latest is not None and not early:
         open_items = len(storage.round_queue(project, latest.id))
         if open_items:
-            raise RoundError(f"round {latest.index} still has {open_items} unlabeled images; "
-                             "label or skip them before the next round")
+            raise RoundError(
+                f"round {latest.index} still has {open_items} unlabeled images; "
+                "label or skip them before the next round"
+            )
     candidates = len(candidate_ids(project))
     if candidates < 1:
-        raise RoundError("every usable image is already labeled, queued, skipped or in the validation set; "
-                         "add images to continue")
+        raise RoundError(
+            "every usable image is already labeled, queued, skipped or in the validation set; add images to continue"
+        )
     return min(settings.round_size, left, candidates)
 
 
@@ -390,8 +454,9 @@ def _check_classes(labels: dict[int, int], classes: tuple[str, ...]) -> None:
     present = sorted(set(labels.values()))
     if len(present) < 2:
         have = ", ".join(classes[i] for i in present) or "none"
-        raise RoundError(f"training needs labels in at least 2 classes (labeled so far: {have}); "
-                         "label more images first")
+        raise RoundError(
+            f"training needs labels in at least 2 classes (labeled so far: {have}); label more images first"
+        )
 
 
 def _stop(should_stop: ShouldStop | None) -> None:
@@ -400,6 +465,7 @@ def _stop(should_stop: ShouldStop | None) -> None:
 
 
 # ---------------------------------------------------------------- model state
+
 
 def _validation_accuracy(project: storage.Project, model: nn.Module, pool: ProjectPool) -> float | None:
     labels = storage.validation_labels(project)
@@ -410,7 +476,7 @@ def _validation_accuracy(project: storage.Project, model: nn.Module, pool: Proje
     return evaluate(model, images, np.array([labels[i] for i in ids], dtype=np.int64), pool.normalization, tta=True)
 
 
-def _warm_start(model: nn.Module, project: storage.Project) -> bool:
+def _warm_start(model: Model, project: storage.Project) -> bool:
     """Load the last round's proxy weights into `model`; False (train from scratch) if there are none that fit."""
     path = project.models_dir / WARM_START_FILE
     if not path.is_file():
@@ -418,7 +484,7 @@ def _warm_start(model: nn.Module, project: storage.Project) -> bool:
     try:
         load_pretrained(model, path)
     except ValueError:
-        return False   # the architecture or the classes changed since the last round
+        return False  # the architecture or the classes changed since the last round
     return True
 
 
@@ -437,15 +503,13 @@ def warm_config(config: TrainConfig, n: int) -> TrainConfig:
 def _save_last(model: nn.Module, project: storage.Project) -> None:
     from safetensors.torch import save_file
 
-    project.models_dir.mkdir(parents=True, exist_ok=True)
-    path = project.models_dir / WARM_START_FILE
-    tmp = path.with_suffix(".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    with storage.atomic_write(project.models_dir / WARM_START_FILE) as tmp:
+        save_file(state, str(tmp))
 
 
 # ---------------------------------------------------------------- progress
+
 
 class _Report:
     """Maps per-stage fractions onto the round's 0..1 progress (see STAGE_SPANS)."""
@@ -461,11 +525,12 @@ class _Report:
     def span(self, stage: str, message: str) -> Callable[..., None]:
         def callback(fraction: float, detail: str | None = None) -> None:
             self.at(stage, fraction, detail or message)
+
         return callback
 
 
 def _train_progress(callback: Callable[..., None]) -> Callable[[Progress], None]:
     def on_progress(p: Progress) -> None:
         callback(p.fraction, f"training: step {p.step}/{p.steps}, loss {p.loss:.3f}")
-    return on_progress
 
+    return on_progress

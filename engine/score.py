@@ -2,6 +2,7 @@
 
 `PoolScores` is what every selection strategy reads (see `engine.select`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,14 +13,14 @@ from torch import nn
 
 from engine.device import Normalization, batch_to_tensor, check_images, model_device, normalization_tensors, to_float
 
-CPU_MAX_BATCH = 256   # larger CPU batches run slower per image (they fall out of cache)
+CPU_MAX_BATCH = 256  # larger CPU batches run slower per image (they fall out of cache)
 
 
 @dataclass
 class PoolScores:
     """Scores of every pool position from one pass of the proxy."""
 
-    probs: np.ndarray       # float32 [N, C], softmax, rows sum to 1
+    probs: np.ndarray  # float32 [N, C], softmax, rows sum to 1
     embeddings: np.ndarray  # float32 [N, D], penultimate features after global pooling
 
 
@@ -45,7 +46,8 @@ def score_pool(
     device = _prepare(model, device)
     batch_size = _batch_size(batch_size, device)
     n = images.shape[0]
-    probs, embeds = None, None
+    probs: np.ndarray | None = None
+    embeds: np.ndarray | None = None
     with eval_mode(model), torch.inference_mode():
         mean, std = normalization_tensors(normalization, device)
         for start in range(0, n, batch_size):
@@ -55,20 +57,26 @@ def score_pool(
             if tta:
                 flipped_logits, flipped_emb = logits_and_embedding(model, x.flip(3))
                 logits, emb = (logits + flipped_logits) / 2, (emb + flipped_emb) / 2
-            if probs is None:
+            if probs is None or embeds is None:
                 probs = np.empty((n, logits.shape[1]), np.float32)
                 embeds = np.empty((n, emb.shape[1]), np.float32)
             probs[start:stop] = torch.softmax(logits.float(), dim=1).cpu().numpy()
             embeds[start:stop] = emb.float().cpu().numpy()
-    if probs is None:
+    if probs is None or embeds is None:
         c, d = _output_dims(model)
         probs, embeds = np.empty((0, c), np.float32), np.empty((0, d), np.float32)
     return PoolScores(probs=probs, embeddings=embeds)
 
 
-def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, normalization: Normalization,
-                   batch_size: int = 512, device: torch.device | str | None = None, *,
-                   tta: bool = False) -> np.ndarray:
+def predict_logits(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    normalization: Normalization,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    *,
+    tta: bool = False,
+) -> np.ndarray:
     """float32 logits [N, C] of uint8 `images` [N, 3, H, W], batched, no grad.
 
     `tta`: the mean of the logits of each image and of its mirror image.
@@ -94,7 +102,7 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, normaliz
 def _prepare(model: nn.Module, device: torch.device | str | None) -> torch.device:
     """Move the model to `device` (default: where it is) in channels_last, faster on CPU and CUDA."""
     device = torch.device(device) if device is not None else model_device(model)
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     return device
 
 
@@ -106,9 +114,9 @@ def _batch_size(batch_size: int, device: torch.device) -> int:
 
 def logits_and_embedding(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits [B, C], embedding [B, D]) in one pass when the model has `classify`, else two."""
-    emb = model.embed(x)
+    emb = model.embed(x)  # type: ignore[operator]  # nn.Module types its attributes as Tensor | Module
     if hasattr(model, "classify"):
-        return model.classify(emb), emb
+        return model.classify(emb), emb  # type: ignore[operator]
     return model(x), emb
 
 

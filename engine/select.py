@@ -11,11 +11,13 @@ Uncertainty sampling follows Settles, "Active Learning Literature Survey"
 entropy (Shannon). Its batches are balanced across predicted classes
 (`balanced_top_k`): a proxy unsure of one class would otherwise fill a batch
 with it, which is how uncertainty sampling falls below random (Emam et al.
-2021, "Active learning at the ImageNet scale", balanced selection). k-center greedy is Sener & Savarese (ICLR 2018), as in
-Coleman et al., "Selection via Proxy" (ICLR 2020); see `engine.kcenter`.
+2021, "Active learning at the ImageNet scale", balanced selection).
+k-center greedy is Sener & Savarese (ICLR 2018), as in Coleman et al.,
+"Selection via Proxy" (ICLR 2020); see `engine.kcenter`.
 TypiClust, ProbCover and the hybrid of TypiClust then least confidence are
 cold-start strategies for embeddings from a backbone (`engine.coldstart`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,10 +31,26 @@ from engine.score import PoolScores
 Strategy = Callable[..., np.ndarray]
 
 __all__ = [
-    "STRATEGIES", "SCORES", "Strategy", "strategy_scores", "top_k", "balanced_top_k", "k_center_greedy",
-    "least_confidence_scores", "margin_scores", "entropy_scores",
-    "random_sample", "least_confidence", "margin", "entropy", "kcenter", "typiclust", "probcover", "hybrid",
-    "COLD_START", "DISTANCE_STRATEGIES",
+    "COLD_START",
+    "DISTANCE_STRATEGIES",
+    "SCORES",
+    "STRATEGIES",
+    "Strategy",
+    "balanced_top_k",
+    "entropy",
+    "entropy_scores",
+    "hybrid",
+    "k_center_greedy",
+    "kcenter",
+    "least_confidence",
+    "least_confidence_scores",
+    "margin",
+    "margin_scores",
+    "probcover",
+    "random_sample",
+    "strategy_scores",
+    "top_k",
+    "typiclust",
 ]
 
 
@@ -46,8 +64,10 @@ def check_probs(probs) -> np.ndarray:
     p = p.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(p).all(axis=1))
     if len(bad):
-        raise ValueError(f"probs contain NaN or inf in {len(bad)} rows, e.g. rows {bad[:5].tolist()}; "
-                         "rescore the pool (did the proxy diverge?)")
+        raise ValueError(
+            f"probs contain NaN or inf in {len(bad)} rows, e.g. rows {bad[:5].tolist()}; "
+            "rescore the pool (did the proxy diverge?)"
+        )
     return p
 
 
@@ -101,7 +121,7 @@ def balanced_top_k(scores: np.ndarray, predicted: np.ndarray, labeled, budget: i
     free[lab] = False
     cand = np.flatnonzero(free)
     by_class_then_score = np.lexsort((cand, -scores[cand], predicted[cand]))
-    ordered = cand[by_class_then_score]                      # grouped by class, best first in each
+    ordered = cand[by_class_then_score]  # grouped by class, best first in each
     classes = predicted[ordered]
     starts = np.flatnonzero(np.r_[True, classes[1:] != classes[:-1]])
     rank = np.arange(len(ordered)) - np.repeat(starts, np.diff(np.r_[starts, len(ordered)]))  # rank in class

@@ -9,6 +9,7 @@ score / select seconds; at the end the target trains on every label.
 `--selector target` selects with the target architecture and training: the
 baseline the Selection-via-Proxy paper compares against.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 import storage
-from engine.config import BACKBONE_TARGET, TRAINING_LEVELS, check_model_name, resolve_model_name
 from engine.backbone_files import check_backbone_setting, check_backbone_users
-from engine.pool_cache import decode_image, pick_image_size
+from engine.config import BACKBONE_TARGET, TRAINING_LEVELS, check_model_name, resolve_model_name
 from engine.embeddings import embed_images
 from engine.frozen import accuracy_on
+from engine.pool_cache import decode_image, pick_image_size
 from engine.representation import train_ssl_backbone
 from engine.round import RoundOutcome, run_first_round, select_next_batch
 from engine.select import STRATEGIES
@@ -53,20 +53,20 @@ class SimulateConfig:
     budget: int = 5000
     proxy: str = "auto"
     target: str = "auto"
-    selector: str = "proxy"          # proxy | target
+    selector: str = "proxy"  # proxy | target
     seed: int = 0
-    proxy_training: str = "balanced"   # fast | balanced | thorough
+    proxy_training: str = "balanced"  # fast | balanced | thorough
     target_training: str = "balanced"
-    proxy_steps: int = 0             # fixed optimizer steps; 0 = planned by the training level
+    proxy_steps: int = 0  # fixed optimizer steps; 0 = planned by the training level
     target_steps: int = 0
     eval_every_round: bool = False
     device: str = "auto"
-    image_size: int = 0              # 0 = picked from the pool
-    workdir: Path | None = None      # keep the project here instead of a temp dir
-    backbone: str = "none"           # none | ssl (trained on the pool first) | a local weights file
-    initial_strategy: str = "auto"   # round 0: auto | random | typiclust | probcover
-    ssl_minutes: float = 10.0        # how long the ssl backbone trains
-    ssl_steps: int = 0               # a fixed number of SSL steps instead (0 = ssl_minutes)
+    image_size: int = 0  # 0 = picked from the pool
+    workdir: Path | None = None  # keep the project here instead of a temp dir
+    backbone: str = "none"  # none | ssl (trained on the pool first) | a local weights file
+    initial_strategy: str = "auto"  # round 0: auto | random | typiclust | probcover
+    ssl_minutes: float = 10.0  # how long the ssl backbone trains
+    ssl_steps: int = 0  # a fixed number of SSL steps instead (0 = ssl_minutes)
 
 
 def config_from_args(args: argparse.Namespace) -> SimulateConfig:
@@ -79,8 +79,10 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of `python -m engine simulate`."""
     result = simulate(config_from_args(args))
     target = result["target"]
-    print(f"\ntarget test accuracy {target['test_acc']:.4f} with {target['labeled']} labels; "
-          f"results in {args.out}", file=sys.stderr)
+    print(
+        f"\ntarget test accuracy {target['test_acc']:.4f} with {target['labeled']} labels; results in {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -94,7 +96,7 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
         oracle = _oracle(project, classes)
         size = storage.load_settings(project).image_size
         test_images, test_labels = load_test_set(config.data / "test", classes, size)
-        test_embeddings: dict[str, np.ndarray] = {}     # per backbone fingerprint, embedded once
+        test_embeddings: dict[str, np.ndarray] = {}  # per backbone fingerprint, embedded once
         # the target as selector trains as the target does: its model, level and steps
         selector_stage = "target" if config.selector == "target" else "proxy"
 
@@ -117,8 +119,7 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
         result = {
             "settings": _settings_json(config, classes, project, len(test_labels)),
             "rounds": rows,
-            "target": {"test_acc": test_acc, "train_s": train_s,
-                       "labeled": len(storage.training_labels(project))},
+            "target": {"test_acc": test_acc, "train_s": train_s, "labeled": len(storage.training_labels(project))},
             "total_s": time.perf_counter() - started,
         }
         if ssl is not None:
@@ -144,10 +145,14 @@ def check_config(config: SimulateConfig) -> None:
     check_backbone_users(config.backbone, config.proxy, config.target)
     if config.selector not in ("proxy", "target"):
         raise ValueError(f"selector must be proxy or target, got {config.selector!r}")
-    if config.selector == "target" and resolve_model_name(config.target, "target", config.device,
-                                                          config.backbone) == BACKBONE_TARGET:
-        raise ValueError("--selector target selects with a target trained on pixels; with a backbone give "
-                         "--target a model name (the auto target is then the backbone fine-tuned)")
+    if (
+        config.selector == "target"
+        and resolve_model_name(config.target, "target", config.device, config.backbone) == BACKBONE_TARGET
+    ):
+        raise ValueError(
+            "--selector target selects with a target trained on pixels; with a backbone give "
+            "--target a model name (the auto target is then the backbone fine-tuned)"
+        )
     for name in ("initial", "round_size", "budget"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
@@ -170,12 +175,24 @@ def _make_project(config: SimulateConfig, workdir: Path) -> tuple[storage.Projec
     train_root = (config.data / "train").resolve()
     classes = sorted(p.name for p in train_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     settings = storage.Settings(
-        image_root=str(train_root), classes=tuple(classes), budget=config.budget,
-        round_size=config.round_size, initial_size=config.initial, strategy=config.strategy,
-        proxy=config.proxy, target=config.target, image_size=config.image_size, seed=config.seed,
-        device=config.device, proxy_training=config.proxy_training, target_training=config.target_training,
-        proxy_steps=config.proxy_steps, target_steps=config.target_steps,
-        auto_next_round=False, backbone=config.backbone, initial_strategy=config.initial_strategy,
+        image_root=str(train_root),
+        classes=tuple(classes),
+        budget=config.budget,
+        round_size=config.round_size,
+        initial_size=config.initial,
+        strategy=config.strategy,
+        proxy=config.proxy,
+        target=config.target,
+        image_size=config.image_size,
+        seed=config.seed,
+        device=config.device,
+        proxy_training=config.proxy_training,
+        target_training=config.target_training,
+        proxy_steps=config.proxy_steps,
+        target_steps=config.target_steps,
+        auto_next_round=False,
+        backbone=config.backbone,
+        initial_strategy=config.initial_strategy,
         ssl_minutes=config.ssl_minutes,
     )
     project = storage.create_project(workdir / "project", settings)
@@ -192,7 +209,7 @@ def _make_project(config: SimulateConfig, workdir: Path) -> tuple[storage.Projec
 def _oracle(project: storage.Project, classes: list[str]) -> dict[int, str | object]:
     """item id -> its class folder's name (SKIP for a file outside any class folder)."""
     known = set(classes)
-    answers = {}
+    answers: dict[int, str | object] = {}
     for item in storage.usable_items(project):
         folder = item.path.split("/", 1)[0] if "/" in item.path else None
         answers[item.id] = folder if folder in known else storage.SKIP
@@ -241,34 +258,41 @@ def _proxy_accuracy(outcome: RoundOutcome, test_images, test_labels, cache: dict
     key = outcome.backbone.fingerprint
     if key not in cache:
         cache[key] = embed_images(outcome.backbone, test_images)
+    assert outcome.features is not None  # a frozen head comes with its features
     return accuracy_on(outcome.model, outcome.features, cache[key], test_labels)
 
 
 def _row(made: storage.Round, acc: float | None) -> dict:
-    return {"round": made.index, "labeled": made.n_labeled, "proxy_test_acc": acc,
-            "train_s": made.train_s, "score_s": made.score_s, "select_s": made.select_s}
+    return {
+        "round": made.index,
+        "labeled": made.n_labeled,
+        "proxy_test_acc": acc,
+        "train_s": made.train_s,
+        "score_s": made.score_s,
+        "select_s": made.select_s,
+    }
 
 
 def _settings_json(config: SimulateConfig, classes, project, n_test: int) -> dict:
     values = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
-    values.update(classes=list(classes), pool_size=len(storage.usable_items(project)), test_size=n_test,
-                  image_size=storage.load_settings(project).image_size)
+    values.update(
+        classes=list(classes),
+        pool_size=len(storage.usable_items(project)),
+        test_size=n_test,
+        image_size=storage.load_settings(project).image_size,
+    )
     return values
 
 
 def write_results(result: dict, out: Path) -> tuple[Path, Path]:
     """Write the JSON to `out` and the rounds as CSV beside it (same name, .csv); both atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    with storage.atomic_write(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
     csv_path = out.with_suffix(".csv")
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    with storage.atomic_write(csv_path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result["rounds"])
-    os.replace(tmp, csv_path)
     return out, csv_path
 
 
@@ -276,7 +300,8 @@ class _workdir:
     """The given folder, or a temporary one removed afterwards."""
 
     def __init__(self, path: Path | None):
-        self.path, self.temp = path, None
+        self.path = path
+        self.temp: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> str:
         if self.path is not None:

@@ -23,10 +23,10 @@ schedule's length at every report from the step times measured so far in
 this run, so a machine that gets busier shortens the run instead of
 overrunning the cap, and a resumed run fits what is left.
 """
+
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,12 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import storage
 from engine.device import Normalization, best_device, check_images, normalization_tensors
-from engine.models import ModelConfig, model_from_config
+from engine.models import Model, ModelConfig, model_from_config
 from engine.train import Cancelled, TrainingFailed, _as_tensor, _Stopper, use_bf16
 
-MAX_INPUT = 64            # SSL trains on crops resampled to at most this many pixels
-TIMED_FROM = 3            # a time cap times the steps from this many steps into a run (earlier ones pay warm-up)
+MAX_INPUT = 64  # SSL trains on crops resampled to at most this many pixels
+TIMED_FROM = 3  # a time cap times the steps from this many steps into a run (earlier ones pay warm-up)
 STATE_VERSION = 1
 
 
@@ -50,20 +51,20 @@ STATE_VERSION = 1
 class SSLConfig:
     """SimCLR hyperparameters; units in comments."""
 
-    depth: int = 8                 # pre-activation ResNet depth (6n+2): on a 2-core CPU 8 x 16 learned more
-    width: int = 16                # per second than 14 x 32 (docs/representation.md); features are 4 x width
-    batch_size: int = 128          # images per step (two views each); 128 beat 256 per CPU second
-    steps: int = 0                 # 0 = as many as fit `max_seconds` (at most max_steps)
+    depth: int = 8  # pre-activation ResNet depth (6n+2): on a 2-core CPU 8 x 16 learned more
+    width: int = 16  # per second than 14 x 32 (docs/representation.md); features are 4 x width
+    batch_size: int = 128  # images per step (two views each); 128 beat 256 per CPU second
+    steps: int = 0  # 0 = as many as fit `max_seconds` (at most max_steps)
     max_steps: int = 20000
     max_seconds: float | None = 900.0
-    lr: float = 0.5                # peak SGD learning rate at batch 256 (scaled linearly)
+    lr: float = 0.5  # peak SGD learning rate at batch 256 (scaled linearly)
     weight_decay: float = 5e-4
-    warmup: float = 0.05           # share of the steps with a linear warm-up
+    warmup: float = 0.05  # share of the steps with a linear warm-up
     temperature: float = 0.2
     projection_dim: int = 128
     crop_scale: tuple[float, float] = (0.2, 1.0)
-    jitter: float = 0.4            # brightness, contrast and saturation strength
-    hue: float = 0.1               # hue rotation, as a share of a full turn
+    jitter: float = 0.4  # brightness, contrast and saturation strength
+    hue: float = 0.1  # hue rotation, as a share of a full turn
     jitter_p: float = 0.8
     gray_p: float = 0.2
     seed: int = 0
@@ -80,7 +81,7 @@ class SSLProgress:
     steps: int
     loss: float
     seconds: float
-    model: nn.Module | None = None    # the backbone being trained (for snapshots; do not modify)
+    model: nn.Module | None = None  # the backbone being trained (for snapshots; do not modify)
 
     @property
     def fraction(self) -> float:
@@ -91,11 +92,11 @@ class SSLProgress:
 class SSLResult:
     """A finished (or resumed-to-finish) pretraining run."""
 
-    model: nn.Module           # the backbone, eval mode; `embed(x)` gives features
+    model: Model  # the backbone, eval mode; `embed(x)` gives features
     steps: int
     seconds: float
     final_loss: float
-    resumed_from: int          # the step the run started at (0 = from scratch)
+    resumed_from: int  # the step the run started at (0 = from scratch)
 
 
 def backbone_config(config: SSLConfig, input_size: int) -> ModelConfig:
@@ -114,8 +115,9 @@ class ProjectionHead(nn.Module):
     def __init__(self, dim: int, out: int):
         super().__init__()
         hidden = max(256, 2 * dim)
-        self.net = nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, out))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -135,7 +137,7 @@ def augment_views(batch: torch.Tensor, out_size: int, config: SSLConfig, gen: to
     """A random view of each uint8 image [B, 3, H, W] as float 0..1 [B, 3, out, out]."""
     x = batch.float() / 255
     b, device = len(x), x.device
-    rand = lambda *shape: torch.rand(*shape, generator=gen, device=gen.device).to(device)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=gen, device=gen.device).to(device)
     # random resized crop: area share in crop_scale, aspect ratio 3/4..4/3 (log-uniform), random flip
     lo, hi = config.crop_scale
     area = lo + (hi - lo) * rand(b)
@@ -167,7 +169,7 @@ def _color(x: torch.Tensor, config: SSLConfig, rand) -> torch.Tensor:
     brightness = (1 + s * (2 * rand(b) - 1)).view(b, 1, 1)
     saturation = (1 + s * (2 * rand(b) - 1)).view(b, 1, 1)
     angle = (2 * math.pi * config.hue) * (2 * rand(b) - 1)
-    gray_rows = _GRAY.to(device).expand(3, 3)                             # every channel = luma
+    gray_rows = _GRAY.to(device).expand(3, 3)  # every channel = luma
     yiq, yiq_inv = _YIQ.to(device), torch.linalg.inv(_YIQ).to(device)
     rot = torch.zeros(b, 3, 3, device=device)
     rot[:, 0, 0] = 1
@@ -185,10 +187,14 @@ def _color(x: torch.Tensor, config: SSLConfig, rand) -> torch.Tensor:
     return (out - mean) * contrast + mean
 
 
-def pretrain(images: np.ndarray | torch.Tensor, normalization: Normalization, config: SSLConfig,
-             state_path: str | Path | None = None,
-             on_progress: Callable[[SSLProgress], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> SSLResult:
+def pretrain(
+    images: np.ndarray | torch.Tensor,
+    normalization: Normalization,
+    config: SSLConfig,
+    state_path: str | Path | None = None,
+    on_progress: Callable[[SSLProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SSLResult:
     """SimCLR on uint8 `images` [N, 3, S, S]; the backbone, trained, in eval mode.
 
     With `state_path`, the whole training state is saved there every
@@ -209,9 +215,12 @@ def pretrain(images: np.ndarray | torch.Tensor, normalization: Normalization, co
     params = list(model.parameters()) + list(head.parameters())
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=config.lr * batch / 256, momentum=0.9, nesterov=True)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr * batch / 256,
+        momentum=0.9,
+        nesterov=True,
+    )
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     state = _State(step=0, total=config.steps or config.max_steps, seconds=0.0, fitted=bool(config.steps))
     state_path = Path(state_path) if state_path is not None else None
@@ -257,8 +266,10 @@ def pretrain(images: np.ndarray | torch.Tensor, normalization: Normalization, co
             loss_sum.zero_()
             since = 0
             if not math.isfinite(loss):
-                raise TrainingFailed(f"self-supervised training diverged: the loss became {loss} at step "
-                                     f"{state.step}; retry with a smaller learning rate")
+                raise TrainingFailed(
+                    f"self-supervised training diverged: the loss became {loss} at step "
+                    f"{state.step}; retry with a smaller learning rate"
+                )
             state.seconds = time.perf_counter() - started
             if on_progress is not None:
                 on_progress(SSLProgress(state.step, state.total, loss, state.seconds, model))
@@ -270,8 +281,7 @@ def pretrain(images: np.ndarray | torch.Tensor, normalization: Normalization, co
     if state_path is not None:
         _save_state(state_path, config, model, head, optimizer, gen, state)
     model.eval()
-    return SSLResult(model=model, steps=state.step, seconds=state.seconds, final_loss=loss,
-                     resumed_from=resumed_from)
+    return SSLResult(model=model, steps=state.step, seconds=state.seconds, final_loss=loss, resumed_from=resumed_from)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, config: SSLConfig, batch: int, step: int, total: int) -> None:
@@ -289,13 +299,19 @@ def _set_lr(optimizer: torch.optim.Optimizer, config: SSLConfig, batch: int, ste
 @dataclass
 class _State:
     step: int
-    total: int            # schedule length in steps; refitted to a time cap at every report
-    seconds: float        # training seconds so far, across resumed runs
-    fitted: bool          # whether `total` is final (a fixed step count)
+    total: int  # schedule length in steps; refitted to a time cap at every report
+    seconds: float  # training seconds so far, across resumed runs
+    fitted: bool  # whether `total` is final (a fixed step count)
 
 
-def _fit_total(state: _State, config: SSLConfig, device: torch.device, timed: tuple[float, int] | None,
-               started: float, resumed_from: int) -> tuple[float, int] | None:
+def _fit_total(
+    state: _State,
+    config: SSLConfig,
+    device: torch.device,
+    timed: tuple[float, int] | None,
+    started: float,
+    resumed_from: int,
+) -> tuple[float, int] | None:
     """Fit the schedule's length to the time left of max_seconds at every report, from the mean step time
     since TIMED_FROM steps into this run (clock time, step): a machine that gets busier mid-run shortens
     the schedule instead of overrunning the cap, as engine.train's time cap does."""
@@ -310,7 +326,7 @@ def _fit_total(state: _State, config: SSLConfig, device: torch.device, timed: tu
     _sync(device)
     now = time.perf_counter()
     per_step = (now - since) / (state.step - first)
-    left = max(0.0, config.max_seconds - (now - started))
+    left = max(0.0, (config.max_seconds or 0.0) - (now - started))
     state.total = max(state.step, min(config.max_steps, state.step + int(left / max(per_step, 1e-9))))
     return timed
 
@@ -320,19 +336,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _save_state(path: Path, config: SSLConfig, model: nn.Module, head: nn.Module,
-                optimizer: torch.optim.Optimizer, gen: torch.Generator, state: _State) -> None:
-    payload = {"version": STATE_VERSION, "config": asdict(config) | {"device": "", "save_every_s": 0},
-               "model": model.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-               "generator": gen.get_state(), "state": asdict(state)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+def _save_state(
+    path: Path,
+    config: SSLConfig,
+    model: nn.Module,
+    head: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    state: _State,
+) -> None:
+    payload = {
+        "version": STATE_VERSION,
+        "config": asdict(config) | {"device": "", "save_every_s": 0},
+        "model": model.state_dict(),
+        "head": head.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": gen.get_state(),
+        "state": asdict(state),
+    }
+    with storage.atomic_write(path) as tmp:
+        torch.save(payload, tmp)
 
 
-def _load_state(path: Path, config: SSLConfig, model: nn.Module, head: nn.Module,
-                optimizer: torch.optim.Optimizer, gen: torch.Generator) -> _State:
+def _load_state(
+    path: Path,
+    config: SSLConfig,
+    model: nn.Module,
+    head: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+) -> _State:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged file: say so, the caller may delete it and start over

@@ -4,10 +4,10 @@
 held-out set); `run_target` also saves the checkpoint under
 `project.models_dir / "target"` with the metrics beside it.
 """
+
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,8 +42,8 @@ class TargetFit:
     model: nn.Module
     pool: ProjectPool
     class_names: list[str]
-    metrics: dict            # see validation_metrics, plus train_s, n_labels, model, steps, training
-    image_size: int          # what the model takes: the pool's size, or a fine-tuned backbone's input size
+    metrics: dict  # see validation_metrics, plus train_s, n_labels, model, steps, training
+    image_size: int  # what the model takes: the pool's size, or a fine-tuned backbone's input size
     normalization: Normalization
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
@@ -51,9 +51,15 @@ class TargetFit:
         return resize_images(images, self.image_size)
 
 
-def fit_target(project: storage.Project, on_progress: Callable[[float, str], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, *, model_name: str | None = None,
-               steps: int | None = None, level: str | None = None) -> TargetFit:
+def fit_target(
+    project: storage.Project,
+    on_progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    model_name: str | None = None,
+    steps: int | None = None,
+    level: str | None = None,
+) -> TargetFit:
     """Train `settings.target` (or `model_name`) at its training level (or `steps` / `level`)
     on every training label and evaluate it on the labeled validation items.
 
@@ -63,11 +69,11 @@ def fit_target(project: storage.Project, on_progress: Callable[[float, str], Non
     """
     settings = storage.load_settings(project)
     stage = stage_config(settings, "target", model_name=model_name, steps=steps, level=level)
-    if len(set(storage.training_labels(project).values())) < 2:   # before decoding: fail fast
+    if len(set(storage.training_labels(project).values())) < 2:  # before decoding: fail fast
         raise TargetError("the target needs labels in at least 2 classes; label more images first")
     report = on_progress or (lambda fraction, message: None)
     pool = load_project_pool(project, settings, lambda f: report(0.05 * f, "decoding images"))
-    labels = storage.training_labels(project)       # again: decoding may have found images missing
+    labels = storage.training_labels(project)  # again: decoding may have found images missing
     if len(set(labels.values())) < 2:
         raise TargetError("the target needs labels in at least 2 classes; label more images first")
     ids = sorted(labels)
@@ -80,23 +86,35 @@ def fit_target(project: storage.Project, on_progress: Callable[[float, str], Non
     def on_train(p: Progress) -> None:
         report(0.05 + 0.9 * p.fraction, f"training the target: step {p.step}/{p.steps}, loss {p.loss:.3f}")
 
-    steps = StepsSeen(on_train)
-    train(model, images, targets, stage.train, normalization, on_progress=steps, should_stop=should_stop)
+    seen = StepsSeen(on_train)
+    train(model, images, targets, stage.train, normalization, on_progress=seen, should_stop=should_stop)
     train_s = time.perf_counter() - started
     if should_stop is not None and should_stop():
         raise Cancelled("target training cancelled")
     report(0.95, "evaluating on the validation set")
-    fit = TargetFit(model=model, pool=pool, class_names=list(settings.classes), metrics={},
-                    image_size=image_size, normalization=normalization)
+    fit = TargetFit(
+        model=model,
+        pool=pool,
+        class_names=list(settings.classes),
+        metrics={},
+        image_size=image_size,
+        normalization=normalization,
+    )
     fit.metrics = validation_metrics(fit, project, len(settings.classes))
     level = level or settings.target_training
-    fit.metrics.update(train_s=train_s, n_labels=len(ids), model=stage.model_name, steps=steps.last,
-                       training=f"{stage.train.steps} steps" if stage.train.steps else level)
+    fit.metrics.update(
+        train_s=train_s,
+        n_labels=len(ids),
+        model=stage.model_name,
+        steps=seen.last,
+        training=f"{stage.train.steps} steps" if stage.train.steps else level,
+    )
     return fit
 
 
-def _initial_model(project: storage.Project, settings: storage.Settings, model_name: str, pool: ProjectPool,
-                   seed: int) -> tuple[nn.Module, int, Normalization]:
+def _initial_model(
+    project: storage.Project, settings: storage.Settings, model_name: str, pool: ProjectPool, seed: int
+) -> tuple[nn.Module, int, Normalization]:
     """(the model to train, its input size, its normalization): a registered model from scratch on
     the pool's images, or (BACKBONE_TARGET) the project's backbone with a new classifier."""
     classes = len(settings.classes)
@@ -109,8 +127,11 @@ def _initial_model(project: storage.Project, settings: storage.Settings, model_n
     return backbone_classifier(backbone, classes, seed=seed), backbone.input_size, backbone.normalization
 
 
-def run_target(project: storage.Project, on_progress: Callable[[float, str], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> dict:
+def run_target(
+    project: storage.Project,
+    on_progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
     """Train and evaluate the target, save its checkpoint; return the metrics and `checkpoint` path.
 
     The checkpoint goes to `project.models_dir / "target"` (engine.checkpoint
@@ -121,9 +142,13 @@ def run_target(project: storage.Project, on_progress: Callable[[float, str], Non
     """
     fit = fit_target(project, on_progress, should_stop)
     path = save_checkpoint(
-        fit.model, project.models_dir / CHECKPOINT_DIR, class_names=fit.class_names,
-        image_size=fit.image_size, normalization=fit.normalization,
-        metrics=fit.metrics, n_labels=fit.metrics["n_labels"],
+        fit.model,
+        project.models_dir / CHECKPOINT_DIR,
+        class_names=fit.class_names,
+        image_size=fit.image_size,
+        normalization=fit.normalization,
+        metrics=fit.metrics,
+        n_labels=fit.metrics["n_labels"],
     )
     path = Path(path)
     _write_json(path if path.is_dir() else path.parent, METRICS_FILE, fit.metrics)
@@ -157,14 +182,15 @@ def classification_metrics(truth: np.ndarray, predicted: np.ndarray, n_classes: 
     support = confusion.sum(1)
     per_class = [float(confusion[c, c] / support[c]) if support[c] else None for c in range(n_classes)]
     accuracy = float(np.trace(confusion) / len(truth)) if len(truth) else None
-    return {"accuracy": accuracy, "per_class_accuracy": per_class,
-            "confusion": confusion.tolist(), "n_validation": int(len(truth))}
+    return {
+        "accuracy": accuracy,
+        "per_class_accuracy": per_class,
+        "confusion": confusion.tolist(),
+        "n_validation": len(truth),
+    }
 
 
 def _write_json(folder: Path, name: str, data: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-    return path
+    with storage.atomic_write(folder / name) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+    return folder / name

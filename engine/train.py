@@ -13,6 +13,7 @@ wall-clock cap (`max_seconds`) fits the plan to the time left, first after a
 few timed steps, then at each progress report. A run that diverges, collapses to one class or learned nothing raises
 `TrainingFailed` with a reason a person can read.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,44 +29,55 @@ from torch import nn
 from engine.device import Normalization, best_device, check_images, normalization_tensors, to_float
 from engine.score import predict_logits
 
-__all__ = ["TrainConfig", "Progress", "StepsSeen", "Cancelled", "TrainingFailed", "LearnedNothing", "best_device", "train", "evaluate",
-           "augment", "plan"]
+__all__ = [
+    "Cancelled",
+    "LearnedNothing",
+    "Progress",
+    "StepsSeen",
+    "TrainConfig",
+    "TrainingFailed",
+    "augment",
+    "best_device",
+    "evaluate",
+    "plan",
+    "train",
+]
 
 SCHEDULES = ("onecycle", "cosine")
-STOP_CHECK_S = 0.1      # seconds between should_stop() calls: it may query a database
-MIN_BATCH = 16          # sets at least this large never train on smaller batches
-BATCHES_PER_PASS = 8    # below batch_size, a set is cut into about this many batches per pass
-BASE_BATCH = 128        # config.lr is the peak for this batch size; other sizes scale linearly
-TIMED_FROM = 2          # timing for max_seconds starts at step 2 (step 1 pays one-off costs) ...
-FIRST_FIT = 7           # ... and the plan is first fitted to the cap before step 7, then at each report
-MIN_CAPPED_STEPS = 50   # a time cap never cuts a plan below this many steps
-CHECK_SAMPLE = 512      # training images predicted after training to detect a collapse
-BN_SAMPLE = 2048        # training images whose batch statistics become the batch-norm running statistics
+STOP_CHECK_S = 0.1  # seconds between should_stop() calls: it may query a database
+MIN_BATCH = 16  # sets at least this large never train on smaller batches
+BATCHES_PER_PASS = 8  # below batch_size, a set is cut into about this many batches per pass
+BASE_BATCH = 128  # config.lr is the peak for this batch size; other sizes scale linearly
+TIMED_FROM = 2  # timing for max_seconds starts at step 2 (step 1 pays one-off costs) ...
+FIRST_FIT = 7  # ... and the plan is first fitted to the cap before step 7, then at each report
+MIN_CAPPED_STEPS = 50  # a time cap never cuts a plan below this many steps
+CHECK_SAMPLE = 512  # training images predicted after training to detect a collapse
+BN_SAMPLE = 2048  # training images whose batch statistics become the batch-norm running statistics
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters; units in comments. `plan` turns them into a batch size and a step count."""
 
-    steps: int = 0                 # optimizer steps; 0 = planned from the set size (passes, min/max_steps)
-    passes: float = 30.0           # a plan sees each labeled image about this many times ...
-    min_steps: int = 200           # ... in at least this many steps (small sets need many) ...
-    max_steps: int = 4000          # ... and at most this many
-    max_seconds: float | None = None   # wall-clock cap; None = none. Never cuts below MIN_CAPPED_STEPS
-    batch_size: int = 128          # the largest batch; smaller sets use smaller batches (>= 2)
-    lr: float = 0.2                # peak learning rate at a batch of 128; scaled linearly with the batch
-    warmup: float = 0.15           # share of the steps over which the lr rises linearly from 0
-    schedule: str = "onecycle"     # after warm-up: onecycle (linear decay to 0) | cosine
-    momentum: float = 0.9          # SGD Nesterov momentum
-    weight_decay: float = 5e-4     # on conv/linear weights only, not BN or biases
+    steps: int = 0  # optimizer steps; 0 = planned from the set size (passes, min/max_steps)
+    passes: float = 30.0  # a plan sees each labeled image about this many times ...
+    min_steps: int = 200  # ... in at least this many steps (small sets need many) ...
+    max_steps: int = 4000  # ... and at most this many
+    max_seconds: float | None = None  # wall-clock cap; None = none. Never cuts below MIN_CAPPED_STEPS
+    batch_size: int = 128  # the largest batch; smaller sets use smaller batches (>= 2)
+    lr: float = 0.2  # peak learning rate at a batch of 128; scaled linearly with the batch
+    warmup: float = 0.15  # share of the steps over which the lr rises linearly from 0
+    schedule: str = "onecycle"  # after warm-up: onecycle (linear decay to 0) | cosine
+    momentum: float = 0.9  # SGD Nesterov momentum
+    weight_decay: float = 5e-4  # on conv/linear weights only, not BN or biases
     label_smoothing: float = 0.1
-    clip_norm: float = 5.0         # gradient norm clipping; 0 = off. Stops one bad batch from diverging a run
-    ema: float = 0.0               # EMA of the weights with this decay per step, returned instead; 0 = off
-    recalibrate_bn: bool = True    # batch-norm running statistics from the final weights (recalibrate_batchnorm)
-    check: bool = True             # raise TrainingFailed for a diverged, collapsed or untrained model
-    seed: int = 0                  # shuffling and augmentation
-    device: str = "auto"           # auto | cpu | cuda | mps
-    report_every: int = 25         # steps between progress reports (and one at the last step)
+    clip_norm: float = 5.0  # gradient norm clipping; 0 = off. Stops one bad batch from diverging a run
+    ema: float = 0.0  # EMA of the weights with this decay per step, returned instead; 0 = off
+    recalibrate_bn: bool = True  # batch-norm running statistics from the final weights (recalibrate_batchnorm)
+    check: bool = True  # raise TrainingFailed for a diverged, collapsed or untrained model
+    seed: int = 0  # shuffling and augmentation
+    device: str = "auto"  # auto | cpu | cuda | mps
+    report_every: int = 25  # steps between progress reports (and one at the last step)
 
 
 @dataclass(frozen=True)
@@ -146,9 +158,9 @@ def train(
     labels = _labels_array(labels)
     _check_inputs(images, labels, config, model)
     device = best_device(config.device)
-    data = _as_tensor(images).to(device)                         # uint8, converted per batch
+    data = _as_tensor(images).to(device)  # uint8, converted per batch
     targets = torch.from_numpy(labels.astype(np.int64)).to(device)
-    model.to(device, memory_format=torch.channels_last)          # faster on CUDA and on CPU
+    model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster on CUDA and CPU
     model.train()
     mean, std = normalization_tensors(normalization, device)
     gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu").manual_seed(config.seed)
@@ -157,7 +169,7 @@ def train(
     optimizer = _optimizer(model, config, batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     ema = _Ema(model, config.ema) if config.ema else None
-    pad = max(1, round(4 * data.shape[-1] / 32))                  # 4 px at 32 px, scaled with the size
+    pad = max(1, round(4 * data.shape[-1] / 32))  # 4 px at 32 px, scaled with the size
     stopper = _Stopper(should_stop)
     clock = _Clock(device)
     loss_sum = torch.zeros((), device=device)
@@ -191,8 +203,9 @@ def train(
     return model
 
 
-def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-          config: TrainConfig) -> torch.Tensor:
+def _step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.Tensor:
     """One SGD step; returns the detached float32 loss, still on the device (no host sync)."""
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16(x.device)):
         loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
@@ -205,8 +218,9 @@ def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.o
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, data: torch.Tensor, batch: int, mean: torch.Tensor, std: torch.Tensor,
-                          gen: torch.Generator) -> None:
+def recalibrate_batchnorm(
+    model: nn.Module, data: torch.Tensor, batch: int, mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator
+) -> None:
     """Replace every batch-norm layer's running statistics with the average over batches of the final model.
 
     During training the running statistics trail the weights (momentum 0.1):
@@ -221,7 +235,7 @@ def recalibrate_batchnorm(model: nn.Module, data: torch.Tensor, batch: int, mean
     momenta = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()
-        m.momentum = None                                   # cumulative average of the batches' statistics
+        m.momentum = None  # cumulative average of the batches' statistics
     n = len(data)
     order = torch.randperm(n, generator=gen, device=gen.device)[:BN_SAMPLE].to(data.device)
     if len(order) == 1:
@@ -256,8 +270,9 @@ def _cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def check_learned(model: nn.Module, data: torch.Tensor, targets: torch.Tensor, normalization: Normalization,
-                  gen: torch.Generator) -> None:
+def check_learned(
+    model: nn.Module, data: torch.Tensor, targets: torch.Tensor, normalization: Normalization, gen: torch.Generator
+) -> None:
     """Raise TrainingFailed when the trained `model` (eval mode) collapsed or learned nothing.
 
     Predicts up to CHECK_SAMPLE of its own training images: one predicted
@@ -273,29 +288,44 @@ def check_learned(model: nn.Module, data: torch.Tensor, targets: torch.Tensor, n
     truth = targets[pick].cpu().numpy()
     logits = predict_logits(model, data[pick], normalization)
     if not np.isfinite(logits).all():
-        raise TrainingFailed("training diverged: the model outputs NaN or infinity; "
-                             "retry, or choose a lighter training setting or a smaller model")
+        raise TrainingFailed(
+            "training diverged: the model outputs NaN or infinity; "
+            "retry, or choose a lighter training setting or a smaller model"
+        )
     predicted = logits.argmax(1)
     majority = counts.max().item() / n
     accuracy = float((predicted == truth).mean())
     if len(np.unique(predicted)) == 1:
-        raise LearnedNothing(f"training collapsed: the model predicts class {int(predicted[0])} for every "
-                             f"training image ({accuracy:.0%} right on them); retry, or label more images "
-                             "of the other classes")
+        raise LearnedNothing(
+            f"training collapsed: the model predicts class {int(predicted[0])} for every "
+            f"training image ({accuracy:.0%} right on them); retry, or label more images "
+            "of the other classes"
+        )
     if accuracy <= majority and accuracy < 0.99:
-        raise LearnedNothing(f"the model learned nothing: {accuracy:.0%} right on its own training images, "
-                             f"no better than always answering the most common class ({majority:.0%}); "
-                             "retry with a more thorough training setting, or check the labels")
+        raise LearnedNothing(
+            f"the model learned nothing: {accuracy:.0%} right on its own training images, "
+            f"no better than always answering the most common class ({majority:.0%}); "
+            "retry with a more thorough training setting, or check the labels"
+        )
 
 
 def _check_finite(loss: float, step: int, total: int) -> None:
     if not math.isfinite(loss):
-        raise TrainingFailed(f"training diverged: the loss became {loss} at step {step} of {total}; "
-                             "retry, or choose a lighter training setting or a smaller model")
+        raise TrainingFailed(
+            f"training diverged: the loss became {loss} at step {step} of {total}; "
+            "retry, or choose a lighter training setting or a smaller model"
+        )
 
 
-def evaluate(model: nn.Module, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
-             normalization: Normalization, device: torch.device | str | None = None, *, tta: bool = False) -> float:
+def evaluate(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    normalization: Normalization,
+    device: torch.device | str | None = None,
+    *,
+    tta: bool = False,
+) -> float:
     """Top-1 accuracy (0..1) of `model` on uint8 `images` [N, 3, H, W] with int labels [N].
 
     `tta`: average the logits of each image and its mirror image.
@@ -321,7 +351,7 @@ def augment(batch: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor
     dx = torch.randint(-pad, pad + 1, (b, 1), generator=gen, device=dev)
     flip = torch.randint(0, 2, (b, 1), generator=gen, device=dev).bool()
     cols = torch.arange(w, device=dev)
-    rows = _reflect(dy + torch.arange(h, device=dev), h).to(batch.device)      # [B, H]
+    rows = _reflect(dy + torch.arange(h, device=dev), h).to(batch.device)  # [B, H]
     cols = _reflect(dx + torch.where(flip, w - 1 - cols, cols), w).to(batch.device)  # [B, W]
     out = batch.gather(2, rows[:, None, :, None].expand(b, c, h, w))
     return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
@@ -363,10 +393,9 @@ def _step_sizes(n: int, batch_size: int) -> list[int]:
 
 def _optimizer(model: nn.Module, config: TrainConfig, batch: int) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]    # BN scales/shifts and biases
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    lr = config.lr * batch / BASE_BATCH                           # linear scaling: small batches, small steps
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN scales/shifts and biases
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    lr = config.lr * batch / BASE_BATCH  # linear scaling: small batches, small steps
     return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
 
 
@@ -380,7 +409,7 @@ class _Schedule:
     def __init__(self, total: int, config: TrainConfig):
         self.total, self.warmup_share, self.kind = total, config.warmup, config.schedule
 
-    def factor(self, step: int) -> float:   # multiplier of the peak lr before step `step` (0-based)
+    def factor(self, step: int) -> float:  # multiplier of the peak lr before step `step` (0-based)
         warmup = max(1, round(self.warmup_share * self.total))
         if step < warmup:
             return (step + 1) / warmup
@@ -400,8 +429,8 @@ class _Clock:
 
     def __init__(self, device: torch.device):
         self.device, self.started = device, time.perf_counter()
-        self.timed_from: tuple[float, int] | None = None   # (clock time, step) when timing began
-        self.planned = 0                                    # the plan's length, before any fit
+        self.timed_from: tuple[float, int] | None = None  # (clock time, step) when timing began
+        self.planned = 0  # the plan's length, before any fit
 
     def seconds(self) -> float:
         return time.perf_counter() - self.started
@@ -453,7 +482,8 @@ class _Stopper:
     """Calls should_stop() before the first step, then at most every STOP_CHECK_S seconds."""
 
     def __init__(self, should_stop: Callable[[], bool] | None):
-        self.should_stop, self.last = should_stop, None
+        self.should_stop = should_stop
+        self.last: float | None = None
 
     def check(self) -> None:
         if self.should_stop is None:
@@ -488,7 +518,9 @@ def _check_inputs(images, labels: np.ndarray, config: TrainConfig, model: nn.Mod
         raise ValueError(f"labels must be integers, got {labels.dtype}")
     classes = getattr(getattr(model, "config", None), "num_classes", None)
     if labels.min() < 0 or (classes is not None and labels.max() >= classes):
-        raise ValueError(f"labels must lie in 0..{classes - 1 if classes else 'C-1'}, got {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"labels must lie in 0..{classes - 1 if classes else 'C-1'}, got {labels.min()}..{labels.max()}"
+        )
     if config.steps < 0 or config.min_steps < 1 or config.max_steps < config.min_steps or config.passes <= 0:
         raise ValueError("steps must be >= 0 (0 = planned), min_steps >= 1, max_steps >= min_steps, passes > 0")
     if config.report_every < 1:

@@ -12,6 +12,7 @@ poll when idle, within a second or two when a job runs (the job goes back to
 the queue, and the next worker runs it again), so no worker holds its torch
 memory after the server is gone.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -25,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 import storage
 
@@ -36,15 +38,15 @@ LOCK_FILE = "worker.lock"
 PID_FILE = "worker.pid"
 LOG_FILE = Path("logs") / "worker.log"
 KINDS = ("round", "target", "backbone")
-HEARTBEAT_S = 5.0          # seconds between heartbeats while a job runs
-STALE_AFTER_S = 60.0       # a running job silent this long belongs to a dead worker
-PROGRESS_EVERY_S = 0.5     # at most this often a progress write to the database
-CANCEL_CHECK_S = 1.0       # at most this often a cancellation read
-STARTING_GRACE_S = 60.0    # a just-started worker may take this long to take the lock
+HEARTBEAT_S = 5.0  # seconds between heartbeats while a job runs
+STALE_AFTER_S = 60.0  # a running job silent this long belongs to a dead worker
+PROGRESS_EVERY_S = 0.5  # at most this often a progress write to the database
+CANCEL_CHECK_S = 1.0  # at most this often a cancellation read
+STARTING_GRACE_S = 60.0  # a just-started worker may take this long to take the lock
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("engine.worker")
-_children: list[subprocess.Popen] = []   # started workers, kept so they can be reaped
+_children: list[subprocess.Popen] = []  # started workers, kept so they can be reaped
 
 
 class WorkerLock:
@@ -52,11 +54,11 @@ class WorkerLock:
 
     def __init__(self, project_dir: Path):
         self.path = Path(project_dir) / LOCK_FILE
-        self.handle = None
+        self.handle: IO[str] | None = None
 
     def acquire(self) -> bool:
         """True when this process now holds the lock, False when another one does."""
-        handle = open(self.path, "a+")
+        handle = open(self.path, "a+")  # noqa: SIM115  (held open: the flock lives as long as the handle)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -84,9 +86,16 @@ class Parent:
         return self.pid is not None and os.getppid() != self.pid
 
 
-def run_worker(project_dir: str | Path, *, once: bool = False, poll_s: float = 0.5,
-               idle_exit_s: float | None = None, stale_after_s: float = STALE_AFTER_S,
-               heartbeat_s: float = HEARTBEAT_S, parent_pid: int | None = None) -> int:
+def run_worker(
+    project_dir: str | Path,
+    *,
+    once: bool = False,
+    poll_s: float = 0.5,
+    idle_exit_s: float | None = None,
+    stale_after_s: float = STALE_AFTER_S,
+    heartbeat_s: float = HEARTBEAT_S,
+    parent_pid: int | None = None,
+) -> int:
     """Run round and target jobs of the project at `project_dir` until told to stop; return jobs run.
 
     once: return as soon as no job is waiting. idle_exit_s: return after
@@ -105,7 +114,6 @@ def run_worker(project_dir: str | Path, *, once: bool = False, poll_s: float = 0
     try:
         _write_pid(project.root)
         log.info("worker %s started for %s", name, project.root)
-        import engine.round, engine.target  # noqa: F401,E401  warm: the first job does not wait for torch
         return _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, parent)
     finally:
         log.info("worker %s stopping", name)
@@ -123,7 +131,7 @@ def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, 
             return done
         try:
             job = storage.claim_job(project, name, kinds=KINDS, stale_after_s=stale_after_s)
-        except Exception:   # a locked or briefly unreadable database: try again after the poll
+        except Exception:  # a locked or briefly unreadable database: try again after the poll
             log.exception("could not claim a job")
             job = None
         if job is None:
@@ -136,8 +144,14 @@ def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, 
         idle_since = time.monotonic()
 
 
-def run_job(project: storage.Project, job: storage.Job, worker: str, *, heartbeat_s: float = HEARTBEAT_S,
-            parent: Parent | None = None) -> None:
+def run_job(
+    project: storage.Project,
+    job: storage.Job,
+    worker: str,
+    *,
+    heartbeat_s: float = HEARTBEAT_S,
+    parent: Parent | None = None,
+) -> None:
     """Run one claimed job to its end: finish_job with its result, or fail_job with a readable error
     (or, when the app that started the worker is gone, release_job: it runs again later)."""
     log.info("job %s (%s) %s started", job.id, job.kind, job.params)
@@ -145,8 +159,9 @@ def run_job(project: storage.Project, job: storage.Job, worker: str, *, heartbea
     beat = _Heartbeat(project, job.id, worker, heartbeat_s)
     beat.start()
     try:
-        result = JOBS[job.kind](project, job.params, _progress(project, job.id),
-                                _canceller(project, job.id, beat, parent))
+        result = JOBS[job.kind](
+            project, job.params, _progress(project, job.id), _canceller(project, job.id, beat, parent)
+        )
     except Exception as exc:  # any failure is reported on the job, never lost
         beat.stop()
         if parent.gone():
@@ -167,11 +182,10 @@ def _record_failure(project: storage.Project, job: storage.Job, exc: BaseExcepti
     from engine.train import Cancelled
 
     message = "cancelled" if isinstance(exc, Cancelled) else describe_error(exc)
-    log.error("job %s (%s) failed: %s\n%s", job.id, job.kind, message,
-              "".join(traceback.format_exception(exc)))
+    log.error("job %s (%s) failed: %s\n%s", job.id, job.kind, message, "".join(traceback.format_exception(exc)))
     try:
         storage.fail_job(project, job.id, message)
-    except storage.StorageError as err:   # another worker took the job over, or it was ended
+    except storage.StorageError as err:  # another worker took the job over, or it was ended
         log.warning("job %s failed but could not be marked failed: %s", job.id, err)
 
 
@@ -182,6 +196,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- job kinds
+
 
 def _round_job(project, params, on_progress, should_stop) -> dict:
     from engine.round import run_first_round, run_round
@@ -196,11 +211,25 @@ def _round_job(project, params, on_progress, should_stop) -> dict:
     if current is None:
         made = run_first_round(project, on_progress)
     else:
-        made = run_round(project, on_progress, should_stop, model_name=params.get("model"),
-                         steps=params.get("steps"), level=params.get("level"), early=bool(params.get("early")))
-    return {"round_id": made.id, "index": made.index, "size": len(storage.round_items(project, made.id)),
-            "train_s": made.train_s, "score_s": made.score_s, "select_s": made.select_s,
-            "proxy_val_acc": made.proxy_val_acc, "n_labeled": made.n_labeled}
+        made = run_round(
+            project,
+            on_progress,
+            should_stop,
+            model_name=params.get("model"),
+            steps=params.get("steps"),
+            level=params.get("level"),
+            early=bool(params.get("early")),
+        )
+    return {
+        "round_id": made.id,
+        "index": made.index,
+        "size": len(storage.round_items(project, made.id)),
+        "train_s": made.train_s,
+        "score_s": made.score_s,
+        "select_s": made.select_s,
+        "proxy_val_acc": made.proxy_val_acc,
+        "n_labeled": made.n_labeled,
+    }
 
 
 def _target_job(project, params, on_progress, should_stop) -> dict:
@@ -231,6 +260,7 @@ def _check_params(kind: str, params: dict | None, allowed: set[str]) -> dict:
 
 # ---------------------------------------------------------------- liveness
 
+
 class _Heartbeat:
     """Heartbeats a running job from a thread; notes when the job was taken away from us."""
 
@@ -255,7 +285,7 @@ class _Heartbeat:
                 log.warning("job %s: %s; stopping it", self.job_id, exc)
                 self.lost = True
                 return
-            except Exception:   # a busy database must not kill the heartbeat thread
+            except Exception:  # a busy database must not kill the heartbeat thread
                 log.exception("job %s: heartbeat failed, will retry", self.job_id)
 
 
@@ -270,11 +300,12 @@ def _progress(project, job_id: int) -> Callable[[float, str], None]:
                 storage.report_progress(project, job_id, fraction, message)
             except storage.StorageError as exc:
                 log.warning("job %s: progress not recorded: %s", job_id, exc)
+
     return on_progress
 
 
 def _canceller(project, job_id: int, beat: _Heartbeat, parent: Parent) -> Callable[[], bool]:
-    state = {"at": 0.0, "value": False}
+    state: dict[str, Any] = {"at": 0.0, "value": False}
 
     def should_stop() -> bool:
         if beat.lost or parent.gone():
@@ -283,11 +314,13 @@ def _canceller(project, job_id: int, beat: _Heartbeat, parent: Parent) -> Callab
         if not state["value"] and now - state["at"] >= CANCEL_CHECK_S:
             state["at"] = now
             state["value"] = storage.is_cancel_requested(project, job_id)
-        return state["value"]
+        return bool(state["value"])
+
     return should_stop
 
 
 # ---------------------------------------------------------------- processes
+
 
 def ensure_worker(project_dir: str | Path, *, idle_exit_s: float | None = 600.0) -> int:
     """Start a detached `python -m engine worker` for the project unless one is alive; return its pid.
@@ -304,14 +337,22 @@ def ensure_worker(project_dir: str | Path, *, idle_exit_s: float | None = 600.0)
         return running
     log_path = project.root / LOG_FILE
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "engine", "worker", "--project", str(project.root),
-               "--parent-pid", str(os.getpid())]
+    command = [
+        sys.executable,
+        "-m",
+        "engine",
+        "worker",
+        "--project",
+        str(project.root),
+        "--parent-pid",
+        str(os.getpid()),
+    ]
     if idle_exit_s is not None:
         command += ["--idle-exit", str(idle_exit_s)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     with open(log_path, "ab") as out:
-        child = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=out, stderr=out, start_new_session=True)
+        child = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
     _children.append(child)
     _write_pid(project.root, child.pid)
     return child.pid
@@ -358,10 +399,8 @@ def _reap() -> None:
 
 
 def _write_pid(root: Path, pid: int | None = None) -> None:
-    path = root / PID_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(str(pid or os.getpid()))
-    os.replace(tmp, path)
+    with storage.atomic_write(root / PID_FILE) as tmp:
+        tmp.write_text(str(pid or os.getpid()))
 
 
 def _read_pid(root: Path) -> tuple[int | None, float]:

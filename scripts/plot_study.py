@@ -5,6 +5,7 @@ each), writes `accuracy.png` and `runtime.png` beside them, and rewrites the
 generated block of `docs/svp-study.md` (between the GENERATED markers), leaving
 the hand-written text around it alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_DIR = REPO / "docs" / "svp-study"
@@ -36,8 +37,7 @@ def load_runs(results: Path) -> dict[tuple[str, str], list[dict]]:
 
 def selection_seconds(run: dict) -> float:
     """Proxy (or target) train + score + select, summed over the selection rounds."""
-    return sum((r.get("train_s") or 0) + (r.get("score_s") or 0) + (r.get("select_s") or 0)
-               for r in run["rounds"])
+    return sum((r.get("train_s") or 0) + (r.get("score_s") or 0) + (r.get("select_s") or 0) for r in run["rounds"])
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -86,24 +86,30 @@ def speedup(runs, strategy: str, selector: str) -> str:
 def results_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
     """SVP Table 2's shape: target accuracy at each budget, selection runtime, speed-up."""
     budgets = budgets_of(runs)
-    lines = ["| strategy | selector | seeds | " + " | ".join(f"{n} labels" for n in budgets)
-             + " | selection runtime (s) | speed-up |",
-             "|---|---|---|" + "---|" * len(budgets) + "---|---|"]
+    lines = [
+        "| strategy | selector | seeds | "
+        + " | ".join(f"{n} labels" for n in budgets)
+        + " | selection runtime (s) | speed-up |",
+        "|---|---|---|" + "---|" * len(budgets) + "---|---|",
+    ]
     for (strategy, selector), group in sorted(runs.items()):
         curve = accuracy_by_budget(group, "target_test_acc")
         runtime = [selection_seconds(run) for run in group]
-        lines.append(f"| {strategy} | {selector} | {len(group)} | "
-                     + " | ".join(fmt(curve.get(n, []), 100) for n in budgets)
-                     + f" | {fmt(runtime, digits=0)} | {speedup(runs, strategy, selector)} |")
+        lines.append(
+            f"| {strategy} | {selector} | {len(group)} | "
+            + " | ".join(fmt(curve.get(n, []), 100) for n in budgets)
+            + f" | {fmt(runtime, digits=0)} | {speedup(runs, strategy, selector)} |"
+        )
     return lines
 
 
 def runtime_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
-    lines = ["| strategy | selector | train (s) | score (s) | select (s) | in all (s) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| strategy | selector | train (s) | score (s) | select (s) | in all (s) |", "|---|---|---|---|---|---|"]
     for (strategy, selector), group in sorted(runs.items()):
-        parts = [fmt([component_seconds(run, part) for run in group], digits=1)
-                 for part in ("train_s", "score_s", "select_s")]
+        parts = [
+            fmt([component_seconds(run, part) for run in group], digits=1)
+            for part in ("train_s", "score_s", "select_s")
+        ]
         total = fmt([selection_seconds(run) for run in group], digits=1)
         lines.append(f"| {strategy} | {selector} | " + " | ".join(parts) + f" | {total} |")
     return lines
@@ -111,8 +117,10 @@ def runtime_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
 
 def selector_curve_table(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
     budgets = sorted({n for group in runs.values() for n in accuracy_by_budget(group, "proxy_test_acc")})
-    lines = ["| strategy | selector | " + " | ".join(f"{n} labels" for n in budgets) + " |",
-             "|---|---|" + "---|" * len(budgets)]
+    lines = [
+        "| strategy | selector | " + " | ".join(f"{n} labels" for n in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets),
+    ]
     for (strategy, selector), group in sorted(runs.items()):
         curve = accuracy_by_budget(group, "proxy_test_acc")
         lines.append(f"| {strategy} | {selector} | " + " | ".join(fmt(curve.get(n, []), 100) for n in budgets) + " |")
@@ -136,8 +144,10 @@ def compare_line(runs, text: str, mine, other, budgets: list[int], tolerance: fl
     if not held:
         return f"- {text}: no budget with both figures."
     verdict = "holds" if held[-1] else "does NOT hold"
-    return (f"- {text}: " + "; ".join(parts) + f" — {verdict} at the final budget "
-            f"(holds at {sum(held)} of {len(held)} budgets).")
+    return (
+        f"- {text}: " + "; ".join(parts) + f" — {verdict} at the final budget "
+        f"(holds at {sum(held)} of {len(held)} budgets)."
+    )
 
 
 def checks(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
@@ -150,17 +160,35 @@ def checks(runs: dict[tuple[str, str], list[dict]]) -> list[str]:
     lines = []
     for strategy in ("least_confidence", "kcenter"):
         if (strategy, "proxy") in runs and ("random", "proxy") in runs:
-            lines.append(compare_line(runs, f"{strategy} via proxy ≥ random (target acc. %)",
-                                      (strategy, "proxy"), ("random", "proxy"), budgets, 0.0))
+            lines.append(
+                compare_line(
+                    runs,
+                    f"{strategy} via proxy ≥ random (target acc. %)",
+                    (strategy, "proxy"),
+                    ("random", "proxy"),
+                    budgets,
+                    0.0,
+                )
+            )
     for strategy in ("least_confidence", "kcenter"):
         proxy, target = (strategy, "proxy"), (strategy, "target")
         if proxy in runs and target in runs:
-            lines.append(compare_line(runs, f"{strategy}: proxy selection within 1 point of target selection, or better",
-                                      proxy, target, budgets, -1.0))
+            lines.append(
+                compare_line(
+                    runs,
+                    f"{strategy}: proxy selection within 1 point of target selection, or better",
+                    proxy,
+                    target,
+                    budgets,
+                    -1.0,
+                )
+            )
             ratio = runtime(target) / runtime(proxy)
             verdict = "holds" if ratio >= 3 else "does NOT hold"
-            lines.append(f"- {strategy}: proxy selection ≥ 3× faster: target/proxy runtime "
-                         f"{runtime(target):.0f} s / {runtime(proxy):.0f} s = {ratio:.2f}× — {verdict}.")
+            lines.append(
+                f"- {strategy}: proxy selection ≥ 3× faster: target/proxy runtime "
+                f"{runtime(target):.0f} s / {runtime(proxy):.0f} s = {ratio:.2f}× — {verdict}."
+            )
     return lines
 
 
@@ -172,13 +200,19 @@ def plot_accuracy(runs, out: Path) -> None:
     for (strategy, selector), group in sorted(runs.items()):
         style = "-" if selector == "proxy" else "--"
         keys = ("proxy_test_acc",) if single_budget else ("proxy_test_acc", "target_test_acc")
-        for ax, key in zip(axes, keys):
+        for ax, key in zip(axes, keys, strict=False):  # one axis per key, or more
             curve = accuracy_by_budget(group, key)
             if curve:
                 xs = list(curve)
-                ax.errorbar(xs, [mean_std(v)[0] * 100 for v in curve.values()],
-                            yerr=[mean_std(v)[1] * 100 for v in curve.values()],
-                            linestyle=style, marker="o", capsize=3, label=f"{strategy} ({selector})")
+                ax.errorbar(
+                    xs,
+                    [mean_std(v)[0] * 100 for v in curve.values()],
+                    yerr=[mean_std(v)[1] * 100 for v in curve.values()],
+                    linestyle=style,
+                    marker="o",
+                    capsize=3,
+                    label=f"{strategy} ({selector})",
+                )
     axes[0].set_title("selector model test accuracy")
     axes[1].set_title("target test accuracy" + (" at the final budget" if single_budget else ""))
     for ax in axes[:1] if single_budget else axes:
@@ -210,8 +244,13 @@ def plot_runtime(runs, out: Path) -> None:
                     per_round[row["labeled"]].append(row["train_s"] + row["score_s"] + row["select_s"])
         if per_round:
             xs = sorted(per_round)
-            ax.plot(xs, [statistics.fmean(per_round[x]) for x in xs], marker="o",
-                    linestyle="-" if selector == "proxy" else "--", label=f"{strategy} ({selector})")
+            ax.plot(
+                xs,
+                [statistics.fmean(per_round[x]) for x in xs],
+                marker="o",
+                linestyle="-" if selector == "proxy" else "--",
+                label=f"{strategy} ({selector})",
+            )
     ax.set_xlabel("labels at the start of the round")
     ax.set_ylabel("seconds (train + score + select)")
     ax.set_yscale("log")
@@ -237,20 +276,31 @@ def generated_block(runs, study_run: dict | None) -> str:
         lines += [f"Machine: {study_run['machine']}. Profile `{study_run['profile']}`.", ""]
     all_runs = [run for group in runs.values() for run in group]
     settings = all_runs[0]["settings"]
-    lines += [f"Settings of every run: proxy `{settings['proxy']}` ({training(settings, 'proxy')}), "
-              f"target `{settings['target']}` ({training(settings, 'target')}), initial {settings['initial']}, "
-              f"rounds of {settings['round_size']}, budget {settings['budget']}, pool {settings['pool_size']}, "
-              f"test set {settings['test_size']}. Runs: {len(all_runs)}; their summed running time: "
-              f"{sum(run['total_s'] for run in all_runs) / 60:.0f} min"
-              + (f"; the last `scripts/svp_study.py` invocation took {study_run['wall_s_this_invocation'] / 60:.0f} min"
-                 if study_run else "") + ".", ""]
-    lines += ["### Target test accuracy (%) by labels, and selection runtime (mean ± std over seeds)", "",
-              "Selection runtime: the selector's train + score + select, summed over the selection rounds. "
-              "Speed-up: the target-selector row's runtime over the proxy-selector row's.", ""]
+    lines += [
+        f"Settings of every run: proxy `{settings['proxy']}` ({training(settings, 'proxy')}), "
+        f"target `{settings['target']}` ({training(settings, 'target')}), initial {settings['initial']}, "
+        f"rounds of {settings['round_size']}, budget {settings['budget']}, pool {settings['pool_size']}, "
+        f"test set {settings['test_size']}. Runs: {len(all_runs)}; their summed running time: "
+        f"{sum(run['total_s'] for run in all_runs) / 60:.0f} min"
+        + (
+            f"; the last `scripts/svp_study.py` invocation took {study_run['wall_s_this_invocation'] / 60:.0f} min"
+            if study_run
+            else ""
+        )
+        + ".",
+        "",
+    ]
+    lines += [
+        "### Target test accuracy (%) by labels, and selection runtime (mean ± std over seeds)",
+        "",
+        "Selection runtime: the selector's train + score + select, summed over the selection rounds. "
+        "Speed-up: the target-selector row's runtime over the proxy-selector row's.",
+        "",
+    ]
     lines += results_table(runs)
-    lines += ["", "### Selection runtime by part (s, summed over rounds)", ""] + runtime_table(runs)
-    lines += ["", "### Selector model test accuracy (%) by labels", ""] + selector_curve_table(runs)
-    lines += ["", "### The paper's expectations against our figures", ""] + checks(runs)
+    lines += ["", "### Selection runtime by part (s, summed over rounds)", "", *runtime_table(runs)]
+    lines += ["", "### Selector model test accuracy (%) by labels", "", *selector_curve_table(runs)]
+    lines += ["", "### The paper's expectations against our figures", "", *checks(runs)]
     lines += ["", "![accuracy](svp-study/accuracy.png)", "", "![runtime per round](svp-study/runtime.png)", "", END]
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ Each run is one `python -m engine simulate` call whose JSON lands in
 resumes where it stopped. `scripts/plot_study.py` turns the results into the
 tables and plots of `docs/svp-study.md`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,15 +56,36 @@ def run_name(strategy: str, selector: str, seed: int) -> str:
 def simulate_command(data: Path, out: Path, strategy: str, selector: str, seed: int, args) -> list[str]:
     profile = PROFILES[args.profile]
     return [
-        sys.executable, "-m", "engine", "simulate",
-        "--data", str(data), "--out", str(out),
-        "--strategy", strategy, "--selector", selector, "--seed", str(seed),
-        "--initial", str(args.initial), "--round-size", str(args.round_size),
-        "--budget", str(args.budget),
-        "--proxy", profile["proxy"], "--target", profile["target"],
-        "--proxy-training", profile["proxy_training"],
-        "--target-training", profile["target_training"],
-        "--device", args.device,
+        sys.executable,
+        "-m",
+        "engine",
+        "simulate",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--strategy",
+        strategy,
+        "--selector",
+        selector,
+        "--seed",
+        str(seed),
+        "--initial",
+        str(args.initial),
+        "--round-size",
+        str(args.round_size),
+        "--budget",
+        str(args.budget),
+        "--proxy",
+        profile["proxy"],
+        "--target",
+        profile["target"],
+        "--proxy-training",
+        profile["proxy_training"],
+        "--target-training",
+        profile["target_training"],
+        "--device",
+        args.device,
     ] + (["--eval-every-round"] if args.eval_every_round else [])
 
 
@@ -75,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-size", type=int, default=1000)
     parser.add_argument("--budget", type=int, default=5000)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--final-only", dest="eval_every_round", action="store_false",
-                        help="test the target only after the final round (default: after every round)")
+    parser.add_argument(
+        "--final-only",
+        dest="eval_every_round",
+        action="store_false",
+        help="test the target only after the final round (default: after every round)",
+    )
     parser.add_argument("--data", type=Path, help="ImageFolder root (default: unzip the shared subset)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -93,11 +119,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {out.name}", flush=True)
             subprocess.run(simulate_command(data, out, strategy, selector, seed, args), cwd=REPO, check=True)
     total = time.perf_counter() - started
-    (args.results / "study_run.json").write_text(json.dumps({
-        "profile": args.profile, "settings": PROFILES[args.profile], "seeds": args.seeds,
-        "initial": args.initial, "round_size": args.round_size, "budget": args.budget,
-        "eval_every_round": args.eval_every_round, "wall_s_this_invocation": round(total, 1), "machine": machine_description(),
-    }, indent=2))
+    (args.results / "study_run.json").write_text(
+        json.dumps(
+            {
+                "profile": args.profile,
+                "settings": PROFILES[args.profile],
+                "seeds": args.seeds,
+                "initial": args.initial,
+                "round_size": args.round_size,
+                "budget": args.budget,
+                "eval_every_round": args.eval_every_round,
+                "wall_s_this_invocation": round(total, 1),
+                "machine": machine_description(),
+            },
+            indent=2,
+        )
+    )
     print(f"study finished in {total / 60:.1f} min", flush=True)
     return 0
 
@@ -115,6 +152,7 @@ def machine_description() -> str:
     description = f"{model}, {os.cpu_count()} cores"
     try:
         import torch
+
         if torch.cuda.is_available():
             description += f", GPU {torch.cuda.get_device_name(0)}"
     except ImportError:

@@ -4,6 +4,7 @@ Labels reference `classes.id`, so a rename keeps every label. Positions
 0..n-1 are the training class indices; a removed class keeps its row with
 position NULL so old history rows still resolve.
 """
+
 from __future__ import annotations
 
 import sqlite_utils

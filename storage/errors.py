@@ -1,4 +1,5 @@
 """Exceptions every storage module raises; messages say what the user can do."""
+
 import sqlite3
 
 

@@ -13,23 +13,23 @@ In the CSV a cell that a spreadsheet would run as a formula (it starts with
 = + - @, a tab or a carriage return) gets a leading `'` (OWASP's advice);
 the JSONL keeps every value verbatim, for programs.
 """
+
 from __future__ import annotations
 
 import contextlib
 import csv
 import json
-import os
-import tempfile
 import unicodedata
 import zipfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from storage.classes import active_class_names
-from storage.items import inside_root
 from storage.errors import StorageError, UnavailableError
+from storage.files import atomic_write
+from storage.items import inside_root
 from storage.project import Project, opened, read_settings
 
 COLUMNS = ("path", "class", "split", "annotator", "labeled_at", "round", "source")
@@ -77,7 +77,7 @@ def _label_rows(project: Project, skipped: bool = True) -> tuple[Path, list[dict
 
 
 def _iso(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -95,26 +95,15 @@ def _public(row: dict) -> dict:
 
 @contextlib.contextmanager
 def _atomic_file(dest: Path, mode: str) -> Iterator[IO]:
-    dest = Path(dest)
+    text: dict[str, Any] = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UnavailableError(f"cannot write {dest} ({exc.strerror or exc}): make the folder writable, "
-                               "then export again; the labels are not affected") from exc
-    try:
-        with os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})) as handle:
+        with atomic_write(dest) as tmp, open(tmp, mode, **text) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, dest)
     except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
-        raise UnavailableError(f"cannot write {dest} ({exc.strerror or exc}): free some space or make the "
-                               "folder writable, then export again; the labels are not affected") from exc
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        raise UnavailableError(
+            f"cannot write {dest} ({exc.strerror or exc}): free some space or make the "
+            "folder writable, then export again; the labels are not affected"
+        ) from exc
 
 
 def export_labels_csv(project: Project, dest: Path) -> Path:
@@ -161,16 +150,20 @@ def export_imagefolder_zip(project: Project, dest: Path) -> Path:
         classes = active_class_names(db)
     folders = _class_folders([*classes, *(row["class"] for row in rows)])
     names = _member_names(rows, folders)
-    index = {"classes": [{"index": i, "name": name, "folder": folders[name]} for i, name in enumerate(classes)],
-             "splits": {split: sum(row["split"] == split for row in rows) for split in SPLITS[:2]}}
+    index = {
+        "classes": [{"index": i, "name": name, "folder": folders[name]} for i, name in enumerate(classes)],
+        "splits": {split: sum(row["split"] == split for row in rows) for split in SPLITS[:2]},
+    }
     with _atomic_file(dest, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr(CLASSES_FILE, json.dumps(index, indent=1, ensure_ascii=False))
         for row, member in zip(rows, names, strict=True):
             try:
                 archive.write(inside_root(root, row["path"]), member)
             except OSError as exc:
-                raise StorageError(f"cannot read {row['path']} ({exc.strerror or exc}): the image was moved or "
-                                   "deleted; restore it, or scan the folder again on the Project page") from exc
+                raise StorageError(
+                    f"cannot read {row['path']} ({exc.strerror or exc}): the image was moved or "
+                    "deleted; restore it, or scan the folder again on the Project page"
+                ) from exc
     return Path(dest)
 
 
@@ -216,4 +209,3 @@ def export_summary(project: Project) -> dict[str, int]:
     for row in rows:
         counts[row["class"]] = counts.get(row["class"], 0) + 1
     return counts
-

@@ -6,6 +6,7 @@ Every candidate file becomes one `items` row: `ok` (usable), `duplicate`
 process pool; rows are inserted one transaction per chunk, so an
 interrupted ingest keeps what it did and a re-run adds only new paths.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,18 +19,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 from PIL import Image, UnidentifiedImageError
 
 from storage.items import restore_found
-from storage.project import Project, StorageError, read_settings, opened, write_transaction
+from storage.project import Project, StorageError, opened, read_settings, write_transaction
 from storage.walk import find_images
 
-DEFAULT_MAX_PIXELS = 100_000_000      # pixels (width x height) of the first frame
+DEFAULT_MAX_PIXELS = 100_000_000  # pixels (width x height) of the first frame
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20  # bytes
-CHUNK = 512                           # files per insert transaction
-POOL_THRESHOLD = 64                   # fewer new files than this: decode in-process
+CHUNK = 512  # files per insert transaction
+POOL_THRESHOLD = 64  # fewer new files than this: decode in-process
 
 EMPTY = "empty file"
 TRUNCATED = "truncated image"
@@ -42,7 +44,7 @@ REASONS = (EMPTY, TRUNCATED, NOT_IMAGE, TOO_LARGE, BOMB, UNREADABLE)
 # Formats Pillow may pick for a file with an image extension; anything else
 # (PDF, EPS, ICO, ...) named .jpg is "not an image".
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "GIF", "TIFF")  # JPEG covers MPO
-_ROTATED = {5, 6, 7, 8}               # EXIF orientations that swap width and height
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ def examine_file(root: str, path: str, max_pixels: int, max_file_bytes: int) -> 
         info = os.stat(full)
     except OSError:
         return Examined(path, reason=UNREADABLE)
-    meta = {"size_bytes": info.st_size, "mtime": info.st_mtime}
+    meta: dict[str, Any] = {"size_bytes": info.st_size, "mtime": info.st_mtime}
     if not stat.S_ISREG(info.st_mode):
         return Examined(path, **meta, reason=UNREADABLE)
     if info.st_size == 0:
@@ -211,9 +213,20 @@ def _insert_chunk(db: sqlite_utils.Database, chunk: list[Examined]) -> list[tupl
             cursor = db.execute(
                 "INSERT OR IGNORE INTO items (path, size_bytes, mtime, sha256, width, height, mode, "
                 "n_frames, status, reason, duplicate_of, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (examined.path, examined.size_bytes, examined.mtime, examined.sha256,
-                 examined.width, examined.height, examined.mode, examined.n_frames,
-                 status, examined.reason, duplicate_of, now),
+                (
+                    examined.path,
+                    examined.size_bytes,
+                    examined.mtime,
+                    examined.sha256,
+                    examined.width,
+                    examined.height,
+                    examined.mode,
+                    examined.n_frames,
+                    status,
+                    examined.reason,
+                    duplicate_of,
+                    now,
+                ),
             )
             if cursor.rowcount:  # 0 when a concurrent ingest inserted the path first
                 outcomes.append((status, examined.reason))
@@ -223,7 +236,5 @@ def _insert_chunk(db: sqlite_utils.Database, chunk: list[Examined]) -> list[tupl
 def _classify(db: sqlite_utils.Database, examined: Examined) -> tuple[str, int | None]:
     if examined.reason is not None:
         return "rejected", None
-    row = db.execute(
-        "SELECT id FROM items WHERE sha256 = ? AND status = 'ok'", (examined.sha256,)
-    ).fetchone()
+    row = db.execute("SELECT id FROM items WHERE sha256 = ? AND status = 'ok'", (examined.sha256,)).fetchone()
     return ("duplicate", row[0]) if row else ("ok", None)

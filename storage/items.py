@@ -1,4 +1,5 @@
 """Ingested images: usable items, rejected files, the validation sample."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,8 @@ import sqlite_utils
 from storage.project import (
     Project,
     StorageError,
-    read_settings,
     opened,
+    read_settings,
     writing,
 )
 
@@ -45,7 +46,7 @@ def usable_items(project: Project) -> list[Item]:
         return [_item(row) for row in rows]
 
 
-MISSING = "missing"    # reason prefix of an item whose file disappeared after ingest (it can come back)
+MISSING = "missing"  # reason prefix of an item whose file disappeared after ingest (it can come back)
 
 
 def mark_missing(project: Project, reasons: dict[int, str]) -> int:
@@ -66,8 +67,11 @@ def mark_missing(project: Project, reasons: dict[int, str]) -> int:
             )
             if cursor.rowcount:
                 changed += 1
-                db.execute("DELETE FROM queue WHERE item_id = ? AND item_id NOT IN "
-                           "(SELECT item_id FROM current_labels WHERE kind IN ('label', 'skip'))", (int(item_id),))
+                db.execute(
+                    "DELETE FROM queue WHERE item_id = ? AND item_id NOT IN "
+                    "(SELECT item_id FROM current_labels WHERE kind IN ('label', 'skip'))",
+                    (int(item_id),),
+                )
     return changed
 
 
@@ -75,8 +79,9 @@ def restore_found(project: Project) -> int:
     """Make items marked missing usable again when their file is back with the same bytes; returns how many."""
     with opened(project) as db:
         root = Path(read_settings(db).image_root).resolve()
-        rows = db.execute("SELECT id, path, sha256 FROM items WHERE status = 'rejected' AND reason LIKE ?",
-                          (f"{MISSING}:%",)).fetchall()
+        rows = db.execute(
+            "SELECT id, path, sha256 FROM items WHERE status = 'rejected' AND reason LIKE ?", (f"{MISSING}:%",)
+        ).fetchall()
     back = []
     for item_id, path, sha in rows:
         try:
@@ -88,20 +93,21 @@ def restore_found(project: Project) -> int:
     restored = 0
     with writing(project) as db:
         for item_id in back:
-            taken = db.execute("SELECT 1 FROM items i JOIN items m ON m.sha256 = i.sha256 "
-                               "WHERE m.id = ? AND i.status = 'ok'", (item_id,)).fetchone()
+            taken = db.execute(
+                "SELECT 1 FROM items i JOIN items m ON m.sha256 = i.sha256 WHERE m.id = ? AND i.status = 'ok'",
+                (item_id,),
+            ).fetchone()
             if not taken:
-                restored += db.execute("UPDATE items SET status = 'ok', reason = NULL WHERE id = ?",
-                                       (item_id,)).rowcount
+                restored += db.execute(
+                    "UPDATE items SET status = 'ok', reason = NULL WHERE id = ?", (item_id,)
+                ).rowcount
     return restored
 
 
 def get_item(project: Project, item_id: int) -> Item:
     """One usable item; StorageError if it does not exist or is not usable."""
     with opened(project) as db:
-        row = db.execute(
-            f"SELECT {_ITEM_COLUMNS}, status, reason FROM items WHERE id = ?", (item_id,)
-        ).fetchone()
+        row = db.execute(f"SELECT {_ITEM_COLUMNS}, status, reason FROM items WHERE id = ?", (item_id,)).fetchone()
     if row is None:
         raise StorageError(f"no item with id {item_id}")
     if row[7] != "ok":
@@ -174,9 +180,7 @@ def reserve_validation(project: Project) -> list[int]:
                     f"{missing} more are needed; lower the validation size or add images"
                 )
             chosen = random.Random(settings.seed).sample(candidates, missing)
-            db.conn.executemany(
-                "UPDATE items SET is_validation = 1 WHERE id = ?", [(i,) for i in chosen]
-            )
+            db.conn.executemany("UPDATE items SET is_validation = 1 WHERE id = ?", [(i,) for i in chosen])
         return _validation_ids(db)
 
 

@@ -6,6 +6,7 @@ while it works. A running job whose heartbeat is older than `stale_after_s`
 once; cancelling a running one sets a flag the worker polls with
 `is_cancel_requested`, and its `fail_job` then records state 'cancelled'.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,6 +55,12 @@ def _job(row: tuple) -> Job:
     return Job(*values)
 
 
+def _rowid(cursor) -> int:
+    """The id of the row an INSERT just wrote (sqlite3 types lastrowid as optional)."""
+    assert cursor.lastrowid is not None
+    return int(cursor.lastrowid)
+
+
 def _fetch(db: sqlite_utils.Database, job_id: int) -> Job:
     row = db.execute(_JOB_SQL + "WHERE id = ?", (job_id,)).fetchone()
     if row is None:
@@ -69,7 +76,7 @@ def enqueue_job(project: Project, kind: str, params: dict | None = None) -> Job:
             "INSERT INTO jobs (kind, params, state, created_at) VALUES (?, ?, 'queued', ?)",
             (kind, encoded, time.time()),
         )
-        return _fetch(db, cursor.lastrowid)
+        return _fetch(db, _rowid(cursor))
 
 
 def enqueue_unless_active(project: Project, kind: str, params: dict | None = None) -> tuple[Job, bool]:
@@ -77,15 +84,16 @@ def enqueue_unless_active(project: Project, kind: str, params: dict | None = Non
     so two tabs or processes finishing the same batch queue one job. Returns (job, newly queued)."""
     encoded = json.dumps(params or {})
     with writing(project) as db:
-        row = db.execute(_JOB_SQL + "WHERE state IN ('queued', 'running') AND kind = ? ORDER BY id LIMIT 1",
-                         (kind,)).fetchone()
+        row = db.execute(
+            _JOB_SQL + "WHERE state IN ('queued', 'running') AND kind = ? ORDER BY id LIMIT 1", (kind,)
+        ).fetchone()
         if row is not None:
             return _job(row), False
         cursor = db.execute(
             "INSERT INTO jobs (kind, params, state, created_at) VALUES (?, ?, 'queued', ?)",
             (kind, encoded, time.time()),
         )
-        return _fetch(db, cursor.lastrowid), True
+        return _fetch(db, _rowid(cursor)), True
 
 
 def claim_job(
@@ -170,8 +178,11 @@ def release_job(project: Project, job_id: int, message: str = "") -> None:
     """Put a running job back in the queue (a worker stopping before it ends: the next one takes it)."""
     with writing(project) as db:
         _require_running(db, job_id)
-        db.execute("UPDATE jobs SET state = 'queued', worker = NULL, heartbeat_at = NULL, started_at = NULL, "
-                   "progress = 0, message = ? WHERE id = ?", (message, job_id))
+        db.execute(
+            "UPDATE jobs SET state = 'queued', worker = NULL, heartbeat_at = NULL, started_at = NULL, "
+            "progress = 0, message = ? WHERE id = ?",
+            (message, job_id),
+        )
 
 
 def cancel_job(project: Project, job_id: int) -> None:

@@ -10,6 +10,7 @@ removed counts as unlabeled.
 Sets of ids: `labeled_ids`, `skipped_ids` and `unlabeled_ids` partition the
 usable items outside the validation set; `validation_ids` lists that set.
 """
+
 from __future__ import annotations
 
 import enum
@@ -159,9 +160,7 @@ def _check_item(db: sqlite_utils.Database, item_id: int) -> None:
 
 
 def _class_id(db: sqlite_utils.Database, name: str) -> int:
-    row = db.execute(
-        "SELECT id FROM classes WHERE name = ? AND position IS NOT NULL", (str(name),)
-    ).fetchone()
+    row = db.execute("SELECT id FROM classes WHERE name = ? AND position IS NOT NULL", (str(name),)).fetchone()
     if row is None:
         raise SettingsError(f"unknown class {name!r}; add it to the classes first")
     return row[0]
@@ -178,19 +177,20 @@ def _round_for(db: sqlite_utils.Database, item_id: int, round_id: int | None) ->
 
 # ---------------------------------------------------------------- queries
 
+
 @dataclass(frozen=True)
 class LabeledItem:
     """One row of the label browser: an item labeled, skipped or reserved for validation."""
 
     item_id: int
     path: str
-    class_name: str | None     # None when skipped, unlabeled, or its class was removed
+    class_name: str | None  # None when skipped, unlabeled, or its class was removed
     skipped: bool
     is_validation: bool
-    round_index: int | None    # the round that queued it (None for validation items)
+    round_index: int | None  # the round that queued it (None for validation items)
     annotator: str | None
     source: str | None
-    guess: str | None          # the selector's guess when it queued the item
+    guess: str | None  # the selector's guess when it queued the item
 
 
 def labeled_items(project: Project) -> list[LabeledItem]:
@@ -208,8 +208,10 @@ def labeled_items(project: Project) -> list[LabeledItem]:
             "WHERE i.status = 'ok' AND (i.is_validation = 1 OR l.kind = 'skip' "
             "OR (l.kind = 'label' AND c.position IS NOT NULL)) ORDER BY i.id"
         ).fetchall()
-    return [LabeledItem(item_id, path, name, bool(skipped), bool(validation), *rest)
-            for item_id, path, name, skipped, validation, *rest in rows]
+    return [
+        LabeledItem(item_id, path, name, bool(skipped), bool(validation), *rest)
+        for item_id, path, name, skipped, validation, *rest in rows
+    ]
 
 
 def current_label(project: Project, item_id: int) -> str | _Skip | None:

@@ -6,6 +6,7 @@ on many threads. Writes run under `BEGIN IMMEDIATE` (`write_transaction`) so
 a writer waits on the busy timeout instead of failing with "database is
 locked" when it upgrades a read lock.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,18 +15,19 @@ import errno
 import json
 import os
 import shutil
-import threading
 import sqlite3
+import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
 from storage import schema
 from storage.classes import active_class_names, sync_classes
-from storage.errors import SettingsError, StorageError, UnavailableError  # noqa: F401  (re-exported)
+from storage.errors import SettingsError, StorageError, UnavailableError
 
 BUSY_TIMEOUT_S = 30.0
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -41,27 +43,27 @@ INITIAL_STRATEGIES = ("auto", "random", "typiclust", "probcover")
 class Settings:
     """Everything a project is configured with; stored in the database."""
 
-    image_root: str                  # absolute path of the image folder
-    classes: tuple[str, ...]         # 2..100 unique, non-empty names, in order
-    budget: int = 500                # labels collected by selection (validation excluded)
+    image_root: str  # absolute path of the image folder
+    classes: tuple[str, ...]  # 2..100 unique, non-empty names, in order
+    budget: int = 500  # labels collected by selection (validation excluded)
     round_size: int = 50
-    initial_size: int = 50           # round 0: seeded random batch
-    validation_size: int = 0         # seeded random sample reserved for validation
+    initial_size: int = 50  # round 0: seeded random batch
+    validation_size: int = 0  # seeded random sample reserved for validation
     strategy: str = "least_confidence"
-    proxy: str = "auto"              # a registered model, or auto: picked for the device
+    proxy: str = "auto"  # a registered model, or auto: picked for the device
     target: str = "auto"
-    image_size: int = 0              # pixels; 0 = let the engine pick from the data
+    image_size: int = 0  # pixels; 0 = let the engine pick from the data
     seed: int = 0
-    device: str = "auto"             # auto | cpu | cuda | mps
-    proxy_training: str = "balanced"   # fast | balanced | thorough: steps planned and seconds allowed
+    device: str = "auto"  # auto | cpu | cuda | mps
+    proxy_training: str = "balanced"  # fast | balanced | thorough: steps planned and seconds allowed
     target_training: str = "balanced"
-    proxy_steps: int = 0             # a fixed number of optimizer steps; 0 = planned by the training level
+    proxy_steps: int = 0  # a fixed number of optimizer steps; 0 = planned by the training level
     target_steps: int = 0
     auto_next_round: bool = True
     warm_start: bool = False
-    backbone: str = "none"           # none | ssl (learned on the pool) | a local weights file or resnet18/34/50
-    initial_strategy: str = "auto"   # one of INITIAL_STRATEGIES
-    ssl_minutes: float = 10.0        # the self-supervised backbone trains this long (on this machine's device)
+    backbone: str = "none"  # none | ssl (learned on the pool) | a local weights file or resnet18/34/50
+    initial_strategy: str = "auto"  # one of INITIAL_STRATEGIES
+    ssl_minutes: float = 10.0  # the self-supervised backbone trains this long (on this machine's device)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Project:
 
 
 # ---------------------------------------------------------------- validation
+
 
 def normalize_settings(settings: Settings) -> Settings:
     """Strip class names, make `classes` a tuple and `image_root` absolute."""
@@ -126,9 +129,7 @@ def _check_image_root(image_root: str) -> None:
 
 def _check_classes(classes: tuple[str, ...]) -> None:
     if not MIN_CLASSES <= len(classes) <= MAX_CLASSES:
-        raise SettingsError(
-            f"{len(classes)} classes given; give between {MIN_CLASSES} and {MAX_CLASSES}"
-        )
+        raise SettingsError(f"{len(classes)} classes given; give between {MIN_CLASSES} and {MAX_CLASSES}")
     seen: dict[str, str] = {}
     for position, name in enumerate(classes, start=1):
         if not name:
@@ -177,8 +178,9 @@ def _check_names(settings: Settings) -> None:
     if not isinstance(settings.backbone, str) or not settings.backbone.strip():
         raise SettingsError("backbone must be none, ssl, or the path of a local weights file")
     if settings.initial_strategy not in INITIAL_STRATEGIES:
-        raise SettingsError(f"initial strategy {settings.initial_strategy!r} must be one of "
-                            f"{', '.join(INITIAL_STRATEGIES)}")
+        raise SettingsError(
+            f"initial strategy {settings.initial_strategy!r} must be one of {', '.join(INITIAL_STRATEGIES)}"
+        )
     minutes = settings.ssl_minutes
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0.1 <= minutes <= 24 * 60:
         raise SettingsError(f"ssl_minutes {minutes!r} must be a number of minutes from 0.1 to 1440")
@@ -199,7 +201,7 @@ def fit_to_pool(settings: Settings, pool_size: int, keep: tuple[str, ...] = ()) 
     the default (50) or the budget; round size never above the budget.
     """
     defaults = Settings(image_root="", classes=())
-    values = {
+    values: dict[str, Any] = {
         "validation_size": min(MAX_FITTED_VALIDATION, pool_size // 10),
         "budget": defaults.budget,
         "initial_size": defaults.initial_size,
@@ -214,6 +216,7 @@ def fit_to_pool(settings: Settings, pool_size: int, keep: tuple[str, ...] = ()) 
 
 
 # ---------------------------------------------------------------- connections
+
 
 def connect(project: Project) -> sqlite_utils.Database:
     """Open a new connection: WAL, 30 s busy timeout, foreign keys on, autocommit.
@@ -248,18 +251,17 @@ def opened(project: Project) -> Iterator[sqlite_utils.Database]:
         raise
     except sqlite3.OperationalError as exc:
         if not _environmental(exc):
-            raise     # a bug (bad SQL), not the machine: keep the traceback honest
+            raise  # a bug (bad SQL), not the machine: keep the traceback honest
         raise unavailable(project, exc) from exc
     finally:
         db.close()
 
 
-_ENVIRONMENT = {   # sqlite's message (or errno) -> what the user can do
+_ENVIRONMENT = {  # sqlite's message (or errno) -> what the user can do
     "full": "the disk holding {root} is full; free some space and try again",
     "readonly": "cannot write to {root}: the folder or project.db is read-only, or this account lacks "
-                "permission; make it writable and try again",
-    "locked": "the project database is busy: another process held it for more than "
-              f"{BUSY_TIMEOUT_S:.0f} s; try again",
+    "permission; make it writable and try again",
+    "locked": f"the project database is busy: another process held it for more than {BUSY_TIMEOUT_S:.0f} s; try again",
     "open": "cannot open {db}: the folder was moved, deleted or made unreadable",
     "io": "the disk failed reading or writing {db}; check the disk and try again",
 }
@@ -272,9 +274,15 @@ def _environment_kind(exc: BaseException) -> str | None:
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "readonly"
     text = str(exc).lower()
-    for needle, kind in (("full", "full"), ("readonly", "readonly"), ("read-only", "readonly"),
-                         ("locked", "locked"), ("busy", "locked"), ("unable to open", "open"),
-                         ("disk i/o", "io")):
+    for needle, kind in (
+        ("full", "full"),
+        ("readonly", "readonly"),
+        ("read-only", "readonly"),
+        ("locked", "locked"),
+        ("busy", "locked"),
+        ("unable to open", "open"),
+        ("disk i/o", "io"),
+    ):
         if needle in text:
             return kind
     return None
@@ -288,7 +296,7 @@ def unavailable(project: Project, exc: BaseException) -> UnavailableError:
     """The UnavailableError for an environment failure `exc` on `project` (its message says what to do)."""
     kind = _environment_kind(exc)
     if kind == "open" and project.root.is_dir() and not os.access(project.root, os.W_OK):
-        kind = "readonly"    # SQLite cannot create its -wal/-shm files beside the database
+        kind = "readonly"  # SQLite cannot create its -wal/-shm files beside the database
     if kind is None:
         return UnavailableError(f"{project.db_path}: {exc}; nothing saved before is lost")
     advice = _ENVIRONMENT[kind].format(root=project.root, db=project.db_path)
@@ -316,6 +324,7 @@ def writing(project: Project) -> Iterator[sqlite_utils.Database]:
 
 
 # ---------------------------------------------------------------- lifecycle
+
 
 def create_project(root: str | Path, settings: Settings) -> Project:
     """Create the project directory, its database and settings.
@@ -378,8 +387,10 @@ def open_project(root: str | Path) -> Project:
     except StorageError:
         raise
     except sqlite3.DatabaseError as exc:
-        raise StorageError(f"{project.db_path} is not a readable project database ({exc}); "
-                           "restore it from a backup, or create a new project") from exc
+        raise StorageError(
+            f"{project.db_path} is not a readable project database ({exc}); "
+            "restore it from a backup, or create a new project"
+        ) from exc
     return project
 
 
@@ -392,20 +403,27 @@ def _check_file(project: Project) -> None:
         with open(project.db_path, "rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
     except PermissionError as exc:
-        raise StorageError(f"cannot read {project.root}: permission denied; "
-                           "make the folder readable by the account running the app") from exc
+        raise StorageError(
+            f"cannot read {project.root}: permission denied; make the folder readable by the account running the app"
+        ) from exc
     except OSError as exc:
         raise StorageError(f"cannot read {project.db_path}: {exc.strerror or exc}") from exc
     if not header:
-        raise StorageError(f"{project.db_path} is empty (0 bytes), not a project database; "
-                           "restore it from a backup, or create a new project in another folder")
+        raise StorageError(
+            f"{project.db_path} is empty (0 bytes), not a project database; "
+            "restore it from a backup, or create a new project in another folder"
+        )
     if header != SQLITE_HEADER:
-        raise StorageError(f"{project.db_path} is not a project database (not a SQLite file); "
-                           "restore it from a backup, or create a new project in another folder")
+        raise StorageError(
+            f"{project.db_path} is not a project database (not a SQLite file); "
+            "restore it from a backup, or create a new project in another folder"
+        )
     for path in (project.root, project.db_path):
         if not os.access(path, os.W_OK):
-            raise StorageError(f"{path} is read-only: the app saves every label there; "
-                               "make it writable (or copy the project to a writable folder) and open it again")
+            raise StorageError(
+                f"{path} is read-only: the app saves every label there; "
+                "make it writable (or copy the project to a writable folder) and open it again"
+            )
 
 
 _verified: set[Path] = set()
@@ -418,8 +436,10 @@ def _inspect(project: Project) -> int:
     try:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "schema_version" not in tables:
-            raise StorageError(f"{project.db_path} is a SQLite file but not a project database "
-                               "(it has no schema version); choose the folder of a project")
+            raise StorageError(
+                f"{project.db_path} is a SQLite file but not a project database "
+                "(it has no schema version); choose the folder of a project"
+            )
         version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
         _check_version(project, version)
         with _verified_lock:
@@ -427,8 +447,10 @@ def _inspect(project: Project) -> int:
         if not done:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
-                raise StorageError(f"{project.db_path} is damaged ({'; '.join(problems[:3])}); "
-                                   "restore it from a backup (labels can also be read from an export)")
+                raise StorageError(
+                    f"{project.db_path} is damaged ({'; '.join(problems[:3])}); "
+                    "restore it from a backup (labels can also be read from an export)"
+                )
             with _verified_lock:
                 _verified.add(project.db_path)
         return version
@@ -450,6 +472,7 @@ def _check_version(project: Project, version: int) -> None:
 
 # ---------------------------------------------------------------- settings
 
+
 def load_settings(project: Project) -> Settings:
     """Read the project's settings, classes in their current order."""
     with opened(project) as db:
@@ -468,8 +491,7 @@ def _write_settings(db: sqlite_utils.Database, settings: Settings) -> None:
     for f in fields(Settings):
         if f.name != "classes":
             db.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (f.name, json.dumps(getattr(settings, f.name))),
             )
 

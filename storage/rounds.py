@@ -4,6 +4,7 @@ An item is queued at most once over the whole project, so `budget_left` is
 simply the budget minus the queue length. Validation items never enter a
 queue.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from storage.project import Project, StorageError, read_settings, opened, writing
+from storage.project import Project, StorageError, opened, read_settings, writing
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,7 @@ class Round:
 
 
 _ROUND_SQL = (
-    "SELECT id, idx, strategy, selector, created_at, train_s, score_s, select_s, "
-    "proxy_val_acc, n_labeled FROM rounds "
+    "SELECT id, idx, strategy, selector, created_at, train_s, score_s, select_s, proxy_val_acc, n_labeled FROM rounds "
 )
 
 
@@ -66,9 +66,9 @@ def create_round(
     not the next round's (round 0 made by two processes at once).
     """
     item_ids = [int(i) for i in item_ids]
-    scores = [_score(s) for s in scores]
-    if len(item_ids) != len(scores):
-        raise StorageError(f"{len(item_ids)} items but {len(scores)} scores; give one score per item")
+    stored = [_score(s) for s in scores]
+    if len(item_ids) != len(stored):
+        raise StorageError(f"{len(item_ids)} items but {len(stored)} scores; give one score per item")
     if len(set(item_ids)) != len(item_ids):
         raise StorageError("a round cannot list the same item twice")
     guessed = _guesses(guesses, confidences, len(item_ids))
@@ -88,11 +88,14 @@ def create_round(
         )
         round_id = cursor.lastrowid
         class_ids = dict(db.execute("SELECT position, id FROM classes WHERE position IS NOT NULL").fetchall())
-        rows = [(round_id, rank, item_id, score, class_ids.get(guess), confidence)
-                for rank, (item_id, score, (guess, confidence)) in enumerate(zip(item_ids, scores, guessed))]
+        rows = [
+            (round_id, rank, item_id, score, class_ids.get(guess), confidence)
+            for rank, (item_id, score, (guess, confidence)) in enumerate(zip(item_ids, stored, guessed, strict=True))
+        ]
         db.conn.executemany(
             "INSERT INTO queue (round_id, rank, item_id, score, guess_class_id, guess_confidence) "
-            "VALUES (?, ?, ?, ?, ?, ?)", rows,
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
         )
         return _round(db.execute(_ROUND_SQL + "WHERE id = ?", (round_id,)).fetchone())
 
@@ -103,7 +106,7 @@ def _guesses(guesses, confidences, n: int) -> list[tuple[int | None, float | Non
     confidences = [None] * n if confidences is None else [_score(c) for c in confidences]
     if len(guesses) != n or len(confidences) != n:
         raise StorageError(f"{n} items but {len(guesses)} guesses and {len(confidences)} confidences")
-    return [(int(g), c) for g, c in zip(guesses, confidences)]
+    return [(int(g), c) for g, c in zip(guesses, confidences, strict=True)]
 
 
 def _score(value: float) -> float | None:
@@ -181,7 +184,9 @@ def round_guesses(project: Project, round_id: int) -> dict[int, tuple[str, float
     with opened(project) as db:
         rows = db.execute(
             "SELECT q.item_id, c.name, q.guess_confidence FROM queue q JOIN classes c ON c.id = q.guess_class_id "
-            "WHERE q.round_id = ? AND c.position IS NOT NULL", (round_id,))
+            "WHERE q.round_id = ? AND c.position IS NOT NULL",
+            (round_id,),
+        )
         return {item_id: (name, confidence) for item_id, name, confidence in rows}
 
 
@@ -193,7 +198,8 @@ def open_rounds(project: Project) -> list[Round]:
         oldest = db.execute(
             "SELECT MIN(r.idx) FROM rounds r JOIN queue q ON q.round_id = r.id "
             "LEFT JOIN current_labels l ON l.item_id = q.item_id LEFT JOIN classes c ON c.id = l.class_id "
-            "WHERE 1 " + _OPEN).fetchone()[0]
+            "WHERE 1 " + _OPEN
+        ).fetchone()[0]
         if oldest is None:
             return []
         return [_round(row) for row in db.execute(_ROUND_SQL + "WHERE idx >= ? ORDER BY idx", (oldest,))]
@@ -204,7 +210,9 @@ def round_label_times(project: Project, round_id: int) -> list[float]:
     with opened(project) as db:
         rows = db.execute(
             "SELECT l.created_at FROM queue q JOIN current_labels l ON l.item_id = q.item_id "
-            "WHERE q.round_id = ? AND l.kind IN ('label', 'skip') ORDER BY l.created_at", (round_id,))
+            "WHERE q.round_id = ? AND l.kind IN ('label', 'skip') ORDER BY l.created_at",
+            (round_id,),
+        )
         return [t for (t,) in rows]
 
 
@@ -216,8 +224,13 @@ def round_complete(project: Project, round_id: int) -> bool:
 def queued_ids(project: Project) -> list[int]:
     """Every usable item id queued in any round, ascending (an item gone missing since is left out)."""
     with opened(project) as db:
-        return [i for (i,) in db.execute("SELECT q.item_id FROM queue q JOIN items i ON i.id = q.item_id "
-                                         "WHERE i.status = 'ok' ORDER BY q.item_id")]
+        return [
+            i
+            for (i,) in db.execute(
+                "SELECT q.item_id FROM queue q JOIN items i ON i.id = q.item_id "
+                "WHERE i.status = 'ok' ORDER BY q.item_id"
+            )
+        ]
 
 
 def budget_left(project: Project) -> int:

@@ -5,6 +5,7 @@ Each migration is a tuple of SQL statements applied in its own
 crash leaves the database at a whole version. Never edit a released
 migration: append a new one. `docs/storage.md` describes the tables.
 """
+
 from __future__ import annotations
 
 import time
@@ -126,10 +127,7 @@ def migrate(db: sqlite_utils.Database) -> int:
     Safe to call from several processes at once: the version is re-read
     after `BEGIN IMMEDIATE` takes the write lock.
     """
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version "
-        "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
     while schema_version(db) < LATEST_VERSION:
         _apply_next(db)
     return schema_version(db)

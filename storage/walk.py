@@ -6,6 +6,7 @@ followed only when its resolved target lies inside the root, and each real
 directory is walked once, so link cycles end. Names that are not valid
 UTF-8 cannot be stored and are skipped.
 """
+
 from __future__ import annotations
 
 import os

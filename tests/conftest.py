@@ -1,4 +1,5 @@
 """Shared test settings: keep CPU work small and deterministic on 2 cores."""
+
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

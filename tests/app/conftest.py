@@ -4,6 +4,7 @@ The worker process is never started from a test: `app.jobs.start_worker` is
 replaced by a no-op, and tests run the real engine job synchronously with
 `engine.worker.run_worker(project_dir, once=True)` between AppTest runs.
 """
+
 from __future__ import annotations
 
 import io
@@ -40,9 +41,20 @@ def write_dataset(folder: Path, per_class: int = 8, size: int = 12, seed: int = 
 
 
 def tiny_settings(image_root: Path, **overrides) -> storage.Settings:
-    values = dict(image_root=str(image_root), classes=CLASSES, budget=12, round_size=4, initial_size=4,
-                  validation_size=3, proxy="proxy_tiny", target="proxy_tiny", proxy_steps=30,
-                  target_steps=30, device="cpu", strategy="least_confidence")
+    values = dict(
+        image_root=str(image_root),
+        classes=CLASSES,
+        budget=12,
+        round_size=4,
+        initial_size=4,
+        validation_size=3,
+        proxy="proxy_tiny",
+        target="proxy_tiny",
+        proxy_steps=30,
+        target_steps=30,
+        device="cpu",
+        strategy="least_confidence",
+    )
     values.update(overrides)
     return storage.Settings(**values)
 
@@ -74,9 +86,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs, "start_worker", lambda project: None)
     monkeypatch.setenv(state.ENV_HOME, str(tmp_path / "home"))
     monkeypatch.setenv(demo.ENV_DEMO_DIR, str(tmp_path / "demo_project"))
-    monkeypatch.setenv(demo.ENV_DEMO_ASSETS, str(tmp_path / "no_demo_assets"))   # tests opt in to a demo
+    monkeypatch.setenv(demo.ENV_DEMO_ASSETS, str(tmp_path / "no_demo_assets"))  # tests opt in to a demo
     monkeypatch.delenv(state.ENV_PROJECT, raising=False)
-    monkeypatch.setenv(state.ENV_ROOTS, str(tmp_path))    # the test's folders are the allowed roots
+    monkeypatch.setenv(state.ENV_ROOTS, str(tmp_path))  # the test's folders are the allowed roots
 
 
 @pytest.fixture
@@ -92,6 +104,7 @@ def open_app(project: storage.Project, monkeypatch: pytest.MonkeyPatch):
             at.switch_page(page).run()
         assert not at.exception, [e.message for e in at.exception]
         return at
+
     return opener
 
 

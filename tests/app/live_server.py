@@ -1,4 +1,6 @@
-"""Start `streamlit run server.py` (the app and its image route) on a free localhost port for browser tests and benchmarks."""
+"""Start `streamlit run server.py` (the app and its image route) on a free localhost port, for browser
+tests and benchmarks."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +17,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -28,17 +38,17 @@ def free_port() -> int:
 def wait_healthy(url: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            if response.status == 200:
+                return
         time.sleep(0.3)
     raise TimeoutError(f"streamlit did not answer at {url}")
 
 
 @contextlib.contextmanager
-def streamlit_server(project_dir: Path | None, home: Path, log_path: Path,
-                     demo_dir: Path | None = None) -> Iterator[str]:
+def streamlit_server(
+    project_dir: Path | None, home: Path, log_path: Path, demo_dir: Path | None = None
+) -> Iterator[str]:
     """Yield the URL of a Streamlit server on `project_dir` (None: the demo, built in `demo_dir`);
     stop it and the project's worker afterwards."""
     port = free_port()

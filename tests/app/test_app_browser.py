@@ -1,5 +1,6 @@
 """The whole app in headless Chromium, as `.streamlit/config.toml` configures it: no request leaves the
 machine on any page, and a broken project ends in a readable error with the Open/Create forms."""
+
 from __future__ import annotations
 
 from urllib.parse import urlparse
@@ -10,6 +11,7 @@ from tests.app.conftest import make_project, write_dataset
 from tests.app.live_server import CHROMIUM, streamlit_server
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
 ]
@@ -44,11 +46,12 @@ def test_no_page_makes_a_request_to_another_host(chromium, tmp_path):
             text = visit(browser, f"{url}/{path}", requests)
             assert "Traceback" not in text
             assert "Deploy" not in text
-    outside = sorted({urlparse(r).hostname for r in requests if urlparse(r).scheme in ("http", "https", "ws", "wss")}
-                     - LOCAL)
+    outside = sorted(
+        {urlparse(r).hostname for r in requests if urlparse(r).scheme in ("http", "https", "ws", "wss")} - LOCAL
+    )
     assert len(requests) > 50 and outside == [], outside
     log = (tmp_path / "server.log").read_text()
-    assert "127.0.0.1" in log or "localhost" in log          # .streamlit/config.toml: localhost only
+    assert "127.0.0.1" in log or "localhost" in log  # .streamlit/config.toml: localhost only
     assert "Network URL" not in log and "External URL" not in log
 
 
@@ -60,7 +63,7 @@ def test_a_broken_project_shows_why_and_the_forms_in_the_browser(chromium, tmp_p
     requests: list[str] = []
     with streamlit_server(broken, tmp_path / "home", tmp_path / "server.log") as url:
         for path in PAGES:
-            shot = str(tmp_path / "dead_end.png") if path == "" else None     # docs/screenshots/dead_end.png
+            shot = str(tmp_path / "dead_end.png") if path == "" else None  # docs/screenshots/dead_end.png
             text = visit(browser, f"{url}/{path}", requests, screenshot=shot)
             assert "is empty (0 bytes), not a project database" in text
             assert "Open a project" in text and "Create a project" in text

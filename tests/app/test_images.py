@@ -1,4 +1,5 @@
 """The image route of the labeling view: sizes, orientation, tokens, and the image root as a wall."""
+
 from __future__ import annotations
 
 import io
@@ -39,14 +40,14 @@ def test_sizes_fit_the_longest_side_and_full_keeps_the_original(project):
 
 
 def test_tiny_images_stay_lossless_at_their_own_size(project):
-    item = storage.usable_items(project)[1]                        # the 12 px test images
+    item = storage.usable_items(project)[1]  # the 12 px test images
     body, media_type = images.encode(str(project.root), item.id, "focus")
     assert media_type == "image/png" and decoded(body).size == (12, 12)
 
 
 def test_exif_orientation_is_applied(project):
     exif = Image.Exif()
-    exif[0x0112] = 6                                                # stored sideways: rotate 90 degrees to show
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees to show
     item_id = saved_item(project, Image.new("RGB", (400, 200)), exif)
     body, _ = images.encode(str(project.root), item_id, "full")
     assert decoded(body).size == (200, 400)
@@ -54,7 +55,7 @@ def test_exif_orientation_is_applied(project):
 
 def test_route_serves_registered_projects_only(project):
     token = images.token_for(str(project.root))
-    assert images.token_for(str(project.root)) == token             # one token per project and process
+    assert images.token_for(str(project.root)) == token  # one token per project and process
     item_id = storage.usable_items(project)[1].id
     ok = images._serve(Request(token, item_id, "grid"))
     assert ok.status_code == 200 and ok.media_type == "image/png" and decoded(ok.body).size == (12, 12)
@@ -71,7 +72,7 @@ def test_never_reads_outside_the_image_root(project, tmp_path):
     item = storage.usable_items(project)[2]
     path = storage.resolve_item_path(project, item.id)
     path.unlink()
-    path.symlink_to(outside)                                        # swapped for a link out of the root
+    path.symlink_to(outside)  # swapped for a link out of the root
     with pytest.raises(storage.StorageError):
         images.encode(str(project.root), item.id, "full")
     assert images._serve(Request(images.token_for(str(project.root)), item.id, "full")).status_code == 404

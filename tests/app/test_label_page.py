@@ -2,6 +2,7 @@
 
 The view itself (keys, grid, zoom) runs in the browser: tests/app/test_labeler_browser.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,11 +35,13 @@ def test_view_gets_the_batch_classes_and_image_urls(open_app, project):
     assert data["classes"] == list(CLASSES)
     assert data["title"] == "This batch"
     assert all(item["label"] is None and not item["skipped"] and item["why"] == "random pick" for item in data["items"])
-    assert all(item["guess"] is None for item in data["items"])          # a random batch has no guesses
+    assert all(item["guess"] is None for item in data["items"])  # a random batch has no guesses
     assert set(data["urls"]) == {"grid", "focus", "full"}
-    assert all(data["urls"][size].startswith("/px/") and data["urls"][size].endswith(f"/{{id}}/{size}")
-               for size in data["urls"])
-    assert data["served"] is False                                        # AppTest does not start server.py
+    assert all(
+        data["urls"][size].startswith("/px/") and data["urls"][size].endswith(f"/{{id}}/{size}")
+        for size in data["urls"]
+    )
+    assert data["served"] is False  # AppTest does not start server.py
     assert "server.py" in data["notServed"]
 
 
@@ -47,7 +50,7 @@ def test_events_commit_in_order_once_and_are_acknowledged(project):
     acks: dict = {}
     outbox = {"client": "tab-1", "events": [event(1, "label", [first], "red"), event(2, "skip", [second])]}
     assert labeling.apply_events(project, outbox, acks) == 2
-    assert labeling.apply_events(project, outbox, acks) == 0              # sent again by a coalesced rerun
+    assert labeling.apply_events(project, outbox, acks) == 0  # sent again by a coalesced rerun
     outbox["events"] += [event(3, "label", [third], "blue", how="accepted"), event(4, "undo", [third])]
     assert labeling.apply_events(project, outbox, acks) == 2
     assert acks["tab-1"] == {"seq": 4, "errors": []}
@@ -56,18 +59,23 @@ def test_events_commit_in_order_once_and_are_acknowledged(project):
     assert storage.current_label(project, third) is None
     history = storage.label_history(project, third)
     assert [(e.kind, e.class_name, e.annotator, e.source) for e in history] == [
-        ("label", "blue", "ana", "accepted"), ("clear", None, "ana", None)]
+        ("label", "blue", "ana", "accepted"),
+        ("clear", None, "ana", None),
+    ]
 
 
 def test_refused_events_are_reported_and_do_not_block_the_next(project):
     first, second = batch_ids(project)[:2]
     acks: dict = {}
-    outbox = {"client": "tab-1", "events": [
-        event(1, "label", [first], "purple"),                     # a class removed meanwhile
-        event(2, "label", [second], "red", annotator=" "),        # no annotator name
-        event(3, "label", [999_999], "red"),                      # an item that does not exist
-        event(4, "label", [second], "green"),
-    ]}
+    outbox = {
+        "client": "tab-1",
+        "events": [
+            event(1, "label", [first], "purple"),  # a class removed meanwhile
+            event(2, "label", [second], "red", annotator=" "),  # no annotator name
+            event(3, "label", [999_999], "red"),  # an item that does not exist
+            event(4, "label", [second], "green"),
+        ],
+    }
     assert labeling.apply_events(project, outbox, acks) == 1
     assert [e["seq"] for e in acks["tab-1"]["errors"]] == [1, 2, 3]
     assert "unknown class" in acks["tab-1"]["errors"][0]["message"]
@@ -80,8 +88,9 @@ def test_a_stale_tab_labels_the_image_it_shows(project):
     acks: dict = {}
     labeling.apply_events(project, {"client": "tab-1", "events": [event(1, "label", [shown_in_both], "red")]}, acks)
     # tab 2 still shows the same image (it never saw tab 1's label) and labels it: it lands there, nowhere else
-    labeling.apply_events(project, {"client": "tab-2", "events": [
-        event(1, "label", [shown_in_both], "blue", annotator="bob")]}, acks)
+    labeling.apply_events(
+        project, {"client": "tab-2", "events": [event(1, "label", [shown_in_both], "blue", annotator="bob")]}, acks
+    )
     assert storage.current_labels(project) == {shown_in_both: "blue"}
     assert [e.annotator for e in storage.label_history(project, shown_in_both)] == ["ana", "bob"]
 
@@ -100,8 +109,11 @@ def test_acknowledgements_and_labels_reach_the_view(open_app, project):
     at = open_app()
     first = batch_ids(project)[0]
     acks = {"tab-1": {"seq": 0, "errors": []}}
-    labeling.apply_events(project, {"client": "tab-1", "events": [event(1, "label", [first], "blue"),
-                                                                  event(2, "label", [first], "nope")]}, acks)
+    labeling.apply_events(
+        project,
+        {"client": "tab-1", "events": [event(1, "label", [first], "blue"), event(2, "label", [first], "nope")]},
+        acks,
+    )
     at.session_state[labeler.ACKS] = acks
     data = view_data(at.run())
     assert data["acked"] == {"tab-1": 2}
@@ -114,11 +126,21 @@ def test_guesses_of_a_proxy_batch_are_shown(open_app, project):
     for position, item_id in enumerate(ids):
         storage.set_label(project, item_id, CLASSES[position % 3])
     candidates = storage.unlabeled_ids(project)[:2]
-    storage.create_round(project, strategy="least_confidence", selector="proxy_tiny", item_ids=candidates,
-                         scores=[0.4, 0.3], n_labeled=4, guesses=[2, 0], confidences=[0.6, 0.7])
+    storage.create_round(
+        project,
+        strategy="least_confidence",
+        selector="proxy_tiny",
+        item_ids=candidates,
+        scores=[0.4, 0.3],
+        n_labeled=4,
+        guesses=[2, 0],
+        confidences=[0.6, 0.7],
+    )
     items = view_data(open_app())["items"]
     assert [(i["id"], i["guess"], i["conf"]) for i in items] == [
-        (candidates[0], "blue", 0.6), (candidates[1], "red", 0.7)]
+        (candidates[0], "blue", 0.6),
+        (candidates[1], "red", 0.7),
+    ]
     assert items[0]["why"] == "proxy 60% sure"
 
 
@@ -134,7 +156,7 @@ def test_validation_worklist_is_labeled_the_same_way(open_app, project):
 def test_the_last_label_of_a_batch_queues_one_round(project):
     ids = batch_ids(project)
     acks: dict = {}
-    for tab in ("tab-1", "tab-2"):                       # both tabs send the batch's last labels
+    for tab in ("tab-1", "tab-2"):  # both tabs send the batch's last labels
         labeling.apply_events(project, {"client": tab, "events": [event(1, "label", ids, "red", how="bulk")]}, acks)
         jobs.advance(project)
     [job] = storage.active_jobs(project, "round")

@@ -1,5 +1,6 @@
 """The labeling view in headless Chromium against `streamlit run server.py`: rapid keys with undo and
 skip, a stale second tab, bulk grid labels, zoom, the annotator name, the next batch without a wait."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
 ]
-SHOWN = "img.pl-focus-img"                 # Playwright's CSS selectors pierce the component's shadow root
+SHOWN = "img.pl-focus-img"  # Playwright's CSS selectors pierce the component's shadow root
 VIEW = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
 # Logs, at every key press and before the view handles it, the item the view displayed.
 PRESS_LOG = f"""window.__presses = [];
@@ -100,7 +101,7 @@ def test_fifty_rapid_presses_are_fifty_events_on_the_images_shown(chromium, big)
         presses = page.evaluate("window.__presses")
     presses = [(key, item) for key, item in presses if key in keys]
     assert len(presses) == 50 and all(item is not None for _, item in presses)
-    assert label_rows(project) - before == 50                     # nothing dropped, nothing doubled
+    assert label_rows(project) - before == 50  # nothing dropped, nothing doubled
     want = expected_states(presses, CLASSES)
     got = {item: storage.current_label(project, item) for _, item in presses}
     assert {i: v for i, v in got.items() if v is not None} == want
@@ -113,11 +114,11 @@ def test_a_stale_tab_labels_the_image_it_shows(chromium, big):
     project, url, _, tmp = big
     with opened(chromium, url, tmp) as first, opened(chromium, url, tmp, name="bob") as second:
         item = shown(first)
-        assert shown(second) == item                                # both show the first open image
+        assert shown(second) == item  # both show the first open image
         first.keyboard.press("1")
         wait_saved(first)
         assert shown(first) != item
-        second.keyboard.press("3")                                  # the stale tab still shows `item`
+        second.keyboard.press("3")  # the stale tab still shows `item`
         wait_saved(second)
     history = storage.label_history(project, item)
     assert [(e.class_name, e.annotator) for e in history] == [("red", "ana"), ("blue", "bob")]
@@ -132,18 +133,18 @@ def test_grid_bulk_labels_a_dragged_and_shift_clicked_selection(chromium, big):
         tiles = page.locator(".pl-tile")
         ids = [int(tiles.nth(i).get_attribute("data-item-id")) for i in range(12)]
         tiles.nth(0).click()
-        tiles.nth(11).click(modifiers=["Shift"])                  # a range: tiles 0..11
+        tiles.nth(11).click(modifiers=["Shift"])  # a range: tiles 0..11
         assert page.inner_text(".pl-selcount") == "12 selected"
         page.keyboard.press("3")
         wait_saved(page)
         assert all(storage.current_label(project, i) == "blue" for i in ids)
         assert {storage.label_history(project, i)[-1].source for i in ids} == {"bulk"}
-        assert page.locator(".pl-tile.pl-labeled").count() >= 12   # labeled tiles are marked
+        assert page.locator(".pl-tile.pl-labeled").count() >= 12  # labeled tiles are marked
 
         box0, box3 = tiles.nth(12).bounding_box(), tiles.nth(15).bounding_box()
         page.mouse.move(box0["x"] + 5, box0["y"] + 5)
         page.mouse.down()
-        page.mouse.move(box3["x"] + 5, box3["y"] + 5, steps=5)      # drag across four tiles
+        page.mouse.move(box3["x"] + 5, box3["y"] + 5, steps=5)  # drag across four tiles
         page.mouse.up()
         dragged = [int(tiles.nth(i).get_attribute("data-item-id")) for i in range(12, 16)]
         assert page.inner_text(".pl-selcount") == "4 selected"
@@ -151,7 +152,7 @@ def test_grid_bulk_labels_a_dragged_and_shift_clicked_selection(chromium, big):
         page.keyboard.press("s")
         wait_saved(page)
         assert all(storage.current_label(project, i) is storage.SKIP for i in dragged)
-        page.keyboard.press("u")                                     # undo the whole bulk skip
+        page.keyboard.press("u")  # undo the whole bulk skip
         wait_saved(page)
         assert {i: storage.current_label(project, i) for i in dragged} == was
 
@@ -163,7 +164,7 @@ def test_zoom_shows_the_original_file(chromium, big):
         page.keyboard.press("z")
         page.wait_for_function(f"() => {VIEW}.querySelector('{SHOWN}').src.endsWith('/full')")
         page.wait_for_function(f"() => {VIEW}.querySelector('{SHOWN}').naturalWidth === 12")
-        page.click(SHOWN)                                            # a click zooms back out
+        page.click(SHOWN)  # a click zooms back out
         assert page.get_attribute(SHOWN, "src").endswith("/focus")
 
 
@@ -184,12 +185,15 @@ def test_no_label_without_an_annotator_name_and_the_name_reaches_the_csv(chromiu
     assert any(row["annotator"] == "carol" and row["class"] == "green" and row["source"] == "typed" for row in rows)
 
 
+@pytest.mark.slow
 def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp_path, chromium):
     truth = write_dataset(tmp_path / "images")
     project = make_project(tmp_path / "project", tmp_path / "images")
     first = {i for i, _ in storage.round_items(project, storage.current_round(project).id)}
-    with streamlit_server(project.root, tmp_path / "home", tmp_path / "server.log") as url, \
-            opened(chromium, url, tmp_path) as page:
+    with (
+        streamlit_server(project.root, tmp_path / "home", tmp_path / "server.log") as url,
+        opened(chromium, url, tmp_path) as page,
+    ):
         for _ in first:
             item = shown(page)
             assert item in first
@@ -207,7 +211,8 @@ def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp
     last = storage.label_history(project, item)[-1]
     assert (last.class_name, last.source, last.annotator) == (guess, "accepted", "ana")
     assert {i: storage.current_label(project, i) for i in first} == {
-        i: truth[storage.get_item(project, i).path] for i in first}
+        i: truth[storage.get_item(project, i).path] for i in first
+    }
 
 
 def test_the_label_browser_relabels_in_place(chromium, big):
@@ -229,8 +234,9 @@ def test_the_label_browser_relabels_in_place(chromium, big):
         tile.click()
         page.keyboard.press(str(CLASSES.index(new) + 1))
         wait_saved(page)
-        page.wait_for_function(f"() => {VIEW}.querySelector('.pl-tile[data-item-id=\"{item}\"] .pl-badge')"
-                               f"?.textContent === '{new}'")
+        page.wait_for_function(
+            f"() => {VIEW}.querySelector('.pl-tile[data-item-id=\"{item}\"] .pl-badge')?.textContent === '{new}'"
+        )
     except Exception:
         page.screenshot(path=str(tmp / "failure.png"))
         raise

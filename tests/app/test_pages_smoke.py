@@ -1,4 +1,5 @@
 """Every page draws without error on a fresh project, and the overview lists rejected files with reasons."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,7 @@ import pytest
 import storage
 from tests.app.conftest import make_project, write_dataset
 
-PAGES = ["app/page_label.py", "app/page_project.py", "app/page_progress.py",
-         "app/page_target.py", "app/page_export.py"]
+PAGES = ["app/page_label.py", "app/page_project.py", "app/page_progress.py", "app/page_target.py", "app/page_export.py"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -33,5 +33,5 @@ def test_overview_lists_rejected_files_and_reasons(tmp_path, monkeypatch):
     at.switch_page("app/page_project.py").run()
     assert at.metric[2].value == "2"
     files = at.dataframe[1].value
-    assert sorted(files["file"]) == ["<i>x.png", "broken.jpg"]     # shown as text in a table
+    assert sorted(files["file"]) == ["<i>x.png", "broken.jpg"]  # shown as text in a table
     assert set(files["reason"]) == {reason for _, reason in storage.rejected_files(project)}

@@ -1,5 +1,6 @@
 """No dead ends: a project that cannot be opened shows why and the Open/Create forms on every page;
 creating is one idempotent step confined to the allowed roots."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,14 @@ import storage
 from app import state
 from tests.app.conftest import MAIN, write_dataset
 
-PAGES = ["app/page_label.py", "app/page_labels.py", "app/page_project.py", "app/page_progress.py",
-         "app/page_target.py", "app/page_export.py"]
+PAGES = [
+    "app/page_label.py",
+    "app/page_labels.py",
+    "app/page_project.py",
+    "app/page_progress.py",
+    "app/page_target.py",
+    "app/page_export.py",
+]
 
 
 def submit(at, form_key: str):
@@ -53,7 +60,7 @@ def test_a_broken_remembered_project_shows_why_and_the_forms_on_every_page(tmp_p
     assert not at.exception, [e.message for e in at.exception]
     assert any("cannot be opened" in e.value and "is empty \\(0 bytes\\)" in e.value for e in at.error)
     assert has_forms(at)
-    assert (broken / "project.db").read_bytes() == b""          # never written
+    assert (broken / "project.db").read_bytes() == b""  # never written
 
 
 def test_a_project_broken_under_an_open_session_is_reported_not_replaced(open_app, project):
@@ -65,7 +72,7 @@ def test_a_project_broken_under_an_open_session_is_reported_not_replaced(open_ap
     assert not at.exception, [e.message for e in at.exception]
     assert any("not a SQLite file" in e.value for e in at.error)
     assert has_forms(at)
-    assert at.session_state["project_dir"] == str(project.root)   # not silently swapped for the demo
+    assert at.session_state["project_dir"] == str(project.root)  # not silently swapped for the demo
 
 
 def test_an_error_raised_under_a_page_ends_in_the_forms(open_app, project, monkeypatch):
@@ -96,7 +103,7 @@ def test_folders_outside_the_allowed_roots_are_refused(tmp_path, monkeypatch):
     assert not (inside / "p").exists()
     link = inside / "link"
     inside.mkdir(exist_ok=True)
-    link.symlink_to(outside / "images")                     # a link inside that leads outside is outside
+    link.symlink_to(outside / "images")  # a link inside that leads outside is outside
     fill_create(at, link, inside / "p")
     assert any("outside the folders" in e.value for e in at.error)
     assert not (inside / "p").exists()
@@ -113,7 +120,7 @@ def test_an_empty_folder_is_refused_before_anything_is_created(tmp_path):
 
 
 def test_settings_left_empty_are_fitted_to_the_folder(tmp_path):
-    write_dataset(tmp_path / "images", per_class=4)             # 12 images
+    write_dataset(tmp_path / "images", per_class=4)  # 12 images
     at = fresh_app()
     at.switch_page("app/page_project.py").run()
     fill_create(at, tmp_path / "images", tmp_path / "p", round_size=4)
@@ -126,8 +133,10 @@ def test_settings_left_empty_are_fitted_to_the_folder(tmp_path):
 def test_creating_again_finishes_a_half_made_project(tmp_path):
     """A tab closed during Create left a project with no first batch; creating again finishes it."""
     write_dataset(tmp_path / "images", per_class=4)
-    half = storage.create_project(tmp_path / "p", storage.Settings(
-        image_root=str(tmp_path / "images"), classes=("red", "green", "blue"), budget=500))   # does not fit 12
+    half = storage.create_project(
+        tmp_path / "p",
+        storage.Settings(image_root=str(tmp_path / "images"), classes=("red", "green", "blue"), budget=500),
+    )  # does not fit 12
     at = fresh_app()
     at.switch_page("app/page_project.py").run()
     fill_create(at, tmp_path / "images", tmp_path / "p")
@@ -137,18 +146,25 @@ def test_creating_again_finishes_a_half_made_project(tmp_path):
     assert storage.current_round(half) is not None
     assert storage.load_settings(half).budget <= 12
     assert at.session_state["project_dir"] == str(half.root)
-    fill_create(at, tmp_path / "images", tmp_path / "p")       # a finished project is not made twice
+    fill_create(at, tmp_path / "images", tmp_path / "p")  # a finished project is not made twice
     assert any("already holds this project; open it instead" in e.value for e in at.error)
 
 
 def test_a_half_made_project_opened_is_finished_from_the_label_page(tmp_path, monkeypatch):
     write_dataset(tmp_path / "images", per_class=4)
-    half = storage.create_project(tmp_path / "p", storage.Settings(
-        image_root=str(tmp_path / "images"), classes=("red", "green", "blue"), budget=6, initial_size=3,
-        round_size=3))
+    half = storage.create_project(
+        tmp_path / "p",
+        storage.Settings(
+            image_root=str(tmp_path / "images"),
+            classes=("red", "green", "blue"),
+            budget=6,
+            initial_size=3,
+            round_size=3,
+        ),
+    )
     monkeypatch.setenv(state.ENV_PROJECT, str(half.root))
     at = fresh_app()
     at.button(key="finish-setup").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert len(storage.round_items(half, storage.current_round(half).id)) == 3     # the typed settings kept
+    assert len(storage.round_items(half, storage.current_round(half).id)) == 3  # the typed settings kept
     assert storage.load_settings(half).budget == 6

@@ -1,4 +1,5 @@
 """Project page: invalid settings show an inline error and save nothing; classes; create with ingest."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,13 +18,13 @@ def submit(at, form_key: str):
 def test_invalid_settings_show_error_and_save_nothing(open_app, project):
     before = storage.load_settings(project)
     at = open_app("app/page_project.py")
-    at.number_input(key="s-initial_size").set_value(50)    # larger than the budget of 12
+    at.number_input(key="s-initial_size").set_value(50)  # larger than the budget of 12
     submit(at, "settings")
     assert any("initial batch" in e.value and "Not saved" in e.value for e in at.error)
     assert storage.load_settings(project) == before
 
     at.number_input(key="s-initial_size").set_value(4)
-    at.number_input(key="s-budget").set_value(30)          # 30 + 3 validation > 24 usable images
+    at.number_input(key="s-budget").set_value(30)  # 30 + 3 validation > 24 usable images
     submit(at, "settings")
     assert any("usable images" in e.value for e in at.error)
     assert storage.load_settings(project) == before
@@ -52,7 +53,7 @@ def test_class_editor_renames_reorders_and_rejects_duplicates(open_app, project)
     assert storage.class_names(project) == ["lime", "red", "blue", "<b>purple</b>"]
     legend = at.dataframe[0].value
     assert list(legend["key"]) == ["1", "2", "3", "4"]
-    assert list(legend["class"])[-1] == "<b>purple</b>"       # shown as text in a table cell
+    assert list(legend["class"])[-1] == "<b>purple</b>"  # shown as text in a table cell
 
 
 def test_create_project_ingests_reports_rejects_and_makes_first_batch(tmp_path: Path):

@@ -1,4 +1,5 @@
 """The Project page's representation section and the Progress page's map of the pool."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,7 @@ def test_project_page_offers_to_learn_the_representation_and_queues_one_job(proj
     at.button(key="start-backbone").click().run()
     job = storage.latest_job(project, "backbone")
     assert job is not None and job.state == "queued"
-    assert at.button(key="cancel-backbone")            # now it shows the job's progress and a stop button
+    assert at.button(key="cancel-backbone")  # now it shows the job's progress and a stop button
     at.button(key="cancel-backbone").click().run()
     assert storage.latest_job(project, "backbone").state == "cancelled"
 
@@ -57,7 +58,7 @@ def _write_embeddings(project: storage.Project) -> list[int]:
 
 def test_the_map_colours_labels_and_marks_the_open_batch(project):
     ids = _write_embeddings(project)
-    made = storage.current_round(project)          # the fixture's project has its first batch
+    made = storage.current_round(project)  # the fixture's project has its first batch
     queued = [item_id for item_id, _ in storage.round_queue(project, made.id)]
     storage.set_label(project, queued[0], storage.class_names(project)[1], annotator="t")
     frame = pool_map.map_frame(project)
@@ -85,12 +86,14 @@ def test_pca_puts_the_widest_direction_first():
 
 # ---------------------------------------------------------------- the first batch on the backbone
 
+
 def _half_made(tmp_path, dataset, **overrides) -> storage.Project:
     """Created and not yet scanned, as a tab closed during Create leaves it (the Label page finishes it)."""
     from tests.app.conftest import tiny_settings
 
-    return storage.create_project(tmp_path / "p", tiny_settings(dataset[0], initial_strategy="typiclust",
-                                                                proxy="auto", **overrides))
+    return storage.create_project(
+        tmp_path / "p", tiny_settings(dataset[0], initial_strategy="typiclust", proxy="auto", **overrides)
+    )
 
 
 def _finish_from_label_page(project: storage.Project, monkeypatch):
@@ -107,18 +110,19 @@ def _finish_from_label_page(project: storage.Project, monkeypatch):
 
 
 def test_a_backbone_first_batch_is_chosen_by_the_worker_while_the_validation_set_can_be_labeled(
-        tmp_path, dataset, monkeypatch):
+    tmp_path, dataset, monkeypatch
+):
     from engine.worker import run_worker
     from tests.engine.conftest import write_ssl_backbone
 
     project = _half_made(tmp_path, dataset, backbone=str(write_ssl_backbone(tmp_path / "exported")))
     at = _finish_from_label_page(project, monkeypatch)
-    assert storage.current_round(project) is None                   # the server made no random batch
+    assert storage.current_round(project) is None  # the server made no random batch
     job = storage.latest_job(project, "round")
     assert job.state == "queued" and job.params == {"after_round": -1}
     at.run()
     assert any("Choosing the first batch" in i.value for i in at.info)
-    assert any("Meanwhile: validation images" in c.value for c in at.caption)   # reserved: labelable now
+    assert any("Meanwhile: validation images" in c.value for c in at.caption)  # reserved: labelable now
     run_worker(project.root, once=True)
     first = storage.current_round(project)
     assert first.index == 0 and first.strategy == "typiclust" and first.selector == "typiclust on ssl embeddings"
@@ -127,8 +131,7 @@ def test_a_backbone_first_batch_is_chosen_by_the_worker_while_the_validation_set
     assert not at.exception and not any("Choosing the first batch" in i.value for i in at.info)
 
 
-def test_a_random_first_batch_is_one_click_away_and_the_queued_job_then_makes_nothing(
-        tmp_path, dataset, monkeypatch):
+def test_a_random_first_batch_is_one_click_away_and_the_queued_job_then_makes_nothing(tmp_path, dataset, monkeypatch):
     from engine.worker import run_worker
     from tests.engine.conftest import write_ssl_backbone
 
@@ -141,7 +144,7 @@ def test_a_random_first_batch_is_one_click_away_and_the_queued_job_then_makes_no
     assert first.strategy == "random" and "before the representation was ready" in first.selector
     assert storage.latest_job(project, "round").state == "cancelled"
     run_worker(project.root, once=True)
-    assert storage.current_round(project).id == first.id                # still one round
+    assert storage.current_round(project).id == first.id  # still one round
 
 
 def test_with_the_ssl_backbone_the_first_batch_waits_behind_the_representation(tmp_path, dataset, monkeypatch):
@@ -151,11 +154,11 @@ def test_with_the_ssl_backbone_the_first_batch_waits_behind_the_representation(t
     project = _half_made(tmp_path, dataset, backbone="ssl")
     at = _finish_from_label_page(project, monkeypatch)
     backbone, first_job = storage.latest_job(project, "backbone"), storage.latest_job(project, "round")
-    assert backbone.state == first_job.state == "queued" and backbone.id < first_job.id     # the worker's order
+    assert backbone.state == first_job.state == "queued" and backbone.id < first_job.id  # the worker's order
     at.run()
     assert any("still being learned" in i.value for i in at.info)
     assert at.button(key="random-first")
-    storage.cancel_job(project, backbone.id)                            # the user stops the representation
+    storage.cancel_job(project, backbone.id)  # the user stops the representation
     run_worker(project.root, once=True)
     first = storage.current_round(project)
     assert first.strategy == "random" and "self-supervised backbone has not finished" in first.selector
@@ -179,7 +182,7 @@ def test_a_failed_first_batch_job_offers_retry_and_a_random_batch(tmp_path, data
     assert any("No space left on device" in e.value for e in at.error)
     assert at.button(key="random-first")
     at.button(key=f"retry-{rs.job.id}").click().run()
-    assert jobs.round_state(project).kind == "first"                   # queued again
+    assert jobs.round_state(project).kind == "first"  # queued again
     monkeypatch.undo()
     run_worker(project.root, once=True)
     assert storage.current_round(project).strategy == "typiclust"
@@ -189,7 +192,9 @@ def test_round_zero_is_made_once_when_two_processes_make_it_at_once(project):
     from engine.initial import run_initial_round
 
     with pytest.raises(storage.StorageError, match="round 0 was already made"):
-        storage.create_round(project, strategy="random", selector="random", item_ids=[], scores=[], n_labeled=0, index=0)
+        storage.create_round(
+            project, strategy="random", selector="random", item_ids=[], scores=[], n_labeled=0, index=0
+        )
     with pytest.raises(Exception, match="already made"):
         run_initial_round(project)
 
@@ -208,7 +213,7 @@ def test_a_round_queued_behind_the_representation_shows_its_progress(project, op
     for item_id, _ in storage.round_queue(project, made.id):
         storage.set_label(project, item_id, storage.class_names(project)[0], annotator="t")
     backbone = jobs.start_backbone(project)
-    jobs.advance(project)                                     # the batch is done: the round queues behind it
+    jobs.advance(project)  # the batch is done: the round queues behind it
     at = open_app()
     assert any("once the representation of your images is learned" in i.value for i in at.info)
-    assert at.button(key=f"cancel-{backbone.id}")            # the backbone job's progress is what is shown
+    assert at.button(key=f"cancel-{backbone.id}")  # the backbone job's progress is what is shown

@@ -1,4 +1,5 @@
 """Round transition with the real engine: finish a batch, the round job runs, the next batch appears."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,17 @@ def label_batch_by_keys(at, project, classes=CLASSES[:2]):
     """What the labeling view does for each key: one event per open item (alternating classes so
     training can run), committed by the page's callback, which queues the round; then the page reruns."""
     current = storage.current_round(project)
-    events = [{"seq": seq, "action": "label", "items": [item_id], "value": classes[seq % len(classes)],
-               "how": "typed", "annotator": "ana"}
-              for seq, (item_id, _) in enumerate(storage.round_queue(project, current.id), start=1)]
+    events = [
+        {
+            "seq": seq,
+            "action": "label",
+            "items": [item_id],
+            "value": classes[seq % len(classes)],
+            "how": "typed",
+            "annotator": "ana",
+        }
+        for seq, (item_id, _) in enumerate(storage.round_queue(project, current.id), start=1)
+    ]
     labeling.apply_events(project, {"client": "test", "events": events}, {})
     jobs.advance(project)
     at.run()
@@ -30,7 +39,7 @@ def test_finished_batch_queues_a_round_and_shows_the_next_batch(open_app, projec
     at.run()
     [job] = storage.active_jobs(project, "round")
     assert any("retraining" in info.value for info in at.info)
-    assert at.get("progress")                                  # live job panel
+    assert at.get("progress")  # live job panel
     # the user can keep labeling validation items meanwhile
     assert any("validation images" in c.value for c in at.caption)
 
@@ -50,14 +59,14 @@ def test_finished_batch_queues_a_round_and_shows_the_next_batch(open_app, projec
 
 def test_failed_round_shows_reason_and_retry(open_app, project):
     at = open_app()
-    label_batch_by_keys(at, project, classes=CLASSES[:1])     # one class only: training must refuse
+    label_batch_by_keys(at, project, classes=CLASSES[:1])  # one class only: training must refuse
     run_worker(project.root, once=True)
     at.run()
     failed = storage.latest_job(project, "round")
     assert failed.state == "failed"
     assert any("2 classes" in err.value for err in at.error)
-    assert len(storage.training_labels(project)) == 4         # labels intact
-    assert not storage.active_jobs(project)                   # no automatic retry loop
+    assert len(storage.training_labels(project)) == 4  # labels intact
+    assert not storage.active_jobs(project)  # no automatic retry loop
 
     at.button(key=f"retry-{failed.id}").click().run()
     [retry] = storage.active_jobs(project, "round")
@@ -89,7 +98,7 @@ def test_cancel_a_queued_round_keeps_labels_and_offers_retry(open_app, project):
     assert any("was cancelled" in info.value for info in at.info)
     assert not at.error
     assert set(storage.training_labels(project)) == labeled
-    assert not storage.active_jobs(project)                   # a cancelled round is not restarted by itself
+    assert not storage.active_jobs(project)  # a cancelled round is not restarted by itself
 
     at.button(key=f"retry-{job.id}").click().run()
     [again] = storage.active_jobs(project, "round")
@@ -101,7 +110,7 @@ def test_cancel_a_running_round_asks_the_worker_to_stop(open_app, project):
     at = open_app()
     label_batch_by_keys(at, project)
     at.run()
-    job = storage.claim_job(project, "test-worker")           # as if a worker were training it now
+    job = storage.claim_job(project, "test-worker")  # as if a worker were training it now
     at.run()
     at.button(key=f"cancel-{job.id}").click().run()
     assert storage.is_cancel_requested(project, job.id)
@@ -109,7 +118,7 @@ def test_cancel_a_running_round_asks_the_worker_to_stop(open_app, project):
     assert at.button(key=f"cancel-{job.id}").disabled
     assert any("stopping" in bar.proto.text for bar in at.get("progress"))
 
-    storage.fail_job(project, job.id, "round cancelled")      # what the worker records when it stops
+    storage.fail_job(project, job.id, "round cancelled")  # what the worker records when it stops
     at.run()
     assert any("was cancelled" in info.value for info in at.info)
 
@@ -123,13 +132,18 @@ def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path
     project = make_project(tmp_path / "early", dataset[0], initial_size=10, budget=20)
     monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
     first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
-    events = [{"seq": n, "action": "label", "items": [i], "value": CLASSES[n % 3], "how": "typed", "annotator": "a"}
-              for n, i in enumerate(first[:7], start=1)]
+    events = [
+        {"seq": n, "action": "label", "items": [i], "value": CLASSES[n % 3], "how": "typed", "annotator": "a"}
+        for n, i in enumerate(first[:7], start=1)
+    ]
     labeling.apply_events(project, {"client": "t", "events": events}, {})
-    assert jobs.advance(project).kind == "labeling" and not storage.active_jobs(project)     # 7 of 10: not yet
-    labeling.apply_events(project, {"client": "t", "events": events + [
-        {**events[0], "seq": 8, "items": [first[7]]}]}, {"t": {"seq": 7, "errors": []}})
-    state_now = jobs.advance(project)                                    # 8 of 10: the next round starts
+    assert jobs.advance(project).kind == "labeling" and not storage.active_jobs(project)  # 7 of 10: not yet
+    labeling.apply_events(
+        project,
+        {"client": "t", "events": [*events, {**events[0], "seq": 8, "items": [first[7]]}]},
+        {"t": {"seq": 7, "errors": []}},
+    )
+    state_now = jobs.advance(project)  # 8 of 10: the next round starts
     assert state_now.kind == "labeling" and state_now.job.params == {"after_round": 0, "early": True}
 
     at = AppTest.from_file(MAIN, default_timeout=60).run()
@@ -143,23 +157,24 @@ def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path
     items = data["items"]
     assert data["title"] == "This batch and the next"
     second_ids = [i for i, _ in storage.round_items(project, second.id)]
-    assert [item["id"] for item in items] == first + second_ids          # the open batch, then the next one
+    assert [item["id"] for item in items] == first + second_ids  # the open batch, then the next one
     assert [item["why"] for item in items][-1].startswith("proxy")
     assert not set(second_ids) & set(first)
     jobs.advance(project)
-    assert not storage.active_jobs(project)                               # one early round per batch
+    assert not storage.active_jobs(project)  # one early round per batch
 
 
 def test_the_early_round_starts_sooner_when_the_last_round_took_longer_than_the_open_items_will(
-        tmp_path, dataset, monkeypatch):
+    tmp_path, dataset, monkeypatch
+):
     from tests.app.conftest import make_project
 
     project = make_project(tmp_path / "pace", dataset[0], initial_size=10, budget=20)
     first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
-    monkeypatch.setattr(jobs, "_round_seconds", lambda job: 3600.0)    # rounds take long at this pace
+    monkeypatch.setattr(jobs, "_round_seconds", lambda job: 3600.0)  # rounds take long at this pace
     for count, item_id in enumerate(first[:5], start=1):
         storage.set_label(project, item_id, CLASSES[count % 3])
         jobs.advance(project)
-        assert bool(storage.active_jobs(project)) == (count == 5)      # never before half the batch
-    assert jobs._pace([0.0, 2.0, 3.0, 100.0, 104.0]) == 2.0            # a break of 97 s is not the pace
+        assert bool(storage.active_jobs(project)) == (count == 5)  # never before half the batch
+    assert jobs._pace([0.0, 2.0, 3.0, 100.0, 104.0]) == 2.0  # a break of 97 s is not the pace
     assert jobs._pace([5.0]) == float("inf")

@@ -1,4 +1,8 @@
-"""Which project opens: command line, last opened (server restart), or the demo; demo assets; safe text; the image route is in test_images.py."""
+"""Which project opens: command line, last opened (server restart), or the demo; demo assets; safe text.
+
+The image route is tested in test_images.py.
+"""
+
 from __future__ import annotations
 
 import csv
@@ -21,9 +25,9 @@ def test_project_from_command_line_or_environment(monkeypatch):
 
 
 def test_server_restart_reopens_the_last_project(open_app, project, monkeypatch):
-    open_app()                                            # opened through PROXY_LABELER_PROJECT
+    open_app()  # opened through PROXY_LABELER_PROJECT
     monkeypatch.delenv(state.ENV_PROJECT)
-    at = AppTest.from_file(MAIN, default_timeout=60).run()   # a new session, as after a restart
+    at = AppTest.from_file(MAIN, default_timeout=60).run()  # a new session, as after a restart
     assert at.session_state["project_dir"] == str(project.root)
     assert not at.exception
 
@@ -43,17 +47,17 @@ def test_first_start_opens_the_demo_with_a_batch_and_the_oracle(tmp_path, monkey
     at = AppTest.from_file(MAIN, default_timeout=60).run()
     assert not at.exception, [e.message for e in at.exception]
     project = storage.open_project(tmp_path / "demo_project")
-    assert storage.class_names(project) == ["blue", "green", "red"]       # fixed, sorted order
+    assert storage.class_names(project) == ["blue", "green", "red"]  # fixed, sorted order
     batch = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
-    assert len(batch) == storage.load_settings(project).initial_size == 17   # shrunk to fit 18 images
+    assert len(batch) == storage.load_settings(project).initial_size == 17  # shrunk to fit 18 images
     [view] = at.get("bidi_component")
-    assert json.loads(view.proto.json)["classes"] == ["blue", "green", "red"]   # keys 1, 2, 3
+    assert json.loads(view.proto.json)["classes"] == ["blue", "green", "red"]  # keys 1, 2, 3
 
     at.button(key="oracle").click().run()
     labels = storage.current_labels(project)
     assert all(labels[i] == truth[storage.get_item(project, i).path] for i in batch)
     assert {storage.label_history(project, i)[-1].source for i in batch} == {"oracle"}
-    assert jobs.round_state(project).kind in ("running", "spent")   # the batch is done: nothing left waiting
+    assert jobs.round_state(project).kind in ("running", "spent")  # the batch is done: nothing left waiting
 
 
 def test_bundled_demo_assets_are_complete_and_hide_the_class():
@@ -70,5 +74,3 @@ def test_markdown_escape_shows_user_text_literally():
     assert widgets.md("<b>x</b>") == r"\<b\>x\</b\>"
     assert widgets.md("[a](http://e)") == r"\[a\]\(http\:\/\/e\)".replace(r"\/", "/")
     assert widgets.md("**bold** $x$") == r"\*\*bold\*\* \$x\$"
-
-

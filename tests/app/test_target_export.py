@@ -1,4 +1,5 @@
 """Target page trains through the worker and shows metrics; Export page buttons hold the right bytes."""
+
 from __future__ import annotations
 
 import csv
@@ -33,6 +34,7 @@ def deferred(monkeypatch):
         file_id = original(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
         captured[file_id] = (data_callable, file_name)
         return file_id
+
     monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
     return captured
 
@@ -45,18 +47,18 @@ def download(at, deferred, key):
 
 def test_target_job_runs_and_shows_accuracy_and_confusion(open_app, project, dataset):
     label_everything_queued(project, dataset[1])
-    jobs.advance(project)                                       # what the last label's callback does
+    jobs.advance(project)  # what the last label's callback does
     at = open_app("app/page_target.py")
     at.button(key="train-target").click().run()
     [job] = storage.active_jobs(project, "target")
-    assert at.get("progress")                                  # live progress panel
-    run_worker(project.root, once=True)   # also runs the round queued when the batch was finished
+    assert at.get("progress")  # live progress panel
+    run_worker(project.root, once=True)  # also runs the round queued when the batch was finished
     at.run()
     assert storage.get_job(project, job.id).state == "done"
     assert [m.label for m in at.metric][:3] == ["Validation accuracy", "Proxy, last round", "Validation images"]
     assert at.metric[2].value == "3"
     proxy = storage.current_round(project).proxy_val_acc
-    assert at.metric[1].value == f"{proxy:.1%}"          # the target is shown against the proxy
+    assert at.metric[1].value == f"{proxy:.1%}"  # the target is shown against the proxy
     confusion = at.dataframe[0].value
     assert list(confusion.columns) == ["red", "green", "blue"]
     assert int(confusion.to_numpy().sum()) == 3
@@ -66,6 +68,7 @@ def test_a_diverged_target_shows_its_reason_and_no_result(open_app, project, dat
     import dataclasses
 
     from engine import config
+
     monkeypatch.setattr(config, "BASE", dataclasses.replace(config.BASE, lr=1e30, clip_norm=0.0))
     label_everything_queued(project, dataset[1])
     at = open_app("app/page_target.py")
@@ -81,15 +84,33 @@ def _finished_target(project, accuracy):
     """A target job done with `accuracy` on 3 validation images, recorded the way the worker records one."""
     job = storage.enqueue_job(project, "target")
     storage.claim_job(project, "test-worker", ["target"])
-    storage.finish_job(project, job.id, {"accuracy": accuracy, "per_class_accuracy": [accuracy, None, None],
-                                         "confusion": [[1, 0, 0], [0, 0, 0], [0, 0, 0]], "n_validation": 3,
-                                         "train_s": 1.0, "n_labels": 4, "model": "resnet20", "steps": 400})
+    storage.finish_job(
+        project,
+        job.id,
+        {
+            "accuracy": accuracy,
+            "per_class_accuracy": [accuracy, None, None],
+            "confusion": [[1, 0, 0], [0, 0, 0], [0, 0, 0]],
+            "n_validation": 3,
+            "train_s": 1.0,
+            "n_labels": 4,
+            "model": "resnet20",
+            "steps": 400,
+        },
+    )
 
 
 def _proxy_round(project, accuracy):
     free = storage.unlabeled_ids(project)[:1]
-    storage.create_round(project, strategy="random", selector="proxy_tiny", item_ids=free, scores=[0.0],
-                         n_labeled=4, proxy_val_acc=accuracy)
+    storage.create_round(
+        project,
+        strategy="random",
+        selector="proxy_tiny",
+        item_ids=free,
+        scores=[0.0],
+        n_labeled=4,
+        proxy_val_acc=accuracy,
+    )
 
 
 @pytest.mark.parametrize("target, proxy, warned", [(0.5, 0.75, True), (0.75, 0.5, False), (0.5, 0.5, False)])
@@ -115,11 +136,11 @@ def test_an_auto_target_is_named_by_the_model_it_stands_for(open_app, project, t
 def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dataset, deferred, tmp_path):
     label_everything_queued(project, dataset[1])
     at = open_app("app/page_export.py")
-    assert at.download_button(key="dl-checkpoint").proto.disabled     # no target yet
+    assert at.download_button(key="dl-checkpoint").proto.disabled  # no target yet
 
     data, name = download(at, deferred, "dl-csv")
     rows = list(csv.DictReader(io.StringIO(data.decode())))
-    assert name.endswith(".csv") and len(rows) == 7                   # 4 batch + 3 validation
+    assert name.endswith(".csv") and len(rows) == 7  # 4 batch + 3 validation
     assert {r["class"] for r in rows} <= {"red", "green", "blue"}
     assert all(dataset[1][r["path"]] == r["class"] for r in rows)
 
@@ -153,8 +174,7 @@ def assert_readme_commands_classify_an_image(data: bytes, name: str, readme: str
     (folder / "some_image.jpg").write_bytes(image.read_bytes())
     commands = readme.split("```bash\n", 1)[1].split("```", 1)[0]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(["bash", "-euc", commands], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(["bash", "-euc", commands], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     path, predicted, probability = done.stdout.strip().split("\t")
     assert path == "some_image.jpg" and predicted in {"red", "green", "blue"} and 0 < float(probability) <= 1

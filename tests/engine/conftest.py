@@ -3,6 +3,7 @@
 `write_image_folder` and `label_by_folder` are plain functions other test
 modules may import; the fixtures wrap them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,12 @@ import storage
 
 # Far-apart colors: a proxy of a few dozen steps already tells these classes apart.
 PALETTE = {
-    "red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
-    "yellow": (230, 220, 30), "cyan": (30, 220, 220), "magenta": (220, 30, 220),
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 30),
+    "cyan": (30, 220, 220),
+    "magenta": (220, 30, 220),
 }
 CLASS_NAMES = tuple(PALETTE)
 
@@ -31,8 +36,16 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def write_image_folder(root: Path, classes: int = 3, per_class: int = 10, size: int = 12, *,
-                       seed: int = 0, fmt: str = "png", start: int = 0) -> dict[str, str]:
+def write_image_folder(
+    root: Path,
+    classes: int = 3,
+    per_class: int = 10,
+    size: int = 12,
+    *,
+    seed: int = 0,
+    fmt: str = "png",
+    start: int = 0,
+) -> dict[str, str]:
     """Write `root/<class>/img_NNNN.<fmt>`: class-colored noisy images; return {relative path: class}.
 
     Each image is its class color plus per-pixel noise and a random bright
@@ -50,7 +63,7 @@ def write_image_folder(root: Path, classes: int = 3, per_class: int = 10, size: 
         for i in range(start, start + per_class):
             pixels = np.array(PALETTE[name], np.int16) + rng.integers(-25, 26, (size, size, 3))
             y, x = rng.integers(0, size - 2, 2)
-            pixels[y:y + 3, x:x + 3] = 255
+            pixels[y : y + 3, x : x + 3] = 255
             relative = f"{name}/img_{i:04d}.{fmt}"
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / relative)
             truth[relative] = name
@@ -76,9 +89,20 @@ def label_queue(project: storage.Project, round_id: int | None = None) -> list[i
 def tiny_settings(image_root: Path, classes: int = 3, **overrides) -> storage.Settings:
     """Settings for a fast CPU project: 8 px, 30 optimizer steps per training run."""
     values = dict(
-        image_root=str(image_root), classes=CLASS_NAMES[:classes], budget=14, round_size=4,
-        initial_size=6, validation_size=0, strategy="least_confidence", proxy="proxy_tiny",
-        target="resnet20", image_size=8, seed=0, device="cpu", proxy_steps=30, target_steps=30,
+        image_root=str(image_root),
+        classes=CLASS_NAMES[:classes],
+        budget=14,
+        round_size=4,
+        initial_size=6,
+        validation_size=0,
+        strategy="least_confidence",
+        proxy="proxy_tiny",
+        target="resnet20",
+        image_size=8,
+        seed=0,
+        device="cpu",
+        proxy_steps=30,
+        target_steps=30,
     )
     values.update(overrides)
     return storage.Settings(**values)
@@ -87,8 +111,7 @@ def tiny_settings(image_root: Path, classes: int = 3, **overrides) -> storage.Se
 def make_tiny_project(tmp_path: Path, classes: int = 3, per_class: int = 10, **overrides) -> storage.Project:
     """Generate images under tmp_path/images, create and ingest a project at tmp_path/project."""
     write_image_folder(tmp_path / "images", classes=classes, per_class=per_class)
-    project = storage.create_project(tmp_path / "project",
-                                     tiny_settings(tmp_path / "images", classes, **overrides))
+    project = storage.create_project(tmp_path / "project", tiny_settings(tmp_path / "images", classes, **overrides))
     storage.ingest(project, workers=1)
     return project
 
@@ -124,6 +147,9 @@ def write_ssl_backbone(folder: Path) -> Path:
     from engine.ssl import SSLConfig, backbone_config
 
     config = backbone_config(dataclasses.replace(SSLConfig(), depth=8, width=8), 8)
-    save_ssl_backbone(folder, model_from_config(config, seed=0),
-                      {"model_config": dataclasses.asdict(config), "normalization": [[0.5] * 3, [0.25] * 3]})
+    save_ssl_backbone(
+        folder,
+        model_from_config(config, seed=0),
+        {"model_config": dataclasses.asdict(config), "normalization": [[0.5] * 3, [0.25] * 3]},
+    )
     return folder / "backbone_ssl.safetensors"

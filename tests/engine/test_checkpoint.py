@@ -1,4 +1,5 @@
 """Checkpoints: save -> load -> predict gives the original model's outputs; clear errors."""
+
 import json
 
 import numpy as np
@@ -32,16 +33,29 @@ def pil_images(n=5, size=20, seed=0):
 
 
 def save(model, folder):
-    return save_checkpoint(model, folder, class_names=CLASSES, image_size=16, normalization=NORM,
-                           metrics={"val_acc": np.float32(0.5)}, n_labels=42)
+    return save_checkpoint(
+        model,
+        folder,
+        class_names=CLASSES,
+        image_size=16,
+        normalization=NORM,
+        metrics={"val_acc": np.float32(0.5)},
+        n_labels=42,
+    )
 
 
 def test_save_writes_weights_and_metadata(tmp_path, trained):
     folder = save(trained, tmp_path / "ckpt")
     assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.safetensors"]
     meta = json.loads((folder / "metadata.json").read_text())
-    assert meta["model"] == {"name": "proxy_tiny", "family": "preact_resnet", "depth": 8, "width": 16,
-                             "num_classes": 3, "image_size": 16}
+    assert meta["model"] == {
+        "name": "proxy_tiny",
+        "family": "preact_resnet",
+        "depth": 8,
+        "width": 16,
+        "num_classes": 3,
+        "image_size": 16,
+    }
     assert meta["class_names"] == CLASSES and meta["image_size"] == 16 and meta["n_labels"] == 42
     assert meta["normalization"] == {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}
     assert meta["metrics"] == {"val_acc": 0.5} and meta["torch_version"] == torch.__version__
@@ -51,7 +65,7 @@ def test_save_writes_weights_and_metadata(tmp_path, trained):
 def test_load_and_predict_match_the_original_model(tmp_path, trained):
     loaded = load_checkpoint(save(trained, tmp_path / "ckpt"))
     assert not loaded.model.training and loaded.class_names == CLASSES
-    for a, b in zip(trained.state_dict().values(), loaded.model.state_dict().values()):
+    for a, b in zip(trained.state_dict().values(), loaded.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     images = pil_images()
     uint8 = np.stack([image_to_array(img, 16) for img in images])
@@ -83,10 +97,10 @@ def test_missing_checkpoint_raises_a_clear_error(tmp_path, trained):
         load_checkpoint(tmp_path / "nothing")
     folder = save(trained, tmp_path / "ckpt")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is missing"):
         load_checkpoint(folder)
     (folder / "metadata.json").unlink()
-    with pytest.raises(CheckpointError, match="metadata.json is missing"):
+    with pytest.raises(CheckpointError, match=r"metadata\.json is missing"):
         load_checkpoint(folder)
 
 
@@ -118,11 +132,19 @@ def test_weights_that_do_not_fit_the_metadata_raise(tmp_path, trained):
 
 def test_save_refuses_mismatched_class_names_or_foreign_models(tmp_path, trained):
     with pytest.raises(CheckpointError, match="class names"):
-        save_checkpoint(trained, tmp_path / "c", class_names=["a"], image_size=16, normalization=NORM,
-                        metrics={}, n_labels=1)
-    with pytest.raises(CheckpointError, match="engine.models"):
-        save_checkpoint(torch.nn.Linear(2, 3), tmp_path / "c", class_names=CLASSES, image_size=16,
-                        normalization=NORM, metrics={}, n_labels=1)
+        save_checkpoint(
+            trained, tmp_path / "c", class_names=["a"], image_size=16, normalization=NORM, metrics={}, n_labels=1
+        )
+    with pytest.raises(CheckpointError, match=r"engine\.models"):
+        save_checkpoint(
+            torch.nn.Linear(2, 3),
+            tmp_path / "c",
+            class_names=CLASSES,
+            image_size=16,
+            normalization=NORM,
+            metrics={},
+            n_labels=1,
+        )
 
 
 def test_channels_last_models_save_and_resnet18_round_trips(tmp_path):

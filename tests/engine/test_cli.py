@@ -1,4 +1,5 @@
 """`python -m engine`: help for every subcommand and a tiny simulate, in subprocesses."""
+
 from __future__ import annotations
 
 import json
@@ -17,17 +18,51 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_help_lists_the_subcommands():
     done = _run("--help")
     assert done.returncode == 0
-    assert "{simulate,bench,worker,predict}" in done.stdout
+    assert "{run,simulate,bench,worker,predict,study}" in done.stdout
 
 
-@pytest.mark.parametrize("command, flag", [("simulate", "--selector"), ("bench", "--only"), ("worker", "--parent-pid"), ("predict", "--device")])
+def test_parsing_any_command_imports_neither_torch_nor_faiss():
+    probe = (
+        "import sys; from engine.cli import build_parser; p = build_parser()\n"
+        "for argv in (['bench', '--only', 'kcenter'], ['simulate', '--data', 'd', '--out', 'o'], ['run']):\n"
+        "    p.parse_args(argv)\n"
+        "print(sorted(m for m in ('torch', 'faiss', 'streamlit') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_installed_command_is_the_same_command():
+    command = Path(sys.executable).parent / "proxy-labeler"
+    assert command.is_file(), "pip install -e . installs the proxy-labeler console script"
+    done = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "{run,simulate,bench,worker,predict,study}" in done.stdout
+
+
+def test_run_hands_the_process_to_streamlit_on_server_py(monkeypatch):
+    import engine.cli
+
+    seen = []
+    monkeypatch.setattr(engine.cli.os, "execv", lambda path, argv: seen.append(argv))
+    assert main(["run", "--server.port", "8600", "--", "--project", "p"]) == 0
+    [argv] = seen
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(REPO / "server.py")
+    assert argv[5:] == ["--server.port", "8600", "--", "--project", "p"]
+
+
+@pytest.mark.parametrize(
+    "command, flag",
+    [("simulate", "--selector"), ("bench", "--only"), ("worker", "--parent-pid"), ("predict", "--device")],
+)
 def test_subcommand_help(command, flag, capsys):
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([command, "--help"])
@@ -51,10 +86,37 @@ def test_tiny_simulate_in_a_subprocess(tmp_path):
     write_image_folder(tmp_path / "data" / "train", classes=2, per_class=6, seed=3)
     write_image_folder(tmp_path / "data" / "test", classes=2, per_class=2, seed=4)
     out = tmp_path / "result.json"
-    done = _run("simulate", "--data", str(tmp_path / "data"), "--out", str(out), "--strategy", "margin",
-                "--initial", "4", "--round-size", "3", "--budget", "7", "--proxy", "proxy_tiny",
-                "--target", "proxy_tiny", "--selector", "proxy", "--seed", "1", "--proxy-steps", "30",
-                "--target-steps", "30", "--device", "cpu", "--image-size", "8")
+    done = _run(
+        "simulate",
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        "--strategy",
+        "margin",
+        "--initial",
+        "4",
+        "--round-size",
+        "3",
+        "--budget",
+        "7",
+        "--proxy",
+        "proxy_tiny",
+        "--target",
+        "proxy_tiny",
+        "--selector",
+        "proxy",
+        "--seed",
+        "1",
+        "--proxy-steps",
+        "30",
+        "--target-steps",
+        "30",
+        "--device",
+        "cpu",
+        "--image-size",
+        "8",
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert [r["labeled"] for r in result["rounds"]] == [0, 4]

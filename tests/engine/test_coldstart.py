@@ -1,4 +1,5 @@
 """TypiClust and ProbCover on hand-built clusters whose right picks are known."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ from engine.coldstart import choose_delta, hybrid, normalized, probcover, typica
 from engine.score import PoolScores
 from engine.select import STRATEGIES, strategy_scores
 
-R = 0.01   # ring radius: small against the distance between clusters (~1.4)
+R = 0.01  # ring radius: small against the distance between clusters (~1.4)
 
 
 def _ring(direction: int, sides: int, radius: float = R, extra: tuple[float, ...] = ()) -> np.ndarray:
@@ -42,7 +43,7 @@ def three_clusters():
     big = _ring(0, 5, extra=(4 * R, -4 * R))
     middle = _ring(1, 5, extra=(4 * R,))
     small = _ring(2, 5)
-    return _pool(small, big, middle)      # stacked out of size order on purpose: small at 0, big at 6, middle at 14
+    return _pool(small, big, middle)  # stacked out of size order on purpose: small at 0, big at 6, middle at 14
 
 
 def test_typicality_prefers_the_centre_of_a_pentagon():
@@ -73,12 +74,12 @@ def test_typiclust_never_picks_a_taken_point_and_fills_the_budget(three_clusters
 
 
 def test_probcover_covers_the_densest_balls_first():
-    a = _ring(0, 5)                     # centre's ball (delta 1.05 R) holds 6; each ring point's 2
-    b = _ring(1, 4)                     # centre's ball holds 5
+    a = _ring(0, 5)  # centre's ball (delta 1.05 R) holds 6; each ring point's 2
+    b = _ring(1, 4)  # centre's ball holds 5
     singles = np.array([[0, 0, 1.0, 0], [0, 0, 0, 1.0]])
     pool, (first_single, a0, b0) = _pool(singles, a, b)
     picks = probcover(pool, [], 3, delta=1.05 * R).tolist()
-    assert picks[:2] == [a0, b0] and picks[2] in (first_single, first_single + 1)   # a tie between the singles
+    assert picks[:2] == [a0, b0] and picks[2] in (first_single, first_single + 1)  # a tie between the singles
     # the labeled centre's ball counts as covered: the next densest goes first
     assert probcover(pool, [a0], 2, delta=1.05 * R).tolist()[0] == b0
 
@@ -93,7 +94,7 @@ def test_probcover_breaks_ties_at_random_not_by_position():
 def test_probcover_draws_at_random_once_everything_is_covered():
     pool, _ = _pool(_ring(0, 5))
     picks = probcover(pool, [], 4, delta=10.0, rng=np.random.default_rng(0))
-    assert len(set(picks.tolist())) == 4        # one ball covers all 6; three more drawn at random
+    assert len(set(picks.tolist())) == 4  # one ball covers all 6; three more drawn at random
 
 
 def test_choose_delta_stays_inside_the_clusters(three_clusters):
@@ -104,7 +105,7 @@ def test_choose_delta_stays_inside_the_clusters(three_clusters):
 
 
 def test_cold_start_strategies_are_registered_with_scores(three_clusters):
-    pool, (small, big, middle) = three_clusters
+    pool, (_small, _big, _middle) = three_clusters
     for name in ("typiclust", "probcover", "hybrid"):
         picks = STRATEGIES[name](pool, [], 3, rng=np.random.default_rng(0))
         scores = strategy_scores(name, pool, picks, labeled=[])
@@ -115,9 +116,9 @@ def test_hybrid_switches_to_least_confidence_once_labels_are_many():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 8)).astype(np.float32)
     probs = np.full((200, 2), 0.5, np.float32)
-    probs[:, 0] = np.linspace(0.99, 0.51, 200)          # the last rows are the least sure
+    probs[:, 0] = np.linspace(0.99, 0.51, 200)  # the last rows are the least sure
     pool = PoolScores(probs=probs, embeddings=x)
-    many = list(range(40))                               # 20 per class for 2 classes: uncertainty's turn
+    many = list(range(40))  # 20 per class for 2 classes: uncertainty's turn
     assert hybrid(pool, many, 3, rng=rng).tolist() == [199, 198, 197]
     few = hybrid(pool, list(range(5)), 3, rng=np.random.default_rng(0))
     assert few.tolist() == typiclust(pool, list(range(5)), 3, rng=np.random.default_rng(0)).tolist()

@@ -1,4 +1,5 @@
 """Settings -> training configuration: levels, fixed steps, `auto` models, errors."""
+
 import dataclasses
 
 import pytest
@@ -31,8 +32,10 @@ def test_fixed_steps_override_the_plan_and_lift_the_time_cap():
     run = stage_config(settings(proxy_steps=70), "proxy").train
     assert (plan(1000, run)[1], run.max_seconds) == (70, None)
     assert stage_config(settings(), "proxy", steps=5).train.steps == 5
-    assert stage_config(settings(proxy_training="fast"), "proxy", level="thorough").train.max_seconds == \
-        LEVELS["proxy"]["thorough"].max_seconds
+    assert (
+        stage_config(settings(proxy_training="fast"), "proxy", level="thorough").train.max_seconds
+        == LEVELS["proxy"]["thorough"].max_seconds
+    )
 
 
 def test_seed_offset_and_device_reach_the_train_config():
@@ -54,12 +57,15 @@ def test_with_a_backbone_auto_is_the_linear_proxy_and_the_fine_tuned_target():
     assert stage_config(settings(backbone="ssl", target="resnet20"), "target").model_name == "resnet20"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(stage="middle"), "unknown stage"),
-    (dict(stage="proxy", model_name="vgg"), "unknown model 'vgg'; choose auto or one of"),
-    (dict(stage="proxy", level="slow"), "unknown training level 'slow'"),
-    (dict(stage="proxy", steps=-2), "steps must be a whole number >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(stage="middle"), "unknown stage"),
+        (dict(stage="proxy", model_name="vgg"), "unknown model 'vgg'; choose auto or one of"),
+        (dict(stage="proxy", level="slow"), "unknown training level 'slow'"),
+        (dict(stage="proxy", steps=-2), "steps must be a whole number >= 0"),
+    ],
+)
 def test_bad_stage_settings_are_named(kwargs, message):
     stage = kwargs.pop("stage")
     with pytest.raises(ValueError, match=message):

@@ -1,4 +1,5 @@
 """A deleted, moved or damaged image never blocks a round; a damaged pool cache is rebuilt, never trained on."""
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,13 @@ def test_a_deleted_image_is_marked_missing_and_skipped_by_the_next_round(labeled
     gone_labeled = next(i for i in storage.usable_items(labeled_project) if i.id == labeled[0])
     for item in (unlabeled, gone_labeled):
         (Path(root) / item.path).unlink()
-    made = run_round(labeled_project)                       # the cache is built now: both files are gone
+    made = run_round(labeled_project)  # the cache is built now: both files are gone
     queued = [item_id for item_id, _ in storage.round_items(labeled_project, made.id)]
     assert unlabeled.id not in queued and len(queued) == 4
     reasons = dict(storage.rejected_files(labeled_project))
     assert reasons[unlabeled.path] == reasons[gone_labeled.path] == "missing: file not found"
     assert gone_labeled.id not in storage.training_labels(labeled_project)
-    assert len(storage.label_history(labeled_project, gone_labeled.id)) == 1      # its label is kept in the history
+    assert len(storage.label_history(labeled_project, gone_labeled.id)) == 1  # its label is kept in the history
 
 
 def test_a_queued_image_that_disappears_leaves_its_batch_and_frees_its_budget(tiny_project):
@@ -38,7 +39,7 @@ def test_a_queued_image_that_disappears_leaves_its_batch_and_frees_its_budget(ti
     queued = [item_id for item_id, _ in storage.round_items(tiny_project, made.id)]
     left = storage.budget_left(tiny_project)
     assert storage.mark_missing(tiny_project, {queued[0]: "file not found"}) == 1
-    assert storage.mark_missing(tiny_project, {queued[0]: "file not found"}) == 0      # already out
+    assert storage.mark_missing(tiny_project, {queued[0]: "file not found"}) == 0  # already out
     assert [i for i, _ in storage.round_queue(tiny_project, made.id)] == queued[1:]
     assert storage.budget_left(tiny_project) == left + 1
 
@@ -71,10 +72,10 @@ def test_zeroed_pixels_behind_a_valid_header_are_seen_and_rebuilt(tiny_project, 
     reference = np.asarray(pool.images).copy()
     array_path = tiny_project.cache_dir / f"pool_{size}.npy"
     header = len(array_path.read_bytes()) - reference.nbytes
-    with open(array_path, "r+b") as handle:                 # same size, same header, blank pixels
+    with open(array_path, "r+b") as handle:  # same size, same header, blank pixels
         handle.seek(header)
         handle.write(bytes(reference.nbytes))
-    monkeypatch.setattr(pc, "_intact", set())               # a new process: nothing checked yet
+    monkeypatch.setattr(pc, "_intact", set())  # a new process: nothing checked yet
     assert pc.load_pool_cache(tiny_project.cache_dir, size) is None
     rebuilt = load_project_pool(tiny_project)
     assert np.array_equal(np.asarray(rebuilt.images), reference)
@@ -102,6 +103,6 @@ def test_labels_of_the_next_batch_still_train_after_a_file_goes(labeled_project)
     for item in storage.usable_items(labeled_project)[-2:]:
         (root / item.path).unlink()
     for path in labeled_project.cache_dir.glob("pool_*"):
-        path.unlink()                                          # the cache must be rebuilt from the files
+        path.unlink()  # the cache must be rebuilt from the files
     made = run_round(labeled_project)
     assert len(storage.round_items(labeled_project, made.id)) == 4

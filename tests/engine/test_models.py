@@ -1,4 +1,5 @@
 """Models by name: shapes of forward and embed, configs, seeded init, local pretrained weights."""
+
 import pytest
 import torch
 
@@ -6,7 +7,14 @@ from engine.models import MODELS, ModelConfig, build_model, load_pretrained, mod
 
 torch.set_num_threads(1)
 
-EMBED_DIMS = {"proxy_tiny": 64, "resnet20": 64, "resnet56": 64, "resnet18": 512, "tv_resnet18": 512, "tv_resnet50": 2048}
+EMBED_DIMS = {
+    "proxy_tiny": 64,
+    "resnet20": 64,
+    "resnet56": 64,
+    "resnet18": 512,
+    "tv_resnet18": 512,
+    "tv_resnet50": 2048,
+}
 
 
 @pytest.mark.parametrize("name", ["proxy_tiny", "resnet20", "resnet18", "tv_resnet18"])
@@ -51,18 +59,21 @@ def test_seed_gives_same_weights_and_leaves_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), before)
     b = build_model("proxy_tiny", 3, 16, seed=7)
     c = build_model("proxy_tiny", 3, 16, seed=8)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert not torch.equal(a.stem.weight, c.stem.weight)
 
 
-@pytest.mark.parametrize("config, message", [
-    (ModelConfig("x", "preact_resnet", 10, 16, 3, 32), "6n\\+2"),
-    (ModelConfig("x", "vit", 8, 16, 3, 32), "family"),
-    (ModelConfig("x", "resnet_small", 19, 64, 3, 32), "depth"),
-    (ModelConfig("x", "resnet_small", 18, 32, 3, 32), "width"),
-    (ModelConfig("x", "preact_resnet", 8, 16, 0, 32), "num_classes"),
-    (ModelConfig("x", "preact_resnet", 8, 16, 3, 4), "image_size"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (ModelConfig("x", "preact_resnet", 10, 16, 3, 32), "6n\\+2"),
+        (ModelConfig("x", "vit", 8, 16, 3, 32), "family"),
+        (ModelConfig("x", "resnet_small", 19, 64, 3, 32), "depth"),
+        (ModelConfig("x", "resnet_small", 18, 32, 3, 32), "width"),
+        (ModelConfig("x", "preact_resnet", 8, 16, 0, 32), "num_classes"),
+        (ModelConfig("x", "preact_resnet", 8, 16, 3, 4), "image_size"),
+    ],
+)
 def test_invalid_configs_raise(config, message):
     with pytest.raises(ValueError, match=message):
         model_from_config(config)
@@ -94,7 +105,7 @@ def test_pretrained_errors_name_the_problem(tmp_path):
         build_model("proxy_tiny", 3, 32, pretrained_path=tmp_path / "nope.pt")
     wrong = tmp_path / "wrong.pt"
     torch.save(build_model("proxy_tiny", 3, 32).state_dict(), wrong)
-    with pytest.raises(ValueError, match="does not fit|shape"):
+    with pytest.raises(ValueError, match=r"does not fit|shape"):
         load_pretrained(build_model("resnet20", 3, 32), wrong)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a tensor file")

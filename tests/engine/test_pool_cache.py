@@ -1,4 +1,5 @@
 """Pool cache: decoding any mode to RGB, the resize rule, incremental builds, stats, failures."""
+
 import json
 
 import numpy as np
@@ -62,19 +63,19 @@ def test_cmyk_and_16_bit_images(tmp_path):
 def test_animated_gif_uses_the_first_frame(tmp_path):
     frames = [Image.new("RGB", (8, 8), RED), Image.new("RGB", (8, 8), BLUE)]
     path = save(frames[0], tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=10)
-    r, g, b = pixel(decode_image(path, 8))
+    r, _g, b = pixel(decode_image(path, 8))
     assert r > 200 and b < 50
 
 
 def test_exif_orientation_is_applied(tmp_path):
     img = Image.new("RGB", (40, 20), RED)
-    img.paste(BLUE, (20, 0, 40, 20))                 # stored: left red, right blue
+    img.paste(BLUE, (20, 0, 40, 20))  # stored: left red, right blue
     exif = Image.Exif()
-    exif[0x0112] = 6                                 # display rotated 90 degrees clockwise
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
     out = decode_image(save(img, tmp_path / "rot.jpg", exif=exif, quality=95), 8)
     top, bottom = pixel(out, 0, 0), pixel(out, 7, 0)
-    assert top[0] > 200 and top[2] < 60              # displayed: red on top ...
-    assert bottom[2] > 200 and bottom[0] < 60        # ... blue at the bottom
+    assert top[0] > 200 and top[2] < 60  # displayed: red on top ...
+    assert bottom[2] > 200 and bottom[0] < 60  # ... blue at the bottom
 
 
 def test_non_square_images_are_center_cropped(tmp_path):
@@ -97,9 +98,9 @@ def test_large_jpeg_is_downscaled(tmp_path):
 def test_decode_failure_names_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
-    with pytest.raises(PoolCacheError, match="broken.png"):
+    with pytest.raises(PoolCacheError, match=r"broken\.png"):
         decode_image(bad, 8)
-    with pytest.raises(PoolCacheError, match="missing.png"):
+    with pytest.raises(PoolCacheError, match=r"missing\.png"):
         decode_image(tmp_path / "missing.png", 8)
 
 
@@ -133,11 +134,15 @@ def test_build_saves_a_memmappable_cache_with_stats(tmp_path):
     assert [int(v) for v in cache.images[:, 0, 0, 0]] == [1, 2, 3, 4, 5, 6]
     as_float = cache.images.astype(np.float64) / 255
     assert np.allclose(cache.mean, as_float.mean(axis=(0, 2, 3)))
-    assert np.allclose(cache.std[0], as_float[:, 0].std()) and cache.std[1] == 1.0   # constant channel
+    assert np.allclose(cache.std[0], as_float[:, 0].std()) and cache.std[1] == 1.0  # constant channel
     assert np.load(tmp_path / "cache" / "pool_8.npy", mmap_mode="r").shape == (6, 3, 8, 8)
     stats = json.loads((tmp_path / "cache" / "pool_8_stats.json").read_text())
     assert stats["n"] == 6 and len(stats["mean"]) == 3
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["pool_8.npy", "pool_8_ids.npy", "pool_8_stats.json"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "pool_8.npy",
+        "pool_8_ids.npy",
+        "pool_8_stats.json",
+    ]
     assert cache.positions([4, 1]).tolist() == [3, 0]
     with pytest.raises(KeyError):
         cache.positions([99])
@@ -184,7 +189,7 @@ def test_a_bad_file_fails_the_build_and_keeps_the_old_cache(tmp_path, monkeypatc
     build_pool_cache(tmp_path / "cache", items, 8)
     bad = tmp_path / "img" / "corrupt.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
-    with pytest.raises(PoolCacheError, match="corrupt.jpg"):
+    with pytest.raises(PoolCacheError, match=r"corrupt\.jpg"):
         build_pool_cache(tmp_path / "cache", items + make_items(tmp_path / "img", 5, 3) + [(9, bad)], 8, workers=2)
     kept = load_pool_cache(tmp_path / "cache", 8)
     assert kept.item_ids.tolist() == [1, 2, 3, 4]
@@ -195,8 +200,8 @@ def test_inconsistent_or_missing_cache_loads_as_none(tmp_path):
     assert load_pool_cache(tmp_path / "nowhere", 8) is None
     items = make_items(tmp_path / "img", 1, 3)
     build_pool_cache(tmp_path / "cache", items, 8)
-    assert load_pool_cache(tmp_path / "cache", 16) is None          # other size: not built
-    np.save(tmp_path / "cache" / "pool_8_ids.npy", np.array([1, 2], np.int64))   # as if a crash mid-replace
+    assert load_pool_cache(tmp_path / "cache", 16) is None  # other size: not built
+    np.save(tmp_path / "cache" / "pool_8_ids.npy", np.array([1, 2], np.int64))  # as if a crash mid-replace
     assert load_pool_cache(tmp_path / "cache", 8) is None
     calls = []
     rebuilt = build_pool_cache(tmp_path / "cache", items, 8, on_progress=lambda d, t: calls.append(t))

@@ -1,4 +1,5 @@
 """Backbones, SSL pretraining, pool embeddings, frozen-feature proxies and cold-start rounds."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,15 @@ import torchvision
 
 import engine.embeddings as embeddings_module
 import storage
-from engine.embeddings import (Backbone, BackboneError, check_backbone_setting, embed_images, load_backbone_file,
-                               pool_embeddings, weights_path)
+from engine.embeddings import (
+    Backbone,
+    BackboneError,
+    check_backbone_setting,
+    embed_images,
+    load_backbone_file,
+    pool_embeddings,
+    weights_path,
+)
 from engine.frozen import Features, HeadConfig, accuracy, accuracy_on, knn_predict, train_head
 from engine.models import model_from_config
 from engine.pool_cache import channel_stats
@@ -30,8 +38,9 @@ from engine.train import Cancelled
 from tests.engine.conftest import label_queue, make_tiny_project, write_ssl_backbone
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_SSL = dataclasses.replace(SSLConfig(), depth=8, width=8, batch_size=32, max_seconds=None,
-                               crop_scale=(0.5, 1.0), device="cpu")
+TINY_SSL = dataclasses.replace(
+    SSLConfig(), depth=8, width=8, batch_size=32, max_seconds=None, crop_scale=(0.5, 1.0), device="cpu"
+)
 
 
 def stripes(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +65,7 @@ def leave_one_out_knn(model, images, labels) -> float:
 
 # ---------------------------------------------------------------- SSL
 
+
 def test_ssl_time_cap_holds_when_the_machine_gets_busier_mid_run():
     """Steps that become ten times slower after the first second (another job took the cores) shorten the
     schedule at the next report instead of overrunning the cap, as a step count fixed early would."""
@@ -66,10 +76,10 @@ def test_ssl_time_cap_holds_when_the_machine_gets_busier_mid_run():
     def busy(progress) -> None:
         if time.perf_counter() - slow["started"] > 1.0:
             slow["step_s"] = 0.02
-        time.sleep(slow["step_s"] * config.report_every)       # each of the last 5 steps took step_s longer
+        time.sleep(slow["step_s"] * config.report_every)  # each of the last 5 steps took step_s longer
 
     result = pretrain(images, channel_stats(images), config, on_progress=busy)
-    assert result.seconds <= 3.0 + 1.0         # about one report interval over (a step count fixed early: 7 s)
+    assert result.seconds <= 3.0 + 1.0  # about one report interval over (a step count fixed early: 7 s)
     assert slow["step_s"] > 0 and result.steps < config.max_steps
 
 
@@ -90,13 +100,20 @@ def test_ssl_cancel_saves_its_state_and_the_next_run_resumes(tmp_path):
     state = tmp_path / "state.pt"
     seen = []
     with pytest.raises(Cancelled):
-        pretrain(images, channel_stats(images), config, state, on_progress=lambda p: seen.append(p.step),
-                 should_stop=lambda: len(seen) >= 10)
+        pretrain(
+            images,
+            channel_stats(images),
+            config,
+            state,
+            on_progress=lambda p: seen.append(p.step),
+            should_stop=lambda: len(seen) >= 10,
+        )
     assert state.is_file()
     result = pretrain(images, channel_stats(images), config, state)
     assert 10 <= result.resumed_from < 30 and result.steps == 30
 
 
+@pytest.mark.slow
 def test_ssl_resumes_after_its_process_is_killed(tmp_path):
     images, _ = stripes(64, size=8)
     np.save(tmp_path / "images.npy", images)
@@ -113,7 +130,7 @@ def test_ssl_resumes_after_its_process_is_killed(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, env=env)
     try:
-        deadline = time.monotonic() + 300       # torch's import alone takes a minute on a loaded machine
+        deadline = time.monotonic() + 300  # torch's import alone takes a minute on a loaded machine
         while time.monotonic() < deadline and _saved_step(state) < 5:
             assert process.poll() is None, "the training process ended before it could be killed"
             time.sleep(0.2)
@@ -132,7 +149,7 @@ def test_ssl_resumes_after_its_process_is_killed(tmp_path):
 def _saved_step(path: Path) -> int:
     try:
         return torch.load(path, weights_only=True)["state"]["step"]
-    except Exception:   # not written yet, or being replaced
+    except Exception:  # not written yet, or being replaced
         return 0
 
 
@@ -145,6 +162,7 @@ def test_ssl_refuses_a_state_saved_by_another_configuration(tmp_path):
 
 
 # ---------------------------------------------------------------- backbone files
+
 
 def _resnet18_file(path: Path, **changes) -> Path:
     state = torchvision.models.resnet18(num_classes=10).state_dict()
@@ -171,11 +189,14 @@ def test_an_architecture_name_is_found_in_the_torch_cache_and_never_downloaded(t
     assert check_backbone_setting("resnet18") == "resnet18" and weights_path("resnet18") == path
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"not a weights file", "cannot read"),
-    ({"conv.weight": torch.zeros(2)}, "does not look like a torchvision ResNet"),
-    ({"layer1.0.conv1.weight": torch.zeros(64, 64, 5, 5)}, "wrong shape"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a weights file", "cannot read"),
+        ({"conv.weight": torch.zeros(2)}, "does not look like a torchvision ResNet"),
+        ({"layer1.0.conv1.weight": torch.zeros(64, 64, 5, 5)}, "wrong shape"),
+    ],
+)
 def test_a_mismatched_weights_file_is_refused_with_a_readable_error(tmp_path, content, message):
     path = tmp_path / "weights.pth"
     if isinstance(content, bytes):
@@ -196,6 +217,7 @@ def test_a_missing_file_is_a_readable_error(tmp_path):
 
 # ---------------------------------------------------------------- embeddings cache
 
+
 def _tiny_backbone() -> Backbone:
     model = model_from_config(backbone_config(TINY_SSL, 8), seed=0)
     return Backbone("ssl", model.eval(), 8, ((0.5,) * 3, (0.25,) * 3), "f00d")
@@ -211,7 +233,7 @@ def test_pool_embeddings_embed_only_new_items(tmp_path, monkeypatch):
     monkeypatch.setattr(embeddings_module, "embed_images", lambda b, x, *a: embedded.append(len(x)) or real(b, x, *a))
     both = pool_embeddings(tmp_path, backbone, ids, images, "cpu")
     again = pool_embeddings(tmp_path, backbone, ids[5:], images[5:], "cpu")
-    assert embedded == [5]                        # the 5 new items, once; the third call read the cache
+    assert embedded == [5]  # the 5 new items, once; the third call read the cache
     assert both.dtype == np.float16 and both.shape == (15, backbone.dim)
     np.testing.assert_array_equal(both[:10], first)
     np.testing.assert_array_equal(again, both[5:])
@@ -222,12 +244,13 @@ def test_a_damaged_embeddings_cache_is_embedded_again(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
     ids = np.arange(6, dtype=np.int64)
     first = pool_embeddings(tmp_path, backbone, ids, images, "cpu")
-    rows_path, ids_path = embeddings_module.embedding_paths(tmp_path, backbone)
-    np.save(ids_path, ids[:3])                    # as if the writer died between its two files
+    _rows_path, ids_path = embeddings_module.embedding_paths(tmp_path, backbone)
+    np.save(ids_path, ids[:3])  # as if the writer died between its two files
     np.testing.assert_array_equal(pool_embeddings(tmp_path, backbone, ids, images, "cpu"), first)
 
 
 # ---------------------------------------------------------------- frozen heads
+
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_a_frozen_head_learns_separable_embeddings(kind):
@@ -248,18 +271,20 @@ def test_a_frozen_head_refuses_labels_outside_the_classes():
 
 # ---------------------------------------------------------------- rounds with a backbone
 
+
 @pytest.mark.parametrize("initial_size, expected", [(3, "typiclust"), (4, "random")])
 def test_auto_picks_typical_images_only_for_a_first_batch_small_against_the_pool(tmp_path, initial_size, expected):
     backbone = write_ssl_backbone(tmp_path / "exported")
     project = make_tiny_project(tmp_path, backbone=str(backbone), initial_size=initial_size)
-    first = run_first_round(project)                # 30 images: 3 is 10 % of them, 4 is more
+    first = run_first_round(project)  # 30 images: 3 is 10 % of them, 4 is more
     assert first.strategy == expected
     assert expected == "typiclust" or "gains nothing from typical picks" in first.selector
 
 
 def test_a_project_with_a_backbone_starts_with_typiclust_then_a_linear_proxy(tmp_path):
-    project = make_tiny_project(tmp_path, backbone=str(write_ssl_backbone(tmp_path / "exported")), proxy="auto",
-                                initial_strategy="typiclust")
+    project = make_tiny_project(
+        tmp_path, backbone=str(write_ssl_backbone(tmp_path / "exported")), proxy="auto", initial_strategy="typiclust"
+    )
     first = run_first_round(project)
     assert first.strategy == "typiclust" and first.selector == "typiclust on ssl embeddings"
     assert len(storage.round_queue(project, first.id)) == 6
@@ -271,8 +296,9 @@ def test_a_project_with_a_backbone_starts_with_typiclust_then_a_linear_proxy(tmp
 
 
 def test_kcenter_with_a_pixel_proxy_measures_distances_on_the_backbone(tmp_path):
-    project = make_tiny_project(tmp_path, backbone=str(write_ssl_backbone(tmp_path / "exported")), strategy="kcenter",
-                                initial_strategy="random")
+    project = make_tiny_project(
+        tmp_path, backbone=str(write_ssl_backbone(tmp_path / "exported")), strategy="kcenter", initial_strategy="random"
+    )
     first = run_first_round(project)
     assert first.strategy == "random"
     label_queue(project)
@@ -285,7 +311,7 @@ def test_the_ssl_job_trains_saves_and_reads_out_knn_on_the_labels(tmp_path):
     project = make_tiny_project(tmp_path, backbone="ssl", proxy="linear", initial_strategy="typiclust")
     with pytest.raises(RoundError, match="not finished training"):
         require_backbone(project, storage.load_settings(project), 8)
-    first = run_first_round(project)       # the backbone is not ready: a random batch, saying why
+    first = run_first_round(project)  # the backbone is not ready: a random batch, saying why
     assert first.strategy == "random" and first.selector.startswith("random: the self-supervised backbone")
     label_queue(project)
     meta = train_ssl_backbone(project, steps=5)
@@ -293,15 +319,18 @@ def test_the_ssl_job_trains_saves_and_reads_out_knn_on_the_labels(tmp_path):
     assert not (project.models_dir / embeddings_module.SSL_STATE).exists()
     # the pool was embedded before saving, under the fingerprint the saved file has: rounds reuse those rows
     assert meta["fingerprint"] == embeddings_module.file_fingerprint(project.models_dir / embeddings_module.SSL_WEIGHTS)
-    assert [p.name for p in (project.cache_dir / "embeddings").glob("*_ids.npy")] == [f"{meta['fingerprint']}_8_ids.npy"]
+    assert [p.name for p in (project.cache_dir / "embeddings").glob("*_ids.npy")] == [
+        f"{meta['fingerprint']}_8_ids.npy"
+    ]
     made = run_round(project)
     assert made.selector == "linear on ssl"
 
 
 def test_settings_and_simulate_check_the_new_options(tmp_path):
     with pytest.raises(storage.SettingsError, match="initial strategy"):
-        storage.validate_settings(storage.Settings(image_root=str(tmp_path), classes=("a", "b"),
-                                                   initial_strategy="kcenter"))
+        storage.validate_settings(
+            storage.Settings(image_root=str(tmp_path), classes=("a", "b"), initial_strategy="kcenter")
+        )
     with pytest.raises(storage.SettingsError, match="ssl_minutes"):
         storage.validate_settings(storage.Settings(image_root=str(tmp_path), classes=("a", "b"), ssl_minutes=0))
     for folder in ("train", "test"):
@@ -311,8 +340,9 @@ def test_settings_and_simulate_check_the_new_options(tmp_path):
     with pytest.raises(ValueError, match="target 'backbone' fine-tunes the project's backbone"):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", target="backbone"))
     with pytest.raises(ValueError, match="selects with a target trained on pixels"):
-        check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", backbone="ssl", target="backbone",
-                                    selector="target"))
+        check_config(
+            SimulateConfig(data=tmp_path, out=tmp_path / "o.json", backbone="ssl", target="backbone", selector="target")
+        )
     with pytest.raises(ValueError, match="not found"):
         check_config(SimulateConfig(data=tmp_path, out=tmp_path / "o.json", backbone=str(tmp_path / "no.pth")))
 

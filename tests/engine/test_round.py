@@ -1,4 +1,5 @@
 """Rounds end to end on generated images through the real storage layer."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,15 @@ import pytest
 
 import storage
 from engine.config import LEVELS
-from engine.round import (WARM_START_FILE, RoundError, load_project_pool, run_initial_round, run_round,
-                          select_next_batch, warm_config)
+from engine.round import (
+    WARM_START_FILE,
+    RoundError,
+    load_project_pool,
+    run_initial_round,
+    run_round,
+    select_next_batch,
+    warm_config,
+)
 from engine.train import Cancelled, TrainConfig, plan
 from tests.engine.conftest import label_by_folder, label_queue, make_tiny_project
 
@@ -43,12 +51,12 @@ def test_round_end_to_end(labeled_project):
     assert all(math.isfinite(score) for _, score in queue)
     assert [score for _, score in queue] == sorted((score for _, score in queue), reverse=True)
     assert all(t is not None and t >= 0 for t in (made.train_s, made.score_s, made.select_s))
-    assert made.proxy_val_acc is None                      # no validation labels
+    assert made.proxy_val_acc is None  # no validation labels
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("step 30/30" in m for _, m in seen)
     assert storage.budget_left(labeled_project) == 4
-    guesses = storage.round_guesses(labeled_project, made.id)     # the proxy's guess for each queued image
+    guesses = storage.round_guesses(labeled_project, made.id)  # the proxy's guess for each queued image
     assert set(guesses) == {i for i, _ in queue}
     classes = storage.load_settings(labeled_project).classes
     assert all(name in classes and 1 / len(classes) <= conf <= 1 for name, conf in guesses.values())
@@ -72,7 +80,7 @@ def test_round_records_validation_accuracy(tmp_path):
     label_by_folder(project, storage.validation_ids(project), annotator="user")
     made = run_round(project)
     assert 0.0 <= made.proxy_val_acc <= 1.0
-    assert made.n_labeled == 6                               # validation labels do not train
+    assert made.n_labeled == 6  # validation labels do not train
 
 
 def _picks(tmp_path, name):
@@ -111,7 +119,7 @@ def test_warm_start_reuses_the_last_proxy_with_half_the_planned_steps(tmp_path):
     label_queue(project)
     first = select_next_batch(project)
     saved = project.models_dir / WARM_START_FILE
-    assert saved.is_file() and first.train_steps == LEVELS["proxy"]["fast"].min_steps    # from scratch: the plan
+    assert saved.is_file() and first.train_steps == LEVELS["proxy"]["fast"].min_steps  # from scratch: the plan
     label_queue(project)
     second = select_next_batch(project)
     assert second.round.index == 2 and second.train_steps == first.train_steps // 2
@@ -128,14 +136,26 @@ def test_a_proxy_that_learned_nothing_gives_a_random_batch_instead_of_a_dead_end
     from PIL import Image
 
     folder = tmp_path / "same"
-    for index in range(16):                     # identical grey images, one pixel apart: nothing to learn
+    for index in range(16):  # identical grey images, one pixel apart: nothing to learn
         pixels = np.full((8, 8, 3), 128, np.uint8)
         pixels[index // 8, index % 8] = 129
         (folder / ("a" if index % 2 else "b")).mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(folder / ("a" if index % 2 else "b") / f"{index:02d}.png")
-    project = storage.create_project(tmp_path / "project", storage.Settings(
-        image_root=str(folder), classes=("a", "b"), budget=12, round_size=4, initial_size=8, proxy="proxy_tiny",
-        image_size=8, device="cpu", proxy_steps=30, warm_start=True))
+    project = storage.create_project(
+        tmp_path / "project",
+        storage.Settings(
+            image_root=str(folder),
+            classes=("a", "b"),
+            budget=12,
+            round_size=4,
+            initial_size=8,
+            proxy="proxy_tiny",
+            image_size=8,
+            device="cpu",
+            proxy_steps=30,
+            warm_start=True,
+        ),
+    )
     storage.ingest(project)
     run_initial_round(project)
     for item_id, _ in storage.round_queue(project, storage.current_round(project).id):
@@ -145,19 +165,20 @@ def test_a_proxy_that_learned_nothing_gives_a_random_batch_instead_of_a_dead_end
     assert (made.strategy, made.selector) == ("random", "random: proxy_tiny learned nothing yet")
     assert len(storage.round_items(project, made.id)) == 4
     assert any("this batch is drawn at random" in m for m in seen)
-    assert storage.round_guesses(project, made.id) == {}           # no guesses from a model that learned nothing
-    assert not (project.models_dir / WARM_START_FILE).exists()     # nothing to warm-start from
+    assert storage.round_guesses(project, made.id) == {}  # no guesses from a model that learned nothing
+    assert not (project.models_dir / WARM_START_FILE).exists()  # nothing to warm-start from
 
 
 def test_the_target_stage_selects_with_the_targets_model_and_training(tmp_path):
-    project = make_tiny_project(tmp_path, proxy="proxy_tiny", proxy_steps=10, target="resnet20", target_steps=40,
-                                warm_start=True)
+    project = make_tiny_project(
+        tmp_path, proxy="proxy_tiny", proxy_steps=10, target="resnet20", target_steps=40, warm_start=True
+    )
     run_initial_round(project)
     label_queue(project)
     outcome = select_next_batch(project, stage="target")
     assert (outcome.round.selector, outcome.train_steps) == ("resnet20", 40)
     assert outcome.model.config.name == "resnet20"
-    assert not (project.models_dir / WARM_START_FILE).exists()      # the proxy's warm start is not the target's
+    assert not (project.models_dir / WARM_START_FILE).exists()  # the proxy's warm start is not the target's
 
 
 def test_model_override_selects_with_another_model(labeled_project):
@@ -166,6 +187,7 @@ def test_model_override_selects_with_another_model(labeled_project):
 
 
 # ---------------------------------------------------------------- refusals: nothing is written
+
 
 def _refuses(project, match, **kwargs):
     before = storage.list_rounds(project)
@@ -209,8 +231,10 @@ def test_refuses_an_unknown_strategy_or_model(tmp_path):
     run_initial_round(project)
     label_queue(project)
     _refuses(project, "unknown strategy 'best_guess'; choose one of")
-    storage.save_settings(project, storage.Settings(**{**storage.load_settings(project).__dict__,
-                                                       "strategy": "margin", "proxy": "tiny_net"}))
+    storage.save_settings(
+        project,
+        storage.Settings(**{**storage.load_settings(project).__dict__, "strategy": "margin", "proxy": "tiny_net"}),
+    )
     with pytest.raises(ValueError, match="unknown model 'tiny_net'"):
         run_round(project)
 

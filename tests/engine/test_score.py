@@ -1,4 +1,5 @@
 """Pool scoring: shapes, dtypes, probabilities, memmap input, agreement with the model."""
+
 import numpy as np
 import pytest
 import torch
@@ -60,10 +61,13 @@ def test_restores_training_mode_and_handles_an_empty_pool(pool):
     assert empty.probs.shape == (0, 3) and empty.embeddings.shape == (0, 64)
 
 
-@pytest.mark.parametrize("images, message", [
-    (np.zeros((2, 3, 16, 16), np.float32), "uint8"),
-    (np.zeros((2, 1, 16, 16), np.uint8), "N, 3, H, W"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((2, 3, 16, 16), np.float32), "uint8"),
+        (np.zeros((2, 1, 16, 16), np.uint8), "N, 3, H, W"),
+    ],
+)
 def test_bad_inputs_raise(images, message):
     with pytest.raises(ValueError, match=message):
         score_pool(build_model("proxy_tiny", 3, 16), images, NORM)

@@ -1,5 +1,6 @@
 """Selection strategies: exact picks on hand-built arrays, k-center greedy
 against a brute-force reference, every error path."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,17 +8,26 @@ import torch
 from engine import kcenter as kc
 from engine.score import PoolScores
 from engine.select import (
-    STRATEGIES, balanced_top_k, entropy_scores, k_center_greedy, least_confidence_scores, margin_scores,
-    strategy_scores, top_k,
+    STRATEGIES,
+    balanced_top_k,
+    entropy_scores,
+    k_center_greedy,
+    least_confidence_scores,
+    margin_scores,
+    strategy_scores,
+    top_k,
 )
 
-PROBS = np.array([
-    [0.90, 0.05, 0.05],   # 0: confident
-    [0.40, 0.35, 0.25],   # 1: least confident, small margin
-    [0.50, 0.50, 0.00],   # 2: zero margin
-    [0.34, 0.33, 0.33],   # 3: near uniform: highest entropy
-    [0.40, 0.35, 0.25],   # 4: same as 1 (tie -> lower index first)
-], np.float32)
+PROBS = np.array(
+    [
+        [0.90, 0.05, 0.05],  # 0: confident
+        [0.40, 0.35, 0.25],  # 1: least confident, small margin
+        [0.50, 0.50, 0.00],  # 2: zero margin
+        [0.34, 0.33, 0.33],  # 3: near uniform: highest entropy
+        [0.40, 0.35, 0.25],  # 4: same as 1 (tie -> lower index first)
+    ],
+    np.float32,
+)
 EMB = np.array([[0, 0], [1, 0], [10, 0], [0, 7], [5, 5]], np.float32)
 POOL = PoolScores(probs=PROBS, embeddings=EMB)
 
@@ -44,11 +54,11 @@ def random_case(seed):
     r = np.random.default_rng(seed)
     n, d = int(r.integers(1, 120)), int(r.integers(1, 6))
     kind = seed % 3
-    if kind == 0:    # integer coordinates: many exact ties
+    if kind == 0:  # integer coordinates: many exact ties
         X = r.integers(-2, 3, (n, d)).astype(np.float32)
     elif kind == 1:  # duplicated non-integer points
         X = r.standard_normal((max(1, n // 3), d)).astype(np.float32)[r.integers(0, max(1, n // 3), n)]
-    else:            # offset from the origin: where ||x||^2 - 2x.c + ||c||^2 loses digits
+    else:  # offset from the origin: where ||x||^2 - 2x.c + ||c||^2 loses digits
         X = (r.standard_normal((n, d)) + 50).astype(np.float32)
     n_lab = int(r.integers(0, n))
     labeled = r.choice(n, n_lab, replace=False)
@@ -58,6 +68,7 @@ def random_case(seed):
 
 # --- uncertainty strategies ---------------------------------------------------
 
+
 def test_scores_by_hand():
     np.testing.assert_allclose(least_confidence_scores(PROBS), [0.10, 0.60, 0.50, 0.66, 0.60], rtol=1e-6)
     np.testing.assert_allclose(margin_scores(PROBS), [0.15, 0.95, 1.0, 0.99, 0.95], rtol=1e-6)
@@ -66,15 +77,18 @@ def test_scores_by_hand():
     assert np.argmax(ent) == 3
 
 
-@pytest.mark.parametrize("name, labeled, expected", [
-    ("least_confidence", [], [3, 1, 4, 2, 0]),
-    ("least_confidence", [1], [3, 4, 2]),
-    ("margin", [], [2, 3, 1, 4, 0]),
-    ("margin", [2, 3], [1, 4]),
-    ("entropy", [], [3, 1, 4, 2, 0]),
-    ("kcenter", [0], [2, 4, 3, 1]),       # (10,0); (5,5) is sqrt 50 from both; (0,7); (1,0)
-    ("kcenter", [2, 3], [1, 4]),          # (1,0): sqrt 50 from (0,7), beats (0,0) at 7
-])
+@pytest.mark.parametrize(
+    "name, labeled, expected",
+    [
+        ("least_confidence", [], [3, 1, 4, 2, 0]),
+        ("least_confidence", [1], [3, 4, 2]),
+        ("margin", [], [2, 3, 1, 4, 0]),
+        ("margin", [2, 3], [1, 4]),
+        ("entropy", [], [3, 1, 4, 2, 0]),
+        ("kcenter", [0], [2, 4, 3, 1]),  # (10,0); (5,5) is sqrt 50 from both; (0,7); (1,0)
+        ("kcenter", [2, 3], [1, 4]),  # (1,0): sqrt 50 from (0,7), beats (0,0) at 7
+    ],
+)
 def test_exact_picks(name, labeled, expected):
     budget = len(expected)
     got = STRATEGIES[name](POOL, np.array(labeled, np.int64), budget, rng=np.random.default_rng(0))
@@ -121,6 +135,7 @@ def test_kcenter_scores_match_pick_time_distances():
 
 # --- k-center greedy against the reference -----------------------------------
 
+
 @pytest.mark.parametrize("seed", range(150))
 def test_k_center_matches_brute_force(seed):
     X, labeled, budget = random_case(seed)
@@ -145,8 +160,9 @@ def test_k_center_larger_cases_exercise_faiss_and_lazy_bounds(seed):
     expected = brute_k_center(X, labeled, 120, np.random.default_rng(seed))
     got = k_center_greedy(X, labeled, 120, rng=np.random.default_rng(seed), device="cpu")
     np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(kc.k_center_torch(X, kc.check_selection(600, labeled, 0), 120,
-                                                    np.random.default_rng(seed))[0], expected)
+    np.testing.assert_array_equal(
+        kc.k_center_torch(X, kc.check_selection(600, labeled, 0), 120, np.random.default_rng(seed))[0], expected
+    )
 
 
 def test_k_center_one_dimension_and_whole_pool():
@@ -174,6 +190,7 @@ def test_k_center_accepts_cpu_tensors_and_lists():
 def test_k_center_memory_is_linear():
     # no N x N or (|labeled| + budget) x N matrix: peak numpy memory far below one
     import tracemalloc
+
     r = np.random.default_rng(0)
     X = r.standard_normal((20_000, 16)).astype(np.float32)
     labeled = r.choice(20_000, 300, replace=False)
@@ -197,17 +214,21 @@ def test_k_center_cuda_matches_reference():
 
 # --- error paths ---------------------------------------------------------------
 
-@pytest.mark.parametrize("labeled, budget, message", [
-    ([0, 1], 4, "larger than the 3 candidates"),
-    ([], -1, ">= 0"),
-    ([5], 1, "out of range"),
-    ([-1], 1, "out of range"),
-    ([1, 1], 1, "repeat"),
-    ([[0, 1]], 1, "1-D"),
-    ([0.0, 1.0], 1, "integer"),
-    ([0], 1.5, "integer"),
-    ([0], True, "integer"),
-])
+
+@pytest.mark.parametrize(
+    "labeled, budget, message",
+    [
+        ([0, 1], 4, "larger than the 3 candidates"),
+        ([], -1, ">= 0"),
+        ([5], 1, "out of range"),
+        ([-1], 1, "out of range"),
+        ([1, 1], 1, "repeat"),
+        ([[0, 1]], 1, "1-D"),
+        ([0.0, 1.0], 1, "integer"),
+        ([0], 1.5, "integer"),
+        ([0], True, "integer"),
+    ],
+)
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_bad_selection_arguments(name, labeled, budget, message):
     with pytest.raises(ValueError, match=message):
@@ -219,9 +240,9 @@ def test_non_finite_inputs(bad):
     probs, emb = PROBS.copy(), EMB.copy()
     probs[2, 1], emb[3, 0] = bad, bad
     for name in ("least_confidence", "margin", "entropy"):
-        with pytest.raises(ValueError, match="probs contain NaN or inf.*rows \\[2\\]"):
+        with pytest.raises(ValueError, match=r"probs contain NaN or inf.*rows \[2\]"):
             STRATEGIES[name](PoolScores(probs, EMB), [], 1, rng=None)
-    with pytest.raises(ValueError, match="embeddings contain NaN or inf.*rows \\[3\\]"):
+    with pytest.raises(ValueError, match=r"embeddings contain NaN or inf.*rows \[3\]"):
         STRATEGIES["kcenter"](PoolScores(PROBS, emb), [0], 1, rng=None)
     with pytest.raises(ValueError, match="embeddings contain NaN"):
         k_center_greedy(torch.tensor(emb), [0], 1)
@@ -275,8 +296,10 @@ def test_strategy_scores_errors():
 
 def test_bench_kcenter_smoke(capsys):
     from engine import bench_select
-    result = bench_select.main(["--n", "400", "--dims", "3", "--labeled", "10", "--budget", "30",
-                                "--repeats", "1", "--torch-device", "cpu"])
+
+    result = bench_select.main(
+        ["--n", "400", "--dims", "3", "--labeled", "10", "--budget", "30", "--repeats", "1", "--torch-device", "cpu"]
+    )
     row = result["dims"][0]
     assert row["all_identical"] and row["torch"]["identical_to_lazy"]
     assert row["lazy"]["seconds"] > 0
@@ -285,20 +308,21 @@ def test_bench_kcenter_smoke(capsys):
 
 # ---------------------------------------------------------------- class balance
 
+
 def test_balanced_top_k_gives_each_predicted_class_an_equal_share():
-    scores = np.array([.99, .98, .97, .96, .95, .10, .09, .50])
+    scores = np.array([0.99, 0.98, 0.97, 0.96, 0.95, 0.10, 0.09, 0.50])
     predicted = np.array([0, 0, 0, 0, 0, 1, 1, 2])
     # plain top-k would take five images predicted as class 0
     assert top_k(scores, [], 5).tolist() == [0, 1, 2, 3, 4]
     picks = balanced_top_k(scores, predicted, [], 5)
     assert sorted(np.bincount(predicted[picks], minlength=3).tolist()) == [1, 2, 2]
-    assert picks.tolist() == [0, 1, 7, 5, 6]       # most informative first
+    assert picks.tolist() == [0, 1, 7, 5, 6]  # most informative first
     # class 2 has one candidate: its unused share goes to the others
     assert np.bincount(predicted[balanced_top_k(scores, predicted, [], 7)]).tolist() == [4, 2, 1]
 
 
 def test_balanced_top_k_skips_labeled_and_breaks_ties_by_position():
-    scores = np.array([.5, .5, .5, .5])
+    scores = np.array([0.5, 0.5, 0.5, 0.5])
     predicted = np.array([1, 0, 1, 0])
     assert balanced_top_k(scores, predicted, [1], 2).tolist() == [0, 3]
     assert balanced_top_k(scores, predicted, [], 4).tolist() == [0, 1, 2, 3]
@@ -311,8 +335,8 @@ def test_balanced_top_k_skips_labeled_and_breaks_ties_by_position():
 def test_uncertainty_batches_are_not_dominated_by_one_predicted_class(name):
     rng = np.random.default_rng(0)
     # 900 images the proxy calls class 0 with low confidence, 100 it calls class 1 or 2 more surely
-    unsure = np.column_stack([rng.uniform(.34, .5, 900), rng.uniform(0, .33, 900), rng.uniform(0, .33, 900)])
-    sure = np.column_stack([rng.uniform(0, .1, 100), rng.uniform(.6, .9, 100), rng.uniform(0, .1, 100)])
+    unsure = np.column_stack([rng.uniform(0.34, 0.5, 900), rng.uniform(0, 0.33, 900), rng.uniform(0, 0.33, 900)])
+    sure = np.column_stack([rng.uniform(0, 0.1, 100), rng.uniform(0.6, 0.9, 100), rng.uniform(0, 0.1, 100)])
     sure[50:, [1, 2]] = sure[50:, [2, 1]]
     probs = np.vstack([unsure, sure]).astype(np.float32)
     probs /= probs.sum(1, keepdims=True)

@@ -1,4 +1,5 @@
 """`simulate` on a tiny generated ImageFolder tree: well-formed JSON and CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -19,9 +20,22 @@ def data_root(tmp_path):
 
 
 def _config(data_root, tmp_path, **overrides) -> SimulateConfig:
-    values = dict(data=data_root, out=tmp_path / "out" / "run.json", strategy="least_confidence",
-                  initial=6, round_size=4, budget=14, proxy="proxy_tiny", target="resnet20",
-                  selector="proxy", seed=0, proxy_steps=30, target_steps=30, device="cpu", image_size=8)
+    values = dict(
+        data=data_root,
+        out=tmp_path / "out" / "run.json",
+        strategy="least_confidence",
+        initial=6,
+        round_size=4,
+        budget=14,
+        proxy="proxy_tiny",
+        target="resnet20",
+        selector="proxy",
+        seed=0,
+        proxy_steps=30,
+        target_steps=30,
+        device="cpu",
+        image_size=8,
+    )
     values.update(overrides)
     return SimulateConfig(**values)
 
@@ -49,26 +63,30 @@ def test_simulate_writes_json_and_csv(data_root, tmp_path):
     with open(config.out.with_suffix(".csv")) as handle:
         rows = list(csv.DictReader(handle))
     assert [row["labeled"] for row in rows] == ["0", "6", "10"]
-    assert list(rows[0]) == ["round", "labeled", "proxy_test_acc", "train_s", "score_s", "select_s",
-                             "target_test_acc"]
+    assert list(rows[0]) == ["round", "labeled", "proxy_test_acc", "train_s", "score_s", "select_s", "target_test_acc"]
     assert "round 2/2" in stream.getvalue()
 
 
 def test_simulate_with_the_target_as_selector(data_root, tmp_path):
-    result = simulate(_config(data_root, tmp_path, selector="target", strategy="kcenter", budget=10),
-                      progress=ProgressLine(2, io.StringIO()))
+    result = simulate(
+        _config(data_root, tmp_path, selector="target", strategy="kcenter", budget=10),
+        progress=ProgressLine(2, io.StringIO()),
+    )
     assert [r["labeled"] for r in result["rounds"]] == [0, 6]
     assert "target_test_acc" not in result["rounds"][1]
     assert result["target"]["labeled"] == 10
 
 
 def test_simulate_learns_an_ssl_backbone_then_selects_with_a_linear_proxy(data_root, tmp_path):
-    result = simulate(_config(data_root, tmp_path, backbone="ssl", ssl_steps=3, proxy="linear",
-                              initial_strategy="typiclust", budget=10),
-                      progress=ProgressLine(2, io.StringIO()))
+    result = simulate(
+        _config(
+            data_root, tmp_path, backbone="ssl", ssl_steps=3, proxy="linear", initial_strategy="typiclust", budget=10
+        ),
+        progress=ProgressLine(2, io.StringIO()),
+    )
     assert result["ssl"]["steps"] == 3 and result["settings"]["backbone"] == "ssl"
     assert [r["labeled"] for r in result["rounds"]] == [0, 6]
-    assert 0.0 <= result["rounds"][1]["proxy_test_acc"] <= 1.0     # the head, tested on the test set's embeddings
+    assert 0.0 <= result["rounds"][1]["proxy_test_acc"] <= 1.0  # the head, tested on the test set's embeddings
 
 
 def test_simulate_keeps_its_project_in_workdir(data_root, tmp_path):
@@ -76,13 +94,16 @@ def test_simulate_keeps_its_project_in_workdir(data_root, tmp_path):
     assert (tmp_path / "work" / "project" / "project.db").is_file()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(strategy="best"), "unknown strategy 'best'"),
-    (dict(proxy="nope"), "unknown model 'nope'"),
-    (dict(initial=20, budget=14), r"--initial \(20\) is larger than --budget \(14\)"),
-    (dict(round_size=0), "--round-size must be at least 1"),
-    (dict(budget=100, initial=6), "fewer than the budget of 100"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(strategy="best"), "unknown strategy 'best'"),
+        (dict(proxy="nope"), "unknown model 'nope'"),
+        (dict(initial=20, budget=14), r"--initial \(20\) is larger than --budget \(14\)"),
+        (dict(round_size=0), "--round-size must be at least 1"),
+        (dict(budget=100, initial=6), "fewer than the budget of 100"),
+    ],
+)
 def test_simulate_rejects_bad_settings(data_root, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         simulate(_config(data_root, tmp_path, **overrides), progress=ProgressLine(1, io.StringIO()))

@@ -1,4 +1,5 @@
 """The target stage: trains on every training label, evaluates on validation, saves a usable checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,12 @@ def test_classification_metrics_on_known_predictions():
     truth = np.array([0, 0, 1, 1, 1])
     predicted = np.array([0, 1, 1, 1, 0])
     metrics = classification_metrics(truth, predicted, 3)
-    assert metrics == {"accuracy": 0.6, "per_class_accuracy": [0.5, 2 / 3, None],
-                       "confusion": [[1, 1, 0], [1, 2, 0], [0, 0, 0]], "n_validation": 5}
+    assert metrics == {
+        "accuracy": 0.6,
+        "per_class_accuracy": [0.5, 2 / 3, None],
+        "confusion": [[1, 1, 0], [1, 2, 0], [0, 0, 0]],
+        "n_validation": 5,
+    }
     assert classification_metrics(np.array([], int), np.array([], int), 2)["accuracy"] is None
 
 
@@ -86,6 +91,7 @@ def diverging(monkeypatch):
     import dataclasses
 
     from engine import config
+
     monkeypatch.setattr(config, "BASE", dataclasses.replace(config.BASE, lr=1e30, clip_norm=0.0))
 
 
@@ -110,6 +116,7 @@ def test_a_diverging_target_job_fails_readably(validated_project, diverging):
 
 # ---------------------------------------------------------------- fine-tuning the backbone
 
+
 def test_the_backbone_classifier_keeps_the_trunk_and_gets_a_fresh_classifier(tmp_path):
     import torch
 
@@ -128,14 +135,14 @@ def test_the_backbone_classifier_keeps_the_trunk_and_gets_a_fresh_classifier(tmp
 def test_the_target_fine_tunes_the_backbone_and_its_checkpoint_takes_the_backbone_input(tmp_path):
     from tests.engine.conftest import write_ssl_backbone
 
-    weights = write_ssl_backbone(tmp_path / "exported")             # 8 px input; the pool is cached at 32 px
+    weights = write_ssl_backbone(tmp_path / "exported")  # 8 px input; the pool is cached at 32 px
     project = make_tiny_project(tmp_path, backbone=str(weights), target="backbone", validation_size=6)
     run_initial_round(project)
     label_queue(project)
     label_by_folder(project, storage.validation_ids(project), annotator="user")
     result = run_target(project)
     assert result["model"] == "backbone" and result["n_labels"] == 6
-    assert result["accuracy"] >= 2 / 3          # three solid colours: learned, not one class
+    assert result["accuracy"] >= 2 / 3  # three solid colours: learned, not one class
     loaded = load_checkpoint(result["checkpoint"])
     assert loaded.image_size == 8 and loaded.model.config.name == "ssl_backbone"
     image_path = next((tmp_path / "images" / "red").iterdir())
@@ -147,5 +154,5 @@ def test_a_backbone_target_without_a_backbone_says_what_to_choose_instead(tmp_pa
     project = make_tiny_project(tmp_path, backbone="ssl", target="backbone")
     run_initial_round(project)
     label_queue(project)
-    with pytest.raises(TargetError, match="has not finished training.*target model trained from scratch"):
+    with pytest.raises(TargetError, match=r"has not finished training.*target model trained from scratch"):
         run_target(project)

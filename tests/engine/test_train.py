@@ -1,16 +1,30 @@
 """Training: step plans, learning, progress, cancellation, seeding, tiny sets, failure detection, errors."""
+
 import dataclasses
+import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import engine.device as device_module
 import engine.train as train_module
 from engine.config import stage_config
 from engine.models import build_model
-from engine.train import (Cancelled, LearnedNothing, Progress, TrainConfig, TrainingFailed, augment, best_device,
-                          evaluate, plan, train)
+from engine.train import (
+    Cancelled,
+    LearnedNothing,
+    Progress,
+    TrainConfig,
+    TrainingFailed,
+    augment,
+    best_device,
+    evaluate,
+    plan,
+    train,
+)
 
 torch.set_num_threads(1)
 
@@ -39,11 +53,11 @@ def shapes(n_per_class, size=16, seed=0):
         y, x = rng.integers(1, size - 9, 2)
         value = rng.uniform(170, 250)
         if label == 0:
-            images[i, y + 3:y + 5, x:x + 8] = value
+            images[i, y + 3 : y + 5, x : x + 8] = value
         elif label == 1:
-            images[i, y:y + 8, x + 3:x + 5] = value
+            images[i, y : y + 8, x + 3 : x + 5] = value
         else:
-            images[i, y + 2:y + 6, x + 2:x + 6] = value
+            images[i, y + 2 : y + 6, x + 2 : x + 6] = value
     images = np.repeat(np.clip(images, 0, 255).astype(np.uint8)[:, None], 3, axis=1)
     order = rng.permutation(len(labels))
     return images[order], labels[order].astype(np.int64)
@@ -64,6 +78,7 @@ def test_default_proxy_schedule_learns_separable_shapes_from_20_labels_up(n):
 
 def _settings(**overrides):
     import storage
+
     return storage.Settings(image_root="/", classes=("a", "b", "c"), device="cpu", **overrides)
 
 
@@ -71,12 +86,18 @@ def test_loss_goes_down_and_accuracy_beats_chance():
     images, labels = separable()
     model = build_model("proxy_tiny", 3, 16, seed=0)
     reports = []
-    trained = train(model, images, labels, TrainConfig(steps=24, lr=0.2, device="cpu", report_every=6),
-                    NORM, on_progress=reports.append)
+    trained = train(
+        model,
+        images,
+        labels,
+        TrainConfig(steps=24, lr=0.2, device="cpu", report_every=6),
+        NORM,
+        on_progress=reports.append,
+    )
     assert trained is model and not model.training
     losses = [p.loss for p in reports]
     assert len(losses) == 4 and losses[-1] < losses[0]
-    assert evaluate(model, images, labels, NORM) > 0.6      # chance is 1/3
+    assert evaluate(model, images, labels, NORM) > 0.6  # chance is 1/3
 
 
 def test_progress_reports_every_step_with_positions():
@@ -96,16 +117,19 @@ def test_progress_reports_at_report_every_and_at_the_last_step():
     assert [p.step for p in reports] == [4, 8, 11]
 
 
-@pytest.mark.parametrize("n, batch, steps", [
-    (1, 2, 200),            # floor of steps; a lone image is repeated into a batch of 2
-    (10, 10, 200),          # a set smaller than MIN_BATCH trains on itself, many times
-    (20, 16, 200),
-    (100, 16, 210),         # 7 steps a pass x 30 passes
-    (500, 62, 270),         # about n / 8
-    (1000, 125, 240),
-    (5000, 128, 1200),      # 40 steps a pass x 30
-    (50000, 128, 4000),     # capped
-])
+@pytest.mark.parametrize(
+    "n, batch, steps",
+    [
+        (1, 2, 200),  # floor of steps; a lone image is repeated into a batch of 2
+        (10, 10, 200),  # a set smaller than MIN_BATCH trains on itself, many times
+        (20, 16, 200),
+        (100, 16, 210),  # 7 steps a pass x 30 passes
+        (500, 62, 270),  # about n / 8
+        (1000, 125, 240),
+        (5000, 128, 1200),  # 40 steps a pass x 30
+        (50000, 128, 4000),  # capped
+    ],
+)
 def test_plan_gives_small_sets_small_batches_and_many_steps(n, batch, steps):
     assert plan(n, TrainConfig()) == (batch, steps)
 
@@ -130,7 +154,7 @@ def _reports_under_an_impossible_cap(monkeypatch, floor: int, report_every: int)
 def test_time_cap_cuts_the_plan_but_not_below_the_floor(monkeypatch):
     reports = _reports_under_an_impossible_cap(monkeypatch, floor=9, report_every=1)
     assert reports[-1].step == reports[-1].steps == 9
-    assert reports[0].steps == 500               # the plan, until the timed steps are done
+    assert reports[0].steps == 500  # the plan, until the timed steps are done
 
 
 def test_time_cap_reached_mid_run_still_ends_with_a_final_report(monkeypatch):
@@ -150,9 +174,9 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     schedule = train_module._Schedule(100, TrainConfig(warmup=0.1))
     factors = [schedule.factor(step) for step in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a < b for a, b in zip(factors[:9], factors[1:10], strict=True))
+    assert all(a < b for a, b in itertools.pairwise(factors[:10]))
     assert factors[10] == pytest.approx(1.0)
-    assert all(a > b for a, b in zip(factors[10:-1], factors[11:], strict=True))
+    assert all(a > b for a, b in itertools.pairwise(factors[10:]))
     assert factors[-1] < 0.02
 
 
@@ -164,10 +188,10 @@ def test_learning_rate_scales_with_the_batch():
 
 def test_ema_weights_are_returned_and_still_learn():
     images, labels = separable()
-    plain = train(build_model("proxy_tiny", 3, 16, seed=0), images, labels,
-                  TrainConfig(steps=30, device="cpu"), NORM)
-    averaged = train(build_model("proxy_tiny", 3, 16, seed=0), images, labels,
-                     TrainConfig(steps=30, ema=0.9, device="cpu"), NORM)
+    plain = train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, TrainConfig(steps=30, device="cpu"), NORM)
+    averaged = train(
+        build_model("proxy_tiny", 3, 16, seed=0), images, labels, TrainConfig(steps=30, ema=0.9, device="cpu"), NORM
+    )
     assert not all(torch.equal(a, b) for a, b in zip(weights(plain), weights(averaged), strict=True))
     assert evaluate(averaged, images, labels, NORM) > 0.9
 
@@ -177,7 +201,7 @@ def test_divergence_is_detected_with_the_step():
     config = TrainConfig(steps=30, lr=1e30, clip_norm=0, device="cpu", report_every=1)
     with pytest.raises(TrainingFailed, match=r"diverged: the loss became nan at step \d+ of 30") as raised:
         train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM)
-    assert not isinstance(raised.value, LearnedNothing)      # a divergence fails rounds too
+    assert not isinstance(raised.value, LearnedNothing)  # a divergence fails rounds too
 
 
 def test_clipping_keeps_a_too_high_learning_rate_finite():
@@ -193,7 +217,7 @@ class Constant(nn.Module):
 
     def __init__(self, bias, gain=(0.0, 0.0, 0.0)):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1, 1))      # something for the optimizer to hold
+        self.weight = nn.Parameter(torch.zeros(1, 1))  # something for the optimizer to hold
         self.bias = nn.Parameter(torch.tensor(bias, dtype=torch.float32))
         self.gain = torch.tensor(gain, dtype=torch.float32)
 
@@ -210,7 +234,7 @@ def test_collapse_to_one_class_is_detected():
 
 def test_a_model_no_better_than_the_majority_is_detected():
     images, labels = separable()
-    red = labels == 0                                    # red images have high red levels
+    red = labels == 0  # red images have high red levels
     # predicts class 1 (green) for red images, class 0 for the rest: below always-the-majority
     model = Constant([0.0, -1.0, -9.0], gain=(0.0, 2.0, 0.0))
     assert len(np.unique(np.asarray(model(torch.from_numpy((images - 128.0) / 64).float()).argmax(1)))) == 2
@@ -238,8 +262,15 @@ def test_should_stop_cancels_between_steps(monkeypatch):
     images, labels = separable(n_per_class=8)
     reports = []
     with pytest.raises(Cancelled):
-        train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, FAST, NORM,
-              on_progress=reports.append, should_stop=lambda: len(reports) >= 3)
+        train(
+            build_model("proxy_tiny", 3, 16, seed=0),
+            images,
+            labels,
+            FAST,
+            NORM,
+            on_progress=reports.append,
+            should_stop=lambda: len(reports) >= 3,
+        )
     assert len(reports) == 3
 
 
@@ -247,28 +278,37 @@ def test_seeded_training_is_reproducible_on_cpu():
     images, labels = separable(n_per_class=6)
     runs = [train(build_model("proxy_tiny", 3, 16, seed=1), images, labels, FAST, NORM) for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(runs[1]), strict=True))
-    other = train(build_model("proxy_tiny", 3, 16, seed=1), images, labels,
-                  TrainConfig(**{**FAST.__dict__, "seed": 5}), NORM)
+    other = train(
+        build_model("proxy_tiny", 3, 16, seed=1), images, labels, TrainConfig(**{**FAST.__dict__, "seed": 5}), NORM
+    )
     assert not all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(other), strict=True))
 
 
-@pytest.mark.parametrize("name", ["proxy_tiny", "tv_resnet18"])    # tv_resnet18: 1x1 last map at 16 px
+@pytest.mark.parametrize("name", ["proxy_tiny", "tv_resnet18"])  # tv_resnet18: 1x1 last map at 16 px
 @pytest.mark.parametrize("n, batch_size", [(1, 128), (3, 128), (3, 2), (5, 4)])
 def test_tiny_sets_and_single_example_classes_train(name, n, batch_size):
     images, labels = separable(n_per_class=2)
-    model = train(build_model(name, 3, 16, seed=0), images[:n], labels[:n],
-                  TrainConfig(steps=4, batch_size=batch_size, device="cpu", check=False), NORM)
+    model = train(
+        build_model(name, 3, 16, seed=0),
+        images[:n],
+        labels[:n],
+        TrainConfig(steps=4, batch_size=batch_size, device="cpu", check=False),
+        NORM,
+    )
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize("n, batch_size, expected", [
-    (1, 128, [2]),                     # a lone example is repeated
-    (3, 2, [3]),                       # never a step of one
-    (129, 128, [65, 64]),
-    (1000, 128, [125] * 8),
-    (5000, 128, [125] * 40),           # not 39 x 128 + a step of 8
-    (4001, 128, [126] * 1 + [125] * 31),
-])
+@pytest.mark.parametrize(
+    "n, batch_size, expected",
+    [
+        (1, 128, [2]),  # a lone example is repeated
+        (3, 2, [3]),  # never a step of one
+        (129, 128, [65, 64]),
+        (1000, 128, [125] * 8),
+        (5000, 128, [125] * 40),  # not 39 x 128 + a step of 8
+        (4001, 128, [126] * 1 + [125] * 31),
+    ],
+)
 def test_step_sizes_are_equal_batches_of_every_example(n, batch_size, expected):
     assert train_module._step_sizes(n, batch_size) == expected
 
@@ -281,25 +321,40 @@ def test_step_sizes_use_each_example_once_and_never_one(batch_size):
         assert max(sizes) <= max(batch_size, 3), (n, sizes)
 
 
-def test_cosine_schedule_and_torch_inputs():
+def test_cosine_schedule_follows_half_a_cosine_after_warm_up():
+    schedule = train_module._Schedule(100, TrainConfig(warmup=0.1, schedule="cosine"))
+    assert schedule.factor(9) == pytest.approx(1.0)
+    assert schedule.factor(10 + 45) == pytest.approx(0.5)  # half way through the decay: cos(pi / 2)
+    assert schedule.factor(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+
+
+def test_torch_inputs_train_exactly_as_numpy_inputs():
     images, labels = separable(n_per_class=4)
     config = TrainConfig(steps=3, batch_size=8, schedule="cosine", device="cpu", check=False)
-    train(build_model("proxy_tiny", 3, 16, seed=0), torch.from_numpy(images), torch.from_numpy(labels), config, NORM)
+    from_numpy = train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, config, NORM)
+    from_torch = train(
+        build_model("proxy_tiny", 3, 16, seed=0), torch.from_numpy(images), torch.from_numpy(labels), config, NORM
+    )
+    trained = zip(from_numpy.state_dict().values(), from_torch.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in trained)
 
 
-@pytest.mark.parametrize("images, labels, config, message", [
-    (np.zeros((0, 3, 16, 16), np.uint8), np.zeros(0, np.int64), FAST, "empty"),
-    (np.zeros((2, 3, 16, 16), np.float32), np.zeros(2, np.int64), FAST, "uint8"),
-    (np.zeros((2, 16, 16, 3), np.uint8), np.zeros(2, np.int64), FAST, "N, 3, H, W"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.array([0, 3]), FAST, "0..2"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(3, np.int64), FAST, "shape"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(schedule="step"), "schedule"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(steps=-1), "steps must be"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(max_steps=10), "max_steps"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(ema=1.0), "ema"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(max_seconds=0), "max_seconds"),
-    (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(batch_size=1), ">= 2"),
-])
+@pytest.mark.parametrize(
+    "images, labels, config, message",
+    [
+        (np.zeros((0, 3, 16, 16), np.uint8), np.zeros(0, np.int64), FAST, "empty"),
+        (np.zeros((2, 3, 16, 16), np.float32), np.zeros(2, np.int64), FAST, "uint8"),
+        (np.zeros((2, 16, 16, 3), np.uint8), np.zeros(2, np.int64), FAST, "N, 3, H, W"),
+        (np.zeros((2, 3, 16, 16), np.uint8), np.array([0, 3]), FAST, "0..2"),
+        (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(3, np.int64), FAST, "shape"),
+        (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(schedule="step"), "schedule"),
+        (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(steps=-1), "steps must be"),
+        (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(max_steps=10), "max_steps"),
+        (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(ema=1.0), "ema"),
+        (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(max_seconds=0), "max_seconds"),
+        (np.zeros((2, 3, 16, 16), np.uint8), np.zeros(2, np.int64), TrainConfig(batch_size=1), ">= 2"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(images, labels, config, message):
     with pytest.raises(ValueError, match=message):
         train(build_model("proxy_tiny", 3, 16), images, labels, config, NORM)
@@ -308,7 +363,7 @@ def test_bad_inputs_raise_clear_errors(images, labels, config, message):
 def test_augment_crops_with_reflection_and_flips():
     gen = torch.Generator().manual_seed(0)
     row = torch.arange(8, dtype=torch.uint8)
-    batch = row.expand(64, 3, 8, 8).contiguous()          # each row reads 0..7
+    batch = row.expand(64, 3, 8, 8).contiguous()  # each row reads 0..7
     flipped = augment(batch, 0, gen)
     assert flipped.shape == batch.shape and flipped.dtype == torch.uint8
     is_same = (flipped == batch).flatten(1).all(1)
@@ -330,9 +385,9 @@ def test_evaluate_counts_correct_predictions():
 
 def test_flip_tta_averages_an_image_and_its_mirror():
     images, labels = separable(n_per_class=2)
-    images[:, 0, :, :8] = 255                    # red on the left half only
+    images[:, 0, :, :8] = 255  # red on the left half only
 
-    class LeftRed(nn.Module):                    # logit 0: red on the left; logit 1: red on the right
+    class LeftRed(nn.Module):  # logit 0: red on the left; logit 1: red on the right
         def forward(self, x):
             return torch.stack([x[:, 0, :, :8].mean((1, 2)), x[:, 0, :, 8:].mean((1, 2))], 1)
 
@@ -343,7 +398,8 @@ def test_flip_tta_averages_an_image_and_its_mirror():
 
 def test_best_device_choices():
     assert best_device("cpu") == torch.device("cpu")
-    assert best_device("auto").type in ("cuda", "mps", "cpu")
+    expected = "cuda" if torch.cuda.is_available() else "mps" if device_module._mps_available() else "cpu"
+    assert best_device("auto").type == expected
     with pytest.raises(ValueError):
         best_device("tpu")
     if not torch.cuda.is_available():
@@ -357,18 +413,33 @@ def test_trains_on_cuda_with_device_resident_data():
     images, labels = separable(n_per_class=32, size=32)
     model = build_model("proxy_tiny", 3, 32, seed=0)
     reports = []
-    train(model, images, labels, TrainConfig(steps=40, batch_size=32, device="cuda", report_every=10), NORM,
-          on_progress=reports.append)
+    train(
+        model,
+        images,
+        labels,
+        TrainConfig(steps=40, batch_size=32, device="cuda", report_every=10),
+        NORM,
+        on_progress=reports.append,
+    )
     assert next(model.parameters()).is_cuda
     assert reports[-1].loss < reports[0].loss
     assert evaluate(model, images, labels, NORM) > 0.6
 
 
 # tv_resnet50 is left out: an ImageNet stem on 16 px images learns slowly and costs 30 s of CPU here.
-@pytest.mark.parametrize("name, n_per_class", [
-    ("proxy_tiny", 4), ("proxy_tiny", 40), ("resnet20", 4), ("resnet20", 40), ("resnet56", 4),
-    ("resnet18", 4), ("tv_resnet18", 4),
-])
+@pytest.mark.parametrize(
+    "name, n_per_class",
+    [
+        ("proxy_tiny", 4),
+        ("proxy_tiny", 40),
+        ("resnet20", 4),
+        ("resnet20", 40),
+        ("resnet56", 4),
+        ("resnet18", 4),
+        ("tv_resnet18", 4),
+    ],
+)
+@pytest.mark.slow
 def test_every_registered_model_trains_stably_with_the_default_recipe(name, n_per_class):
     from engine.config import BASE
     from engine.models import MODELS
@@ -392,8 +463,8 @@ def test_batchnorm_recalibration_matches_running_statistics_to_the_final_weights
     mean, std = train_module.normalization_tensors(NORM, torch.device("cpu"))
     train_module.recalibrate_batchnorm(model, data, len(images), mean, std, torch.Generator().manual_seed(0))
     model.train()
-    with torch.no_grad():            # one batch of all images: its statistics are the running ones exactly
+    with torch.no_grad():  # one batch of all images: its statistics are the running ones exactly
         features = model.blocks(model.stem(train_module.to_float(data, mean, std, channels_last=True)))
     assert torch.allclose(model.bn.running_mean, features.mean((0, 2, 3)), atol=1e-4)
     assert not torch.allclose(stale, model.bn.running_mean, atol=1e-4)
-    assert model.bn.momentum == 0.1                      # restored
+    assert model.bn.momentum == 0.1  # restored

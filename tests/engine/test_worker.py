@@ -1,9 +1,13 @@
 """The background worker: runs round and target jobs, records failures readably, one per project."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+
+import pytest
 
 import storage
 from engine import worker
@@ -50,8 +54,9 @@ def test_failure_is_readable_and_labels_are_untouched(tiny_project):
     run_worker(tiny_project.root, once=True)
     failed = storage.get_job(tiny_project, job.id)
     assert failed.state == "failed"
-    assert failed.error == ("RoundError: round 0 still has 5 unlabeled images; "
-                            "label or skip them before the next round")
+    assert failed.error == (
+        "RoundError: round 0 still has 5 unlabeled images; label or skip them before the next round"
+    )
     assert "Traceback" not in failed.error
     assert _labels(tiny_project) == before
     log_text = (tiny_project.root / "logs" / "worker.log").read_text()
@@ -63,7 +68,9 @@ def test_bad_params_fail_the_job(labeled_project):
     other = storage.enqueue_job(labeled_project, "round", {"model": "no_such_net"})
     assert run_worker(labeled_project.root, once=True) == 2
     assert storage.get_job(labeled_project, job.id).error == (
-        "ValueError: unknown parameter(s) epochz for a round job; expected: after_round, early, level, model, steps, strategy")
+        "ValueError: unknown parameter(s) epochz for a round job; "
+        "expected: after_round, early, level, model, steps, strategy"
+    )
     assert storage.get_job(labeled_project, other.id).error.startswith("ValueError: unknown model 'no_such_net'")
     assert storage.current_round(labeled_project).index == 0
 
@@ -128,6 +135,7 @@ def test_describe_error_is_one_line():
     assert describe_error(KeyError()) == "KeyError"
 
 
+@pytest.mark.slow
 def test_ensure_worker_starts_one_detached_worker(labeled_project):
     job = storage.enqueue_job(labeled_project, "round")
     pid = ensure_worker(labeled_project.root, idle_exit_s=1)
@@ -141,15 +149,13 @@ def test_ensure_worker_starts_one_detached_worker(labeled_project):
         child = next(c for c in worker._children if c.pid == pid)
         assert child.wait(timeout=30) == 0
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     assert not worker_alive(labeled_project.root)
 
 
 def test_a_round_queued_after_an_older_round_does_nothing(labeled_project):
-    job = storage.enqueue_job(labeled_project, "round", {"after_round": 5})     # a stale tab's request
+    job = storage.enqueue_job(labeled_project, "round", {"after_round": 5})  # a stale tab's request
     assert run_worker(labeled_project.root, once=True) == 1
     assert storage.get_job(labeled_project, job.id).result["already_made"] is True
     assert storage.current_round(labeled_project).index == 0
@@ -157,16 +163,22 @@ def test_a_round_queued_after_an_older_round_does_nothing(labeled_project):
 
 def test_an_early_round_runs_while_the_batch_still_has_open_items(labeled_project):
     current = storage.current_round(labeled_project)
-    made = storage.create_round(labeled_project, strategy="random", selector="random", item_ids=[
-        i for i in storage.unlabeled_ids(labeled_project)[:2]], scores=[0.0, 0.0], n_labeled=6)
+    made = storage.create_round(
+        labeled_project,
+        strategy="random",
+        selector="random",
+        item_ids=[i for i in storage.unlabeled_ids(labeled_project)[:2]],
+        scores=[0.0, 0.0],
+        n_labeled=6,
+    )
     open_items = {i for i, _ in storage.round_queue(labeled_project, made.id)}
     job = storage.enqueue_job(labeled_project, "round", {"after_round": made.index, "early": True})
     assert run_worker(labeled_project.root, once=True) == 1
     assert storage.get_job(labeled_project, job.id).state == "done"
     newest = storage.current_round(labeled_project)
     assert newest.index == made.index + 1 > current.index
-    assert not {i for i, _ in storage.round_items(labeled_project, newest.id)} & open_items   # open items are taken
-    normal = storage.enqueue_job(labeled_project, "round")                     # without `early`: refused
+    assert not {i for i, _ in storage.round_items(labeled_project, newest.id)} & open_items  # open items are taken
+    normal = storage.enqueue_job(labeled_project, "round")  # without `early`: refused
     run_worker(labeled_project.root, once=True)
     assert "unlabeled images" in storage.get_job(labeled_project, normal.id).error
 
@@ -184,9 +196,10 @@ def test_a_job_running_when_the_app_goes_is_put_back_in_the_queue(labeled_projec
     parent = _FlippingParent()
 
     def long_job(project, params, on_progress, should_stop):
-        parent.ended = True                       # the server stops while the job runs
+        parent.ended = True  # the server stops while the job runs
         if should_stop():
             from engine.train import Cancelled
+
             raise Cancelled("stopped")
         return {"finished": True}
 
@@ -197,7 +210,7 @@ def test_a_job_running_when_the_app_goes_is_put_back_in_the_queue(labeled_projec
     back = storage.get_job(labeled_project, job.id)
     assert (back.state, back.worker, back.error) == ("queued", None, None)
     assert "app stopped" in back.message
-    assert storage.claim_job(labeled_project, "next").id == job.id      # the next worker takes it at once
+    assert storage.claim_job(labeled_project, "next").id == job.id  # the next worker takes it at once
 
 
 def test_a_worker_started_by_the_app_exits_when_the_app_is_gone(labeled_project, tmp_path):
@@ -209,8 +222,14 @@ def test_a_worker_started_by_the_app_exits_when_the_app_is_gone(labeled_project,
         "import sys; from engine.worker import ensure_worker; "
         f"print(ensure_worker({str(labeled_project.root)!r}, idle_exit_s=600), flush=True)"
     )
-    server = subprocess.run([sys.executable, "-c", script], cwd=worker.REPO_ROOT, capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "PYTHONPATH": str(worker.REPO_ROOT)})
+    server = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=worker.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(worker.REPO_ROOT)},
+    )
     pid = int(server.stdout.split()[-1])
     started = time.monotonic()
     try:

@@ -1,4 +1,5 @@
 """The SVP study's runner and report scripts (scripts/svp_study.py, scripts/plot_study.py)."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -23,16 +24,37 @@ def fake_run(strategy, selector, seed, final_acc, round_s, eval_every_round=True
     """A results dict shaped like `python -m engine simulate` output."""
     rounds = [{"round": 0, "labeled": 0, "proxy_test_acc": None, "train_s": None, "score_s": None, "select_s": None}]
     for index, labeled in enumerate((100, 200), start=1):
-        row = {"round": index, "labeled": labeled, "proxy_test_acc": 0.2 + 0.1 * index,
-               "train_s": round_s / 2, "score_s": round_s / 2, "select_s": 0.0}
+        row = {
+            "round": index,
+            "labeled": labeled,
+            "proxy_test_acc": 0.2 + 0.1 * index,
+            "train_s": round_s / 2,
+            "score_s": round_s / 2,
+            "select_s": 0.0,
+        }
         if eval_every_round:
             row["target_test_acc"] = final_acc - 0.1 * (3 - index)
         rounds.append(row)
-    settings = dict(strategy=strategy, selector=selector, seed=seed, proxy="proxy_tiny", proxy_steps=30,
-                    target="resnet20", target_steps=30, initial=100, round_size=100, budget=300,
-                    pool_size=1000, test_size=100)
-    return {"settings": settings, "rounds": rounds, "total_s": 10.0,
-            "target": {"test_acc": final_acc, "train_s": 1.0, "labeled": 300}}
+    settings = dict(
+        strategy=strategy,
+        selector=selector,
+        seed=seed,
+        proxy="proxy_tiny",
+        proxy_steps=30,
+        target="resnet20",
+        target_steps=30,
+        initial=100,
+        round_size=100,
+        budget=300,
+        pool_size=1000,
+        test_size=100,
+    )
+    return {
+        "settings": settings,
+        "rounds": rounds,
+        "total_s": 10.0,
+        "target": {"test_acc": final_acc, "train_s": 1.0, "labeled": 300},
+    }
 
 
 def write_grid(results: Path, eval_every_round=True):
@@ -49,11 +71,11 @@ def test_study_command_evaluates_every_round_unless_final_only(tmp_path, monkeyp
     parser_args = ["--data", str(tmp_path), "--results", str(tmp_path)]
     calls = []
     monkeypatch.setattr(svp_study.subprocess, "run", lambda cmd, **kwargs: calls.append(cmd))
-    svp_study.main(parser_args + ["--seeds", "7"])
-    svp_study.main(parser_args + ["--seeds", "8", "--final-only"])
+    svp_study.main([*parser_args, "--seeds", "7"])
+    svp_study.main([*parser_args, "--seeds", "8", "--final-only"])
     assert len(calls) == 2 * len(svp_study.GRID)
-    assert all("--eval-every-round" in cmd for cmd in calls[:len(svp_study.GRID)])
-    assert not any("--eval-every-round" in cmd for cmd in calls[len(svp_study.GRID):])
+    assert all("--eval-every-round" in cmd for cmd in calls[: len(svp_study.GRID)])
+    assert not any("--eval-every-round" in cmd for cmd in calls[len(svp_study.GRID) :])
     assert json.loads((tmp_path / "study_run.json").read_text())["eval_every_round"] is False
 
 
@@ -74,10 +96,14 @@ def test_report_tables_checks_and_plots(tmp_path):
     block = plot_study.generated_block(runs, None)
 
     assert "| kcenter | proxy | 2 | 25.5 ± 0.7 | 35.5 ± 0.7 | 45.5 ± 0.7 | 20 ± 0 | 4.0× |" in block
-    assert "least_confidence via proxy ≥ random (target acc. %): 200: 42.5 vs 40.5 (+2.0); " \
-           "300: 52.5 vs 50.5 (+2.0) — holds at the final budget (holds at 2 of 2 budgets)." in block
-    assert "kcenter via proxy ≥ random (target acc. %): 200: 35.5 vs 40.5 (-5.0); 300: 45.5 vs 50.5 (-5.0)" \
-           " — does NOT hold" in block
+    assert (
+        "least_confidence via proxy ≥ random (target acc. %): 200: 42.5 vs 40.5 (+2.0); "
+        "300: 52.5 vs 50.5 (+2.0) — holds at the final budget (holds at 2 of 2 budgets)." in block
+    )
+    assert (
+        "kcenter via proxy ≥ random (target acc. %): 200: 35.5 vs 40.5 (-5.0); 300: 45.5 vs 50.5 (-5.0)"
+        " — does NOT hold" in block
+    )
     assert "target/proxy runtime 80 s / 20 s = 4.00× — holds." in block
 
     plot_study.plot_accuracy(runs, tmp_path / "accuracy.png")

@@ -1,4 +1,5 @@
 """Fixtures for storage tests: tiny generated images and fresh temp-dir projects."""
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,12 @@ def write_images(folder: Path, count: int, start: int = 0) -> list[str]:
 def settings_for(image_root: Path, **overrides) -> storage.Settings:
     """Small valid settings for `image_root`."""
     values = dict(
-        image_root=str(image_root), classes=("cat", "dog", "bird"),
-        budget=10, round_size=4, initial_size=4, validation_size=0,
+        image_root=str(image_root),
+        classes=("cat", "dog", "bird"),
+        budget=10,
+        round_size=4,
+        initial_size=4,
+        validation_size=0,
     )
     values.update(overrides)
     return storage.Settings(**values)

@@ -6,15 +6,14 @@ Labels each id in IDS (comma-separated) with CLASS, REPEAT times over, and
 prints "ack <item id> <pass>" after each set_label has returned. With
 GO_FILE it waits for that file to exist first, so two workers start together.
 """
+
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import storage  # noqa: E402
+import storage
 
 
 def main(argv: list[str]) -> None:

@@ -3,6 +3,7 @@
 The bad-input corpus (docs/storage.md, "Broken projects"): each case gives one StorageError with the
 expected message, and the files on disk are byte for byte what they were.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,9 +83,9 @@ def test_open_refuses_a_broken_database_and_leaves_it_as_it_was(tmp_path, case):
 
 
 def test_missing_database_and_missing_folder(tmp_path):
-    with pytest.raises(storage.StorageError, match="project.db is missing"):
+    with pytest.raises(storage.StorageError, match=r"project\.db is missing"):
         storage.open_project(tmp_path / "nowhere")
-    with pytest.raises(storage.StorageError, match="project.db is missing"):
+    with pytest.raises(storage.StorageError, match=r"project\.db is missing"):
         storage.open_project(tmp_path)
 
 
@@ -92,8 +93,11 @@ def test_read_only_project_is_refused_before_sqlite_sees_it(tmp_path, monkeypatc
     project = fresh_project(tmp_path)
     before = snapshot(project.root)
     real_access = project_module.os.access
-    monkeypatch.setattr(project_module.os, "access",
-                        lambda path, mode: False if mode == project_module.os.W_OK else real_access(path, mode))
+    monkeypatch.setattr(
+        project_module.os,
+        "access",
+        lambda path, mode: False if mode == project_module.os.W_OK else real_access(path, mode),
+    )
     with pytest.raises(storage.StorageError, match="is read-only: the app saves every label there"):
         storage.open_project(project.root)
     assert snapshot(project.root) == before
@@ -114,8 +118,7 @@ def test_unreadable_project_is_a_readable_error(tmp_path, monkeypatch):
 def mounted_tmpfs(where: Path, size: str):
     """A small tmpfs at `where` (root only); skips the test where mounting is not allowed."""
     where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
@@ -139,7 +142,7 @@ def test_full_disk_is_a_readable_error_and_loses_no_acknowledged_label(tmp_path)
         project = fresh_project(disk)
         acknowledged, error = label_until_refused(project)
         assert "the disk holding" in str(error) and "is full; free some space" in str(error)
-        assert isinstance(error, sqlite3.OperationalError)        # callers that retry those still do
+        assert isinstance(error, sqlite3.OperationalError)  # callers that retry those still do
         assert len(storage.label_history(project, 1)) == acknowledged
         # everything acknowledged is readable, and a write succeeds again once space is freed
         for path in (tmp_path / "small" / "images").iterdir():
@@ -175,7 +178,7 @@ def test_read_only_mount_refuses_open_and_writes_readably(tmp_path):
             pytest.skip("cannot remount read-only here")
         with pytest.raises(storage.StorageError, match="is read-only"):
             storage.open_project(project.root)
-        with pytest.raises(storage.UnavailableError, match="cannot write to .* read-only"):
+        with pytest.raises(storage.UnavailableError, match=r"cannot write to .* read-only"):
             storage.set_label(project, 1, "cat", annotator="a")
 
 
@@ -192,9 +195,9 @@ def test_an_export_on_a_full_disk_is_a_readable_error_and_leaves_no_part_file(tm
         for item in storage.usable_items(project):
             storage.set_label(project, item.id, "cat", annotator="a")
         with contextlib.suppress(OSError), open(disk / "filler", "wb") as filler:
-            while True:                      # fill the disk to the last block
+            while True:  # fill the disk to the last block
                 filler.write(b"\0" * 4096)
                 filler.flush()
-        with pytest.raises(storage.UnavailableError, match="cannot write .*free some space"):
+        with pytest.raises(storage.UnavailableError, match=r"cannot write .*free some space"):
             storage.export_imagefolder_zip(project, disk / "out" / "set.zip")
         assert list((disk / "out").iterdir()) == []

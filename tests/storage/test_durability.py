@@ -1,4 +1,5 @@
 """Durability and concurrency across real processes."""
+
 from __future__ import annotations
 
 import signal
@@ -12,8 +13,7 @@ WORKER = Path(__file__).with_name("label_worker.py")
 
 
 def _start(project, annotator, class_name, ids, repeat, go_file=None) -> subprocess.Popen:
-    args = [sys.executable, str(WORKER), str(project.root), annotator, class_name,
-            ",".join(map(str, ids)), str(repeat)]
+    args = [sys.executable, str(WORKER), str(project.root), annotator, class_name, ",".join(map(str, ids)), str(repeat)]
     if go_file is not None:
         args.append(str(go_file))
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -44,7 +44,7 @@ def test_two_processes_labeling_at_once_lose_nothing(project, tmp_path):
     workers = [_start(project, "ana", "cat", a_ids, repeat, go), _start(project, "bob", "dog", b_ids, repeat, go)]
     go.touch()
     outputs = [worker.communicate(timeout=120) for worker in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
         assert "locked" not in err
         assert len(out.splitlines()) == repeat * 12

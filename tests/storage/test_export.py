@@ -1,4 +1,5 @@
 """Export: CSV, JSONL and ImageFolder zip; sanitized names; atomic writes; root confinement."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,9 @@ from tests.storage.conftest import png_bytes, settings_for
 
 @pytest.fixture
 def labeled(project):
-    made = storage.create_round(project, strategy="random", selector="none", item_ids=[1, 2, 3],
-                                scores=[0.0] * 3, n_labeled=0)
+    made = storage.create_round(
+        project, strategy="random", selector="none", item_ids=[1, 2, 3], scores=[0.0] * 3, n_labeled=0
+    )
     storage.set_label(project, 1, "cat", annotator="ana")
     storage.set_label(project, 2, "dog")
     storage.set_label(project, 3, SKIP)
@@ -37,8 +39,11 @@ def test_csv(labeled, tmp_path):
     with dest.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["path"], r["class"], r["split"], r["annotator"], r["round"]) for r in rows] == [
-        ("img_0000.png", "cat", "train", "ana", "0"), ("img_0001.png", "dog", "train", "user", "0"),
-        ("img_0002.png", "", "skipped", "user", "0"), ("img_0003.png", "cat", "train", "user", "")]
+        ("img_0000.png", "cat", "train", "ana", "0"),
+        ("img_0001.png", "dog", "train", "user", "0"),
+        ("img_0002.png", "", "skipped", "user", "0"),
+        ("img_0003.png", "cat", "train", "user", ""),
+    ]
     assert all(ISO.match(r["labeled_at"]) for r in rows)
     assert list(rows[0]) == ["path", "class", "split", "annotator", "labeled_at", "round", "source"]
 
@@ -48,8 +53,11 @@ def test_jsonl(labeled, tmp_path):
     dest = storage.export_labels_jsonl(project, tmp_path / "labels.jsonl")
     rows = [json.loads(line) for line in dest.read_text(encoding="utf-8").splitlines()]
     assert [(r["path"], r["class"], r["split"], r["round"]) for r in rows] == [
-        ("img_0000.png", "cat", "train", 0), ("img_0001.png", "dog", "train", 0),
-        ("img_0002.png", None, "skipped", 0), ("img_0003.png", "cat", "train", None)]
+        ("img_0000.png", "cat", "train", 0),
+        ("img_0001.png", "dog", "train", 0),
+        ("img_0002.png", None, "skipped", 0),
+        ("img_0003.png", "cat", "train", None),
+    ]
     assert storage.export_summary(project) == {"cat": 2, "dog": 1}
 
 
@@ -58,12 +66,18 @@ def test_imagefolder_zip(labeled, tmp_path, image_root):
     dest = storage.export_imagefolder_zip(project, tmp_path / "set.zip")
     with zipfile.ZipFile(dest) as archive:
         assert sorted(archive.namelist()) == [
-            "classes.json", "train/cat/img_0000.png", "train/cat/img_0003.png", "train/dog/img_0001.png"]
+            "classes.json",
+            "train/cat/img_0000.png",
+            "train/cat/img_0003.png",
+            "train/dog/img_0001.png",
+        ]
         assert archive.read("train/dog/img_0001.png") == (image_root / "img_0001.png").read_bytes()
         index = json.loads(archive.read("classes.json"))
-    assert index["classes"] == [{"index": 0, "name": "cat", "folder": "cat"},
-                                {"index": 1, "name": "dog", "folder": "dog"},
-                                {"index": 2, "name": "bird", "folder": "bird"}]
+    assert index["classes"] == [
+        {"index": 0, "name": "cat", "folder": "cat"},
+        {"index": 1, "name": "dog", "folder": "dog"},
+        {"index": 2, "name": "bird", "folder": "bird"},
+    ]
     assert index["splits"] == {"train": 3, "validation": 0}
 
 
@@ -102,13 +116,15 @@ def test_hostile_class_names_and_repeated_file_names(tmp_path):
     storage.set_label(project, ids["c/SAME.png"], "a_b")
     with zipfile.ZipFile(storage.export_imagefolder_zip(project, tmp_path / "x.zip")) as archive:
         names = sorted(archive.namelist())
-    assert names == sorted([
-        "classes.json",
-        "train/_escape/same.png",
-        f"train/a_b/{ids['b/same.png']}_same.png",
-        f"train/a_b/{ids['c/same.png']}_same.png",
-        "train/a_b-2/SAME.png",
-    ])
+    assert names == sorted(
+        [
+            "classes.json",
+            "train/_escape/same.png",
+            f"train/a_b/{ids['b/same.png']}_same.png",
+            f"train/a_b/{ids['c/same.png']}_same.png",
+            "train/a_b-2/SAME.png",
+        ]
+    )
     assert not any(name.startswith(("/", "..")) or "/../" in name for name in names)
 
 
@@ -130,7 +146,7 @@ def test_failed_export_keeps_the_previous_file(labeled, tmp_path, image_root):
     dest = storage.export_imagefolder_zip(project, tmp_path / "set.zip")
     before = dest.read_bytes()
     (image_root / "img_0000.png").unlink()
-    with pytest.raises(storage.StorageError, match="cannot read img_0000.png"):
+    with pytest.raises(storage.StorageError, match=r"cannot read img_0000\.png"):
         storage.export_imagefolder_zip(project, dest)
     assert dest.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == sorted(["images", "project", "set.zip"])
@@ -154,7 +170,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralized_and_jsonl_is_verbatim
     classes = ("=cmd|' /C calc'!A0", "+plus", "-minus", "@at", "fine")
     project = storage.create_project(tmp_path / "p", settings_for(root, classes=classes, budget=3, initial_size=1))
     storage.ingest(project)
-    for item, name in zip(storage.usable_items(project), [*classes, "fine"]):
+    for item, name in zip(storage.usable_items(project), [*classes, "fine"], strict=True):
         storage.set_label(project, item.id, name, annotator="=1+1")
     with storage.export_labels_csv(project, tmp_path / "l.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))[1:]
@@ -164,8 +180,10 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralized_and_jsonl_is_verbatim
     assert by_path["'=HYPERLINK(1).png"][1] in {"'" + c for c in classes if c != "fine"}
     assert {row[3] for row in rows} == {"'=1+1"}
     assert by_path["plain.png"][1:3] == ["fine", "train"]
-    verbatim = [json.loads(line) for line in storage.export_labels_jsonl(project, tmp_path / "l.jsonl")
-                .read_text(encoding="utf-8").splitlines()]
+    verbatim = [
+        json.loads(line)
+        for line in storage.export_labels_jsonl(project, tmp_path / "l.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert {row["path"] for row in verbatim} == set(hostile_files)
     assert {row["annotator"] for row in verbatim} == {"=1+1"}
 
@@ -183,5 +201,6 @@ def test_validation_labels_go_to_their_own_split_and_folder(project, tmp_path):
     with zipfile.ZipFile(storage.export_imagefolder_zip(project, tmp_path / "x.zip")) as archive:
         members = sorted(archive.namelist())
         assert json.loads(archive.read("classes.json"))["splits"] == {"train": 1, "validation": 1}
-    assert members == sorted(["classes.json", f"train/cat/img_{train_item - 1:04d}.png",
-                              f"validation/dog/img_{validation[0] - 1:04d}.png"])
+    assert members == sorted(
+        ["classes.json", f"train/cat/img_{train_item - 1:04d}.png", f"validation/dog/img_{validation[0] - 1:04d}.png"]
+    )

@@ -1,4 +1,5 @@
 """Ingest: the bad-input folder, symlinks, limits, progress, re-runs, the process pool."""
+
 from __future__ import annotations
 
 import builtins
@@ -36,8 +37,12 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def _bomb_png(width=100_000, height=100_000) -> bytes:
     """A ~60-byte PNG whose header declares a width x height RGB canvas."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(b"\0" * 16)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _palette_png_with_transparency() -> bytes:
@@ -58,7 +63,7 @@ def _exif_rotated_jpeg() -> bytes:
     return _save(Image.new("RGB", (20, 10), (0, 90, 0)), "JPEG", exif=exif)
 
 
-NAMES = ("with space.png", "quote's \"double\".png", "<angle>.png", "ünïcødé é.png")
+NAMES = ("with space.png", 'quote\'s "double".png', "<angle>.png", "ünïcødé é.png")
 
 
 @pytest.fixture
@@ -173,7 +178,10 @@ def test_folder_symlink_inside_root_is_walked_once(tmp_path):
     project = storage.create_project(tmp_path / "p", settings_for(root))
     report = storage.ingest(project)
     assert [item.path for item in storage.usable_items(project)] == [
-        "alias/img_0000.png", "alias/img_0001.png", "alias/img_0002.png"]
+        "alias/img_0000.png",
+        "alias/img_0001.png",
+        "alias/img_0002.png",
+    ]
     assert report.skipped == 1
 
 
@@ -275,7 +283,12 @@ def test_items_api(project, image_root):
     assert [item.id for item in items] == list(range(1, 21))
     first = storage.get_item(project, 1)
     assert (first.path, first.width, first.height, first.mode, first.is_validation) == (
-        "img_0000.png", 8, 8, "RGB", False)
+        "img_0000.png",
+        8,
+        8,
+        "RGB",
+        False,
+    )
     assert len(first.sha256) == 64
     assert storage.resolve_item_path(project, 1) == (image_root / "img_0000.png").resolve()
     assert storage.item_counts(project) == {"ok": 20, "duplicate": 0, "rejected": 0}

@@ -1,4 +1,5 @@
 """Jobs: enqueue, atomic claim, heartbeat, progress, finish/fail, stale reclaim, cancel."""
+
 from __future__ import annotations
 
 import threading
@@ -11,7 +12,13 @@ import storage
 
 def test_lifecycle(project):
     job = storage.enqueue_job(project, "round", {"strategy": "kcenter"})
-    assert (job.state, job.params, job.progress, job.worker, job.result) == ("queued", {"strategy": "kcenter"}, 0.0, None, None)
+    assert (job.state, job.params, job.progress, job.worker, job.result) == (
+        "queued",
+        {"strategy": "kcenter"},
+        0.0,
+        None,
+        None,
+    )
     claimed = storage.claim_job(project, "w1")
     assert (claimed.id, claimed.state, claimed.worker, claimed.attempts) == (job.id, "running", "w1", 1)
     assert claimed.heartbeat_at is not None
@@ -127,7 +134,7 @@ def test_enqueue_unless_active_queues_one_job_for_concurrent_callers(project):
     assert len({job_id for job_id, _ in results}) == 1
     assert sum(created for _, created in results) == 1
     assert [j.params for j in storage.active_jobs(project, "round")] == [{"model": "x"}]
-    other, created = storage.enqueue_unless_active(project, "target")   # another kind is independent
+    other, created = storage.enqueue_unless_active(project, "target")  # another kind is independent
     assert created and other.kind == "target"
 
 

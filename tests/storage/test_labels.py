@@ -1,4 +1,5 @@
 """Labels: append-only history, undo, queries, the validation set."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,12 @@ def _kinds(project, item_id):
 def test_set_label_returns_committed_event(project):
     event = storage.set_label(project, 1, "cat", annotator="ana")
     assert (event.item_id, event.class_name, event.skipped, event.annotator, event.round_id) == (
-        1, "cat", False, "ana", None)
+        1,
+        "cat",
+        False,
+        "ana",
+        None,
+    )
     assert event.created_at > 0
     assert storage.current_label(storage.open_project(project.root), 1) == "cat"
 
@@ -79,8 +85,9 @@ def test_errors_write_nothing(project):
 
 
 def test_round_id_defaults_to_the_round_that_queued_the_item(project):
-    made = storage.create_round(project, strategy="random", selector="none", item_ids=[7, 8],
-                                scores=[1.0, 0.5], n_labeled=0)
+    made = storage.create_round(
+        project, strategy="random", selector="none", item_ids=[7, 8], scores=[1.0, 0.5], n_labeled=0
+    )
     assert storage.set_label(project, 7, "cat").round_id == made.id
     assert storage.set_label(project, 9, "cat").round_id is None
     assert storage.set_label(project, 9, "dog", round_id=made.id).round_id == made.id
@@ -105,7 +112,11 @@ def test_queries_partition_items_and_count_training_labels(project):
     assert storage.training_labels(project) == {training[0]: 0, training[1]: 0, training[2]: 2}
     assert storage.validation_labels(project) == {validation[0]: 1}
     assert storage.current_labels(project) == {
-        training[0]: "cat", training[1]: "cat", training[2]: "bird", validation[0]: "dog"}
+        training[0]: "cat",
+        training[1]: "cat",
+        training[2]: "bird",
+        validation[0]: "dog",
+    }
 
 
 def test_reserve_validation_is_seeded_idempotent_and_grows(tmp_path, project):
@@ -130,32 +141,38 @@ def test_validation_order_is_seeded_random_and_stable_as_the_set_grows(project):
     storage.save_settings(project, settings)
     ids = storage.reserve_validation(project)
     order = storage.validation_order(project)
-    assert sorted(order) == ids and order != ids            # the same items, not in id order
-    assert storage.validation_order(project) == order       # stable across calls
+    assert sorted(order) == ids and order != ids  # the same items, not in id order
+    assert storage.validation_order(project) == order  # stable across calls
     storage.save_settings(project, dataclasses.replace(settings, validation_size=14))
     storage.reserve_validation(project)
     grown = storage.validation_order(project)
-    assert len(grown) == 14 and [i for i in grown if i in set(order)] == order   # old items keep their order
+    assert len(grown) == 14 and [i for i in grown if i in set(order)] == order  # old items keep their order
     storage.save_settings(project, dataclasses.replace(settings, validation_size=14, seed=4))
-    assert storage.validation_order(project) != grown       # another seed, another order
+    assert storage.validation_order(project) != grown  # another seed, another order
 
 
 def test_validation_order_mixes_folders(tmp_path):
     from tests.storage.conftest import write_images
+
     root = tmp_path / "folders"
     for index, name in enumerate(("a", "b")):
         write_images(root / name, 20, start=100 * index)
-    made = storage.create_project(tmp_path / "p", storage.Settings(
-        image_root=str(root), classes=("a", "b"), budget=4, initial_size=2, round_size=2, validation_size=20))
+    made = storage.create_project(
+        tmp_path / "p",
+        storage.Settings(
+            image_root=str(root), classes=("a", "b"), budget=4, initial_size=2, round_size=2, validation_size=20
+        ),
+    )
     storage.ingest(made)
     storage.reserve_validation(made)
     folders = [storage.get_item(made, i).path.split("/")[0] for i in storage.validation_order(made)[:6]]
-    assert set(folders) == {"a", "b"}                       # the first few are not all from one folder
+    assert set(folders) == {"a", "b"}  # the first few are not all from one folder
 
 
 def test_reserve_validation_skips_queued_and_labeled_items(project):
-    storage.create_round(project, strategy="random", selector="none", item_ids=list(range(1, 9)),
-                         scores=[0.0] * 8, n_labeled=0)
+    storage.create_round(
+        project, strategy="random", selector="none", item_ids=list(range(1, 9)), scores=[0.0] * 8, n_labeled=0
+    )
     storage.set_label(project, 9, "cat")
     settings = dataclasses.replace(storage.load_settings(project), validation_size=10)
     storage.save_settings(project, settings)
@@ -164,8 +181,9 @@ def test_reserve_validation_skips_queued_and_labeled_items(project):
 
 
 def test_reserve_validation_fails_when_too_few_free_items(project):
-    storage.create_round(project, strategy="random", selector="none", item_ids=list(range(1, 11)),
-                         scores=[0.0] * 10, n_labeled=0)
+    storage.create_round(
+        project, strategy="random", selector="none", item_ids=list(range(1, 11)), scores=[0.0] * 10, n_labeled=0
+    )
     settings = dataclasses.replace(storage.load_settings(project), validation_size=10)
     storage.save_settings(project, settings)
     storage.set_label(project, 11, "cat")
@@ -188,21 +206,32 @@ def test_source_is_recorded_and_restored_by_undo(project):
 def test_set_labels_commits_all_or_nothing(project):
     events = storage.set_labels(project, [1, 2, 3], "bird", annotator="ana", source="bulk")
     assert [(e.item_id, e.class_name, e.annotator, e.source) for e in events] == [
-        (1, "bird", "ana", "bulk"), (2, "bird", "ana", "bulk"), (3, "bird", "ana", "bulk")]
+        (1, "bird", "ana", "bulk"),
+        (2, "bird", "ana", "bulk"),
+        (3, "bird", "ana", "bulk"),
+    ]
     with pytest.raises(storage.StorageError):
-        storage.set_labels(project, [4, 999], "cat")           # 999 is unknown: item 4 is not labeled either
+        storage.set_labels(project, [4, 999], "cat")  # 999 is unknown: item 4 is not labeled either
     assert storage.current_label(project, 4) is None
     storage.set_labels(project, [1, 2], SKIP)
     assert storage.skipped_ids(project)[:2] == [1, 2]
 
 
 def test_labeled_items_lists_labels_skips_and_validation_with_round_and_guess(project):
-    made = storage.create_round(project, strategy="least_confidence", selector="proxy_tiny", item_ids=[1, 2, 3],
-                                scores=[0.5, 0.4, 0.3], n_labeled=0, guesses=[1, 0, 2], confidences=[0.5] * 3)
+    made = storage.create_round(
+        project,
+        strategy="least_confidence",
+        selector="proxy_tiny",
+        item_ids=[1, 2, 3],
+        scores=[0.5, 0.4, 0.3],
+        n_labeled=0,
+        guesses=[1, 0, 2],
+        confidences=[0.5] * 3,
+    )
     storage.set_label(project, 1, "cat", annotator="ana", source="typed")
     storage.set_label(project, 2, SKIP, annotator="bob")
     storage.set_label(project, 3, "dog")
-    storage.clear_label(project, 3)                                    # cleared: not listed
+    storage.clear_label(project, 3)  # cleared: not listed
     validation = storage.reserve_validation(project)
     rows = {row.item_id: row for row in storage.labeled_items(project)}
     assert set(rows) == {1, 2, *validation}

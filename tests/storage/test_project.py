@@ -1,4 +1,5 @@
 """Projects: creation, settings validation, class edits, connections, migrations."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,7 +83,7 @@ def test_budget_larger_than_pool():
 def test_create_refuses_existing_project_and_open_refuses_missing(tmp_path, empty_project, image_root):
     with pytest.raises(storage.StorageError, match="already holds a project"):
         storage.create_project(empty_project.root, settings_for(image_root))
-    with pytest.raises(storage.StorageError, match="project.db is missing"):
+    with pytest.raises(storage.StorageError, match=r"project\.db is missing"):
         storage.open_project(tmp_path / "elsewhere")
 
 
@@ -142,8 +143,9 @@ def test_budget_cannot_drop_below_queued_and_validation_cannot_shrink(project):
     settings = dataclasses.replace(storage.load_settings(project), validation_size=2)
     storage.save_settings(project, settings)
     storage.reserve_validation(project)
-    storage.create_round(project, strategy="random", selector="none", item_ids=[1, 2, 3, 4, 5],
-                         scores=[0] * 5, n_labeled=0)
+    storage.create_round(
+        project, strategy="random", selector="none", item_ids=[1, 2, 3, 4, 5], scores=[0] * 5, n_labeled=0
+    )
     with pytest.raises(storage.SettingsError, match="below the 5 images already queued"):
         storage.save_settings(project, dataclasses.replace(settings, budget=4, initial_size=4))
     with pytest.raises(storage.SettingsError, match="can grow but not shrink"):

@@ -1,4 +1,5 @@
 """Rounds: creation in one transaction, the queue in rank order, completion, budget."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,15 @@ from storage import SKIP
 
 def _round(project, item_ids, **extra):
     scores = extra.pop("scores", [1.0 / (rank + 1) for rank in range(len(item_ids))])
-    return storage.create_round(project, strategy="least_confidence", selector="proxy_tiny",
-                                item_ids=item_ids, scores=scores, n_labeled=extra.pop("n_labeled", 0), **extra)
+    return storage.create_round(
+        project,
+        strategy="least_confidence",
+        selector="proxy_tiny",
+        item_ids=item_ids,
+        scores=scores,
+        n_labeled=extra.pop("n_labeled", 0),
+        **extra,
+    )
 
 
 def test_create_round_records_figures_and_order(project):
@@ -23,7 +31,12 @@ def test_create_round_records_figures_and_order(project):
     assert first.train_s is None and first.proxy_val_acc is None
     second = _round(project, [2, 4], n_labeled=4, train_s=1.5, score_s=0.25, select_s=0.01, proxy_val_acc=0.75)
     assert (second.index, second.train_s, second.score_s, second.select_s, second.proxy_val_acc) == (
-        1, 1.5, 0.25, 0.01, 0.75)
+        1,
+        1.5,
+        0.25,
+        0.01,
+        0.75,
+    )
     assert storage.current_round(project) == second
     assert storage.list_rounds(project) == [first, second]
     assert storage.get_round(project, first.id) == first
@@ -96,7 +109,7 @@ def test_guesses_are_stored_by_class_and_survive_a_rename(project):
     made = _round(project, [5, 3, 9], guesses=[1, 0, 2], confidences=[0.9, 0.55, float("nan")])
     assert storage.round_guesses(project, made.id) == {5: ("dog", 0.9), 3: ("cat", 0.55), 9: ("bird", None)}
     settings = storage.load_settings(project)
-    storage.save_settings(project, dataclasses.replace(settings, classes=("kitty", "dog")))   # bird removed
+    storage.save_settings(project, dataclasses.replace(settings, classes=("kitty", "dog")))  # bird removed
     assert storage.round_guesses(project, made.id) == {5: ("dog", 0.9), 3: ("kitty", 0.55)}
 
 
@@ -112,7 +125,7 @@ def test_open_rounds_span_from_the_oldest_open_batch_to_the_newest(project):
     assert storage.open_rounds(project) == []
     first = _round(project, [5, 3])
     storage.set_label(project, 5, "cat")
-    second = _round(project, [9, 1])                    # made early: round 0 still has item 3 open
+    second = _round(project, [9, 1])  # made early: round 0 still has item 3 open
     assert storage.open_rounds(project) == [first, second]
     storage.set_label(project, 3, SKIP)
     assert storage.open_rounds(project) == [second]
