@@ -14,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
+from engine.strategy_names import STRATEGY_INFO
 
 KEYS = "1234567890"  # class position -> keyboard key (first ten classes); assets/labeler.js maps them
 
@@ -103,15 +104,8 @@ def why_chosen(strategy: str, score: float | None) -> str:
         return "random pick"
     if score is None:
         return "first pick" if strategy == "kcenter" else strategy
-    captions = {
-        "least_confidence": lambda s: f"proxy {1 - s:.0%} sure",
-        "margin": lambda s: f"margin {1 - s:.2f}",
-        "entropy": lambda s: f"entropy {s:.2f}",
-        "kcenter": lambda s: f"distance {s:.2f}",
-        "typiclust": lambda s: f"typical of its cluster ({s:.1f})",
-        "probcover": lambda s: f"near {s:.0f} pool images",
-    }
-    return captions.get(strategy, lambda s: f"score {s:.2f}")(score)
+    info = STRATEGY_INFO.get(strategy)
+    return info.caption(score) if info is not None else f"score {score:.2f}"
 
 
 # ---------------------------------------------------------------- events from the labeling view

@@ -15,6 +15,7 @@ import streamlit as st
 import storage
 from app import demo, state, widgets
 from engine.backbone_files import BACKBONE_TARGET, FROZEN_PROXIES
+from engine.strategy_names import STRATEGY_NAMES
 
 PROJECTS_DIR = demo.REPO_ROOT / "projects"
 FIT = "fit to the folder"  # placeholder of the settings left to `storage.fit_to_pool`
@@ -58,9 +59,8 @@ INITIAL_STRATEGIES = list(storage.INITIAL_STRATEGIES)
 
 def engine_choices() -> tuple[list[str], list[str]]:
     from engine.models import MODELS
-    from engine.select import STRATEGIES
 
-    return list(STRATEGIES), ["auto", *MODELS]
+    return list(STRATEGY_NAMES), ["auto", *MODELS]
 
 
 def _index(options: list[str], value: str) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 from engine.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
 from engine.kcenter import check_selection, k_center_distances, k_center_greedy
 from engine.score import PoolScores
+from engine.strategy_names import COLD_START, DISTANCE_STRATEGIES
 
 Strategy = Callable[..., np.ndarray]
 
@@ -174,10 +175,6 @@ STRATEGIES: dict[str, Strategy] = {
     "probcover": probcover,
     "hybrid": hybrid,
 }
-# need embeddings that mean something before any label: a backbone's, not an untrained proxy's
-COLD_START = ("typiclust", "probcover")
-# read the pool's embeddings: with a backbone, its embeddings replace the proxy's
-DISTANCE_STRATEGIES = ("kcenter", "typiclust", "probcover", "hybrid")
 
 
 def _zeros(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:

@@ -343,3 +343,10 @@ def test_uncertainty_batches_are_not_dominated_by_one_predicted_class(name):
     pool = PoolScores(probs=probs, embeddings=np.zeros((1000, 2), np.float32))
     picks = STRATEGIES[name](pool, np.array([], np.int64), 30)
     assert np.bincount(probs[picks].argmax(1), minlength=3).tolist() == [10, 10, 10]
+
+
+def test_the_strategy_registries_name_the_same_strategies():
+    from engine.select import SCORES, STRATEGIES
+    from engine.strategy_names import STRATEGY_NAMES
+
+    assert list(STRATEGIES) == list(SCORES) == list(STRATEGY_NAMES)
