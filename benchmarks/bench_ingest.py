@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 import storage
-from engine.bench_round import machine_description
+from engine.machine import machine_description
 
 DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" / "train.zip"
 

@@ -33,8 +33,9 @@ import torch
 from PIL import Image
 
 import storage
-from engine.bench_round import CIFAR_TEST_ZIP, CIFAR_ZIP, machine_description
+from engine.bench_round import CIFAR_TEST_ZIP, CIFAR_ZIP
 from engine.config import BASE, stage_config
+from engine.machine import machine_description
 from engine.models import build_model
 from engine.pool_cache import channel_stats, pick_image_size
 from engine.simulate import load_test_set

@@ -26,18 +26,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import storage
+from app import demo
+from engine.machine import machine_description
+from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
-import storage  # noqa: E402
-from app import demo  # noqa: E402
-from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHOWN = "img.pl-focus-img"
 VIEW = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
@@ -246,18 +246,6 @@ def first_start(sync_api, work: Path) -> float:
     return elapsed
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presses", type=int, default=40)
@@ -273,7 +261,7 @@ def main() -> None:
         sys.exit("needs /usr/bin/chromium (apt-get install chromium)")
     from playwright import sync_api
 
-    print(f"machine: {machine()}  load: {os.getloadavg()[0]:.1f}")
+    print(f"{machine_description()}  load: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         keys_project = make_project(

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import storage
+from app import demo
+from engine.machine import machine_description
 
-import storage  # noqa: E402
-from app import demo  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 STAND_IN = """
 import sys, time
@@ -59,14 +59,6 @@ def prepared_project(folder: Path) -> storage.Project:
     return project
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hold", type=float, default=5.0, help="seconds the worker idles before the app goes")
@@ -97,7 +89,7 @@ def main() -> None:
             time.sleep(0.05)
         followed_s = time.monotonic() - gone_at
     acc = (done.result or {}).get("proxy_val_acc")
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(machine_description())
     print(
         f"round job: {done.state} in {round_s:.1f} s (worker start included), proxy validation accuracy "
         f"{acc if acc is None else f'{acc:.1%}'}"

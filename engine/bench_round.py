@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
-import subprocess
 import tempfile
 import time
 import zipfile
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 
 import storage
+from engine.machine import machine_description
 from engine.round import load_project_pool, run_initial_round, select_next_batch
 from engine.simulate import load_test_set
 from engine.train import best_device, evaluate
@@ -184,18 +183,4 @@ def print_figures(f: dict) -> None:
         f"  pool cache: built (decoding every JPEG) in {f['cache_s']:.1f} s; a round's read of it "
         f"{f['cache_reload_s']:.2f} s ({f['cache_s'] / f['cache_reload_s']:.0f}x less)",
         flush=True,
-    )
-
-
-def machine_description() -> str:
-    """CPU model, cores, torch threads and GPU (if any): benchmark figures come with their machine."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), model)
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (
-        f"machine: {model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
     )

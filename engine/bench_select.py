@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 import tracemalloc
@@ -24,6 +23,7 @@ import torch
 
 from engine import kcenter as kc
 from engine.cli import add_kcenter_arguments
+from engine.machine import machine_info
 
 MB = 2.0**20
 PATHS = ("lazy", "torch", "numpy_svp", "numpy_blas_f64", "numpy_blas_f32")
@@ -154,25 +154,10 @@ def _compare(row: dict) -> None:
 
 
 def machine() -> dict:
-    """CPU model, core count, GPU and library versions for the record."""
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    """engine.machine's record plus the library versions this benchmark depends on."""
     import faiss
 
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_average_1min": os.getloadavg()[0],
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "faiss": faiss.__version__,
-    }
+    return {**machine_info(), "numpy": np.__version__, "faiss": faiss.__version__}
 
 
 def print_kcenter(result: dict) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+from engine.machine import machine_description
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets" / "cifar10"
@@ -137,27 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"study finished in {total / 60:.1f} min", flush=True)
     return 0
-
-
-def machine_description() -> str:
-    """CPU model and core count (and GPU name when torch sees one)."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    description = f"{model}, {os.cpu_count()} cores"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            description += f", GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return description
 
 
 if __name__ == "__main__":
