@@ -34,8 +34,8 @@ from pathlib import Path
 
 import storage
 from app import demo
+from app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 from engine.machine import machine_description
-from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -111,7 +111,7 @@ def open_app(project: storage.Project, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def chromium():
     """Headless Debian chromium driven by Playwright, shared by the browser tests (skipped without either)."""
-    from tests.app.live_server import CHROMIUM, CHROMIUM_ARGS
+    from app.live_server import CHROMIUM, CHROMIUM_ARGS
 
     if not CHROMIUM.exists():
         pytest.skip("needs /usr/bin/chromium (apt-get install chromium)")

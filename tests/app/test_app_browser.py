@@ -7,8 +7,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from app.live_server import CHROMIUM, streamlit_server
 from tests.app.conftest import make_project, write_dataset
-from tests.app.live_server import CHROMIUM, streamlit_server
 
 pytestmark = [
     pytest.mark.slow,

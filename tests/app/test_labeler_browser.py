@@ -11,8 +11,8 @@ import time
 import pytest
 
 import storage
+from app.live_server import CHROMIUM, streamlit_server
 from tests.app.conftest import CLASSES, make_project, write_dataset
-from tests.app.live_server import CHROMIUM, streamlit_server
 
 pytestmark = [
     pytest.mark.browser,
