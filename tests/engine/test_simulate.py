@@ -54,10 +54,11 @@ def test_simulate_writes_json_and_csv(data_root, tmp_path):
     assert [r["labeled"] for r in rounds] == [0, 6, 10]
     assert rounds[0]["proxy_test_acc"] is None and rounds[0]["train_s"] is None
     for row in rounds[1:]:
-        assert 0.0 <= row["proxy_test_acc"] <= 1.0 and 0.0 <= row["target_test_acc"] <= 1.0
+        # three solid-colour classes: both models learn them (chance is 1/3; they score 1.0 on torch 2.15)
+        assert row["proxy_test_acc"] >= 2 / 3 and row["target_test_acc"] >= 2 / 3
         assert all(row[k] >= 0 for k in ("train_s", "score_s", "select_s"))
     assert written["target"]["labeled"] == 14
-    assert 0.0 <= written["target"]["test_acc"] <= 1.0 and written["target"]["train_s"] > 0
+    assert written["target"]["test_acc"] >= 2 / 3 and written["target"]["train_s"] > 0
     assert written["total_s"] > 0
 
     with open(config.out.with_suffix(".csv")) as handle:

@@ -32,7 +32,7 @@ def test_target_writes_a_checkpoint_that_loads_and_predicts(validated_project, t
     checkpoint = Path(result["checkpoint"])
     assert checkpoint == validated_project.models_dir / "target"
     assert (result["n_labels"], result["n_validation"], result["model"], result["steps"]) == (6, 6, "resnet20", 30)
-    assert 0.0 <= result["accuracy"] <= 1.0
+    assert result["accuracy"] >= 2 / 3  # solid-colour classes: learned, chance is 1/3
     assert len(result["per_class_accuracy"]) == 3
     assert np.array(result["confusion"]).sum() == 6
     assert result["train_s"] > 0
