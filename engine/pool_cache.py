@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
-import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-POOL_THRESHOLD = 64  # fewer new images than this: decode in-process
+from storage.parallel import process_map
+
 CHUNK = 128  # images per worker task
 STATS_CHUNK = 2048  # images per step when computing channel statistics
 BLOCK = 1024  # rows per checksum block
@@ -294,22 +293,11 @@ def _decode_into(
     total = len(paths)
     chunks = [(paths[i : i + CHUNK], size) for i in range(0, total, CHUNK)]
     done = 0
-    for block in _decode_chunks(chunks, workers if total >= POOL_THRESHOLD else 1):
+    for block in process_map(_decode_chunk, chunks, workers, files=total):
         out[offset + done : offset + done + len(block)] = block
         done += len(block)
         if on_progress is not None:
             on_progress(done, total)
-
-
-def _decode_chunks(chunks: list, workers: int):
-    if workers <= 1 or len(chunks) <= 1:
-        yield from map(_decode_chunk, chunks)
-        return
-    # fork only from a single-threaded caller (forking a threaded process such
-    # as a Streamlit server can deadlock the child); spawn re-imports __main__.
-    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
-        yield from pool.imap(_decode_chunk, chunks)
 
 
 def _decode_chunk(task: tuple[list[Path], int]) -> np.ndarray:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import multiprocessing
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,13 +23,13 @@ import sqlite_utils
 from PIL import Image, UnidentifiedImageError
 
 from storage.items import restore_found
+from storage.parallel import default_workers, process_map
 from storage.project import Project, StorageError, opened, read_settings, write_transaction
 from storage.walk import find_images
 
 DEFAULT_MAX_PIXELS = 100_000_000  # pixels (width x height) of the first frame
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20  # bytes
 CHUNK = 512  # files per insert transaction
-POOL_THRESHOLD = 64  # fewer new files than this: decode in-process
 
 EMPTY = "empty file"
 TRUNCATED = "truncated image"
@@ -137,16 +135,14 @@ def _chunks(results: Iterable[Examined], size: int) -> Iterator[list[Examined]]:
 
 def _examine_all(root, paths, workers, max_pixels, max_file_bytes) -> Iterator[Examined]:
     args = [(str(root), path, max_pixels, max_file_bytes) for path in paths]
-    workers = workers or min(2, os.cpu_count() or 1)
-    if workers <= 1 or len(args) < POOL_THRESHOLD:
-        yield from (_examine_args(a) for a in args)
-        return
-    # fork only from a single-threaded caller (forking a threaded process such
-    # as a Streamlit server can deadlock the child); spawn re-imports __main__.
-    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
-    context = multiprocessing.get_context(method)
-    with context.Pool(workers, initializer=_init_worker, initargs=(max_pixels,)) as pool:
-        yield from pool.imap(_examine_args, args, chunksize=64)
+    yield from process_map(
+        _examine_args,
+        args,
+        workers or default_workers(),
+        initializer=_init_worker,
+        initargs=(max_pixels,),
+        chunksize=64,
+    )
 
 
 def _init_worker(max_pixels: int) -> None:

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import engine.pool_cache as pc
+import storage.parallel
 from engine.pool_cache import PoolCacheError, build_pool_cache, decode_image, load_pool_cache, pick_image_size
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -175,7 +176,7 @@ def test_items_no_longer_listed_are_dropped_without_decoding(tmp_path):
 
 
 def test_parallel_decoding_matches_in_process(tmp_path, monkeypatch):
-    monkeypatch.setattr(pc, "POOL_THRESHOLD", 2)
+    monkeypatch.setattr(storage.parallel, "POOL_THRESHOLD", 2)
     monkeypatch.setattr(pc, "CHUNK", 3)
     items = make_items(tmp_path / "img", 1, 10)
     parallel = build_pool_cache(tmp_path / "par", items, 8, workers=2)
@@ -184,7 +185,7 @@ def test_parallel_decoding_matches_in_process(tmp_path, monkeypatch):
 
 
 def test_a_bad_file_fails_the_build_and_keeps_the_old_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(pc, "POOL_THRESHOLD", 2)
+    monkeypatch.setattr(storage.parallel, "POOL_THRESHOLD", 2)
     items = make_items(tmp_path / "img", 1, 4)
     build_pool_cache(tmp_path / "cache", items, 8)
     bad = tmp_path / "img" / "corrupt.jpg"

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import storage
+import storage.parallel
 from tests.storage.conftest import png_bytes, settings_for, write_images
 
 ingest_module = importlib.import_module("storage.ingest")
@@ -261,7 +262,7 @@ def test_process_pool_gives_the_same_rows_as_in_process(tmp_path, monkeypatch, t
     write_images(root, 40)
     (root / "bad.jpg").write_bytes(b"nope")
     (root / "copy.png").write_bytes(png_bytes(3))
-    monkeypatch.setattr(ingest_module, "POOL_THRESHOLD", 8)
+    monkeypatch.setattr(storage.parallel, "POOL_THRESHOLD", 8)
     monkeypatch.setattr(ingest_module, "CHUNK", 16)
     stop = threading.Event()
     if threaded_caller:  # a second live thread makes ingest spawn, as under Streamlit
