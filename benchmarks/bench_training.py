@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 import storage
-from engine.bench_round import CIFAR_TEST_ZIP, CIFAR_ZIP
+from benchmarks.bench_round import CIFAR_TEST_ZIP, CIFAR_ZIP
 from engine.config import BASE, stage_config
 from engine.machine import machine_description
 from engine.models import build_model

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="proxy training level (default: the settings default)",
     )
     round_bench.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    bench.set_defaults(run="engine.bench_round:main_all")
+    bench.set_defaults(run="benchmarks.bench_round:main_all")
 
     worker = commands.add_parser(
         "worker",

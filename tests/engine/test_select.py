@@ -295,7 +295,7 @@ def test_strategy_scores_errors():
 
 
 def test_bench_kcenter_smoke(capsys):
-    from engine import bench_select
+    from benchmarks import bench_select
 
     result = bench_select.main(
         ["--n", "400", "--dims", "3", "--labeled", "10", "--budget", "30", "--repeats", "1", "--torch-device", "cpu"]

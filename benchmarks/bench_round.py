@@ -7,7 +7,7 @@ batch, then times one round with the project's default proxy, split into
 train, score and select, and tests the proxy it trained on the CIFAR test
 subset (or `--data`'s sibling `test/` folder), so the timing comes with the
 accuracy it bought. `python -m engine bench` runs it after the k-center
-benchmark of `engine.bench_select`.
+benchmark of `benchmarks.bench_select`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ per pick, float64 and float32) on the same standard-normal float32 data, all
 in one run; prints speed ratios against the NumPy baselines, peak extra
 memory, and whether every path picked the same positions.
 
-Run alone: `python -m engine.bench_select [--dims 64 512] [--json out.json]`.
+Run alone: `python -m benchmarks.bench_select [--dims 64 512] [--json out.json]`.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def run_kcenter_bench(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m engine.bench_select", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_select", description=__doc__.splitlines()[0])
     add_kcenter_arguments(parser)
     return run_kcenter_bench(parser.parse_args(argv))
 
