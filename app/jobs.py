@@ -116,7 +116,8 @@ def start_first_round(project: storage.Project) -> RoundState:
 
 def random_first_round(project: storage.Project, why: str) -> storage.Round:
     """Make the seeded random first batch now, in the page, instead of waiting for the queued one
-    (its job is cancelled; were it already running it finds this round and makes nothing)."""
+    (its job is cancelled; one already past its checks fails to make a second round 0, as
+    storage.create_round(index=0) refuses it)."""
     for job in storage.active_jobs(project, "round"):
         storage.cancel_job(project, job.id)
     return run_initial_round(project, selector=f"random: {why}")
