@@ -57,9 +57,9 @@ def round_state(project: storage.Project) -> RoundState:
     current = storage.current_round(project)
     active = storage.active_jobs(project, "round")
     if current is None:
-        latest = storage.latest_job(project, "round")
         if active:
             return RoundState("first", None, active[0])
+        latest = storage.latest_job(project, "round")
         if latest is not None and latest.state in ("failed", "cancelled"):
             return RoundState("failed", None, latest)
         return RoundState("none", None)

@@ -28,12 +28,12 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
     elif rs.kind == "failed" and rs.round is None:
         widgets.job_failed(rs.job, "Retry the first batch", lambda: jobs.advance(project, force=True))
         random_instead_button(project, "the first batch's job failed")
-    elif rs.kind == "running" and rs.job.state == "queued" and storage.active_jobs(project, "backbone"):
+    elif rs.kind == "running" and rs.job.state == "queued" and (learning := storage.active_jobs(project, "backbone")):
         st.info(
             f"Batch {rs.round.index} is done. The next batch is chosen once the representation of your "
             "images is learned (progress below); this continues if you refresh or close the tab."
         )
-        widgets.live_job(str(project.root), storage.active_jobs(project, "backbone")[0].id)
+        widgets.live_job(str(project.root), learning[0].id)
     elif rs.kind == "running":
         st.info(
             f"Batch {rs.round.index} is done. The proxy is retraining and choosing the next batch; "
