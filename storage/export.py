@@ -65,11 +65,10 @@ def _label_rows(project: Project, skipped: bool = True) -> tuple[Path, list[dict
     with opened(project) as db:
         root = Path(read_settings(db).image_root).resolve()
         rows = db.execute(
-            "SELECT i.id, i.path, c.name, l.annotator, l.created_at, r.idx, l.source, "
-            "CASE WHEN l.kind = 'skip' THEN 'skipped' WHEN i.is_validation = 1 THEN 'validation' ELSE 'train' END "
-            "FROM current_labels l JOIN items i ON i.id = l.item_id LEFT JOIN classes c ON c.id = l.class_id "
-            "LEFT JOIN rounds r ON r.id = l.round_id WHERE i.status = 'ok' "
-            "AND ((l.kind = 'label' AND c.position IS NOT NULL) OR (l.kind = 'skip' AND ?)) ORDER BY i.id",
+            "SELECT s.item_id, i.path, s.class_name, s.annotator, s.created_at, r.idx, s.source, "
+            "CASE WHEN s.state = 'skip' THEN 'skipped' WHEN s.is_validation = 1 THEN 'validation' ELSE 'train' END "
+            "FROM item_states s JOIN items i ON i.id = s.item_id LEFT JOIN rounds r ON r.id = s.round_id "
+            "WHERE s.status = 'ok' AND (s.state = 'label' OR (s.state = 'skip' AND ?)) ORDER BY s.item_id",
             (int(skipped),),
         ).fetchall()
     keys = ("item_id", "path", "class", "annotator", "created_at", "round", "source", "split")

@@ -5,7 +5,8 @@ own committed transaction; the current state of an item is its latest row.
 Undo appends a row restoring the state before the latest not-yet-undone
 action, so repeated undos walk back through the history. Rows store a
 stable class id: renaming a class keeps its labels; a label whose class was
-removed counts as unlabeled.
+removed counts as unlabeled. The view `item_states` (storage.schema) is the one
+place that rule is written; every query here reads it.
 
 Sets of ids: `labeled_ids`, `skipped_ids` and `unlabeled_ids` partition the
 usable items outside the validation set; `validation_ids` lists that set.
@@ -197,16 +198,12 @@ def labeled_items(project: Project) -> list[LabeledItem]:
     """Every item that is labeled, skipped or in the validation set, by item id."""
     with opened(project) as db:
         rows = db.execute(
-            "SELECT i.id, i.path, CASE WHEN l.kind = 'label' AND c.position IS NOT NULL THEN c.name END, "
-            "COALESCE(l.kind = 'skip', 0), i.is_validation, r.idx, "
-            "CASE WHEN l.kind IN ('label', 'skip') THEN l.annotator END, "
-            "CASE WHEN l.kind IN ('label', 'skip') THEN l.source END, "
+            "SELECT s.item_id, i.path, s.class_name, COALESCE(s.state = 'skip', 0), s.is_validation, r.idx, "
+            "CASE WHEN s.state IS NOT NULL THEN s.annotator END, CASE WHEN s.state IS NOT NULL THEN s.source END, "
             "CASE WHEN g.position IS NOT NULL THEN g.name END "
-            "FROM items i LEFT JOIN current_labels l ON l.item_id = i.id "
-            "LEFT JOIN classes c ON c.id = l.class_id LEFT JOIN queue q ON q.item_id = i.id "
+            "FROM item_states s JOIN items i ON i.id = s.item_id LEFT JOIN queue q ON q.item_id = s.item_id "
             "LEFT JOIN rounds r ON r.id = q.round_id LEFT JOIN classes g ON g.id = q.guess_class_id "
-            "WHERE i.status = 'ok' AND (i.is_validation = 1 OR l.kind = 'skip' "
-            "OR (l.kind = 'label' AND c.position IS NOT NULL)) ORDER BY i.id"
+            "WHERE s.status = 'ok' AND (s.is_validation = 1 OR s.state IS NOT NULL) ORDER BY s.item_id"
         ).fetchall()
     return [
         LabeledItem(item_id, path, name, bool(skipped), bool(validation), *rest)
@@ -217,42 +214,34 @@ def labeled_items(project: Project) -> list[LabeledItem]:
 def current_label(project: Project, item_id: int) -> str | _Skip | None:
     """The item's class name, SKIP, or None when unlabeled."""
     with opened(project) as db:
-        row = db.execute(
-            "SELECT l.kind, c.name, c.position FROM current_labels l "
-            "LEFT JOIN classes c ON c.id = l.class_id WHERE l.item_id = ?",
-            (item_id,),
-        ).fetchone()
-    if row is None or row[0] == "clear":
+        row = db.execute("SELECT state, class_name FROM item_states WHERE item_id = ?", (item_id,)).fetchone()
+    if row is None or row[0] is None:
         return None
-    if row[0] == "skip":
-        return SKIP
-    return row[1] if row[2] is not None else None
+    return SKIP if row[0] == "skip" else row[1]
 
 
 _ACTIVE = (
-    "SELECT l.item_id, c.position, c.name, i.is_validation FROM current_labels l "
-    "JOIN classes c ON c.id = l.class_id JOIN items i ON i.id = l.item_id "
-    "WHERE l.kind = 'label' AND c.position IS NOT NULL AND i.status = 'ok' "
+    "SELECT item_id, position, class_name, is_validation FROM item_states WHERE state = 'label' AND status = 'ok' "
 )
 
 
 def current_labels(project: Project) -> dict[int, str]:
     """item id -> class name for every labeled item, validation included."""
     with opened(project) as db:
-        return {item_id: name for item_id, _, name, _ in db.execute(_ACTIVE + "ORDER BY l.item_id")}
+        return {item_id: name for item_id, _, name, _ in db.execute(_ACTIVE + "ORDER BY item_id")}
 
 
 def training_labels(project: Project) -> dict[int, int]:
     """item id -> class index (position) of labeled items outside the validation set."""
     with opened(project) as db:
-        rows = db.execute(_ACTIVE + "AND i.is_validation = 0 ORDER BY l.item_id")
+        rows = db.execute(_ACTIVE + "AND is_validation = 0 ORDER BY item_id")
         return {item_id: position for item_id, position, _, _ in rows}
 
 
 def validation_labels(project: Project) -> dict[int, int]:
     """item id -> class index (position) of labeled validation items."""
     with opened(project) as db:
-        rows = db.execute(_ACTIVE + "AND i.is_validation = 1 ORDER BY l.item_id")
+        rows = db.execute(_ACTIVE + "AND is_validation = 1 ORDER BY item_id")
         return {item_id: position for item_id, position, _, _ in rows}
 
 
@@ -261,7 +250,7 @@ def label_counts(project: Project) -> dict[str, int]:
     with opened(project) as db:
         rows = db.execute(
             "SELECT c.name, COUNT(a.item_id) FROM classes c LEFT JOIN "
-            f"({_ACTIVE} AND i.is_validation = 0) a ON a.position = c.position "
+            f"({_ACTIVE} AND is_validation = 0) a ON a.position = c.position "
             "WHERE c.position IS NOT NULL GROUP BY c.id ORDER BY c.position"
         )
         return dict(rows.fetchall())
@@ -276,33 +265,25 @@ def label_history(project: Project, item_id: int) -> list[LabelEvent]:
 
 def _ids(project: Project, where: str) -> list[int]:
     with opened(project) as db:
-        rows = db.execute(
-            "SELECT i.id FROM items i LEFT JOIN current_labels l ON l.item_id = i.id "
-            "LEFT JOIN classes c ON c.id = l.class_id "
-            f"WHERE i.status = 'ok' AND {where} ORDER BY i.id"
-        )
+        rows = db.execute(f"SELECT item_id FROM item_states WHERE status = 'ok' AND {where} ORDER BY item_id")
         return [i for (i,) in rows]
-
-
-_IS_LABELED = "(l.kind = 'label' AND c.position IS NOT NULL)"
-_IS_SKIPPED = "(l.kind = 'skip')"
 
 
 def labeled_ids(project: Project) -> list[int]:
     """Items outside the validation set whose current label is a class, ascending."""
-    return _ids(project, f"i.is_validation = 0 AND {_IS_LABELED}")
+    return _ids(project, "is_validation = 0 AND state = 'label'")
 
 
 def skipped_ids(project: Project) -> list[int]:
     """Items outside the validation set that are currently skipped, ascending."""
-    return _ids(project, f"i.is_validation = 0 AND {_IS_SKIPPED}")
+    return _ids(project, "is_validation = 0 AND state = 'skip'")
 
 
 def unlabeled_ids(project: Project) -> list[int]:
     """Items outside the validation set with neither a label nor a skip, ascending."""
-    return _ids(project, f"i.is_validation = 0 AND NOT COALESCE({_IS_LABELED} OR {_IS_SKIPPED}, 0)")
+    return _ids(project, "is_validation = 0 AND state IS NULL")
 
 
 def validation_ids(project: Project) -> list[int]:
     """Items reserved for validation, labeled or not, ascending."""
-    return _ids(project, "i.is_validation = 1")
+    return _ids(project, "is_validation = 1")

@@ -158,12 +158,8 @@ def get_round(project: Project, round_id: int) -> Round:
     return _round(row)
 
 
-_QUEUE_SQL = (
-    "SELECT q.item_id, q.score FROM queue q "
-    "LEFT JOIN current_labels l ON l.item_id = q.item_id "
-    "LEFT JOIN classes c ON c.id = l.class_id WHERE q.round_id = ? "
-)
-_OPEN = "AND NOT COALESCE((l.kind = 'label' AND c.position IS NOT NULL) OR l.kind = 'skip', 0) "
+_QUEUE_SQL = "SELECT q.item_id, q.score FROM queue q JOIN item_states s ON s.item_id = q.item_id WHERE q.round_id = ? "
+_OPEN = "AND s.state IS NULL "  # neither labeled with an active class nor skipped
 
 
 def round_queue(project: Project, round_id: int) -> list[tuple[int, float]]:
@@ -197,8 +193,7 @@ def open_rounds(project: Project) -> list[Round]:
     with opened(project) as db:
         oldest = db.execute(
             "SELECT MIN(r.idx) FROM rounds r JOIN queue q ON q.round_id = r.id "
-            "LEFT JOIN current_labels l ON l.item_id = q.item_id LEFT JOIN classes c ON c.id = l.class_id "
-            "WHERE 1 " + _OPEN
+            "JOIN item_states s ON s.item_id = q.item_id WHERE 1 " + _OPEN
         ).fetchone()[0]
         if oldest is None:
             return []
@@ -209,8 +204,8 @@ def round_label_times(project: Project, round_id: int) -> list[float]:
     """When each labeled or skipped item of the round got its current label (Unix seconds), ascending."""
     with opened(project) as db:
         rows = db.execute(
-            "SELECT l.created_at FROM queue q JOIN current_labels l ON l.item_id = q.item_id "
-            "WHERE q.round_id = ? AND l.kind IN ('label', 'skip') ORDER BY l.created_at",
+            "SELECT s.created_at FROM queue q JOIN item_states s ON s.item_id = q.item_id "
+            "WHERE q.round_id = ? AND s.state IS NOT NULL ORDER BY s.created_at",
             (round_id,),
         )
         return [t for (t,) in rows]

@@ -107,7 +107,22 @@ _V2 = (
     "ALTER TABLE labels ADD COLUMN source TEXT",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# One answer to "what is this item's current state": the latest label row, where a label whose
+# class was removed counts as no label. `state` is 'label', 'skip' or NULL (never labeled, cleared,
+# or a removed class); `position` and `class_name` are set only when `state` is 'label'.
+_V3 = (
+    """CREATE VIEW item_states AS
+        SELECT i.id AS item_id, i.status, i.is_validation,
+            CASE WHEN l.kind = 'label' AND c.position IS NOT NULL THEN 'label'
+                 WHEN l.kind = 'skip' THEN 'skip' END AS state,
+            CASE WHEN l.kind = 'label' THEN c.position END AS position,
+            CASE WHEN l.kind = 'label' AND c.position IS NOT NULL THEN c.name END AS class_name,
+            l.annotator, l.source, l.created_at, l.round_id
+        FROM items i LEFT JOIN current_labels l ON l.item_id = i.id
+        LEFT JOIN classes c ON c.id = l.class_id""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """MIGRATIONS[i] brings the schema from version i to version i + 1."""
 
 LATEST_VERSION = len(MIGRATIONS)

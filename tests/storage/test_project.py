@@ -111,6 +111,19 @@ def test_migrations_are_numbered_and_idempotent(empty_project):
         db.close()
 
 
+def test_a_version_2_project_opens_with_its_labels(project):
+    storage.set_label(project, 1, "cat")
+    storage.set_label(project, 2, storage.SKIP)
+    db = connect(project)
+    db.execute("DROP VIEW item_states")  # version 3 only adds the view: this is the database at version 2
+    db.execute("DELETE FROM schema_version WHERE version = 3")
+    db.close()
+    reopened = storage.open_project(project.root)
+    assert storage.labeled_ids(reopened) == [1]
+    assert storage.skipped_ids(reopened) == [2]
+    assert storage.current_label(reopened, 1) == "cat"
+
+
 def test_failed_migration_rolls_back(tmp_path, monkeypatch):
     broken = (("CREATE TABLE half_done (x)", "THIS IS NOT SQL"),)
     monkeypatch.setattr(schema, "MIGRATIONS", broken)
