@@ -18,40 +18,35 @@ def run_initial_round(project: storage.Project, selector: str = "random") -> sto
     Reserves the validation sample first so it never overlaps the batch.
     Raises RoundError if a round already exists or nothing can be queued.
     """
-    settings = storage.load_settings(project)
-    if storage.current_round(project) is not None:
-        raise RoundError("the initial random batch was already made; run a selection round instead")
     storage.reserve_validation(project)
-    candidates = candidate_ids(project)
-    size = min(settings.initial_size, storage.budget_left(project), len(candidates))
-    if size < 1:
-        raise RoundError("no unlabeled images are left to queue; add images or raise the budget")
-    rng = np.random.default_rng(settings.seed)
-    chosen = rng.choice(np.asarray(candidates, dtype=np.int64), size=size, replace=False)
+    inputs = storage.read_round_inputs(project)
+    if inputs.latest is not None:
+        raise RoundError("the initial random batch was already made; run a selection round instead")
+    size = first_batch_size(inputs)
+    rng = np.random.default_rng(inputs.settings.seed)
+    chosen = rng.choice(np.asarray(inputs.candidates, dtype=np.int64), size=size, replace=False)
     return storage.create_round(
         project,
         strategy="random",
         selector=selector,
         item_ids=chosen.tolist(),
         scores=[0.0] * size,
-        n_labeled=len(storage.training_labels(project)),
+        n_labeled=len(inputs.training),
         index=0,
     )
 
 
-def taken_ids(project: storage.Project) -> list[int]:
-    """Items that count as already chosen: labeled, validation, skipped or queued."""
-    return sorted(
-        set(storage.labeled_ids(project))
-        | set(storage.validation_ids(project))
-        | set(storage.skipped_ids(project))
-        | set(storage.queued_ids(project))
-    )
+def first_batch_size(inputs: storage.RoundInputs) -> int:
+    """How many items round 0 queues; RoundError when none can be."""
+    size = min(inputs.settings.initial_size, inputs.budget_left, len(inputs.candidates))
+    if size < 1:
+        raise RoundError("no unlabeled images are left to queue; add images or raise the budget")
+    return size
 
 
 def candidate_ids(project: storage.Project) -> list[int]:
-    taken = set(taken_ids(project))
-    return [item.id for item in storage.usable_items(project) if item.id not in taken]
+    """Usable items a round may still queue: not labeled, skipped, in the validation set or queued."""
+    return storage.read_round_inputs(project).candidates
 
 
 # `auto` picks typical images only while the first batch is a small share of the pool, the low-budget

@@ -56,7 +56,7 @@ class PoolCache:
     """The decoded pool. Row i of `images` is item `item_ids[i]` (its pool position)."""
 
     item_ids: np.ndarray  # int64 [N]
-    images: np.ndarray  # uint8 [N, 3, S, S], read-only memmap
+    images: np.ndarray  # uint8 [N, 3, S, S], the read-only memmap (a copy in memory for a `subset`)
     mean: tuple[float, float, float]  # per channel, 0..1
     std: tuple[float, float, float]  # per channel, 0..1
 
@@ -82,6 +82,19 @@ class PoolCache:
         if np.any(missing):
             raise KeyError(f"items not in the pool cache: {wanted[missing][:10].tolist()}")
         return order[at].astype(np.int64)
+
+    def subset(self, item_ids: Sequence[int] | np.ndarray) -> PoolCache:
+        """The pool of `item_ids` only, rows in that order: this pool itself when they are its rows
+        (no copy of the memmap), else a copy in memory; KeyError if one is not cached."""
+        ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+        if np.array_equal(ids, self.item_ids):
+            return self
+        return PoolCache(ids, np.asarray(self.images[self.positions(ids)]), self.mean, self.std)
+
+    def arrays(self, labels: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 images [L, 3, S, S], int64 class indices [L]) of `labels` (item id -> class), ascending id."""
+        ids = sorted(labels)
+        return np.asarray(self.images[self.positions(ids)]), np.array([labels[i] for i in ids], dtype=np.int64)
 
 
 def pick_image_size(sizes: Sequence[tuple[int, int]]) -> int:

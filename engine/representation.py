@@ -13,7 +13,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,10 +34,8 @@ from engine.embeddings import (
 )
 from engine.frozen import knn_predict
 from engine.initial import RoundError
+from engine.pool_cache import PoolCache
 from engine.ssl import SSLConfig, SSLProgress, backbone_config, pretrain, ssl_input_size
-
-if TYPE_CHECKING:
-    from engine.round import ProjectPool
 
 OnProgress = Callable[[float, str], None]
 
@@ -67,7 +64,7 @@ def load_ssl_backbone_file(path: Path) -> Backbone:
 def project_embeddings(
     project: storage.Project,
     backbone: Backbone,
-    pool: ProjectPool,
+    pool: PoolCache,
     device: str = "auto",
     on_progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
@@ -141,7 +138,7 @@ def train_ssl_backbone(
 
 
 def labels_knn_accuracy(
-    project: storage.Project, pool: ProjectPool, embeddings: np.ndarray, num_classes: int
+    project: storage.Project, pool: PoolCache, embeddings: np.ndarray, num_classes: int
 ) -> float | None:
     """Leave-one-out weighted k-NN accuracy of `embeddings` on every label so far (validation included)."""
     labels = {**storage.training_labels(project), **storage.validation_labels(project)}

@@ -13,9 +13,10 @@ only from the pool cache: once it is current, a round opens no image file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from engine.embeddings import Backbone, BackboneError
 from engine.frozen import HEADS, Features, HeadConfig, train_head
 from engine.frozen import accuracy as frozen_accuracy
 from engine.frozen import pool_scores as frozen_pool_scores
-from engine.initial import RoundError, candidate_ids, initial_strategy, run_initial_round, taken_ids
+from engine.initial import RoundError, first_batch_size, initial_strategy, run_initial_round
 from engine.models import Model, build_model, load_pretrained
 from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
 from engine.representation import load_backbone, project_embeddings, require_backbone
@@ -46,30 +47,12 @@ STAGE_SPANS = {"decode": (0.0, 0.1), "train": (0.1, 0.85), "score": (0.85, 0.95)
 
 
 @dataclass
-class ProjectPool:
-    """The project's usable items as pool positions over the pool cache."""
-
-    item_ids: np.ndarray  # int64 [N], usable item ids in id order: pool position -> item id
-    images: np.ndarray  # uint8 [N, 3, S, S] (the cache memmap itself when it matches)
-    normalization: tuple  # (mean, std) per channel, 0..1 units
-    image_size: int  # S, pixels
-
-    def positions(self, item_ids) -> np.ndarray:
-        """Pool positions (int64) of `item_ids`, in the order given."""
-        ids = np.asarray(list(item_ids), dtype=np.int64)
-        pos = np.searchsorted(self.item_ids, ids)
-        if len(ids) and (pos.max() >= len(self.item_ids) or np.any(self.item_ids[pos] != ids)):
-            raise RoundError("some labeled items are not usable pool items; re-ingest the image folder")
-        return pos
-
-
-@dataclass
 class RoundOutcome:
     """A written round plus the selector model that chose it (for callers that evaluate it)."""
 
     round: storage.Round
     model: nn.Module
-    pool: ProjectPool
+    pool: PoolCache
     train_steps: int  # optimizer steps the selector took
     backbone: Backbone | None = None  # set when the selector is a head on the backbone's embeddings ...
     features: Features | None = None  # ... which are these (the model then takes features, not pixels)
@@ -119,38 +102,32 @@ def select_next_batch(
     early: bool = False,
 ) -> RoundOutcome:
     """`run_round`, also returning the trained selector model and the pool it scored."""
-    settings = storage.load_settings(project)
-    _strategy(settings.strategy)  # RoundError for an unknown name, before any work
-    index = _next_index(project)
+    storage.reserve_validation(project)
+    inputs = storage.read_round_inputs(project)
+    _strategy(inputs.settings.strategy)  # RoundError for an unknown name, before any work
+    check_round(inputs, early)  # ... and for every other reason, before any decoding
+    stages = _Stages(on_progress, should_stop)
+    inputs, pool = load_inputs_and_pool(project, inputs, stages.span("decode", "decoding images"))
+    size = check_round(inputs, early)
+    settings = inputs.settings
     own_proxy = stage == "proxy" and model_name is None  # the project's proxy: warm start and keep it
-    config = stage_config(settings, stage, model_name=model_name, steps=steps, level=level, seed_offset=index)
-    storage.reserve_validation(project)
-    _batch_size(project, settings, early)  # RoundError before any decoding
-    _check_classes(storage.training_labels(project), settings.classes)
-    report = _Report(on_progress)
-    pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
-    # read after decoding: an image found missing there has left the labels, the queue and the validation set
-    storage.reserve_validation(project)
-    size = _batch_size(project, settings, early)
-    labels = storage.training_labels(project)
-    _check_classes(labels, settings.classes)
-    taken = pool.positions(taken_ids(project))
-    _stop(should_stop)
+    config = stage_config(
+        settings, stage, model_name=model_name, steps=steps, level=level, seed_offset=inputs.next_index
+    )
+    stages.check_stop()
 
     if config.model_name in HEADS:
-        selector = _frozen_selector(project, settings, config.model_name, config.train.seed, pool, labels, report)
+        selector = _frozen_selector(project, inputs, config.model_name, config.train.seed, pool, stages)
     else:
-        selector = _pixel_selector(project, settings, config, own_proxy, pool, labels, report, should_stop)
+        selector = _pixel_selector(project, inputs, config, own_proxy, pool, stages)
     scores, strategy_name = selector.scores, selector.strategy or settings.strategy
-    _stop(should_stop)
 
-    report.at("select", 0.0, f"selecting {size} images ({strategy_name})")
-    started = time.perf_counter()
-    rng = np.random.default_rng(config.train.seed)
-    picks = np.asarray(STRATEGIES[strategy_name](scores, taken, size, rng=rng), dtype=np.int64)
-    item_scores = strategy_scores(strategy_name, scores, picks, labeled=taken)
-    select_s = time.perf_counter() - started
-    _stop(should_stop)
+    stages.at("select", 0.0, f"selecting {size} images ({strategy_name})")
+    taken = pool.positions(sorted(inputs.taken))
+    with stages.timed("select"):
+        rng = np.random.default_rng(config.train.seed)
+        picks = np.asarray(STRATEGIES[strategy_name](scores, taken, size, rng=rng), dtype=np.int64)
+        item_scores = strategy_scores(strategy_name, scores, picks, labeled=taken)
 
     learned = strategy_name == settings.strategy  # a model that learned nothing guesses nothing
     probs = scores.probs[picks]
@@ -160,15 +137,15 @@ def select_next_batch(
         selector=selector.name,
         item_ids=pool.item_ids[picks].tolist(),
         scores=[float(s) for s in item_scores],
-        n_labeled=len(labels),
-        train_s=selector.train_s,
-        score_s=selector.score_s,
-        select_s=select_s,
+        n_labeled=len(inputs.training),
+        train_s=stages.seconds.get("train"),
+        score_s=stages.seconds.get("score"),
+        select_s=stages.seconds.get("select"),
         proxy_val_acc=selector.val_acc,
         guesses=probs.argmax(axis=1).tolist() if learned else None,
         confidences=probs.max(axis=1).tolist() if learned else None,
     )
-    report.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
+    stages.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
     return RoundOutcome(
         round=written,
         model=selector.model,
@@ -181,13 +158,11 @@ def select_next_batch(
 
 @dataclass
 class _Selector:
-    """What a round's selector produced: the model, its validation accuracy, the pool's scores, timings."""
+    """What a round's selector produced: the model, its validation accuracy, the pool's scores."""
 
     model: nn.Module
     val_acc: float | None
     scores: PoolScores
-    train_s: float
-    score_s: float
     steps: int
     name: str  # the selector recorded with the round
     strategy: str | None = None  # overrides the project's strategy (a proxy that learned nothing)
@@ -195,41 +170,38 @@ class _Selector:
     features: Features | None = None
 
 
-def _pixel_selector(project, settings, stage, own_proxy, pool, labels, report, should_stop) -> _Selector:
+def _pixel_selector(project, inputs, stage, own_proxy, pool, stages) -> _Selector:
     """A proxy trained from scratch (or warm-started) on the labeled pixels, scoring the whole pool."""
-    started = time.perf_counter()
-    model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
-    warm = settings.warm_start and own_proxy and _warm_start(model, project)
-    ids = sorted(labels)
-    images = np.asarray(pool.images[pool.positions(ids)])
-    targets = np.array([labels[i] for i in ids], dtype=np.int64)
-    steps = StepsSeen(_train_progress(report.span("train", "training")))
-    config = warm_config(stage.train, len(ids)) if warm else stage.train
+    settings = inputs.settings
     strategy, name = None, stage.model_name
-    try:
-        train(model, images, targets, config, pool.normalization, on_progress=steps, should_stop=should_stop)
-    except LearnedNothing as exc:
-        # Selection through a proxy that learned nothing is worse than random, and failing the
-        # round would leave no way to add the labels it needs: this batch is drawn at random.
-        strategy, name = "random", f"random: {stage.model_name} learned nothing yet"
-        report.at("train", 1.0, f"{exc}; this batch is drawn at random")
-    val_acc = _validation_accuracy(project, model, pool)
-    train_s = time.perf_counter() - started
+    with stages.timed("train"):
+        model = build_model(stage.model_name, len(settings.classes), pool.image_size, seed=stage.train.seed)
+        warm = settings.warm_start and own_proxy and _warm_start(model, project)
+        images, targets = pool.arrays(inputs.training)
+        steps = StepsSeen(_train_progress(stages.span("train", "training")))
+        config = warm_config(stage.train, len(targets)) if warm else stage.train
+        try:
+            train(model, images, targets, config, pool.normalization, on_progress=steps, should_stop=stages.should_stop)
+        except LearnedNothing as exc:
+            # Selection through a proxy that learned nothing is worse than random, and failing the
+            # round would leave no way to add the labels it needs: this batch is drawn at random.
+            strategy, name = "random", f"random: {stage.model_name} learned nothing yet"
+            stages.at("train", 1.0, f"{exc}; this batch is drawn at random")
+        val_acc = _validation_accuracy(inputs.validation, model, pool)
     if own_proxy and strategy is None:
         _save_last(model, project)
-    _stop(should_stop)
-    report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
-    started = time.perf_counter()
-    scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
-    backbone = (
-        _backbone_for_distances(project, settings, pool)
-        if ((strategy or settings.strategy) in DISTANCE_STRATEGIES)
-        else None
-    )
-    if backbone is not None:
-        # distances between backbone embeddings mean more than between a few-label proxy's
-        scores = PoolScores(scores.probs, project_embeddings(project, backbone, pool, settings.device))
-    return _Selector(model, val_acc, scores, train_s, time.perf_counter() - started, steps.last, name, strategy)
+    stages.at("score", 0.0, f"scoring {len(pool)} images")
+    with stages.timed("score"):
+        scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
+        backbone = (
+            _backbone_for_distances(project, settings, pool)
+            if ((strategy or settings.strategy) in DISTANCE_STRATEGIES)
+            else None
+        )
+        if backbone is not None:
+            # distances between backbone embeddings mean more than between a few-label proxy's
+            scores = PoolScores(scores.probs, project_embeddings(project, backbone, pool, settings.device))
+    return _Selector(model, val_acc, scores, steps.last, name, strategy)
 
 
 def _backbone_for_distances(project, settings, pool) -> Backbone | None:
@@ -239,45 +211,35 @@ def _backbone_for_distances(project, settings, pool) -> Backbone | None:
         return None  # a pixel proxy still works without its backbone
 
 
-def _frozen_selector(project, settings, kind: str, seed: int, pool, labels, report) -> _Selector:
+def _frozen_selector(project, inputs, kind: str, seed: int, pool, stages) -> _Selector:
     """A linear or MLP head on the backbone's frozen pool embeddings (engine.frozen)."""
+    settings = inputs.settings
     backbone = require_backbone(project, settings, pool.image_size)
-    started = time.perf_counter()
-    embed_progress = report.span("train", "embedding the pool with the backbone")
-    features = Features(project_embeddings(project, backbone, pool, settings.device, embed_progress))
-    embed_s = time.perf_counter() - started
-    started = time.perf_counter()
-    ids = sorted(labels)
-    head = train_head(
-        features,
-        pool.positions(ids),
-        np.array([labels[i] for i in ids], dtype=np.int64),
-        len(settings.classes),
-        HeadConfig(kind=kind, seed=seed),
-    )
-    validation = storage.validation_labels(project)
-    val_ids = sorted(validation)
-    val_acc = (
-        frozen_accuracy(head, features, pool.positions(val_ids), np.array([validation[i] for i in val_ids]))
-        if val_ids
-        else None
-    )
-    train_s = time.perf_counter() - started
-    report.at("score", 0.0, f"scoring {len(pool.item_ids)} images")
-    started = time.perf_counter()
-    scores = frozen_pool_scores(head, features)
-    return _Selector(
-        head,
-        val_acc,
-        scores,
-        train_s,
-        embed_s + time.perf_counter() - started,
-        HeadConfig().steps,
-        f"{kind} on {backbone.name}",
-        None,
-        backbone,
-        features,
-    )
+    with stages.timed("score"):
+        embed_progress = stages.span("train", "embedding the pool with the backbone")
+        features = Features(project_embeddings(project, backbone, pool, settings.device, embed_progress))
+    with stages.timed("train"):
+        labels = inputs.training
+        ids = sorted(labels)
+        head = train_head(
+            features,
+            pool.positions(ids),
+            np.array([labels[i] for i in ids], dtype=np.int64),
+            len(settings.classes),
+            HeadConfig(kind=kind, seed=seed),
+        )
+        validation = inputs.validation
+        val_ids = sorted(validation)
+        val_acc = (
+            frozen_accuracy(head, features, pool.positions(val_ids), np.array([validation[i] for i in val_ids]))
+            if val_ids
+            else None
+        )
+    stages.at("score", 0.0, f"scoring {len(pool)} images")
+    with stages.timed("score"):
+        scores = frozen_pool_scores(head, features)
+    name = f"{kind} on {backbone.name}"
+    return _Selector(head, val_acc, scores, HeadConfig().steps, name, None, backbone, features)
 
 
 def run_first_round(project: storage.Project, on_progress: OnProgress | None = None) -> storage.Round:
@@ -288,44 +250,63 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     that is not ready yet (ssl still training) gives the random batch,
     recorded with a selector that says why.
     """
-    settings = storage.load_settings(project)
-    name, why = initial_strategy(settings, len(storage.usable_items(project)))
+    inputs = storage.read_round_inputs(project)
+    name, why = initial_strategy(inputs.settings, len(inputs.items))
     if name == "random":
         return run_initial_round(project, selector=why)
-    if storage.current_round(project) is not None:
+    if inputs.latest is not None:
         raise RoundError("the initial batch was already made; run a selection round instead")
-    report = _Report(on_progress)
+    stages = _Stages(on_progress)
     storage.reserve_validation(project)
-    pool = load_project_pool(project, settings, report.span("decode", "decoding images"))
-    storage.reserve_validation(project)
+    inputs, pool = load_inputs_and_pool(project, None, stages.span("decode", "decoding images"))
+    settings = inputs.settings
     try:
         backbone = require_backbone(project, settings, pool.image_size, instead="a random first batch")
     except RoundError as exc:
         return run_initial_round(project, selector=f"random: {exc}")
-    candidates = candidate_ids(project)
-    size = min(settings.initial_size, storage.budget_left(project), len(candidates))
-    if size < 1:
-        raise RoundError("no unlabeled images are left to queue; add images or raise the budget")
+    size = first_batch_size(inputs)
     embeddings = project_embeddings(
-        project, backbone, pool, settings.device, report.span("train", "embedding the pool with the backbone")
+        project, backbone, pool, settings.device, stages.span("train", "embedding the pool with the backbone")
     )
     classes = len(settings.classes)
-    scores = PoolScores(np.full((len(pool.item_ids), classes), 1 / classes, np.float32), embeddings)
-    taken = pool.positions(taken_ids(project))
-    report.at("select", 0.0, f"selecting {size} images ({name})")
-    started = time.perf_counter()
-    picks = np.asarray(STRATEGIES[name](scores, taken, size, rng=np.random.default_rng(settings.seed)), np.int64)
-    item_scores = strategy_scores(name, scores, picks, labeled=taken)
+    scores = PoolScores(np.full((len(pool), classes), 1 / classes, np.float32), embeddings)
+    taken = pool.positions(sorted(inputs.taken))
+    stages.at("select", 0.0, f"selecting {size} images ({name})")
+    with stages.timed("select"):
+        picks = np.asarray(STRATEGIES[name](scores, taken, size, rng=np.random.default_rng(settings.seed)), np.int64)
+        item_scores = strategy_scores(name, scores, picks, labeled=taken)
     return storage.create_round(
         project,
         strategy=name,
         selector=f"{name} on {backbone.name} embeddings",
         item_ids=pool.item_ids[picks].tolist(),
         scores=[float(v) for v in item_scores],
-        n_labeled=len(storage.training_labels(project)),
-        select_s=time.perf_counter() - started,
+        n_labeled=len(inputs.training),
+        select_s=stages.seconds["select"],
         index=0,
     )
+
+
+def load_inputs_and_pool(
+    project: storage.Project,
+    inputs: storage.RoundInputs | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> tuple[storage.RoundInputs, PoolCache]:
+    """A snapshot of the project's round inputs and the pool of exactly its usable items.
+
+    Decoding may find images gone (they leave the labels, the queue and the
+    validation set): then the validation set is topped up and the snapshot
+    read again, so the labels always match the pool. `inputs`: a snapshot
+    already read, used when decoding finds nothing missing.
+    """
+    inputs = inputs or storage.read_round_inputs(project)
+    for _ in range(MAX_UNREADABLE_RETRIES + 1):
+        pool = load_project_pool(project, inputs.settings, on_progress, items=inputs.items)
+        if pool.item_ids.tolist() == inputs.item_ids:
+            return inputs, pool
+        storage.reserve_validation(project)
+        inputs = storage.read_round_inputs(project)
+    raise RoundError("the image folder kept changing while the round read it; try again")
 
 
 MAX_UNREADABLE_RETRIES = 20  # images found unreadable while decoding, each marked missing and skipped
@@ -335,7 +316,9 @@ def load_project_pool(
     project: storage.Project,
     settings: storage.Settings | None = None,
     on_progress: Callable[[float], None] | None = None,
-) -> ProjectPool:
+    *,
+    items: Sequence[storage.Item] | None = None,
+) -> PoolCache:
     """The pool cache over every usable item, decoding only items not cached yet.
 
     Image size: `settings.image_size`, or picked from the items' sizes. When
@@ -343,23 +326,24 @@ def load_project_pool(
     to decode whose file is gone, or that no longer decodes, is marked
     missing (storage.mark_missing, with the reason) and left out of the
     pool, so one deleted file never blocks a round. `on_progress(fraction)`
-    follows decoding.
+    follows decoding. `items`: the usable items as already read (a snapshot).
     """
     settings = settings or storage.load_settings(project)
     root = Path(settings.image_root).resolve()
     for _ in range(MAX_UNREADABLE_RETRIES + 1):
-        items = storage.usable_items(project)
+        items = list(items) if items is not None else storage.usable_items(project)
         if not items:
             raise RoundError("the project has no usable images; ingest an image folder first")
         size = settings.image_size or pick_image_size([(item.width, item.height) for item in items])
         ids = np.array([item.id for item in items], dtype=np.int64)
         cache = load_pool_cache(project.cache_dir, size)
         if cache is not None and np.isin(ids, cache.item_ids).all():
-            return _pool_view(cache, ids, size)
+            return cache.subset(ids)
         cached = set(cache.item_ids.tolist()) if cache is not None else set()
         paths, missing = _files_to_read(root, items, cached)
         if missing:
             storage.mark_missing(project, missing)
+            items = None
             continue
         try:
             cache = build_pool_cache(project.cache_dir, paths, size, on_progress=_count_progress(on_progress))
@@ -368,8 +352,9 @@ def load_project_pool(
             if exc.path not in by_path:
                 raise
             storage.mark_missing(project, {by_path[exc.path]: f"cannot be decoded ({exc.reason})"})
+            items = None
             continue
-        return _pool_view(cache, ids, size)
+        return cache.subset(ids)
     raise RoundError(
         f"more than {MAX_UNREADABLE_RETRIES} images could not be decoded; "
         "check the image folder (the Project page lists them)"
@@ -392,16 +377,6 @@ def _files_to_read(root: Path, items: list[storage.Item], cached: set[int]) -> t
     return paths, missing
 
 
-def _pool_view(cache: PoolCache, ids: np.ndarray, size: int) -> ProjectPool:
-    cached = np.asarray(cache.item_ids, dtype=np.int64)
-    normalization = (tuple(cache.mean), tuple(cache.std))
-    if np.array_equal(cached, ids):
-        return ProjectPool(ids, cache.images, normalization, size)  # no copy of the pool
-    order = np.argsort(cached, kind="stable")
-    rows = order[np.searchsorted(cached[order], ids)]
-    return ProjectPool(ids, np.asarray(cache.images[rows]), normalization, size)
-
-
 def _count_progress(on_progress: Callable[[float], None] | None):
     """Adapt a fraction callback to the cache builder's (done, total, ...) callback."""
     if on_progress is None:
@@ -422,32 +397,31 @@ def _strategy(name: str):
     return STRATEGIES[name]
 
 
-def _next_index(project: storage.Project) -> int:
-    latest = storage.current_round(project)
-    return 0 if latest is None else latest.index + 1
+def check_round(inputs: storage.RoundInputs, early: bool = False) -> int:
+    """The next batch's size; RoundError when no selection round can run on `inputs`.
 
-
-def _batch_size(project: storage.Project, settings: storage.Settings, early: bool = False) -> int:
-    left = storage.budget_left(project)
-    if left < 1:
+    It cannot when the budget is spent, the latest round still has open
+    items (unless `early`), no candidates are left, or fewer than two
+    classes have training labels.
+    """
+    settings = inputs.settings
+    if inputs.budget_left < 1:
         raise RoundError(
             f"the labeling budget of {settings.budget} is spent; train the target model "
             "or raise the budget in the settings"
         )
-    latest = storage.current_round(project)
-    if latest is not None and not early:
-        open_items = len(storage.round_queue(project, latest.id))
-        if open_items:
-            raise RoundError(
-                f"round {latest.index} still has {open_items} unlabeled images; "
-                "label or skip them before the next round"
-            )
-    candidates = len(candidate_ids(project))
+    if inputs.latest is not None and inputs.open_in_latest and not early:
+        raise RoundError(
+            f"round {inputs.latest.index} still has {inputs.open_in_latest} unlabeled images; "
+            "label or skip them before the next round"
+        )
+    candidates = len(inputs.candidates)
     if candidates < 1:
         raise RoundError(
             "every usable image is already labeled, queued, skipped or in the validation set; add images to continue"
         )
-    return min(settings.round_size, left, candidates)
+    _check_classes(inputs.training, settings.classes)
+    return min(settings.round_size, inputs.budget_left, candidates)
 
 
 def _check_classes(labels: dict[int, int], classes: tuple[str, ...]) -> None:
@@ -459,21 +433,14 @@ def _check_classes(labels: dict[int, int], classes: tuple[str, ...]) -> None:
         )
 
 
-def _stop(should_stop: ShouldStop | None) -> None:
-    if should_stop is not None and should_stop():
-        raise Cancelled("round cancelled")
-
-
 # ---------------------------------------------------------------- model state
 
 
-def _validation_accuracy(project: storage.Project, model: nn.Module, pool: ProjectPool) -> float | None:
-    labels = storage.validation_labels(project)
+def _validation_accuracy(labels: dict[int, int], model: nn.Module, pool: PoolCache) -> float | None:
     if not labels:
         return None
-    ids = sorted(labels)
-    images = np.asarray(pool.images[pool.positions(ids)])
-    return evaluate(model, images, np.array([labels[i] for i in ids], dtype=np.int64), pool.normalization, tta=True)
+    images, targets = pool.arrays(labels)
+    return evaluate(model, images, targets, pool.normalization, tta=True)
 
 
 def _warm_start(model: Model, project: storage.Project) -> bool:
@@ -511,11 +478,12 @@ def _save_last(model: nn.Module, project: storage.Project) -> None:
 # ---------------------------------------------------------------- progress
 
 
-class _Report:
-    """Maps per-stage fractions onto the round's 0..1 progress (see STAGE_SPANS)."""
+class _Stages:
+    """A round's stages: progress mapped onto 0..1 (STAGE_SPANS), seconds per stage, and the stop check."""
 
-    def __init__(self, on_progress: OnProgress | None):
-        self.on_progress = on_progress
+    def __init__(self, on_progress: OnProgress | None, should_stop: ShouldStop | None = None):
+        self.on_progress, self.should_stop = on_progress, should_stop
+        self.seconds: dict[str, float] = {}
 
     def at(self, stage: str, fraction: float, message: str) -> None:
         if self.on_progress is not None:
@@ -527,6 +495,18 @@ class _Report:
             self.at(stage, fraction, detail or message)
 
         return callback
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the block's wall-clock seconds to `seconds[stage]`, then stop if asked to."""
+        started = time.perf_counter()
+        yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+        self.check_stop()
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("round cancelled")
 
 
 def _train_progress(callback: Callable[..., None]) -> Callable[[Progress], None]:

@@ -22,8 +22,9 @@ from engine.config import BACKBONE_TARGET, stage_config
 from engine.device import Normalization
 from engine.embeddings import backbone_classifier, resize_images
 from engine.models import build_model
+from engine.pool_cache import PoolCache
 from engine.representation import require_backbone
-from engine.round import ProjectPool, RoundError, load_project_pool
+from engine.round import RoundError, load_inputs_and_pool
 from engine.score import predict_logits
 from engine.train import Cancelled, Progress, StepsSeen, train
 
@@ -40,7 +41,7 @@ class TargetFit:
     """A trained target model and what it was trained and evaluated on."""
 
     model: nn.Module
-    pool: ProjectPool
+    pool: PoolCache
     class_names: list[str]
     metrics: dict  # see validation_metrics, plus train_s, n_labels, model, steps, training
     image_size: int  # what the model takes: the pool's size, or a fine-tuned backbone's input size
@@ -67,21 +68,18 @@ def fit_target(
     when `should_stop()` turns True, TrainingFailed when the run diverged or
     collapsed to one class (no model is returned, so none is ever saved).
     """
-    settings = storage.load_settings(project)
-    stage = stage_config(settings, "target", model_name=model_name, steps=steps, level=level)
-    if len(set(storage.training_labels(project).values())) < 2:  # before decoding: fail fast
-        raise TargetError("the target needs labels in at least 2 classes; label more images first")
+    inputs = storage.read_round_inputs(project)
+    _check_labels(inputs)  # before decoding: fail fast
     report = on_progress or (lambda fraction, message: None)
-    pool = load_project_pool(project, settings, lambda f: report(0.05 * f, "decoding images"))
-    labels = storage.training_labels(project)  # again: decoding may have found images missing
-    if len(set(labels.values())) < 2:
-        raise TargetError("the target needs labels in at least 2 classes; label more images first")
-    ids = sorted(labels)
-    targets = np.array([labels[i] for i in ids], dtype=np.int64)
+    inputs, pool = load_inputs_and_pool(project, inputs, lambda f: report(0.05 * f, "decoding images"))
+    _check_labels(inputs)  # again: decoding may have found images missing
+    settings = inputs.settings
+    stage = stage_config(settings, "target", model_name=model_name, steps=steps, level=level)
 
     started = time.perf_counter()
     model, image_size, normalization = _initial_model(project, settings, stage.model_name, pool, stage.train.seed)
-    images = resize_images(pool.images[pool.positions(ids)], image_size)
+    images, targets = pool.arrays(inputs.training)
+    images = resize_images(images, image_size)
 
     def on_train(p: Progress) -> None:
         report(0.05 + 0.9 * p.fraction, f"training the target: step {p.step}/{p.steps}, loss {p.loss:.3f}")
@@ -100,11 +98,11 @@ def fit_target(
         image_size=image_size,
         normalization=normalization,
     )
-    fit.metrics = validation_metrics(fit, project, len(settings.classes))
+    fit.metrics = validation_metrics(fit, inputs.validation, len(settings.classes))
     level = level or settings.target_training
     fit.metrics.update(
         train_s=train_s,
-        n_labels=len(ids),
+        n_labels=len(targets),
         model=stage.model_name,
         steps=seen.last,
         training=f"{stage.train.steps} steps" if stage.train.steps else level,
@@ -112,8 +110,13 @@ def fit_target(
     return fit
 
 
+def _check_labels(inputs: storage.RoundInputs) -> None:
+    if len(set(inputs.training.values())) < 2:
+        raise TargetError("the target needs labels in at least 2 classes; label more images first")
+
+
 def _initial_model(
-    project: storage.Project, settings: storage.Settings, model_name: str, pool: ProjectPool, seed: int
+    project: storage.Project, settings: storage.Settings, model_name: str, pool: PoolCache, seed: int
 ) -> tuple[nn.Module, int, Normalization]:
     """(the model to train, its input size, its normalization): a registered model from scratch on
     the pool's images, or (BACKBONE_TARGET) the project's backbone with a new classifier."""
@@ -157,18 +160,16 @@ def run_target(
     return {**fit.metrics, "checkpoint": str(path)}
 
 
-def validation_metrics(fit: TargetFit, project: storage.Project, n_classes: int) -> dict:
-    """Accuracy, per-class accuracy and confusion matrix on the labeled validation items.
+def validation_metrics(fit: TargetFit, labels: dict[int, int], n_classes: int) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix on the labeled validation items `labels`.
 
     confusion[i][j] counts items of class i predicted as j; per_class_accuracy[i]
     is None for a class with no validation items; accuracy is None when
     nothing in the validation set is labeled.
     """
-    labels = storage.validation_labels(project)
-    ids = sorted(labels)
-    truth = np.array([labels[i] for i in ids], dtype=np.int64)
-    if ids:
-        images = fit.prepare(fit.pool.images[fit.pool.positions(ids)])
+    images, truth = fit.pool.arrays(labels)
+    if labels:
+        images = fit.prepare(images)
         predicted = predict_logits(fit.model, images, fit.normalization, tta=True).argmax(1)
     else:
         predicted = np.empty(0, dtype=np.int64)

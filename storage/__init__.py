@@ -98,6 +98,7 @@ from storage.rounds import (
     round_label_times,
     round_queue,
 )
+from storage.snapshot import RoundInputs, read_round_inputs
 from storage.walk import IMAGE_EXTENSIONS, find_images
 
 __all__ = [
@@ -115,6 +116,7 @@ __all__ = [
     "LabeledItem",
     "Project",
     "Round",
+    "RoundInputs",
     "Settings",
     "SettingsError",
     "StorageError",
@@ -161,6 +163,7 @@ __all__ = [
     "open_project",
     "open_rounds",
     "queued_ids",
+    "read_round_inputs",
     "rejected_files",
     "release_job",
     "report_progress",

@@ -317,6 +317,17 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
 
 
 @contextlib.contextmanager
+def read_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """`BEGIN` ... `COMMIT`: every read inside sees the database at one commit (WAL snapshot)."""
+    db.conn.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        if db.conn.in_transaction:
+            db.conn.execute("COMMIT")  # nothing was written: this only ends the snapshot
+
+
+@contextlib.contextmanager
 def writing(project: Project) -> Iterator[sqlite_utils.Database]:
     """A fresh connection inside one write transaction, closed on exit."""
     with opened(project) as db, write_transaction(db):

@@ -149,6 +149,21 @@ def test_build_saves_a_memmappable_cache_with_stats(tmp_path):
         cache.positions([99])
 
 
+def test_subset_and_arrays_follow_item_ids(tmp_path):
+    cache = build_pool_cache(tmp_path / "cache", make_items(tmp_path / "img", 1, 4), 8)
+    assert cache.subset([1, 2, 3, 4]) is cache  # every row in order: the memmap itself, no copy
+    part = cache.subset([4, 2])
+    assert part.item_ids.tolist() == [4, 2] and [int(v) for v in part.images[:, 0, 0, 0]] == [4, 2]
+    assert part.normalization == cache.normalization and part.image_size == 8
+    images, targets = cache.arrays({3: 1, 1: 0})
+    assert [int(v) for v in images[:, 0, 0, 0]] == [1, 3] and targets.tolist() == [0, 1]
+    assert targets.dtype == np.int64 and images.dtype == np.uint8
+    empty_images, empty_targets = cache.arrays({})
+    assert empty_images.shape == (0, 3, 8, 8) and empty_targets.shape == (0,)
+    with pytest.raises(KeyError):
+        cache.subset([1, 99])
+
+
 def test_incremental_build_decodes_only_new_items(tmp_path):
     first = make_items(tmp_path / "img", 1, 5)
     calls = []
