@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import dataclass
 
 import storage
 from engine.initial import candidate_ids, run_initial_round
 
 ACTIVE = ("queued", "running")
+SILENT_BEATS = 3  # heartbeats a running job may miss before the page starts a new worker for it
 TARGET_DIR = "target"  # engine.target saves under models_dir / "target"
 # The next round starts while the newest batch is being finished, so it is ready when the batch
 # is: between these shares of the batch done, as soon as the annotator's pace says the open items
@@ -49,6 +51,17 @@ def start_worker(project: storage.Project) -> None:
     from engine.worker import ensure_worker
 
     ensure_worker(project.root)
+
+
+def keep_worker_for(project: storage.Project, job: storage.Job) -> None:
+    """Start a worker when `job` has none: it is queued, or it runs with a heartbeat silent for over
+    SILENT_BEATS beats (its worker died; the new one claims it once the heartbeat is stale). A job
+    whose heartbeat is live needs nothing, so a page polling it every second starts no process."""
+    from engine.worker import HEARTBEAT_S
+
+    silent = job.heartbeat_at is None or time.time() - job.heartbeat_at > SILENT_BEATS * HEARTBEAT_S
+    if job.state == "queued" or (job.state == "running" and silent):
+        start_worker(project)
 
 
 def round_state(project: storage.Project) -> RoundState:

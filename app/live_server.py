@@ -77,6 +77,9 @@ def streamlit_server(
 
 def stop_worker(project_dir: Path) -> None:
     """End the worker process the app started for this project (it would idle-exit later anyway)."""
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((project_dir / "worker.pid").read_text().split()[0])
-        os.kill(pid, signal.SIGTERM)
+    from engine.worker_lock import lock_holder, worker_alive
+
+    pid = lock_holder(project_dir)
+    if pid is not None and worker_alive(project_dir):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)

@@ -51,7 +51,7 @@ def live_job(project_root: str, job_id: int) -> None:
             disabled=job.cancel_requested,
             help="Stops the job within a few seconds. Labels are kept; you can start it again.",
         )
-        jobs.start_worker(project)  # a worker that died is restarted; the job is claimed again when stale
+        jobs.keep_worker_for(project, job)
         return
     st.rerun(scope="app")
 

@@ -189,10 +189,23 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
-    """`python -m engine worker`."""
+    """`python -m engine worker`: takes the project's worker lock before importing the worker's modules,
+    so a second worker exits within a fraction of a second and the lock alone says one is alive."""
+    from engine.worker_lock import WorkerLock
+
+    lock = WorkerLock(args.project)
+    if args.project.is_dir() and not lock.acquire():
+        return 0
     from engine.worker import run_worker
 
-    run_worker(args.project, once=args.once, poll_s=args.poll, idle_exit_s=args.idle_exit, parent_pid=args.parent_pid)
+    run_worker(
+        args.project,
+        once=args.once,
+        poll_s=args.poll,
+        idle_exit_s=args.idle_exit,
+        parent_pid=args.parent_pid,
+        lock=lock,
+    )
     return 0
 
 

@@ -1,8 +1,9 @@
 """The background worker: takes round and target jobs from a project's jobs table.
 
 One worker process per project, enforced by an exclusive `flock` on
-`PROJECT/worker.lock` (released by the kernel when the process dies, so a
-crash never leaves a stale lock); a second worker exits quietly. Claiming a
+`PROJECT/worker.lock` (engine.worker_lock: released by the kernel when the
+process dies, so a crash never leaves a stale lock); a second worker exits
+quietly. That lock is the one sign a worker is alive. Claiming a
 job is atomic in storage as well, so two rounds never run at once. While a
 job runs, a heartbeat thread keeps it from looking stale during a long
 epoch; a failure is recorded on the job as one readable line, the
@@ -15,7 +16,6 @@ memory after the server is gone.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
@@ -26,52 +26,25 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import storage
+from engine.worker_lock import WorkerLock, lock_holder, worker_alive
 
 # The training modules (torch, FAISS) are imported where a job runs, not here: the Streamlit server
 # imports this module for ensure_worker, and torch in the server process measured +100 ms on every
 # label acknowledgement (docs/benchmarks.md, UI).
 
-LOCK_FILE = "worker.lock"
-PID_FILE = "worker.pid"
 LOG_FILE = Path("logs") / "worker.log"
 KINDS = ("round", "target", "backbone")
 HEARTBEAT_S = 5.0  # seconds between heartbeats while a job runs
 STALE_AFTER_S = 60.0  # a running job silent this long belongs to a dead worker
 PROGRESS_EVERY_S = 0.5  # at most this often a progress write to the database
 CANCEL_CHECK_S = 1.0  # at most this often a cancellation read
-STARTING_GRACE_S = 60.0  # a just-started worker may take this long to take the lock
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("engine.worker")
-_children: list[subprocess.Popen] = []  # started workers, kept so they can be reaped
-
-
-class WorkerLock:
-    """Exclusive, non-blocking `flock` on PROJECT/worker.lock; `acquire()` says whether we got it."""
-
-    def __init__(self, project_dir: Path):
-        self.path = Path(project_dir) / LOCK_FILE
-        self.handle: IO[str] | None = None
-
-    def acquire(self) -> bool:
-        """True when this process now holds the lock, False when another one does."""
-        handle = open(self.path, "a+")  # noqa: SIM115  (held open: the flock lives as long as the handle)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self.handle = handle
-        return True
-
-    def release(self) -> None:
-        """Give the lock back (closing the file releases the flock)."""
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+_children: dict[Path, subprocess.Popen] = {}  # project root -> the worker we started, kept to be reaped
 
 
 class Parent:
@@ -95,6 +68,7 @@ def run_worker(
     stale_after_s: float = STALE_AFTER_S,
     heartbeat_s: float = HEARTBEAT_S,
     parent_pid: int | None = None,
+    lock: WorkerLock | None = None,
 ) -> int:
     """Run round and target jobs of the project at `project_dir` until told to stop; return jobs run.
 
@@ -102,22 +76,26 @@ def run_worker(
     that many seconds without a job. parent_pid: the process that started
     this one; return as soon as it is gone (a running job is put back in the
     queue). Returns 0 at once, quietly, when another worker holds the
-    project's lock.
+    project's lock. lock: the project's lock, already held (the worker
+    command takes it before importing anything heavy).
     """
     parent = Parent(parent_pid)
-    project = storage.open_project(project_dir)
-    lock = WorkerLock(project.root)
-    if not lock.acquire():
-        return 0
+    if lock is None:
+        lock = WorkerLock(project_dir)
+        if Path(project_dir).is_dir() and not lock.acquire():
+            return 0
+    try:
+        project = storage.open_project(project_dir)
+    except BaseException:
+        lock.release()
+        raise
     handler = _attach_log(project.root)
     name = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        _write_pid(project.root)
         log.info("worker %s started for %s", name, project.root)
         return _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, parent)
     finally:
         log.info("worker %s stopping", name)
-        _remove_pid(project.root)
         log.removeHandler(handler)
         handler.close()
         lock.release()
@@ -325,16 +303,19 @@ def _canceller(project, job_id: int, beat: _Heartbeat, parent: Parent) -> Callab
 def ensure_worker(project_dir: str | Path, *, idle_exit_s: float | None = 600.0) -> int:
     """Start a detached `python -m engine worker` for the project unless one is alive; return its pid.
 
-    A worker counts as alive when it holds the lock, or when one was started
-    less than a minute ago and has not taken the lock yet (importing torch
-    takes seconds). The new process has its own session, so it outlives the
-    caller (the Streamlit server); its output goes to logs/worker.log.
+    Alive: a process holds the worker lock, or this process started a
+    worker that is still running and has not taken it yet (the fraction of a
+    second before its first import; a second one would exit at once anyway).
+    The new process has its own session, so it outlives the caller (the
+    Streamlit server); its output goes to logs/worker.log.
     """
     project = storage.open_project(project_dir)
     _reap()
-    running = _live_worker_pid(project.root)
-    if running is not None:
-        return running
+    if worker_alive(project.root):
+        return lock_holder(project.root) or -1
+    starting = _children.get(project.root)
+    if starting is not None:  # started by us and still running: it is taking the lock now
+        return starting.pid
     log_path = project.root / LOG_FILE
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
@@ -353,68 +334,15 @@ def ensure_worker(project_dir: str | Path, *, idle_exit_s: float | None = 600.0)
         child = subprocess.Popen(
             command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
-    _children.append(child)
-    _write_pid(project.root, child.pid)
+    _children[project.root] = child
     return child.pid
-
-
-def worker_alive(project_dir: str | Path) -> bool:
-    """True when some process holds the project's worker lock."""
-    lock = WorkerLock(Path(project_dir))
-    if lock.acquire():
-        lock.release()
-        return False
-    return True
-
-
-def _live_worker_pid(root: Path) -> int | None:
-    pid, written = _read_pid(root)
-    if worker_alive(root):
-        return pid if pid is not None else -1
-    if pid is not None and time.time() - written < STARTING_GRACE_S and _process_exists(pid):
-        return pid
-    return None
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _reap() -> None:
     """Collect exit statuses of workers we started, so none lingers as a zombie."""
-    _children[:] = [child for child in _children if child.poll() is None]
-
-
-def _write_pid(root: Path, pid: int | None = None) -> None:
-    with storage.atomic_write(root / PID_FILE) as tmp:
-        tmp.write_text(str(pid or os.getpid()))
-
-
-def _read_pid(root: Path) -> tuple[int | None, float]:
-    path = root / PID_FILE
-    try:
-        return int(path.read_text().strip()), path.stat().st_mtime
-    except (OSError, ValueError):
-        return None, 0.0
-
-
-def _remove_pid(root: Path) -> None:
-    pid, _ = _read_pid(root)
-    if pid == os.getpid():
-        (root / PID_FILE).unlink(missing_ok=True)
+    for root, child in list(_children.items()):
+        if child.poll() is not None:
+            del _children[root]
 
 
 def _attach_log(root: Path) -> logging.Handler:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 
 import storage
 from app import jobs, labeling
@@ -178,3 +180,17 @@ def test_the_early_round_starts_sooner_when_the_last_round_took_longer_than_the_
         assert bool(storage.active_jobs(project)) == (count == 5)  # never before half the batch
     assert jobs._pace([0.0, 2.0, 3.0, 100.0, 104.0]) == 2.0  # a break of 97 s is not the pace
     assert jobs._pace([5.0]) == float("inf")
+
+
+def test_the_page_starts_a_worker_only_for_a_job_no_worker_runs(project, monkeypatch):
+    started = []
+    monkeypatch.setattr(jobs, "start_worker", lambda p: started.append(p))
+    job = storage.enqueue_job(project, "round")
+    jobs.keep_worker_for(project, job)
+    assert len(started) == 1  # queued: nobody has it yet
+    running = storage.claim_job(project, "w")
+    jobs.keep_worker_for(project, running)
+    assert len(started) == 1  # a live heartbeat: its worker is there
+    silent = dataclasses.replace(running, heartbeat_at=time.time() - jobs.SILENT_BEATS * 5 - 1)
+    jobs.keep_worker_for(project, silent)
+    assert len(started) == 2  # its worker died: a new one will claim it once stale

@@ -35,7 +35,7 @@ def test_worker_runs_the_initial_round_then_a_selection_round(tiny_project):
     assert done.result["train_s"] > 0
     assert storage.current_round(tiny_project).index == 1
     assert (tiny_project.root / "logs" / "worker.log").is_file()
-    assert not (tiny_project.root / worker.PID_FILE).exists()
+    assert not worker_alive(tiny_project.root)  # the lock went with the worker
 
 
 def test_worker_runs_a_target_job(labeled_project):
@@ -146,7 +146,8 @@ def test_ensure_worker_starts_one_detached_worker(labeled_project):
             assert time.monotonic() < deadline, "the worker did not finish the job"
             time.sleep(0.2)
         assert storage.get_job(labeled_project, job.id).state == "done"
-        child = next(c for c in worker._children if c.pid == pid)
+        child = worker._children[labeled_project.root]
+        assert child.pid == pid
         assert child.wait(timeout=30) == 0
     finally:
         with contextlib.suppress(ProcessLookupError):
