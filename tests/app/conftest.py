@@ -1,4 +1,5 @@
-"""Fixtures for the app tests: a tiny generated image project and AppTest on each page.
+"""Fixtures for the app tests: a tiny generated image project and AppTest on each page
+(helpers: tests/support.py).
 
 The worker process is never started from a test: `app.jobs.start_worker` is
 replaced by a no-op, and tests run the real engine job synchronously with
@@ -7,77 +8,29 @@ replaced by a no-op, and tests run the real engine job synchronously with
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import storage
 from app import demo, jobs, state
+from tests.support import make_app_project, write_image_folder
 
 torch.set_num_threads(1)
 
-CLASSES = ("red", "green", "blue")
-COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 MAIN = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
-
-
-def write_dataset(folder: Path, per_class: int = 8, size: int = 12, seed: int = 0) -> dict[str, str]:
-    """Noisy solid-colour PNGs named img_000.png... (the name hides the class); returns name -> class."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    truth = {}
-    for i in range(per_class * len(CLASSES)):
-        name = CLASSES[i % len(CLASSES)]
-        pixels = np.clip(np.array(COLOURS[name]) + rng.integers(-25, 26, (size, size, 3)), 0, 255)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels.astype(np.uint8)).save(buffer, "PNG")
-        (folder / f"img_{i:03d}.png").write_bytes(buffer.getvalue())
-        truth[f"img_{i:03d}.png"] = name
-    return truth
-
-
-def tiny_settings(image_root: Path, **overrides) -> storage.Settings:
-    values = dict(
-        image_root=str(image_root),
-        classes=CLASSES,
-        budget=12,
-        round_size=4,
-        initial_size=4,
-        validation_size=3,
-        proxy="proxy_tiny",
-        target="proxy_tiny",
-        proxy_steps=30,
-        target_steps=30,
-        device="cpu",
-        strategy="least_confidence",
-    )
-    values.update(overrides)
-    return storage.Settings(**values)
-
-
-def make_project(root: Path, image_root: Path, **overrides) -> storage.Project:
-    """Created, ingested, with the random round 0 queued (what the app does on create)."""
-    from engine.round import run_initial_round
-
-    project = storage.create_project(root, tiny_settings(image_root, **overrides))
-    storage.ingest(project)
-    run_initial_round(project)
-    return project
 
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     folder = tmp_path / "images"
-    return folder, write_dataset(folder)
+    return folder, write_image_folder(folder, per_class=8, flat=True)
 
 
 @pytest.fixture
 def project(tmp_path: Path, dataset) -> storage.Project:
-    return make_project(tmp_path / "project", dataset[0])
+    return make_app_project(tmp_path / "project", dataset[0])
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 
 from app.live_server import CHROMIUM, streamlit_server
-from tests.app.conftest import make_project, write_dataset
+from tests.support import make_app_project, write_image_folder
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,8 +38,8 @@ def visit(browser, url: str, requests: list[str], screenshot: str | None = None)
 
 def test_no_page_makes_a_request_to_another_host(chromium, tmp_path):
     browser = chromium
-    write_dataset(tmp_path / "images", per_class=4)
-    project = make_project(tmp_path / "project", tmp_path / "images")
+    write_image_folder(tmp_path / "images", per_class=4, flat=True)
+    project = make_app_project(tmp_path / "project", tmp_path / "images")
     requests: list[str] = []
     with streamlit_server(project.root, tmp_path / "home", tmp_path / "server.log") as url:
         for path in PAGES:

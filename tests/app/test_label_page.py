@@ -12,7 +12,7 @@ import pytest
 
 import storage
 from app import jobs, labeler, labeling
-from tests.app.conftest import CLASSES
+from tests.support import RGB
 
 
 def batch_ids(project):
@@ -32,7 +32,7 @@ def test_view_gets_the_batch_classes_and_image_urls(open_app, project):
     data = view_data(open_app())
     ids = batch_ids(project)
     assert [item["id"] for item in data["items"]] == ids
-    assert data["classes"] == list(CLASSES)
+    assert data["classes"] == list(RGB)
     assert data["title"] == "This batch"
     assert all(item["label"] is None and not item["skipped"] and item["why"] == "random pick" for item in data["items"])
     assert all(item["guess"] is None for item in data["items"])  # a random batch has no guesses
@@ -124,7 +124,7 @@ def test_acknowledgements_and_labels_reach_the_view(open_app, project):
 def test_guesses_of_a_proxy_batch_are_shown(open_app, project):
     ids = batch_ids(project)
     for position, item_id in enumerate(ids):
-        storage.set_label(project, item_id, CLASSES[position % 3])
+        storage.set_label(project, item_id, RGB[position % 3])
     candidates = storage.unlabeled_ids(project)[:2]
     storage.create_round(
         project,

@@ -12,7 +12,7 @@ import pytest
 
 import storage
 from app.live_server import CHROMIUM, streamlit_server
-from tests.app.conftest import CLASSES, make_project, write_dataset
+from tests.support import RGB, make_app_project, write_image_folder
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,8 +32,8 @@ window.addEventListener("keydown", (e) => {{
 def big(tmp_path_factory, chromium):
     """A server on a project whose first batch has 70 images (automatic rounds off)."""
     tmp = tmp_path_factory.mktemp("big")
-    truth = write_dataset(tmp / "images", per_class=40)
-    project = make_project(tmp / "project", tmp / "images", budget=100, initial_size=70, auto_next_round=False)
+    truth = write_image_folder(tmp / "images", per_class=40, flat=True)
+    project = make_app_project(tmp / "project", tmp / "images", budget=100, initial_size=70, auto_next_round=False)
     with streamlit_server(project.root, tmp / "home", tmp / "server.log") as url:
         yield project, url, truth, tmp
 
@@ -102,7 +102,7 @@ def test_fifty_rapid_presses_are_fifty_events_on_the_images_shown(chromium, big)
     presses = [(key, item) for key, item in presses if key in keys]
     assert len(presses) == 50 and all(item is not None for _, item in presses)
     assert label_rows(project) - before == 50  # nothing dropped, nothing doubled
-    want = expected_states(presses, CLASSES)
+    want = expected_states(presses, RGB)
     got = {item: storage.current_label(project, item) for _, item in presses}
     assert {i: v for i, v in got.items() if v is not None} == want
     histories = {item: storage.label_history(project, item) for _, item in presses}
@@ -187,8 +187,8 @@ def test_no_label_without_an_annotator_name_and_the_name_reaches_the_csv(chromiu
 
 @pytest.mark.slow
 def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp_path, chromium):
-    truth = write_dataset(tmp_path / "images")
-    project = make_project(tmp_path / "project", tmp_path / "images")
+    truth = write_image_folder(tmp_path / "images", per_class=8, flat=True)
+    project = make_app_project(tmp_path / "project", tmp_path / "images")
     first = {i for i, _ in storage.round_items(project, storage.current_round(project).id)}
     with (
         streamlit_server(project.root, tmp_path / "home", tmp_path / "server.log") as url,
@@ -197,7 +197,7 @@ def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp
         for _ in first:
             item = shown(page)
             assert item in first
-            page.keyboard.press(str(CLASSES.index(truth[storage.get_item(project, item).path]) + 1))
+            page.keyboard.press(str(RGB.index(truth[storage.get_item(project, item).path]) + 1))
             page.wait_for_function(f"() => {VIEW}?.querySelector('{SHOWN}')?.dataset.itemId !== '{item}'")
         # the worker trains the proxy and queues round 1; the view shows it, with guesses, without a reload
         page.wait_for_selector("text=/proxy \\d+% sure/", timeout=120_000)
@@ -230,9 +230,9 @@ def test_the_label_browser_relabels_in_place(chromium, big):
         tile = page.locator(".pl-tile.pl-labeled").first
         item = int(tile.get_attribute("data-item-id"))
         old = storage.current_label(project, item)
-        new = next(name for name in CLASSES if name != old)
+        new = next(name for name in RGB if name != old)
         tile.click()
-        page.keyboard.press(str(CLASSES.index(new) + 1))
+        page.keyboard.press(str(RGB.index(new) + 1))
         wait_saved(page)
         page.wait_for_function(
             f"() => {VIEW}.querySelector('.pl-tile[data-item-id=\"{item}\"] .pl-badge')?.textContent === '{new}'"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import storage
-from tests.app.conftest import make_project, write_dataset
+from tests.support import make_app_project, write_image_folder
 
 PAGES = ["app/page_label.py", "app/page_project.py", "app/page_progress.py", "app/page_target.py", "app/page_export.py"]
 
@@ -24,10 +24,10 @@ def test_overview_lists_rejected_files_and_reasons(tmp_path, monkeypatch):
     from tests.app.conftest import MAIN
 
     images = tmp_path / "images"
-    write_dataset(images)
+    write_image_folder(images, per_class=8, flat=True)
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (images / "<i>x.png").write_bytes(b"")
-    project = make_project(tmp_path / "project", images)
+    project = make_app_project(tmp_path / "project", images)
     monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
     at = AppTest.from_file(MAIN, default_timeout=60).run()
     at.switch_page("app/page_project.py").run()

@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 import storage
 from app import state
-from tests.app.conftest import MAIN, write_dataset
+from tests.app.conftest import MAIN
+from tests.support import write_image_folder
 
 PAGES = [
     "app/page_label.py",
@@ -91,7 +92,7 @@ def test_an_error_raised_under_a_page_ends_in_the_forms(open_app, project, monke
 def test_folders_outside_the_allowed_roots_are_refused(tmp_path, monkeypatch):
     inside = tmp_path / "inside"
     outside = tmp_path / "outside"
-    write_dataset(outside / "images", per_class=2)
+    write_image_folder(outside / "images", per_class=2, flat=True)
     monkeypatch.setenv(state.ENV_ROOTS, str(inside))
     at = fresh_app()
     at.switch_page("app/page_project.py").run()
@@ -120,7 +121,7 @@ def test_an_empty_folder_is_refused_before_anything_is_created(tmp_path):
 
 
 def test_settings_left_empty_are_fitted_to_the_folder(tmp_path):
-    write_dataset(tmp_path / "images", per_class=4)  # 12 images
+    write_image_folder(tmp_path / "images", per_class=4, flat=True)  # 12 images
     at = fresh_app()
     at.switch_page("app/page_project.py").run()
     fill_create(at, tmp_path / "images", tmp_path / "p", round_size=4)
@@ -132,7 +133,7 @@ def test_settings_left_empty_are_fitted_to_the_folder(tmp_path):
 
 def test_creating_again_finishes_a_half_made_project(tmp_path):
     """A tab closed during Create left a project with no first batch; creating again finishes it."""
-    write_dataset(tmp_path / "images", per_class=4)
+    write_image_folder(tmp_path / "images", per_class=4, flat=True)
     half = storage.create_project(
         tmp_path / "p",
         storage.Settings(image_root=str(tmp_path / "images"), classes=("red", "green", "blue"), budget=500),
@@ -151,7 +152,7 @@ def test_creating_again_finishes_a_half_made_project(tmp_path):
 
 
 def test_a_half_made_project_opened_is_finished_from_the_label_page(tmp_path, monkeypatch):
-    write_dataset(tmp_path / "images", per_class=4)
+    write_image_folder(tmp_path / "images", per_class=4, flat=True)
     half = storage.create_project(
         tmp_path / "p",
         storage.Settings(

@@ -7,7 +7,8 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 import storage
-from tests.app.conftest import MAIN, write_dataset
+from tests.app.conftest import MAIN
+from tests.support import write_image_folder
 
 
 def submit(at, form_key: str):
@@ -58,7 +59,7 @@ def test_class_editor_renames_reorders_and_rejects_duplicates(open_app, project)
 
 def test_create_project_ingests_reports_rejects_and_makes_first_batch(tmp_path: Path):
     images = tmp_path / "new_images"
-    write_dataset(images, per_class=4)
+    write_image_folder(images, per_class=4, flat=True)
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (images / "empty.png").write_bytes(b"")
     at = AppTest.from_file(MAIN, default_timeout=60)

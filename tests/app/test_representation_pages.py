@@ -89,10 +89,11 @@ def test_pca_puts_the_widest_direction_first():
 
 def _half_made(tmp_path, dataset, **overrides) -> storage.Project:
     """Created and not yet scanned, as a tab closed during Create leaves it (the Label page finishes it)."""
-    from tests.app.conftest import tiny_settings
+    from tests.support import APP_SETTINGS, tiny_settings
 
     return storage.create_project(
-        tmp_path / "p", tiny_settings(dataset[0], initial_strategy="typiclust", proxy="auto", **overrides)
+        tmp_path / "p",
+        tiny_settings(dataset[0], **{**APP_SETTINGS, "initial_strategy": "typiclust", "proxy": "auto", **overrides}),
     )
 
 
@@ -113,7 +114,7 @@ def test_a_backbone_first_batch_is_chosen_by_the_worker_while_the_validation_set
     tmp_path, dataset, monkeypatch
 ):
     from engine.worker import run_worker
-    from tests.engine.conftest import write_ssl_backbone
+    from tests.support import write_ssl_backbone
 
     project = _half_made(tmp_path, dataset, backbone=str(write_ssl_backbone(tmp_path / "exported")))
     at = _finish_from_label_page(project, monkeypatch)
@@ -133,7 +134,7 @@ def test_a_backbone_first_batch_is_chosen_by_the_worker_while_the_validation_set
 
 def test_a_random_first_batch_is_one_click_away_and_the_queued_job_then_makes_nothing(tmp_path, dataset, monkeypatch):
     from engine.worker import run_worker
-    from tests.engine.conftest import write_ssl_backbone
+    from tests.support import write_ssl_backbone
 
     project = _half_made(tmp_path, dataset, backbone=str(write_ssl_backbone(tmp_path / "exported")))
     at = _finish_from_label_page(project, monkeypatch)
@@ -167,7 +168,7 @@ def test_with_the_ssl_backbone_the_first_batch_waits_behind_the_representation(t
 def test_a_failed_first_batch_job_offers_retry_and_a_random_batch(tmp_path, dataset, monkeypatch):
     import engine.round
     from engine.worker import run_worker
-    from tests.engine.conftest import write_ssl_backbone
+    from tests.support import write_ssl_backbone
 
     def broken(project, on_progress=None):
         raise OSError("No space left on device")

@@ -9,10 +9,10 @@ import time
 import storage
 from app import jobs, labeling
 from engine.worker import run_worker
-from tests.app.conftest import CLASSES
+from tests.support import RGB
 
 
-def label_batch_by_keys(at, project, classes=CLASSES[:2]):
+def label_batch_by_keys(at, project, classes=RGB[:2]):
     """What the labeling view does for each key: one event per open item (alternating classes so
     training can run), committed by the page's callback, which queues the round; then the page reruns."""
     current = storage.current_round(project)
@@ -55,13 +55,13 @@ def test_finished_batch_queues_a_round_and_shows_the_next_batch(open_app, projec
     [view] = at.get("bidi_component")
     shown = json.loads(view.proto.json)["items"]
     assert {item["id"] for item in shown} == second_ids
-    assert all(item["why"].startswith("proxy") and item["guess"] in CLASSES for item in shown)
+    assert all(item["why"].startswith("proxy") and item["guess"] in RGB for item in shown)
     assert set(storage.training_labels(project)) == first_ids
 
 
 def test_failed_round_shows_reason_and_retry(open_app, project):
     at = open_app()
-    label_batch_by_keys(at, project, classes=CLASSES[:1])  # one class only: training must refuse
+    label_batch_by_keys(at, project, classes=RGB[:1])  # one class only: training must refuse
     run_worker(project.root, once=True)
     at.run()
     failed = storage.latest_job(project, "round")
@@ -129,13 +129,14 @@ def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path
     from streamlit.testing.v1 import AppTest
 
     from app import state
-    from tests.app.conftest import MAIN, make_project
+    from tests.app.conftest import MAIN
+    from tests.support import make_app_project
 
-    project = make_project(tmp_path / "early", dataset[0], initial_size=10, budget=20)
+    project = make_app_project(tmp_path / "early", dataset[0], initial_size=10, budget=20)
     monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
     first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
     events = [
-        {"seq": n, "action": "label", "items": [i], "value": CLASSES[n % 3], "how": "typed", "annotator": "a"}
+        {"seq": n, "action": "label", "items": [i], "value": RGB[n % 3], "how": "typed", "annotator": "a"}
         for n, i in enumerate(first[:7], start=1)
     ]
     labeling.apply_events(project, {"client": "t", "events": events}, {})
@@ -169,13 +170,13 @@ def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path
 def test_the_early_round_starts_sooner_when_the_last_round_took_longer_than_the_open_items_will(
     tmp_path, dataset, monkeypatch
 ):
-    from tests.app.conftest import make_project
+    from tests.support import make_app_project
 
-    project = make_project(tmp_path / "pace", dataset[0], initial_size=10, budget=20)
+    project = make_app_project(tmp_path / "pace", dataset[0], initial_size=10, budget=20)
     first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
     monkeypatch.setattr(jobs, "_round_seconds", lambda job: 3600.0)  # rounds take long at this pace
     for count, item_id in enumerate(first[:5], start=1):
-        storage.set_label(project, item_id, CLASSES[count % 3])
+        storage.set_label(project, item_id, RGB[count % 3])
         jobs.advance(project)
         assert bool(storage.active_jobs(project)) == (count == 5)  # never before half the batch
     assert jobs._pace([0.0, 2.0, 3.0, 100.0, 104.0]) == 2.0  # a break of 97 s is not the pace

@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 import storage
 from app import demo, jobs, state, widgets
-from tests.app.conftest import MAIN, write_dataset
+from tests.app.conftest import MAIN
+from tests.support import write_image_folder
 
 
 def test_project_from_command_line_or_environment(monkeypatch):
@@ -33,7 +34,7 @@ def test_server_restart_reopens_the_last_project(open_app, project, monkeypatch)
 
 
 def make_demo_assets(folder: Path) -> dict[str, str]:
-    truth = write_dataset(folder / "images", per_class=6)
+    truth = write_image_folder(folder / "images", per_class=6, flat=True)
     with open(folder / demo.GROUND_TRUTH, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "class"])

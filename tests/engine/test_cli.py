@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import build_parser, main
-from tests.engine.conftest import write_image_folder
+from tests.support import write_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 

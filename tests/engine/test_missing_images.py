@@ -11,7 +11,7 @@ import numpy as np
 import storage
 from engine import pool_cache as pc
 from engine.round import load_project_pool, run_initial_round, run_round
-from tests.engine.conftest import label_queue
+from tests.support import label_queue
 
 
 def _item(project, index: int) -> storage.Item:

@@ -35,7 +35,7 @@ from engine.round import RoundError, run_first_round, run_round
 from engine.simulate import SimulateConfig, check_config
 from engine.ssl import SSLConfig, backbone_config, pretrain
 from engine.train import Cancelled
-from tests.engine.conftest import label_queue, make_tiny_project, write_ssl_backbone
+from tests.support import label_queue, make_tiny_project, write_ssl_backbone
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_SSL = dataclasses.replace(

@@ -21,7 +21,7 @@ from engine.round import (
     warm_config,
 )
 from engine.train import Cancelled, TrainConfig, plan
-from tests.engine.conftest import label_by_folder, label_queue, make_tiny_project
+from tests.support import label_by_folder, label_queue, make_tiny_project
 
 
 def test_initial_round_is_a_seeded_random_batch(tiny_project):

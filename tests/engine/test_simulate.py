@@ -9,7 +9,7 @@ import json
 import pytest
 
 from engine.simulate import ProgressLine, SimulateConfig, expected_rounds, simulate
-from tests.engine.conftest import write_image_folder
+from tests.support import write_image_folder
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from engine.checkpoint import load_checkpoint
 from engine.round import run_initial_round
 from engine.target import TargetError, classification_metrics, run_target
 from engine.train import Cancelled
-from tests.engine.conftest import CLASS_NAMES, label_by_folder, label_queue, make_tiny_project
+from tests.support import CLASS_NAMES, label_by_folder, label_queue, make_tiny_project
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_the_backbone_classifier_keeps_the_trunk_and_gets_a_fresh_classifier(tmp
 
     from engine.embeddings import backbone_classifier
     from engine.representation import load_ssl_backbone_file
-    from tests.engine.conftest import write_ssl_backbone
+    from tests.support import write_ssl_backbone
 
     backbone = load_ssl_backbone_file(write_ssl_backbone(tmp_path / "exported"))
     model = backbone_classifier(backbone, 5, seed=0)
@@ -133,7 +133,7 @@ def test_the_backbone_classifier_keeps_the_trunk_and_gets_a_fresh_classifier(tmp
 
 
 def test_the_target_fine_tunes_the_backbone_and_its_checkpoint_takes_the_backbone_input(tmp_path):
-    from tests.engine.conftest import write_ssl_backbone
+    from tests.support import write_ssl_backbone
 
     weights = write_ssl_backbone(tmp_path / "exported")  # 8 px input; the pool is cached at 32 px
     project = make_tiny_project(tmp_path, backbone=str(weights), target="backbone", validation_size=6)

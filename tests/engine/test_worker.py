@@ -13,7 +13,7 @@ import storage
 from engine import worker
 from engine.round import run_initial_round
 from engine.worker import WorkerLock, describe_error, ensure_worker, run_worker, worker_alive
-from tests.engine.conftest import label_queue
+from tests.support import label_queue
 
 
 def _labels(project):

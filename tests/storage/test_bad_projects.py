@@ -16,7 +16,7 @@ import pytest
 import storage
 from storage import project as project_module
 from storage import schema
-from tests.storage.conftest import settings_for, write_images
+from tests.support import PETS, tiny_settings, write_image_folder
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -26,8 +26,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def fresh_project(tmp_path: Path, name: str = "project") -> storage.Project:
     images = tmp_path / "images"
     if not images.exists():
-        write_images(images, 12)
-    project = storage.create_project(tmp_path / name, settings_for(images))
+        write_image_folder(images, classes=1, per_class=12, size=8, flat=True)
+    project = storage.create_project(tmp_path / name, tiny_settings(images, PETS, budget=10, initial_size=4))
     storage.ingest(project)
     return project
 

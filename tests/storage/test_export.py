@@ -13,7 +13,7 @@ import pytest
 
 import storage
 from storage import SKIP
-from tests.storage.conftest import png_bytes, settings_for
+from tests.support import image_bytes, tiny_settings
 
 
 @pytest.fixture
@@ -104,10 +104,10 @@ def test_hostile_class_names_and_repeated_file_names(tmp_path):
     root = tmp_path / "images"
     for folder, seed in (("a", 1), ("b", 2), ("c", 3)):
         (root / folder).mkdir(parents=True)
-        (root / folder / "same.png").write_bytes(png_bytes(seed))
-    (root / "c" / "SAME.png").write_bytes(png_bytes(4))
+        (root / folder / "same.png").write_bytes(image_bytes(seed))
+    (root / "c" / "SAME.png").write_bytes(image_bytes(4))
     classes = ("../escape", "a/b", "a_b")
-    project = storage.create_project(tmp_path / "p", settings_for(root, classes=classes, budget=3, initial_size=1))
+    project = storage.create_project(tmp_path / "p", tiny_settings(root, classes, budget=3, initial_size=1))
     storage.ingest(project)
     ids = {item.path: item.id for item in storage.usable_items(project)}
     storage.set_label(project, ids["a/same.png"], "../escape")
@@ -131,7 +131,7 @@ def test_hostile_class_names_and_repeated_file_names(tmp_path):
 def test_zip_refuses_files_outside_the_root_and_leaves_no_file(labeled, tmp_path, image_root):
     project, _ = labeled
     secret = tmp_path / "secret.png"
-    secret.write_bytes(png_bytes(4242))
+    secret.write_bytes(image_bytes(4242))
     (image_root / "img_0003.png").unlink()
     (image_root / "img_0003.png").symlink_to(secret)
     dest = tmp_path / "exports" / "set.zip"
@@ -166,9 +166,9 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralized_and_jsonl_is_verbatim
     hostile_files = ["=HYPERLINK(1).png", "+1.png", "-2.png", "@SUM.png", "\tx.png", "plain.png"]
     root.mkdir()
     for seed, name in enumerate(hostile_files):
-        (root / name).write_bytes(png_bytes(seed))
+        (root / name).write_bytes(image_bytes(seed))
     classes = ("=cmd|' /C calc'!A0", "+plus", "-minus", "@at", "fine")
-    project = storage.create_project(tmp_path / "p", settings_for(root, classes=classes, budget=3, initial_size=1))
+    project = storage.create_project(tmp_path / "p", tiny_settings(root, classes, budget=3, initial_size=1))
     storage.ingest(project)
     for item, name in zip(storage.usable_items(project), [*classes, "fine"], strict=True):
         storage.set_label(project, item.id, name, annotator="=1+1")

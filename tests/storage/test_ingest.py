@@ -16,7 +16,7 @@ from PIL import Image
 
 import storage
 import storage.parallel
-from tests.storage.conftest import png_bytes, settings_for, write_images
+from tests.support import PETS, image_bytes, tiny_settings, write_image_folder
 
 ingest_module = importlib.import_module("storage.ingest")
 
@@ -83,16 +83,16 @@ def bad_folder(tmp_path: Path) -> Path:
         "palette_alpha.png": _palette_png_with_transparency(),
         "animated.gif": _animated_gif(),
         "exif_rotated.jpg": _exif_rotated_jpeg(),
-        "dup_a.png": png_bytes(500),
-        "dup_b.png": png_bytes(500),
+        "dup_a.png": image_bytes(500),
+        "dup_b.png": image_bytes(500),
         "UPPER.JPG": _save(Image.new("RGB", (5, 5), (1, 2, 3)), "JPEG"),
-        "x.jpg/inner.png": png_bytes(501),
-        ".hidden.png": png_bytes(502),
-        ".hidden_dir/inside.png": png_bytes(503),
+        "x.jpg/inner.png": image_bytes(501),
+        ".hidden.png": image_bytes(502),
+        ".hidden_dir/inside.png": image_bytes(503),
         "notes.txt": b"not a candidate",
     }
     for seed, name in enumerate(NAMES, start=600):
-        files[name] = png_bytes(seed)
+        files[name] = image_bytes(seed)
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
@@ -122,7 +122,7 @@ EXPECTED_REJECTED = [
 
 
 def test_bad_input_folder_outcomes(tmp_path, bad_folder):
-    project = storage.create_project(tmp_path / "p", settings_for(bad_folder, budget=2, initial_size=1))
+    project = storage.create_project(tmp_path / "p", tiny_settings(bad_folder, PETS, budget=2, initial_size=1))
     report = storage.ingest(project)
     items = {item.path: (item.width, item.height, item.mode) for item in storage.usable_items(project)}
     assert items == EXPECTED_OK
@@ -141,7 +141,7 @@ def test_bad_input_folder_outcomes(tmp_path, bad_folder):
 
 
 def test_rejected_and_duplicate_items_are_never_usable(tmp_path, bad_folder):
-    project = storage.create_project(tmp_path / "p", settings_for(bad_folder, budget=2, initial_size=1))
+    project = storage.create_project(tmp_path / "p", tiny_settings(bad_folder, PETS, budget=2, initial_size=1))
     storage.ingest(project)
     db = storage.connect(project)
     unusable = dict(db.execute("SELECT path, id FROM items WHERE status != 'ok'").fetchall())
@@ -158,12 +158,12 @@ def test_rejected_and_duplicate_items_are_never_usable(tmp_path, bad_folder):
 
 def test_symlinks_never_leave_the_root(tmp_path, image_root):
     outside = tmp_path / "outside"
-    write_images(outside, 2, start=900)
+    write_image_folder(outside, classes=1, per_class=2, size=8, start=900, flat=True)
     (image_root / "out_file.png").symlink_to(outside / "img_0900.png")
     (image_root / "out_dir").symlink_to(outside, target_is_directory=True)
     (image_root / "dangling.png").symlink_to(tmp_path / "missing.png")
     (image_root / "in_file.png").symlink_to(image_root / "img_0000.png")
-    project = storage.create_project(tmp_path / "p", settings_for(image_root))
+    project = storage.create_project(tmp_path / "p", tiny_settings(image_root, PETS, budget=10, initial_size=4))
     report = storage.ingest(project)
     paths = {item.path for item in storage.usable_items(project)}
     assert not any(p.startswith("out_") for p in paths)
@@ -173,10 +173,10 @@ def test_symlinks_never_leave_the_root(tmp_path, image_root):
 
 def test_folder_symlink_inside_root_is_walked_once(tmp_path):
     root = tmp_path / "images"
-    write_images(root / ".real", 3)
+    write_image_folder(root / ".real", classes=1, per_class=3, size=8, flat=True)
     (root / "alias").symlink_to(root / ".real", target_is_directory=True)
     (root / "alias2").symlink_to(root / ".real", target_is_directory=True)
-    project = storage.create_project(tmp_path / "p", settings_for(root))
+    project = storage.create_project(tmp_path / "p", tiny_settings(root, PETS, budget=10, initial_size=4))
     report = storage.ingest(project)
     assert [item.path for item in storage.usable_items(project)] == [
         "alias/img_0000.png",
@@ -188,13 +188,13 @@ def test_folder_symlink_inside_root_is_walked_once(tmp_path):
 
 def test_fifo_with_image_name_is_unreadable_without_blocking(tmp_path, image_root):
     os.mkfifo(image_root / "pipe.png")
-    project = storage.create_project(tmp_path / "p", settings_for(image_root))
+    project = storage.create_project(tmp_path / "p", tiny_settings(image_root, PETS, budget=10, initial_size=4))
     storage.ingest(project)
     assert storage.rejected_files(project) == [("pipe.png", "unreadable")]
 
 
 def test_unreadable_file(tmp_path, image_root, monkeypatch):
-    (image_root / "locked.png").write_bytes(png_bytes(999))
+    (image_root / "locked.png").write_bytes(image_bytes(999))
     (image_root / "locked.png").chmod(0)
     if os.geteuid() == 0:  # root reads anything: make the read itself fail instead
 
@@ -204,32 +204,32 @@ def test_unreadable_file(tmp_path, image_root, monkeypatch):
             return builtins.open(path, *args, **kwargs)
 
         monkeypatch.setattr(ingest_module, "open", refusing_open, raising=False)
-    project = storage.create_project(tmp_path / "p", settings_for(image_root))
+    project = storage.create_project(tmp_path / "p", tiny_settings(image_root, PETS, budget=10, initial_size=4))
     storage.ingest(project)
     assert storage.rejected_files(project) == [("locked.png", "unreadable")]
 
 
 def test_pixel_and_file_size_limits_are_configurable(tmp_path, image_root):
-    (image_root / "big.png").write_bytes(png_bytes(77, size=(40, 40)))
-    project = storage.create_project(tmp_path / "p", settings_for(image_root))
+    (image_root / "big.png").write_bytes(image_bytes(77, size=40))
+    project = storage.create_project(tmp_path / "p", tiny_settings(image_root, PETS, budget=10, initial_size=4))
     report = storage.ingest(project, max_pixels=40 * 40 - 1, max_file_bytes=10_000)
     assert storage.rejected_files(project) == [("big.png", "too large (decompression bomb)")]
     assert report.added == 20
-    (image_root / "heavy.png").write_bytes(png_bytes(78) + b"\0" * 20_000)
+    (image_root / "heavy.png").write_bytes(image_bytes(78) + b"\0" * 20_000)
     storage.ingest(project, max_file_bytes=10_000)
     assert ("heavy.png", "too large") in storage.rejected_files(project)
 
 
 def test_rerun_adds_only_new_files_and_reports_progress(tmp_path, image_root):
-    project = storage.create_project(tmp_path / "p", settings_for(image_root))
+    project = storage.create_project(tmp_path / "p", tiny_settings(image_root, PETS, budget=10, initial_size=4))
     calls = []
     first = storage.ingest(project, lambda done, total, path: calls.append((done, total, path)))
     assert [c[0] for c in calls] == list(range(1, 21))
     assert {c[1] for c in calls} == {20}
     assert calls[0][2] == "img_0000.png"
     ids_before = [item.id for item in storage.usable_items(project)]
-    write_images(image_root, 2, start=100)
-    (image_root / "copy.png").write_bytes(png_bytes(5))
+    write_image_folder(image_root, classes=1, per_class=2, size=8, start=100, flat=True)
+    (image_root / "copy.png").write_bytes((image_root / "img_0005.png").read_bytes())
     calls.clear()
     second = storage.ingest(project, lambda *args: calls.append(args))
     assert (first.added, second.added, second.duplicates, second.already_known) == (20, 2, 1, 20)
@@ -240,8 +240,8 @@ def test_rerun_adds_only_new_files_and_reports_progress(tmp_path, image_root):
 
 
 def test_project_folder_inside_image_root_is_not_ingested(tmp_path, image_root):
-    project = storage.create_project(image_root / "project", settings_for(image_root))
-    (project.exports_dir / "preview.png").write_bytes(png_bytes(4444))
+    project = storage.create_project(image_root / "project", tiny_settings(image_root, PETS, budget=10, initial_size=4))
+    (project.exports_dir / "preview.png").write_bytes(image_bytes(4444))
     storage.ingest(project)
     assert not any(item.path.startswith("project/") for item in storage.usable_items(project))
 
@@ -259,9 +259,9 @@ def _item_rows(project) -> list[tuple]:
 @pytest.mark.parametrize("threaded_caller", [False, True], ids=["fork", "spawn"])
 def test_process_pool_gives_the_same_rows_as_in_process(tmp_path, monkeypatch, threaded_caller):
     root = tmp_path / "images"
-    write_images(root, 40)
+    write_image_folder(root, classes=1, per_class=40, size=8, flat=True)
     (root / "bad.jpg").write_bytes(b"nope")
-    (root / "copy.png").write_bytes(png_bytes(3))
+    (root / "copy.png").write_bytes((root / "img_0003.png").read_bytes())
     monkeypatch.setattr(storage.parallel, "POOL_THRESHOLD", 8)
     monkeypatch.setattr(ingest_module, "CHUNK", 16)
     stop = threading.Event()
@@ -270,7 +270,7 @@ def test_process_pool_gives_the_same_rows_as_in_process(tmp_path, monkeypatch, t
     rows = []
     try:
         for name, workers in (("pool", 2), ("inline", 1)):
-            project = storage.create_project(tmp_path / name, settings_for(root))
+            project = storage.create_project(tmp_path / name, tiny_settings(root, PETS, budget=10, initial_size=4))
             report = storage.ingest(project, workers=workers)
             assert (report.added, report.duplicates, report.rejected) == (40, 1, 1)
             rows.append(_item_rows(project))
@@ -301,7 +301,7 @@ def test_items_api(project, image_root):
 
 def test_resolve_refuses_a_file_swapped_for_a_link_outside(tmp_path, project, image_root):
     outside = tmp_path / "secret.png"
-    outside.write_bytes(png_bytes(1234))
+    outside.write_bytes(image_bytes(1234))
     (image_root / "img_0003.png").unlink()
     (image_root / "img_0003.png").symlink_to(outside)
     with pytest.raises(storage.StorageError, match="outside the image root"):

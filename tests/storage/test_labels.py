@@ -152,11 +152,11 @@ def test_validation_order_is_seeded_random_and_stable_as_the_set_grows(project):
 
 
 def test_validation_order_mixes_folders(tmp_path):
-    from tests.storage.conftest import write_images
+    from tests.support import write_image_folder
 
     root = tmp_path / "folders"
     for index, name in enumerate(("a", "b")):
-        write_images(root / name, 20, start=100 * index)
+        write_image_folder(root / name, classes=1, per_class=20, size=8, start=100 * index, flat=True)
     made = storage.create_project(
         tmp_path / "p",
         storage.Settings(

@@ -10,11 +10,11 @@ import pytest
 import storage
 from storage import schema
 from storage.project import connect
-from tests.storage.conftest import settings_for
+from tests.support import PETS, tiny_settings
 
 
 def test_create_project_makes_folders_db_and_settings(tmp_path, image_root):
-    settings = settings_for(image_root, classes=(" cat ", "dog"), seed=3, warm_start=True)
+    settings = tiny_settings(image_root, (" cat ", "dog"), budget=10, initial_size=4, seed=3, warm_start=True)
     project = storage.create_project(tmp_path / "p", settings)
     assert project.db_path.is_file()
     assert all(d.is_dir() for d in (project.cache_dir, project.models_dir, project.exports_dir))
@@ -58,7 +58,7 @@ def test_connection_pragmas(project):
     ],
 )
 def test_invalid_settings_raise_actionable_errors_and_write_nothing(tmp_path, image_root, overrides, message):
-    settings = dataclasses.replace(settings_for(image_root), **overrides)
+    settings = dataclasses.replace(tiny_settings(image_root, PETS, budget=10, initial_size=4), **overrides)
     with pytest.raises(storage.SettingsError) as error:
         storage.create_project(tmp_path / "p", settings)
     assert message in str(error.value)
@@ -67,9 +67,9 @@ def test_invalid_settings_raise_actionable_errors_and_write_nothing(tmp_path, im
 
 def test_missing_or_file_image_root(tmp_path, image_root):
     with pytest.raises(storage.SettingsError, match="does not exist"):
-        storage.create_project(tmp_path / "p", settings_for(tmp_path / "nope"))
+        storage.create_project(tmp_path / "p", tiny_settings(tmp_path / "nope", PETS))
     with pytest.raises(storage.SettingsError, match="is not a folder"):
-        storage.create_project(tmp_path / "p", settings_for(image_root / "img_0000.png"))
+        storage.create_project(tmp_path / "p", tiny_settings(image_root / "img_0000.png", PETS))
     assert not (tmp_path / "p").exists()
 
 
@@ -82,7 +82,7 @@ def test_budget_larger_than_pool():
 
 def test_create_refuses_existing_project_and_open_refuses_missing(tmp_path, empty_project, image_root):
     with pytest.raises(storage.StorageError, match="already holds a project"):
-        storage.create_project(empty_project.root, settings_for(image_root))
+        storage.create_project(empty_project.root, tiny_settings(image_root, PETS, budget=10, initial_size=4))
     with pytest.raises(storage.StorageError, match=r"project\.db is missing"):
         storage.open_project(tmp_path / "elsewhere")
 
