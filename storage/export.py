@@ -66,9 +66,9 @@ def _label_rows(project: Project, skipped: bool = True) -> tuple[Path, list[dict
         root = Path(read_settings(db).image_root).resolve()
         rows = db.execute(
             "SELECT s.item_id, i.path, s.class_name, s.annotator, s.created_at, r.idx, s.source, "
-            "CASE WHEN s.state = 'skip' THEN 'skipped' WHEN s.is_validation = 1 THEN 'validation' ELSE 'train' END "
+            "CASE WHEN s.state = 'skip' THEN 'skipped' WHEN i.is_validation = 1 THEN 'validation' ELSE 'train' END "
             "FROM item_states s JOIN items i ON i.id = s.item_id LEFT JOIN rounds r ON r.id = s.round_id "
-            "WHERE s.status = 'ok' AND (s.state = 'label' OR (s.state = 'skip' AND ?)) ORDER BY s.item_id",
+            "WHERE i.status = 'ok' AND (s.state = 'label' OR (s.state = 'skip' AND ?)) ORDER BY s.item_id",
             (int(skipped),),
         ).fetchall()
     keys = ("item_id", "path", "class", "annotator", "created_at", "round", "source", "split")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlite_utils
 
@@ -20,10 +20,11 @@ from storage.project import (
 _ITEM_COLUMNS = "id, path, width, height, mode, sha256, is_validation"
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """A usable image. `path` is relative to the image root, POSIX separators;
-    width and height are in pixels after EXIF orientation."""
+    width and height are in pixels after EXIF orientation. (A named tuple: a
+    round reads every usable item, and 100,000 frozen dataclasses took 0.3 s
+    to build, named tuples a tenth of that.)"""
 
     id: int
     path: str

@@ -198,12 +198,12 @@ def labeled_items(project: Project) -> list[LabeledItem]:
     """Every item that is labeled, skipped or in the validation set, by item id."""
     with opened(project) as db:
         rows = db.execute(
-            "SELECT s.item_id, i.path, s.class_name, COALESCE(s.state = 'skip', 0), s.is_validation, r.idx, "
+            "SELECT i.id, i.path, s.class_name, COALESCE(s.state = 'skip', 0), i.is_validation, r.idx, "
             "CASE WHEN s.state IS NOT NULL THEN s.annotator END, CASE WHEN s.state IS NOT NULL THEN s.source END, "
             "CASE WHEN g.position IS NOT NULL THEN g.name END "
-            "FROM item_states s JOIN items i ON i.id = s.item_id LEFT JOIN queue q ON q.item_id = s.item_id "
+            "FROM items i LEFT JOIN item_states s ON s.item_id = i.id LEFT JOIN queue q ON q.item_id = i.id "
             "LEFT JOIN rounds r ON r.id = q.round_id LEFT JOIN classes g ON g.id = q.guess_class_id "
-            "WHERE s.status = 'ok' AND (s.is_validation = 1 OR s.state IS NOT NULL) ORDER BY s.item_id"
+            "WHERE i.status = 'ok' AND (i.is_validation = 1 OR s.state IS NOT NULL) ORDER BY i.id"
         ).fetchall()
     return [
         LabeledItem(item_id, path, name, bool(skipped), bool(validation), *rest)
@@ -221,27 +221,28 @@ def current_label(project: Project, item_id: int) -> str | _Skip | None:
 
 
 _ACTIVE = (
-    "SELECT item_id, position, class_name, is_validation FROM item_states WHERE state = 'label' AND status = 'ok' "
+    "SELECT s.item_id, s.position, s.class_name, i.is_validation FROM item_states s JOIN items i ON i.id = s.item_id "
+    "WHERE s.state = 'label' AND i.status = 'ok' "
 )
 
 
 def current_labels(project: Project) -> dict[int, str]:
     """item id -> class name for every labeled item, validation included."""
     with opened(project) as db:
-        return {item_id: name for item_id, _, name, _ in db.execute(_ACTIVE + "ORDER BY item_id")}
+        return {item_id: name for item_id, _, name, _ in db.execute(_ACTIVE + "ORDER BY s.item_id")}
 
 
 def training_labels(project: Project) -> dict[int, int]:
     """item id -> class index (position) of labeled items outside the validation set."""
     with opened(project) as db:
-        rows = db.execute(_ACTIVE + "AND is_validation = 0 ORDER BY item_id")
+        rows = db.execute(_ACTIVE + "AND i.is_validation = 0 ORDER BY s.item_id")
         return {item_id: position for item_id, position, _, _ in rows}
 
 
 def validation_labels(project: Project) -> dict[int, int]:
     """item id -> class index (position) of labeled validation items."""
     with opened(project) as db:
-        rows = db.execute(_ACTIVE + "AND is_validation = 1 ORDER BY item_id")
+        rows = db.execute(_ACTIVE + "AND i.is_validation = 1 ORDER BY s.item_id")
         return {item_id: position for item_id, position, _, _ in rows}
 
 
@@ -250,7 +251,7 @@ def label_counts(project: Project) -> dict[str, int]:
     with opened(project) as db:
         rows = db.execute(
             "SELECT c.name, COUNT(a.item_id) FROM classes c LEFT JOIN "
-            f"({_ACTIVE} AND is_validation = 0) a ON a.position = c.position "
+            f"({_ACTIVE} AND i.is_validation = 0) a ON a.position = c.position "
             "WHERE c.position IS NOT NULL GROUP BY c.id ORDER BY c.position"
         )
         return dict(rows.fetchall())
@@ -265,25 +266,28 @@ def label_history(project: Project, item_id: int) -> list[LabelEvent]:
 
 def _ids(project: Project, where: str) -> list[int]:
     with opened(project) as db:
-        rows = db.execute(f"SELECT item_id FROM item_states WHERE status = 'ok' AND {where} ORDER BY item_id")
+        rows = db.execute(
+            "SELECT i.id FROM items i LEFT JOIN item_states s ON s.item_id = i.id "
+            f"WHERE i.status = 'ok' AND {where} ORDER BY i.id"
+        )
         return [i for (i,) in rows]
 
 
 def labeled_ids(project: Project) -> list[int]:
     """Items outside the validation set whose current label is a class, ascending."""
-    return _ids(project, "is_validation = 0 AND state = 'label'")
+    return _ids(project, "i.is_validation = 0 AND s.state = 'label'")
 
 
 def skipped_ids(project: Project) -> list[int]:
     """Items outside the validation set that are currently skipped, ascending."""
-    return _ids(project, "is_validation = 0 AND state = 'skip'")
+    return _ids(project, "i.is_validation = 0 AND s.state = 'skip'")
 
 
 def unlabeled_ids(project: Project) -> list[int]:
     """Items outside the validation set with neither a label nor a skip, ascending."""
-    return _ids(project, "is_validation = 0 AND state IS NULL")
+    return _ids(project, "i.is_validation = 0 AND s.state IS NULL")
 
 
 def validation_ids(project: Project) -> list[int]:
     """Items reserved for validation, labeled or not, ascending."""
-    return _ids(project, "is_validation = 1")
+    return _ids(project, "i.is_validation = 1")

@@ -158,7 +158,9 @@ def get_round(project: Project, round_id: int) -> Round:
     return _round(row)
 
 
-_QUEUE_SQL = "SELECT q.item_id, q.score FROM queue q JOIN item_states s ON s.item_id = q.item_id WHERE q.round_id = ? "
+_QUEUE_SQL = (
+    "SELECT q.item_id, q.score FROM queue q LEFT JOIN item_states s ON s.item_id = q.item_id WHERE q.round_id = ? "
+)
 _OPEN = "AND s.state IS NULL "  # neither labeled with an active class nor skipped
 
 
@@ -193,7 +195,7 @@ def open_rounds(project: Project) -> list[Round]:
     with opened(project) as db:
         oldest = db.execute(
             "SELECT MIN(r.idx) FROM rounds r JOIN queue q ON q.round_id = r.id "
-            "JOIN item_states s ON s.item_id = q.item_id WHERE 1 " + _OPEN
+            "LEFT JOIN item_states s ON s.item_id = q.item_id WHERE 1 " + _OPEN
         ).fetchone()[0]
         if oldest is None:
             return []

@@ -107,19 +107,25 @@ _V2 = (
     "ALTER TABLE labels ADD COLUMN source TEXT",
 )
 
-# One answer to "what is this item's current state": the latest label row, where a label whose
-# class was removed counts as no label. `state` is 'label', 'skip' or NULL (never labeled, cleared,
-# or a removed class); `position` and `class_name` are set only when `state` is 'label'.
+# One answer to "what is this item's current label", for every item that has a label row: a label
+# whose class was removed counts as no label. `state` is 'label', 'skip' or NULL (cleared, or a
+# removed class); `class_name` is set only for 'label'. An item without a row has no label.
+# `current_labels` is rewritten to find the latest row through the (item_id, id) index, so one
+# item's state is an index lookup, not a pass over every label; neither view has a join, so
+# SQLite flattens them into the queries that read them.
 _V3 = (
+    "DROP VIEW current_labels",
+    """CREATE VIEW current_labels AS
+        SELECT l.* FROM labels l
+        WHERE l.id = (SELECT MAX(m.id) FROM labels m WHERE m.item_id = l.item_id)""",
     """CREATE VIEW item_states AS
-        SELECT i.id AS item_id, i.status, i.is_validation,
-            CASE WHEN l.kind = 'label' AND c.position IS NOT NULL THEN 'label'
-                 WHEN l.kind = 'skip' THEN 'skip' END AS state,
-            CASE WHEN l.kind = 'label' THEN c.position END AS position,
-            CASE WHEN l.kind = 'label' AND c.position IS NOT NULL THEN c.name END AS class_name,
-            l.annotator, l.source, l.created_at, l.round_id
-        FROM items i LEFT JOIN current_labels l ON l.item_id = i.id
-        LEFT JOIN classes c ON c.id = l.class_id""",
+        SELECT item_id,
+            CASE WHEN kind = 'skip' THEN 'skip' WHEN kind = 'label' AND position IS NOT NULL THEN 'label' END AS state,
+            position,
+            CASE WHEN kind = 'label' AND position IS NOT NULL THEN (SELECT name FROM classes WHERE id = class_id) END
+                AS class_name,
+            annotator, source, created_at, round_id
+        FROM (SELECT l.*, (SELECT position FROM classes WHERE id = l.class_id) AS position FROM current_labels l)""",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)

@@ -44,8 +44,8 @@ class RoundInputs:
 
 
 _TAKEN = (
-    "SELECT item_id FROM item_states WHERE status = 'ok' "
-    "AND (is_validation = 1 OR state IS NOT NULL OR item_id IN (SELECT item_id FROM queue))"
+    "SELECT i.id FROM items i LEFT JOIN item_states s ON s.item_id = i.id WHERE i.status = 'ok' "
+    "AND (i.is_validation = 1 OR s.state IS NOT NULL OR i.id IN (SELECT item_id FROM queue))"
 )
 
 
@@ -60,7 +60,7 @@ def read_round_inputs(project: Project) -> RoundInputs:
         open_items = len(db.execute(_QUEUE_SQL + _OPEN, (latest.id,)).fetchall()) if latest else 0
         training: dict[int, int] = {}
         validation: dict[int, int] = {}
-        for item_id, position, _, is_validation in db.execute(_ACTIVE + "ORDER BY item_id"):
+        for item_id, position, _, is_validation in db.execute(_ACTIVE + "ORDER BY s.item_id"):
             (validation if is_validation else training)[item_id] = position
         return RoundInputs(
             settings=read_settings(db),

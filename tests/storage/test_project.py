@@ -115,7 +115,9 @@ def test_a_version_2_project_opens_with_its_labels(project):
     storage.set_label(project, 1, "cat")
     storage.set_label(project, 2, storage.SKIP)
     db = connect(project)
-    db.execute("DROP VIEW item_states")  # version 3 only adds the view: this is the database at version 2
+    db.execute("DROP VIEW item_states")  # back to the database at version 2
+    db.execute("DROP VIEW current_labels")
+    db.execute(next(statement for statement in schema.MIGRATIONS[0] if "VIEW current_labels" in statement))
     db.execute("DELETE FROM schema_version WHERE version = 3")
     db.close()
     reopened = storage.open_project(project.root)
