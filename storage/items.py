@@ -23,8 +23,8 @@ _ITEM_COLUMNS = "id, path, width, height, mode, sha256, is_validation"
 class Item(NamedTuple):
     """A usable image. `path` is relative to the image root, POSIX separators;
     width and height are in pixels after EXIF orientation. (A named tuple: a
-    round reads every usable item, and 100,000 frozen dataclasses took 0.3 s
-    to build, named tuples a tenth of that.)"""
+    round reads every usable item, and 100,000 frozen dataclasses took 0.31 s
+    to build, named tuples 0.15 s.)"""
 
     id: int
     path: str
