@@ -38,7 +38,7 @@ def main_all(args: argparse.Namespace) -> int:
     """`python -m engine bench`: the k-center benchmark, then the round benchmark (or `--only` one)."""
     print(machine_description(), flush=True)
     if args.only in (None, "kcenter"):
-        from engine import bench_select
+        from benchmarks import bench_select
 
         bench_select.run_kcenter_bench(args)
     if args.only in (None, "round"):

@@ -123,3 +123,9 @@ def test_tiny_simulate_in_a_subprocess(tmp_path):
     assert result["settings"]["seed"] == 1 and result["target"]["labeled"] == 7
     assert out.with_suffix(".csv").is_file()
     assert "round 1/1" in done.stderr and "target test accuracy" in done.stderr
+
+
+def test_bench_runs_the_kcenter_benchmark_from_its_home(capsys):
+    argv = ["bench", "--only", "kcenter", "--n", "300", "--dims", "8", "--labeled", "10", "--budget", "5"]
+    assert main([*argv, "--repeats", "1", "--no-baselines", "--torch-cpu-budget", "5"]) == 0
+    assert "k-center" in capsys.readouterr().out.lower()
