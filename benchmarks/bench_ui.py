@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -94,10 +95,16 @@ def summary(values_ms: list[float]) -> str:
 
 
 def make_project(root: Path, **overrides) -> storage.Project:
-    """A project over the bundled demo images with the demo's settings, no validation set, on the CPU."""
+    """A project over a copy of the bundled demo images (beside `root`: the server only opens image folders
+    under its allowed roots) with the demo's settings, no validation set, on the CPU."""
     from engine.initial import run_initial_round
 
-    settings = dataclasses.replace(demo.demo_settings(), validation_size=0, device="cpu", **overrides)
+    images = root.parent / "demo_images"
+    if not images.exists():
+        shutil.copytree(demo.demo_settings().image_root, images)
+    settings = dataclasses.replace(
+        demo.demo_settings(), image_root=str(images), validation_size=0, device="cpu", **overrides
+    )
     project = storage.create_project(root, settings)
     storage.ingest(project)
     run_initial_round(project)

@@ -23,17 +23,19 @@ class WorkerLock:
         self.path = Path(project_dir) / LOCK_FILE
         self.handle: IO[str] | None = None
 
-    def acquire(self) -> bool:
-        """True when this process now holds the lock (and its pid is in the file), False when another one does."""
+    def acquire(self, *, sign: bool = True) -> bool:
+        """True when this process now holds the lock, False when another one does. `sign`: write this
+        process's pid into the file (a worker does; a mere probe leaves the last worker's pid)."""
         handle = open(self.path, "a+")  # noqa: SIM115  (held open: the flock lives as long as the handle)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             return False
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
+        if sign:
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
         self.handle = handle
         return True
 
@@ -47,7 +49,7 @@ class WorkerLock:
 def worker_alive(project_dir: str | Path) -> bool:
     """True when some process holds the project's worker lock."""
     lock = WorkerLock(project_dir)
-    if lock.acquire():
+    if lock.acquire(sign=False):
         lock.release()
         return False
     return True

@@ -13,6 +13,7 @@ import storage
 from engine import worker
 from engine.round import run_initial_round
 from engine.worker import WorkerLock, describe_error, ensure_worker, run_worker, worker_alive
+from engine.worker_lock import lock_holder
 from tests.support import label_queue
 
 
@@ -253,3 +254,16 @@ def _running(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_lock_names_its_holder_and_a_probe_changes_nothing(tiny_project):
+    held = WorkerLock(tiny_project.root)
+    assert held.acquire()
+    try:
+        assert lock_holder(tiny_project.root) == os.getpid()
+        assert worker_alive(tiny_project.root)
+    finally:
+        held.release()
+    (tiny_project.root / "worker.lock").write_text("12345")  # the last worker's pid
+    assert not worker_alive(tiny_project.root)
+    assert lock_holder(tiny_project.root) == 12345  # the probe took the free lock without signing it
