@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from storage.project import TRAINING_LEVELS
-
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with its three subcommands."""
+    """The argument parser with its subcommands."""
+    from storage.project import TRAINING_LEVELS
+
     parser = argparse.ArgumentParser(prog="proxy-labeler", description="Active-learning image labeling (SVP).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,simulate,bench,worker,predict,study}")
 
@@ -65,22 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     round_bench.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     bench.set_defaults(run="benchmarks.bench_round:main_all")
 
-    worker = commands.add_parser(
-        "worker",
-        help="run the background worker of a project",
-        description="Take round and target jobs from a project's jobs table.",
-    )
-    worker.add_argument("--project", type=Path, required=True, help="the project directory")
-    worker.add_argument("--once", action="store_true", help="exit when no job is waiting")
-    worker.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the jobs table")
-    worker.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
-    worker.add_argument(
-        "--parent-pid",
-        type=int,
-        default=None,
-        help="the process that started it (the app server): exit within seconds once it is gone",
-    )
-    worker.set_defaults(run="engine.cli:run_worker_command")
+    add_worker_arguments(commands.add_parser("worker", help="run the background worker of a project"))
 
     predict = commands.add_parser(
         "predict",
@@ -98,6 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="scripts/svp_study.py (resumable), then scripts/plot_study.py.",
     )
     study.set_defaults(run="engine.cli:run_study_command")
+    return parser
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The worker's options (also parsed alone: see `main`)."""
+    parser.description = "Take round, target and backbone jobs from a project's jobs table."
+    parser.add_argument("--project", type=Path, required=True, help="the project directory")
+    parser.add_argument("--once", action="store_true", help="exit when no job is waiting")
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the jobs table")
+    parser.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="the process that started it (the app server): exit within seconds once it is gone",
+    )
+    parser.set_defaults(command="worker", run="engine.cli:run_worker_command")
     return parser
 
 
@@ -123,6 +125,8 @@ def add_kcenter_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGr
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulate flags. Omitted flags take engine.simulate.SimulateConfig's defaults."""
+    from storage.project import TRAINING_LEVELS
+
     optional: dict[str, Any] = {"default": argparse.SUPPRESS}
     parser.add_argument(
         "--data", type=Path, required=True, help="ImageFolder root holding train/<class>/ and test/<class>/"
@@ -254,13 +258,25 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"] and argv[1:2] not in (["-h"], ["--help"]):
         # everything after `run` is streamlit's (argparse's REMAINDER drops a leading --option)
         args = argparse.Namespace(command="run", run="engine.cli:run_app_command", streamlit_args=argv[1:])
+    elif argv[:1] == ["worker"] and not {"-h", "--help"} & set(argv):
+        # parsed alone, without importing storage (sqlite-utils imports pandas: half a second),
+        # so the worker holds its lock a moment after it starts
+        args = add_worker_arguments(argparse.ArgumentParser(prog="proxy-labeler worker")).parse_args(argv[1:])
     else:
         args = build_parser().parse_args(argv)
     module, function = args.run.split(":")
-    from storage import StorageError
-
     try:
         return getattr(importlib.import_module(module), function)(args)
-    except (ValueError, FileNotFoundError, StorageError) as exc:
+    except Exception as exc:
+        if not _user_error(exc):
+            raise
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
+
+
+def _user_error(exc: Exception) -> bool:
+    """Bad settings, a missing file, a project storage refuses: one line, not a traceback."""
+    storage = sys.modules.get("storage")  # a StorageError was raised only if storage was imported
+    return isinstance(exc, ValueError | FileNotFoundError) or (
+        storage is not None and isinstance(exc, storage.StorageError)
+    )

@@ -129,3 +129,16 @@ def test_bench_runs_the_kcenter_benchmark_from_its_home(capsys):
     argv = ["bench", "--only", "kcenter", "--n", "300", "--dims", "8", "--labeled", "10", "--budget", "5"]
     assert main([*argv, "--repeats", "1", "--no-baselines", "--torch-cpu-budget", "5"]) == 0
     assert "k-center" in capsys.readouterr().out.lower()
+
+
+def test_the_worker_command_parses_without_importing_storage():
+    """The worker takes its lock before any heavy import (storage brings sqlite-utils and pandas)."""
+    probe = (
+        "import sys, engine.cli as cli\n"
+        "cli.run_worker_command = lambda args: print(sorted(m for m in ('storage', 'pandas', 'torch') "
+        "if m in sys.modules)) or 0\n"
+        "sys.exit(cli.main(['worker', '--project', '/nonexistent', '--once']))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
