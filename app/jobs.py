@@ -21,10 +21,15 @@ SILENT_BEATS = 3  # heartbeats a running job may miss before the page starts a n
 TARGET_DIR = "target"  # engine.target saves under models_dir / "target"
 # The next round starts while the newest batch is being finished, so it is ready when the batch
 # is: between these shares of the batch done, as soon as the annotator's pace says the open items
-# take as long as a round; the open items count as taken, their labels join the round after.
+# take EARLY_MARGIN times as long as the last round took, plus one label (the view picks the new
+# batch up at the next label); at half the batch when no round was timed yet (the first one also
+# waits for the worker to import torch). The open items count as taken; their labels join the
+# round after. With no margin, rounds landed about with the batch's last label (bench_ui: 0.3-8.7 s
+# waits on the demo at 2 s per image).
 MIN_EARLY_FRACTION = 0.5
-FIRST_ROUND = -1  # the `after_round` of the job that makes round 0
 EARLY_FRACTION = 0.8
+EARLY_MARGIN = 1.5
+FIRST_ROUND = -1  # the `after_round` of the job that makes round 0
 
 
 @dataclass(frozen=True)
@@ -137,10 +142,11 @@ def random_first_round(project: storage.Project, why: str) -> storage.Round:
 
 
 def _start_early(project: storage.Project, current: storage.Round) -> bool:
-    """Make the next round now? Once half the newest batch is done, when the open items will take
-    the annotator (at their pace in this batch) about as long as the last round took to make;
-    at EARLY_FRACTION in any case. Never when the budget is spent or a round job was already
-    queued after this one (one that failed is not retried here)."""
+    """Make the next round now? Once half the newest batch is done: when no round was timed yet,
+    or when the open items will take the annotator (at their pace in this batch) no longer than
+    EARLY_MARGIN times the last round plus one label; at EARLY_FRACTION in any case. Never when
+    the budget is spent or a round job was already queued after this one (one that failed is not
+    retried here)."""
     items = storage.round_items(project, current.id)
     times = storage.round_label_times(project, current.id)
     open_items = len(items) - len(times)
@@ -149,9 +155,11 @@ def _start_early(project: storage.Project, current: storage.Round) -> bool:
     latest = storage.latest_job(project, "round")
     if latest is not None and (latest.params or {}).get("after_round") == current.index:
         return False
-    if len(times) >= EARLY_FRACTION * len(items):
+    round_s = _round_seconds(latest)
+    if len(times) >= EARLY_FRACTION * len(items) or round_s == 0:
         return True
-    return open_items * _pace(times) <= _round_seconds(latest)
+    pace = _pace(times)
+    return open_items * pace <= EARLY_MARGIN * round_s + pace
 
 
 def _pace(times: list[float]) -> float:

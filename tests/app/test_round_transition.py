@@ -137,16 +137,16 @@ def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path
     first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
     events = [
         {"seq": n, "action": "label", "items": [i], "value": RGB[n % 3], "how": "typed", "annotator": "a"}
-        for n, i in enumerate(first[:7], start=1)
+        for n, i in enumerate(first[:4], start=1)
     ]
     labeling.apply_events(project, {"client": "t", "events": events}, {})
-    assert jobs.advance(project).kind == "labeling" and not storage.active_jobs(project)  # 7 of 10: not yet
+    assert jobs.advance(project).kind == "labeling" and not storage.active_jobs(project)  # 4 of 10: not yet
     labeling.apply_events(
         project,
-        {"client": "t", "events": [*events, {**events[0], "seq": 8, "items": [first[7]]}]},
-        {"t": {"seq": 7, "errors": []}},
+        {"client": "t", "events": [*events, {**events[0], "seq": 5, "items": [first[4]]}]},
+        {"t": {"seq": 4, "errors": []}},
     )
-    state_now = jobs.advance(project)  # 8 of 10: the next round starts
+    state_now = jobs.advance(project)  # half the batch, and no round timed yet: the next round starts
     assert state_now.kind == "labeling" and state_now.job.params == {"after_round": 0, "early": True}
 
     at = AppTest.from_file(MAIN, default_timeout=60).run()
@@ -181,6 +181,21 @@ def test_the_early_round_starts_sooner_when_the_last_round_took_longer_than_the_
         assert bool(storage.active_jobs(project)) == (count == 5)  # never before half the batch
     assert jobs._pace([0.0, 2.0, 3.0, 100.0, 104.0]) == 2.0  # a break of 97 s is not the pace
     assert jobs._pace([5.0]) == float("inf")
+
+
+def test_the_early_round_leaves_a_margin_over_the_last_round_time(tmp_path, dataset, monkeypatch):
+    """A 10 s round at 4 s per label: the open items must take at most 1.5 x 10 s + one label (17 s),
+    so the round starts with 4 items open (6 of 10 done); without the margin it would wait for 2."""
+    from tests.support import make_app_project
+
+    project = make_app_project(tmp_path / "margin", dataset[0], initial_size=10, budget=20)
+    first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
+    monkeypatch.setattr(jobs, "_round_seconds", lambda job: 10.0)
+    monkeypatch.setattr(jobs, "_pace", lambda times: 4.0)
+    for count, item_id in enumerate(first[:6], start=1):
+        storage.set_label(project, item_id, RGB[count % 3])
+        jobs.advance(project)
+        assert bool(storage.active_jobs(project)) == (count == 6)
 
 
 def test_the_page_starts_a_worker_only_for_a_job_no_worker_runs(project, monkeypatch):
