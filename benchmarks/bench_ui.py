@@ -222,18 +222,24 @@ def batch_turnaround(page, project: storage.Project, batches: int, pace_s: float
     waits = []
     for _ in range(batches):
         batch = [i for i, _ in storage.round_items(project, storage.open_rounds(project)[0].id)]
+        timed = False
         while True:
             item = page.evaluate("window.__shownAt()")
             open_items = [i for i in batch if storage.current_label(project, i) is None]
+            if not open_items:  # its last label went in while the view raced ahead: nothing to time
+                print("  the batch was finished without a timed last label", flush=True)
+                break
             if item not in batch:  # the view moved past an open item of this batch: say so
                 print(f"  shown item {item} is not in the batch; {len(open_items)} of it open", flush=True)
             last = open_items == [item]
             time.sleep(pace_s)
             page.keyboard.press(key_for(project, item, truth))
             if last:
+                timed = True
                 break
             page.evaluate("(b) => window.__measure(b)", item)  # shown and committed: storage is current
-        waits.append(page.evaluate("(ids) => window.__nextBatch(ids)", batch))
+        if timed:
+            waits.append(page.evaluate("(ids) => window.__nextBatch(ids)", batch))
     return waits
 
 
