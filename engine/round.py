@@ -250,6 +250,7 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     that is not ready yet (ssl still training) gives the random batch,
     recorded with a selector that says why.
     """
+    storage.reserve_validation(project)
     inputs = storage.read_round_inputs(project)
     name, why = initial_strategy(inputs.settings, len(inputs.items))
     if name == "random":
@@ -257,8 +258,7 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     if inputs.latest is not None:
         raise RoundError("the initial batch was already made; run a selection round instead")
     stages = _Stages(on_progress)
-    storage.reserve_validation(project)
-    inputs, pool = load_inputs_and_pool(project, None, stages.span("decode", "decoding images"))
+    inputs, pool = load_inputs_and_pool(project, inputs, stages.span("decode", "decoding images"))
     settings = inputs.settings
     try:
         backbone = require_backbone(project, settings, pool.image_size, instead="a random first batch")

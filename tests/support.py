@@ -101,11 +101,9 @@ def tiny_settings(image_root: Path, classes: int | tuple[str, ...] = 3, **overri
     return storage.Settings(**values)
 
 
-def make_tiny_project(
-    tmp_path: Path, classes: int = 3, per_class: int = 10, *, flat: bool = False, **overrides
-) -> storage.Project:
+def make_tiny_project(tmp_path: Path, classes: int = 3, per_class: int = 10, **overrides) -> storage.Project:
     """Generate images under tmp_path/images, create and ingest a project at tmp_path/project."""
-    write_image_folder(tmp_path / "images", classes=classes, per_class=per_class, flat=flat)
+    write_image_folder(tmp_path / "images", classes=classes, per_class=per_class)
     project = storage.create_project(tmp_path / "project", tiny_settings(tmp_path / "images", classes, **overrides))
     storage.ingest(project, workers=1)
     return project
