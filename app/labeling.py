@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
-from engine.strategy_names import STRATEGY_INFO
+from engine.names import STRATEGY_INFO
 
 KEYS = "1234567890"  # class position -> keyboard key (first ten classes); assets/labeler.js maps them
 

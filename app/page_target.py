@@ -7,6 +7,7 @@ import streamlit as st
 
 import storage
 from app import jobs, project_forms, widgets
+from engine import names
 
 
 def train_controls(project: storage.Project) -> None:
@@ -80,14 +81,18 @@ def results(project: storage.Project, result: dict) -> None:
 
 
 def model_name(settings: storage.Settings) -> str:
-    """The target's model name; for `auto`, the model it stands for on this machine."""
-    from engine.config import resolve_model_name
-
+    """The target's model name; for `auto`, the model it stands for. Which one `auto` picks without a
+    backbone depends on the device the worker finds, and the server never imports torch to ask: an
+    explicit device answers, `auto` names both picks."""
+    device_type = settings.device.split(":")[0]
+    if names.auto_needs_device(settings.target, settings.backbone) and device_type == names.AUTO:
+        picks = names.AUTO_MODELS["target"]
+        return f"{picks['cuda']} on a CUDA GPU, else {picks['cpu']} (auto)"
     try:
-        resolved = resolve_model_name(settings.target, "target", settings.device, settings.backbone)
-    except ValueError:  # an unknown name or an absent device: the job will say so
+        resolved = names.resolve_model_name(settings.target, "target", device_type, settings.backbone)
+    except ValueError:  # an unknown name: the job will say so
         return settings.target
-    return f"{resolved} (auto)" if settings.target == "auto" else resolved
+    return f"{resolved} (auto)" if settings.target == names.AUTO else resolved
 
 
 def latest_proxy_accuracy(project: storage.Project) -> tuple[int, float] | None:

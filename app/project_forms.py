@@ -15,7 +15,7 @@ import streamlit as st
 import storage
 from app import demo, state, widgets
 from engine.backbone_files import BACKBONE_TARGET, FROZEN_PROXIES
-from engine.strategy_names import STRATEGY_NAMES
+from engine.names import AUTO, MODEL_NAMES, STRATEGY_NAMES
 
 PROJECTS_DIR = demo.REPO_ROOT / "projects"
 FIT = "fit to the folder"  # placeholder of the settings left to `storage.fit_to_pool`
@@ -58,9 +58,8 @@ INITIAL_STRATEGIES = list(storage.INITIAL_STRATEGIES)
 
 
 def engine_choices() -> tuple[list[str], list[str]]:
-    from engine.models import MODELS
-
-    return list(STRATEGY_NAMES), ["auto", *MODELS]
+    """(strategy names, model names): from engine.names, which the server imports without torch."""
+    return list(STRATEGY_NAMES), [AUTO, *MODEL_NAMES]
 
 
 def _index(options: list[str], value: str) -> int:

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from engine.backbone_files import BACKBONE_TARGET
+from engine import names
+from engine.backbone_files import BACKBONE_TARGET as BACKBONE_TARGET  # re-exported: engine.simulate, engine.target
 from engine.device import best_device
-from engine.frozen import HEADS
-from engine.models import MODELS
+from engine.names import AUTO
+from engine.names import check_model_name as check_model_name  # re-exported: engine.simulate
 from engine.train import TrainConfig
 
-AUTO = "auto"
 # stage -> (settings field of the model, of the training level, of the fixed step count)
 STAGES = {"proxy": ("proxy", "proxy_training", "proxy_steps"), "target": ("target", "target_training", "target_steps")}
-# `auto` model per stage and device type: on a CPU resnet18 learns at ~40 images/s here,
-# resnet20 at ~450, proxy_tiny at ~1,400 (docs/training.md), so the CPU picks are smaller.
-AUTO_MODELS = {"proxy": {"cpu": "proxy_tiny", "cuda": "resnet20"}, "target": {"cpu": "resnet20", "cuda": "resnet18"}}
 
 
 @dataclass(frozen=True)
@@ -104,28 +101,10 @@ def stage_config(
 
 
 def resolve_model_name(name: str, stage: str, device: str = AUTO, backbone: str = "none") -> str:
-    """`name`, or for `auto` the stage's model; ValueError if unknown.
-
-    With a backbone, the `auto` proxy is the linear head on its embeddings
-    (engine.frozen) and the `auto` target is the backbone fine-tuned
-    (engine.target); otherwise `auto` is the stage's model for the device
-    `device` resolves to.
-    """
-    if name == AUTO:
-        if (backbone or "none") != "none":  # measured: docs/representation.md, "the target"
-            return "linear" if stage == "proxy" else BACKBONE_TARGET
-        kind = best_device(device).type
-        return AUTO_MODELS[stage]["cuda" if kind == "cuda" else "cpu"]
-    check_model_name(name, stage)
-    return name
-
-
-def check_model_name(name: str, stage: str = "proxy") -> None:
-    """ValueError with the known names unless `name` is `auto`, a registered model, (proxy) a frozen head
-    or (target) BACKBONE_TARGET."""
-    allowed = set(MODELS) | (set(HEADS) if stage == "proxy" else {BACKBONE_TARGET})
-    if name != AUTO and name not in allowed:
-        raise ValueError(f"unknown model {name!r}; choose auto or one of {', '.join(sorted(allowed))}")
+    """`name`, or for `auto` the stage's model on the device `device` resolves to here
+    (`engine.names.resolve_model_name`, which the app reads without torch); ValueError if unknown."""
+    device_type = best_device(device).type if names.auto_needs_device(name, backbone) else "cpu"
+    return names.resolve_model_name(name, stage, device_type, backbone)
 
 
 def use_tta(device: str) -> bool:

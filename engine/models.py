@@ -50,7 +50,8 @@ def _resnet(name: str, family: str, depth: int) -> Callable[[int, int], ModelCon
     return lambda num_classes, image_size: ModelConfig(name, family, depth, 64, num_classes, image_size)
 
 
-# name -> factory(num_classes, image_size) -> ModelConfig
+# name -> factory(num_classes, image_size) -> ModelConfig. engine.names.MODEL_NAMES lists the same
+# names in the same order for the app, without torch (tests/engine/test_names.py checks they agree).
 MODELS: dict[str, Callable[[int, int], ModelConfig]] = {
     "proxy_tiny": _preact("proxy_tiny", 8, 16),  # fast CPU default proxy
     "resnet20": _preact("resnet20", 20, 16),  # the SVP paper's proxy

@@ -26,8 +26,8 @@ import numpy as np
 
 from engine.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
 from engine.kcenter import check_selection, k_center_distances, k_center_greedy
+from engine.names import COLD_START, DISTANCE_STRATEGIES
 from engine.score import PoolScores
-from engine.strategy_names import COLD_START, DISTANCE_STRATEGIES
 
 Strategy = Callable[..., np.ndarray]
 

@@ -346,7 +346,7 @@ def test_uncertainty_batches_are_not_dominated_by_one_predicted_class(name):
 
 
 def test_the_strategy_registries_name_the_same_strategies():
+    from engine.names import STRATEGY_NAMES
     from engine.select import SCORES, STRATEGIES
-    from engine.strategy_names import STRATEGY_NAMES
 
     assert list(STRATEGIES) == list(SCORES) == list(STRATEGY_NAMES)

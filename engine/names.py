@@ -1,0 +1,82 @@
+"""The names the app offers and shows, without torch: models, what `auto` stands for, strategies.
+
+The Streamlit server reads this module (the settings forms, the Target page, the Label page's score
+captions); importing torch there would slow every page and every label acknowledgement. The engine
+maps each name to its code and tests check they agree: `engine.models.MODELS` registers
+`MODEL_NAMES`, `engine.select` maps `STRATEGY_NAMES` to functions (`STRATEGIES`, `SCORES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.backbone_files import BACKBONE_TARGET, FROZEN_PROXIES, NONE
+
+# ---------------------------------------------------------------- models
+
+AUTO = "auto"
+# the models engine.models.MODELS registers, in its order
+MODEL_NAMES = ("proxy_tiny", "resnet20", "resnet56", "resnet18", "tv_resnet18", "tv_resnet50")
+# `auto` model per stage and device type: on a CPU resnet18 learns at ~40 images/s here,
+# resnet20 at ~450, proxy_tiny at ~1,400 (docs/training.md), so the CPU picks are smaller.
+AUTO_MODELS = {"proxy": {"cpu": "proxy_tiny", "cuda": "resnet20"}, "target": {"cpu": "resnet20", "cuda": "resnet18"}}
+
+
+def auto_needs_device(name: str, backbone: str = NONE) -> bool:
+    """Does the model `name` stands for depend on the device? Only `auto` without a backbone does."""
+    return name == AUTO and (backbone or NONE) == NONE
+
+
+def resolve_model_name(name: str, stage: str, device_type: str = "cpu", backbone: str = NONE) -> str:
+    """`name`, or for `auto` the stage's model; ValueError if unknown.
+
+    With a backbone, the `auto` proxy is the linear head on its embeddings
+    (engine.frozen) and the `auto` target is the backbone fine-tuned
+    (engine.target); otherwise `auto` is the stage's model for a device of
+    type `device_type` ("cuda", else the CPU's pick; the engine passes the
+    type of the device it runs on, `engine.config.resolve_model_name`).
+    """
+    if name == AUTO:
+        if not auto_needs_device(name, backbone):  # measured: docs/representation.md, "the target"
+            return "linear" if stage == "proxy" else BACKBONE_TARGET
+        return AUTO_MODELS[stage]["cuda" if device_type == "cuda" else "cpu"]
+    check_model_name(name, stage)
+    return name
+
+
+def check_model_name(name: str, stage: str = "proxy") -> None:
+    """ValueError with the known names unless `name` is `auto`, a registered model, (proxy) a frozen head
+    or (target) BACKBONE_TARGET."""
+    allowed = set(MODEL_NAMES) | (set(FROZEN_PROXIES) if stage == "proxy" else {BACKBONE_TARGET})
+    if name != AUTO and name not in allowed:
+        raise ValueError(f"unknown model {name!r}; choose auto or one of {', '.join(sorted(allowed))}")
+
+
+# ---------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    caption: Callable[[float], str]  # an item's score (engine.select.strategy_scores) as the annotator reads it
+    reads_distances: bool = False  # reads the pool's embeddings: with a backbone, the backbone's
+    cold_start: bool = False  # needs embeddings that mean something before any label (a backbone's)
+
+
+def _score(s: float) -> str:
+    return f"score {s:.2f}"
+
+
+STRATEGY_INFO: dict[str, StrategyInfo] = {
+    "random": StrategyInfo(lambda s: "random pick"),
+    "least_confidence": StrategyInfo(lambda s: f"proxy {1 - s:.0%} sure"),
+    "margin": StrategyInfo(lambda s: f"margin {1 - s:.2f}"),
+    "entropy": StrategyInfo(lambda s: f"entropy {s:.2f}"),
+    "kcenter": StrategyInfo(lambda s: f"distance {s:.2f}", reads_distances=True),
+    "typiclust": StrategyInfo(lambda s: f"typical of its cluster ({s:.1f})", reads_distances=True, cold_start=True),
+    "probcover": StrategyInfo(lambda s: f"near {s:.0f} pool images", reads_distances=True, cold_start=True),
+    "hybrid": StrategyInfo(_score, reads_distances=True),  # typiclust, then least confidence
+}
+STRATEGY_NAMES = tuple(STRATEGY_INFO)
+DISTANCE_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.reads_distances)
+COLD_START = tuple(name for name, info in STRATEGY_INFO.items() if info.cold_start)

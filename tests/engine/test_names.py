@@ -1,0 +1,33 @@
+"""engine.names, the torch-free names the app offers, agrees with the engine's registries and resolves
+`auto` as the engine does."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import names
+from engine.backbone_files import BACKBONE_TARGET
+from engine.models import MODELS
+
+
+def test_the_model_names_are_the_registered_models():
+    assert tuple(MODELS) == names.MODEL_NAMES
+
+
+@pytest.mark.parametrize("stage", ["proxy", "target"])
+def test_auto_resolves_per_device_type_and_backbone(stage):
+    picks = names.AUTO_MODELS[stage]
+    assert names.resolve_model_name("auto", stage, "cuda") == picks["cuda"]
+    assert names.resolve_model_name("auto", stage, "cpu") == picks["cpu"]
+    assert names.resolve_model_name("auto", stage, "mps") == picks["cpu"]
+    with_backbone = names.resolve_model_name("auto", stage, "cuda", "ssl")
+    assert with_backbone == ("linear" if stage == "proxy" else BACKBONE_TARGET)
+
+
+def test_unknown_names_are_refused_with_the_known_ones():
+    assert names.resolve_model_name("resnet56", "target", "cuda") == "resnet56"
+    with pytest.raises(ValueError, match=r"choose auto or one of .*tv_resnet50"):
+        names.check_model_name("resnet99", "target")
+    with pytest.raises(ValueError, match="unknown model 'mlp'"):  # a head is a proxy, never a target
+        names.check_model_name("mlp", "target")
+    names.check_model_name("mlp", "proxy")
