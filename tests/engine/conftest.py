@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,33 @@ def labeled_project(tiny_project: storage.Project) -> storage.Project:
     run_initial_round(tiny_project)
     label_queue(tiny_project)
     return tiny_project
+
+
+class _FakeTime:
+    """Stands in for a module's `time`: `perf_counter()` reads 0.0 first, then advances by the next of
+    `steps` on every read (the last step repeats); everything else is the real `time` module."""
+
+    def __init__(self, steps: tuple[float, ...]):
+        self.steps, self.reads, self.now = steps, 0, 0.0
+
+    def perf_counter(self) -> float:
+        if self.reads:
+            self.now += self.steps[min(self.reads, len(self.steps)) - 1]
+        self.reads += 1
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """`fake_clock(module, *steps)` gives `module` a perf_counter that advances exactly `steps` seconds per
+    read (see _FakeTime), so a test can assert the exact seconds a module records instead of `>= 0`."""
+
+    def install(module, *steps: float) -> _FakeTime:
+        clock = _FakeTime(steps or (1.0,))
+        monkeypatch.setattr(module, "time", clock)
+        return clock
+
+    return install

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import storage
 from engine.config import LEVELS
@@ -20,6 +21,7 @@ from engine.round import (
     select_next_batch,
     warm_config,
 )
+from engine.score import predict_logits
 from engine.train import Cancelled, TrainConfig, plan
 from tests.support import label_by_folder, label_queue, make_tiny_project
 
@@ -42,25 +44,35 @@ def test_initial_round_skips_the_validation_sample(tmp_path):
     assert not validation & {item_id for item_id, _ in storage.round_items(project, first.id)}
 
 
-def test_round_end_to_end(labeled_project):
+def test_round_end_to_end(labeled_project, fake_clock):
+    import engine.round as round_module
+
+    # each stage is timed by two clock reads; reads advance 1, 2, 4, 8, 16 s: train 1, score 4, select 16
+    fake_clock(round_module, 1, 2, 4, 8, 16)
     seen = []
-    made = run_round(labeled_project, on_progress=lambda f, m: seen.append((f, m)))
+    outcome = select_next_batch(labeled_project, on_progress=lambda f, m: seen.append((f, m)))
+    made = outcome.round
     queue = storage.round_queue(labeled_project, made.id)
     assert (made.index, made.strategy, made.selector, made.n_labeled) == (1, "least_confidence", "proxy_tiny", 6)
     assert len(queue) == 4
     assert not {i for i, _ in queue} & set(storage.labeled_ids(labeled_project))
     assert all(math.isfinite(score) for _, score in queue)
     assert [score for _, score in queue] == sorted((score for _, score in queue), reverse=True)
-    assert all(t is not None and t >= 0 for t in (made.train_s, made.score_s, made.select_s))
+    assert (made.train_s, made.score_s, made.select_s) == (1.0, 4.0, 16.0)
     assert made.proxy_val_acc is None  # no validation labels
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("step 30/30" in m for _, m in seen)
     assert storage.budget_left(labeled_project) == 4
-    guesses = storage.round_guesses(labeled_project, made.id)  # the proxy's guess for each queued image
-    assert set(guesses) == {i for i, _ in queue}
+    # the stored guess of each queued image is the trained proxy's most likely class, with its probability
+    guesses = storage.round_guesses(labeled_project, made.id)
+    ids = [i for i, _ in queue]
+    assert set(guesses) == set(ids)
+    logits = predict_logits(outcome.model, outcome.pool.subset(ids).images, outcome.pool.normalization)
+    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     classes = storage.load_settings(labeled_project).classes
-    assert all(name in classes and 1 / len(classes) <= conf <= 1 for name, conf in guesses.values())
+    assert [guesses[i][0] for i in ids] == [classes[c] for c in probs.argmax(1)]
+    np.testing.assert_allclose([guesses[i][1] for i in ids], probs.max(1), atol=1e-5)
 
 
 def test_rounds_continue_until_the_budget_is_spent(labeled_project):
@@ -106,6 +118,8 @@ def test_round_reads_no_image_file_once_cached(labeled_project, tmp_path):
     shutil.move(tmp_path / "images", tmp_path / "moved")
     made = run_round(labeled_project)
     assert len(storage.round_items(labeled_project, made.id)) == 4
+    assert storage.rejected_files(labeled_project) == []  # no file was looked for, so none was marked missing
+    assert len(storage.usable_items(labeled_project)) == 30
 
 
 @pytest.mark.parametrize("strategy", ["random", "margin", "entropy", "kcenter"])
