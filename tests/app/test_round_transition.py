@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from types import SimpleNamespace
 
 import storage
 from app import jobs, labeling
@@ -167,35 +168,113 @@ def test_the_next_round_starts_early_and_its_batch_follows_the_open_one(tmp_path
     assert not storage.active_jobs(project)  # one early round per batch
 
 
-def test_the_early_round_starts_sooner_when_the_last_round_took_longer_than_the_open_items_will(
-    tmp_path, dataset, monkeypatch
-):
+class Clock:
+    """The time storage writes on job and label rows (`time.time()` in storage.jobs and storage.labels)."""
+
+    def __init__(self, monkeypatch, now: float) -> None:
+        import storage.jobs
+        import storage.labels
+
+        self.now = now
+        for module in (storage.jobs, storage.labels):
+            monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: self.now))
+
+
+def finished_round_job(project, clock: Clock, queued: float, started: float, done: float, **result) -> storage.Job:
+    """A round job stored as the worker leaves it: queued, claimed, finished at these times."""
+    clock.now = queued
+    job = storage.enqueue_job(project, "round", {"after_round": -1})
+    clock.now = started
+    assert storage.claim_job(project, "w").id == job.id
+    clock.now = done
+    storage.finish_job(project, job.id, {"round_id": 1, "index": 0, **result})
+    return storage.get_job(project, job.id)
+
+
+def test_round_seconds_counts_from_queued_to_done_of_a_round_the_job_made(project, monkeypatch):
+    clock = Clock(monkeypatch, 1000.0)
+    assert jobs._round_seconds(None) == 0.0
+    job = finished_round_job(project, clock, queued=1000.0, started=1004.0, done=1012.5)
+    assert jobs._round_seconds(storage.latest_job(project, "round")) == 12.5  # the wait in the queue counts
+    made_elsewhere = finished_round_job(project, clock, queued=2000.0, started=2001.0, done=2003.0, already_made=True)
+    assert jobs._round_seconds(made_elsewhere) == 0.0  # it made nothing: not a round's time
+    clock.now = 3000.0
+    running = storage.enqueue_job(project, "round")
+    storage.claim_job(project, "w")
+    assert jobs._round_seconds(storage.get_job(project, running.id)) == 0.0
+    clock.now = 3030.0
+    storage.fail_job(project, running.id, "RoundError: no")
+    assert jobs._round_seconds(storage.get_job(project, running.id)) == 0.0
+    assert storage.get_job(project, job.id).finished_at == 1012.5
+
+
+def test_pace_is_the_median_gap_between_stored_labels_without_breaks(tmp_path, dataset, monkeypatch):
     from tests.support import make_app_project
 
     project = make_app_project(tmp_path / "pace", dataset[0], initial_size=10, budget=20)
-    first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
-    monkeypatch.setattr(jobs, "_round_seconds", lambda job: 3600.0)  # rounds take long at this pace
-    for count, item_id in enumerate(first[:5], start=1):
+    current = storage.current_round(project)
+    first = [i for i, _ in storage.round_items(project, current.id)]
+    clock = Clock(monkeypatch, 0.0)
+    assert jobs._pace(storage.round_label_times(project, current.id)) == float("inf")
+    # labeled out of rank order: the times count. Gaps 2, 1, 97 and 100 (breaks), then 59 (not a break) and 3
+    for item_id, at in zip(first[5:], (500.0, 502.0, 503.0, 600.0, 700.0), strict=True):
+        clock.now = at
+        storage.set_label(project, item_id, RGB[0])
+    assert jobs._pace(storage.round_label_times(project, current.id)) == 2.0  # not 97: breaks are no pace
+    for item_id, at in zip(first[:2], (759.0, 762.0), strict=True):
+        clock.now = at
+        storage.set_label(project, item_id, RGB[1])
+    assert storage.round_label_times(project, current.id) == [500.0, 502.0, 503.0, 600.0, 700.0, 759.0, 762.0]
+    assert jobs._pace(storage.round_label_times(project, current.id)) == 3.0  # kept gaps 1, 2, 3, 59
+    one = make_app_project(tmp_path / "one", dataset[0])
+    [(item_id, _), *_] = storage.round_queue(one, storage.current_round(one).id)
+    storage.set_label(one, item_id, RGB[0])
+    assert jobs._pace(storage.round_label_times(one, storage.current_round(one).id)) == float("inf")  # no gap yet
+
+
+def early_start(project, clock: Clock, pace: float, label_from: float) -> int:
+    """Label the open batch at `pace` seconds per label, calling advance after each as the page does;
+    the number of labels done when the early round was queued (0: never)."""
+    current = storage.current_round(project)
+    for count, (item_id, _) in enumerate(storage.round_queue(project, current.id), start=1):
+        clock.now = label_from + count * pace
         storage.set_label(project, item_id, RGB[count % 3])
-        jobs.advance(project)
-        assert bool(storage.active_jobs(project)) == (count == 5)  # never before half the batch
-    assert jobs._pace([0.0, 2.0, 3.0, 100.0, 104.0]) == 2.0  # a break of 97 s is not the pace
-    assert jobs._pace([5.0]) == float("inf")
+        state = jobs.advance(project)
+        if storage.active_jobs(project, "round"):
+            assert state.job.params == {"after_round": current.index, "early": True}
+            return count
+    return 0
 
 
 def test_the_early_round_leaves_a_margin_over_the_last_round_time(tmp_path, dataset, monkeypatch):
-    """A 10 s round at 4 s per label: the open items must take at most 1.5 x 10 s + one label (17 s),
-    so the round starts with 4 items open (6 of 10 done); without the margin it would wait for 2."""
+    """The last round took 10 s from queued to done (6 s waiting, 4 s running); at 4 s per label the open
+    items must take at most 1.5 x 10 s + one label (19 s): the round starts with 4 of 10 open (16 s).
+    Nothing is mocked: the round time and the pace come from the stored job and label rows."""
     from tests.support import make_app_project
 
     project = make_app_project(tmp_path / "margin", dataset[0], initial_size=10, budget=20)
-    first = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
-    monkeypatch.setattr(jobs, "_round_seconds", lambda job: 10.0)
-    monkeypatch.setattr(jobs, "_pace", lambda times: 4.0)
-    for count, item_id in enumerate(first[:6], start=1):
-        storage.set_label(project, item_id, RGB[count % 3])
-        jobs.advance(project)
-        assert bool(storage.active_jobs(project)) == (count == 6)
+    clock = Clock(monkeypatch, 0.0)
+    finished_round_job(project, clock, queued=1000.0, started=1006.0, done=1010.0)
+    assert early_start(project, clock, pace=4.0, label_from=2000.0) == 6
+
+
+def test_the_early_round_starts_at_half_the_batch_after_a_long_round(tmp_path, dataset, monkeypatch):
+    from tests.support import make_app_project
+
+    project = make_app_project(tmp_path / "long", dataset[0], initial_size=10, budget=20)
+    clock = Clock(monkeypatch, 0.0)
+    finished_round_job(project, clock, queued=1000.0, started=1001.0, done=4600.0)
+    assert early_start(project, clock, pace=4.0, label_from=5000.0) == 5  # never before half the batch
+
+
+def test_the_early_round_waits_for_eight_tenths_of_the_batch_after_a_quick_round(tmp_path, dataset, monkeypatch):
+    """A 2 s round at 30 s per label never fits (open items x 30 > 1.5 x 2 + 30): it starts at 80 %."""
+    from tests.support import make_app_project
+
+    project = make_app_project(tmp_path / "quick", dataset[0], initial_size=10, budget=20)
+    clock = Clock(monkeypatch, 0.0)
+    finished_round_job(project, clock, queued=1000.0, started=1000.5, done=1002.0)
+    assert early_start(project, clock, pace=30.0, label_from=5000.0) == 8
 
 
 def test_the_page_starts_a_worker_only_for_a_job_no_worker_runs(project, monkeypatch):
