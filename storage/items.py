@@ -140,18 +140,28 @@ def item_counts(project: Project) -> dict[str, int]:
     return {status: counts.get(status, 0) for status in ("ok", "duplicate", "rejected")}
 
 
-def resolve_item_path(project: Project, item_id: int) -> Path:
-    """Absolute path of an item's file, symlinks resolved.
+_MAX_ROW_ID = 2**63 - 1  # SQLite's largest integer; a larger id cannot be an item
 
-    Raises StorageError if the item does not exist or its file would lie
-    outside the image root (for example a symlink swapped in after ingest).
+
+def resolve_item_path(project: Project, item_id: int) -> Path:
+    """Absolute path of a usable item's file, symlinks resolved.
+
+    Raises StorageError if no such item exists (any id, however large), if it
+    is not usable (rejected at ingest, a duplicate, marked missing), or if its
+    file would lie outside the image root (for example a symlink swapped in
+    after ingest).
     """
+    if not 0 <= item_id <= _MAX_ROW_ID:
+        raise StorageError(f"no item with id {item_id}")
     with opened(project) as db:
-        row = db.execute("SELECT path FROM items WHERE id = ?", (item_id,)).fetchone()
+        row = db.execute("SELECT path, status, reason FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
             raise StorageError(f"no item with id {item_id}")
+        path, status, reason = row
+        if status != "ok":
+            raise StorageError(f"item {item_id} ({path}) is not usable: {reason or status}")
         root = Path(read_settings(db).image_root).resolve()
-    return inside_root(root, row[0])
+    return inside_root(root, path)
 
 
 def inside_root(root: Path, relative: str) -> Path:
