@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import threading
 import unicodedata
 from collections.abc import Iterator
@@ -121,10 +122,41 @@ def _check_image_root(image_root: str) -> None:
     if not image_root:
         raise SettingsError("image root is empty; choose the folder that holds your images")
     path = Path(image_root)
-    if not path.exists():
+    info = probe(path, SettingsError)
+    if info is None:
         raise SettingsError(f"image root {image_root} does not exist; choose an existing folder")
-    if not path.is_dir():
+    if not stat.S_ISDIR(info.st_mode):
         raise SettingsError(f"image root {image_root} is not a folder; choose a folder")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise SettingsError(f"cannot read {image_root}: permission denied; {_READABLE}")
+
+
+# ---------------------------------------------------------------- probing paths
+
+_READABLE = "make the folder readable by the account running the app"
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # nothing usable there (as Path.exists says)
+
+
+def probe(path: Path, error: type[StorageError] = StorageError) -> os.stat_result | None:
+    """`os.stat(path)` (links followed), or None when nothing is there; `error` (a StorageError
+    saying which folder to open up) when this account may not look, where Path.exists() would raise
+    a bare PermissionError. Every path storage checks before using goes through here."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        if isinstance(exc, PermissionError):
+            raise error(f"cannot read {_closed_folder(Path(path))}: permission denied; {_READABLE}") from exc
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _closed_folder(path: Path) -> Path:
+    """The outermost folder above `path` this account may not enter (the one to open up)."""
+    for folder in reversed(path.parents):
+        if not os.access(folder, os.X_OK):
+            return folder
+    return path.parent
 
 
 def _check_classes(classes: tuple[str, ...]) -> None:
@@ -257,7 +289,7 @@ def opened(project: Project) -> Iterator[sqlite_utils.Database]:
         db.close()
 
 
-_ENVIRONMENT = {  # sqlite's message (or errno) -> what the user can do
+_ENVIRONMENT = {  # sqlite's error code, message or errno -> what the user can do
     "full": "the disk holding {root} is full; free some space and try again",
     "readonly": "cannot write to {root}: the folder or project.db is read-only, or this account lacks "
     "permission; make it writable and try again",
@@ -267,9 +299,17 @@ _ENVIRONMENT = {  # sqlite's message (or errno) -> what the user can do
 }
 
 
+# SQLite's result codes that mean the disk has no room: SQLITE_FULL, and the unix VFS's
+# SQLITE_IOERR_SHMSIZE (the -shm file, the first thing a new WAL database writes, could not grow to
+# its 32 KB); the latter arrives as a generic "disk I/O error".
+SQLITE_FULL = 13
+SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
+_FULL_CODES = (SQLITE_FULL, SQLITE_IOERR_SHMSIZE)
+
+
 def _environment_kind(exc: BaseException) -> str | None:
     code = getattr(exc, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT):
+    if code in (errno.ENOSPC, errno.EDQUOT) or getattr(exc, "sqlite_errorcode", None) in _FULL_CODES:
         return "full"
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "readonly"
@@ -295,7 +335,7 @@ def _environmental(exc: BaseException) -> bool:
 def unavailable(project: Project, exc: BaseException) -> UnavailableError:
     """The UnavailableError for an environment failure `exc` on `project` (its message says what to do)."""
     kind = _environment_kind(exc)
-    if kind == "open" and project.root.is_dir() and not os.access(project.root, os.W_OK):
+    if kind == "open" and os.path.isdir(project.root) and not os.access(project.root, os.W_OK):
         kind = "readonly"  # SQLite cannot create its -wal/-shm files beside the database
     if kind is None:
         return UnavailableError(f"{project.db_path}: {exc}; nothing saved before is lost")
@@ -340,18 +380,20 @@ def writing(project: Project) -> Iterator[sqlite_utils.Database]:
 def create_project(root: str | Path, settings: Settings) -> Project:
     """Create the project directory, its database and settings.
 
-    Validates first; raises StorageError if `root` already holds a project.
-    On any error nothing is left behind.
+    Validates first; raises StorageError if `root` already holds a project,
+    cannot be read or created. On any error nothing is left behind.
     """
     settings = normalize_settings(settings)
     validate_settings(settings)
     project = Project(Path(root).expanduser().resolve())
-    if project.db_path.exists():
+    if probe(project.db_path) is not None:
         raise StorageError(f"{project.root} already holds a project; open it instead")
-    if project.root.exists() and not project.root.is_dir():
+    info = probe(project.root)
+    if info is not None and not stat.S_ISDIR(info.st_mode):
         raise StorageError(f"{project.root} is a file; choose a folder for the project")
-    created = _make_dirs(project)
+    created: list[Path] = []
     try:
+        _make_dirs(project, created)
         with opened(project) as db:
             schema.migrate(db)
             with write_transaction(db):
@@ -363,13 +405,21 @@ def create_project(root: str | Path, settings: Settings) -> Project:
     return project
 
 
-def _make_dirs(project: Project) -> list[Path]:
-    created = []
+def _make_dirs(project: Project, created: list[Path]) -> None:
+    """Make the project's folders; `created` lists the ones made, for `_remove_created`."""
     for path in (project.root, project.cache_dir, project.models_dir, project.exports_dir):
-        if not path.exists():
+        if probe(path) is not None:
+            continue
+        try:
             path.mkdir(parents=True)
-            created.append(path)
-    return created
+        except PermissionError as exc:
+            raise StorageError(
+                f"cannot create {path}: permission denied; choose a folder this account may write to, "
+                "or make it writable"
+            ) from exc
+        except OSError as exc:
+            raise unavailable(project, exc) from exc
+        created.append(path)
 
 
 def _remove_created(project: Project, created: list[Path]) -> None:
@@ -408,15 +458,14 @@ def open_project(root: str | Path) -> Project:
 def _check_file(project: Project) -> None:
     """Refuse what is not a SQLite file we may write, before SQLite sees it (it would write an
     empty file into a database)."""
+    info = probe(project.db_path)
+    if info is None or not stat.S_ISREG(info.st_mode):
+        raise StorageError(f"no project at {project.root} (project.db is missing); create one first")
     try:
-        if not project.db_path.is_file():
-            raise StorageError(f"no project at {project.root} (project.db is missing); create one first")
         with open(project.db_path, "rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
     except PermissionError as exc:
-        raise StorageError(
-            f"cannot read {project.root}: permission denied; make the folder readable by the account running the app"
-        ) from exc
+        raise StorageError(f"cannot read {project.db_path}: permission denied; {_READABLE}") from exc
     except OSError as exc:
         raise StorageError(f"cannot read {project.db_path}: {exc.strerror or exc}") from exc
     if not header:

@@ -7,8 +7,13 @@ expected message, and the files on disk are byte for byte what they were.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
 import sqlite3
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -170,6 +175,17 @@ def test_full_database_file_is_the_same_readable_error(tmp_path, monkeypatch):
     assert len(storage.label_history(project, 1)) == acknowledged
 
 
+def test_creating_a_project_on_a_nearly_full_disk_says_the_disk_is_full(tmp_path):
+    """8 KB free: SQLite cannot grow the new database's -shm file and reports a generic "disk I/O
+    error" (SQLITE_IOERR_SHMSIZE), which is the full disk, not a failing one."""
+    write_image_folder(tmp_path / "images", classes=1, per_class=3, size=8, flat=True)
+    with mounted_tmpfs(tmp_path / "small", "8k") as disk:
+        with pytest.raises(storage.UnavailableError) as caught:
+            storage.create_project(disk / "project", tiny_settings(tmp_path / "images", PETS, budget=2, initial_size=1))
+        assert f"the disk holding {disk / 'project'} is full; free some space" in str(caught.value)
+        assert list(disk.iterdir()) == []  # nothing left behind
+
+
 def test_read_only_mount_refuses_open_and_writes_readably(tmp_path):
     with mounted_tmpfs(tmp_path / "ro", "2m") as disk:
         project = fresh_project(disk)
@@ -201,3 +217,86 @@ def test_an_export_on_a_full_disk_is_a_readable_error_and_leaves_no_part_file(tm
         with pytest.raises(storage.UnavailableError, match=r"cannot write .*free some space"):
             storage.export_imagefolder_zip(project, disk / "out" / "set.zip")
         assert list((disk / "out").iterdir()) == []
+
+
+# ---------------------------------------------------------------- as an ordinary account
+
+SETPRIV = shutil.which("setpriv")
+NOBODY = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder under /tmp that the ordinary account may enter (pytest's tmp_path may not be); removed after."""
+    if SETPRIV is None:
+        pytest.skip("needs setpriv (util-linux) to run a check as an ordinary account")
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+def as_nobody(script: str, *args: str) -> dict:
+    """Run `script` (Python, given `args` as sys.argv[1:]) as uid 65534 without capabilities (root
+    ignores file permissions); it prints one JSON object, returned here."""
+    done = subprocess.run(
+        [SETPRIV, *NOBODY, sys.executable, "-c", script, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HOME": "/tmp"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+OUTCOMES = """
+import json, sys
+from pathlib import Path
+import storage
+from tests.support import PETS, tiny_settings
+
+base = Path(sys.argv[1])
+
+def outcome(call):
+    try:
+        call()
+        return "ok"
+    except storage.StorageError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        return f"CRASH {type(exc).__name__}: {exc}"
+
+settings = lambda images: tiny_settings(images, PETS, budget=2, initial_size=1)
+print(json.dumps({
+    "validate": outcome(lambda: storage.validate_settings(settings(base / "closed" / "images"))),
+    "validate_own": outcome(lambda: storage.validate_settings(settings(base / "closed_images"))),
+    "create": outcome(lambda: storage.create_project(base / "closed" / "project", settings(base / "images"))),
+    "create_in_read_only": outcome(lambda: storage.create_project(base / "read_only" / "p", settings(base / "images"))),
+    "open": outcome(lambda: storage.open_project(base / "project")),
+}))
+"""
+
+
+def test_unreadable_folders_are_readable_errors_for_an_ordinary_account(shared_dir):
+    write_image_folder(shared_dir / "images", classes=1, per_class=3, size=8, flat=True)
+    write_image_folder(shared_dir / "closed" / "images", classes=1, per_class=3, size=8, flat=True)
+    write_image_folder(shared_dir / "closed_images", classes=1, per_class=3, size=8, flat=True)
+    storage.create_project(shared_dir / "project", tiny_settings(shared_dir / "images", PETS, budget=2, initial_size=1))
+    (shared_dir / "read_only").mkdir()
+    for folder in ("closed", "closed_images", "project"):
+        (shared_dir / folder).chmod(0o000)
+    (shared_dir / "read_only").chmod(0o555)
+    found = as_nobody(OUTCOMES, str(shared_dir))
+    readable = "permission denied; make the folder readable by the account running the app"
+    assert found["validate"] == f"SettingsError: cannot read {shared_dir / 'closed'}: {readable}"
+    assert found["validate_own"] == f"SettingsError: cannot read {shared_dir / 'closed_images'}: {readable}"
+    assert found["create"] == f"StorageError: cannot read {shared_dir / 'closed'}: {readable}"
+    assert found["create_in_read_only"].startswith(f"StorageError: cannot create {shared_dir / 'read_only' / 'p'}: ")
+    assert found["open"] == f"StorageError: cannot read {shared_dir / 'project'}: {readable}"
+    assert not (shared_dir / "read_only" / "p").exists()
