@@ -3,8 +3,11 @@
 Every candidate file becomes one `items` row: `ok` (usable), `duplicate`
 (same bytes as an earlier usable item; `duplicate_of` points at it) or
 `rejected` with one of the REASONS. Decoding and hashing run in a small
-process pool; rows are inserted one transaction per chunk, so an
-interrupted ingest keeps what it did and a re-run adds only new paths.
+process pool whose results come back in submission order; rows are inserted
+in path order (`storage.walk.path_order`), one transaction per chunk, so an
+interrupted ingest keeps what it did and a re-run adds only new paths. Of
+identical files the first in path order is the usable one, and a file added
+later never displaces the usable item an earlier ingest chose.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from storage.items import restore_found
 from storage.parallel import default_workers, process_map
-from storage.project import Project, StorageError, opened, read_settings, write_transaction
+from storage.project import Project, StorageError, opened, probe, read_settings, write_transaction
 from storage.walk import find_images
 
 DEFAULT_MAX_PIXELS = 100_000_000  # pixels (width x height) of the first frame
@@ -93,7 +96,8 @@ def ingest(
     with opened(project) as db:
         root = Path(read_settings(db).image_root).resolve()
         known = {path for (path,) in db.execute("SELECT path FROM items")}
-    if not root.is_dir():
+    info = probe(root)
+    if info is None or not stat.S_ISDIR(info.st_mode):
         raise StorageError(f"image root {root} is missing or not a folder; restore it or create a new project")
     restore_found(project)
     found = find_images(root, exclude=project.root)

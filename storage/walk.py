@@ -18,7 +18,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", 
 
 @dataclass(frozen=True)
 class Found:
-    """Candidate paths relative to the root (POSIX, sorted) and a count of
+    """Candidate paths relative to the root (POSIX, in path order) and a count of
     entries skipped for safety (links leaving the root, dangling or
     repeated links, unreadable folders, undecodable names)."""
 
@@ -31,15 +31,23 @@ def has_image_extension(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def path_order(path: str) -> list[str]:
+    """Sort key of a relative POSIX path: folder by folder, as a sorted tree lists it, so `a/x.png`
+    comes before `a b/x.png` and `a-b/x.png` (plain string order puts them after: ' ' and '-' sort
+    before '/')."""
+    return path.split("/")
+
+
 def find_images(root: Path, exclude: Path | None = None) -> Found:
-    """Walk `root` (depth first, names sorted) and return the candidate files.
+    """Walk `root` (depth first, names sorted) and return the candidate files in path order
+    (`path_order`), whatever order the walk met them in.
 
     exclude: a directory never walked (the project folder, when it sits
     inside the image root).
     """
     walker = _Walker(os.path.realpath(root), os.path.realpath(exclude) if exclude else None)
     walker.walk()
-    return Found(sorted(walker.paths), walker.skipped)
+    return Found(sorted(walker.paths, key=path_order), walker.skipped)
 
 
 class _Walker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import io
+import multiprocessing
 import os
 import struct
 import threading
@@ -256,6 +257,28 @@ def _item_rows(project) -> list[tuple]:
         db.close()
 
 
+class PoolSpy:
+    """Stands in for `multiprocessing` in storage.parallel: records the start method of every pool
+    process_map makes, and the names of its worker processes once they run."""
+
+    def __init__(self):
+        self.pools: list[tuple[str, list[str]]] = []
+
+    def get_context(self, method):
+        context = multiprocessing.get_context(method)
+        spy = self
+
+        class Recording:
+            def Pool(self, *args, **kwargs):  # multiprocessing's name
+                before = set(multiprocessing.active_children())
+                pool = context.Pool(*args, **kwargs)
+                started = set(multiprocessing.active_children()) - before  # this pool's workers, now running
+                spy.pools.append((context.get_start_method(), sorted(child.name for child in started)))
+                return pool
+
+        return Recording()
+
+
 @pytest.mark.parametrize("threaded_caller", [False, True], ids=["fork", "spawn"])
 def test_process_pool_gives_the_same_rows_as_in_process(tmp_path, monkeypatch, threaded_caller):
     root = tmp_path / "images"
@@ -264,19 +287,50 @@ def test_process_pool_gives_the_same_rows_as_in_process(tmp_path, monkeypatch, t
     (root / "copy.png").write_bytes((root / "img_0003.png").read_bytes())
     monkeypatch.setattr(storage.parallel, "POOL_THRESHOLD", 8)
     monkeypatch.setattr(ingest_module, "CHUNK", 16)
+    spy = PoolSpy()
+    monkeypatch.setattr(storage.parallel, "multiprocessing", spy)
     stop = threading.Event()
     if threaded_caller:  # a second live thread makes ingest spawn, as under Streamlit
         threading.Thread(target=stop.wait, daemon=True).start()
-    rows = []
+    rows, pools = [], []
     try:
         for name, workers in (("pool", 2), ("inline", 1)):
             project = storage.create_project(tmp_path / name, tiny_settings(root, PETS, budget=10, initial_size=4))
             report = storage.ingest(project, workers=workers)
             assert (report.added, report.duplicates, report.rejected) == (40, 1, 1)
             rows.append(_item_rows(project))
+            pools.append(list(spy.pools))
+            spy.pools.clear()
     finally:
         stop.set()
     assert rows[0] == rows[1]
+    method = "spawn" if threaded_caller else "fork"
+    # the pool run really had two worker processes started with that method; the inline run had none
+    [(started_with, worker_names)], inline = pools
+    assert started_with == method and inline == []
+    assert len(worker_names) == 2 and all(w.startswith(f"{method.capitalize()}PoolWorker-") for w in worker_names)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["inline", "pool"])
+def test_of_identical_files_the_first_in_path_order_stays_usable(tmp_path, monkeypatch, workers):
+    """Path order is folder by folder: `photos/` before `photos (copy)/` (string order puts ' ' before
+    '/'), a subfolder's `a/b.png` before the root's `b.png` (the walk meets the root's files first)."""
+    root = tmp_path / "images"
+    write_image_folder(root, classes=1, per_class=12, size=8, flat=True)
+    pairs = {"photos/plain.png": "photos (copy)/plain.png", "a/b.png": "b.png", "c-d/e.png": "c.d/e.png"}
+    for seed, (first, second) in enumerate(pairs.items(), start=500):
+        for relative in (second, first):  # the copy is written first: older, and first in the walk
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_bytes(image_bytes(seed))
+    monkeypatch.setattr(storage.parallel, "POOL_THRESHOLD", 4)
+    monkeypatch.setattr(ingest_module, "CHUNK", 3)  # the pairs fall in different chunks
+    project = storage.create_project(tmp_path / "project", tiny_settings(root, PETS, budget=4, initial_size=2))
+    storage.ingest(project, workers=workers)
+    assert sorted(storage.duplicate_files(project)) == sorted((second, first) for first, second in pairs.items())
+    # a file added later that comes first in path order does not displace the usable item chosen before
+    (root / "0.png").write_bytes((root / "photos/plain.png").read_bytes())
+    storage.ingest(project, workers=workers)
+    assert ("0.png", "photos/plain.png") in storage.duplicate_files(project)
 
 
 def test_items_api(project, image_root):
