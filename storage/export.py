@@ -11,7 +11,10 @@ storage.SOURCES; empty for labels made before the schema recorded it).
 
 In the CSV a cell that a spreadsheet would run as a formula (it starts with
 = + - @, a tab or a carriage return) gets a leading `'` (OWASP's advice);
-the JSONL keeps every value verbatim, for programs.
+the JSONL keeps every value verbatim, for programs: each record is one line
+for any line splitter, because json escapes the control characters and the
+three other characters Python's str.splitlines() breaks at (U+0085, U+2028,
+U+2029) are written as \\u escapes.
 """
 
 from __future__ import annotations
@@ -125,12 +128,22 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
+# Line breaks to str.splitlines() that json.dumps(ensure_ascii=False) leaves raw (it escapes controls below U+0020).
+_LINE_BREAKS = str.maketrans({ch: f"\\u{ord(ch):04x}" for ch in "\u0085\u2028\u2029"})
+
+
+def _json_line(record: dict) -> str:
+    """`record` as one line of JSON (no newline): UTF-8 text kept readable, and no character that any
+    line splitter (str.splitlines, JavaScript before ES2019) breaks a line at."""
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
 def export_labels_jsonl(project: Project, dest: Path) -> Path:
     """Write current labels and skips as JSON Lines, one object per item, values verbatim; returns dest."""
     _, rows = _label_rows(project)
     with _atomic_file(dest, "w") as handle:
         for row in rows:
-            handle.write(json.dumps(_public(row), ensure_ascii=False) + "\n")
+            handle.write(_json_line(_public(row)) + "\n")
     return Path(dest)
 
 

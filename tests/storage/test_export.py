@@ -204,3 +204,22 @@ def test_validation_labels_go_to_their_own_split_and_folder(project, tmp_path):
     assert members == sorted(
         ["classes.json", f"train/cat/img_{train_item - 1:04d}.png", f"validation/dog/img_{validation[0] - 1:04d}.png"]
     )
+
+
+def test_jsonl_is_one_record_per_line_whatever_the_text_holds(tmp_path):
+    """U+2028 and U+2029 are valid raw in JSON, yet str.splitlines() breaks a line at them (and at U+0085)."""
+    root = tmp_path / "images"
+    root.mkdir()
+    names = ["a\u2028b.png", "c\u2029d.png", "e\u0085f.png"]
+    for seed, name in enumerate(names):
+        (root / name).write_bytes(image_bytes(seed))
+    classes = ("line\u2028sep", "para\u2029sep")
+    project = storage.create_project(tmp_path / "p", tiny_settings(root, classes, budget=3, initial_size=1))
+    storage.ingest(project)
+    for item, name in zip(storage.usable_items(project), [*classes, classes[0]], strict=True):
+        storage.set_label(project, item.id, name, annotator="ana\u2028\u0085bob")
+    text = storage.export_labels_jsonl(project, tmp_path / "l.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert sorted(row["path"] for row in rows) == sorted(names)
+    assert {row["class"] for row in rows} == set(classes)
+    assert {row["annotator"] for row in rows} == {"ana\u2028\u0085bob"}
