@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
@@ -96,17 +97,37 @@ def allowed_roots(argv: list[str] | None = None) -> list[Path]:
     return [Path(p).expanduser().resolve() for p in [*roots, *started_with] if p is not None]
 
 
-def check_allowed(path: Path | str, what: str) -> Path:
-    """`path` resolved (links followed), or StorageError when it lies outside every allowed root."""
-    resolved = Path(path).expanduser().resolve()
+def check_allowed(path: Path | str, what: str, also: Sequence[Path] = ()) -> Path:
+    """`path` resolved (links followed), or StorageError when it lies outside every allowed root (and
+    the folders in `also`). The message names the path as given, never where a link leads, so it reads
+    the same whether anything exists there or not."""
+    given = Path(os.path.abspath(os.path.expanduser(path)))  # an unknown ~user stays as typed
+    resolved = given.resolve()
     roots = allowed_roots()
-    if not any(resolved == root or root in resolved.parents for root in roots):
+    if not any(resolved == root or root in resolved.parents for root in [*roots, *(p.resolve() for p in also)]):
         shown = ", ".join(str(root) for root in roots[:3])
         raise storage.StorageError(
-            f"{what} {resolved} is outside the folders this server may use ({shown}); "
+            f"{what} {given} is outside the folders this server may use ({shown}); "
             f"whoever starts the server can allow it with {ENV_ROOTS}=/a/folder{os.pathsep}/another"
         )
     return resolved
+
+
+def check_backbone(value: str, project_root: Path | None = None) -> str:
+    """The Backbone setting `value` as this server accepts it (what `check_backbone_setting` accepts,
+    a weights file only inside the allowed roots or the project's own folder), else BackboneError.
+
+    Outside those folders the answer is the same whether the file exists or not, so the form
+    cannot be used to find out which files the server account can see.
+    """
+    from engine.backbone_files import BackboneError, check_backbone_setting, names_weights_file
+
+    if names_weights_file(value):
+        try:
+            check_allowed(value.strip(), "backbone weights file", [project_root] if project_root else [])
+        except storage.StorageError as exc:
+            raise BackboneError(str(exc)) from exc
+    return check_backbone_setting(value)
 
 
 def open_allowed(root: Path | str) -> storage.Project:
@@ -148,9 +169,12 @@ def active_project() -> storage.Project | None:
     own = st.session_state["project_dir"]
     candidates = [Path(own)] if own else [requested_project(), remembered_project()]
     for candidate in candidates:
-        if candidate is None or (candidate is not candidates[0] and not (candidate / "project.db").exists()):
+        if candidate is None:
             continue
         try:
+            # a folder this account may not read is an error like any broken project, not "gone"
+            if candidate is not candidates[0] and storage.project.probe(candidate / "project.db") is None:
+                continue
             # the session's own project passed the roots check when it was switched to: every rerun opens
             # it, so it is not checked (one more database read) again
             project = storage.open_project(candidate) if own else open_allowed(candidate)

@@ -47,6 +47,12 @@ def check_backbone_setting(value: str) -> str:
     return value
 
 
+def names_weights_file(value: str) -> bool:
+    """True when a backbone setting names a weights file (not none, ssl or an architecture): the
+    setting the app server confines to its allowed folders (app.state.check_backbone)."""
+    return (value or NONE).strip() not in (NONE, SSL, *TORCH_ARCHS)
+
+
 def check_backbone_users(backbone: str, proxy: str, target: str) -> None:
     """BackboneError when the proxy or the target is built on a backbone and the project has none."""
     if (backbone or NONE).strip() != NONE:
@@ -67,7 +73,7 @@ def weights_path(value: str) -> Path:
     """The local weights file a backbone setting names (a path, or an architecture found in the torch cache)."""
     if value in TORCH_ARCHS:
         return find_cached_weights(value)
-    path = Path(value).expanduser()
+    path = Path(os.path.expanduser(value))  # Path.expanduser raises for an unknown ~user
     if not path.is_file():
         raise BackboneError(
             f"backbone weights file {path} not found; give the path of a local .pth or "

@@ -1,4 +1,5 @@
-"""Which project opens: command line, last opened (server restart), or the demo; demo assets; safe text.
+"""Which project opens: command line, last opened (server restart), or the demo; an unreadable one (as an
+ordinary account); backbone files confined to the allowed roots; demo assets; safe text.
 
 The image route is tested in test_images.py.
 """
@@ -7,15 +8,23 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 import storage
 from app import demo, jobs, state, widgets
 from tests.app.conftest import MAIN
-from tests.support import write_image_folder
+from tests.support import tiny_settings, write_image_folder
+
+REPO = Path(MAIN).parent
 
 
 def test_project_from_command_line_or_environment(monkeypatch):
@@ -75,3 +84,95 @@ def test_markdown_escape_shows_user_text_literally():
     assert widgets.md("<b>x</b>") == r"\<b\>x\</b\>"
     assert widgets.md("[a](http://e)") == r"\[a\]\(http\:\/\/e\)".replace(r"\/", "/")
     assert widgets.md("**bold** $x$") == r"\*\*bold\*\* \$x\$"
+
+
+PAGES_AS_NOBODY = """
+import json, os, sys
+from streamlit.testing.v1 import AppTest
+
+found = {}
+for page in ("app/page_label.py", "app/page_project.py"):
+    at = AppTest.from_file(os.path.join(os.getcwd(), "streamlit_app.py"), default_timeout=60).run()
+    if page != "app/page_label.py":
+        at.switch_page(page).run()
+    found[page] = {
+        "exceptions": [e.message for e in at.exception],
+        "errors": [e.value for e in at.error],
+        "forms": sorted({b.proto.form_id for b in at.button if b.proto.form_id}),
+    }
+print(json.dumps(found))
+"""
+
+
+def test_an_unreadable_remembered_project_shows_why_and_the_forms_to_an_ordinary_account():
+    """Root ignores permissions: the server runs here as uid 65534 without capabilities."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("needs setpriv (util-linux) to run the app as an ordinary account")
+    base = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        write_image_folder(base / "images", classes=1, per_class=3, size=8, flat=True)
+        project = storage.create_project(base / "project", tiny_settings(base / "images", budget=2, initial_size=1))
+        home = base / "home"
+        home.mkdir(mode=0o777)
+        (home / state.LAST_PROJECT_FILE).write_text(str(project.root))
+        project.root.chmod(0o000)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "HOME": str(home),
+            state.ENV_HOME: str(home),
+            state.ENV_ROOTS: str(base),
+            demo.ENV_DEMO_DIR: str(base / "demo_project"),
+            demo.ENV_DEMO_ASSETS: str(base / "no_demo_assets"),
+        }
+        user = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+        done = subprocess.run(
+            [setpriv, *user, sys.executable, "-c", PAGES_AS_NOBODY],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        (base / "project").chmod(0o755)
+        shutil.rmtree(base)
+    for page, seen in found.items():
+        assert seen["exceptions"] == [], page
+        assert any("cannot be opened" in e and "permission denied" in e for e in seen["errors"]), page
+        assert {"open", "create"} <= set(seen["forms"]), page
+
+
+def test_backbone_files_outside_the_allowed_roots_are_refused_alike_whether_they_exist_or_not(tmp_path, monkeypatch):
+    from engine.backbone_files import BackboneError
+
+    inside, outside, own = tmp_path / "inside", tmp_path / "outside", tmp_path / "project"
+    for folder in (inside, outside, own / "models"):
+        folder.mkdir(parents=True)
+    for path in (inside / "w.pth", outside / "w.pth", own / "models" / "w.pth"):
+        path.write_bytes(b"weights")
+    (inside / "link.pth").symlink_to(outside / "w.pth")  # a link inside that leads outside is outside
+    monkeypatch.setenv(state.ENV_ROOTS, str(inside))
+
+    def refusal(value: str) -> str:
+        with pytest.raises(BackboneError) as caught:
+            state.check_backbone(value, own)
+        return str(caught.value).replace(value, "PATH")
+
+    existing, missing = refusal(str(outside / "w.pth")), refusal(str(outside / "gone.pth"))
+    assert "outside the folders this server may use" in existing
+    assert existing == missing
+    assert refusal("/etc/hostname") == refusal("/etc/no-such-file") == existing
+    assert refusal(str(inside / "link.pth")) == existing
+    # inside the roots or the project's own folder: a file is accepted, a missing one is "not found"
+    assert state.check_backbone(str(inside / "w.pth"), own) == str(inside / "w.pth")
+    assert state.check_backbone(str(own / "models" / "w.pth"), own) == str(own / "models" / "w.pth")
+    with pytest.raises(BackboneError, match="not found"):
+        state.check_backbone(str(inside / "gone.pth"), own)
+    with pytest.raises(BackboneError, match="outside the folders"):
+        state.check_backbone(str(own / "models" / "w.pth"))  # the project folder only counts for its project
+    assert [state.check_backbone(v, own) for v in ("none", " ssl ")] == ["none", "ssl"]
