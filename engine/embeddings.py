@@ -49,6 +49,7 @@ from engine.backbone_files import (  # noqa: F401  (re-exported)
 )
 from engine.device import Normalization, best_device, check_images, normalization_tensors
 from engine.models import TORCHVISION, Model, ModelConfig, _read_state_dict, model_from_config
+from engine.precision import autocast
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 PRETRAINED_MIN_INPUT = 96  # ImageNet ResNets downsample 32x: smaller inputs leave them 1x1 maps too early
@@ -195,7 +196,9 @@ def embed_images(
         x = (batch.float() - mean) / std
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=x.shape[-1] > size, align_corners=False)
-        out[start : start + len(batch)] = model.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu()
+        with autocast(target):
+            embedded = model.embed(x.contiguous(memory_format=torch.channels_last))
+        out[start : start + len(batch)] = embedded.float().cpu()
         if on_progress is not None:
             on_progress(min(1.0, (start + len(batch)) / len(images)))
     return out

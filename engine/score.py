@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from engine.device import Normalization, batch_to_tensor, check_images, model_device, normalization_tensors, to_float
+from engine.precision import autocast
 
 CPU_MAX_BATCH = 256  # larger CPU batches run slower per image (they fall out of cache)
 
@@ -48,7 +49,7 @@ def score_pool(
     n = images.shape[0]
     probs: np.ndarray | None = None
     embeds: np.ndarray | None = None
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), autocast(device):
         mean, std = normalization_tensors(normalization, device)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -85,7 +86,7 @@ def predict_logits(
     device = _prepare(model, device)
     batch_size = _batch_size(batch_size, device)
     out = []
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), autocast(device):
         mean, std = normalization_tensors(normalization, device)
         for start in range(0, images.shape[0], batch_size):
             stop = min(start + batch_size, images.shape[0])

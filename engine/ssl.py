@@ -40,7 +40,8 @@ from torch import nn
 import storage
 from engine.device import Normalization, best_device, check_images, normalization_tensors
 from engine.models import Model, ModelConfig, model_from_config
-from engine.train import Cancelled, TrainingFailed, _as_tensor, _Stopper, use_bf16
+from engine.precision import autocast, float32_convs
+from engine.train import Cancelled, TrainingFailed, _as_tensor, _Stopper
 
 MAX_INPUT = 64  # SSL trains on crops resampled to at most this many pixels
 TIMED_FROM = 3  # a time cap times the steps from this many steps into a run (earlier ones pay warm-up)
@@ -237,46 +238,48 @@ def pretrain(
     timed: tuple[float, int] | None = None
     loss_sum, since = torch.zeros((), device=device), 0
     loss = float("nan")
-    while state.step < state.total:
-        try:
-            stopper.check()
-        except Cancelled:
-            if state_path is not None:
+    # convolutions that oneDNN's bf16 kernels get wrong run in float32 (engine.precision)
+    with float32_convs(model, torch.zeros(1, 3, input_size, input_size, device=device)):
+        while state.step < state.total:
+            try:
+                stopper.check()
+            except Cancelled:
+                if state_path is not None:
+                    state.seconds = time.perf_counter() - started
+                    _save_state(state_path, config, model, head, optimizer, gen, state)
+                raise
+            step = state.step
+            _set_lr(optimizer, config, batch, step, state.total)
+            idx = torch.randint(len(data), (batch,), generator=gen).to(device)
+            views = [(augment_views(data[idx], input_size, config, gen) - mean) / std for _ in range(2)]
+            with autocast(device):
+                z1, z2 = (head(model.embed(v.contiguous(memory_format=torch.channels_last))) for v in views)
+                loss_t = nt_xent(z1, z2, config.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss_t.backward()
+            nn.utils.clip_grad_norm_(params, 5.0, foreach=True)
+            optimizer.step()
+            loss_sum += loss_t.detach().float()
+            since += 1
+            state.step = step + 1
+            if not state.fitted and config.max_seconds is not None:
+                timed = _fit_total(state, config, device, timed, started, resumed_from)
+            if state.step % config.report_every == 0 or state.step == state.total:
+                loss = loss_sum.item() / since
+                loss_sum.zero_()
+                since = 0
+                if not math.isfinite(loss):
+                    raise TrainingFailed(
+                        f"self-supervised training diverged: the loss became {loss} at step "
+                        f"{state.step}; retry with a smaller learning rate"
+                    )
+                state.seconds = time.perf_counter() - started
+                if on_progress is not None:
+                    on_progress(SSLProgress(state.step, state.total, loss, state.seconds, model))
+            if state_path is not None and time.perf_counter() - last_save >= config.save_every_s:
                 state.seconds = time.perf_counter() - started
                 _save_state(state_path, config, model, head, optimizer, gen, state)
-            raise
-        step = state.step
-        _set_lr(optimizer, config, batch, step, state.total)
-        idx = torch.randint(len(data), (batch,), generator=gen).to(device)
-        views = [(augment_views(data[idx], input_size, config, gen) - mean) / std for _ in range(2)]
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16(device)):
-            z1, z2 = (head(model.embed(v.contiguous(memory_format=torch.channels_last))) for v in views)
-            loss_t = nt_xent(z1, z2, config.temperature)
-        optimizer.zero_grad(set_to_none=True)
-        loss_t.backward()
-        nn.utils.clip_grad_norm_(params, 5.0, foreach=True)
-        optimizer.step()
-        loss_sum += loss_t.detach().float()
-        since += 1
-        state.step = step + 1
-        if not state.fitted and config.max_seconds is not None:
-            timed = _fit_total(state, config, device, timed, started, resumed_from)
-        if state.step % config.report_every == 0 or state.step == state.total:
-            loss = loss_sum.item() / since
-            loss_sum.zero_()
-            since = 0
-            if not math.isfinite(loss):
-                raise TrainingFailed(
-                    f"self-supervised training diverged: the loss became {loss} at step "
-                    f"{state.step}; retry with a smaller learning rate"
-                )
-            state.seconds = time.perf_counter() - started
-            if on_progress is not None:
-                on_progress(SSLProgress(state.step, state.total, loss, state.seconds, model))
-        if state_path is not None and time.perf_counter() - last_save >= config.save_every_s:
-            state.seconds = time.perf_counter() - started
-            _save_state(state_path, config, model, head, optimizer, gen, state)
-            last_save = time.perf_counter()
+                last_save = time.perf_counter()
     state.seconds = time.perf_counter() - started
     if state_path is not None:
         _save_state(state_path, config, model, head, optimizer, gen, state)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.device import Normalization, best_device, check_images, normalization_tensors, to_float
+from engine.precision import autocast, float32_convs
 from engine.score import predict_logits
 
 __all__ = [
@@ -174,29 +175,31 @@ def train(
     clock = _Clock(device)
     loss_sum = torch.zeros((), device=device)
     since_report = 0
-    for step, idx in enumerate(_batches(len(labels), batch, gen, device), start=1):
-        if step > schedule.total:
-            break
-        stopper.check()
-        if config.max_seconds is not None and (step in (TIMED_FROM, FIRST_FIT) or step % config.report_every == 1):
-            clock.fit(step, schedule, config.max_seconds)
-        x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
-        loss_sum += _step(model, x, targets[idx], optimizer, config)
-        scheduler.step()
+    # convolutions that oneDNN's bf16 kernels get wrong run in float32 (engine.precision)
+    with float32_convs(model, to_float(data[:1], mean, std, channels_last=True)):
+        for step, idx in enumerate(_batches(len(labels), batch, gen, device), start=1):
+            if step > schedule.total:
+                break
+            stopper.check()
+            if config.max_seconds is not None and (step in (TIMED_FROM, FIRST_FIT) or step % config.report_every == 1):
+                clock.fit(step, schedule, config.max_seconds)
+            x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
+            loss_sum += _step(model, x, targets[idx], optimizer, config)
+            scheduler.step()
+            if ema is not None:
+                ema.update(model, step)
+            since_report += 1
+            if step == schedule.total or step % config.report_every == 0:
+                loss = loss_sum.item() / since_report
+                _check_finite(loss, step, schedule.total)
+                if on_progress is not None:
+                    on_progress(Progress(step, schedule.total, loss, clock.seconds()))
+                loss_sum.zero_()
+                since_report = 0
         if ema is not None:
-            ema.update(model, step)
-        since_report += 1
-        if step == schedule.total or step % config.report_every == 0:
-            loss = loss_sum.item() / since_report
-            _check_finite(loss, step, schedule.total)
-            if on_progress is not None:
-                on_progress(Progress(step, schedule.total, loss, clock.seconds()))
-            loss_sum.zero_()
-            since_report = 0
-    if ema is not None:
-        ema.copy_to(model)
-    if config.recalibrate_bn:
-        recalibrate_batchnorm(model, data, batch, mean, std, gen)
+            ema.copy_to(model)
+        if config.recalibrate_bn:
+            recalibrate_batchnorm(model, data, batch, mean, std, gen)
     model.eval()
     if config.check:
         check_learned(model, data, targets, normalization, gen)
@@ -207,7 +210,7 @@ def _step(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, config: TrainConfig
 ) -> torch.Tensor:
     """One SGD step; returns the detached float32 loss, still on the device (no host sync)."""
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16(x.device)):
+    with autocast(x.device):
         loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -242,32 +245,10 @@ def recalibrate_batchnorm(
         order = order.repeat(2)
     model.train()
     for idx in order.split(_step_sizes(len(order), batch)):
-        with torch.autocast(device_type=data.device.type, dtype=torch.bfloat16, enabled=use_bf16(data.device)):
+        with autocast(data.device):
             model(to_float(data[idx], mean, std, channels_last=True))
     for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
-
-
-def use_bf16(device: torch.device) -> bool:
-    """bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16 / AMX); float32 elsewhere."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and _cpu_has_native_bf16()
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _cpu_has_native_bf16() -> bool:
-    # mkldnn reports bf16 "supported" on any AVX512 CPU, where it is emulated and slower than float32
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def check_learned(

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from engine.models import build_model
+from engine.precision import autocast
 from engine.score import PoolScores, predict_logits, score_pool
 
 torch.set_num_threads(1)
@@ -26,23 +27,29 @@ def test_shapes_dtypes_and_probabilities(pool, name, dim):
     assert np.allclose(scores.probs.sum(1), 1.0, atol=1e-5) and (scores.probs >= 0).all()
 
 
-def test_matches_the_model_on_normalized_float_input(pool):
+def test_matches_the_model_on_normalized_float_input_in_the_engine_precision(pool, precision):
     model = build_model("proxy_tiny", 3, 16, seed=0).eval()
     scores = score_pool(model, pool, NORM, batch_size=8)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORM)
-    x = (torch.from_numpy(pool).float() / 255 - mean) / std
+    x = ((torch.from_numpy(pool).float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), autocast(x.device):  # what inference runs in: bf16 autocast, or none
+        logits, embeddings = model(x).float(), model.embed(x).float()
     with torch.no_grad():
-        expected_probs = torch.softmax(model(x), 1).numpy()
-        expected_embed = model.embed(x).numpy()
-    assert np.allclose(scores.probs, expected_probs, atol=1e-4)
-    assert np.allclose(scores.embeddings, expected_embed, atol=1e-4)
-    assert np.allclose(predict_logits(model, pool, NORM), model(x).detach().numpy(), atol=1e-4)
+        float32_logits = model(x)
+    tolerance = 3e-2 if precision else 1e-4  # bf16 keeps 8 bits of mantissa
+    assert np.allclose(scores.probs, torch.softmax(logits, 1).numpy(), atol=tolerance)
+    assert np.allclose(scores.embeddings, embeddings.numpy(), atol=tolerance)
+    assert np.allclose(predict_logits(model, pool, NORM), logits.numpy(), atol=tolerance)
+    # bf16 inference really ran in bf16: its logits are not the float32 ones
+    off_float32 = np.abs(predict_logits(model, pool, NORM) - float32_logits.numpy()).max()
+    assert bool(off_float32 > 1e-4) == precision
 
 
-def test_batch_size_does_not_change_results(pool):
+def test_batch_size_does_not_change_results(pool, precision):
     model = build_model("proxy_tiny", 3, 16, seed=0)
     a, b = score_pool(model, pool, NORM, batch_size=5), score_pool(model, pool, NORM, batch_size=512)
-    assert np.allclose(a.probs, b.probs, atol=1e-5) and np.allclose(a.embeddings, b.embeddings, atol=1e-4)
+    tolerance = 3e-2 if precision else 1e-4
+    assert np.allclose(a.probs, b.probs, atol=tolerance) and np.allclose(a.embeddings, b.embeddings, atol=tolerance)
 
 
 def test_works_on_a_read_only_memmap(tmp_path, pool):

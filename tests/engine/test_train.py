@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import engine.device as device_module
+import engine.precision as precision_module
 import engine.train as train_module
 from engine.config import stage_config
 from engine.models import build_model
@@ -105,8 +106,17 @@ def test_progress_reports_every_step_with_positions():
     reports: list[Progress] = []
     train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, FAST, NORM, on_progress=reports.append)
     assert [p.step for p in reports] == [1, 2, 3, 4, 5, 6]
-    assert all(p.steps == 6 and np.isfinite(p.loss) and p.seconds >= 0 for p in reports)
+    assert all(p.steps == 6 and np.isfinite(p.loss) for p in reports)
     assert reports[-1].fraction == 1.0
+
+
+def test_progress_reports_the_seconds_since_training_started(monkeypatch):
+    images, labels = separable(n_per_class=8)
+    ticks = itertools.count(100.0, 0.5)  # each reading of the clock is half a second later
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(ticks))
+    reports: list[Progress] = []
+    train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, FAST, NORM, on_progress=reports.append)
+    assert [p.seconds for p in reports] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
 
 def test_progress_reports_at_report_every_and_at_the_last_step():
@@ -238,14 +248,21 @@ def test_a_model_no_better_than_the_majority_is_detected():
     # predicts class 1 (green) for red images, class 0 for the rest: below always-the-majority
     model = Constant([0.0, -1.0, -9.0], gain=(0.0, 2.0, 0.0))
     assert len(np.unique(np.asarray(model(torch.from_numpy((images - 128.0) / 64).float()).argmax(1)))) == 2
-    with pytest.raises(LearnedNothing, match="learned nothing"):
+    # every red image is called green and every other one red: 0 % right, the majority answer gets 1/3
+    expected = r"learned nothing: 0% right on its own training images, .*most common class \(33%\)"
+    with pytest.raises(LearnedNothing, match=expected):
         train(model, images, labels, TrainConfig(steps=5, lr=0.0, device="cpu"), NORM)
-    assert red.any()
+    assert red.sum() == len(labels) // 3
 
 
 def test_one_class_labels_are_not_a_collapse():
     images, labels = separable(n_per_class=4)
-    train(Constant([5.0, 0.0, 0.0]), images, np.zeros_like(labels), TrainConfig(steps=3, lr=0.0, device="cpu"), NORM)
+    model = Constant([5.0, 0.0, 0.0])
+    only_red = np.zeros_like(labels)
+    trained = train(model, images, only_red, TrainConfig(steps=3, lr=0.0, device="cpu"), NORM)
+    assert trained is model and evaluate(trained, images, only_red, NORM) == 1.0
+    with pytest.raises(LearnedNothing, match="collapsed"):  # the same model on labels of three classes
+        train(model, images, labels, TrainConfig(steps=3, lr=0.0, device="cpu"), NORM)
 
 
 def test_should_stop_raises_cancelled_before_the_first_step():
@@ -453,18 +470,100 @@ def test_every_registered_model_trains_stably_with_the_default_recipe(name, n_pe
     assert evaluate(model, images, labels, NORM) > 0.9
 
 
-def test_batchnorm_recalibration_matches_running_statistics_to_the_final_weights():
+def test_batchnorm_recalibration_matches_running_statistics_to_the_final_weights(precision):
     images, labels = separable(n_per_class=8)
     model = build_model("proxy_tiny", 3, 16, seed=0)
     config = TrainConfig(steps=3, device="cpu", check=False, recalibrate_bn=False)
     train(model, images, labels, config, NORM)
     stale = model.bn.running_mean.clone()
     data = torch.from_numpy(images)
-    mean, std = train_module.normalization_tensors(NORM, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    mean, std = train_module.normalization_tensors(NORM, cpu)
     train_module.recalibrate_batchnorm(model, data, len(images), mean, std, torch.Generator().manual_seed(0))
     model.train()
-    with torch.no_grad():  # one batch of all images: its statistics are the running ones exactly
+    # one batch of all images, in the precision inference runs in: its statistics are the running ones
+    with torch.no_grad(), precision_module.autocast(cpu):
         features = model.blocks(model.stem(train_module.to_float(data, mean, std, channels_last=True)))
-    assert torch.allclose(model.bn.running_mean, features.mean((0, 2, 3)), atol=1e-4)
+    assert features.dtype == (torch.bfloat16 if precision else torch.float32)
+    assert torch.allclose(model.bn.running_mean, features.float().mean((0, 2, 3)), atol=1e-4)
     assert not torch.allclose(stale, model.bn.running_mean, atol=1e-4)
     assert model.bn.momentum == 0.1  # restored
+
+
+def _tv_resnet18_batch():
+    images, labels = separable(n_per_class=2)
+    mean, std = train_module.normalization_tensors(NORM, torch.device("cpu"))
+    return train_module.to_float(torch.from_numpy(images), mean, std, channels_last=True), torch.from_numpy(labels)
+
+
+@pytest.mark.parametrize(
+    "name, size, expected",
+    [
+        ("tv_resnet18", 16, ["layer4.0.conv1", "layer4.0.downsample.0"]),  # layer 4 gets a 1x1 map at 16 px
+        ("tv_resnet18", 32, []),
+        ("proxy_tiny", 16, []),
+        ("resnet18", 16, []),
+    ],
+)
+def test_convolutions_strided_past_their_input_are_found(name, size, expected):
+    model = build_model(name, 3, size, seed=0)
+    found = precision_module.strided_past_input(model, torch.zeros(2, 3, size, size))
+    assert [n for n, m in model.named_modules() if any(m is f for f in found)] == expected
+    assert model.training  # the probe leaves the mode as it was
+
+
+def test_bf16_weight_gradients_of_convolutions_strided_past_their_input_are_exact(monkeypatch):
+    # On CPUs with native bf16, oneDNN's bf16 weight gradient of this convolution came out with values up
+    # to 1e37 that changed on every call, and training diverged at a random step (issue 23).
+    monkeypatch.setenv(precision_module.BF16_ENV, "1")
+    model = build_model("tv_resnet18", 3, 16, seed=0).to(memory_format=torch.channels_last)
+    x, y = _tv_resnet18_batch()
+    conv = model.layer4[0].conv1  # 3x3, stride 2, on a 1x1 map
+
+    def gradient():
+        model.zero_grad(set_to_none=True)
+        with precision_module.float32_convs(model, x), precision_module.autocast(x.device):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        return conv.weight.grad.clone()
+
+    first = gradient()
+    assert torch.isfinite(first).all() and first.abs().max() < 100
+    assert all(torch.equal(first, gradient()) for _ in range(5))
+    # only the kernel's centre tap ever sees the 1x1 map; the other eight see zero padding alone
+    off_centre = first.clone()
+    off_centre[:, :, 1, 1] = 0
+    assert torch.count_nonzero(off_centre) == 0 and torch.count_nonzero(first[:, :, 1, 1]) > 0
+    assert conv.forward.__func__ is nn.Conv2d.forward  # back to the plain layer after the block
+
+
+def test_bf16_training_of_a_model_with_such_convolutions_is_finite_and_reproducible(monkeypatch):
+    monkeypatch.setenv(precision_module.BF16_ENV, "1")
+    images, labels = separable(n_per_class=4, seed=2)
+    config = TrainConfig(steps=30, device="cpu", report_every=10, check=False)
+    runs = [train(build_model("tv_resnet18", 3, 16, seed=0), images, labels, config, NORM) for _ in range(2)]
+    assert all(torch.isfinite(v).all() for v in weights(runs[0]) if v.is_floating_point())
+    assert all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(runs[1]), strict=True))
+
+
+@pytest.mark.parametrize(
+    "forced, device, expected",
+    [("0", "cpu", False), ("0", "cuda", False), ("1", "cpu", True), ("1", "cuda", True), ("1", "mps", False)],
+)
+def test_bf16_can_be_forced_either_way(monkeypatch, forced, device, expected):
+    monkeypatch.setenv(precision_module.BF16_ENV, forced)
+    assert precision_module.use_bf16(torch.device(device)) is expected
+
+
+@pytest.mark.parametrize("native, expected", [(True, True), (False, False)])
+def test_bf16_follows_the_cpu_when_not_forced(monkeypatch, native, expected):
+    monkeypatch.delenv(precision_module.BF16_ENV, raising=False)
+    monkeypatch.setattr(precision_module, "_cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert precision_module.use_bf16(torch.device("cpu")) is expected
+    assert precision_module.use_bf16(torch.device("cuda")) is True
+
+
+def test_a_bad_bf16_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(precision_module.BF16_ENV, "yes")
+    with pytest.raises(ValueError, match=r"PROXY_LABELER_BF16 must be 0 \(float32\) or 1 \(bf16 autocast\), got 'yes'"):
+        precision_module.use_bf16(torch.device("cpu"))
