@@ -39,11 +39,12 @@ def labeled_project(tiny_project: storage.Project) -> storage.Project:
 
 
 class _FakeTime:
-    """Stands in for a module's `time`: `perf_counter()` reads 0.0 first, then advances by the next of
-    `steps` on every read (the last step repeats); everything else is the real `time` module."""
+    """Stands in for a module's `time`: `perf_counter()` reads 1000.0 first (not 0, so a duration that
+    forgets to subtract its start shows), then advances by the next of `steps` on every read (the last
+    step repeats); everything else is the real `time` module."""
 
     def __init__(self, steps: tuple[float, ...]):
-        self.steps, self.reads, self.now = steps, 0, 0.0
+        self.steps, self.reads, self.now = steps, 0, 1000.0
 
     def perf_counter(self) -> float:
         if self.reads:

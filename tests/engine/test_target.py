@@ -26,7 +26,10 @@ def validated_project(tmp_path):
     return project
 
 
-def test_target_writes_a_checkpoint_that_loads_and_predicts(validated_project, tmp_path):
+def test_target_writes_a_checkpoint_that_loads_and_predicts(validated_project, tmp_path, fake_clock):
+    import engine.target as target_module
+
+    fake_clock(target_module, 2.5)  # the training is timed by two reads of the clock: 2.5 s
     seen = []
     result = run_target(validated_project, on_progress=lambda f, m: seen.append(f))
     checkpoint = Path(result["checkpoint"])
@@ -35,7 +38,7 @@ def test_target_writes_a_checkpoint_that_loads_and_predicts(validated_project, t
     assert result["accuracy"] >= 2 / 3  # solid-colour classes: learned, chance is 1/3
     assert len(result["per_class_accuracy"]) == 3
     assert np.array(result["confusion"]).sum() == 6
-    assert result["train_s"] > 0
+    assert result["train_s"] == 2.5
     assert seen[-1] == 1.0
     saved = json.loads((checkpoint / "metrics.json").read_text())
     assert saved["confusion"] == result["confusion"]
@@ -43,9 +46,13 @@ def test_target_writes_a_checkpoint_that_loads_and_predicts(validated_project, t
     loaded = load_checkpoint(checkpoint)
     image_path = next((tmp_path / "images" / "red").iterdir())
     with Image.open(image_path) as image:
-        predictions = loaded.predict([image.convert("RGB"), image.convert("L")])
-    assert len(predictions) == 2
-    assert all(name in CLASS_NAMES[:3] and 0.0 <= prob <= 1.0 for name, prob in predictions)
+        rgb, gray = image.convert("RGB"), image.convert("L")
+    predictions = loaded.predict([rgb, gray])
+    assert predictions[0][0] == "red"  # solid-colour classes: the red image is red
+    # a grayscale image is read as its grey RGB; each answer is the most likely class and its probability
+    probs = loaded.predict_proba([rgb, gray.convert("RGB")])
+    assert [name for name, _ in predictions] == [CLASS_NAMES[i] for i in probs.argmax(1)]
+    np.testing.assert_allclose([prob for _, prob in predictions], probs.max(1), atol=1e-6)
 
 
 def test_target_without_validation_labels_has_no_accuracy(tmp_path):
