@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 import storage
-from engine.initial import candidate_ids, run_initial_round
+from engine.initial import RoundError, candidate_ids, run_initial_round
 
 ACTIVE = ("queued", "running")
 SILENT_BEATS = 3  # heartbeats a running job may miss before the page starts a new worker for it
@@ -134,11 +134,18 @@ def start_first_round(project: storage.Project) -> RoundState:
 
 def random_first_round(project: storage.Project, why: str) -> storage.Round:
     """Make the seeded random first batch now, in the page, instead of waiting for the queued one
-    (its job is cancelled; one already past its checks fails to make a second round 0, as
-    storage.create_round(index=0) refuses it)."""
+    (its job is cancelled). Round 0 is made once (storage.create_round(index=0) refuses a second): when
+    another tab or the worker's job, already past its checks, made it first, that batch is returned,
+    as there is now a first batch to label; the job that lost ends cancelled."""
     for job in storage.active_jobs(project, "round"):
         storage.cancel_job(project, job.id)
-    return run_initial_round(project, selector=f"random: {why}")
+    try:
+        return run_initial_round(project, selector=f"random: {why}")
+    except (RoundError, storage.StorageError):
+        made = storage.list_rounds(project)
+        if not made:
+            raise
+        return made[0]
 
 
 def _start_early(project: storage.Project, current: storage.Round) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -189,15 +190,84 @@ def test_a_failed_first_batch_job_offers_retry_and_a_random_batch(tmp_path, data
     assert storage.current_round(project).strategy == "typiclust"
 
 
-def test_round_zero_is_made_once_when_two_processes_make_it_at_once(project):
-    from engine.initial import run_initial_round
+def _gate_round_zero(monkeypatch, first: str | None = None) -> None:
+    """Hold every storage.create_round until two threads have reached it, so both makers have read a
+    project with no round and passed their own checks before either writes; `first` (a thread name)
+    then writes before the other, None lets them race for the write lock."""
+    real, both, written = storage.create_round, threading.Barrier(2, timeout=60), threading.Event()
 
-    with pytest.raises(storage.StorageError, match="round 0 was already made"):
-        storage.create_round(
-            project, strategy="random", selector="random", item_ids=[], scores=[], n_labeled=0, index=0
-        )
-    with pytest.raises(Exception, match="already made"):
-        run_initial_round(project)
+    def gated(*args, **kwargs):
+        both.wait()
+        if first is not None and threading.current_thread().name != first:
+            assert written.wait(60)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            written.set()
+
+    monkeypatch.setattr(storage, "create_round", gated)
+
+
+def _race(**makers) -> dict:
+    """Run each maker in its own thread (named by its keyword), all at once; name -> result or exception."""
+    outcomes: dict = {}
+
+    def run(name, make):
+        try:
+            outcomes[name] = make()
+        except BaseException as exc:
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=run, args=item, name=item[0]) for item in makers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    return outcomes
+
+
+def test_two_tabs_asking_for_a_random_first_batch_at_once_make_one_and_both_get_it(tmp_path, dataset, monkeypatch):
+    from tests.support import APP_SETTINGS, tiny_settings
+
+    project = storage.create_project(tmp_path / "p", tiny_settings(dataset[0], **APP_SETTINGS))
+    storage.ingest(project)
+    create_round = storage.create_round
+    _gate_round_zero(monkeypatch)
+    outcomes = _race(**{tab: lambda: jobs.random_first_round(project, "chosen in a tab") for tab in ("t1", "t2")})
+    [made] = storage.list_rounds(project)
+    assert made.index == 0 and made.strategy == "random"
+    assert outcomes == {"t1": made, "t2": made}  # the tab that lost the write shows the batch the other made
+    with pytest.raises(storage.StorageError, match="round 0 was already made"):  # a third, later: refused
+        create_round(project, strategy="random", selector="r", item_ids=[], scores=[], n_labeled=0, index=0)
+
+
+@pytest.mark.parametrize("first", ["page", "worker"])
+def test_the_page_and_the_worker_making_round_zero_at_once_make_one(tmp_path, dataset, monkeypatch, first):
+    """The user presses "random first batch" while the worker's job, past its checks, writes its typiclust
+    batch: one round 0; the page shows it whoever wrote first; the job ends done, or cancelled (the page
+    asked it to stop) when the page's batch is the one made, never failed."""
+    from engine.worker import run_job
+    from tests.support import write_ssl_backbone
+
+    project = _half_made(tmp_path, dataset, backbone=str(write_ssl_backbone(tmp_path / "exported")))
+    storage.ingest(project)
+    jobs.start_first_round(project)
+    job = storage.claim_job(project, "worker")
+    assert job.params == {"after_round": jobs.FIRST_ROUND}
+    _gate_round_zero(monkeypatch, first)
+    outcomes = _race(
+        page=lambda: jobs.random_first_round(project, "chosen by the user"),
+        worker=lambda: run_job(project, job, "worker"),
+    )
+    [made] = storage.list_rounds(project)
+    assert made.index == 0 and made.strategy == {"page": "random", "worker": "typiclust"}[first]
+    assert outcomes == {"page": made, "worker": None}  # nothing escaped either
+    ended = storage.get_job(project, job.id)
+    if first == "worker":
+        assert ended.state == "done" and ended.result["round_id"] == made.id
+    else:
+        assert ended.state == "cancelled", ended.error
 
 
 def test_settings_refuse_a_backbone_target_without_a_backbone(project, open_app):
