@@ -1,0 +1,67 @@
+"""The Labels page's filters on a project with a trained round: "Proxy disagrees" and "Round"."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import storage
+from app import jobs
+from engine.worker import run_worker
+from tests.support import RGB, label_by_folder, label_queue, make_app_project, write_image_folder
+
+
+@pytest.fixture
+def project(tmp_path) -> storage.Project:
+    """Round 0 and the validation set labeled with the truth, then round 1 made by a trained proxy, whose
+    guesses are stored with its batch (replaces the conftest's fresh project, so open_app draws this one)."""
+    write_image_folder(tmp_path / "images", per_class=8)
+    project = make_app_project(tmp_path / "project", tmp_path / "images")
+    label_by_folder(project, storage.validation_ids(project))
+    label_queue(project)
+    jobs.advance(project)
+    assert run_worker(project.root, once=True) == 1
+    assert storage.current_round(project).index == 1
+    return project
+
+
+def listed(at) -> list[int]:
+    [view] = at.get("bidi_component")
+    return [item["id"] for item in json.loads(view.proto.json)["items"]]
+
+
+def test_proxy_disagrees_and_round_list_exactly_the_matching_items(open_app, project):
+    zero, one = storage.list_rounds(project)
+    round_zero = [i for i, _ in storage.round_items(project, zero.id)]
+    round_one = [i for i, _ in storage.round_items(project, one.id)]
+    guesses = {item_id: name for item_id, (name, _) in storage.round_guesses(project, one.id).items()}
+    assert sorted(guesses) == sorted(round_one)  # the trained round guessed every item it queued
+    against, skipped, agreed = round_one[:2], round_one[2], round_one[3:]
+    for item_id in against:  # labeled with a class the proxy did not guess
+        storage.set_label(project, item_id, next(c for c in RGB if c != guesses[item_id]), annotator="ana")
+    storage.set_label(project, skipped, storage.SKIP, annotator="ana")  # a skip disagrees with nothing
+    for item_id in agreed:
+        storage.set_label(project, item_id, guesses[item_id], annotator="ana")
+    validation = storage.validation_ids(project)
+
+    at = open_app("app/page_labels.py")
+    assert listed(at) == sorted([*round_zero, *round_one, *validation])
+    assert at.multiselect(key="browse_rounds").options == ["0", "1"]
+
+    at.toggle(key="browse_disagrees").set_value(True).run()
+    assert listed(at) == sorted(against)  # not round 0's labels (no guess), not the skip, not the agreeing ones
+    [view] = at.get("bidi_component")
+    why = {item["id"]: item["why"] for item in json.loads(view.proto.json)["items"]}
+    assert why == {i: f"round 1 · by ana · proxy said {guesses[i]}" for i in against}
+
+    at.toggle(key="browse_disagrees").set_value(False).run()
+    at.multiselect(key="browse_rounds").set_value([1]).run()
+    assert listed(at) == sorted(round_one)  # its skip included; no validation item belongs to a round
+    at.multiselect(key="browse_rounds").set_value([0]).run()
+    assert listed(at) == sorted(round_zero)
+    at.multiselect(key="browse_rounds").set_value([0, 1]).run()
+    assert listed(at) == sorted([*round_zero, *round_one])
+    at.toggle(key="browse_disagrees").set_value(True).run()
+    at.multiselect(key="browse_rounds").set_value([0]).run()
+    assert next(c.value for c in at.caption if "items match" in c.value).startswith("0 of ")  # both filters at once
