@@ -20,10 +20,10 @@ def settings_form(project: storage.Project) -> None:
         values = settings_fields(settings, "s-")
         submitted = st.form_submit_button("Save settings", type="primary")
     if submitted:
-        from engine.backbone_files import BackboneError, check_backbone_setting, check_backbone_users
+        from engine.backbone_files import BackboneError, check_backbone_users
 
         try:
-            check_backbone_setting(values["backbone"])
+            state.check_backbone(values["backbone"], project.root)
             check_backbone_users(values["backbone"], values["proxy"], values["target"])
             storage.save_settings(project, dataclasses.replace(settings, **values))
         except (storage.SettingsError, BackboneError) as exc:

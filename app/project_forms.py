@@ -253,10 +253,10 @@ def create_project(image_root: str, folder: str, classes: tuple[str, ...], value
     typed = tuple(name for name in storage.FITTED if values.get(name) is not None)
     defaults = storage.Settings(image_root="", classes=())
     values = {name: (getattr(defaults, name) if value is None else value) for name, value in values.items()}
-    from engine.backbone_files import BackboneError, check_backbone_setting, check_backbone_users
+    from engine.backbone_files import BackboneError, check_backbone_users
 
     try:
-        check_backbone_setting(values.get("backbone", "none"))
+        state.check_backbone(values.get("backbone", "none"))
         check_backbone_users(values.get("backbone", "none"), values.get("proxy", "auto"), values.get("target", "auto"))
         project, resumed = _create_or_resume(image_root, folder, classes, values)
     except (storage.StorageError, BackboneError) as exc:
@@ -275,7 +275,7 @@ def _create_or_resume(
         raise storage.SettingsError("image folder is empty; type the folder that holds your images")
     images = state.check_allowed(image_root, "image folder")
     root = state.check_allowed(Path(folder) if folder else PROJECTS_DIR / (images.name or "project"), "project folder")
-    if (root / "project.db").exists():
+    if storage.project.probe(root / "project.db") is not None:
         project = storage.open_project(root)
         existing = storage.load_settings(project)
         if Path(existing.image_root) != images:

@@ -7,6 +7,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 import storage
+from app import widgets
 from tests.app.conftest import MAIN
 from tests.support import write_image_folder
 
@@ -91,3 +92,17 @@ def test_create_with_invalid_settings_creates_nothing(tmp_path: Path):
     submit(at, "create")
     assert any("does not exist" in e.value for e in at.error)
     assert not (tmp_path / "p").exists()
+
+
+def test_the_settings_form_refuses_a_backbone_file_outside_the_allowed_roots_alike_whether_it_exists(open_app, project):
+    before = storage.load_settings(project)
+    messages = []
+    for outside in ("/etc/hostname", "/etc/no-such-weights.pth"):  # one exists, one does not
+        at = open_app("app/page_project.py")
+        at.text_input(key="s-backbone").input(outside)
+        submit(at, "settings")
+        (error,) = at.error
+        assert "Not saved" in error.value and "outside the folders this server may use" in error.value
+        messages.append(error.value.replace(widgets.md(outside), "PATH"))  # the path as the page escapes it
+    assert messages[0] == messages[1]
+    assert storage.load_settings(project) == before
