@@ -106,7 +106,8 @@ def restore_found(project: Project) -> int:
 
 
 def get_item(project: Project, item_id: int) -> Item:
-    """One usable item; StorageError if it does not exist or is not usable."""
+    """One usable item; StorageError if it does not exist (any id, however large) or is not usable."""
+    _check_id(item_id)
     with opened(project) as db:
         row = db.execute(f"SELECT {_ITEM_COLUMNS}, status, reason FROM items WHERE id = ?", (item_id,)).fetchone()
     if row is None:
@@ -151,8 +152,7 @@ def resolve_item_path(project: Project, item_id: int) -> Path:
     file would lie outside the image root (for example a symlink swapped in
     after ingest).
     """
-    if not 0 <= item_id <= _MAX_ROW_ID:
-        raise StorageError(f"no item with id {item_id}")
+    _check_id(item_id)
     with opened(project) as db:
         row = db.execute("SELECT path, status, reason FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
@@ -162,6 +162,11 @@ def resolve_item_path(project: Project, item_id: int) -> Path:
             raise StorageError(f"item {item_id} ({path}) is not usable: {reason or status}")
         root = Path(read_settings(db).image_root).resolve()
     return inside_root(root, path)
+
+
+def _check_id(item_id: int) -> None:
+    if not 0 <= item_id <= _MAX_ROW_ID:
+        raise StorageError(f"no item with id {item_id}")
 
 
 def inside_root(root: Path, relative: str) -> Path:

@@ -351,6 +351,10 @@ def test_items_api(project, image_root):
         storage.get_item(project, 99)
     with pytest.raises(storage.StorageError, match="no item with id 99"):
         storage.resolve_item_path(project, 99)
+    for beyond_sqlite in (2**63, -1):  # an id SQLite cannot hold is no item either (was OverflowError)
+        for read in (storage.get_item, storage.resolve_item_path):
+            with pytest.raises(storage.StorageError, match=f"no item with id {beyond_sqlite}"):
+                read(project, beyond_sqlite)
 
 
 def test_resolve_refuses_a_file_swapped_for_a_link_outside(tmp_path, project, image_root):
