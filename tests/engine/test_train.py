@@ -567,3 +567,23 @@ def test_a_bad_bf16_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(precision_module.BF16_ENV, "yes")
     with pytest.raises(ValueError, match=r"PROXY_LABELER_BF16 must be 0 \(float32\) or 1 \(bf16 autocast\), got 'yes'"):
         precision_module.use_bf16(torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_weight_gradient_of_a_convolution_strided_past_its_input_is_exact():
+    # The CPU's oneDNN got this wrong (see above); this says whether cuDNN does, without the float32 guard.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(256, 512, 3, stride=2, padding=1, bias=False).cuda()
+    x = torch.randn(6, 256, 1, 1, device="cuda")
+    grads = []
+    for bf16 in (False, True):
+        conv.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            conv(x).float().square().sum().backward()
+        grads.append(conv.weight.grad.clone())
+    full, half = grads
+    off_centre = half.clone()
+    off_centre[:, :, 1, 1] = 0
+    assert torch.count_nonzero(off_centre) == 0
+    assert torch.allclose(half[:, :, 1, 1], full[:, :, 1, 1], rtol=5e-2, atol=5e-2 * full.abs().max().item())
