@@ -59,6 +59,31 @@ def test_run_hands_the_process_to_streamlit_on_server_py(monkeypatch):
     assert argv[5:] == ["--server.port", "8600", "--", "--project", "p"]
 
 
+def test_study_runs_the_study_script_then_its_report_and_stops_at_a_failure(monkeypatch, tmp_path):
+    import engine.cli
+
+    calls, codes = [], [0, 0]
+
+    def call(command, **kwargs):
+        calls.append(command)
+        return codes.pop(0)
+
+    monkeypatch.setattr(engine.cli.subprocess, "call", call)
+    assert main(["study"]) == 0
+    scripts = REPO / "scripts"
+    assert calls == [[sys.executable, str(scripts / "svp_study.py")], [sys.executable, str(scripts / "plot_study.py")]]
+    # each command reaches its script from any folder: the same command asking for help prints its options
+    for command, option in zip(calls, ("--profile", "--results"), strict=True):
+        done = subprocess.run([*command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"usage: {Path(command[1]).name}" in done.stdout and option in done.stdout
+
+    calls.clear()
+    codes[:] = [3]
+    assert main(["study"]) == 3  # the study failed: its exit status, and no report drawn from partial results
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize(
     "command, flag",
     [("simulate", "--selector"), ("bench", "--only"), ("worker", "--parent-pid"), ("predict", "--device")],
