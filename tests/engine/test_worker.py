@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -21,7 +22,10 @@ def _labels(project):
     return storage.current_labels(project), {i: storage.label_history(project, i) for i in storage.labeled_ids(project)}
 
 
-def test_worker_runs_the_initial_round_then_a_selection_round(tiny_project):
+def test_worker_runs_the_initial_round_then_a_selection_round(tiny_project, fake_clock):
+    import engine.round
+
+    fake_clock(engine.round, 1, 2, 4, 8, 16)  # the selection round's stages: train 1 s, score 4 s, select 16 s
     first_job = storage.enqueue_job(tiny_project, "round")
     assert run_worker(tiny_project.root, once=True) == 1
     done = storage.get_job(tiny_project, first_job.id)
@@ -33,7 +37,7 @@ def test_worker_runs_the_initial_round_then_a_selection_round(tiny_project):
     done = storage.get_job(tiny_project, job.id)
     assert (done.state, done.progress, done.error) == ("done", 1.0, None)
     assert (done.result["index"], done.result["size"], done.result["n_labeled"]) == (1, 4, 6)
-    assert done.result["train_s"] > 0
+    assert (done.result["train_s"], done.result["score_s"], done.result["select_s"]) == (1.0, 4.0, 16.0)
     assert storage.current_round(tiny_project).index == 1
     assert (tiny_project.root / "logs" / "worker.log").is_file()
     assert not worker_alive(tiny_project.root)  # the lock went with the worker
@@ -76,12 +80,36 @@ def test_bad_params_fail_the_job(labeled_project):
     assert storage.current_round(labeled_project).index == 0
 
 
-def test_stale_job_is_reclaimed(labeled_project):
+class _StorageClock:
+    """Stands in for storage.jobs' `time`: `time()` is `now`, which the test sets; the rest is real."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def storage_clock(monkeypatch):
+    """The clock storage stamps and ages jobs by, set by the test (from 1000.0)."""
+    import storage.jobs
+
+    clock = _StorageClock(1000.0)
+    monkeypatch.setattr(storage.jobs, "time", clock)
+    return clock
+
+
+def test_stale_job_is_reclaimed(labeled_project, storage_clock):
     job = storage.enqueue_job(labeled_project, "round")
     storage.claim_job(labeled_project, "dead-worker")
+    storage_clock.now += 59  # silent for 59 s: not stale yet
     assert run_worker(labeled_project.root, once=True, stale_after_s=60) == 0
-    time.sleep(1.1)
-    assert run_worker(labeled_project.root, once=True, stale_after_s=1) == 1
+    storage_clock.now += 2  # 61 s
+    assert run_worker(labeled_project.root, once=True, stale_after_s=60) == 1
     done = storage.get_job(labeled_project, job.id)
     assert (done.state, done.attempts) == ("done", 2)
     assert done.worker != "dead-worker"
@@ -111,24 +139,54 @@ def test_cancel_request_stops_a_running_round(labeled_project):
     assert storage.current_round(labeled_project).index == 0
 
 
-def test_heartbeat_thread_keeps_a_long_job_fresh(labeled_project, monkeypatch):
-    def slow_job(project, params, on_progress, should_stop):
-        time.sleep(0.4)
-        return {"slept": True}
+def test_heartbeat_thread_keeps_a_long_job_fresh(labeled_project, monkeypatch, storage_clock):
+    """A job that runs 1000 s (on storage's clock) without reporting progress is not taken as stale:
+    the heartbeat thread stamps it while it runs."""
+    beat_while_running = threading.Event()
+    real_heartbeat = storage.heartbeat
 
-    monkeypatch.setitem(worker.JOBS, "round", slow_job)
+    def heartbeat(project, job_id, name):
+        late = storage_clock.now == 2000.0
+        real_heartbeat(project, job_id, name)
+        if late:
+            beat_while_running.set()
+
+    monkeypatch.setattr(storage, "heartbeat", heartbeat)
+
+    def long_job(project, params, on_progress, should_stop):
+        storage_clock.now = 2000.0
+        beat = beat_while_running.wait(30)  # the thread beats every 0.05 s; 30 s only ends a broken run
+        return {"beat": beat, "stolen": storage.claim_job(project, "other-worker", stale_after_s=60) is not None}
+
+    monkeypatch.setitem(worker.JOBS, "round", long_job)
     job = storage.enqueue_job(labeled_project, "round")
     claimed = storage.claim_job(labeled_project, "w")
     worker.run_job(labeled_project, claimed, "w", heartbeat_s=0.05)
     done = storage.get_job(labeled_project, job.id)
-    assert done.state == "done" and done.result == {"slept": True}
-    assert done.heartbeat_at > claimed.heartbeat_at + 0.2
+    assert done.state == "done" and done.result == {"beat": True, "stolen": False}
+    assert (claimed.heartbeat_at, done.heartbeat_at) == (1000.0, 2000.0)
 
 
-def test_idle_worker_exits(tiny_project):
-    started = time.monotonic()
-    assert run_worker(tiny_project.root, poll_s=0.05, idle_exit_s=0.2) == 0
-    assert time.monotonic() - started < 5
+class _IdleTime:
+    """Stands in for engine.worker's `time`: `sleep` advances `monotonic` instead of waiting."""
+
+    def __init__(self):
+        self.now, self.sleeps = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        assert len(self.sleeps) < 100, "the idle worker never exits"
+        self.now += seconds
+
+
+def test_idle_worker_polls_then_exits(tiny_project, monkeypatch):
+    clock = _IdleTime()
+    monkeypatch.setattr(worker, "time", clock)
+    assert run_worker(tiny_project.root, poll_s=0.25, idle_exit_s=1.0) == 0
+    assert clock.sleeps == [0.25] * 4  # polled every 0.25 s until 1 s without a job
 
 
 def test_describe_error_is_one_line():
