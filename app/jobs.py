@@ -170,7 +170,7 @@ def _start_early(project: storage.Project, current: storage.Round) -> bool:
 
 
 def _pace(times: list[float]) -> float:
-    """Median seconds between consecutive labels (a pause over a minute is a break, not a pace)."""
+    """Median seconds between consecutive labels (a pause of a minute or more is a break, not a pace)."""
     gaps = sorted(b - a for a, b in itertools.pairwise(times) if b - a < 60)
     return gaps[len(gaps) // 2] if gaps else float("inf")
 
