@@ -1,6 +1,11 @@
 """Pool cache: decoding any mode to RGB, the resize rule, incremental builds, stats, failures."""
 
 import json
+import multiprocessing
+import os
+import threading
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,13 +195,47 @@ def test_items_no_longer_listed_are_dropped_without_decoding(tmp_path):
     assert [int(v) for v in cache.images[:, 0, 0, 0]] == [1, 4]
 
 
-def test_parallel_decoding_matches_in_process(tmp_path, monkeypatch):
+_decode_chunk = pc._decode_chunk
+PIDS_DIR = "POOL_CACHE_TEST_PIDS"  # environment variable: where decoding processes note their pids
+
+
+def _decode_chunk_noting_pid(task):
+    """engine.pool_cache's chunk decoder that also leaves a file named after the process it ran in (a
+    module-level function, so a spawned worker imports it; the folder comes through the environment)."""
+    Path(os.environ[PIDS_DIR], str(os.getpid())).touch()
+    return _decode_chunk(task)
+
+
+@pytest.mark.parametrize("threaded_caller", [False, True], ids=["fork", "spawn"])
+def test_parallel_decoding_runs_in_worker_processes_and_matches_in_process(tmp_path, monkeypatch, threaded_caller):
     monkeypatch.setattr(storage.parallel, "POOL_THRESHOLD", 2)
     monkeypatch.setattr(pc, "CHUNK", 3)
+    monkeypatch.setattr(pc, "_decode_chunk", _decode_chunk_noting_pid)
+    methods = []
+
+    def get_context(method):
+        methods.append(method)
+        return multiprocessing.get_context(method)
+
+    monkeypatch.setattr(storage.parallel, "multiprocessing", types.SimpleNamespace(get_context=get_context))
     items = make_items(tmp_path / "img", 1, 10)
-    parallel = build_pool_cache(tmp_path / "par", items, 8, workers=2)
-    serial = build_pool_cache(tmp_path / "ser", items, 8, workers=1)
-    assert np.array_equal(np.asarray(parallel.images), np.asarray(serial.images))
+    pids = {name: tmp_path / f"pids_{name}" for name in ("par", "ser")}
+    stop = threading.Event()
+    if threaded_caller:  # a second live thread makes the pool spawn, as under Streamlit
+        threading.Thread(target=stop.wait, daemon=True).start()
+    built = {}
+    try:
+        for name, workers in (("par", 2), ("ser", 1)):
+            pids[name].mkdir()
+            monkeypatch.setenv(PIDS_DIR, str(pids[name]))
+            built[name] = build_pool_cache(tmp_path / name, items, 8, workers=workers)
+    finally:
+        stop.set()
+    assert methods == ["spawn" if threaded_caller else "fork"]  # one pool, for the parallel build only
+    par_pids = {int(p.name) for p in pids["par"].iterdir()}
+    assert par_pids and os.getpid() not in par_pids  # every chunk was decoded in a worker process
+    assert {int(p.name) for p in pids["ser"].iterdir()} == {os.getpid()}
+    assert np.array_equal(np.asarray(built["par"].images), np.asarray(built["ser"].images))
 
 
 def test_a_bad_file_fails_the_build_and_keeps_the_old_cache(tmp_path, monkeypatch):
