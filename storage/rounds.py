@@ -73,14 +73,15 @@ def create_round(
         raise StorageError("a round cannot list the same item twice")
     guessed = _guesses(guesses, confidences, len(item_ids))
     with writing(project) as db:
-        _check_queueable(db, item_ids)
-        left = _budget_left(db)
-        if len(item_ids) > left:
-            raise StorageError(f"the round has {len(item_ids)} items but only {left} are left in the budget")
+        # the index first: a maker that lost a race learns that, not which of its items the winner queued
         next_index = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds").fetchone()[0]
         if index is not None and index != next_index:
             raise StorageError(f"round {index} was already made (by another tab or the worker); reload the page")
         index = next_index
+        _check_queueable(db, item_ids)
+        left = _budget_left(db)
+        if len(item_ids) > left:
+            raise StorageError(f"the round has {len(item_ids)} items but only {left} are left in the budget")
         cursor = db.execute(
             "INSERT INTO rounds (idx, strategy, selector, created_at, train_s, score_s, select_s, "
             "proxy_val_acc, n_labeled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -132,3 +132,11 @@ def test_open_rounds_span_from_the_oldest_open_batch_to_the_newest(project):
     storage.set_label(project, 9, "dog")
     storage.set_label(project, 1, "cat")
     assert storage.open_rounds(project) == []
+
+
+def test_a_maker_that_lost_the_race_for_a_round_index_is_told_so_first(project):
+    _round(project, [1, 2], index=0)
+    # the loser picked an item the winner queued: the answer is that round 0 exists, not which item clashed
+    with pytest.raises(storage.StorageError, match=r"round 0 was already made \(by another tab or the worker\)"):
+        _round(project, [2, 3], index=0)
+    assert [made.index for made in storage.list_rounds(project)] == [0]
