@@ -66,21 +66,42 @@ def leave_one_out_knn(model, images, labels) -> float:
 # ---------------------------------------------------------------- SSL
 
 
-def test_ssl_time_cap_holds_when_the_machine_gets_busier_mid_run():
-    """Steps that become ten times slower after the first second (another job took the cores) shorten the
-    schedule at the next report instead of overrunning the cap, as a step count fixed early would."""
+class _ManualTime:
+    """Stands in for a module's `time`: `perf_counter()` is `now`, which the test advances."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def test_ssl_time_cap_holds_when_the_machine_gets_busier_mid_run(monkeypatch):
+    """Steps that become ten times slower after the first half second (another job took the cores) shorten
+    the schedule at the next report instead of overrunning the cap, as a step count fixed early would.
+    On a fake clock: a step takes 1/64 s, then 10/64 s (exact in binary)."""
+    import engine.ssl as ssl_module
+
+    clock = _ManualTime()
+    monkeypatch.setattr(ssl_module, "time", clock)
+    real_loss = ssl_module.nt_xent
+
+    def loss_of_one_step(*args, **kwargs):  # computed once per step
+        clock.now += 1 / 64 if clock.now < 1000.5 else 10 / 64
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(ssl_module, "nt_xent", loss_of_one_step)
     images, _ = stripes(64, size=8)
     config = dataclasses.replace(TINY_SSL, batch_size=8, max_seconds=3.0, report_every=5)
-    slow = {"step_s": 0.0, "started": time.perf_counter()}
-
-    def busy(progress) -> None:
-        if time.perf_counter() - slow["started"] > 1.0:
-            slow["step_s"] = 0.02
-        time.sleep(slow["step_s"] * config.report_every)  # each of the last 5 steps took step_s longer
-
-    result = pretrain(images, channel_stats(images), config, on_progress=busy)
-    assert result.seconds <= 3.0 + 1.0  # about one report interval over (a step count fixed early: 7 s)
-    assert slow["step_s"] > 0 and result.steps < config.max_steps
+    result = pretrain(images, channel_stats(images), config)
+    # at most one report interval of slow steps over the cap; a count fixed at the first report
+    # (3 s / (1/64 s) = 192 steps: 32 fast, 160 slow) would take 25.5 s
+    assert result.seconds == clock.now - 1000.0
+    assert abs(result.seconds - config.max_seconds) <= config.report_every * 10 / 64
+    assert 32 < result.steps < 192
 
 
 def test_ssl_learns_what_random_features_miss():
