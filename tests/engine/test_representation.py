@@ -35,7 +35,7 @@ from engine.round import RoundError, run_first_round, run_round
 from engine.simulate import SimulateConfig, check_config
 from engine.ssl import SSLConfig, backbone_config, pretrain
 from engine.train import Cancelled
-from tests.support import label_queue, make_tiny_project, write_ssl_backbone
+from tests.support import RGB, label_by_folder, label_queue, make_tiny_project, write_ssl_backbone
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_SSL = dataclasses.replace(
@@ -328,15 +328,47 @@ def test_kcenter_with_a_pixel_proxy_measures_distances_on_the_backbone(tmp_path)
     assert list((project.cache_dir / "embeddings").glob("*_ids.npy"))
 
 
+def _leave_one_out_knn_in_numpy(rows: np.ndarray, truth: np.ndarray, k: int = 20, temperature: float = 0.07) -> float:
+    """Weighted cosine k-NN (Wu et al. 2018), each row voted on by its k nearest others, in plain numpy."""
+    x = rows.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    similarity = x @ x.T
+    np.fill_diagonal(similarity, -np.inf)
+    k = min(k, len(x) - 1)
+    right = 0
+    for i, row in enumerate(similarity):
+        nearest = np.argsort(-row, kind="stable")[:k]
+        votes = np.zeros(truth.max() + 1)
+        np.add.at(votes, truth[nearest], np.exp(row[nearest] / temperature))
+        right += int(votes.argmax() == truth[i])
+    return right / len(x)
+
+
 def test_the_ssl_job_trains_saves_and_reads_out_knn_on_the_labels(tmp_path):
-    project = make_tiny_project(tmp_path, backbone="ssl", proxy="linear", initial_strategy="typiclust")
+    project = make_tiny_project(
+        tmp_path, backbone="ssl", proxy="linear", initial_strategy="typiclust", validation_size=6
+    )
     with pytest.raises(RoundError, match="not finished training"):
         require_backbone(project, storage.load_settings(project), 8)
     first = run_first_round(project)  # the backbone is not ready: a random batch, saying why
     assert first.strategy == "random" and first.selector.startswith("random: the self-supervised backbone")
-    label_queue(project)
+    queued = label_queue(project)
+    label_by_folder(project, storage.validation_ids(project), annotator="user")  # the readout counts these too
+    # one wrong label: its neighbours disagree, so leave-one-out misses it (a readout where each label
+    # voted for itself would not)
+    truth = storage.current_labels(project)[queued[0]]
+    storage.set_label(project, queued[0], next(name for name in RGB if name != truth))
     meta = train_ssl_backbone(project, steps=5)
-    assert meta["steps"] == 5 and 0.0 <= meta["knn_accuracy"] <= 1.0
+    assert meta["steps"] == 5
+    # the readout, recomputed from the cached pool embeddings and every label
+    ids = np.load(project.cache_dir / "embeddings" / f"{meta['fingerprint']}_8_ids.npy")
+    rows = np.load(project.cache_dir / "embeddings" / f"{meta['fingerprint']}_8.npy")
+    labels = {**storage.training_labels(project), **storage.validation_labels(project)}
+    assert len(labels) == 12
+    row_of = {item_id: row for row, item_id in enumerate(ids.tolist())}
+    labeled = sorted(labels)
+    expected = _leave_one_out_knn_in_numpy(rows[[row_of[i] for i in labeled]], np.array([labels[i] for i in labeled]))
+    assert meta["knn_accuracy"] == pytest.approx(expected)
     assert not (project.models_dir / embeddings_module.SSL_STATE).exists()
     # the pool was embedded before saving, under the fingerprint the saved file has: rounds reuse those rows
     assert meta["fingerprint"] == embeddings_module.file_fingerprint(project.models_dir / embeddings_module.SSL_WEIGHTS)
