@@ -294,15 +294,16 @@ def test_strategy_scores_errors():
         strategy_scores("kcenter", POOL, [0, 1], labeled=[1])
 
 
-def test_bench_kcenter_smoke(capsys):
+def test_bench_kcenter_smoke(capsys, fake_clock):
     from benchmarks import bench_select
 
+    fake_clock(bench_select, 0.25)  # each timed run: 0.25 s
     result = bench_select.main(
         ["--n", "400", "--dims", "3", "--labeled", "10", "--budget", "30", "--repeats", "1", "--torch-device", "cpu"]
     )
     row = result["dims"][0]
     assert row["all_identical"] and row["torch"]["identical_to_lazy"]
-    assert row["lazy"]["seconds"] > 0
+    assert (row["lazy"]["seconds"], row["lazy"]["runs"]) == (0.25, [0.25])
     assert "SVP's way" in capsys.readouterr().out
 
 
