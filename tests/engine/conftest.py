@@ -1,4 +1,4 @@
-"""Shared engine fixtures: tiny generated image folders with ground truth, tiny projects
+"""Shared engine fixtures: tiny generated image folders with ground truth, tiny projects, a fake clock
 (the helpers they wrap are in tests/support.py)."""
 
 from __future__ import annotations
