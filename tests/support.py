@@ -6,7 +6,15 @@ torch at the top level, so storage tests stay torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +159,44 @@ def write_ssl_backbone(folder: Path) -> Path:
         {"model_config": dataclasses.asdict(config), "normalization": [[0.5] * 3, [0.25] * 3]},
     )
     return folder / "backbone_ssl.safetensors"
+
+
+# ---------------------------------------------------------------- as an ordinary account
+
+SETPRIV = shutil.which("setpriv")
+NOBODY = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def nobody_dir() -> Iterator[Path]:
+    """A folder under /tmp that the ordinary account may enter (pytest's tmp_path may not be), removed after
+    with every folder below it opened up again. Skips the test without setpriv."""
+    import pytest
+
+    if SETPRIV is None:
+        pytest.skip("needs setpriv (util-linux) to run a check as an ordinary account")
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def as_nobody(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> dict:
+    """Run the Python `script` (given `args` as sys.argv[1:]) as uid 65534 without capabilities, since
+    root ignores file permissions; it prints one JSON object, returned here."""
+    done = subprocess.run(
+        [SETPRIV, *NOBODY, sys.executable, "-c", script, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HOME": "/tmp", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

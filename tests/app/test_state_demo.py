@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 import storage
 from app import demo, jobs, state, widgets
 from tests.app.conftest import MAIN
-from tests.support import tiny_settings, write_image_folder
+from tests.support import as_nobody, nobody_dir, tiny_settings, write_image_folder
 
 REPO = Path(MAIN).parent
 
@@ -106,12 +101,7 @@ print(json.dumps(found))
 
 def test_an_unreadable_remembered_project_shows_why_and_the_forms_to_an_ordinary_account():
     """Root ignores permissions: the server runs here as uid 65534 without capabilities."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("needs setpriv (util-linux) to run the app as an ordinary account")
-    base = Path(tempfile.mkdtemp(dir="/tmp"))
-    try:
-        base.chmod(0o755)
+    with nobody_dir() as base:
         write_image_folder(base / "images", classes=1, per_class=3, size=8, flat=True)
         project = storage.create_project(base / "project", tiny_settings(base / "images", budget=2, initial_size=1))
         home = base / "home"
@@ -119,28 +109,13 @@ def test_an_unreadable_remembered_project_shows_why_and_the_forms_to_an_ordinary
         (home / state.LAST_PROJECT_FILE).write_text(str(project.root))
         project.root.chmod(0o000)
         env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
             "HOME": str(home),
             state.ENV_HOME: str(home),
             state.ENV_ROOTS: str(base),
             demo.ENV_DEMO_DIR: str(base / "demo_project"),
             demo.ENV_DEMO_ASSETS: str(base / "no_demo_assets"),
         }
-        user = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
-        done = subprocess.run(
-            [setpriv, *user, sys.executable, "-c", PAGES_AS_NOBODY],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr
-        found = json.loads(done.stdout.strip().splitlines()[-1])
-    finally:
-        (base / "project").chmod(0o755)
-        shutil.rmtree(base)
+        found = as_nobody(PAGES_AS_NOBODY, env=env, timeout=300)
     for page, seen in found.items():
         assert seen["exceptions"] == [], page
         assert any("cannot be opened" in e and "permission denied" in e for e in seen["errors"]), page

@@ -7,13 +7,8 @@ expected message, and the files on disk are byte for byte what they were.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
 import sqlite3
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +16,7 @@ import pytest
 import storage
 from storage import project as project_module
 from storage import schema
-from tests.support import PETS, tiny_settings, write_image_folder
+from tests.support import PETS, as_nobody, nobody_dir, tiny_settings, write_image_folder
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -221,38 +216,12 @@ def test_an_export_on_a_full_disk_is_a_readable_error_and_leaves_no_part_file(tm
 
 # ---------------------------------------------------------------- as an ordinary account
 
-SETPRIV = shutil.which("setpriv")
-NOBODY = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
 def shared_dir():
-    """A folder under /tmp that the ordinary account may enter (pytest's tmp_path may not be); removed after."""
-    if SETPRIV is None:
-        pytest.skip("needs setpriv (util-linux) to run a check as an ordinary account")
-    folder = Path(tempfile.mkdtemp(dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o755)
-    shutil.rmtree(folder)
-
-
-def as_nobody(script: str, *args: str) -> dict:
-    """Run `script` (Python, given `args` as sys.argv[1:]) as uid 65534 without capabilities (root
-    ignores file permissions); it prints one JSON object, returned here."""
-    done = subprocess.run(
-        [SETPRIV, *NOBODY, sys.executable, "-c", script, *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "HOME": "/tmp"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """A folder under /tmp that the ordinary account may enter; removed after."""
+    with nobody_dir() as folder:
+        yield folder
 
 
 OUTCOMES = """
