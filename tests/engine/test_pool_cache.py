@@ -223,6 +223,8 @@ def test_parallel_decoding_runs_in_worker_processes_and_matches_in_process(tmp_p
     stop = threading.Event()
     if threaded_caller:  # a second live thread makes the pool spawn, as under Streamlit
         threading.Thread(target=stop.wait, daemon=True).start()
+    else:  # a single-threaded caller, whatever threads earlier tests of this session left running
+        monkeypatch.setattr(storage.parallel, "threading", types.SimpleNamespace(active_count=lambda: 1))
     built = {}
     try:
         for name, workers in (("par", 2), ("ser", 1)):

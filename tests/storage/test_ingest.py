@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import struct
 import threading
+import types
 import zlib
 from pathlib import Path
 
@@ -292,6 +293,8 @@ def test_process_pool_gives_the_same_rows_as_in_process(tmp_path, monkeypatch, t
     stop = threading.Event()
     if threaded_caller:  # a second live thread makes ingest spawn, as under Streamlit
         threading.Thread(target=stop.wait, daemon=True).start()
+    else:  # a single-threaded caller, whatever threads earlier tests of this session left running
+        monkeypatch.setattr(storage.parallel, "threading", types.SimpleNamespace(active_count=lambda: 1))
     rows, pools = [], []
     try:
         for name, workers in (("pool", 2), ("inline", 1)):
