@@ -16,6 +16,7 @@ import os
 import struct
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import pytest
@@ -77,7 +78,10 @@ async def fetch(app, path: str) -> tuple[int, bytes, dict[str, str]]:
 
 
 def get(app, path: str) -> tuple[int, bytes, dict[str, str]]:
-    return anyio.run(fetch, app, path)
+    # in a thread of its own: the session's Playwright driver (browser tests) keeps an event loop running
+    # in the main thread, where anyio.run refuses to start a second one
+    with ThreadPoolExecutor(1) as runner:
+        return runner.submit(anyio.run, fetch, app, path).result()
 
 
 def url(project, item_id: int | str, size: str) -> str:
