@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "Cancelled",
     "LearnedNothing",
     "Progress",
+    "StepObserver",
     "StepsSeen",
     "TrainConfig",
     "TrainingFailed",
@@ -143,6 +145,7 @@ def train(
     normalization: Normalization,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    observer: StepObserver | None = None,
 ) -> nn.Module:
     """Train `model` in place on uint8 `images` [N, 3, H, W] with int64 `labels` [N]; return it.
 
@@ -154,7 +157,8 @@ def train(
     (`recalibrate_batchnorm`). Raises TrainingFailed when the loss stops
     being finite, and (with `config.check`) LearnedNothing when the trained
     model predicts one class for every training image or does no better on
-    them than always answering the most common class.
+    them than always answering the most common class. `observer` sees every step's predictions
+    (`StepObserver`: per-example statistics such as forgetting events, without a second pass).
     """
     labels = _labels_array(labels)
     _check_inputs(images, labels, config, model)
@@ -184,7 +188,8 @@ def train(
             if config.max_seconds is not None and (step in (TIMED_FROM, FIRST_FIT) or step % config.report_every == 1):
                 clock.fit(step, schedule, config.max_seconds)
             x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
-            loss_sum += _step(model, x, targets[idx], optimizer, config)
+            seen = None if observer is None else (observer, step, idx)
+            loss_sum += _step(model, x, targets[idx], optimizer, config, seen)
             scheduler.step()
             if ema is not None:
                 ema.update(model, step)
@@ -206,18 +211,63 @@ def train(
     return model
 
 
+class StepObserver(Protocol):
+    """Sees every training step's predictions, before that step's update, on the device.
+
+    `positions` are the batch's rows of the training set (0..N-1), `logits` [B, C] and `embeddings`
+    [B, D] (the penultimate features the logits come from; None for a model without `embed` and
+    `classify`) are detached; `labels` [B]. An observer must not sync with the host.
+    """
+
+    def observe(
+        self,
+        step: int,
+        positions: torch.Tensor,
+        logits: torch.Tensor,
+        embeddings: torch.Tensor | None,
+        labels: torch.Tensor,
+    ) -> None: ...
+
+
 def _step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, config: TrainConfig
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    seen: tuple[StepObserver, int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One SGD step; returns the detached float32 loss, still on the device (no host sync)."""
+    """One SGD step; returns the detached float32 loss, still on the device (no host sync).
+    `seen`: (observer, step, the batch's positions), shown the batch's predictions before the update."""
     with autocast(x.device):
-        loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+        if seen is None:
+            logits = model(x)
+        else:
+            logits, embeddings = _logits_and_embeddings(model, x)
+            observer, step, positions = seen
+            observer.observe(
+                step,
+                positions,
+                logits.detach(),
+                None if embeddings is None else embeddings.detach(),
+                y,
+            )
+        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.clip_norm:
         nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
     optimizer.step()
     return loss.detach().float()
+
+
+def _logits_and_embeddings(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's logits and the embeddings they come from (every registered model computes its
+    forward pass as classify(embed(x))); (logits, None) for a model without the two."""
+    if hasattr(model, "embed") and hasattr(model, "classify"):
+        embeddings = model.embed(x)  # type: ignore[operator]
+        return model.classify(embeddings), embeddings  # type: ignore[operator]
+    return model(x), None
 
 
 @torch.no_grad()
