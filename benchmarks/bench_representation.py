@@ -38,14 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.coldstart import probcover, typiclust
 from engine.embeddings import Backbone, embed_images, load_ssl_weights, save_ssl_backbone
 from engine.frozen import Features, HeadConfig, accuracy, head_probs, knn_accuracy, train_head
 from engine.machine import machine_description
 from engine.models import model_from_config
 from engine.pool_cache import channel_stats, pick_image_size
 from engine.score import PoolScores
-from engine.select import least_confidence, random_sample
+from engine.selection.coldstart import probcover, typiclust
+from engine.selection.strategies import least_confidence, random_sample
 from engine.simulate import load_test_set
 from engine.ssl import SSLConfig, backbone_config, pretrain, ssl_input_size
 

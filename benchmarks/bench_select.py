@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import kcenter as kc
 from engine.cli import add_kcenter_arguments
 from engine.machine import machine_info
+from engine.selection import kcenter as kc
 
 MB = 2.0**20
 PATHS = ("lazy", "torch", "numpy_svp", "numpy_blas_f64", "numpy_blas_f32")

@@ -3,7 +3,7 @@
 The Streamlit server reads this module (the settings forms, the Target page, the Label page's score
 captions); importing torch there would slow every page and every label acknowledgement. The engine
 maps each name to its code and tests check they agree: `engine.models.MODELS` registers
-`MODEL_NAMES`, `engine.select` maps `STRATEGY_NAMES` to functions (`STRATEGIES`, `SCORES`).
+`MODEL_NAMES`, `engine.selection.strategies` maps `STRATEGY_NAMES` to functions (`STRATEGIES`, `SCORES`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def check_model_name(name: str, stage: str = "proxy") -> None:
 
 @dataclass(frozen=True)
 class StrategyInfo:
-    caption: Callable[[float], str]  # an item's score (engine.select.strategy_scores) as the annotator reads it
+    caption: Callable[
+        [float], str
+    ]  # an item's score (engine.selection.strategies.strategy_scores) as the annotator reads it
     reads_distances: bool = False  # reads the pool's embeddings: with a backbone, the backbone's
     cold_start: bool = False  # needs embeddings that mean something before any label (a backbone's)
 

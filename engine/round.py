@@ -34,7 +34,7 @@ from engine.models import Model, build_model, load_pretrained
 from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
 from engine.representation import load_backbone, project_embeddings, require_backbone
 from engine.score import PoolScores, score_pool
-from engine.select import DISTANCE_STRATEGIES, STRATEGIES, strategy_scores
+from engine.selection.strategies import DISTANCE_STRATEGIES, STRATEGIES, strategy_scores
 from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan, train
 from storage.items import inside_root
 

@@ -1,6 +1,6 @@
 """One no-grad pass of a model over the pool: softmax probabilities and embeddings.
 
-`PoolScores` is what every selection strategy reads (see `engine.select`).
+`PoolScores` is what every selection strategy reads (see `engine.selection.strategies`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from engine.frozen import accuracy_on
 from engine.pool_cache import decode_image, pick_image_size
 from engine.representation import train_ssl_backbone
 from engine.round import RoundOutcome, run_first_round, select_next_batch
-from engine.select import STRATEGIES
+from engine.selection.strategies import STRATEGIES
 from engine.target import fit_target
 from engine.train import evaluate
 from storage.walk import find_images

@@ -14,7 +14,7 @@ helps then is covering the pool's dense regions with typical examples.
   points fall in one k-means cluster, k = the number of classes).
 
 Both read L2-normalised embeddings (the papers use self-supervised features)
-and follow engine.select's signature: `(pool, labeled, budget, *, rng)` ->
+and follow engine.selection.strategies's signature: `(pool, labeled, budget, *, rng)` ->
 int64 pool positions, best first. `hybrid` switches from TypiClust to
 least confidence once SWITCH_PER_CLASS labels per class exist, as DCoM
 (Mishal and Weinshall, 2024) switches from typicality to uncertainty.
@@ -25,7 +25,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from engine.kcenter import check_embeddings, check_selection
+from engine.selection.kcenter import check_embeddings, check_selection
 
 MAX_CLUSTERS = 500  # TypiClust's cap on k-means clusters
 MIN_CLUSTER_SIZE = 5  # ... and on the size of a cluster worth a pick
@@ -249,7 +249,7 @@ def probcover_scores(pool, chosen: np.ndarray, labeled) -> np.ndarray:
 
 def hybrid(pool, labeled, budget: int, *, rng: np.random.Generator | None = None) -> np.ndarray:
     """TypiClust while fewer than SWITCH_PER_CLASS labels per class exist, then least confidence."""
-    from engine.select import least_confidence
+    from engine.selection.strategies import least_confidence
 
     if use_typicality(pool, labeled):
         return typiclust(pool, labeled, budget, rng=rng)

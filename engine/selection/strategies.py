@@ -13,9 +13,9 @@ entropy (Shannon). Its batches are balanced across predicted classes
 with it, which is how uncertainty sampling falls below random (Emam et al.
 2021, "Active learning at the ImageNet scale", balanced selection).
 k-center greedy is Sener & Savarese (ICLR 2018), as in Coleman et al.,
-"Selection via Proxy" (ICLR 2020); see `engine.kcenter`.
+"Selection via Proxy" (ICLR 2020); see `engine.selection.kcenter`.
 TypiClust, ProbCover and the hybrid of TypiClust then least confidence are
-cold-start strategies for embeddings from a backbone (`engine.coldstart`).
+cold-start strategies for embeddings from a backbone (`engine.selection.coldstart`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
-from engine.kcenter import check_selection, k_center_distances, k_center_greedy
 from engine.names import COLD_START, DISTANCE_STRATEGIES
 from engine.score import PoolScores
+from engine.selection.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
+from engine.selection.kcenter import check_selection, k_center_distances, k_center_greedy
 
 Strategy = Callable[..., np.ndarray]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.coldstart import choose_delta, hybrid, normalized, probcover, typicality, typiclust
 from engine.score import PoolScores
-from engine.select import STRATEGIES, strategy_scores
+from engine.selection.coldstart import choose_delta, hybrid, normalized, probcover, typicality, typiclust
+from engine.selection.strategies import STRATEGIES, strategy_scores
 
 R = 0.01  # ring radius: small against the distance between clusters (~1.4)
 

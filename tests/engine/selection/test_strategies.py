@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine import kcenter as kc
 from engine.score import PoolScores
-from engine.select import (
+from engine.selection import kcenter as kc
+from engine.selection.strategies import (
     STRATEGIES,
     balanced_top_k,
     entropy_scores,
@@ -348,6 +348,6 @@ def test_uncertainty_batches_are_not_dominated_by_one_predicted_class(name):
 
 def test_the_strategy_registries_name_the_same_strategies():
     from engine.names import STRATEGY_NAMES
-    from engine.select import SCORES, STRATEGIES
+    from engine.selection.strategies import SCORES, STRATEGIES
 
     assert list(STRATEGIES) == list(SCORES) == list(STRATEGY_NAMES)
