@@ -1,5 +1,8 @@
 """Per-example statistics gathered while a model trains, for core-set selection and label review.
 
+`score_labeled_set` trains the proxy once on a labeled set and returns all of them, with the
+trained model's probabilities and embeddings (Selection via Proxy's core-set half, issue 24).
+
 `ExampleStats` is a `engine.train.StepObserver`: it sees each training step's
 predictions before the update and keeps its counts on the training device, so
 it costs no second pass over the data and no host sync. Per training example:
@@ -19,13 +22,19 @@ Presentations are the augmented views the training steps see, as in both papers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["ExampleScores", "ExampleStats"]
+from engine.device import Normalization, best_device
+from engine.score import PoolScores, score_pool
+from engine.train import Progress, StepsSeen, TrainConfig, plan, train
+
+__all__ = ["ExampleScores", "ExampleStats", "LabeledSetScores", "score_labeled_set"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +98,36 @@ class ExampleStats:
         forgetting = self.forgotten.double().cpu().numpy()
         forgetting[~self.ever_right.cpu().numpy()] = np.inf
         return ExampleScores(forgetting, el2n, grand, self.presented.cpu().numpy())
+
+
+@dataclass(frozen=True)
+class LabeledSetScores:
+    """What one proxy run says about every example of a labeled set (training-set order)."""
+
+    training: ExampleScores  # forgetting, early EL2N and GraNd, gathered while the proxy trained
+    final: PoolScores  # the trained proxy's softmax and penultimate embeddings (no augmentation)
+    steps: int  # optimizer steps the proxy took
+
+
+def score_labeled_set(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    normalization: Normalization,
+    *,
+    early_share: float = 0.1,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> LabeledSetScores:
+    """Train `model` (in place) once on the labeled set and score every example: the training statistics
+    (forgetting events, and EL2N and GraNd over the first `early_share` of the planned steps) and, at the
+    end, the model's probabilities and embeddings. Raises what `engine.train.train` raises."""
+    if not 0 < early_share <= 1:
+        raise ValueError(f"early_share must lie in (0, 1], got {early_share}")
+    num_classes = int(model.config.num_classes)  # type: ignore[union-attr, arg-type]  # every registered model has one
+    _, planned = plan(len(labels), config)
+    stats = ExampleStats(len(labels), num_classes, max(1, round(early_share * planned)), best_device(config.device))
+    steps = StepsSeen(on_progress)
+    train(model, images, labels, config, normalization, on_progress=steps, should_stop=should_stop, observer=stats)
+    return LabeledSetScores(stats.scores(), score_pool(model, images, normalization), steps.last)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.example_stats import ExampleStats
+from engine.example_stats import ExampleStats, score_labeled_set
 from engine.models import build_model
 from engine.train import TrainConfig, train
 
@@ -124,3 +124,27 @@ def test_a_trained_model_leaves_easy_examples_unforgotten():
     scores = stats.scores()
     assert np.isfinite(scores.forgetting).mean() == 1.0  # solid colours: every example learned
     assert np.median(scores.forgetting) <= 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_proxy_run_scores_every_example_and_points_at_the_wrong_label(seed):
+    images, labels = _separable(n_per_class=16, seed=seed)
+    wrong = int(np.flatnonzero(labels == 0)[0])
+    noisy = labels.copy()
+    noisy[wrong] = 1  # a red image labeled green
+    scored = score_labeled_set(
+        build_model("proxy_tiny", 3, 16, seed=0), images, noisy, TrainConfig(steps=60, device="cpu"), NORM
+    )
+    assert scored.steps == 60
+    assert scored.final.probs.shape == (48, 3) and scored.final.embeddings.shape == (48, 64)
+    assert scored.training.presentations.sum() == 60 * 16  # 60 steps of 16 (48 images, 3 batches a pass)
+    # the only example whose label the trained proxy disputes, and none was forgotten more often
+    assert np.flatnonzero(scored.final.probs.argmax(1) != noisy).tolist() == [wrong]
+    others = np.delete(np.arange(48), wrong)
+    assert scored.training.forgetting[wrong] >= scored.training.forgetting[others].max()
+
+
+def test_scoring_a_labeled_set_refuses_a_bad_early_share():
+    images, labels = _separable()
+    with pytest.raises(ValueError, match=r"early_share must lie in \(0, 1\]"):
+        score_labeled_set(build_model("proxy_tiny", 3, 16), images, labels, TrainConfig(steps=2), NORM, early_share=0)
