@@ -15,7 +15,7 @@ import streamlit as st
 import storage
 from app import demo, state, widgets
 from engine.backbone_files import BACKBONE_TARGET, FROZEN_PROXIES
-from engine.names import AUTO, MODEL_NAMES, STRATEGY_NAMES
+from engine.names import AUTO, LABELING_STRATEGIES, MODEL_NAMES
 
 PROJECTS_DIR = demo.REPO_ROOT / "projects"
 FIT = "fit to the folder"  # placeholder of the settings left to `storage.fit_to_pool`
@@ -59,7 +59,7 @@ INITIAL_STRATEGIES = list(storage.INITIAL_STRATEGIES)
 
 def engine_choices() -> tuple[list[str], list[str]]:
     """(strategy names, model names): from engine.names, which the server imports without torch."""
-    return list(STRATEGY_NAMES), [AUTO, *MODEL_NAMES]
+    return list(LABELING_STRATEGIES), [AUTO, *MODEL_NAMES]
 
 
 def _index(options: list[str], value: str) -> int:

@@ -63,6 +63,7 @@ class StrategyInfo:
     ]  # an item's score (engine.selection.strategies.strategy_scores) as the annotator reads it
     reads_distances: bool = False  # reads the pool's embeddings: with a backbone, the backbone's
     cold_start: bool = False  # needs embeddings that mean something before any label (a backbone's)
+    labeling: bool = True  # offered for choosing what to label; False: core-sets only (reads training statistics)
 
 
 def _score(s: float) -> str:
@@ -78,7 +79,12 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
     "typiclust": StrategyInfo(lambda s: f"typical of its cluster ({s:.1f})", reads_distances=True, cold_start=True),
     "probcover": StrategyInfo(lambda s: f"near {s:.0f} pool images", reads_distances=True, cold_start=True),
     "hybrid": StrategyInfo(_score, reads_distances=True),  # typiclust, then least confidence
+    # core-sets: statistics of a proxy trained on the labeled set (engine.selection.coreset)
+    "forgetting": StrategyInfo(lambda s: f"forgotten {s:.0f} times", labeling=False),
+    "el2n": StrategyInfo(lambda s: f"early error {s:.2f}", labeling=False),
+    "grand": StrategyInfo(lambda s: f"early gradient norm {s:.2f}", labeling=False),
 }
 STRATEGY_NAMES = tuple(STRATEGY_INFO)
+LABELING_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.labeling)
 DISTANCE_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.reads_distances)
 COLD_START = tuple(name for name, info in STRATEGY_INFO.items() if info.cold_start)

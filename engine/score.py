@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,10 +19,25 @@ CPU_MAX_BATCH = 256  # larger CPU batches run slower per image (they fall out of
 
 @dataclass
 class PoolScores:
-    """Scores of every pool position from one pass of the proxy."""
+    """Scores of every pool position from one pass of the proxy.
+
+    A labeled set scored for a core-set (`engine.selection.coreset.labeled_pool`) also carries its
+    labels and the statistics its proxy gathered while training (`engine.example_stats`).
+    """
 
     probs: np.ndarray  # float32 [N, C], softmax, rows sum to 1
     embeddings: np.ndarray  # float32 [N, D], penultimate features after global pooling
+    labels: np.ndarray | None = None  # int [N], the given labels; None for an unlabeled pool
+    per_example: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float [N], e.g. "forgetting"
+
+    def subset(self, positions: np.ndarray) -> PoolScores:
+        """The scores of `positions` only, in that order."""
+        return PoolScores(
+            probs=self.probs[positions],
+            embeddings=self.embeddings[positions],
+            labels=None if self.labels is None else self.labels[positions],
+            per_example={name: values[positions] for name, values in self.per_example.items()},
+        )
 
 
 def score_pool(

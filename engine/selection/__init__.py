@@ -1,8 +1,14 @@
-"""Selection: plain functions that pick pool positions, for choosing what to label (active learning) and,
-next, which labeled examples to train on (core-sets, issue 24).
+"""Selection: plain functions that pick positions, for choosing what to label (active learning) and which
+labeled examples to train on (core-sets, issue 24), in one registry with one signature.
 
-Every strategy is `strategy(pool, labeled, budget, *, rng) -> int64 [budget]` (`strategies.STRATEGIES`,
-their per-item scores in `strategies.SCORES`; the names the app shows are in the torch-free
-`engine.names`). Modules: `strategies` (uncertainty, random, the registry), `kcenter` (exact k-center
-greedy with FAISS), `coldstart` (TypiClust, ProbCover and their hybrid on a backbone's embeddings).
+Every method is `method(pool, taken, budget, *, rng) -> int64 [budget]`, most worth picking first
+(`strategies.STRATEGIES`, their per-item scores in `strategies.SCORES`; the names the app shows, and
+which are offered for labeling, are in the torch-free `engine.names`). Modules:
+
+- `strategies`: uncertainty (least confidence, margin, entropy), random, the registry;
+- `kcenter`: exact k-center greedy with FAISS;
+- `coldstart`: TypiClust, ProbCover and their hybrid on a backbone's embeddings;
+- `coreset`: forgetting, EL2N and GraNd from the statistics a proxy gathers while it trains on a
+  labeled set (`engine.example_stats`), and `labeled_pool`, the labeled set as a pool;
+- `balance`: `class_balanced(method)`, any method with its budget shared over the classes.
 """

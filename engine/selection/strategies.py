@@ -27,6 +27,7 @@ import numpy as np
 from engine.names import COLD_START, DISTANCE_STRATEGIES
 from engine.score import PoolScores
 from engine.selection.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
+from engine.selection.coreset import el2n, forgetting, grand, statistic
 from engine.selection.kcenter import check_selection, k_center_distances, k_center_greedy
 
 Strategy = Callable[..., np.ndarray]
@@ -174,6 +175,9 @@ STRATEGIES: dict[str, Strategy] = {
     "typiclust": typiclust,
     "probcover": probcover,
     "hybrid": hybrid,
+    "forgetting": forgetting,
+    "el2n": el2n,
+    "grand": grand,
 }
 
 
@@ -191,6 +195,10 @@ def _hybrid_scores(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
     return least_confidence_scores(np.asarray(pool.probs)[chosen])
 
 
+def _from_statistic(name: str) -> Callable[[PoolScores, np.ndarray, object], np.ndarray]:
+    return lambda pool, chosen, labeled: statistic(pool, name)[chosen]
+
+
 def _kcenter_scores(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
     return k_center_distances(pool.embeddings, labeled, chosen)
 
@@ -205,6 +213,9 @@ SCORES: dict[str, Callable[[PoolScores, np.ndarray, object], np.ndarray]] = {
     "typiclust": typiclust_scores,
     "probcover": probcover_scores,
     "hybrid": _hybrid_scores,
+    "forgetting": _from_statistic("forgetting"),
+    "el2n": _from_statistic("el2n"),
+    "grand": _from_statistic("grand"),
 }
 
 
@@ -216,7 +227,8 @@ def strategy_scores(name: str, pool: PoolScores, chosen, *, labeled=None) -> np.
     positions before it, in the order given (inf for the first when nothing is
     labeled) - what k-center greedy saw when it picked it; typiclust: the
     point's typicality; probcover: the pool points within its ball; hybrid:
-    the score of the strategy it used.
+    the score of the strategy it used; forgetting, el2n, grand: the training
+    statistic (engine.selection.coreset).
     """
     if name not in SCORES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(SCORES)}")

@@ -29,7 +29,14 @@ PROBS = np.array(
     np.float32,
 )
 EMB = np.array([[0, 0], [1, 0], [10, 0], [0, 7], [5, 5]], np.float32)
-POOL = PoolScores(probs=PROBS, embeddings=EMB)
+# with the labels and training statistics of a core-set run, so every registered method runs on it
+STATISTICS = {"forgetting": np.array([0, 2, np.inf, 1, 0.0]), "el2n": np.array([0.1, 0.5, 0.9, 0.3, 0.2])}
+POOL = PoolScores(
+    probs=PROBS,
+    embeddings=EMB,
+    labels=np.array([0, 1, 2, 1, 2]),
+    per_example={**STATISTICS, "grand": STATISTICS["el2n"] * 3},
+)
 
 
 def brute_k_center(X, labeled, budget, rng=None):
