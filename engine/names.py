@@ -83,6 +83,9 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
     "forgetting": StrategyInfo(lambda s: f"forgotten {s:.0f} times", labeling=False),
     "el2n": StrategyInfo(lambda s: f"early error {s:.2f}", labeling=False),
     "grand": StrategyInfo(lambda s: f"early gradient norm {s:.2f}", labeling=False),
+    # core-sets: submodular functions of the embeddings' similarity graph (engine.selection.submodular)
+    "facility_location": StrategyInfo(lambda s: f"covers {s:.2f} more", reads_distances=True, labeling=False),
+    "graph_cut": StrategyInfo(lambda s: f"graph-cut gain {s:.2f}", reads_distances=True, labeling=False),
 }
 STRATEGY_NAMES = tuple(STRATEGY_INFO)
 LABELING_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.labeling)

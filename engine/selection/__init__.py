@@ -10,5 +10,7 @@ which are offered for labeling, are in the torch-free `engine.names`). Modules:
 - `coldstart`: TypiClust, ProbCover and their hybrid on a backbone's embeddings;
 - `coreset`: forgetting, EL2N and GraNd from the statistics a proxy gathers while it trains on a
   labeled set (`engine.example_stats`), and `labeled_pool`, the labeled set as a pool;
+- `submodular`: facility location and graph cut, lazy greedy on a sparse similarity graph;
+- `neighbours`: FAISS nearest neighbours and that graph (never an N x N matrix);
 - `balance`: `class_balanced(method)`, any method with its budget shared over the classes.
 """

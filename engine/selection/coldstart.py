@@ -25,7 +25,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from engine.selection.kcenter import check_embeddings, check_selection
+from engine.selection.kcenter import check_selection
+from engine.selection.neighbours import nearest, normalized
 
 MAX_CLUSTERS = 500  # TypiClust's cap on k-means clusters
 MIN_CLUSTER_SIZE = 5  # ... and on the size of a cluster worth a pick
@@ -36,13 +37,6 @@ DELTAS = np.round(np.arange(0.05, 1.51, 0.05), 2)
 SWITCH_PER_CLASS = 20  # hybrid: labels per class from which uncertainty takes over
 KMEANS_ITERATIONS = 25
 KMEANS_RESTARTS = 3
-
-
-def normalized(embeddings) -> np.ndarray:
-    """float32 [N, D] rows scaled to unit length (zero rows stay zero)."""
-    x = check_embeddings(embeddings)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -76,10 +70,10 @@ def typicality(x: np.ndarray, k: int) -> np.ndarray:
         norms = (x64 * x64).sum(1)
         sq = np.maximum(norms[:, None] + norms[None, :] - 2 * x64 @ x64.T, 0.0)
         np.fill_diagonal(sq, np.inf)
-        nearest = np.sqrt(np.partition(sq, k - 1, axis=1)[:, :k])
+        distances = np.sqrt(np.partition(sq, k - 1, axis=1)[:, :k])
     else:
-        nearest = np.sqrt(_nearest(x, k + 1)[0][:, 1:])
-    return 1.0 / (nearest.mean(axis=1) + 1e-5)
+        distances = np.sqrt(nearest(x, k + 1)[0][:, 1:])
+    return 1.0 / (distances.mean(axis=1) + 1e-5)
 
 
 def typiclust(
@@ -148,20 +142,11 @@ def ball_graph(x: np.ndarray, delta: float, neighbours: int = NEIGHBOURS) -> tup
     Only the `neighbours` nearest points of each are searched, which bounds
     the graph; a ball holding more is cut to them.
     """
-    dist, idx = _nearest(x, neighbours)
+    dist, idx = nearest(x, neighbours)
     inside = (dist <= delta * delta) & (idx >= 0)
     counts = inside.sum(axis=1)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return starts, idx[inside].astype(np.int64)
-
-
-def _nearest(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distances and indices [N, k] of each row's k nearest rows (itself first)."""
-    k = min(k, len(x))
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    dist, idx = index.search(x, k)
-    return np.maximum(dist, 0.0), idx
 
 
 def choose_delta(x: np.ndarray, num_clusters: int, seed: int = 0, alpha: float = ALPHA) -> float:
@@ -172,7 +157,7 @@ def choose_delta(x: np.ndarray, num_clusters: int, seed: int = 0, alpha: float =
     delta without labels.
     """
     clusters = kmeans(x, num_clusters, seed)
-    dist, idx = _nearest(x, NEIGHBOURS)
+    dist, idx = nearest(x, NEIGHBOURS)
     other = clusters[idx] != clusters[:, None]
     # distance to the nearest point of another cluster (inf when none is among the neighbours)
     nearest_other = np.where(other, dist, np.inf).min(axis=1)

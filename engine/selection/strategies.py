@@ -29,6 +29,7 @@ from engine.score import PoolScores
 from engine.selection.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
 from engine.selection.coreset import el2n, forgetting, grand, statistic
 from engine.selection.kcenter import check_selection, k_center_distances, k_center_greedy
+from engine.selection.submodular import facility_location, gains_in_order, graph_cut
 
 Strategy = Callable[..., np.ndarray]
 
@@ -178,6 +179,8 @@ STRATEGIES: dict[str, Strategy] = {
     "forgetting": forgetting,
     "el2n": el2n,
     "grand": grand,
+    "facility_location": facility_location,
+    "graph_cut": graph_cut,
 }
 
 
@@ -199,6 +202,10 @@ def _from_statistic(name: str) -> Callable[[PoolScores, np.ndarray, object], np.
     return lambda pool, chosen, labeled: statistic(pool, name)[chosen]
 
 
+def _gains(kind: str) -> Callable[[PoolScores, np.ndarray, object], np.ndarray]:
+    return lambda pool, chosen, labeled: gains_in_order(kind, pool, chosen, labeled)
+
+
 def _kcenter_scores(pool: PoolScores, chosen: np.ndarray, labeled) -> np.ndarray:
     return k_center_distances(pool.embeddings, labeled, chosen)
 
@@ -216,6 +223,8 @@ SCORES: dict[str, Callable[[PoolScores, np.ndarray, object], np.ndarray]] = {
     "forgetting": _from_statistic("forgetting"),
     "el2n": _from_statistic("el2n"),
     "grand": _from_statistic("grand"),
+    "facility_location": _gains("facility_location"),
+    "graph_cut": _gains("graph_cut"),
 }
 
 
@@ -228,7 +237,8 @@ def strategy_scores(name: str, pool: PoolScores, chosen, *, labeled=None) -> np.
     labeled) - what k-center greedy saw when it picked it; typiclust: the
     point's typicality; probcover: the pool points within its ball; hybrid:
     the score of the strategy it used; forgetting, el2n, grand: the training
-    statistic (engine.selection.coreset).
+    statistic (engine.selection.coreset); facility_location, graph_cut: the
+    gain each point added, in the order given after `labeled`.
     """
     if name not in SCORES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(SCORES)}")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from engine.score import PoolScores
-from engine.selection.coldstart import choose_delta, hybrid, normalized, probcover, typicality, typiclust
+from engine.selection.coldstart import choose_delta, hybrid, probcover, typicality, typiclust
+from engine.selection.neighbours import normalized
 from engine.selection.strategies import STRATEGIES, strategy_scores
 
 R = 0.01  # ring radius: small against the distance between clusters (~1.4)
