@@ -1,4 +1,4 @@
-"""`proxy-labeler` (or `python -m engine`) {run,simulate,bench,worker,predict,study}: the command line.
+"""`proxy-labeler` (or `python -m engine`) {run,simulate,coreset,bench,worker,predict,study}: the command line.
 
 Subcommand modules are imported only when their command runs, so `--help`
 imports neither torch nor FAISS; `run` starts the Streamlit app in its own
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     from storage.project import TRAINING_LEVELS
 
     parser = argparse.ArgumentParser(prog="proxy-labeler", description="Active-learning image labeling (SVP).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,simulate,bench,worker,predict,study}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{run,simulate,coreset,bench,worker,predict,study}"
+    )
 
     run = commands.add_parser(
         "run",
@@ -77,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="cpu", help="cpu | cuda | mps")
     predict.set_defaults(run="engine.cli:run_predict_command")
 
+    coreset = commands.add_parser(
+        "coreset",
+        help="keep the part of a labeled set that matters, and train the target on it",
+        description="Train a selector once on a labeled ImageFolder tree (train/, test/), keep --keep of it by "
+        "--method, train the target on the kept images and test it; one JSON with accuracies and seconds.",
+    )
+    add_coreset_arguments(coreset)
+    coreset.set_defaults(run="engine.coreset:main")
+
     study = commands.add_parser(
         "study",
         help="run the Selection-via-Proxy study, then its tables and plots",
@@ -84,6 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.set_defaults(run="engine.cli:run_study_command")
     return parser
+
+
+def add_coreset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The coreset flags. Omitted flags take engine.coreset.CoresetConfig's defaults."""
+    from storage.project import TRAINING_LEVELS
+
+    parser.add_argument(
+        "--data", type=Path, required=True, help="ImageFolder root with train/<class>/ and test/<class>/"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the JSON result")
+    parser.add_argument("--method", default="forgetting", help="a selection method (default: forgetting)")
+    parser.add_argument("--keep", type=float, default=0.5, help="share of the labeled set kept, in (0, 1]")
+    parser.add_argument("--selector", choices=("proxy", "target"), default="proxy", help="which model selects")
+    parser.add_argument("--no-balance", action="store_true", help="select without balancing the classes")
+    parser.add_argument("--baselines", action="store_true", help="also the target on all data and a random subset")
+    parser.add_argument("--proxy", default="auto")
+    parser.add_argument("--target", default="auto")
+    parser.add_argument("--proxy-training", choices=TRAINING_LEVELS, default="balanced")
+    parser.add_argument("--target-training", choices=TRAINING_LEVELS, default="balanced")
+    parser.add_argument("--proxy-steps", type=int, default=0, help="fixed optimizer steps (0 = planned)")
+    parser.add_argument("--target-steps", type=int, default=0, help="fixed optimizer steps (0 = planned)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    parser.add_argument("--image-size", type=int, default=0, help="cache side in px (0 = picked from the images)")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

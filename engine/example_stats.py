@@ -22,6 +22,7 @@ Presentations are the augmented views the training steps see, as in both papers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,6 +108,8 @@ class LabeledSetScores:
     training: ExampleScores  # forgetting, early EL2N and GraNd, gathered while the proxy trained
     final: PoolScores  # the trained proxy's softmax and penultimate embeddings (no augmentation)
     steps: int  # optimizer steps the proxy took
+    train_s: float = 0.0  # seconds training (statistics included)
+    score_s: float = 0.0  # seconds of the final scoring pass
 
 
 def score_labeled_set(
@@ -129,5 +132,8 @@ def score_labeled_set(
     _, planned = plan(len(labels), config)
     stats = ExampleStats(len(labels), num_classes, max(1, round(early_share * planned)), best_device(config.device))
     steps = StepsSeen(on_progress)
+    started = time.perf_counter()
     train(model, images, labels, config, normalization, on_progress=steps, should_stop=should_stop, observer=stats)
-    return LabeledSetScores(stats.scores(), score_pool(model, images, normalization), steps.last)
+    trained = time.perf_counter()
+    final = score_pool(model, images, normalization)
+    return LabeledSetScores(stats.scores(), final, steps.last, trained - started, time.perf_counter() - trained)

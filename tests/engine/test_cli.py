@@ -26,7 +26,7 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_help_lists_the_subcommands():
     done = _run("--help")
     assert done.returncode == 0
-    assert "{run,simulate,bench,worker,predict,study}" in done.stdout
+    assert "{run,simulate,coreset,bench,worker,predict,study}" in done.stdout
 
 
 def test_parsing_any_command_imports_neither_torch_nor_faiss():
@@ -45,7 +45,7 @@ def test_the_installed_command_is_the_same_command():
     command = Path(sys.executable).parent / "proxy-labeler"
     assert command.is_file(), "pip install -e . installs the proxy-labeler console script"
     done = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "{run,simulate,bench,worker,predict,study}" in done.stdout
+    assert done.returncode == 0 and "{run,simulate,coreset,bench,worker,predict,study}" in done.stdout
 
 
 def test_run_hands_the_process_to_streamlit_on_server_py(monkeypatch):

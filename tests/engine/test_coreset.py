@@ -1,0 +1,121 @@
+"""`proxy-labeler coreset` on a tiny generated ImageFolder tree: the JSON, the balanced subset, the baselines,
+the command line, and every bad setting refused before any training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine import coreset as coreset_module
+from engine.cli import build_parser
+from engine.coreset import CoresetConfig, config_from_args, run_coreset
+from tests.support import write_image_folder
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    write_image_folder(tmp_path / "data" / "train", classes=3, per_class=8, seed=1)
+    write_image_folder(tmp_path / "data" / "test", classes=3, per_class=3, seed=2)
+    return tmp_path / "data"
+
+
+def _config(data_root, tmp_path, **overrides) -> CoresetConfig:
+    values = dict(
+        data=data_root,
+        out=tmp_path / "out" / "coreset.json",
+        method="forgetting",
+        keep=0.5,
+        proxy="proxy_tiny",
+        target="proxy_tiny",
+        proxy_steps=30,
+        target_steps=30,
+        device="cpu",
+        image_size=8,
+    )
+    values.update(overrides)
+    return CoresetConfig(**values)
+
+
+def test_a_balanced_half_is_kept_and_the_target_trained_on_it_with_the_baselines(data_root, tmp_path):
+    lines: list[str] = []
+    result = run_coreset(_config(data_root, tmp_path, baselines=True), progress=lines.append)
+    assert json.loads((tmp_path / "out" / "coreset.json").read_text()) == result
+    assert (result["method"], result["keep"], result["selector"], result["n_train"], result["n_test"]) == (
+        "forgetting",
+        0.5,
+        "proxy",
+        24,
+        9,
+    )
+    kept = np.array(result["kept"])
+    assert result["subset"]["n"] == len(kept) == len(set(kept)) == 12
+    assert np.bincount(kept // 8).tolist() == [4, 4, 4]  # write_image_folder: class after class, 8 each
+    assert result["full"]["n"] == 24 and result["random"]["n"] == 12
+    # solid colours: every target learns them (chance is 1/3)
+    for row in ("subset", "full", "random"):
+        assert result[row]["test_acc"] >= 2 / 3, row
+    stages = result["stages"]
+    assert set(stages) == {"proxy_s", "score_s", "select_s", "target_s"}
+    assert result["subset"]["seconds"] == pytest.approx(sum(stages.values()), abs=0.02)  # end to end
+    assert lines[0].startswith("proxy (proxy_tiny) trains on 24 labels")
+
+
+def test_without_balance_the_method_alone_decides(data_root, tmp_path, monkeypatch):
+    seen = []
+    real = coreset_module.STRATEGIES["el2n"]
+
+    def spy(pool, taken, budget, *, rng=None):
+        seen.append((len(pool.probs), budget))
+        return real(pool, taken, budget, rng=rng)
+
+    monkeypatch.setitem(coreset_module.STRATEGIES, "el2n", spy)
+    run_coreset(_config(data_root, tmp_path, method="el2n", balance=False, keep=0.25))
+    assert seen == [(24, 6)]  # one call on the whole set, not one per class
+    seen.clear()
+    run_coreset(_config(data_root, tmp_path, method="el2n", keep=0.25))
+    assert seen == [(8, 2), (8, 2), (8, 2)]
+
+
+def test_the_command_line_reaches_the_config(data_root, tmp_path):
+    where = ["--data", str(data_root), "--out", str(tmp_path / "r.json")]
+    flags = ["--method", "graph_cut", "--keep", "0.3", "--selector", "target", "--no-balance", "--baselines"]
+    args = build_parser().parse_args(["coreset", *where, *flags, "--target-steps", "7"])
+    config = config_from_args(args)
+    assert (config.method, config.keep, config.selector, config.balance, config.baselines) == (
+        "graph_cut",
+        0.3,
+        "target",
+        False,
+        True,
+    )
+    assert config.target_steps == 7 and args.run == "engine.coreset:main"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(keep=0.0), r"keep must lie in \(0, 1\]"),
+        (dict(keep=1.5), r"keep must lie in \(0, 1\]"),
+        (dict(method="nope"), "unknown method 'nope'"),
+        (dict(selector="oracle"), "selector must be proxy or target"),
+        (dict(proxy_training="slow"), "unknown training level 'slow'"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_training(data_root, tmp_path, monkeypatch, overrides, message):
+    monkeypatch.setattr(coreset_module, "score_labeled_set", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=message):
+        run_coreset(_config(data_root, tmp_path, **overrides))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_set_of_one_class_or_without_a_test_split_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(coreset_module, "score_labeled_set", lambda *a, **k: pytest.fail("trained"))
+    write_image_folder(tmp_path / "one" / "train", classes=1, per_class=4)
+    write_image_folder(tmp_path / "one" / "test", classes=1, per_class=2)
+    with pytest.raises(ValueError, match="the labeled set holds one class"):
+        run_coreset(_config(tmp_path / "one", tmp_path))
+    write_image_folder(tmp_path / "no_test" / "train", classes=2, per_class=4)
+    with pytest.raises(ValueError, match="needs train/<class>/ and test/<class>/"):
+        run_coreset(_config(tmp_path / "no_test", tmp_path))
