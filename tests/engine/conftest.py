@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import storage
-from tests.support import label_queue, make_tiny_project
+from tests.support import label_queue, make_tiny_project, write_image_folder
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +20,14 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    """An ImageFolder tree of 3 solid-colour classes: train/ 8 images each, test/ 3 each (simulate, coreset)."""
+    write_image_folder(tmp_path / "data" / "train", classes=3, per_class=8, seed=1)
+    write_image_folder(tmp_path / "data" / "test", classes=3, per_class=3, seed=2)
+    return tmp_path / "data"
 
 
 @pytest.fixture

@@ -14,13 +14,6 @@ from engine.coreset import CoresetConfig, config_from_args, run_coreset
 from tests.support import write_image_folder
 
 
-@pytest.fixture
-def data_root(tmp_path):
-    write_image_folder(tmp_path / "data" / "train", classes=3, per_class=8, seed=1)
-    write_image_folder(tmp_path / "data" / "test", classes=3, per_class=3, seed=2)
-    return tmp_path / "data"
-
-
 def _config(data_root, tmp_path, **overrides) -> CoresetConfig:
     values = dict(
         data=data_root,

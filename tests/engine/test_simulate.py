@@ -12,13 +12,6 @@ from engine.simulate import ProgressLine, SimulateConfig, expected_rounds, simul
 from tests.support import write_image_folder
 
 
-@pytest.fixture
-def data_root(tmp_path):
-    write_image_folder(tmp_path / "data" / "train", classes=3, per_class=8, seed=1)
-    write_image_folder(tmp_path / "data" / "test", classes=3, per_class=3, seed=2)
-    return tmp_path / "data"
-
-
 def _config(data_root, tmp_path, **overrides) -> SimulateConfig:
     values = dict(
         data=data_root,
