@@ -29,7 +29,7 @@ from torch import nn
 
 from engine.device import Normalization, best_device, check_images, normalization_tensors, to_float
 from engine.precision import autocast, float32_convs
-from engine.score import predict_logits
+from engine.score import logits_and_embedding, predict_logits
 
 __all__ = [
     "Cancelled",
@@ -239,35 +239,22 @@ def _step(
 ) -> torch.Tensor:
     """One SGD step; returns the detached float32 loss, still on the device (no host sync).
     `seen`: (observer, step, the batch's positions), shown the batch's predictions before the update."""
+    embeddings = None
     with autocast(x.device):
-        if seen is None:
-            logits = model(x)
+        if seen is not None and hasattr(model, "embed"):
+            logits, embeddings = logits_and_embedding(model, x)  # one pass: classify(embed(x))
         else:
-            logits, embeddings = _logits_and_embeddings(model, x)
-            observer, step, positions = seen
-            observer.observe(
-                step,
-                positions,
-                logits.detach(),
-                None if embeddings is None else embeddings.detach(),
-                y,
-            )
+            logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+    if seen is not None:
+        observer, step, positions = seen
+        observer.observe(step, positions, logits.detach(), None if embeddings is None else embeddings.detach(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.clip_norm:
         nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
     optimizer.step()
     return loss.detach().float()
-
-
-def _logits_and_embeddings(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The model's logits and the embeddings they come from (every registered model computes its
-    forward pass as classify(embed(x))); (logits, None) for a model without the two."""
-    if hasattr(model, "embed") and hasattr(model, "classify"):
-        embeddings = model.embed(x)  # type: ignore[operator]
-        return model.classify(embeddings), embeddings  # type: ignore[operator]
-    return model(x), None
 
 
 @torch.no_grad()
