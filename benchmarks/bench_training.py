@@ -30,17 +30,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 import storage
 from benchmarks.bench_round import CIFAR_TEST_ZIP, CIFAR_ZIP
 from engine.config import BASE, stage_config
 from engine.machine import machine_description
 from engine.models import build_model
-from engine.pool_cache import channel_stats, pick_image_size
+from engine.pool_cache import channel_stats, folder_image_size
 from engine.simulate import load_test_set
 from engine.train import StepsSeen, TrainConfig, TrainingFailed, evaluate, train
-from storage.walk import find_images
 
 # The epoch recipe before steps: 8 epochs, batches of up to 128, 25% warm-up, no clipping.
 EPOCH_RECIPE_EPOCHS = 8
@@ -61,8 +59,7 @@ class Data:
 def load_data(root: Path) -> Data:
     """Decode root/train and root/test at the size the app would pick for them."""
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
-    sample = [root / "train" / c / p for c in classes for p in find_images(root / "train" / c).paths[:50]]
-    size = pick_image_size([Image.open(p).size for p in sample])
+    size = folder_image_size(root / "train", classes)
     train_x, train_y = load_test_set(root / "train", classes, size)
     test_x, test_y = load_test_set(root / "test", classes, size)
     mean, std = channel_stats(train_x)

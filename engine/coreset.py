@@ -27,13 +27,12 @@ from engine.config import TRAINING_LEVELS, stage_config
 from engine.example_stats import score_labeled_set
 from engine.machine import machine_info
 from engine.models import build_model
-from engine.pool_cache import channel_stats, pick_image_size
+from engine.pool_cache import channel_stats, folder_image_size
 from engine.selection.balance import class_balanced
 from engine.selection.coreset import labeled_pool
 from engine.selection.strategies import STRATEGIES, random_sample
 from engine.simulate import load_test_set
 from engine.train import evaluate, train
-from storage.walk import find_images
 
 SELECTORS = ("proxy", "target")
 
@@ -161,7 +160,7 @@ def load_labeled_data(config: CoresetConfig) -> LabeledData:
     """Decode train/ and test/ at one size; ValueError for a set of one class."""
     root = config.data / "train"
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    size = config.image_size or _image_size(root, classes)
+    size = config.image_size or folder_image_size(root, classes)
     images, labels = load_test_set(root, classes, size)
     test_images, test_labels = load_test_set(config.data / "test", classes, size)
     if len(np.unique(labels)) < 2:
@@ -193,17 +192,3 @@ def _settings(config: CoresetConfig, classes: list[str]) -> storage.Settings:
         seed=config.seed,
         device=config.device,
     )
-
-
-def _image_size(root: Path, classes: list[str]) -> int:
-    sample = [root / c / p for c in classes for p in find_images(root / c).paths[:50]]
-    if not sample:
-        raise ValueError(f"no images under {root}/<class>/")
-    return pick_image_size([decode_image_size(path) for path in sample])
-
-
-def decode_image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.size

@@ -321,6 +321,21 @@ def _decode_chunk(task: tuple[list[Path], int]) -> np.ndarray:
     return block
 
 
+def folder_image_size(root: Path, classes: list[str], per_class: int = 50) -> int:
+    """`pick_image_size` for an ImageFolder split `root/<class>/`, from up to `per_class` images of each class
+    (their headers only); ValueError when there are none."""
+    from storage.walk import find_images
+
+    sample = [root / c / p for c in classes for p in find_images(root / c).paths[:per_class]]
+    if not sample:
+        raise ValueError(f"no images under {root}/<class>/")
+    sizes = []
+    for path in sample:
+        with Image.open(path) as image:
+            sizes.append(image.size)
+    return pick_image_size(sizes)
+
+
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std) in 0..1 units of uint8 [N, 3, H, W].
 
