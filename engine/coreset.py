@@ -122,7 +122,7 @@ def run_coreset(config: CoresetConfig, progress: Callable[[str], None] = lambda 
     select_s = time.perf_counter() - started
     target = stage_config(settings, "target")
     progress(f"target ({target.model_name}) trains on the {keep_n} kept by {config.method}")
-    subset = _train_target(target, data, picks)
+    subset = train_target(target, data, picks)
     stages = {"proxy_s": scored.train_s, "score_s": scored.score_s, "select_s": select_s, "target_s": subset["seconds"]}
     result = {
         "method": config.method,
@@ -142,13 +142,13 @@ def run_coreset(config: CoresetConfig, progress: Callable[[str], None] = lambda 
     }
     if config.baselines:
         progress(f"baseline: target on all {len(data.labels)}")
-        result["full"] = _train_target(target, data, np.arange(len(data.labels)))
+        result["full"] = train_target(target, data, np.arange(len(data.labels)))
         started = time.perf_counter()
         sampler = class_balanced(random_sample) if config.balance else random_sample
         drawn = sampler(pool, [], keep_n, rng=np.random.default_rng(config.seed + 1))
         drawn_s = time.perf_counter() - started
         progress(f"baseline: target on a random {keep_n}")
-        random_row = _train_target(target, data, drawn)
+        random_row = train_target(target, data, drawn)
         result["random"] = {**random_row, "seconds": round(random_row["seconds"] + drawn_s, 2)}
     config.out.parent.mkdir(parents=True, exist_ok=True)
     with storage.atomic_write(config.out) as tmp:
@@ -169,7 +169,7 @@ def load_labeled_data(config: CoresetConfig) -> LabeledData:
     return LabeledData(images, labels, test_images, test_labels, (tuple(mean), tuple(std)), classes, size)
 
 
-def _train_target(stage, data: LabeledData, picks: np.ndarray) -> dict:
+def train_target(stage, data: LabeledData, picks: np.ndarray) -> dict:
     """Train the target on `picks` of the labeled set; its test accuracy, seconds and size."""
     model = build_model(stage.model_name, len(data.classes), data.size, seed=stage.train.seed)
     started = time.perf_counter()
