@@ -8,6 +8,9 @@ class (empty / null when skipped), split (train, validation or skipped),
 annotator, labeled_at (ISO 8601 UTC), round (round index, empty / null when
 the label came from no round), source (how the label was given:
 storage.SOURCES; empty for labels made before the schema recorded it).
+Given a core-set run (`coreset_run`), CSV and JSONL add `kept` (1 / 0, true /
+false; empty / null for an item the run did not train on: validation, skipped,
+labeled after it) and the zip's train split holds only the kept items.
 
 In the CSV a cell that a spreadsheet would run as a formula (it starts with
 = + - @, a tab or a carriage return) gets a leading `'` (OWASP's advice);
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from storage.classes import active_class_names
+from storage.coreset import get_coreset_run, kept_flags
 from storage.errors import StorageError, UnavailableError
 from storage.files import atomic_write
 from storage.items import inside_root
@@ -63,8 +67,11 @@ def sanitize_class_name(name: str) -> str:
     return safe
 
 
-def _label_rows(project: Project, skipped: bool = True) -> tuple[Path, list[dict]]:
-    """(image root, rows) of every usable item labeled with an active class, and skipped ones unless told not."""
+def _label_rows(project: Project, skipped: bool = True, coreset_run: int | None = None) -> tuple[Path, list[dict]]:
+    """(image root, rows) of every usable item labeled with an active class, and skipped ones unless told not;
+    with a core-set run, each row's `kept` (None for an item the run did not train on)."""
+    if coreset_run is not None:
+        get_coreset_run(project, coreset_run)  # StorageError for an unknown run, before any file is made
     with opened(project) as db:
         root = Path(read_settings(db).image_root).resolve()
         rows = db.execute(
@@ -74,8 +81,13 @@ def _label_rows(project: Project, skipped: bool = True) -> tuple[Path, list[dict
             "WHERE i.status = 'ok' AND (s.state = 'label' OR (s.state = 'skip' AND ?)) ORDER BY s.item_id",
             (int(skipped),),
         ).fetchall()
+        kept = kept_flags(db, coreset_run) if coreset_run is not None else None
     keys = ("item_id", "path", "class", "annotator", "created_at", "round", "source", "split")
-    return root, [dict(zip(keys, row, strict=True)) for row in rows]
+    found = [dict(zip(keys, row, strict=True)) for row in rows]
+    if kept is not None:
+        for row in found:
+            row["kept"] = kept.get(row["item_id"]) if row["split"] == "train" else None
+    return root, found
 
 
 def _iso(timestamp: float) -> str:
@@ -84,6 +96,7 @@ def _iso(timestamp: float) -> str:
 
 
 def _public(row: dict) -> dict:
+    kept = {"kept": row["kept"]} if "kept" in row else {}
     return {
         "path": row["path"],
         "class": row["class"],
@@ -92,6 +105,7 @@ def _public(row: dict) -> dict:
         "labeled_at": _iso(row["created_at"]),
         "round": row["round"],
         "source": row["source"],
+        **kept,
     }
 
 
@@ -108,14 +122,18 @@ def _atomic_file(dest: Path, mode: str) -> Iterator[IO]:
         ) from exc
 
 
-def export_labels_csv(project: Project, dest: Path) -> Path:
-    """Write current labels and skips as UTF-8 CSV with a header row, formula cells neutralized; returns dest."""
-    _, rows = _label_rows(project)
+def export_labels_csv(project: Project, dest: Path, coreset_run: int | None = None) -> Path:
+    """Write current labels and skips as UTF-8 CSV with a header row, formula cells neutralized; returns dest.
+    With `coreset_run`, a `kept` column (1, 0, or empty for an item the run did not train on)."""
+    _, rows = _label_rows(project, coreset_run=coreset_run)
     with _atomic_file(dest, "w") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS + (("kept",) if coreset_run is not None else ()))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: spreadsheet_safe(v) for k, v in _public(row).items()})
+            record = _public(row)
+            if "kept" in record:
+                record["kept"] = "" if record["kept"] is None else int(record["kept"])
+            writer.writerow({k: spreadsheet_safe(v) for k, v in record.items()})
     return Path(dest)
 
 
@@ -138,16 +156,17 @@ def _json_line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
-def export_labels_jsonl(project: Project, dest: Path) -> Path:
-    """Write current labels and skips as JSON Lines, one object per item, values verbatim; returns dest."""
-    _, rows = _label_rows(project)
+def export_labels_jsonl(project: Project, dest: Path, coreset_run: int | None = None) -> Path:
+    """Write current labels and skips as JSON Lines, one object per item, values verbatim; returns dest.
+    With `coreset_run`, a `kept` key (true, false, or null for an item the run did not train on)."""
+    _, rows = _label_rows(project, coreset_run=coreset_run)
     with _atomic_file(dest, "w") as handle:
         for row in rows:
             handle.write(_json_line(_public(row)) + "\n")
     return Path(dest)
 
 
-def export_imagefolder_zip(project: Project, dest: Path) -> Path:
+def export_imagefolder_zip(project: Project, dest: Path, coreset_run: int | None = None) -> Path:
     """Write a zip of `<split>/<sanitized class>/<file name>` for every labeled item, split being
     train or validation, plus `classes.json` (each class's index, name and folder, in the project's
     class order: the model's output order); returns dest.
@@ -155,9 +174,13 @@ def export_imagefolder_zip(project: Project, dest: Path) -> Path:
     File names repeated within a folder (ignoring case) get an `<item id>_`
     prefix; colliding sanitized class names get a `-<n>` suffix. Only files
     that resolve inside the image root are read: StorageError otherwise,
-    and nothing is written.
+    and nothing is written. With `coreset_run`, the train split holds only
+    the run's kept items (the validation split stays whole: it is what the
+    subset's model is measured on), and `classes.json` names the run.
     """
-    root, rows = _label_rows(project, skipped=False)
+    root, rows = _label_rows(project, skipped=False, coreset_run=coreset_run)
+    if coreset_run is not None:
+        rows = [row for row in rows if row["split"] != "train" or row["kept"]]
     with opened(project) as db:
         classes = active_class_names(db)
     folders = _class_folders([*classes, *(row["class"] for row in rows)])
@@ -166,6 +189,9 @@ def export_imagefolder_zip(project: Project, dest: Path) -> Path:
         "classes": [{"index": i, "name": name, "folder": folders[name]} for i, name in enumerate(classes)],
         "splits": {split: sum(row["split"] == split for row in rows) for split in SPLITS[:2]},
     }
+    if coreset_run is not None:
+        run = get_coreset_run(project, coreset_run)
+        index["coreset"] = {"run": run.id, "method": run.method, "keep": run.keep, "kept": run.n_kept}
     with _atomic_file(dest, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr(CLASSES_FILE, json.dumps(index, indent=1, ensure_ascii=False))
         for row, member in zip(rows, names, strict=True):

@@ -128,7 +128,58 @@ _V3 = (
         FROM (SELECT l.*, (SELECT position FROM classes WHERE id = l.class_id) AS position FROM current_labels l)""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# Core-set runs (issue 24): which labeled items a run keeps, the statistics its selector gathered while
+# it trained on them, and the labels a person confirmed after a run flagged them as possibly wrong.
+# `label_watermark` is MAX(labels.id) in the snapshot the run trained on: a label row above it on an
+# item was given after the run (so the item was looked at again). `class_id` is the class the run
+# trained the item as, `predicted_class_id` the trained selector's answer.
+_V4 = (
+    """CREATE TABLE coreset_runs (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER REFERENCES jobs(id),
+        method TEXT NOT NULL,
+        keep REAL NOT NULL CHECK (keep > 0 AND keep <= 1),
+        balance INTEGER NOT NULL CHECK (balance IN (0, 1)),
+        selector TEXT NOT NULL,
+        selector_model TEXT NOT NULL,
+        n_labeled INTEGER NOT NULL,
+        n_kept INTEGER NOT NULL,
+        steps INTEGER,
+        train_s REAL,
+        score_s REAL,
+        select_s REAL,
+        val_acc REAL,
+        n_val INTEGER NOT NULL DEFAULT 0,
+        label_watermark INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE coreset_items (
+        run_id INTEGER NOT NULL REFERENCES coreset_runs(id),
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        class_id INTEGER NOT NULL REFERENCES classes(id),
+        kept INTEGER NOT NULL CHECK (kept IN (0, 1)),
+        rank INTEGER,
+        score REAL,
+        forgetting REAL,
+        el2n REAL,
+        grand REAL,
+        predicted_class_id INTEGER REFERENCES classes(id),
+        confidence REAL,
+        suspect INTEGER NOT NULL DEFAULT 0 CHECK (suspect IN (0, 1)),
+        PRIMARY KEY (run_id, item_id),
+        CHECK ((kept = 1) = (rank IS NOT NULL))
+    )""",
+    """CREATE TABLE label_reviews (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES coreset_runs(id),
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        annotator TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (run_id, item_id)
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """MIGRATIONS[i] brings the schema from version i to version i + 1."""
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -28,6 +28,7 @@ class RoundInputs:
     training: dict[int, int]  # item id -> class position, labeled items outside the validation set
     validation: dict[int, int]  # item id -> class position, labeled validation items
     taken: frozenset[int]  # usable items labeled, skipped, reserved for validation or queued
+    label_watermark: int = 0  # the newest label row's id in this snapshot: rows above it came later
 
     @property
     def item_ids(self) -> list[int]:
@@ -71,4 +72,5 @@ def read_round_inputs(project: Project) -> RoundInputs:
             training=training,
             validation=validation,
             taken=frozenset(i for (i,) in db.execute(_TAKEN)),
+            label_watermark=db.execute("SELECT COALESCE(MAX(id), 0) FROM labels").fetchone()[0],
         )

@@ -118,12 +118,15 @@ def test_a_version_2_project_opens_with_its_labels(project):
     db.execute("DROP VIEW item_states")  # back to the database at version 2
     db.execute("DROP VIEW current_labels")
     db.execute(next(statement for statement in schema.MIGRATIONS[0] if "VIEW current_labels" in statement))
-    db.execute("DELETE FROM schema_version WHERE version = 3")
+    for table in ("label_reviews", "coreset_items", "coreset_runs"):  # version 4's
+        db.execute(f"DROP TABLE {table}")
+    db.execute("DELETE FROM schema_version WHERE version >= 3")
     db.close()
     reopened = storage.open_project(project.root)
     assert storage.labeled_ids(reopened) == [1]
     assert storage.skipped_ids(reopened) == [2]
     assert storage.current_label(reopened, 1) == "cat"
+    assert storage.coreset_runs(reopened) == []  # version 4's tables are there again
 
 
 def test_failed_migration_rolls_back(tmp_path, monkeypatch):
