@@ -86,6 +86,8 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
     # core-sets: submodular functions of the embeddings' similarity graph (engine.selection.submodular)
     "facility_location": StrategyInfo(lambda s: f"covers {s:.2f} more", reads_distances=True, labeling=False),
     "graph_cut": StrategyInfo(lambda s: f"graph-cut gain {s:.2f}", reads_distances=True, labeling=False),
+    # core-sets: the chosen mean kept near the mean of all (engine.selection.herding)
+    "herding": StrategyInfo(lambda s: f"chosen mean {s:.2f} from the mean", reads_distances=True, labeling=False),
 }
 STRATEGY_NAMES = tuple(STRATEGY_INFO)
 LABELING_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.labeling)

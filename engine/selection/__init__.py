@@ -11,6 +11,8 @@ which are offered for labeling, are in the torch-free `engine.names`). Modules:
 - `coreset`: forgetting, EL2N and GraNd from the statistics a proxy gathers while it trains on a
   labeled set (`engine.example_stats`), and `labeled_pool`, the labeled set as a pool;
 - `submodular`: facility location and graph cut, lazy greedy on a sparse similarity graph;
+- `herding`: herding, the examples whose mean stays closest to the mean of all (one matrix-vector
+  product per pick);
 - `neighbours`: FAISS nearest neighbours and that graph (never an N x N matrix);
 - `balance`: `class_balanced(method)`, any method with its budget shared over the classes.
 """

@@ -28,6 +28,7 @@ from engine.names import COLD_START, DISTANCE_STRATEGIES
 from engine.score import PoolScores
 from engine.selection.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
 from engine.selection.coreset import el2n, forgetting, grand, statistic
+from engine.selection.herding import herding, herding_distances
 from engine.selection.kcenter import check_selection, k_center_distances, k_center_greedy
 from engine.selection.submodular import facility_location, gains_in_order, graph_cut
 
@@ -181,6 +182,7 @@ STRATEGIES: dict[str, Strategy] = {
     "grand": grand,
     "facility_location": facility_location,
     "graph_cut": graph_cut,
+    "herding": herding,
 }
 
 
@@ -225,6 +227,7 @@ SCORES: dict[str, Callable[[PoolScores, np.ndarray, object], np.ndarray]] = {
     "grand": _from_statistic("grand"),
     "facility_location": _gains("facility_location"),
     "graph_cut": _gains("graph_cut"),
+    "herding": herding_distances,
 }
 
 
@@ -238,7 +241,8 @@ def strategy_scores(name: str, pool: PoolScores, chosen, *, labeled=None) -> np.
     point's typicality; probcover: the pool points within its ball; hybrid:
     the score of the strategy it used; forgetting, el2n, grand: the training
     statistic (engine.selection.coreset); facility_location, graph_cut: the
-    gain each point added, in the order given after `labeled`.
+    gain each point added, in the order given after `labeled`; herding: how far the chosen mean was from
+    the mean of all once the point was added, in the order given after `labeled`.
     """
     if name not in SCORES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(SCORES)}")
