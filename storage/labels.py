@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,8 +36,9 @@ SKIP: Final = _Skip.SKIP
 """Pass as the value of `set_label` to skip an item; returned by `current_label`."""
 
 
-SOURCES: Final = ("typed", "accepted", "bulk", "oracle")
-"""How a label was given: a class key or button, the proxy's guess accepted, a grid selection, the demo oracle."""
+SOURCES: Final = ("typed", "accepted", "bulk", "oracle", "imported")
+"""How a label was given: a class key or button, the proxy's guess accepted, a grid selection, the demo oracle,
+a file or class subfolders brought with the images (storage.label_import)."""
 
 
 @dataclass(frozen=True)
@@ -138,13 +140,27 @@ def _action_stack(db: sqlite_utils.Database, item_id: int) -> list[tuple]:
     return stack
 
 
+_INSERT = (
+    "INSERT INTO labels (item_id, class_id, kind, annotator, created_at, round_id, undoes, source) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _append(db, item_id, kind, class_id, annotator, round_id, undoes=None, source=None) -> LabelEvent:
-    cursor = db.execute(
-        "INSERT INTO labels (item_id, class_id, kind, annotator, created_at, round_id, undoes, source) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (item_id, class_id, kind, str(annotator), time.time(), round_id, undoes, source),
-    )
+    cursor = db.execute(_INSERT, (item_id, class_id, kind, str(annotator), time.time(), round_id, undoes, source))
     return _event(db.execute(_EVENT_SQL + "WHERE l.id = ?", (cursor.lastrowid,)).fetchone())
+
+
+def append_labels(db: sqlite_utils.Database, labels: Iterable[tuple[int, int]], annotator: str, source: str) -> int:
+    """Append one 'label' row per (item id, class id), no round, inside the caller's write transaction;
+    returns how many. The bulk form of `_append` (one statement for many rows, no event read back):
+    the caller has checked every item and class (storage.label_import imports 100,000 labels this way)."""
+    _check_source(source)
+    now = time.time()
+    cursor = db.conn.executemany(
+        _INSERT, ((item_id, class_id, "label", str(annotator), now, None, None, source) for item_id, class_id in labels)
+    )
+    return cursor.rowcount
 
 
 def _check_source(source: str | None) -> None:
