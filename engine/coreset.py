@@ -27,14 +27,20 @@ from engine.config import TRAINING_LEVELS, stage_config
 from engine.example_stats import score_labeled_set
 from engine.machine import machine_info
 from engine.models import build_model
+from engine.names import COLD_START
 from engine.pool_cache import channel_stats, folder_image_size
-from engine.selection.balance import class_balanced
-from engine.selection.coreset import labeled_pool
-from engine.selection.strategies import STRATEGIES, random_sample
+from engine.score import PoolScores
+from engine.selection.balance import class_balanced, class_shares
+from engine.selection.coreset import STATISTICS, labeled_pool
+from engine.selection.strategies import SCORES, STRATEGIES, random_sample
 from engine.simulate import load_test_set
 from engine.train import evaluate, train
 
 SELECTORS = ("proxy", "target")
+# every registered method that can select from a labeled set (the cold-start ones need a backbone's embeddings
+# of an unlabeled pool)
+CORESET_METHODS = tuple(name for name in STRATEGIES if name not in COLD_START)
+PER_ITEM_SCORES = ("least_confidence", "margin", "entropy", *STATISTICS)
 
 
 @dataclass(frozen=True)
@@ -89,12 +95,7 @@ def main(args: argparse.Namespace) -> int:
 
 def check_config(config: CoresetConfig) -> None:
     """ValueError, naming the setting, for anything that cannot run; before any training."""
-    if not (isinstance(config.keep, float | int) and 0 < config.keep <= 1):
-        raise ValueError(f"keep must lie in (0, 1] (a share of the labeled set), got {config.keep!r}")
-    if config.method not in STRATEGIES:
-        raise ValueError(f"unknown method {config.method!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    if config.selector not in SELECTORS:
-        raise ValueError(f"selector must be proxy or target, got {config.selector!r}")
+    check_choice(config.method, config.keep, config.selector)
     for level in (config.proxy_training, config.target_training):
         if level not in TRAINING_LEVELS:
             raise ValueError(f"unknown training level {level!r}; choose one of {', '.join(TRAINING_LEVELS)}")
@@ -103,11 +104,69 @@ def check_config(config: CoresetConfig) -> None:
             raise ValueError(f"{config.data / split} is not a folder: --data needs train/<class>/ and test/<class>/")
 
 
+def check_choice(method: str, keep: float, selector: str = "proxy") -> None:
+    """ValueError for a keep outside (0, 1], a method that cannot select from a labeled set, or an unknown
+    selector."""
+    if isinstance(keep, bool) or not (isinstance(keep, float | int) and 0 < keep <= 1):
+        raise ValueError(f"keep must lie in (0, 1] (a share of the labeled set), got {keep!r}")
+    if method not in CORESET_METHODS:
+        raise ValueError(f"unknown core-set method {method!r}; choose one of {', '.join(CORESET_METHODS)}")
+    if selector not in SELECTORS:
+        raise ValueError(f"selector must be proxy or target, got {selector!r}")
+
+
+def keep_count(keep: float, labels: np.ndarray, classes: list[str], balance: bool) -> int:
+    """How many of `labels` a keep ratio keeps; ValueError for a set of fewer than two classes, or (balanced)
+    a class whose share of the kept would be none of it (its model could not learn that class)."""
+    present, counts = np.unique(labels, return_counts=True)
+    if len(present) < 2:
+        raise ValueError("the labeled set holds one class: nothing to select between; label a second class first")
+    keep_n = max(1, round(keep * len(labels)))
+    if balance:
+        shares = class_shares(counts, keep_n)
+        starved = [(classes[int(c)], int(n)) for c, n, share in zip(present, counts, shares, strict=True) if not share]
+        if starved:
+            names = ", ".join(f"{name} ({n} labeled)" for name, n in starved[:5])
+            raise ValueError(
+                f"keeping {keep:.0%} of {len(labels)} labels leaves no image of {names}: keep more, "
+                "or label more of those classes"
+            )
+    return keep_n
+
+
+def select(pool: PoolScores, method: str, keep_n: int, balance: bool, seed: int) -> np.ndarray:
+    """The kept positions of the labeled set `pool`, most worth keeping first."""
+    strategy = STRATEGIES[method]
+    return (class_balanced(strategy) if balance else strategy)(pool, [], keep_n, rng=np.random.default_rng(seed))
+
+
+def item_scores(method: str, pool: PoolScores) -> np.ndarray | None:
+    """float64 [N]: each example's score under `method` when it has one of its own (higher kept first);
+    None for random and the methods whose score depends on the order of picking (k-center, herding,
+    the submodular ones)."""
+    if method not in PER_ITEM_SCORES:
+        return None
+    return np.asarray(SCORES[method](pool, np.arange(len(pool.probs)), None), dtype=np.float64)
+
+
+def suspects(pool: PoolScores) -> np.ndarray:
+    """bool [N]: possibly mislabeled. The selector disagreed with the label: it answers another class at the
+    end, or it never learned the example, or it forgot the example at least once and was wrong on at least
+    half of its presentations while it trained (a small set is memorized by the end, wrong labels included,
+    so the final answer alone misses them; Toneva et al. and Pleiss et al.'s area under the margin read the
+    same training dynamics). `storage.suspects` orders them never learned first, then most forgotten."""
+    forgetting = np.asarray(pool.per_example["forgetting"], dtype=np.float64)
+    right_share = np.asarray(pool.per_example.get("right_share", np.ones(len(forgetting))), dtype=np.float64)
+    mostly_wrong = np.nan_to_num(right_share, nan=1.0) <= 0.5
+    final_wrong = np.asarray(pool.probs).argmax(1) != np.asarray(pool.labels)
+    return final_wrong | np.isinf(forgetting) | ((forgetting >= 1) & mostly_wrong)
+
+
 def run_coreset(config: CoresetConfig, progress: Callable[[str], None] = lambda line: None) -> dict:
     """Select, train the target on the subset (and the baselines), write and return the JSON result."""
     check_config(config)
     data = load_labeled_data(config)
-    keep_n = max(1, round(config.keep * len(data.labels)))
+    keep_n = keep_count(config.keep, data.labels, data.classes, config.balance)
     settings = _settings(config, data.classes)
     selector = stage_config(settings, config.selector)
     progress(f"{config.selector} ({selector.model_name}) trains on {len(data.labels)} labels and scores them")
@@ -115,10 +174,7 @@ def run_coreset(config: CoresetConfig, progress: Callable[[str], None] = lambda 
     scored = score_labeled_set(model, data.images, data.labels, selector.train, data.normalization)
     pool = labeled_pool(scored, data.labels)
     started = time.perf_counter()
-    method = STRATEGIES[config.method]
-    picks = (class_balanced(method) if config.balance else method)(
-        pool, [], keep_n, rng=np.random.default_rng(config.seed)
-    )
+    picks = select(pool, config.method, keep_n, config.balance, config.seed)
     select_s = time.perf_counter() - started
     target = stage_config(settings, "target")
     progress(f"target ({target.model_name}) trains on the {keep_n} kept by {config.method}")
@@ -157,14 +213,12 @@ def run_coreset(config: CoresetConfig, progress: Callable[[str], None] = lambda 
 
 
 def load_labeled_data(config: CoresetConfig) -> LabeledData:
-    """Decode train/ and test/ at one size; ValueError for a set of one class."""
+    """Decode train/ and test/ at one size."""
     root = config.data / "train"
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     size = config.image_size or folder_image_size(root, classes)
     images, labels = load_test_set(root, classes, size)
     test_images, test_labels = load_test_set(config.data / "test", classes, size)
-    if len(np.unique(labels)) < 2:
-        raise ValueError(f"the labeled set holds one class ({classes[int(labels[0])]}): nothing to select between")
     mean, std = channel_stats(images)
     return LabeledData(images, labels, test_images, test_labels, (tuple(mean), tuple(std)), classes, size)
 

@@ -46,6 +46,16 @@ class ExampleScores:
     el2n: np.ndarray  # mean EL2N over its early presentations; nan if it had none
     grand: np.ndarray  # mean last-layer GraNd over its early presentations; nan if it had none (or no embeddings)
     presentations: np.ndarray  # times a training step saw it
+    right: np.ndarray | None = None  # times a training step predicted its label (before that step's update)
+
+    @property
+    def right_share(self) -> np.ndarray:
+        """Share of its presentations predicted right (nan if never presented): how much the model, over
+        its training, agreed with the label, where the final model may have memorized a wrong one."""
+        if self.right is None:
+            return np.full(len(self.presentations), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.right / self.presentations.astype(np.float64)
 
 
 class ExampleStats:
@@ -59,6 +69,7 @@ class ExampleStats:
         self.ever_right = torch.zeros(n, dtype=torch.bool, device=device)
         self.forgotten = torch.zeros(n, dtype=torch.int64, device=device)
         self.presented = torch.zeros(n, dtype=torch.int64, device=device)
+        self.right = torch.zeros(n, dtype=torch.int64, device=device)
         self.early = torch.zeros(n, dtype=torch.int64, device=device)  # presentations in the first early_steps
         self.el2n_sum = torch.zeros(n, dtype=torch.float64, device=device)
         self.grand_sum = torch.zeros(n, dtype=torch.float64, device=device)
@@ -79,6 +90,7 @@ class ExampleStats:
         self.last_right[positions] = right
         self.ever_right[positions] |= right
         self.presented.index_add_(0, positions, torch.ones_like(positions))
+        self.right.index_add_(0, positions, right.long())
         if step > self.early_steps:
             return
         error = torch.softmax(logits.double(), 1) - F.one_hot(labels, self.num_classes).double()
@@ -98,7 +110,7 @@ class ExampleStats:
         grand = (self.grand_sum / early).cpu().numpy() if self.has_embeddings else np.full(len(early), np.nan)
         forgetting = self.forgotten.double().cpu().numpy()
         forgetting[~self.ever_right.cpu().numpy()] = np.inf
-        return ExampleScores(forgetting, el2n, grand, self.presented.cpu().numpy())
+        return ExampleScores(forgetting, el2n, grand, self.presented.cpu().numpy(), self.right.cpu().numpy())
 
 
 @dataclass(frozen=True)

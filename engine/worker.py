@@ -1,4 +1,4 @@
-"""The background worker: takes round and target jobs from a project's jobs table.
+"""The background worker: takes round, target, backbone and coreset jobs from a project's jobs table.
 
 One worker process per project, enforced by an exclusive `flock` on
 `PROJECT/worker.lock` (engine.worker_lock: released by the kernel when the
@@ -36,7 +36,7 @@ from engine.worker_lock import WorkerLock, lock_holder, worker_alive
 # label acknowledgement (docs/benchmarks.md, UI).
 
 LOG_FILE = Path("logs") / "worker.log"
-KINDS = ("round", "target", "backbone")
+KINDS = ("round", "target", "backbone", "coreset")
 HEARTBEAT_S = 5.0  # seconds between heartbeats while a job runs
 STALE_AFTER_S = 60.0  # a running job silent this long belongs to a dead worker
 PROGRESS_EVERY_S = 0.5  # at most this often a progress write to the database
@@ -224,7 +224,18 @@ def _backbone_job(project, params, on_progress, should_stop) -> dict:
     return train_ssl_backbone(project, on_progress, should_stop, steps=int(params.get("steps", 0)))
 
 
-JOBS: dict[str, Callable[..., dict]] = {"round": _round_job, "target": _target_job, "backbone": _backbone_job}
+def _coreset_job(project, params, on_progress, should_stop) -> dict:
+    from engine.jobs.coreset import PARAMS, run_coreset_job
+
+    return run_coreset_job(project, _check_params("coreset", params, PARAMS), on_progress, should_stop)
+
+
+JOBS: dict[str, Callable[..., dict]] = {
+    "round": _round_job,
+    "target": _target_job,
+    "backbone": _backbone_job,
+    "coreset": _coreset_job,
+}
 
 
 def _check_params(kind: str, params: dict | None, allowed: set[str]) -> dict:

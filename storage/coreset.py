@@ -60,7 +60,9 @@ class CoresetRow:
     el2n: float | None = None
     grand: float | None = None
     predicted: int | None = None  # the trained selector's class
+    alternative: int | None = None  # its most likely class other than the label
     confidence: float | None = None  # its probability of the item's label
+    right_share: float | None = None  # share of the item's presentations it predicted right while training
     suspect: bool = False
 
 
@@ -79,7 +81,9 @@ class CoresetItem:
     el2n: float | None
     grand: float | None
     predicted: str | None
+    alternative: str | None
     confidence: float | None
+    right_share: float | None
     suspect: bool
     reviewed: bool  # labeled again after the run, or its label confirmed
     changed: bool  # its label now differs from the one the run trained on
@@ -150,7 +154,7 @@ def save_coreset_run(
         for row in rows:
             if row.item_id not in known:
                 raise StorageError(f"item {row.item_id} is not a usable item of this project")
-            for position in (row.label, row.predicted):
+            for position in (row.label, row.predicted, row.alternative):
                 if position is not None and position not in class_ids:
                     raise StorageError(f"class position {position} is not one of the project's classes")
         run_id = db.execute(
@@ -178,7 +182,8 @@ def save_coreset_run(
         ).lastrowid
         db.conn.executemany(
             "INSERT INTO coreset_items (run_id, item_id, class_id, kept, rank, score, forgetting, el2n, grand, "
-            "predicted_class_id, confidence, suspect) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "predicted_class_id, alternative_class_id, confidence, right_share, suspect) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     run_id,
@@ -191,7 +196,9 @@ def save_coreset_run(
                     _finite(row.el2n),
                     _finite(row.grand),
                     None if row.predicted is None else class_ids[row.predicted],
+                    None if row.alternative is None else class_ids[row.alternative],
                     _finite(row.confidence),
+                    _finite(row.right_share),
                     int(row.suspect),
                 )
                 for row in rows
@@ -230,7 +237,7 @@ def get_coreset_run(project: Project, run_id: int) -> CoresetRun:
 
 _ITEMS_SQL = """
 SELECT c.item_id, i.path, lc.name, s.class_name, c.kept, c.rank, c.score, c.forgetting, c.el2n, c.grand,
-    pc.name, c.confidence, c.suspect,
+    pc.name, ac.name, c.confidence, c.right_share, c.suspect,
     EXISTS (SELECT 1 FROM labels l WHERE l.item_id = c.item_id AND l.id > r.label_watermark)
         OR EXISTS (SELECT 1 FROM label_reviews v WHERE v.run_id = c.run_id AND v.item_id = c.item_id),
     COALESCE(s.state = 'label' AND s.position = lc.position, 0) = 0
@@ -239,6 +246,7 @@ JOIN coreset_runs r ON r.id = c.run_id
 JOIN items i ON i.id = c.item_id
 JOIN classes lc ON lc.id = c.class_id
 LEFT JOIN classes pc ON pc.id = c.predicted_class_id AND pc.position IS NOT NULL
+LEFT JOIN classes ac ON ac.id = c.alternative_class_id AND ac.position IS NOT NULL
 LEFT JOIN item_states s ON s.item_id = c.item_id
 WHERE c.run_id = ?
 """
@@ -254,27 +262,9 @@ def coreset_items(project: Project, run_id: int) -> list[CoresetItem]:
 
 
 def _item(row: tuple) -> CoresetItem:
-    (item_id, path, label, current, kept, rank, score, forgetting, el2n, grand, predicted, confidence, suspect) = row[
-        :13
-    ]
-    reviewed, changed = row[13:]
-    return CoresetItem(
-        item_id,
-        path,
-        label,
-        current,
-        bool(kept),
-        rank,
-        score,
-        forgetting,
-        el2n,
-        grand,
-        predicted,
-        confidence,
-        bool(suspect),
-        bool(reviewed),
-        bool(suspect) and bool(reviewed) and bool(changed),
-    )
+    item_id, path, label, current, kept, *values, suspect, reviewed, changed = row
+    changed = bool(suspect) and bool(reviewed) and bool(changed)
+    return CoresetItem(item_id, path, label, current, bool(kept), *values, bool(suspect), bool(reviewed), changed)
 
 
 def kept_item_ids(project: Project, run_id: int) -> list[int]:
@@ -289,7 +279,11 @@ def suspects(project: Project, run_id: int) -> list[CoresetItem]:
     """The run's possibly mislabeled items, never learned first, then the most forgotten, then the
     least confident in their label; reviewed ones included (see `CoresetItem.reviewed`)."""
     rows = [item for item in coreset_items(project, run_id) if item.suspect]
-    return sorted(rows, key=lambda r: (-(r.forgetting or 0.0), r.confidence if r.confidence is not None else 1.0))
+    return sorted(rows, key=lambda r: (-(r.forgetting or 0.0), _or_one(r.right_share), _or_one(r.confidence)))
+
+
+def _or_one(value: float | None) -> float:
+    return 1.0 if value is None else value
 
 
 def open_suspects(project: Project) -> list[CoresetItem]:

@@ -132,7 +132,9 @@ _V3 = (
 # it trained on them, and the labels a person confirmed after a run flagged them as possibly wrong.
 # `label_watermark` is MAX(labels.id) in the snapshot the run trained on: a label row above it on an
 # item was given after the run (so the item was looked at again). `class_id` is the class the run
-# trained the item as, `predicted_class_id` the trained selector's answer.
+# trained the item as, `predicted_class_id` the trained selector's answer, `alternative_class_id` its most
+# likely class other than the label, `right_share` the share of the item's presentations it got right
+# while training (a small set is memorized by the end, wrong labels included).
 _V4 = (
     """CREATE TABLE coreset_runs (
         id INTEGER PRIMARY KEY,
@@ -164,7 +166,9 @@ _V4 = (
         el2n REAL,
         grand REAL,
         predicted_class_id INTEGER REFERENCES classes(id),
+        alternative_class_id INTEGER REFERENCES classes(id),
         confidence REAL,
+        right_share REAL,
         suspect INTEGER NOT NULL DEFAULT 0 CHECK (suspect IN (0, 1)),
         PRIMARY KEY (run_id, item_id),
         CHECK ((kept = 1) = (rank IS NOT NULL))

@@ -36,7 +36,12 @@ def labeled_pool(scored: LabeledSetScores, labels: np.ndarray) -> PoolScores:
     if labels.shape != (len(scored.final.probs),):
         raise ValueError(f"labels must have shape ({len(scored.final.probs)},), got {labels.shape}")
     training = scored.training
-    per_example = {"forgetting": training.forgetting, "el2n": training.el2n, "grand": training.grand}
+    per_example = {
+        "forgetting": training.forgetting,
+        "el2n": training.el2n,
+        "grand": training.grand,
+        "right_share": training.right_share,
+    }
     return PoolScores(scored.final.probs, scored.final.embeddings, labels=labels, per_example=per_example)
 
 

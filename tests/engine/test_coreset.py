@@ -4,6 +4,7 @@ the command line, and every bad setting refused before any training."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_the_command_line_reaches_the_config(data_root, tmp_path):
     [
         (dict(keep=0.0), r"keep must lie in \(0, 1\]"),
         (dict(keep=1.5), r"keep must lie in \(0, 1\]"),
-        (dict(method="nope"), "unknown method 'nope'"),
+        (dict(method="nope"), "unknown core-set method 'nope'"),
         (dict(selector="oracle"), "selector must be proxy or target"),
         (dict(proxy_training="slow"), "unknown training level 'slow'"),
     ],
@@ -112,3 +113,36 @@ def test_a_set_of_one_class_or_without_a_test_split_is_refused(tmp_path, monkeyp
     write_image_folder(tmp_path / "no_test" / "train", classes=2, per_class=4)
     with pytest.raises(ValueError, match="needs train/<class>/ and test/<class>/"):
         run_coreset(_config(tmp_path / "no_test", tmp_path))
+
+
+def test_suspects_are_the_examples_the_selector_disagreed_with():
+    from engine.coreset import suspects
+    from engine.score import PoolScores
+
+    probs = np.array([[0.9, 0.1]] * 6, dtype=np.float32)
+    probs[1] = [0.2, 0.8]  # answers class 1 at the end
+    stats = {
+        "forgetting": np.array([0, 0, math.inf, 3, 3, 0], dtype=np.float64),
+        "right_share": np.array([0.9, 0.9, 0.0, 0.4, 0.8, 0.1]),
+    }
+    pool = PoolScores(probs, np.zeros((6, 2), np.float32), labels=np.zeros(6, np.int64), per_example=stats)
+    # 0 learned; 1 wrong at the end; 2 never learned; 3 forgotten and mostly wrong; 4 forgotten but mostly
+    # right; 5 mostly wrong but learned once and kept
+    assert suspects(pool).tolist() == [False, True, True, True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("keep", "balance", "expected"),
+    [(0.5, True, 5), (0.1, False, 1), (0.01, False, 1)],
+)
+def test_keep_count(keep, balance, expected):
+    from engine.coreset import keep_count
+
+    assert keep_count(keep, np.array([0] * 8 + [1] * 2), ["a", "b"], balance) == expected
+
+
+def test_a_kept_share_that_leaves_a_class_empty_is_refused():
+    from engine.coreset import keep_count
+
+    with pytest.raises(ValueError, match=r"leaves no image of b \(2 labeled\)"):
+        keep_count(0.1, np.array([0] * 18 + [1] * 2), ["a", "b"], balance=True)

@@ -38,6 +38,8 @@ def test_forgetting_events_follow_a_scripted_sequence_of_predictions():
     # 3: right, wrong, right -> 1 (three presentations)
     assert scores.forgetting.tolist() == [2.0, 0.0, math.inf, 1.0]
     assert scores.presentations.tolist() == [4, 4, 4, 3]
+    assert scores.right.tolist() == [2, 3, 0, 2]
+    assert scores.right_share.tolist() == pytest.approx([0.5, 0.75, 0.0, 2 / 3])
 
 
 def test_an_example_seen_twice_in_one_batch_is_counted_each_time():
