@@ -1,4 +1,5 @@
-"""`proxy-labeler` (or `python -m engine`) {run,simulate,coreset,bench,worker,predict,study}: the command line.
+"""`proxy-labeler` (or `python -m engine`) {run,simulate,coreset,import-labels,bench,worker,predict,study}: the
+command line.
 
 Subcommand modules are imported only when their command runs, so `--help`
 imports neither torch nor FAISS; `run` starts the Streamlit app in its own
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="proxy-labeler", description="Active-learning image labeling (SVP).")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{run,simulate,coreset,bench,worker,predict,study}"
+        dest="command", required=True, metavar="{run,simulate,coreset,import-labels,bench,worker,predict,study}"
     )
 
     run = commands.add_parser(
@@ -88,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_coreset_arguments(coreset)
     coreset.set_defaults(run="engine.coreset:main")
 
+    add_import_labels_arguments(
+        commands.add_parser(
+            "import-labels",
+            help="import labels that come with the images: class subfolders, or a CSV / JSONL file",
+            description="Label a project's images from class subfolders (each image's first folder under the "
+            "image folder is its class) or from a CSV / JSONL file with path and class columns, as the export "
+            "writes them. All or nothing: any problem and nothing is imported. Prints the report; exit status "
+            "0 when imported (or, with --dry-run, importable), 1 when rows have problems, 2 when the file or "
+            "project cannot be read.",
+        )
+    )
+
     study = commands.add_parser(
         "study",
         help="run the Selection-via-Proxy study, then its tables and plots",
@@ -119,6 +132,18 @@ def add_coreset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     parser.add_argument("--image-size", type=int, default=0, help="cache side in px (0 = picked from the images)")
+
+
+def add_import_labels_arguments(parser: argparse.ArgumentParser) -> None:
+    """The import-labels flags: a project, one source, and --dry-run."""
+    parser.add_argument("--project", type=Path, required=True, help="the project directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", type=Path, help="a .csv or .jsonl file: path and class (or label) per image")
+    source.add_argument(
+        "--subfolders", action="store_true", help="each image's first folder under the image folder is its class"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="check and report; import nothing")
+    parser.set_defaults(run="engine.cli:run_import_labels_command")
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -262,6 +287,22 @@ def run_predict_command(args: argparse.Namespace) -> int:
         with Image.open(path) as image:
             [(name, probability)] = model.predict([image])
         print(f"{path}\t{name}\t{probability:.4f}")
+    return 0
+
+
+def run_import_labels_command(args: argparse.Namespace) -> int:
+    """`proxy-labeler import-labels`: the report on stdout (0), or the problems on stderr (1); an unreadable
+    file or project is one line through `main` (2)."""
+    import storage
+
+    project = storage.open_project(args.project)
+    source = storage.SUBFOLDERS if args.subfolders else args.file
+    try:
+        plan = storage.import_labels(project, source, dry_run=args.dry_run)
+    except storage.LabelImportError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(plan.report())
     return 0
 
 

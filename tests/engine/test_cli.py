@@ -26,13 +26,14 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_help_lists_the_subcommands():
     done = _run("--help")
     assert done.returncode == 0
-    assert "{run,simulate,coreset,bench,worker,predict,study}" in done.stdout
+    assert "{run,simulate,coreset,import-labels,bench,worker,predict,study}" in done.stdout
 
 
 def test_parsing_any_command_imports_neither_torch_nor_faiss():
     probe = (
         "import sys; from engine.cli import build_parser; p = build_parser()\n"
-        "for argv in (['bench', '--only', 'kcenter'], ['simulate', '--data', 'd', '--out', 'o'], ['run']):\n"
+        "for argv in (['bench', '--only', 'kcenter'], ['simulate', '--data', 'd', '--out', 'o'], ['run'],\n"
+        "             ['import-labels', '--project', 'p', '--subfolders']):\n"
         "    p.parse_args(argv)\n"
         "print(sorted(m for m in ('torch', 'faiss', 'streamlit') if m in sys.modules))"
     )
@@ -45,7 +46,7 @@ def test_the_installed_command_is_the_same_command():
     command = Path(sys.executable).parent / "proxy-labeler"
     assert command.is_file(), "pip install -e . installs the proxy-labeler console script"
     done = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "{run,simulate,coreset,bench,worker,predict,study}" in done.stdout
+    assert done.returncode == 0 and "{run,simulate,coreset,import-labels,bench,worker,predict,study}" in done.stdout
 
 
 def test_run_hands_the_process_to_streamlit_on_server_py(monkeypatch):
@@ -86,7 +87,13 @@ def test_study_runs_the_study_script_then_its_report_and_stops_at_a_failure(monk
 
 @pytest.mark.parametrize(
     "command, flag",
-    [("simulate", "--selector"), ("bench", "--only"), ("worker", "--parent-pid"), ("predict", "--device")],
+    [
+        ("simulate", "--selector"),
+        ("bench", "--only"),
+        ("worker", "--parent-pid"),
+        ("predict", "--device"),
+        ("import-labels", "--subfolders"),
+    ],
 )
 def test_subcommand_help(command, flag, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -167,3 +174,65 @@ def test_the_worker_command_parses_without_importing_storage():
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def _labeled_folder_project(tmp_path: Path):
+    import storage
+    from tests.support import RGB, tiny_settings
+
+    write_image_folder(tmp_path / "images", classes=3, per_class=2, size=8)
+    project = storage.create_project(tmp_path / "project", tiny_settings(tmp_path / "images", RGB))
+    storage.ingest(project, workers=1)
+    return project
+
+
+def test_import_labels_reports_a_dry_run_imports_and_refuses_a_file_with_problems(tmp_path, capsys):
+    import storage
+
+    project = _labeled_folder_project(tmp_path)
+    base = ["import-labels", "--project", str(project.root)]
+    assert main([*base, "--subfolders", "--dry-run"]) == 0
+    assert "Would import 6 labels: red 2, green 2, blue 2." in capsys.readouterr().out
+    assert storage.current_labels(project) == {}
+
+    bad = tmp_path / "fixed.csv"
+    bad.write_text("path,class\nred/img_0000.png,green\nred/nowhere.png,red\n")
+    assert main([*base, "--file", str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Nothing was imported" in err and "line 3: red/nowhere.png" in err
+    assert storage.current_labels(project) == {}
+
+    assert main([*base, "--subfolders"]) == 0
+    assert "Imported 6 labels" in capsys.readouterr().out
+    assert sorted(storage.current_labels(project).values()) == sorted(["red", "green", "blue"] * 2)
+
+    (tmp_path / "notes.txt").write_text("path,class\n")
+    assert main([*base, "--file", str(tmp_path / "notes.txt")]) == 2  # not a label file: one line
+    assert "error: notes.txt: use a .csv or .jsonl file" in capsys.readouterr().err
+    assert main(["import-labels", "--project", str(tmp_path / "none"), "--subfolders"]) == 2
+    assert "error: no project at" in capsys.readouterr().err
+
+
+def test_import_labels_needs_exactly_one_source(tmp_path, capsys):
+    for sources, message in (
+        ([], "one of the arguments --file --subfolders is required"),
+        (["--subfolders", "--file", "x.csv"], "not allowed with argument"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(["import-labels", "--project", str(tmp_path), *sources])
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_import_labels_in_a_subprocess_imports_no_torch(tmp_path):
+    project = _labeled_folder_project(tmp_path)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"path": "red/img_0001.png", "class": "red"}\n')
+    probe = (
+        "import sys; from engine.cli import main\n"
+        f"code = main(['import-labels', '--project', {str(project.root)!r}, '--file', {str(labels)!r}])\n"
+        "print(code, sorted(m for m in ('torch', 'faiss', 'streamlit') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["labels.jsonl: 1 row read.", "Imported 1 label: red 1.", "0 []"]
