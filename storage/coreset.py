@@ -262,9 +262,27 @@ def coreset_items(project: Project, run_id: int) -> list[CoresetItem]:
 
 
 def _item(row: tuple) -> CoresetItem:
-    item_id, path, label, current, kept, *values, suspect, reviewed, changed = row
-    changed = bool(suspect) and bool(reviewed) and bool(changed)
-    return CoresetItem(item_id, path, label, current, bool(kept), *values, bool(suspect), bool(reviewed), changed)
+    (item_id, path, label, current, kept, rank, score, forgetting, el2n, grand, predicted, alternative) = row[:12]
+    confidence, right_share, suspect, reviewed, changed = row[12:]
+    return CoresetItem(
+        item_id=item_id,
+        path=path,
+        label=label,
+        current=current,
+        kept=bool(kept),
+        rank=rank,
+        score=score,
+        forgetting=forgetting,
+        el2n=el2n,
+        grand=grand,
+        predicted=predicted,
+        alternative=alternative,
+        confidence=confidence,
+        right_share=right_share,
+        suspect=bool(suspect),
+        reviewed=bool(reviewed),
+        changed=bool(suspect) and bool(reviewed) and bool(changed),
+    )
 
 
 def kept_item_ids(project: Project, run_id: int) -> list[int]:
