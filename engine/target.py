@@ -7,6 +7,7 @@ held-out set); `run_target` also saves the checkpoint under
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from engine.score import predict_logits
 from engine.train import Cancelled, Progress, StepsSeen, train
 
 CHECKPOINT_DIR = "target"
+SUBSET_CHECKPOINT_DIR = "target_subset"  # the target trained on a core-set run's kept items
 METRICS_FILE = "metrics.json"
 
 
@@ -60,18 +62,22 @@ def fit_target(
     model_name: str | None = None,
     steps: int | None = None,
     level: str | None = None,
+    coreset_run: int | None = None,
 ) -> TargetFit:
     """Train `settings.target` (or `model_name`) at its training level (or `steps` / `level`)
-    on every training label and evaluate it on the labeled validation items.
+    on every training label (or, with `coreset_run`, on that run's kept items that still carry a label)
+    and evaluate it on the labeled validation items.
 
-    Raises TargetError when fewer than two classes have labels, Cancelled
+    Raises TargetError when fewer than two classes have labels (or the run is unknown), Cancelled
     when `should_stop()` turns True, TrainingFailed when the run diverged or
     collapsed to one class (no model is returned, so none is ever saved).
     """
-    inputs = storage.read_round_inputs(project)
+    kept = _kept(project, coreset_run)
+    inputs = _restricted(storage.read_round_inputs(project), kept)
     _check_labels(inputs)  # before decoding: fail fast
     report = on_progress or (lambda fraction, message: None)
     inputs, pool = load_inputs_and_pool(project, inputs, lambda f: report(0.05 * f, "decoding images"))
+    inputs = _restricted(inputs, kept)
     _check_labels(inputs)  # again: decoding may have found images missing
     settings = inputs.settings
     stage = stage_config(settings, "target", model_name=model_name, steps=steps, level=level)
@@ -107,7 +113,26 @@ def fit_target(
         steps=seen.last,
         training=f"{stage.train.steps} steps" if stage.train.steps else level,
     )
+    if coreset_run is not None:
+        run = storage.get_coreset_run(project, coreset_run)
+        fit.metrics["coreset"] = {"run": run.id, "method": run.method, "keep": run.keep, "n_labeled": run.n_labeled}
     return fit
+
+
+def _kept(project: storage.Project, coreset_run: int | None) -> frozenset[int] | None:
+    if coreset_run is None:
+        return None
+    try:
+        return frozenset(storage.kept_item_ids(project, coreset_run))
+    except storage.StorageError as exc:
+        raise TargetError(f"{exc}: curate the labeled set again on the Curate page") from exc
+
+
+def _restricted(inputs: storage.RoundInputs, kept: frozenset[int] | None) -> storage.RoundInputs:
+    """`inputs` with only the `kept` training labels (all of them when None)."""
+    if kept is None:
+        return inputs
+    return dataclasses.replace(inputs, training={i: c for i, c in inputs.training.items() if i in kept})
 
 
 def _check_labels(inputs: storage.RoundInputs) -> None:
@@ -134,19 +159,22 @@ def run_target(
     project: storage.Project,
     on_progress: Callable[[float, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    *,
+    coreset_run: int | None = None,
 ) -> dict:
     """Train and evaluate the target, save its checkpoint; return the metrics and `checkpoint` path.
 
-    The checkpoint goes to `project.models_dir / "target"` (engine.checkpoint
+    The checkpoint goes to `project.models_dir / "target"` (with `coreset_run`, trained on that run's kept
+    items, to `"target_subset"`, so the target on all labels stays beside it) (engine.checkpoint
     format, loadable with `load_checkpoint`); the metrics are also written as
     `metrics.json` beside the weights. Metrics: accuracy (None without
     validation labels), per_class_accuracy, confusion, n_validation,
     train_s, n_labels, model, steps (run), training (level or fixed steps).
     """
-    fit = fit_target(project, on_progress, should_stop)
+    fit = fit_target(project, on_progress, should_stop, coreset_run=coreset_run)
     path = save_checkpoint(
         fit.model,
-        project.models_dir / CHECKPOINT_DIR,
+        project.models_dir / (CHECKPOINT_DIR if coreset_run is None else SUBSET_CHECKPOINT_DIR),
         class_names=fit.class_names,
         image_size=fit.image_size,
         normalization=fit.normalization,

@@ -213,8 +213,9 @@ def _round_job(project, params, on_progress, should_stop) -> dict:
 def _target_job(project, params, on_progress, should_stop) -> dict:
     from engine.target import run_target
 
-    _check_params("target", params, set())
-    return run_target(project, on_progress, should_stop)
+    params = _check_params("target", params, {"coreset_run"})
+    run = params.get("coreset_run")
+    return run_target(project, on_progress, should_stop, coreset_run=None if run is None else int(run))
 
 
 def _backbone_job(project, params, on_progress, should_stop) -> dict:

@@ -163,3 +163,27 @@ def test_a_backbone_target_without_a_backbone_says_what_to_choose_instead(tmp_pa
     label_queue(project)
     with pytest.raises(TargetError, match=r"has not finished training.*target model trained from scratch"):
         run_target(project)
+
+
+def test_the_target_trains_on_a_core_set_runs_kept_items_beside_the_full_one(validated_project):
+    from engine.jobs.coreset import curate
+
+    label_queue(validated_project, storage.current_round(validated_project).id)
+    label_by_folder(validated_project, [i.id for i in storage.usable_items(validated_project)][:24])
+    run = curate(validated_project, method="entropy", keep=0.5)
+    kept = set(storage.kept_item_ids(validated_project, run.id))
+    storage.set_label(validated_project, sorted(kept)[0], storage.SKIP)  # a kept item skipped since
+    subset = run_target(validated_project, coreset_run=run.id)
+    assert Path(subset["checkpoint"]) == validated_project.models_dir / "target_subset"
+    assert subset["n_labels"] == len(kept) - 1
+    assert subset["coreset"] == {"run": run.id, "method": "entropy", "keep": 0.5, "n_labeled": run.n_labeled}
+    full = run_target(validated_project)
+    assert Path(full["checkpoint"]) == validated_project.models_dir / "target"
+    assert full["n_labels"] == run.n_labeled - 1 and "coreset" not in full
+    assert (validated_project.models_dir / "target_subset" / "metrics.json").is_file()
+
+
+def test_an_unknown_core_set_run_is_refused(validated_project):
+    with pytest.raises(TargetError, match="no core-set run 9"):
+        run_target(validated_project, coreset_run=9)
+    assert not (validated_project.models_dir / "target_subset").exists()
