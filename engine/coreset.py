@@ -27,7 +27,7 @@ from engine.config import TRAINING_LEVELS, stage_config
 from engine.example_stats import score_labeled_set
 from engine.machine import machine_info
 from engine.models import build_model
-from engine.names import COLD_START
+from engine.names import CORESET_METHODS
 from engine.pool_cache import channel_stats, folder_image_size
 from engine.score import PoolScores
 from engine.selection.balance import class_balanced, class_shares
@@ -37,9 +37,6 @@ from engine.simulate import load_test_set
 from engine.train import evaluate, train
 
 SELECTORS = ("proxy", "target")
-# every registered method that can select from a labeled set (the cold-start ones need a backbone's embeddings
-# of an unlabeled pool)
-CORESET_METHODS = tuple(name for name in STRATEGIES if name not in COLD_START)
 PER_ITEM_SCORES = ("least_confidence", "margin", "entropy", *STATISTICS)
 
 

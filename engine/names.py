@@ -93,3 +93,6 @@ STRATEGY_NAMES = tuple(STRATEGY_INFO)
 LABELING_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.labeling)
 DISTANCE_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.reads_distances)
 COLD_START = tuple(name for name, info in STRATEGY_INFO.items() if info.cold_start)
+# what can select from a labeled set (a core-set); the cold-start ones, and hybrid (typiclust until the labels
+# cover the pool's clusters), are made for an unlabeled pool
+CORESET_METHODS = tuple(name for name, info in STRATEGY_INFO.items() if not info.cold_start and name != "hybrid")
