@@ -12,6 +12,12 @@ batches) and the steps (passes over the set, between a floor and a cap); a
 wall-clock cap (`max_seconds`) fits the plan to the time left, first after a
 few timed steps, then at each progress report. A run that diverges, collapses to one class or learned nothing raises
 `TrainingFailed` with a reason a person can read.
+
+Two hooks: a `StepObserver` sees every step's predictions (per-example
+statistics, engine.example_stats), and a `Sampler` decides which training
+positions each step's batch draws from and how many steps the run takes (the
+default, `ShuffleAll`, is a fresh shuffle of all N each pass;
+`engine.training.dynamic.DynamicKeep` is DynaMS).
 """
 
 from __future__ import annotations
@@ -35,14 +41,18 @@ __all__ = [
     "Cancelled",
     "LearnedNothing",
     "Progress",
+    "Sampler",
+    "ShuffleAll",
     "StepObserver",
     "StepsSeen",
     "TrainConfig",
     "TrainingFailed",
+    "TrainingRun",
     "augment",
     "best_device",
     "evaluate",
     "plan",
+    "step_sizes",
     "train",
 ]
 
@@ -133,7 +143,7 @@ def plan(n: int, config: TrainConfig) -> tuple[int, int]:
     batch = max(2, min(config.batch_size, max(min(n, MIN_BATCH), n // BATCHES_PER_PASS)))
     if config.steps:
         return batch, config.steps
-    per_pass = len(_step_sizes(n, batch))
+    per_pass = len(step_sizes(n, batch))
     return batch, int(min(config.max_steps, max(config.min_steps, round(config.passes * per_pass))))
 
 
@@ -146,6 +156,7 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     observer: StepObserver | None = None,
+    sampler: Sampler | None = None,
 ) -> nn.Module:
     """Train `model` in place on uint8 `images` [N, 3, H, W] with int64 `labels` [N]; return it.
 
@@ -159,6 +170,8 @@ def train(
     model predicts one class for every training image or does no better on
     them than always answering the most common class. `observer` sees every step's predictions
     (`StepObserver`: per-example statistics such as forgetting events, without a second pass).
+    `sampler` picks the positions each step's batch draws from and the run's length (`Sampler`;
+    default `ShuffleAll`, every example once a pass); recalibration and the check use all the data.
     """
     labels = _labels_array(labels)
     _check_inputs(images, labels, config, model)
@@ -169,8 +182,9 @@ def train(
     model.train()
     mean, std = normalization_tensors(normalization, device)
     gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu").manual_seed(config.seed)
+    sampler = ShuffleAll() if sampler is None else sampler
     batch, planned = plan(len(labels), config)
-    schedule = _Schedule(planned, config)
+    schedule = _Schedule(_run_steps(sampler, labels, batch, planned), config)
     optimizer = _optimizer(model, config, batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     ema = _Ema(model, config.ema) if config.ema else None
@@ -178,10 +192,11 @@ def train(
     stopper = _Stopper(should_stop)
     clock = _Clock(device)
     loss_sum = torch.zeros((), device=device)
-    since_report = 0
+    since_report = done = 0
+    run = TrainingRun(model, data, targets, mean, std, batch, gen, schedule, stopper.check)
     # convolutions that oneDNN's bf16 kernels get wrong run in float32 (engine.precision)
     with float32_convs(model, to_float(data[:1], mean, std, channels_last=True)):
-        for step, idx in enumerate(_batches(len(labels), batch, gen, device), start=1):
+        for step, idx in enumerate(sampler.batches(run), start=1):
             if step > schedule.total:
                 break
             stopper.check()
@@ -201,6 +216,8 @@ def train(
                     on_progress(Progress(step, schedule.total, loss, clock.seconds()))
                 loss_sum.zero_()
                 since_report = 0
+            done = step
+        sampler.finish(done, clock.seconds())
         if ema is not None:
             ema.copy_to(model)
         if config.recalibrate_bn:
@@ -209,6 +226,66 @@ def train(
     if config.check:
         check_learned(model, data, targets, normalization, gen)
     return model
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a `Sampler` sees of the run it draws batches for; tensors are on the training device."""
+
+    model: nn.Module  # in train mode between steps; a sampler that scores with it restores that
+    data: torch.Tensor  # uint8 [N, 3, H, W], the whole training set
+    targets: torch.Tensor  # int64 [N]
+    mean: torch.Tensor  # normalization (engine.device.to_float)
+    std: torch.Tensor
+    batch: int  # the plan's batch size
+    gen: torch.Generator  # the run's generator (shuffles, augmentation); seeded with config.seed
+    schedule: _Schedule  # schedule.total: the steps the run takes now (a time cap may shorten it mid-run)
+    stop: Callable[[], None]  # raises Cancelled when should_stop() says so (rate-limited): call it in long work
+
+    @property
+    def total(self) -> int:
+        """The steps the run takes, as known now."""
+        return self.schedule.total
+
+
+class Sampler(Protocol):
+    """Which training positions each step's batch draws from, and how many steps the run takes."""
+
+    def steps(self, labels: np.ndarray, batch: int, planned: int) -> int:
+        """The run's length in steps (the learning-rate schedule's), given the labels [N], the batch size and
+        the steps full training would take (`plan`); called once, before the first step."""
+        ...
+
+    def batches(self, run: TrainingRun) -> Iterator[torch.Tensor]:
+        """Each step's batch in turn, without end: int64 positions (rows of the training set) on the device.
+
+        Drawn lazily, just before its step; the loop stops after `run.total` steps (it draws one batch more,
+        which must be cheap)."""
+        ...
+
+    def finish(self, steps: int, seconds: float) -> None:
+        """Called after the last step: the steps taken and the seconds the step loop ran."""
+        ...
+
+
+class ShuffleAll:
+    """The default sampler: the planned steps, each pass a fresh shuffle of all N examples (`_batches`)."""
+
+    def steps(self, labels: np.ndarray, batch: int, planned: int) -> int:
+        return planned
+
+    def batches(self, run: TrainingRun) -> Iterator[torch.Tensor]:
+        return _batches(len(run.targets), run.batch, run.gen, run.data.device)
+
+    def finish(self, steps: int, seconds: float) -> None:
+        pass
+
+
+def _run_steps(sampler: Sampler, labels: np.ndarray, batch: int, planned: int) -> int:
+    steps = sampler.steps(labels, batch, planned)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"a sampler must plan at least one step, got {steps!r}")
+    return int(steps)
 
 
 class StepObserver(Protocol):
@@ -281,7 +358,7 @@ def recalibrate_batchnorm(
     if len(order) == 1:
         order = order.repeat(2)
     model.train()
-    for idx in order.split(_step_sizes(len(order), batch)):
+    for idx in order.split(step_sizes(len(order), batch)):
         with autocast(data.device):
             model(to_float(data[idx], mean, std, channels_last=True))
     for m, momentum in zip(layers, momenta, strict=True):
@@ -386,13 +463,13 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 def _batches(n: int, batch: int, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
     """Index batches forever: each pass a fresh shuffle of all n images, cut into near-equal batches."""
-    sizes = _step_sizes(n, batch)
+    sizes = step_sizes(n, batch)
     while True:
         order = torch.randperm(n, generator=gen, device=gen.device).repeat(2 if n == 1 else 1).to(device)
         yield from order.split(sizes)
 
 
-def _step_sizes(n: int, batch_size: int) -> list[int]:
+def step_sizes(n: int, batch_size: int) -> list[int]:
     """Images in each step of one pass: every example once, in near-equal batches.
 
     Equal batches, not full batches plus a remainder: 5,000 images in

@@ -18,6 +18,7 @@ from engine.train import (
     Cancelled,
     LearnedNothing,
     Progress,
+    ShuffleAll,
     TrainConfig,
     TrainingFailed,
     augment,
@@ -301,6 +302,67 @@ def test_seeded_training_is_reproducible_on_cpu():
     assert not all(torch.equal(a, b) for a, b in zip(weights(runs[0]), weights(other), strict=True))
 
 
+def test_the_default_sampler_is_a_fresh_shuffle_of_every_example_each_pass():
+    images, labels = separable(n_per_class=5)  # 15 images, batches of 16: one step a pass, 11 passes + one more
+    config = TrainConfig(steps=11, batch_size=16, device="cpu", check=False, ema=0.5)
+    default = train(build_model("proxy_tiny", 3, 16, seed=1), images, labels, config, NORM)
+    explicit = train(build_model("proxy_tiny", 3, 16, seed=1), images, labels, config, NORM, sampler=ShuffleAll())
+    assert all(torch.equal(a, b) for a, b in zip(weights(default), weights(explicit), strict=True))
+
+
+class FirstClassOnly:
+    """A sampler that trains 4 steps on the positions of class 0 alone, and records what train() tells it."""
+
+    def __init__(self):
+        self.told = None
+
+    def steps(self, labels, batch, planned):
+        self.told = (len(labels), batch, planned)
+        return 4
+
+    def batches(self, run):
+        own = torch.nonzero(run.targets == 0).flatten()
+        while True:
+            yield own[:3]
+
+    def finish(self, steps, seconds):
+        self.finished = (steps, seconds > 0)
+
+
+def test_a_sampler_sets_the_steps_and_the_positions_each_batch_draws_from():
+    images, labels = separable(n_per_class=8)
+    sampler, seen = FirstClassOnly(), []
+
+    class Positions:
+        def observe(self, step, positions, logits, embeddings, labels):
+            seen.append((step, positions.tolist(), labels.tolist()))
+
+    reports: list[Progress] = []
+    train(
+        build_model("proxy_tiny", 3, 16, seed=0),
+        images,
+        labels,
+        FAST,
+        NORM,
+        on_progress=reports.append,
+        observer=Positions(),
+        sampler=sampler,
+    )
+    first = np.flatnonzero(labels == 0)[:3].tolist()
+    assert sampler.told == (24, 16, 6) and sampler.finished == (4, True)
+    assert [p.steps for p in reports] == [4, 4, 4, 4]
+    assert seen == [(step, first, [0, 0, 0]) for step in (1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.5, None])
+def test_a_sampler_planning_no_steps_is_refused(steps):
+    sampler = FirstClassOnly()
+    sampler.steps = lambda labels, batch, planned: steps
+    images, labels = separable(n_per_class=2)
+    with pytest.raises(ValueError, match="a sampler must plan at least one step"):
+        train(build_model("proxy_tiny", 3, 16, seed=0), images, labels, FAST, NORM, sampler=sampler)
+
+
 @pytest.mark.parametrize("name", ["proxy_tiny", "tv_resnet18"])  # tv_resnet18: 1x1 last map at 16 px
 @pytest.mark.parametrize("n, batch_size", [(1, 128), (3, 128), (3, 2), (5, 4)])
 def test_tiny_sets_and_single_example_classes_train(name, n, batch_size):
@@ -327,13 +389,13 @@ def test_tiny_sets_and_single_example_classes_train(name, n, batch_size):
     ],
 )
 def test_step_sizes_are_equal_batches_of_every_example(n, batch_size, expected):
-    assert train_module._step_sizes(n, batch_size) == expected
+    assert train_module.step_sizes(n, batch_size) == expected
 
 
 @pytest.mark.parametrize("batch_size", [2, 3, 7, 128])
 def test_step_sizes_use_each_example_once_and_never_one(batch_size):
     for n in range(2, 600):
-        sizes = train_module._step_sizes(n, batch_size)
+        sizes = train_module.step_sizes(n, batch_size)
         assert sum(sizes) == n and min(sizes) >= 2 and max(sizes) - min(sizes) <= 1, (n, sizes)
         assert max(sizes) <= max(batch_size, 3), (n, sizes)
 
