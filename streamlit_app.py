@@ -19,6 +19,7 @@ page = st.navigation(
         st.Page("app/page_labels.py", url_path="labels", title="Labels", icon=":material/checklist:"),
         st.Page("app/page_project.py", url_path="project", title="Project", icon=":material/folder_open:"),
         st.Page("app/page_progress.py", url_path="progress", title="Progress", icon=":material/monitoring:"),
+        st.Page("app/page_curate.py", url_path="curate", title="Curate", icon=":material/filter_alt:"),
         st.Page("app/page_target.py", url_path="target", title="Target", icon=":material/model_training:"),
         st.Page("app/page_export.py", url_path="export", title="Export", icon=":material/download:"),
     ]

@@ -63,6 +63,21 @@ def imagefolder_zip(project: storage.Project) -> bytes:
     return storage.export_imagefolder_zip(project, project.exports_dir / "imagefolder.zip").read_bytes()
 
 
+def subset_csv(project: storage.Project, run_id: int) -> bytes:
+    dest = project.exports_dir / f"labels_coreset_{run_id}.csv"
+    return storage.export_labels_csv(project, dest, coreset_run=run_id).read_bytes()
+
+
+def subset_jsonl(project: storage.Project, run_id: int) -> bytes:
+    dest = project.exports_dir / f"labels_coreset_{run_id}.jsonl"
+    return storage.export_labels_jsonl(project, dest, coreset_run=run_id).read_bytes()
+
+
+def subset_zip(project: storage.Project, run_id: int) -> bytes:
+    dest = project.exports_dir / f"imagefolder_coreset_{run_id}.zip"
+    return storage.export_imagefolder_zip(project, dest, coreset_run=run_id).read_bytes()
+
+
 def checkpoint_dir(project: storage.Project) -> Path | None:
     """The target checkpoint folder, if the target was trained and its metadata written."""
     folder = project.models_dir / CHECKPOINT_DIR

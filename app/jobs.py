@@ -1,4 +1,4 @@
-"""Asking the engine for background work: round and target jobs run by the worker process.
+"""Asking the engine for background work: round, target, backbone and coreset jobs run by the worker process.
 
 The page never trains: it enqueues a job in the project's jobs table, makes
 sure a worker process is alive (`engine.worker.ensure_worker`) and polls the
@@ -18,7 +18,8 @@ from engine.initial import RoundError, candidate_ids, run_initial_round
 
 ACTIVE = ("queued", "running")
 SILENT_BEATS = 3  # heartbeats a running job may miss before the page starts a new worker for it
-TARGET_DIR = "target"  # engine.target saves under models_dir / "target"
+TARGET_DIR = "target"  # engine.target saves under models_dir / "target" ...
+SUBSET_TARGET_DIR = "target_subset"  # ... and a target trained on a core-set run's kept items beside it
 # The next round starts while the newest batch is being finished, so it is ready when the batch
 # is: between these shares of the batch done, as soon as the annotator's pace says the open items
 # take EARLY_MARGIN times as long as the last round took, plus one label (the view picks the new
@@ -182,11 +183,25 @@ def _round_seconds(job: storage.Job | None) -> float:
     return job.finished_at - job.created_at
 
 
-def start_target(project: storage.Project) -> storage.Job:
-    """Enqueue target training unless one is already queued or running."""
-    job, _ = storage.enqueue_unless_active(project, "target")
+def start_target(project: storage.Project, coreset_run: int | None = None) -> storage.Job:
+    """Enqueue target training (on a core-set run's kept items, given one) unless one is already queued or
+    running."""
+    params = None if coreset_run is None else {"coreset_run": int(coreset_run)}
+    job, _ = storage.enqueue_unless_active(project, "target", params)
     start_worker(project)
     return job
+
+
+def start_coreset(project: storage.Project, method: str, keep: float, balance: bool, selector: str) -> storage.Job:
+    """Enqueue curating the labeled set unless a curation is already queued or running."""
+    params = {"method": method, "keep": float(keep), "balance": bool(balance), "selector": selector}
+    job, _ = storage.enqueue_unless_active(project, "coreset", params)
+    start_worker(project)
+    return job
+
+
+def latest_coreset(project: storage.Project) -> storage.Job | None:
+    return storage.latest_job(project, "coreset")
 
 
 def start_backbone(project: storage.Project) -> storage.Job:
@@ -209,12 +224,13 @@ def latest_target(project: storage.Project) -> storage.Job | None:
     return storage.latest_job(project, "target")
 
 
-def last_target_result(project: storage.Project) -> dict | None:
-    """Metrics of the latest trained target: its job's result, else the metrics saved beside the checkpoint."""
+def last_target_result(project: storage.Project, subset: bool = False) -> dict | None:
+    """Metrics of the latest trained target (on all training labels; with `subset`, on a core-set run's kept
+    items): its job's result, else the metrics saved beside the checkpoint."""
     job = storage.latest_job(project, "target")
-    if job is not None and job.state == "done" and job.result:
+    if job is not None and job.state == "done" and job.result and ("coreset_run" in job.params) == subset:
         return job.result
-    saved = project.models_dir / TARGET_DIR / "metrics.json"
+    saved = project.models_dir / (SUBSET_TARGET_DIR if subset else TARGET_DIR) / "metrics.json"
     try:
         return json.loads(saved.read_text())
     except (OSError, ValueError):

@@ -157,3 +157,17 @@ def _apply(project: storage.Project, event: dict) -> None:
     value = storage.SKIP if action == "skip" else str(event["value"])
     how = event.get("how") if event.get("how") in storage.SOURCES else None
     storage.set_labels(project, items, value, annotator=annotator, source=how)
+
+
+def suspect_caption(item: storage.CoresetItem) -> str:
+    """Why a core-set run flagged an item as possibly mislabeled, in a tile's caption."""
+    parts = [f"labeled {item.label}"]
+    if item.alternative is not None:
+        parts.append(f"proxy suggests {item.alternative}")
+    if item.never_learned:
+        parts.append("never learned")
+    elif item.forgetting:
+        parts.append(f"forgotten {item.forgetting:.0f}×")
+    if item.right_share is not None:
+        parts.append(f"right {item.right_share:.0%} of the time")
+    return " · ".join(parts)

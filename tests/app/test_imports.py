@@ -68,6 +68,9 @@ def test_drawing_every_page_of_a_trained_project_imports_neither_torch_nor_faiss
     run_worker(project.root, once=True)  # runs both, here (the test process may import torch)
     assert storage.current_round(project).index == 1
     assert jobs.last_target_result(project)
+    jobs.start_coreset(project, "forgetting", 1.0, True, "proxy")  # the Curate page shows a run
+    run_worker(project.root, once=True)
+    assert storage.latest_coreset_run(project) is not None
 
     pages = sorted(str(p.relative_to(REPO)) for p in (REPO / "app").glob("page_*.py"))
     env = {**os.environ, "PROXY_LABELER_PROJECT": str(project.root)}
@@ -82,11 +85,12 @@ def test_drawing_every_page_of_a_trained_project_imports_neither_torch_nor_faiss
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     drawn = report["drawn"]
-    assert sorted(drawn) == pages and len(pages) == 6
+    assert sorted(drawn) == pages and len(pages) == 7
     assert all(page["title"] for page in drawn.values())
     project_page = drawn["app/page_project.py"]["selectboxes"]
     assert {"s-strategy", "s-proxy", "s-target", "c-strategy", "c-proxy", "c-target"} <= set(project_page)
     target_page = drawn["app/page_target.py"]
     assert any(text.startswith("Target model **") for text in target_page["markdown"])
     assert "Validation accuracy" in target_page["metrics"]
+    assert "Kept" in drawn["app/page_curate.py"]["metrics"]
     assert report["heavy"] == []

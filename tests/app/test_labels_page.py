@@ -65,3 +65,37 @@ def test_proxy_disagrees_and_round_list_exactly_the_matching_items(open_app, pro
     at.toggle(key="browse_disagrees").set_value(True).run()
     at.multiselect(key="browse_rounds").set_value([0]).run()
     assert next(c.value for c in at.caption if "items match" in c.value).startswith("0 of ")  # both filters at once
+
+
+def test_possibly_mislabeled_lists_the_open_suspects_of_the_latest_curation(open_app, project):
+    labeled = sorted(storage.training_labels(project).items())
+    flagged = [item_id for item_id, _ in labeled[:2]]
+    rows = [
+        storage.CoresetRow(
+            item_id, position, kept=False, forgetting=float("inf"), alternative=(position + 1) % 3, suspect=True
+        )
+        if item_id in flagged
+        else storage.CoresetRow(item_id, position, kept=False)
+        for item_id, position in labeled
+    ]
+    watermark = storage.read_round_inputs(project).label_watermark
+    storage.save_coreset_run(
+        project,
+        method="forgetting",
+        keep=1.0,
+        balance=True,
+        selector="proxy",
+        selector_model="proxy_tiny",
+        label_watermark=watermark,
+        rows=rows,
+    )
+    at = open_app("app/page_labels.py")
+    at.toggle(key="browse_suspects").set_value(True).run()
+    assert listed(at) == flagged
+    [view] = at.get("bidi_component")
+    whys = [item["why"] for item in json.loads(view.proto.json)["items"]]
+    assert all("never learned" in why and "proxy suggests" in why for why in whys)
+    name = storage.current_labels(project)[flagged[0]]
+    storage.set_label(project, flagged[0], name, annotator="ben")  # the same class again: the label is right
+    at.run()
+    assert listed(at) == flagged[1:]

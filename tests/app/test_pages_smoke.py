@@ -7,7 +7,14 @@ import pytest
 import storage
 from tests.support import make_app_project, write_image_folder
 
-PAGES = ["app/page_label.py", "app/page_project.py", "app/page_progress.py", "app/page_target.py", "app/page_export.py"]
+PAGES = [
+    "app/page_label.py",
+    "app/page_project.py",
+    "app/page_progress.py",
+    "app/page_curate.py",
+    "app/page_target.py",
+    "app/page_export.py",
+]
 
 
 @pytest.mark.parametrize("page", PAGES)
