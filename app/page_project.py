@@ -81,6 +81,59 @@ def class_editor(project: storage.Project) -> None:
         key_legend(storage.class_names(project))
 
 
+# ---------------------------------------------------------------- import labels
+
+
+def import_section(project: storage.Project) -> None:
+    """Labels the images already carry: Check shows what would be imported, Import imports it all or nothing."""
+    st.caption(project_forms.LABELS_HELP)
+    choice = st.selectbox("Labels from", project_forms.LABEL_SOURCES[1:], key="import-source")
+    path = st.text_input(
+        "Label file on the server (CSV or JSONL)",
+        placeholder="/data/labels.csv",
+        key="import-file",
+        disabled=choice != project_forms.LABEL_FILE,
+    )
+    check, run = st.columns(2)
+    dry_run = check.button("Check", key="import-check", help="Show what would be imported; nothing changes.")
+    do_import = run.button("Import", key="import-run", type="primary")
+    if not (dry_run or do_import):
+        return
+    try:
+        source = project_forms.label_source(choice, path.strip(), project.root)
+        plan = storage.import_labels(project, source, dry_run=dry_run)
+    except storage.LabelImportError as exc:
+        st.error("Nothing was imported: the source has problems (all of them below). Fix them and check again.")
+        project_forms.show_import_report(exc.plan.report())
+        return
+    except storage.StorageError as exc:
+        st.error(f"Nothing was imported: {widgets.md(exc)}")
+        return
+    if dry_run:
+        st.info("The check passed: Import imports this.")
+        project_forms.show_import_report(plan.report())
+        return
+    st.success(f"Imported {len(plan.labels)} labels.")
+    project_forms.show_import_report(plan.report())
+    after_import(project)
+
+
+def after_import(project: storage.Project) -> None:
+    """What labels added outside the batch change: a project with no batch yet gets its first one (from a
+    proxy trained on the labels when they cover two classes); a batch the labels completed starts the next
+    round, as its last label would have."""
+    if storage.current_round(project) is None:
+        try:
+            if not project_forms.first_batch_from_labels(project):
+                st.info("The Label page makes the first batch (Scan the images and make the first batch).")
+        except storage.StorageError as exc:
+            st.warning(widgets.md(exc))
+        return
+    state = jobs.advance(project)
+    if state.kind == "running":
+        st.info("The batch is complete: the next one is being chosen from every label (Label page).")
+
+
 # ---------------------------------------------------------------- overview and ingest
 
 
@@ -179,7 +232,7 @@ def main() -> None:
     if project is None:
         project_forms.dead_end(state.project_error())
         return
-    tabs = st.tabs(["Overview", "Settings", "Classes", "Open or create"])
+    tabs = st.tabs(["Overview", "Settings", "Classes", "Import labels", "Open or create"])
     with tabs[0]:
         overview(project)
     with tabs[1]:
@@ -187,6 +240,8 @@ def main() -> None:
     with tabs[2]:
         class_editor(project)
     with tabs[3]:
+        import_section(project)
+    with tabs[4]:
         project_forms.open_section()
         project_forms.create_section()
 

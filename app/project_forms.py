@@ -55,6 +55,15 @@ HELP = {
     "better features; the Project page shows how well it separates your labels.",
 }
 INITIAL_STRATEGIES = list(storage.INITIAL_STRATEGIES)
+NO_LABELS, SUBFOLDERS, LABEL_FILE = "no", "class subfolders", "a CSV or JSONL file"
+LABEL_SOURCES = [NO_LABELS, SUBFOLDERS, LABEL_FILE]
+LABELS_HELP = (
+    "Labels you already have become ordinary labels (source imported), shown on the Labels page and in "
+    "exports; only the images without one are left to label. class subfolders: each image's first folder "
+    "under the image folder is its class (cat/1.jpg), images directly in the image folder stay unlabeled. "
+    "A CSV or JSONL file: a path and a class per image, as the Export page writes them. All or nothing: "
+    "any problem and nothing is imported."
+)
 
 
 def engine_choices() -> tuple[list[str], list[str]]:
@@ -241,15 +250,49 @@ def create_section() -> None:
             "Creating again into the same folder finishes a project whose creation "
             "was interrupted.",
         )
-        classes = st.text_area("Classes, one per line", placeholder="cat\ndog", height=140)
+        classes = st.text_area(
+            "Classes, one per line",
+            placeholder="cat\ndog",
+            height=140,
+            help="With class subfolders, leave it empty to use the subfolder names.",
+        )
+        labels = st.selectbox("The images already carry labels", LABEL_SOURCES, key="c-labels", help=LABELS_HELP)
+        label_file = st.text_input(
+            "Label file on the server (with a CSV or JSONL file)",
+            placeholder="/data/labels.csv",
+            key="c-label-file",
+            help="path and class columns (class may be called label); paths relative to the image folder.",
+        )
         values = settings_fields(storage.Settings(image_root="", classes=()), "c-", fit=True)
         submitted = st.form_submit_button("Create the project and scan the images", type="primary")
     if submitted:
-        create_project(image_root.strip(), folder.strip(), parse_classes(classes), values)
+        create_project(
+            image_root.strip(), folder.strip(), parse_classes(classes), values, labels=(labels, label_file.strip())
+        )
 
 
-def create_project(image_root: str, folder: str, classes: tuple[str, ...], values: dict) -> None:
-    """Create (or finish creating) a project, scan its images and make the first batch."""
+LabelSource = storage.label_import.Source | None  # a source chosen for import_labels, or none
+
+
+def label_source(choice: str, path: str, project_root: Path | None = None) -> LabelSource:
+    """The source the user chose: None (no labels), storage.SUBFOLDERS, or the label file's bytes, read
+    now (StorageError when it is outside the allowed roots, cannot be read, or is not a label file)."""
+    if choice == SUBFOLDERS:
+        return storage.SUBFOLDERS
+    if choice != LABEL_FILE:
+        return None
+    if not path:
+        raise storage.StorageError("type the path of the label file (CSV or JSONL), or choose no labels")
+    file = storage.LabelFile.read(state.check_allowed(path, "label file", [project_root] if project_root else []))
+    storage.label_import.read_label_file(file)  # a file that is not a label file is refused before anything
+    return file
+
+
+def create_project(
+    image_root: str, folder: str, classes: tuple[str, ...], values: dict, labels: tuple[str, str] = (NO_LABELS, "")
+) -> None:
+    """Create (or finish creating) a project, scan its images, import the labels they carry (`labels`:
+    a LABEL_SOURCES choice and the label file's path) and make the first batch."""
     typed = tuple(name for name in storage.FITTED if values.get(name) is not None)
     defaults = storage.Settings(image_root="", classes=())
     values = {name: (getattr(defaults, name) if value is None else value) for name, value in values.items()}
@@ -258,18 +301,19 @@ def create_project(image_root: str, folder: str, classes: tuple[str, ...], value
     try:
         state.check_backbone(values.get("backbone", "none"))
         check_backbone_users(values.get("backbone", "none"), values.get("proxy", "auto"), values.get("target", "auto"))
-        project, resumed = _create_or_resume(image_root, folder, classes, values)
+        source = label_source(*labels)
+        project, resumed = _create_or_resume(image_root, folder, classes, values, source)
     except (storage.StorageError, BackboneError) as exc:
         st.error(f"Not created: {widgets.md(exc)}")
         return
     if resumed:
         st.info(f"{widgets.md(project.root)} already held this project, half made: finishing it.")
     state.switch_project(project)
-    finish_setup(project, None if resumed else typed)
+    finish_setup(project, None if resumed else typed, labels=source)
 
 
 def _create_or_resume(
-    image_root: str, folder: str, classes: tuple[str, ...], values: dict
+    image_root: str, folder: str, classes: tuple[str, ...], values: dict, labels: LabelSource = None
 ) -> tuple[storage.Project, bool]:
     if not image_root:
         raise storage.SettingsError("image folder is empty; type the folder that holds your images")
@@ -285,9 +329,19 @@ def _create_or_resume(
         if storage.current_round(project) is not None:
             raise storage.StorageError(f"{root} already holds this project; open it instead")
         return project, True
+    found = None
+    if labels is storage.SUBFOLDERS and not classes and images.is_dir():
+        found = storage.find_images(images, exclude=root)
+        classes = tuple(storage.subfolder_classes(found.paths))
+        if len(classes) < storage.project.MIN_CLASSES:
+            raise storage.SettingsError(
+                f"the image folder has {len(classes)} subfolder(s) with images ({', '.join(classes) or 'none'}); "
+                "class subfolders need one folder per class (cat/1.jpg, dog/2.jpg): arrange the images so, "
+                "or type the classes"
+            )
     settings = storage.Settings(image_root=str(images), classes=classes, **values)
     storage.validate_settings(settings)
-    found = storage.find_images(images, exclude=root)
+    found = found or storage.find_images(images, exclude=root)
     if not found.paths:
         kinds = ", ".join(sorted(ext.lstrip(".") for ext in storage.IMAGE_EXTENSIONS))
         raise storage.StorageError(
@@ -296,10 +350,12 @@ def _create_or_resume(
     return storage.create_project(root, settings), False
 
 
-def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None) -> bool:
-    """Scan the image folder (only files not seen yet), fit the settings to the images found and
-    make the first random batch, or queue the job that chooses it on the backbone's embeddings
-    (the project's initial strategy); True when the project is ready to label or waits for that job.
+def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None, labels: LabelSource = None) -> bool:
+    """Scan the image folder (only files not seen yet), fit the settings to the images found, import
+    the labels the images carry (`labels`, all or nothing), and make the first batch: from a proxy
+    trained on the labels when they cover two classes (`first_batch_from_labels`), else at random, or
+    by the job that chooses it on the backbone's embeddings (the project's initial strategy). True when
+    the project is ready to label or waits for a job.
 
     typed: the settings the user typed when creating (kept; the others are fitted). None (resuming,
     or a project opened half made): the settings are kept when they fit the images, else fitted.
@@ -316,8 +372,16 @@ def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None)
         return False
     if not _fit_settings(project, usable, typed):
         return False
+    if labels is not None and not _import_at_creation(project, labels):
+        return False
     start_representation(project)
     if storage.current_round(project) is None:
+        try:
+            if first_batch_from_labels(project):
+                return True
+        except storage.StorageError as exc:
+            st.warning(widgets.md(exc))
+            return False
         strategy, why = initial_strategy(storage.load_settings(project), usable)
         if strategy != "random":
             _queue_first_round(project, strategy)
@@ -329,6 +393,59 @@ def finish_setup(project: storage.Project, typed: tuple[str, ...] | None = None)
             return False
     st.success("The first batch is ready.")
     st.page_link("app/page_label.py", label="Start labeling", icon=":material/label:")
+    return True
+
+
+def _import_at_creation(project: storage.Project, labels: storage.label_import.Source) -> bool:
+    """Import the labels the images came with; False (the report shown) when the source has problems."""
+    try:
+        # the validation sample is drawn first, from every image: imported labels on it measure accuracy at once
+        storage.reserve_validation(project)
+        plan = storage.import_labels(project, labels)
+    except storage.LabelImportError as exc:
+        st.error(
+            "The labels were not imported (nothing was): the project is created without them. Fix the "
+            "source, then import it on the Project page (Import labels); the first batch is made then."
+        )
+        show_import_report(exc.plan.report())
+        return False
+    except storage.StorageError as exc:
+        st.error(f"The labels were not imported: {widgets.md(exc)}")
+        return False
+    st.success(f"Imported {len(plan.labels)} labels.")
+    show_import_report(plan.report())
+    return True
+
+
+def show_import_report(report: str) -> None:
+    """An import's report, line by line as written (file and class names shown literally)."""
+    st.code(report, language=None, wrap_lines=True)
+
+
+def first_batch_from_labels(project: storage.Project) -> bool:
+    """When the project has no round yet and its labels cover two classes (imported), or no image is left
+    to label: record round 0 as those labels (engine.initial.start_from_labels) and queue the first batch
+    from a proxy trained on them, or say that nothing is left to label. False when this is no such start;
+    StorageError when the validation sample cannot be reserved."""
+    from app import jobs
+    from engine.initial import candidate_ids, start_from_labels
+
+    made = start_from_labels(project)
+    if made is None:
+        return False
+    if not candidate_ids(project):
+        st.success(
+            f"Every image is labeled ({made.n_labeled} training labels, the rest in the validation set): "
+            "nothing is left to label. Train the target model next."
+        )
+        st.page_link("app/page_target.py", label="Go to the Target page", icon=":material/model_training:")
+        return True
+    jobs.advance(project, force=True)
+    st.success(
+        f"The first batch is being chosen by a proxy trained on the {made.n_labeled} labels the images came "
+        "with: the Label page shows it when it is ready."
+    )
+    st.page_link("app/page_label.py", label="Go to the Label page", icon=":material/label:")
     return True
 
 

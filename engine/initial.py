@@ -36,6 +36,36 @@ def run_initial_round(project: storage.Project, selector: str = "random") -> sto
     )
 
 
+IMPORTED = "imported"  # the strategy of a round 0 that stands for labels brought with the images
+
+
+def start_from_labels(project: storage.Project) -> storage.Round | None:
+    """Round 0 of a project that came with labels (storage.import_labels), or None when this is no such start.
+
+    With training labels in at least two classes before any round, a random first batch would ignore
+    them: round 0 is recorded with no images (strategy IMPORTED, the labels counted as its
+    `n_labeled`), so the next round, the first batch to label, comes from a proxy trained on them
+    (queue it: app.jobs.advance). When no image is left to queue at all (every one labeled or in the
+    validation set) round 0 is recorded too, and the project is at its end (app.jobs: exhausted).
+    Reserves the validation sample first, as every round 0 does. None when a round exists or the
+    labels are too few to train on and images are left to queue (make the usual first batch).
+    """
+    storage.reserve_validation(project)
+    inputs = storage.read_round_inputs(project)
+    classes = {inputs.settings.classes[position] for position in inputs.training.values()}
+    if inputs.latest is not None or not inputs.training or (len(classes) < 2 and inputs.candidates):
+        return None
+    return storage.create_round(
+        project,
+        strategy=IMPORTED,
+        selector=f"{len(inputs.training)} labels brought with the images, in {len(classes)} classes",
+        item_ids=[],
+        scores=[],
+        n_labeled=len(inputs.training),
+        index=0,
+    )
+
+
 def first_batch_size(inputs: storage.RoundInputs) -> int:
     """How many items round 0 queues; RoundError when none can be."""
     size = min(inputs.settings.initial_size, inputs.budget_left, len(inputs.candidates))

@@ -91,6 +91,19 @@ class LabelFile:
     name: str
     data: bytes
 
+    @classmethod
+    def read(cls, path: Path | str) -> LabelFile:
+        """The file at `path`; StorageError, saying what to choose instead, when it cannot be read."""
+        path = Path(path)
+        try:
+            return cls(path.name, path.read_bytes())
+        except FileNotFoundError as exc:
+            raise StorageError(f"no file {path}: choose the CSV or JSONL file that holds the labels") from exc
+        except IsADirectoryError as exc:
+            raise StorageError(f"{path} is a folder: choose the CSV or JSONL file that holds the labels") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {path} ({exc.strerror or exc})") from exc
+
 
 Source = Path | str | LabelFile | _Subfolders
 
@@ -238,17 +251,7 @@ def subfolder_classes(paths: list[str]) -> list[str]:
 
 
 def _label_file(source: Path | str | LabelFile) -> LabelFile:
-    if isinstance(source, LabelFile):
-        return source
-    path = Path(source)
-    try:
-        return LabelFile(path.name, path.read_bytes())
-    except FileNotFoundError as exc:
-        raise StorageError(f"no file {path}: choose the CSV or JSONL file that holds the labels") from exc
-    except IsADirectoryError as exc:
-        raise StorageError(f"{path} is a folder: choose the CSV or JSONL file that holds the labels") from exc
-    except OSError as exc:
-        raise StorageError(f"cannot read {path} ({exc.strerror or exc})") from exc
+    return source if isinstance(source, LabelFile) else LabelFile.read(source)
 
 
 # ---------------------------------------------------------------- reading a file

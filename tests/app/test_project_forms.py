@@ -169,3 +169,104 @@ def test_a_half_made_project_opened_is_finished_from_the_label_page(tmp_path, mo
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(storage.round_items(half, storage.current_round(half).id)) == 3  # the typed settings kept
     assert storage.load_settings(half).budget == 6
+
+
+# ---------------------------------------------------------------- images that carry labels
+
+
+def labeled_folder(root: Path, unlabeled: int = 0) -> dict[str, str]:
+    """red/ green/ blue/ with 4 images each, and `unlabeled` more directly in `root` (distinct pixels)."""
+    truth = write_image_folder(root, per_class=4)
+    if unlabeled:
+        write_image_folder(root, classes=1, per_class=unlabeled, flat=True, seed=9)
+    return truth
+
+
+def create_with_labels(at, images: Path, folder: Path, source: str, label_file: str = "", classes: str = ""):
+    at.selectbox(key="c-labels").set_value(source)
+    at.text_input(key="c-label-file").set_value(label_file)
+    return fill_create(at, images, folder, classes, proxy_steps=30)
+
+
+def test_class_subfolders_give_the_classes_and_the_first_batch_comes_from_a_proxy_trained_on_them(tmp_path):
+    from engine.worker import run_worker
+
+    truth = labeled_folder(tmp_path / "images", unlabeled=12)
+    at = fresh_app()
+    at.switch_page("app/page_project.py").run()
+    create_with_labels(at, tmp_path / "images", tmp_path / "p", "class subfolders")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    project = storage.open_project(tmp_path / "p")
+    assert storage.class_names(project) == ["blue", "green", "red"]  # the subfolder names
+    assert any("Imported 12 labels: blue 4, green 4, red 4." in c.value for c in at.code)
+    labeled = storage.current_labels(project)
+    paths = {item.id: item.path for item in storage.usable_items(project)}
+    assert {paths[i]: name for i, name in labeled.items()} == truth
+    assert {item.source for item in storage.labeled_items(project) if item.class_name} == {"imported"}
+    # round 0 stands for the imported labels; the first batch to label is queued from a proxy trained on them
+    training = storage.training_labels(project)  # the imported labels less any on the validation sample
+    [start] = storage.list_rounds(project)
+    assert (start.strategy, start.n_labeled, storage.round_items(project, start.id)) == ("imported", len(training), [])
+    assert any(f"proxy trained on the {len(training)} labels" in s.value for s in at.success)
+    [job] = storage.active_jobs(project, "round")
+    assert run_worker(project.root, once=True) == 1
+    assert storage.get_job(project, job.id).state == "done", storage.get_job(project, job.id).error
+    first = storage.current_round(project)
+    assert first.index == 1 and first.strategy == storage.load_settings(project).strategy
+    assert first.train_s is not None and first.n_labeled == len(training)  # trained on the imported labels
+    batch = {item_id for item_id, _ in storage.round_items(project, first.id)}
+    assert batch and not batch & set(labeled)  # only unlabeled images are asked
+    for page in ("app/page_label.py", "app/page_labels.py", "app/page_progress.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+
+
+def test_a_project_whose_every_image_is_labeled_says_nothing_is_left_to_label(tmp_path):
+    labeled_folder(tmp_path / "images")
+    at = fresh_app()
+    at.switch_page("app/page_project.py").run()
+    create_with_labels(at, tmp_path / "images", tmp_path / "p", "class subfolders", classes="red\ngreen\nblue")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    project = storage.open_project(tmp_path / "p")
+    assert storage.class_names(project) == ["red", "green", "blue"]  # typed classes win
+    assert len(storage.current_labels(project)) == 12
+    assert storage.validation_labels(project)  # drawn from every image first: labeled at once
+    assert any("nothing is left to label" in s.value for s in at.success)
+    assert not storage.active_jobs(project, "round")
+    at.switch_page("app/page_label.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("nothing left to choose from" in s.value for s in at.success)
+
+
+def test_a_label_file_with_problems_creates_the_project_without_labels_and_without_a_batch(tmp_path):
+    truth = labeled_folder(tmp_path / "images", unlabeled=4)
+    rows = [f"{path},{name}" for path, name in truth.items()]
+    (tmp_path / "labels.csv").write_text("path,class\n" + "\n".join([*rows, "red/img_0000.png,green", ""]))
+    at = fresh_app()
+    at.switch_page("app/page_project.py").run()
+    create_with_labels(
+        at, tmp_path / "images", tmp_path / "p", "a CSV or JSONL file", str(tmp_path / "labels.csv"), "red\ngreen\nblue"
+    )
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("The labels were not imported (nothing was)" in e.value for e in at.error)
+    [report] = [c for c in at.code if "Nothing was imported" in c.value]
+    assert "Conflicting rows (1 image)" in report.value and "red/img_0000.png is 'red' and 'green'" in report.value
+    project = storage.open_project(tmp_path / "p")
+    assert storage.current_labels(project) == {} and storage.current_round(project) is None
+
+
+def test_a_label_file_that_is_not_one_creates_nothing(tmp_path):
+    labeled_folder(tmp_path / "images")
+    (tmp_path / "labels.csv").write_bytes(b"path;class\nred/img_0000.png;red\n")  # not comma-separated
+    at = fresh_app()
+    at.switch_page("app/page_project.py").run()
+    create_with_labels(at, tmp_path / "images", tmp_path / "p", "a CSV or JSONL file", str(tmp_path / "labels.csv"))
+    assert any("Not created" in e.value and "no 'path' column" in e.value for e in at.error)
+    assert not (tmp_path / "p").exists()
+    create_with_labels(at, tmp_path / "images", tmp_path / "p", "a CSV or JSONL file", "/etc/hostname")
+    assert any("label file" in e.value and "outside the folders" in e.value for e in at.error)
+    (tmp_path / "flat").mkdir()
+    write_image_folder(tmp_path / "flat", per_class=2, flat=True)
+    create_with_labels(at, tmp_path / "flat", tmp_path / "p", "class subfolders")
+    assert any("class subfolders need one folder per class" in e.value for e in at.error)
+    assert not (tmp_path / "p").exists()

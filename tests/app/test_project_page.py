@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -106,3 +107,70 @@ def test_the_settings_form_refuses_a_backbone_file_outside_the_allowed_roots_ali
         messages.append(error.value.replace(widgets.md(outside), "PATH"))  # the path as the page escapes it
     assert messages[0] == messages[1]
     assert storage.load_settings(project) == before
+
+
+# ---------------------------------------------------------------- import labels
+
+
+def import_from(at, path: Path, button: str):
+    at.selectbox(key="import-source").set_value("a CSV or JSONL file").run()
+    at.text_input(key="import-file").set_value(str(path))
+    at.button(key=button).click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_import_labels_checks_then_imports_and_the_completed_batch_starts_the_next_round(
+    open_app, project, dataset, tmp_path
+):
+    _, truth = dataset
+    paths = {item.id: item.path for item in storage.usable_items(project)}
+    batch = [item_id for item_id, _ in storage.round_items(project, storage.current_round(project).id)]
+    rows = [f"{paths[i]},{truth[paths[i]]}" for i in batch]  # the open batch, labeled elsewhere
+    (tmp_path / "mine.csv").write_text("path,class\n" + "\n".join(rows) + "\n")
+
+    at = import_from(open_app("app/page_project.py"), tmp_path / "mine.csv", "import-check")
+    assert any("The check passed" in i.value for i in at.info)
+    assert any("Would import 4 labels" in c.value for c in at.code)
+    assert storage.current_labels(project) == {} and not storage.active_jobs(project)  # a check changes nothing
+
+    import_from(at, tmp_path / "mine.csv", "import-run")
+    assert any("Imported 4 labels" in s.value for s in at.success)
+    assert {i: truth[paths[i]] for i in batch} == storage.current_labels(project)
+    assert {item.annotator for item in storage.labeled_items(project) if item.class_name} == {"mine.csv"}
+    assert storage.round_complete(project, storage.current_round(project).id)
+    [job] = storage.active_jobs(project, "round")  # as the batch's last label would have
+    assert job.params == {"after_round": 0}
+
+
+def test_import_labels_with_problems_shows_the_report_and_changes_nothing(open_app, project, dataset, tmp_path):
+    _, truth = dataset
+    [first, second] = sorted(truth)[:2]
+    storage.set_label(project, ids_by_path(project)[first], "blue" if truth[first] != "blue" else "red")
+    before = storage.current_labels(project)
+    (tmp_path / "bad.jsonl").write_text(
+        "\n".join(
+            json.dumps(record)
+            for record in (
+                {"path": first, "class": truth[first]},  # a person labeled it otherwise
+                {"path": second, "class": "purple"},
+                {"path": "nowhere.png", "class": "red"},
+            )
+        )
+    )
+    at = open_app("app/page_project.py")
+    for button in ("import-check", "import-run"):
+        import_from(at, tmp_path / "bad.jsonl", button)
+        assert any("Nothing was imported" in e.value for e in at.error)
+        [report] = [c for c in at.code if "Nothing was imported" in c.value]
+        for kind in ("Unknown path (1 row)", "Unknown class (1 row)", "Labeled otherwise in the app (1 image)"):
+            assert kind in report.value
+        assert storage.current_labels(project) == before
+    at.selectbox(key="import-source").set_value("class subfolders").run()
+    at.button(key="import-run").click().run()  # the images lie in no subfolder
+    assert any("no image lies in a subfolder" in e.value for e in at.error)
+    assert storage.current_labels(project) == before
+
+
+def ids_by_path(project: storage.Project) -> dict[str, int]:
+    return {item.path: item.id for item in storage.usable_items(project)}
