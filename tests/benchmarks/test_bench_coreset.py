@@ -96,10 +96,13 @@ def test_rows_hold_balanced_subsets_planned_by_passes_and_end_to_end_times(study
             chosen = selectors[(row["seed"], row["selector"])]
             expected = chosen["train_s"] + chosen["score_s"] + row["select_s"] + row["target_s"]
             assert row["e2e_s"] == pytest.approx(expected, abs=2e-3)
+            cpu = chosen["cpu_s"] + row["select_cpu_s"] + row["target_cpu_s"]
+            assert row["e2e_cpu_s"] == pytest.approx(cpu, abs=2e-3)
         elif row["kind"] == "random":
             assert row["e2e_s"] == pytest.approx(row["select_s"] + row["target_s"], abs=2e-3)
+            assert row["e2e_cpu_s"] == pytest.approx(row["select_cpu_s"] + row["target_cpu_s"], abs=2e-3)
         else:
-            assert row["e2e_s"] == row["target_s"]
+            assert (row["e2e_s"], row["e2e_cpu_s"]) == (row["target_s"], row["target_cpu_s"])
     steps = {r["n"]: r["steps"] for r in rows if r["kind"] in ("full", "random")}
     assert steps[2] <= steps[12] < steps[24]
 
