@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from engine.representation import require_backbone
 from engine.round import RoundError, load_inputs_and_pool
 from engine.score import predict_logits
 from engine.train import Cancelled, Progress, StepsSeen, train
+from engine.training.dynamic import DynamicKeep
 
 CHECKPOINT_DIR = "target"
 SUBSET_CHECKPOINT_DIR = "target_subset"  # the target trained on a core-set run's kept items
@@ -63,16 +64,21 @@ def fit_target(
     steps: int | None = None,
     level: str | None = None,
     coreset_run: int | None = None,
+    items: Collection[int] | None = None,
+    dynamic_keep: float | None = None,
 ) -> TargetFit:
     """Train `settings.target` (or `model_name`) at its training level (or `steps` / `level`)
-    on every training label (or, with `coreset_run`, on that run's kept items that still carry a label)
-    and evaluate it on the labeled validation items.
+    on every training label (or, with `coreset_run`, on that run's kept items that still carry a label; with
+    `items`, on those) and evaluate it on the labeled validation items. `dynamic_keep` trains with DynaMS
+    (`engine.training.dynamic`: the smallest-margin share of each class, re-selected as it learns, `dynamic_keep`
+    of the data on average); its metrics then say the steps it took against full training's.
 
     Raises TargetError when fewer than two classes have labels (or the run is unknown), Cancelled
     when `should_stop()` turns True, TrainingFailed when the run diverged or
     collapsed to one class (no model is returned, so none is ever saved).
     """
-    kept = _kept(project, coreset_run)
+    sampler = None if not dynamic_keep else DynamicKeep(dynamic_keep)  # a bad keep is refused here, before decoding
+    kept = _kept(project, coreset_run) if items is None else frozenset(int(i) for i in items)
     inputs = _restricted(storage.read_round_inputs(project), kept)
     _check_labels(inputs)  # before decoding: fail fast
     report = on_progress or (lambda fraction, message: None)
@@ -91,7 +97,9 @@ def fit_target(
         report(0.05 + 0.9 * p.fraction, f"training the target: step {p.step}/{p.steps}, loss {p.loss:.3f}")
 
     seen = StepsSeen(on_train)
-    train(model, images, targets, stage.train, normalization, on_progress=seen, should_stop=should_stop)
+    train(
+        model, images, targets, stage.train, normalization, on_progress=seen, should_stop=should_stop, sampler=sampler
+    )
     train_s = time.perf_counter() - started
     if should_stop is not None and should_stop():
         raise Cancelled("target training cancelled")
@@ -113,6 +121,16 @@ def fit_target(
         steps=seen.last,
         training=f"{stage.train.steps} steps" if stage.train.steps else level,
     )
+    if sampler is not None:
+        done = sampler.report
+        fit.metrics["dynamic"] = {
+            "keep": float(dynamic_keep or 0),
+            "steps": done.steps,
+            "full_steps": done.full_steps,
+            "step_share": round(done.step_share, 4),
+            "selections": len(done.selections),
+            "selection_s": round(done.selection_seconds, 2),
+        }
     if coreset_run is not None:
         run = storage.get_coreset_run(project, coreset_run)
         fit.metrics["coreset"] = {"run": run.id, "method": run.method, "keep": run.keep, "n_labeled": run.n_labeled}
@@ -161,6 +179,7 @@ def run_target(
     should_stop: Callable[[], bool] | None = None,
     *,
     coreset_run: int | None = None,
+    dynamic_keep: float | None = None,
 ) -> dict:
     """Train and evaluate the target, save its checkpoint; return the metrics and `checkpoint` path.
 
@@ -171,7 +190,7 @@ def run_target(
     validation labels), per_class_accuracy, confusion, n_validation,
     train_s, n_labels, model, steps (run), training (level or fixed steps).
     """
-    fit = fit_target(project, on_progress, should_stop, coreset_run=coreset_run)
+    fit = fit_target(project, on_progress, should_stop, coreset_run=coreset_run, dynamic_keep=dynamic_keep)
     path = save_checkpoint(
         fit.model,
         project.models_dir / (CHECKPOINT_DIR if coreset_run is None else SUBSET_CHECKPOINT_DIR),

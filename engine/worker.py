@@ -213,9 +213,15 @@ def _round_job(project, params, on_progress, should_stop) -> dict:
 def _target_job(project, params, on_progress, should_stop) -> dict:
     from engine.target import run_target
 
-    params = _check_params("target", params, {"coreset_run"})
-    run = params.get("coreset_run")
-    return run_target(project, on_progress, should_stop, coreset_run=None if run is None else int(run))
+    params = _check_params("target", params, {"coreset_run", "dynamic_keep"})
+    run, keep = params.get("coreset_run"), params.get("dynamic_keep")
+    return run_target(
+        project,
+        on_progress,
+        should_stop,
+        coreset_run=None if run is None else int(run),
+        dynamic_keep=None if keep is None else float(keep),
+    )
 
 
 def _backbone_job(project, params, on_progress, should_stop) -> dict:

@@ -187,3 +187,27 @@ def test_an_unknown_core_set_run_is_refused(validated_project):
     with pytest.raises(TargetError, match="no core-set run 9"):
         run_target(validated_project, coreset_run=9)
     assert not (validated_project.models_dir / "target_subset").exists()
+
+
+def test_a_dynamic_target_takes_fewer_steps_and_says_how_many(validated_project):
+    label_by_folder(validated_project, [i.id for i in storage.usable_items(validated_project)][:24])
+    dynamic = run_target(validated_project, dynamic_keep=0.5)
+    done = dynamic["dynamic"]
+    assert done["keep"] == 0.5 and done["full_steps"] == 30 and done["steps"] < 30 and done["selections"] == 9
+    assert done["step_share"] == pytest.approx(done["steps"] / 30, abs=1e-4)
+    assert dynamic["steps"] == done["steps"] and dynamic["accuracy"] is not None
+
+
+@pytest.mark.parametrize("keep", [1.5, -1, float("nan")])
+def test_a_bad_dynamic_keep_is_refused_before_decoding(validated_project, keep):
+    with pytest.raises(ValueError, match="keep ratio"):
+        run_target(validated_project, dynamic_keep=keep)
+    assert not (validated_project.models_dir / "target").exists()
+
+
+def test_the_target_trains_on_given_items(validated_project):
+    from engine.target import fit_target
+
+    labeled = sorted(storage.training_labels(validated_project))
+    fit = fit_target(validated_project, items=labeled[:4])
+    assert fit.metrics["n_labels"] == 4
