@@ -114,8 +114,13 @@ def add_coreset_arguments(parser: argparse.ArgumentParser) -> None:
     """The coreset flags. Omitted flags take engine.coreset.CoresetConfig's defaults."""
     from storage.project import TRAINING_LEVELS
 
-    parser.add_argument(
-        "--data", type=Path, required=True, help="ImageFolder root with train/<class>/ and test/<class>/"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="ImageFolder root with train/<class>/ and test/<class>/")
+    source.add_argument(
+        "--project",
+        type=Path,
+        help="a project: its training labels, the target tested on its labeled validation images; the run is "
+        "saved in the project (the Curate page shows it)",
     )
     parser.add_argument("--out", type=Path, required=True, help="the JSON result")
     parser.add_argument("--method", default="forgetting", help="a selection method (default: forgetting)")
@@ -123,6 +128,14 @@ def add_coreset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selector", choices=("proxy", "target"), default="proxy", help="which model selects")
     parser.add_argument("--no-balance", action="store_true", help="select without balancing the classes")
     parser.add_argument("--baselines", action="store_true", help="also the target on all data and a random subset")
+    parser.add_argument(
+        "--dynamic-keep",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="also the target with DynaMS keeping R of the data on average, and on all data (steps and seconds "
+        "saved in the same run); 0 = not",
+    )
     parser.add_argument("--proxy", default="auto")
     parser.add_argument("--target", default="auto")
     parser.add_argument("--proxy-training", choices=TRAINING_LEVELS, default="balanced")

@@ -32,9 +32,10 @@ from engine.pool_cache import channel_stats, folder_image_size
 from engine.score import PoolScores
 from engine.selection.balance import class_balanced, class_shares
 from engine.selection.coreset import STATISTICS, labeled_pool
-from engine.selection.strategies import SCORES, STRATEGIES, random_sample
+from engine.selection.strategies import SCORES, STRATEGIES
 from engine.simulate import load_test_set
-from engine.train import evaluate, train
+from engine.train import Sampler, evaluate, train
+from engine.training.dynamic import DynamicKeep, check_keep
 
 SELECTORS = ("proxy", "target")
 PER_ITEM_SCORES = ("least_confidence", "margin", "entropy", *STATISTICS)
@@ -57,13 +58,15 @@ class LabeledData:
 class CoresetConfig:
     """One core-set run; field names match the command-line flags."""
 
-    data: Path
     out: Path
+    data: Path | None = None  # an ImageFolder tree: train/ is the labeled set, test/ tests the target ...
+    project: Path | None = None  # ... or a project: its training labels, tested on its labeled validation images
     method: str = "forgetting"
     keep: float = 0.5  # share of the labeled set kept, in (0, 1]
     selector: str = "proxy"  # proxy | target
     balance: bool = True  # class-balanced selection (DeepCore's setting)
     baselines: bool = False  # also the target on all data and on a random subset of the same size
+    dynamic_keep: float = 0.0  # also the target with DynaMS at this average keep, and on all data; 0 = not
     proxy: str = "auto"
     target: str = "auto"
     proxy_training: str = "balanced"
@@ -86,19 +89,27 @@ def config_from_args(args: argparse.Namespace) -> CoresetConfig:
 def main(args: argparse.Namespace) -> int:
     """Entry point of `proxy-labeler coreset`."""
     result = run_coreset(config_from_args(args), progress=lambda line: print(line, flush=True))
-    print(json.dumps({k: result[k] for k in ("method", "keep", "subset", "stages")}, indent=1))
+    shown = ("method", "keep", "subset", "stages", "full", "random", "dynamic")
+    print(json.dumps({k: result[k] for k in shown if k in result}, indent=1))
     return 0
 
 
 def check_config(config: CoresetConfig) -> None:
     """ValueError, naming the setting, for anything that cannot run; before any training."""
+    if (config.data is None) == (config.project is None):
+        raise ValueError("give either --data (an ImageFolder tree) or --project (a project folder)")
     check_choice(config.method, config.keep, config.selector)
+    if config.dynamic_keep:
+        check_keep(config.dynamic_keep)
     for level in (config.proxy_training, config.target_training):
         if level not in TRAINING_LEVELS:
             raise ValueError(f"unknown training level {level!r}; choose one of {', '.join(TRAINING_LEVELS)}")
-    for split in ("train", "test"):
-        if not (config.data / split).is_dir():
-            raise ValueError(f"{config.data / split} is not a folder: --data needs train/<class>/ and test/<class>/")
+    if config.data is not None:
+        for split in ("train", "test"):
+            if not (config.data / split).is_dir():
+                raise ValueError(
+                    f"{config.data / split} is not a folder: --data needs train/<class>/ and test/<class>/"
+                )
 
 
 def check_choice(method: str, keep: float, selector: str = "proxy") -> None:
@@ -162,6 +173,16 @@ def suspects(pool: PoolScores) -> np.ndarray:
 def run_coreset(config: CoresetConfig, progress: Callable[[str], None] = lambda line: None) -> dict:
     """Select, train the target on the subset (and the baselines), write and return the JSON result."""
     check_config(config)
+    result = _on_project(config, progress) if config.project is not None else _on_folder(config, progress)
+    result["machine"] = machine_info()
+    config.out.parent.mkdir(parents=True, exist_ok=True)
+    with storage.atomic_write(config.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _on_folder(config: CoresetConfig, progress: Callable[[str], None]) -> dict:
+    assert config.data is not None
     data = load_labeled_data(config)
     keep_n = keep_count(config.keep, data.labels, data.classes, config.balance)
     settings = _settings(config, data.classes)
@@ -177,40 +198,128 @@ def run_coreset(config: CoresetConfig, progress: Callable[[str], None] = lambda 
     progress(f"target ({target.model_name}) trains on the {keep_n} kept by {config.method}")
     subset = train_target(target, data, picks)
     stages = {"proxy_s": scored.train_s, "score_s": scored.score_s, "select_s": select_s, "target_s": subset["seconds"]}
-    result = {
-        "method": config.method,
-        "keep": config.keep,
-        "selector": config.selector,
-        "selector_model": selector.model_name,
-        "target_model": target.model_name,
-        "balance": config.balance,
-        "seed": config.seed,
-        "data": str(config.data),
-        "n_train": len(data.labels),
-        "n_test": len(data.test_labels),
-        "subset": {**subset, "seconds": round(sum(stages.values()), 2)},  # end to end
-        "stages": {name: round(value, 2) for name, value in stages.items()},
-        "kept": sorted(int(p) for p in picks),
-        "machine": machine_info(),
-    }
-    if config.baselines:
+    result = _result(config, selector.model_name, target.model_name, subset, stages)
+    result.update(data=str(config.data), n_train=len(data.labels), n_test=len(data.test_labels))
+    result["kept"] = sorted(int(p) for p in picks)
+    everything = np.arange(len(data.labels))
+    if config.baselines or config.dynamic_keep:
         progress(f"baseline: target on all {len(data.labels)}")
-        result["full"] = train_target(target, data, np.arange(len(data.labels)))
+        result["full"] = train_target(target, data, everything)
+    if config.baselines:
         started = time.perf_counter()
-        sampler = class_balanced(random_sample) if config.balance else random_sample
-        drawn = sampler(pool, [], keep_n, rng=np.random.default_rng(config.seed + 1))
+        drawn = select(pool, "random", keep_n, config.balance, config.seed + 1)
         drawn_s = time.perf_counter() - started
         progress(f"baseline: target on a random {keep_n}")
         random_row = train_target(target, data, drawn)
         result["random"] = {**random_row, "seconds": round(random_row["seconds"] + drawn_s, 2)}
-    config.out.parent.mkdir(parents=True, exist_ok=True)
-    with storage.atomic_write(config.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=1))
+    if config.dynamic_keep:
+        progress(f"DynaMS: target on all {len(data.labels)}, keeping {config.dynamic_keep:.0%} on average")
+        sampler = DynamicKeep(config.dynamic_keep)
+        result["dynamic"] = _dynamic_row(train_target(target, data, everything, sampler=sampler), sampler, result)
     return result
+
+
+def _on_project(config: CoresetConfig, progress: Callable[[str], None]) -> dict:
+    """The same run on a project: the kept share is saved as a core-set run (the Curate page shows it); the
+    target is measured on the project's labeled validation images. Models and training come from the
+    project's settings."""
+    from engine.jobs.coreset import curate
+    from engine.target import fit_target
+
+    assert config.project is not None
+    project = storage.open_project(config.project)
+    said = {"message": ""}
+
+    def report(fraction: float, message: str) -> None:
+        if message.split(":")[0] != said["message"]:
+            said["message"] = message.split(":")[0]
+            progress(message)
+
+    run = curate(
+        project,
+        method=config.method,
+        keep=config.keep,
+        balance=config.balance,
+        selector=config.selector,
+        seed=config.seed,
+        on_progress=report,
+    )
+
+    def target_row(**how) -> tuple[dict, dict]:
+        fit = fit_target(project, report, **how)
+        metrics = fit.metrics
+        row = {"test_acc": metrics["accuracy"], "seconds": round(metrics["train_s"], 2), "n": metrics["n_labels"]}
+        return row, metrics
+
+    progress(f"target trains on the {run.n_kept} kept by {config.method}")
+    subset, metrics = target_row(coreset_run=run.id)
+    stages = {
+        "proxy_s": run.train_s or 0.0,
+        "score_s": run.score_s or 0.0,
+        "select_s": run.select_s or 0.0,
+        "target_s": subset["seconds"],
+    }
+    result = _result(config, run.selector_model, metrics["model"], subset, stages)
+    result.update(
+        project=str(project.root),
+        coreset_run=run.id,
+        n_train=run.n_labeled,
+        n_test=metrics["n_validation"],
+        test_set="the project's labeled validation images",
+        kept=storage.kept_item_ids(project, run.id),
+    )
+    if config.baselines or config.dynamic_keep:
+        progress(f"baseline: target on all {run.n_labeled}")
+        result["full"] = target_row()[0]
+    if config.baselines:
+        labels = storage.read_round_inputs(project).training
+        ids = np.array(sorted(labels))
+        probs = np.zeros((len(ids), len(storage.class_names(project))), np.float32)
+        pool = PoolScores(probs, probs, labels=np.array([labels[i] for i in ids]))
+        drawn = ids[select(pool, "random", run.n_kept, config.balance, config.seed + 1)]
+        progress(f"baseline: target on a random {run.n_kept}")
+        result["random"] = target_row(items=drawn.tolist())[0]
+    if config.dynamic_keep:
+        progress(f"DynaMS: target on all {run.n_labeled}, keeping {config.dynamic_keep:.0%} on average")
+        row, metrics = target_row(dynamic_keep=config.dynamic_keep)
+        result["dynamic"] = {**row, **_saved(row, metrics["dynamic"], result["full"])}
+    return result
+
+
+def _result(config: CoresetConfig, selector_model: str, target_model: str, subset: dict, stages: dict) -> dict:
+    return {
+        "method": config.method,
+        "keep": config.keep,
+        "selector": config.selector,
+        "selector_model": selector_model,
+        "target_model": target_model,
+        "balance": config.balance,
+        "seed": config.seed,
+        "subset": {**subset, "seconds": round(sum(stages.values()), 2)},  # end to end
+        "stages": {name: round(value, 2) for name, value in stages.items()},
+    }
+
+
+def _dynamic_row(row: dict, sampler: DynamicKeep, result: dict) -> dict:
+    done = sampler.report
+    dynamic = {"keep": sampler.keep, "steps": done.steps, "full_steps": done.full_steps}
+    return {**row, **_saved(row, dynamic, result["full"])}
+
+
+def _saved(row: dict, dynamic: dict, full: dict) -> dict:
+    """The DynaMS row's steps against full training's plan, and its seconds against the full run's."""
+    return {
+        "keep": dynamic["keep"],
+        "steps": dynamic["steps"],
+        "full_steps": dynamic["full_steps"],
+        "steps_saved": round(1 - dynamic["steps"] / max(1, dynamic["full_steps"]), 4),
+        "seconds_saved": round(1 - row["seconds"] / full["seconds"], 4) if full["seconds"] else None,
+    }
 
 
 def load_labeled_data(config: CoresetConfig) -> LabeledData:
     """Decode train/ and test/ at one size."""
+    assert config.data is not None
     root = config.data / "train"
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     size = config.image_size or folder_image_size(root, classes)
@@ -220,11 +329,12 @@ def load_labeled_data(config: CoresetConfig) -> LabeledData:
     return LabeledData(images, labels, test_images, test_labels, (tuple(mean), tuple(std)), classes, size)
 
 
-def train_target(stage, data: LabeledData, picks: np.ndarray) -> dict:
-    """Train the target on `picks` of the labeled set; its test accuracy, seconds and size."""
+def train_target(stage, data: LabeledData, picks: np.ndarray, sampler: Sampler | None = None) -> dict:
+    """Train the target on `picks` of the labeled set (with `sampler`, e.g. DynaMS); its test accuracy,
+    seconds and size."""
     model = build_model(stage.model_name, len(data.classes), data.size, seed=stage.train.seed)
     started = time.perf_counter()
-    train(model, data.images[picks], data.labels[picks], stage.train, data.normalization)
+    train(model, data.images[picks], data.labels[picks], stage.train, data.normalization, sampler=sampler)
     seconds = time.perf_counter() - started
     accuracy = evaluate(model, data.test_images, data.test_labels, data.normalization)
     return {"test_acc": round(accuracy, 4), "seconds": round(seconds, 2), "n": len(picks)}
@@ -232,7 +342,7 @@ def train_target(stage, data: LabeledData, picks: np.ndarray) -> dict:
 
 def _settings(config: CoresetConfig, classes: list[str]) -> storage.Settings:
     return storage.Settings(
-        image_root=str(config.data / "train"),
+        image_root=str(config.data / "train" if config.data is not None else config.project),
         classes=tuple(classes),
         proxy=config.proxy,
         target=config.target,

@@ -3,6 +3,7 @@ the command line, and every bad setting refused before any training."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -95,6 +96,9 @@ def test_the_command_line_reaches_the_config(data_root, tmp_path):
         (dict(method="nope"), "unknown core-set method 'nope'"),
         (dict(selector="oracle"), "selector must be proxy or target"),
         (dict(proxy_training="slow"), "unknown training level 'slow'"),
+        (dict(dynamic_keep=1.5), "keep ratio must lie in"),
+        (dict(project="/somewhere"), "either --data"),
+        (dict(data=None), "either --data"),
     ],
 )
 def test_bad_settings_are_refused_before_any_training(data_root, tmp_path, monkeypatch, overrides, message):
@@ -146,3 +150,37 @@ def test_a_kept_share_that_leaves_a_class_empty_is_refused():
 
     with pytest.raises(ValueError, match=r"leaves no image of b \(2 labeled\)"):
         keep_count(0.1, np.array([0] * 18 + [1] * 2), ["a", "b"], balance=True)
+
+
+def test_dynamic_keep_trains_the_target_with_dynams_beside_all_data(data_root, tmp_path):
+    result = run_coreset(_config(data_root, tmp_path, dynamic_keep=0.5, target_steps=40))
+    full, dynamic = result["full"], result["dynamic"]
+    assert full["n"] == dynamic["n"] == 24 and "random" not in result
+    assert (dynamic["keep"], dynamic["full_steps"]) == (0.5, 40) and dynamic["steps"] < 40
+    assert dynamic["steps_saved"] == pytest.approx(1 - dynamic["steps"] / 40, abs=1e-4)
+    assert dynamic["seconds_saved"] == pytest.approx(1 - dynamic["seconds"] / full["seconds"], abs=0.02)
+    assert dynamic["test_acc"] >= 2 / 3
+
+
+def test_the_project_form_saves_a_run_and_tests_on_the_validation_labels(tmp_path):
+    import storage
+    from tests.support import label_by_folder, make_tiny_project
+
+    project = make_tiny_project(tmp_path, per_class=10, validation_size=6)
+    storage.reserve_validation(project)
+    label_by_folder(project, [item.id for item in storage.usable_items(project)])
+    args = build_parser().parse_args(
+        ["coreset", "--project", str(project.root), "--out", str(tmp_path / "r.json"), "--keep", "0.5"]
+    )
+    args_config = config_from_args(args)
+    assert args_config.project == project.root and args_config.data is None
+    result = run_coreset(dataclasses.replace(args_config, baselines=True, dynamic_keep=0.5))
+    run = storage.latest_coreset_run(project)
+    assert result["coreset_run"] == run.id and result["kept"] == storage.kept_item_ids(project, run.id)
+    assert (result["n_train"], result["n_test"], result["subset"]["n"]) == (24, 6, 12)
+    assert result["full"]["n"] == 24 and result["random"]["n"] == 12 and result["dynamic"]["n"] == 24
+    assert result["dynamic"]["steps"] < result["dynamic"]["full_steps"] == 30
+    assert result["test_set"] == "the project's labeled validation images"
+    for row in ("subset", "full", "random", "dynamic"):
+        assert result[row]["test_acc"] >= 2 / 3, row
+    assert json.loads((tmp_path / "r.json").read_text())["coreset_run"] == run.id
