@@ -113,6 +113,9 @@ def why_chosen(strategy: str, score: float | None) -> str:
 ACTIONS = ("label", "skip", "undo")
 
 
+VIEW_SOURCES = ("typed", "accepted", "bulk")  # how the labeling view may say a label was given (not oracle, imported)
+
+
 def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> int:
     """Commit the labeling view's events not committed yet, in order; returns how many.
 
@@ -155,7 +158,7 @@ def _apply(project: storage.Project, event: dict) -> None:
             storage.undo_label(project, item_id, annotator=annotator)
         return
     value = storage.SKIP if action == "skip" else str(event["value"])
-    how = event.get("how") if event.get("how") in storage.SOURCES else None
+    how = event.get("how") if event.get("how") in VIEW_SOURCES else None
     storage.set_labels(project, items, value, annotator=annotator, source=how)
 
 

@@ -18,8 +18,9 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
     """What happens between batches: live job progress, a failure with Retry, or a start button."""
     if rs.kind == "none":
         st.info(
-            "No batch yet: scan the image folder (only new files are read) and make the first, "
-            "random batch (no training needed). A project whose creation was interrupted is finished here."
+            "No batch yet: scan the image folder (only new files are read) and make the first batch: at "
+            "random (no training needed), or, when the images came with labels in two classes or more, chosen "
+            "by a proxy trained on them. A project whose creation was interrupted is finished here."
         )
         if st.button("Scan the images and make the first batch", type="primary", key="finish-setup"):
             project_forms.finish_setup(project)

@@ -78,9 +78,12 @@ def labels_per_class(project: storage.Project) -> None:
 
 def time_per_round(frame: pd.DataFrame) -> None:
     st.subheader("Time per round")
-    trained = frame[frame["selector"] != "random"]
+    trained = frame[(frame["selector"] != "random") & (frame["strategy"] != "imported")]
     if trained.empty:
-        st.caption("Round 0 is a random batch (no training); later rounds show train, score and select seconds.")
+        st.caption(
+            "Round 0 is a random batch, or the labels the images came with (no training); later rounds show "
+            "train, score and select seconds."
+        )
         return
     st.bar_chart(trained, x="round", y=["train s", "score s", "select s"], y_label="seconds", height=280)
 

@@ -267,3 +267,11 @@ def test_an_exhausted_pool_points_to_the_target_not_to_a_retry(open_app, project
     at = open_app()
     assert any("nothing left to choose from" in s.value for s in at.success)
     assert not [b for b in at.button if (b.key or "").startswith("retry-")]
+
+
+@pytest.mark.parametrize("claimed", ["imported", "oracle", "made-up"])
+def test_the_view_cannot_claim_a_source_it_never_gives(project, claimed):
+    [first, *_] = batch_ids(project)
+    labeling.apply_events(project, {"client": "t", "events": [event(1, "label", [first], "red", how=claimed)]}, {})
+    assert storage.current_labels(project) == {first: "red"}
+    assert storage.label_history(project, first)[-1].source is None

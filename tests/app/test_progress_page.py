@@ -82,3 +82,23 @@ def test_progress_page_shows_the_stored_rounds_after_two_trained_ones(open_app, 
     table = at.dataframe[0].value
     assert table["round"].tolist() == [0, 1, 2] and table["labels"].tolist() == [0, 4, 8]
     assert table["proxy validation accuracy"].tolist()[1:] == [one.proxy_val_acc, two.proxy_val_acc]
+
+
+def test_an_imported_round_zero_is_not_drawn_as_a_trained_round(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+    from engine.initial import start_from_labels
+    from tests.app.conftest import MAIN
+    from tests.support import APP_SETTINGS, tiny_settings
+
+    write_image_folder(tmp_path / "images", per_class=8)
+    project = storage.create_project(tmp_path / "p", tiny_settings(tmp_path / "images", **APP_SETTINGS))
+    storage.ingest(project)
+    label_by_folder(project, [item.id for item in storage.usable_items(project)][:12])
+    assert start_from_labels(project).strategy == "imported"
+    monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    at.switch_page("app/page_progress.py").run()
+    assert not at.exception
+    assert any("the labels the images came with" in c.value for c in at.caption)
