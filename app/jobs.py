@@ -183,11 +183,17 @@ def _round_seconds(job: storage.Job | None) -> float:
     return job.finished_at - job.created_at
 
 
-def start_target(project: storage.Project, coreset_run: int | None = None) -> storage.Job:
-    """Enqueue target training (on a core-set run's kept items, given one) unless one is already queued or
-    running."""
-    params = None if coreset_run is None else {"coreset_run": int(coreset_run)}
-    job, _ = storage.enqueue_unless_active(project, "target", params)
+def start_target(
+    project: storage.Project, coreset_run: int | None = None, dynamic_keep: float | None = None
+) -> storage.Job:
+    """Enqueue target training (on a core-set run's kept items, given one; with DynaMS at an average keep of
+    `dynamic_keep`, given one) unless one is already queued or running."""
+    params: dict = {}
+    if coreset_run is not None:
+        params["coreset_run"] = int(coreset_run)
+    if dynamic_keep:
+        params["dynamic_keep"] = float(dynamic_keep)
+    job, _ = storage.enqueue_unless_active(project, "target", params or None)
     start_worker(project)
     return job
 

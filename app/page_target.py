@@ -9,6 +9,8 @@ import storage
 from app import jobs, project_forms, widgets
 from engine import names
 
+DYNAMIC_KEEP = 60  # percent: DynaMS's average keep by default (docs/coreset.md)
+
 
 def train_controls(project: storage.Project) -> None:
     settings = storage.load_settings(project)
@@ -28,12 +30,24 @@ def train_controls(project: storage.Project) -> None:
     if n_classes < 2:
         st.caption("The target needs labels in at least two classes.")
     if not busy:
+        dynamic, share = st.columns([2, 3], vertical_alignment="center")
+        use_dynamic = dynamic.toggle(
+            "Train on a shrinking share (DynaMS)",
+            key="dynamic-on",
+            help="After a tenth of the run on all labels, the target trains on the images nearest its decision "
+            "boundary in each class, re-chosen every tenth of the run, the share shrinking so that it averages "
+            "the keep below: about that share of the steps (Wang et al., DynaMS). Measured on this machine: "
+            "docs/coreset.md.",
+        )
+        keep = share.slider(
+            "Average keep", 30, 90, DYNAMIC_KEEP, step=5, format="%d%%", key="dynamic-keep", disabled=not use_dynamic
+        )
         st.button(
             "Train the target model",
             type="primary",
             disabled=n_classes < 2,
             on_click=jobs.start_target,
-            args=(project,),
+            args=(project, None, keep / 100 if use_dynamic else None),
             key="train-target",
         )
 
@@ -61,6 +75,14 @@ def results(project: storage.Project, result: dict) -> None:
         f"{result.get('train_s', 0):.0f} s",
         help=f"{result.get('steps', '?')} optimizer steps of {widgets.md(result.get('model', ''))}",
     )
+    dynamic = result.get("dynamic")
+    if dynamic:
+        saved = 1 - dynamic["steps"] / max(1, dynamic["full_steps"])
+        st.caption(
+            f"Trained with DynaMS at an average keep of {dynamic['keep']:.0%}: {dynamic['steps']} steps where "
+            f"training on every label plans {dynamic['full_steps']} ({saved:.0%} fewer), "
+            f"{dynamic['selections']} re-selections."
+        )
     if accuracy is None:
         st.caption("Label validation images to see accuracy, per-class accuracy and the confusion matrix.")
         return
@@ -78,6 +100,40 @@ def results(project: storage.Project, result: dict) -> None:
         st.caption("Confusion matrix (rows: label given, columns: prediction)")
         matrix = result.get("confusion") or []
         st.dataframe(pd.DataFrame(matrix, index=classes[: len(matrix)], columns=classes[: len(matrix)]))
+
+
+def subset_comparison(project: storage.Project, full: dict | None) -> None:
+    """The target trained on a curation's kept share (Curate page) beside the one trained on every label."""
+    subset = jobs.last_target_result(project, subset=True)
+    if subset is None:
+        return
+    st.subheader("On the curated subset")
+    run = subset.get("coreset") or {}
+    rows = {f"kept by {run.get('method', '?')} ({run.get('keep', 0):.0%})": subset}
+    if full is not None:
+        rows["every training label"] = full
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "validation accuracy": [_percent(r.get("accuracy")) for r in rows.values()],
+                "validation images": [r.get("n_validation", 0) for r in rows.values()],
+                "training labels": [r.get("n_labels", 0) for r in rows.values()],
+                "training s": [round(r.get("train_s", 0.0), 1) for r in rows.values()],
+                "steps": [r.get("steps") for r in rows.values()],
+            },
+            index=list(rows),
+        ),
+        width="stretch",
+    )
+    if full is not None and subset.get("n_validation") != full.get("n_validation"):
+        st.caption(
+            "The two were measured on different numbers of validation images (labeled between the two trainings): "
+            "train both again to compare them on the same images."
+        )
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def model_name(settings: storage.Settings) -> str:
@@ -108,6 +164,7 @@ def main() -> None:
     result = jobs.last_target_result(project)
     if result:
         results(project, result)
+    subset_comparison(project, result)
 
 
 if __name__ == "__main__":
