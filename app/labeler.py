@@ -67,7 +67,7 @@ def payload(
         "instance": f"{project_root}|{source}",
         "title": title or TITLES[source],
         "mode": mode,
-        "progress": source != "Browser",
+        "progress": source in ("Batch", "Validation"),  # browsing views (Labels, Curate) count nothing
         "items": [item_payload(e, strategy, captions.get(e.item_id)) for e in entries],
         "classes": classes,
         "urls": {size: images.url_template(project_root, size) for size in (*images.SIZES, images.FULL)},

@@ -137,24 +137,35 @@ def per_class_table(items: list[storage.CoresetItem]) -> None:
 
 
 def histogram(run: storage.CoresetRun, items: list[storage.CoresetItem]) -> None:
-    """Kept and dropped counts over bins of the method's score (or, for a method without a score of its
-    own, of the forgetting events)."""
-    if any(i.score is not None for i in items):
-        values, what = [(i.score, i.kept) for i in items if i.score is not None], f"{run.method} score"
+    """Kept and dropped counts over bins of the method's score, or, for a method without a score of its own,
+    of the forgetting events (one bar per count, the never learned in a bar of their own)."""
+    if any(i.score is not None for i in items) and run.method != "forgetting":
+        values = [(i.score, i.kept) for i in items if i.score is not None]
+        scores = np.array([v for v, _ in values], dtype=np.float64)
+        kept = np.array([k for _, k in values], dtype=bool)
+        edges = np.histogram_bin_edges(scores, bins=min(20, max(1, len(np.unique(scores)))))
+        counts_kept, _ = np.histogram(scores[kept], edges)
+        counts_dropped, _ = np.histogram(scores[~kept], edges)
+        labels = [f"{a:.2g}–{b:.2g}" for a, b in itertools.pairwise(edges)]
+        what = f"{run.method} score"
     else:
-        values = [(i.forgetting, i.kept) for i in items if i.forgetting is not None and math.isfinite(i.forgetting)]
-        what = f"forgetting events ({run.method} ranks by the order it picks in, not by a score)"
-    if not values:
-        return
-    scores = np.array([v for v, _ in values], dtype=np.float64)
-    kept = np.array([k for _, k in values], dtype=bool)
-    edges = np.histogram_bin_edges(scores, bins=min(20, max(1, len(np.unique(scores)))))
-    counts_kept, _ = np.histogram(scores[kept], edges)
-    counts_dropped, _ = np.histogram(scores[~kept], edges)
-    labels = [f"{a:.3g}–{b:.3g}" for a, b in itertools.pairwise(edges)]
-    st.caption(f"Histogram of the {widgets.md(what)}, {len(scores)} images")
-    frame = pd.DataFrame({"kept": counts_kept, "dropped": counts_dropped}, index=pd.Index(labels, name="bin"))
-    st.bar_chart(frame, height=220, sort=False)
+        forgotten = [i for i in items if i.forgetting is not None]
+        if not forgotten:
+            return
+        finite = [int(i.forgetting) for i in forgotten if math.isfinite(i.forgetting)]
+        bars = [*range(max(finite, default=0) + 1), "never learned"]
+        labels = [str(b) for b in bars]
+        counts_kept = [sum(i.kept and _bar(i) == b for i in forgotten) for b in bars]
+        counts_dropped = [sum(not i.kept and _bar(i) == b for i in forgotten) for b in bars]
+        what = "forgetting events" + ("" if run.method == "forgetting" else f" ({run.method} has no score per image)")
+    st.caption(f"{widgets.md(what)}: {int(np.sum(counts_kept) + np.sum(counts_dropped))} images")
+    frame = pd.DataFrame({"kept": counts_kept, "dropped": counts_dropped}, index=pd.Index(labels, name=what))
+    st.bar_chart(frame, height=220, sort=False, color=["#1f77b4", "#c7c7c7"])
+
+
+def _bar(item: storage.CoresetItem) -> int | str:
+    assert item.forgetting is not None
+    return int(item.forgetting) if math.isfinite(item.forgetting) else "never learned"
 
 
 def caption(item: storage.CoresetItem) -> str:

@@ -135,8 +135,19 @@ function move(v, step) {
 
 // ------------------------------------------------------------------ keys
 
+// With several views on one page (the Curate page's kept, dropped and suspect grids), keys go to the view
+// the person last clicked in; before any click, to the first one on the page.
+let activeView = null;
+
+function onPointerDown(event) {
+  const path = event.composedPath ? event.composedPath() : [event.target];
+  const v = [...views.values()].find((x) => x.root?.isConnected && path.includes(x.root));
+  if (v) activeView = v;
+}
+
 function onKey(event) {
-  const v = [...views.values()].find((x) => x.root?.isConnected);
+  const connected = [...views.values()].filter((x) => x.root?.isConnected);
+  const v = connected.includes(activeView) ? activeView : connected[0];
   if (!v || !v.data) return;
   const t = event.target;
   const path = event.composedPath ? event.composedPath() : [t];
@@ -451,6 +462,7 @@ function install() {
   installed = true;
   window.addEventListener("resize", () => { for (const v of views.values()) if (v.root?.isConnected) fitStage(v); });
   document.addEventListener("keydown", onKey, true);
+  document.addEventListener("pointerdown", onPointerDown, true);
   document.addEventListener("mouseup", () => { for (const v of views.values()) v.dragging = false; });
 }
 

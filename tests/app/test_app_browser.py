@@ -15,7 +15,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
 ]
-PAGES = ["", "labels", "project", "progress", "target", "export"]
+PAGES = ["", "labels", "project", "progress", "curate", "target", "export"]
 LOCAL = {"127.0.0.1", "localhost"}
 
 
