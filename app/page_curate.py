@@ -19,6 +19,7 @@ import streamlit as st
 import storage
 from app import exports, jobs, labeler, labeling, project_forms, widgets
 from app.labeling import Entry, item_path
+from app.page_target import full_target_name
 from engine import names
 
 METHOD_HELP = {
@@ -263,7 +264,7 @@ def subset_target(project: storage.Project, run: storage.CoresetRun) -> None:
     if result is not None:
         rows = {"kept subset": result}
         if full is not None:
-            rows["all training labels"] = full
+            rows[full_target_name(full)] = full
         st.dataframe(
             pd.DataFrame(
                 {

@@ -111,7 +111,7 @@ def subset_comparison(project: storage.Project, full: dict | None) -> None:
     run = subset.get("coreset") or {}
     rows = {f"kept by {run.get('method', '?')} ({run.get('keep', 0):.0%})": subset}
     if full is not None:
-        rows["every training label"] = full
+        rows[full_target_name(full)] = full
     st.dataframe(
         pd.DataFrame(
             {
@@ -130,6 +130,12 @@ def subset_comparison(project: storage.Project, full: dict | None) -> None:
             "The two were measured on different numbers of validation images (labeled between the two trainings): "
             "train both again to compare them on the same images."
         )
+
+
+def full_target_name(full: dict) -> str:
+    """How a comparison row names the target trained on every label (with DynaMS, if it was)."""
+    dynamic = full.get("dynamic")
+    return "every training label" + (f" (DynaMS, {dynamic['keep']:.0%} on average)" if dynamic else "")
 
 
 def _percent(value: float | None) -> str:

@@ -161,7 +161,7 @@ def add_import_labels_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The worker's options (also parsed alone: see `main`)."""
-    parser.description = "Take round, target and backbone jobs from a project's jobs table."
+    parser.description = "Take round, target, backbone and coreset jobs from a project's jobs table."
     parser.add_argument("--project", type=Path, required=True, help="the project directory")
     parser.add_argument("--once", action="store_true", help="exit when no job is waiting")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the jobs table")

@@ -38,6 +38,17 @@ from engine.train import Sampler, evaluate, train
 from engine.training.dynamic import DynamicKeep, check_keep
 
 SELECTORS = ("proxy", "target")
+# flags of the --data form that a project's settings decide instead
+PROJECT_SETTINGS = (
+    "proxy",
+    "target",
+    "proxy_training",
+    "target_training",
+    "proxy_steps",
+    "target_steps",
+    "device",
+    "image_size",
+)
 PER_ITEM_SCORES = ("least_confidence", "margin", "entropy", *STATISTICS)
 
 
@@ -98,6 +109,18 @@ def check_config(config: CoresetConfig) -> None:
     """ValueError, naming the setting, for anything that cannot run; before any training."""
     if (config.data is None) == (config.project is None):
         raise ValueError("give either --data (an ImageFolder tree) or --project (a project folder)")
+    if config.project is not None:
+        defaults = CoresetConfig(out=config.out)
+        ignored = [
+            f"--{name.replace('_', '-')}"
+            for name in PROJECT_SETTINGS
+            if getattr(config, name) != getattr(defaults, name)
+        ]
+        if ignored:
+            raise ValueError(
+                f"with --project the models, training and images come from the project's settings: drop "
+                f"{', '.join(ignored)} (or change the settings on the Project page)"
+            )
     check_choice(config.method, config.keep, config.selector)
     if config.dynamic_keep:
         check_keep(config.dynamic_keep)

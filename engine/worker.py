@@ -36,7 +36,6 @@ from engine.worker_lock import WorkerLock, lock_holder, worker_alive
 # label acknowledgement (docs/benchmarks.md, UI).
 
 LOG_FILE = Path("logs") / "worker.log"
-KINDS = ("round", "target", "backbone", "coreset")
 HEARTBEAT_S = 5.0  # seconds between heartbeats while a job runs
 STALE_AFTER_S = 60.0  # a running job silent this long belongs to a dead worker
 PROGRESS_EVERY_S = 0.5  # at most this often a progress write to the database
@@ -108,7 +107,7 @@ def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, 
             log.info("the process that started this worker is gone; exiting")
             return done
         try:
-            job = storage.claim_job(project, name, kinds=KINDS, stale_after_s=stale_after_s)
+            job = storage.claim_job(project, name, kinds=tuple(JOBS), stale_after_s=stale_after_s)
         except Exception:  # a locked or briefly unreadable database: try again after the poll
             log.exception("could not claim a job")
             job = None

@@ -68,7 +68,8 @@ class CoresetRow:
 
 @dataclass(frozen=True)
 class CoresetItem:
-    """One item of a run, as the Curate page shows it. Class values are names (None: class removed)."""
+    """One item of a run, as the Curate page shows it. Class values are names: `label` the class's name even
+    if it was removed since; `current`, `predicted` and `alternative` None for a removed class."""
 
     item_id: int
     path: str

@@ -78,6 +78,7 @@ def curate(
     should_stop: Callable[[], bool] | None = None,
 ) -> storage.CoresetRun:
     """Run the selector once on the project's training labels, keep `keep` of them by `method`, save the run.
+    `seed` (default: the project's) seeds the selector's training and the selection's tie-breaks.
 
     CoresetError (before any decoding or training) for a bad method, keep or selector, fewer than two
     labeled classes, or a class the kept share would leave empty; Cancelled when `should_stop()` turns
@@ -114,7 +115,7 @@ def curate(
     report(0.92, f"selecting {keep_n} of {len(labels)} by {method}")
     scores = labeled_pool(scored, labels)
     started = time.perf_counter()
-    picks = select(scores, method, keep_n, balance, settings.seed)
+    picks = select(scores, method, keep_n, balance, settings.seed if seed is None else seed)
     select_s = time.perf_counter() - started
     val_acc, n_val = _validation_accuracy(model, pool, inputs.validation)
     report(0.97, "saving the run")

@@ -65,3 +65,10 @@ def test_the_subset_target_is_compared_with_the_full_one(open_app, project, data
     assert list(table.index) == ["kept by margin (50%)", "every training label"]
     assert table.loc["every training label", "training labels"] == run.n_labeled
     assert table["validation images"].tolist() == [3, 3]
+
+
+def test_a_dynams_target_is_named_so_in_comparisons():
+    from app.page_target import full_target_name
+
+    assert full_target_name({"n_labels": 9}) == "every training label"
+    assert full_target_name({"dynamic": {"keep": 0.6}}) == "every training label (DynaMS, 60% on average)"

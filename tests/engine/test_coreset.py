@@ -99,6 +99,7 @@ def test_the_command_line_reaches_the_config(data_root, tmp_path):
         (dict(dynamic_keep=1.5), "keep ratio must lie in"),
         (dict(project="/somewhere"), "either --data"),
         (dict(data=None), "either --data"),
+        (dict(data=None, project="/somewhere"), "drop --proxy, --target, --proxy-steps, --target-steps, --device"),
     ],
 )
 def test_bad_settings_are_refused_before_any_training(data_root, tmp_path, monkeypatch, overrides, message):
