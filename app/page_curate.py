@@ -304,10 +304,14 @@ def mislabeled(project: storage.Project, run: storage.CoresetRun) -> None:
     found = [s for s in storage.suspects(project, run.id) if not s.reviewed]
     if not found:
         return
+    items = storage.coreset_items(project, run.id)
+    agree = sum(i.predicted == i.label for i in items) / max(1, len(items))
     st.caption(
-        "Select images and press a class key to relabel them; pressing the key of the label they have, or "
-        "marking them below, says the label is right. Either way they leave this list. The Labels page "
-        "has the same list as a filter."
+        f"Least likely label first, as the proxy sees it. It answers the given label for {agree:.0%} of the "
+        f"{len(items)} training labels: the weaker it is, the more right labels the list holds (measured: "
+        "docs/label_review.md). Select images and press a class key to relabel them; pressing the key of the "
+        "label they have, or marking them below, says the label is right. Either way they leave this list. "
+        "The Labels page has the same list as a filter."
     )
     shown = found[:SUSPECT_LIMIT]
     root = str(project.root)

@@ -185,7 +185,7 @@ def suspects(pool: PoolScores) -> np.ndarray:
     end, or it never learned the example, or it forgot the example at least once and was wrong on at least
     half of its presentations while it trained (a small set is memorized by the end, wrong labels included,
     so the final answer alone misses them; Toneva et al. and Pleiss et al.'s area under the margin read the
-    same training dynamics). `storage.suspects` orders them never learned first, then most forgotten."""
+    same training dynamics). `storage.suspects` lists them least likely label first (docs/label_review.md)."""
     forgetting = np.asarray(pool.per_example["forgetting"], dtype=np.float64)
     right_share = np.asarray(pool.per_example.get("right_share", np.ones(len(forgetting))), dtype=np.float64)
     mostly_wrong = np.nan_to_num(right_share, nan=1.0) <= 0.5

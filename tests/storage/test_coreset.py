@@ -95,7 +95,7 @@ def test_a_keep_outside_zero_one_is_refused(labeled, keep):
     assert storage.coreset_runs(labeled) == []
 
 
-def test_suspects_never_learned_first_and_their_review(labeled):
+def test_suspects_and_their_review(labeled):
     run = save(labeled)
     assert [s.item_id for s in storage.suspects(labeled, run.id)] == [2, 4]
     assert [s.item_id for s in storage.open_suspects(labeled)] == [2, 4]
@@ -186,3 +186,11 @@ def test_exports_without_a_run_are_unchanged(labeled, tmp_path):
     save(labeled)
     with storage.export_labels_csv(labeled, tmp_path / "l.csv").open(encoding="utf-8") as f:
         assert "kept" not in next(csv.reader(f))
+
+
+def test_suspects_are_listed_least_likely_label_first(labeled):
+    rows = [
+        dataclasses.replace(r, confidence=0.05) if r.item_id == 4 else r for r in rows_for(labeled)
+    ]  # item 4, forgotten 3 times, is less likely labeled right than item 2, never learned
+    run = save(labeled, rows=rows)
+    assert [s.item_id for s in storage.suspects(labeled, run.id)] == [4, 2]
