@@ -139,10 +139,16 @@ function move(v, step) {
 // the person last clicked in; before any click, to the first one on the page.
 let activeView = null;
 
+// A click in a view also takes the keyboard from a page widget that had it (a filter's text box keeps the
+// focus when a tile, which cannot take focus, is clicked, and keys typed there never reach the view).
 function onPointerDown(event) {
   const path = event.composedPath ? event.composedPath() : [event.target];
   const v = [...views.values()].find((x) => x.root?.isConnected && path.includes(x.root));
-  if (v) activeView = v;
+  if (!v) return;
+  activeView = v;
+  const typing = path.some((e) => e && (/^(INPUT|TEXTAREA|SELECT)$/.test(e.tagName) || e.isContentEditable));
+  const focused = document.activeElement;
+  if (!typing && focused && focused !== document.body && !path.includes(focused)) focused.blur?.();
 }
 
 function onKey(event) {

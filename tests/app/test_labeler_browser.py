@@ -244,3 +244,36 @@ def test_the_label_browser_relabels_in_place(chromium, big):
         context.close()
     history = storage.label_history(project, item)
     assert (history[-2].class_name, history[-1].class_name, history[-1].annotator) == (old, new, "dan")
+
+
+def test_a_click_on_a_tile_takes_the_keyboard_from_a_filter(chromium, big):
+    """Issue 25: after a filter was used, its text box kept the keyboard; a tile clicked then a class key did
+    nothing. The click now gives the view the keys."""
+    project, url, _, tmp = big
+    open_items = [i for i, _ in storage.round_queue(project, storage.current_round(project).id)]
+    storage.set_label(project, open_items[-2], "green", annotator="ana")
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(url + "/labels")
+        page.wait_for_selector(".pl-tile")
+        page.fill("input[aria-label='Annotator name']", "eve")
+        page.keyboard.press("Enter")
+        page.locator("[data-testid='stMultiSelect'] input").nth(1).click()  # the class filter takes the keyboard
+        page.keyboard.press("Escape")
+        assert page.evaluate("document.activeElement.tagName") == "INPUT"
+        tile = page.locator(f".pl-tile[data-item-id='{open_items[-2]}']")
+        tile.click()
+        page.keyboard.press(str(RGB.index("blue") + 1))
+        wait_saved(page)
+        page.wait_for_function(
+            f"() => {VIEW}.querySelector('.pl-tile[data-item-id=\"{open_items[-2]}\"] .pl-badge')?.textContent "
+            "=== 'blue'"
+        )
+    except Exception:
+        page.screenshot(path=str(tmp / "failure.png"))
+        raise
+    finally:
+        context.close()
+    assert storage.current_label(project, open_items[-2]) == "blue"
