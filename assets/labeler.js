@@ -250,6 +250,11 @@ function selectRange(v, fromId, toId) {
 function tileDown(v, id, event) {
   if (event.button !== 0) return;
   event.preventDefault();
+  // the first press redraws the grid, so the tile a dblclick listener sat on is gone by the second press;
+  // the press's click count still says it is a double-click
+  if (event.detail >= 2 && !event.shiftKey && !event.ctrlKey && !event.metaKey) {
+    v.dragging = false; v.cursor = id; v.pinned = true; setMode(v, "focus"); return;
+  }
   if (event.shiftKey && v.anchor != null) selectRange(v, v.anchor, id);
   else if (event.ctrlKey || event.metaKey) { v.selected.has(id) ? v.selected.delete(id) : v.selected.add(id); v.anchor = id; }
   else { v.selected = new Set([id]); v.anchor = id; v.dragging = true; }

@@ -277,3 +277,15 @@ def test_a_click_on_a_tile_takes_the_keyboard_from_a_filter(chromium, big):
     finally:
         context.close()
     assert storage.current_label(project, open_items[-2]) == "blue"
+
+
+def test_a_double_click_on_a_tile_opens_it_in_the_focus_view(chromium, big):
+    project, url, _, tmp = big
+    with opened(chromium, url, tmp) as page:
+        page.click("button[data-mode='grid']")
+        page.wait_for_selector(".pl-tile")
+        tile = page.locator(".pl-tile").nth(5)
+        item = int(tile.get_attribute("data-item-id"))
+        tile.dblclick()
+        page.wait_for_selector(SHOWN)
+        assert shown(page) == item
