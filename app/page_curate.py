@@ -9,6 +9,7 @@ the target trained on it, and the possibly mislabeled images, one class key away
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -222,35 +223,42 @@ def _entry(root: str, item: storage.CoresetItem) -> Entry:
     return Entry(item.item_id, item_path(root, item.item_id), None, False, item.current, item.current is None, None)
 
 
+SUBSET_EXPORTS = (  # key, label, maker, file suffix, mime type, icon
+    ("csv", "Labels with a kept column (CSV)", exports.subset_csv, ".csv", "text/csv", ":material/table:"),
+    (
+        "jsonl",
+        "Labels with a kept column (JSONL)",
+        exports.subset_jsonl,
+        ".jsonl",
+        "application/jsonl",
+        ":material/data_object:",
+    ),
+    (
+        "zip",
+        "Kept images as an ImageFolder zip",
+        exports.subset_zip,
+        "_imagefolder.zip",
+        "application/zip",
+        ":material/folder_zip:",
+    ),
+)
+
+
 def subset_exports(project: storage.Project, run: storage.CoresetRun) -> None:
     st.subheader("The kept subset")
     name = storage.sanitize_class_name(project.root.name) or "project"
-    csv, jsonl, folder = st.columns(3)
-    csv.download_button(
-        "Labels with a kept column (CSV)",
-        lambda: exports.subset_csv(project, run.id),
-        f"{name}_coreset_{run.id}.csv",
-        "text/csv",
-        key="dl-subset-csv",
-        icon=":material/table:",
-    )
-    jsonl.download_button(
-        "Labels with a kept column (JSONL)",
-        lambda: exports.subset_jsonl(project, run.id),
-        f"{name}_coreset_{run.id}.jsonl",
-        "application/jsonl",
-        key="dl-subset-jsonl",
-        icon=":material/data_object:",
-    )
-    folder.download_button(
-        "Kept images as an ImageFolder zip",
-        lambda: exports.subset_zip(project, run.id),
-        f"{name}_coreset_{run.id}_imagefolder.zip",
-        "application/zip",
-        key="dl-subset-zip",
-        icon=":material/folder_zip:",
-        help="train/ holds the kept images only; validation/ is whole (the subset's model is measured on it).",
-    )
+    for column, (key, label, make, suffix, mime, icon) in zip(st.columns(3), SUBSET_EXPORTS, strict=True):
+        column.download_button(
+            label,
+            functools.partial(make, project, run.id),
+            f"{name}_coreset_{run.id}{suffix}",
+            mime,
+            key=f"dl-subset-{key}",
+            icon=icon,
+            help="train/ holds the kept images only; validation/ is whole (the subset's model is measured on it)."
+            if key == "zip"
+            else None,
+        )
 
 
 def subset_target(project: storage.Project, run: storage.CoresetRun) -> None:
