@@ -142,6 +142,7 @@ def select_next_batch(
         score_s=stages.seconds.get("score"),
         select_s=stages.seconds.get("select"),
         proxy_val_acc=selector.val_acc,
+        proxy_val_n=selector.val_n,
         guesses=probs.argmax(axis=1).tolist() if learned else None,
         confidences=probs.max(axis=1).tolist() if learned else None,
     )
@@ -158,10 +159,11 @@ def select_next_batch(
 
 @dataclass
 class _Selector:
-    """What a round's selector produced: the model, its validation accuracy, the pool's scores."""
+    """What a round's selector produced: the model, its validation accuracy (on val_n images), the pool's scores."""
 
     model: nn.Module
     val_acc: float | None
+    val_n: int | None
     scores: PoolScores
     steps: int
     name: str  # the selector recorded with the round
@@ -201,7 +203,8 @@ def _pixel_selector(project, inputs, stage, own_proxy, pool, stages) -> _Selecto
         if backbone is not None:
             # distances between backbone embeddings mean more than between a few-label proxy's
             scores = PoolScores(scores.probs, project_embeddings(project, backbone, pool, settings.device))
-    return _Selector(model, val_acc, scores, steps.last, name, strategy)
+    val_n = len(inputs.validation) if val_acc is not None else None
+    return _Selector(model, val_acc, val_n, scores, steps.last, name, strategy)
 
 
 def _backbone_for_distances(project, settings, pool) -> Backbone | None:
@@ -239,7 +242,8 @@ def _frozen_selector(project, inputs, kind: str, seed: int, pool, stages) -> _Se
     with stages.timed("score"):
         scores = frozen_pool_scores(head, features)
     name = f"{kind} on {backbone.name}"
-    return _Selector(head, val_acc, scores, HeadConfig().steps, name, None, backbone, features)
+    val_n = len(val_ids) if val_ids else None
+    return _Selector(head, val_acc, val_n, scores, HeadConfig().steps, name, None, backbone, features)
 
 
 def run_first_round(project: storage.Project, on_progress: OnProgress | None = None) -> storage.Round:

@@ -20,7 +20,10 @@ from storage.project import Project, StorageError, opened, read_settings, writin
 @dataclass(frozen=True)
 class Round:
     """One selection round. index 0 is the random initial batch; seconds are
-    wall-clock; n_labeled counts training labels when the round was made."""
+    wall-clock; n_labeled counts training labels when the round was made;
+    proxy_val_acc is the selector's accuracy on the proxy_val_n validation
+    images labeled then (proxy_val_n is None for a round made before
+    schema version 5, which did not record it)."""
 
     id: int
     index: int
@@ -32,10 +35,12 @@ class Round:
     select_s: float | None
     proxy_val_acc: float | None
     n_labeled: int
+    proxy_val_n: int | None
 
 
 _ROUND_SQL = (
-    "SELECT id, idx, strategy, selector, created_at, train_s, score_s, select_s, proxy_val_acc, n_labeled FROM rounds "
+    "SELECT id, idx, strategy, selector, created_at, train_s, score_s, select_s, proxy_val_acc, n_labeled, "
+    "proxy_val_n FROM rounds "
 )
 
 
@@ -51,6 +56,7 @@ def create_round(
     score_s: float | None = None,
     select_s: float | None = None,
     proxy_val_acc: float | None = None,
+    proxy_val_n: int | None = None,
     guesses: Sequence[int] | None = None,
     confidences: Sequence[float] | None = None,
     index: int | None = None,
@@ -58,9 +64,11 @@ def create_round(
     """Create the next round with its queue, in one transaction.
 
     item_ids are in rank order (most informative first), scores[i] belongs
-    to item_ids[i]; guesses[i] (a class position) and confidences[i] are the
+    to item_ids[i]; proxy_val_acc comes with proxy_val_n, the number of
+    validation images it was measured on; guesses[i] (a class position) and confidences[i] are the
     selector's prediction for it, shown to the annotator (None: no guesses).
-    Raises StorageError, writing nothing, if lengths differ,
+    Raises StorageError, writing nothing, if an accuracy comes without its n
+    (or is no share of it), lengths differ,
     an id repeats, an item is unusable, reserved for validation or already
     queued, the batch exceeds the budget left, or `index` is given and is
     not the next round's (round 0 made by two processes at once).
@@ -72,6 +80,7 @@ def create_round(
     if len(set(item_ids)) != len(item_ids):
         raise StorageError("a round cannot list the same item twice")
     guessed = _guesses(guesses, confidences, len(item_ids))
+    _check_accuracy(proxy_val_acc, proxy_val_n)
     with writing(project) as db:
         # the index first: a maker that lost a race learns that, not which of its items the winner queued
         next_index = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds").fetchone()[0]
@@ -84,8 +93,19 @@ def create_round(
             raise StorageError(f"the round has {len(item_ids)} items but only {left} are left in the budget")
         cursor = db.execute(
             "INSERT INTO rounds (idx, strategy, selector, created_at, train_s, score_s, select_s, "
-            "proxy_val_acc, n_labeled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (index, strategy, selector, time.time(), train_s, score_s, select_s, proxy_val_acc, int(n_labeled)),
+            "proxy_val_acc, n_labeled, proxy_val_n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                index,
+                strategy,
+                selector,
+                time.time(),
+                train_s,
+                score_s,
+                select_s,
+                proxy_val_acc,
+                int(n_labeled),
+                None if proxy_val_n is None else int(proxy_val_n),
+            ),
         )
         round_id = cursor.lastrowid
         class_ids = dict(db.execute("SELECT position, id FROM classes WHERE position IS NOT NULL").fetchall())
@@ -99,6 +119,21 @@ def create_round(
             rows,
         )
         return _round(db.execute(_ROUND_SQL + "WHERE id = ?", (round_id,)).fetchone())
+
+
+def _check_accuracy(accuracy: float | None, n: int | None) -> None:
+    """An accuracy is stored only with the number of images it was measured on, as a share of them."""
+    if accuracy is None:
+        if n is not None:
+            raise StorageError(f"proxy_val_n is {n} but there is no proxy_val_acc; give both or neither")
+        return
+    if n is None or int(n) < 1:
+        raise StorageError(
+            f"proxy_val_acc {accuracy} needs proxy_val_n, the number (at least 1) of validation images it was "
+            "measured on"
+        )
+    if not 0.0 <= accuracy <= 1.0 or abs(accuracy * n - round(accuracy * n)) > 1e-6 * n:
+        raise StorageError(f"proxy_val_acc {accuracy} is not a share of {n} validation images")
 
 
 def _guesses(guesses, confidences, n: int) -> list[tuple[int | None, float | None]]:

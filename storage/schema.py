@@ -183,7 +183,11 @@ _V4 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# How many validation images a round's proxy_val_acc was measured on (issue 25: an accuracy on 5 images
+# read like one on 24). NULL for rounds without an accuracy and for rounds made before version 5.
+_V5 = ("ALTER TABLE rounds ADD COLUMN proxy_val_n INTEGER CHECK (proxy_val_n IS NULL OR proxy_val_n > 0)",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """MIGRATIONS[i] brings the schema from version i to version i + 1."""
 
 LATEST_VERSION = len(MIGRATIONS)

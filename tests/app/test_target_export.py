@@ -110,6 +110,7 @@ def _proxy_round(project, accuracy):
         scores=[0.0],
         n_labeled=4,
         proxy_val_acc=accuracy,
+        proxy_val_n=4,
     )
 
 

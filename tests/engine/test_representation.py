@@ -377,6 +377,7 @@ def test_the_ssl_job_trains_saves_and_reads_out_knn_on_the_labels(tmp_path):
     ]
     made = run_round(project)
     assert made.selector == "linear on ssl"
+    assert made.proxy_val_n == 6 and made.proxy_val_acc is not None  # the head's accuracy, with its n
 
 
 def test_settings_and_simulate_check_the_new_options(tmp_path):

@@ -59,7 +59,7 @@ def test_round_end_to_end(labeled_project, fake_clock):
     assert all(math.isfinite(score) for _, score in queue)
     assert [score for _, score in queue] == sorted((score for _, score in queue), reverse=True)
     assert (made.train_s, made.score_s, made.select_s) == (1.0, 4.0, 16.0)
-    assert made.proxy_val_acc is None  # no validation labels
+    assert made.proxy_val_acc is None and made.proxy_val_n is None  # no validation labels
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("step 30/30" in m for _, m in seen)
@@ -97,6 +97,7 @@ def test_round_records_validation_accuracy(tmp_path):
     validation = storage.validation_labels(project)
     seen = sum(label in trained for label in validation.values()) / len(validation)
     assert made.proxy_val_acc == pytest.approx(seen)
+    assert made.proxy_val_n == 4  # the validation images it was measured on, stored with it
     assert made.n_labeled == 6  # validation labels do not train
 
 

@@ -120,6 +120,7 @@ def test_a_version_2_project_opens_with_its_labels(project):
     db.execute(next(statement for statement in schema.MIGRATIONS[0] if "VIEW current_labels" in statement))
     for table in ("label_reviews", "coreset_items", "coreset_runs"):  # version 4's
         db.execute(f"DROP TABLE {table}")
+    db.execute("ALTER TABLE rounds DROP COLUMN proxy_val_n")  # version 5's
     db.execute("DELETE FROM schema_version WHERE version >= 3")
     db.close()
     reopened = storage.open_project(project.root)
@@ -127,6 +128,31 @@ def test_a_version_2_project_opens_with_its_labels(project):
     assert storage.skipped_ids(reopened) == [2]
     assert storage.current_label(reopened, 1) == "cat"
     assert storage.coreset_runs(reopened) == []  # version 4's tables are there again
+
+
+def test_a_version_4_project_opens_with_its_rounds_accuracy_and_no_sample_size(project):
+    storage.create_round(
+        project, strategy="random", selector="random", item_ids=[3], scores=[0.0], n_labeled=0, index=0
+    )
+    db = connect(project)
+    db.execute("ALTER TABLE rounds DROP COLUMN proxy_val_n")  # back to the database at version 4 ...
+    db.execute("UPDATE rounds SET proxy_val_acc = 0.6")  # ... whose rounds stored an accuracy without its n
+    db.execute("DELETE FROM schema_version WHERE version >= 5")
+    db.close()
+    reopened = storage.open_project(project.root)
+    [old] = storage.list_rounds(reopened)
+    assert (old.proxy_val_acc, old.proxy_val_n) == (0.6, None)  # not recorded then: not made up now
+    new = storage.create_round(
+        reopened,
+        strategy="random",
+        selector="x",
+        item_ids=[4],
+        scores=[0.0],
+        n_labeled=1,
+        proxy_val_acc=0.6,
+        proxy_val_n=5,
+    )
+    assert storage.get_round(reopened, new.id).proxy_val_n == 5
 
 
 def test_failed_migration_rolls_back(tmp_path, monkeypatch):

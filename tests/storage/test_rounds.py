@@ -28,15 +28,18 @@ def test_create_round_records_figures_and_order(project):
     assert storage.current_round(project) is None
     first = _round(project, [5, 3, 9, 1])
     assert (first.index, first.strategy, first.selector, first.n_labeled) == (0, "least_confidence", "proxy_tiny", 0)
-    assert first.train_s is None and first.proxy_val_acc is None
-    second = _round(project, [2, 4], n_labeled=4, train_s=1.5, score_s=0.25, select_s=0.01, proxy_val_acc=0.75)
-    assert (second.index, second.train_s, second.score_s, second.select_s, second.proxy_val_acc) == (
-        1,
-        1.5,
-        0.25,
-        0.01,
-        0.75,
+    assert first.train_s is None and first.proxy_val_acc is None and first.proxy_val_n is None
+    second = _round(
+        project, [2, 4], n_labeled=4, train_s=1.5, score_s=0.25, select_s=0.01, proxy_val_acc=0.75, proxy_val_n=4
     )
+    assert (
+        second.index,
+        second.train_s,
+        second.score_s,
+        second.select_s,
+        second.proxy_val_acc,
+        second.proxy_val_n,
+    ) == (1, 1.5, 0.25, 0.01, 0.75, 4)
     assert storage.current_round(project) == second
     assert storage.list_rounds(project) == [first, second]
     assert storage.get_round(project, first.id) == first
@@ -140,3 +143,20 @@ def test_a_maker_that_lost_the_race_for_a_round_index_is_told_so_first(project):
     with pytest.raises(storage.StorageError, match=r"round 0 was already made \(by another tab or the worker\)"):
         _round(project, [2, 3], index=0)
     assert [made.index for made in storage.list_rounds(project)] == [0]
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "n", "message"),
+    [
+        (0.75, None, "needs proxy_val_n"),
+        (0.75, 0, "needs proxy_val_n"),
+        (None, 4, "no proxy_val_acc"),
+        (0.7, 4, "not a share of 4"),
+        (1.25, 4, "not a share of 4"),
+    ],
+)
+def test_an_accuracy_is_stored_only_with_the_number_of_images_it_was_measured_on(project, accuracy, n, message):
+    with pytest.raises(storage.StorageError, match=message):
+        _round(project, [2, 4], proxy_val_acc=accuracy, proxy_val_n=n)
+    assert storage.list_rounds(project) == []
+    assert _round(project, [2, 4], proxy_val_acc=2 / 3, proxy_val_n=3).proxy_val_n == 3
