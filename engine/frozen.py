@@ -54,8 +54,7 @@ class Features:
 
     def transform(self, embeddings: np.ndarray) -> torch.Tensor:
         """Other images' embeddings (a test set) prepared with this pool's statistics."""
-        x = F.normalize(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)), dim=1)
-        return (x - self.mean) / self.std
+        return standardize(embeddings, self.mean, self.std)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -63,6 +62,13 @@ class Features:
     @property
     def dim(self) -> int:
         return int(self.data.shape[1])
+
+
+def standardize(embeddings: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Embeddings prepared as a head saw its pool's: L2-normalised, then standardised by that pool's
+    `mean` and `std` (Features keeps them; a saved head keeps them beside its weights)."""
+    x = F.normalize(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)), dim=1)
+    return (x - mean) / std
 
 
 def build_head(kind: str, dim: int, num_classes: int, seed: int = 0) -> nn.Module:

@@ -33,6 +33,7 @@ from engine.initial import RoundError, first_batch_size, initial_strategy, run_i
 from engine.models import Model, build_model, load_pretrained
 from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
 from engine.representation import load_backbone, project_embeddings, require_backbone
+from engine.saved_proxy import save_head_proxy, save_pixel_proxy, weights_path
 from engine.score import PoolScores, score_pool
 from engine.selection.strategies import DISTANCE_STRATEGIES, STRATEGIES, strategy_scores
 from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan, train
@@ -41,7 +42,8 @@ from storage.items import inside_root
 OnProgress = Callable[[float, str], None]
 ShouldStop = Callable[[], bool]
 
-WARM_START_FILE = "proxy_last.safetensors"
+WARM_START_FILE = "proxy/model.safetensors"  # under models/: the saved proxy's weights (engine.saved_proxy)
+LEGACY_WARM_START_FILE = "proxy_last.safetensors"  # where rounds before issue 25 kept them
 # Share of a round's progress bar per stage; decoding is only needed when the cache is stale.
 STAGE_SPANS = {"decode": (0.0, 0.1), "train": (0.1, 0.85), "score": (0.85, 0.95), "select": (0.95, 1.0)}
 
@@ -146,6 +148,8 @@ def select_next_batch(
         guesses=probs.argmax(axis=1).tolist() if learned else None,
         confidences=probs.max(axis=1).tolist() if learned else None,
     )
+    if own_proxy and selector.strategy is None:  # the project's proxy, and one that learned: kept until the next
+        _save_proxy(project, written, selector, pool, settings.classes)
     stages.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
     return RoundOutcome(
         round=written,
@@ -170,6 +174,7 @@ class _Selector:
     strategy: str | None = None  # overrides the project's strategy (a proxy that learned nothing)
     backbone: Backbone | None = None
     features: Features | None = None
+    head: str | None = None  # the kind of head on the backbone's features, when the model is one
 
 
 def _pixel_selector(project, inputs, stage, own_proxy, pool, stages) -> _Selector:
@@ -190,8 +195,6 @@ def _pixel_selector(project, inputs, stage, own_proxy, pool, stages) -> _Selecto
             strategy, name = "random", f"random: {stage.model_name} learned nothing yet"
             stages.at("train", 1.0, f"{exc}; this batch is drawn at random")
         val_acc = _validation_accuracy(inputs.validation, model, pool)
-    if own_proxy and strategy is None:
-        _save_last(model, project)
     stages.at("score", 0.0, f"scoring {len(pool)} images")
     with stages.timed("score"):
         scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
@@ -243,7 +246,7 @@ def _frozen_selector(project, inputs, kind: str, seed: int, pool, stages) -> _Se
         scores = frozen_pool_scores(head, features)
     name = f"{kind} on {backbone.name}"
     val_n = len(val_ids) if val_ids else None
-    return _Selector(head, val_acc, val_n, scores, HeadConfig().steps, name, None, backbone, features)
+    return _Selector(head, val_acc, val_n, scores, HeadConfig().steps, name, None, backbone, features, kind)
 
 
 def run_first_round(project: storage.Project, on_progress: OnProgress | None = None) -> storage.Round:
@@ -449,14 +452,14 @@ def _validation_accuracy(labels: dict[int, int], model: nn.Module, pool: PoolCac
 
 def _warm_start(model: Model, project: storage.Project) -> bool:
     """Load the last round's proxy weights into `model`; False (train from scratch) if there are none that fit."""
-    path = project.models_dir / WARM_START_FILE
-    if not path.is_file():
-        return False
-    try:
-        load_pretrained(model, path)
-    except ValueError:
-        return False  # the architecture or the classes changed since the last round
-    return True
+    for path in (weights_path(project), project.models_dir / LEGACY_WARM_START_FILE):
+        if path.is_file():
+            try:
+                load_pretrained(model, path)
+            except ValueError:
+                return False  # the architecture or the classes changed since the last round
+            return True
+    return False
 
 
 def warm_config(config: TrainConfig, n: int) -> TrainConfig:
@@ -471,12 +474,24 @@ def warm_config(config: TrainConfig, n: int) -> TrainConfig:
     return dataclasses.replace(config, steps=max(1, plan(n, config)[1] // 2))
 
 
-def _save_last(model: nn.Module, project: storage.Project) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with storage.atomic_write(project.models_dir / WARM_START_FILE) as tmp:
-        save_file(state, str(tmp))
+def _save_proxy(project: storage.Project, made: storage.Round, selector: _Selector, pool, classes) -> None:
+    """Keep the round's proxy (engine.saved_proxy): the target job measures it again on today's validation
+    images, and a pixel proxy's weights are the next round's warm start."""
+    if selector.head is not None and selector.features is not None and selector.backbone is not None:
+        backbone = selector.backbone
+        save_head_proxy(
+            project,
+            made,
+            selector.model,
+            selector.head,
+            selector.features,
+            backbone.fingerprint,
+            backbone.input_size,
+            classes,
+        )
+        return
+    save_pixel_proxy(project, made, selector.model, pool, classes)
+    (project.models_dir / LEGACY_WARM_START_FILE).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- progress

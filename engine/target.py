@@ -20,12 +20,14 @@ from torch import nn
 import storage
 from engine.checkpoint import save_checkpoint
 from engine.config import BACKBONE_TARGET, stage_config
-from engine.device import Normalization
+from engine.device import Normalization, model_device
 from engine.embeddings import backbone_classifier, resize_images
+from engine.intervals import wilson
 from engine.models import build_model
 from engine.pool_cache import PoolCache
 from engine.representation import require_backbone
 from engine.round import RoundError, load_inputs_and_pool
+from engine.saved_proxy import rescore
 from engine.score import predict_logits
 from engine.train import Cancelled, Progress, StepsSeen, train
 from engine.training.dynamic import DynamicKeep
@@ -49,6 +51,8 @@ class TargetFit:
     metrics: dict  # see validation_metrics, plus train_s, n_labels, model, steps, training
     image_size: int  # what the model takes: the pool's size, or a fine-tuned backbone's input size
     normalization: Normalization
+    validation: dict[int, int] = dataclasses.field(default_factory=dict)  # item id -> class it was measured on
+    predicted: np.ndarray | None = None  # the target's class for each of them, ascending item id
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """The pool's uint8 images [N, 3, S, S] at the model's input size."""
@@ -111,6 +115,7 @@ def fit_target(
         metrics={},
         image_size=image_size,
         normalization=normalization,
+        validation=dict(inputs.validation),
     )
     fit.metrics = validation_metrics(fit, inputs.validation, len(settings.classes))
     level = level or settings.target_training
@@ -187,10 +192,14 @@ def run_target(
     items, to `"target_subset"`, so the target on all labels stays beside it) (engine.checkpoint
     format, loadable with `load_checkpoint`); the metrics are also written as
     `metrics.json` beside the weights. Metrics: accuracy (None without
-    validation labels), per_class_accuracy, confusion, n_validation,
-    train_s, n_labels, model, steps (run), training (level or fixed steps).
+    validation labels), correct, interval, per_class_accuracy, confusion, n_validation,
+    train_s, n_labels, model, steps (run), training (level or fixed steps), and
+    proxy (`proxy_on_same_images`: the last saved proxy on the same images).
     """
     fit = fit_target(project, on_progress, should_stop, coreset_run=coreset_run, dynamic_keep=dynamic_keep)
+    if on_progress is not None:
+        on_progress(0.97, "measuring the last round's proxy on the same validation images")
+    fit.metrics["proxy"] = proxy_on_same_images(project, fit)
     path = save_checkpoint(
         fit.model,
         project.models_dir / (CHECKPOINT_DIR if coreset_run is None else SUBSET_CHECKPOINT_DIR),
@@ -208,7 +217,8 @@ def run_target(
 
 
 def validation_metrics(fit: TargetFit, labels: dict[int, int], n_classes: int) -> dict:
-    """Accuracy, per-class accuracy and confusion matrix on the labeled validation items `labels`.
+    """Accuracy (with its count right and 95 % Wilson interval), per-class accuracy and confusion matrix
+    on the labeled validation items `labels`; the predictions are kept in `fit.predicted`.
 
     confusion[i][j] counts items of class i predicted as j; per_class_accuracy[i]
     is None for a class with no validation items; accuracy is None when
@@ -220,21 +230,51 @@ def validation_metrics(fit: TargetFit, labels: dict[int, int], n_classes: int) -
         predicted = predict_logits(fit.model, images, fit.normalization, tta=True).argmax(1)
     else:
         predicted = np.empty(0, dtype=np.int64)
+    fit.predicted = predicted
     return classification_metrics(truth, predicted, n_classes)
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict:
-    """accuracy, per_class_accuracy and confusion (lists, JSON-ready) of int labels [N]."""
+    """accuracy, correct (of n_validation), interval (the 95 % Wilson interval of the accuracy, None with
+    nothing to measure), per_class_accuracy and confusion (lists, JSON-ready) of int labels [N]."""
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (truth, predicted), 1)
     support = confusion.sum(1)
     per_class = [float(confusion[c, c] / support[c]) if support[c] else None for c in range(n_classes)]
-    accuracy = float(np.trace(confusion) / len(truth)) if len(truth) else None
+    correct = int(np.trace(confusion))
+    accuracy = correct / len(truth) if len(truth) else None
     return {
         "accuracy": accuracy,
+        "correct": correct,
+        "interval": list(wilson(correct, len(truth))) if len(truth) else None,
         "per_class_accuracy": per_class,
         "confusion": confusion.tolist(),
         "n_validation": len(truth),
+    }
+
+
+def proxy_on_same_images(project: storage.Project, fit: TargetFit) -> dict:
+    """The last saved round proxy (engine.saved_proxy) measured on exactly the validation images the target
+    was: round, selector, accuracy, correct, n_validation, interval, and on how many images only the target
+    (target_only) or only the proxy (proxy_only) was right; or `unavailable`, saying why there is no such
+    measurement (the page then shows no difference)."""
+    settings = storage.load_settings(project)
+    found = rescore(project, settings, fit.pool, fit.validation, device=model_device(fit.model))
+    record: dict = {"round": found.round, "selector": found.selector}
+    if found.predicted is None or fit.predicted is None:
+        return {**record, "unavailable": found.unavailable or "the target was measured on no validation image"}
+    _, truth = fit.pool.arrays(fit.validation)
+    proxy_right = found.predicted == truth
+    target_right = fit.predicted == truth
+    correct = int(proxy_right.sum())
+    return {
+        **record,
+        "accuracy": correct / len(truth),
+        "correct": correct,
+        "n_validation": len(truth),
+        "interval": list(wilson(correct, len(truth))),
+        "target_only": int((target_right & ~proxy_right).sum()),
+        "proxy_only": int((proxy_right & ~target_right).sum()),
     }
 
 

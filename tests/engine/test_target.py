@@ -85,11 +85,14 @@ def test_classification_metrics_on_known_predictions():
     metrics = classification_metrics(truth, predicted, 3)
     assert metrics == {
         "accuracy": 0.6,
+        "correct": 3,
+        "interval": pytest.approx([0.2307, 0.8824], abs=1e-4),  # Wilson's 95 % for 3 of 5
         "per_class_accuracy": [0.5, 2 / 3, None],
         "confusion": [[1, 1, 0], [1, 2, 0], [0, 0, 0]],
         "n_validation": 5,
     }
-    assert classification_metrics(np.array([], int), np.array([], int), 2)["accuracy"] is None
+    nothing = classification_metrics(np.array([], int), np.array([], int), 2)
+    assert (nothing["accuracy"], nothing["interval"], nothing["n_validation"]) == (None, None, 0)
 
 
 @pytest.fixture
