@@ -44,6 +44,7 @@ def item_payload(entry: Entry, strategy: str, caption: str | None = None) -> dic
         "guess": entry.guess,
         "conf": entry.confidence,
         "why": caption if caption is not None else why,
+        "validation": entry.is_validation,  # marked on screen: measures the models, never trained on
     }
 
 

@@ -8,6 +8,8 @@ the undo stack of its tab; every label it sends is committed through
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +98,76 @@ def open_batch_entries(project: storage.Project) -> list[Entry]:
 def validation_entries(project: storage.Project) -> list[Entry]:
     """Every item reserved for validation, in its seeded random labeling order."""
     return _entries(project, [(i, None) for i in storage.validation_order(project)], validation=True)
+
+
+# ---------------------------------------------------------------- validation as you go
+
+
+def validation_due(validation_size: int, budget: int, queued: int) -> int:
+    """How many validation images are due once `queued` images of the budget are queued: the set spread
+    evenly over the budget (validation_size / budget per batch image), rounded up, so the batch that
+    queues the budget's last image finishes the validation set at the latest."""
+    if validation_size <= 0:
+        return 0
+    if budget <= 0 or queued >= budget:
+        return validation_size
+    return min(validation_size, math.ceil(validation_size * max(0, queued) / budget))
+
+
+def interleave(batch: list[Entry], extra: list[Entry]) -> list[Entry]:
+    """`extra` spread evenly through `batch`: the j-th of m goes before batch item (j + 1) * n // (m + 1), so
+    the batch's last item always comes after every extra one."""
+    n, m = len(batch), len(extra)
+    if not m:
+        return list(batch)
+    places = [(j + 1) * n // (m + 1) for j in range(m)]
+    out: list[Entry] = []
+    j = 0
+    for i, entry in enumerate(batch):
+        while j < m and places[j] == i:
+            out.append(extra[j])
+            j += 1
+        out.append(entry)
+    return out + extra[j:]
+
+
+def mixed_batch_entries(project: storage.Project) -> list[Entry]:
+    """The open batches (`open_batch_entries`) with validation images mixed in until the validation set is
+    labeled, so that it keeps pace with the training labels (`validation_due`).
+
+    Validation image k of `storage.validation_order` belongs to the first batch whose end makes more than k
+    due. A batch shows its own images and, the oldest open one, those of earlier batches still unlabeled
+    (a batch completes by its queued images alone, so validation images passed over there come back);
+    each stays in the list, labeled, while the batch is open when it was labeled since the batch began
+    (since the batch before it ended, for the earlier ones). A validation image labeled before on its own,
+    in the Validation worklist, is not shown again. Validation images are never queued, so they neither
+    hold up nor start a round, and their labels are validation labels.
+    """
+    made = storage.open_rounds(project)
+    if not made:
+        return []
+    batches = [(r, batch_entries(project, r.id)) for r in made]
+    settings = storage.load_settings(project)
+    order = storage.validation_order(project) if settings.validation_size > 0 else []
+    if not order:
+        return [dataclasses.replace(e, strategy=r.strategy) for r, entries in batches for e in entries]
+    done_at = storage.items.validation_done_at(project)
+    due = functools.partial(validation_due, len(order), settings.budget)
+    queued = len(storage.queued_ids(project)) - sum(len(entries) for _, entries in batches)
+    backlog_since = made[0].created_at
+    earlier = [r for r in storage.list_rounds(project) if r.index == made[0].index - 1]
+    if earlier and (times := storage.round_label_times(project, earlier[0].id)):
+        backlog_since = max(backlog_since, times[-1])
+    out: list[Entry] = []
+    for position, (r, entries) in enumerate(batches):
+        start, end = due(queued), due(queued + len(entries))
+        queued += len(entries)
+        own = [i for i in order[start:end] if done_at.get(i, r.created_at) >= r.created_at]
+        if position == 0:
+            own = [i for i in order[:start] if done_at.get(i, backlog_since) >= backlog_since] + own
+        mixed = _entries(project, [(i, None) for i in own], validation=True)
+        out += interleave([dataclasses.replace(e, strategy=r.strategy) for e in entries], mixed)
+    return out
 
 
 def why_chosen(strategy: str, score: float | None) -> str:

@@ -104,7 +104,7 @@ def choose_source(project: storage.Project, rs: jobs.RoundState) -> tuple[str, l
         st.segmented_control("Label", ["Batch", "Validation"], key="source", label_visibility="collapsed")
     source = st.session_state.get("source") or "Batch"
     if rs.kind == "labeling":
-        batch = labeling.open_batch_entries(project)
+        batch = labeling.mixed_batch_entries(project)
     else:
         batch = labeling.batch_entries(project, rs.round.id) if rs.round else []
     if source == "Batch" and has_validation and rs.kind != "labeling":
@@ -137,9 +137,27 @@ def labeling_area(project_root: str, round_kind: str) -> None:
     if rs.kind == "labeling" and rs.job is not None:
         st.caption("The next batch is being chosen from the labels so far; it joins this list when ready.")
     oracle_button(project, entries)
-    two_batches = source == "Batch" and len(storage.open_rounds(project)) > 1  # a round made early
-    title = "This batch and the next" if two_batches else None
+    title = batch_title(project, entries) if source == "Batch" else None
+    if source == "Batch" and any(e.is_validation for e in entries):
+        st.caption(validation_pace_caption(settings))
     labeler.show(project, source, entries, strategy, list(settings.classes), title=title)
+
+
+def batch_title(project: storage.Project, entries: list[Entry]) -> str:
+    """ "This batch" (and the next, with a round made early), with how many validation images are mixed in."""
+    title = "This batch and the next" if len(storage.open_rounds(project)) > 1 else "This batch"
+    mixed = sum(e.is_validation for e in entries)
+    return f"{title} (with {mixed} validation image{'s' if mixed != 1 else ''})" if mixed else title
+
+
+def validation_pace_caption(settings: storage.Settings) -> str:
+    per = settings.budget / max(1, settings.validation_size)
+    rate = f"about one per {per:.1f} batch images" if per >= 1 else f"about {1 / per:.1f} per batch image"
+    return (
+        f"Validation images are mixed in, {rate} ({settings.validation_size} over "
+        f"the budget of {settings.budget}), so the validation set is labeled by the last batch: they are marked "
+        "validation, show no guess and are never trained on."
+    )
 
 
 def budget_bar(project: storage.Project, settings: storage.Settings) -> None:

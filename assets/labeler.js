@@ -365,6 +365,7 @@ function drawFocus(v, body, state) {
   const side = el("div", "pl-side");
   const at = indexOf(v, item.id);
   side.append(el("div", "pl-path", item.path));
+  if (item.validation) side.append(el("div", "pl-valmark", "Validation image: measures the models, never trained on"));
   side.append(el("div", "pl-meta", `image ${at + 1} of ${v.data.items.length}${item.why ? " · " + item.why : ""}`));
   const [cls, text] = statusText(s, "saved");
   const status = el("div", "pl-status pl-" + cls, text);
@@ -415,6 +416,7 @@ function drawGrid(v, body, state) {
     if (s?.pending) tile.classList.add("pl-pending");
     if (v.selected.has(it.id)) tile.classList.add("pl-selected");
     if (v.cursor === it.id) tile.classList.add("pl-cursor");
+    if (it.validation) { tile.classList.add("pl-validation"); tile.append(el("span", "pl-valtag", "val")); }
     const img = el("img");
     img.src = url(v.data.urls.grid, it.id); img.alt = it.path; img.draggable = false; img.loading = "lazy";
     tile.append(img);

@@ -213,6 +213,18 @@ def validation_order(project: Project) -> list[int]:
     return sorted(ids, key=lambda item_id: hashlib.blake2b(f"{seed}:{item_id}".encode(), digest_size=8).digest())
 
 
+def validation_done_at(project: Project) -> dict[int, float]:
+    """Validation item id -> when its current label or skip was given (Unix seconds), for the validation
+    items labeled or skipped; the labeling view mixes validation images into batches and keeps those
+    labeled while a batch is open on screen (app.labeling.mixed_batch_entries)."""
+    with opened(project) as db:
+        rows = db.execute(
+            "SELECT s.item_id, s.created_at FROM item_states s JOIN items i ON i.id = s.item_id "
+            "WHERE i.is_validation = 1 AND i.status = 'ok' AND s.state IS NOT NULL"
+        )
+        return {item_id: created_at for item_id, created_at in rows}
+
+
 def _validation_ids(db: sqlite_utils.Database) -> list[int]:
     return [i for (i,) in db.execute("SELECT id FROM items WHERE is_validation = 1 ORDER BY id")]
 

@@ -31,10 +31,11 @@ def event(seq, action, items, value=None, how="typed", annotator="ana") -> dict:
 def test_view_gets_the_batch_classes_and_image_urls(open_app, project):
     data = view_data(open_app())
     ids = batch_ids(project)
-    assert [item["id"] for item in data["items"]] == ids
+    batch = [item for item in data["items"] if not item["validation"]]
+    assert [item["id"] for item in batch] == ids
     assert data["classes"] == list(RGB)
-    assert data["title"] == "This batch"
-    assert all(item["label"] is None and not item["skipped"] and item["why"] == "random pick" for item in data["items"])
+    assert data["title"] == "This batch (with 1 validation image)"  # validation as you go: test_validation_mix.py
+    assert all(item["label"] is None and not item["skipped"] and item["why"] == "random pick" for item in batch)
     assert all(item["guess"] is None for item in data["items"])  # a random batch has no guesses
     assert set(data["urls"]) == {"grid", "focus", "full"}
     assert all(
@@ -136,7 +137,7 @@ def test_guesses_of_a_proxy_batch_are_shown(open_app, project):
         guesses=[2, 0],
         confidences=[0.6, 0.7],
     )
-    items = view_data(open_app())["items"]
+    items = [i for i in view_data(open_app())["items"] if not i["validation"]]
     assert [(i["id"], i["guess"], i["conf"]) for i in items] == [
         (candidates[0], "blue", 0.6),
         (candidates[1], "red", 0.7),

@@ -194,9 +194,11 @@ def test_the_next_batch_arrives_without_a_reload_and_enter_accepts_the_guess(tmp
         streamlit_server(project.root, tmp_path / "home", tmp_path / "server.log") as url,
         opened(chromium, url, tmp_path) as page,
     ):
-        for _ in first:
+        validation = set(storage.validation_ids(project))  # mixed into the batch (validation as you go)
+        round0 = storage.current_round(project).id
+        while storage.round_queue(project, round0):
             item = shown(page)
-            assert item in first
+            assert item in first | validation
             page.keyboard.press(str(RGB.index(truth[storage.get_item(project, item).path]) + 1))
             page.wait_for_function(f"() => {VIEW}?.querySelector('{SHOWN}')?.dataset.itemId !== '{item}'")
         # the worker trains the proxy and queues round 1; the view shows it, with guesses, without a reload
@@ -280,7 +282,7 @@ def test_a_click_on_a_tile_takes_the_keyboard_from_a_filter(chromium, big):
 
 
 def test_a_double_click_on_a_tile_opens_it_in_the_focus_view(chromium, big):
-    project, url, _, tmp = big
+    _, url, _, tmp = big
     with opened(chromium, url, tmp) as page:
         page.click("button[data-mode='grid']")
         page.wait_for_selector(".pl-tile")
