@@ -8,6 +8,7 @@ import streamlit as st
 import storage
 from app import jobs, project_forms, widgets
 from engine import names
+from engine.intervals import accuracy_interval, describe, span
 
 DYNAMIC_KEEP = 60  # percent: DynaMS's average keep by default (docs/coreset.md)
 
@@ -56,25 +57,36 @@ def results(project: storage.Project, result: dict) -> None:
     classes = storage.class_names(project)
     st.subheader("Results")
     cols = st.columns(5)
-    accuracy = result.get("accuracy")
-    proxy = latest_proxy_accuracy(project)
+    accuracy, n = result.get("accuracy"), result.get("n_validation", 0)
+    same = same_images_proxy(result)
     cols[0].metric(
         "Validation accuracy",
         "n/a" if accuracy is None else f"{accuracy:.1%}",
-        delta=None if accuracy is None or proxy is None else f"{100 * (accuracy - proxy[1]):+.1f} pts vs proxy",
+        delta=None if accuracy is None or same is None else f"{100 * (accuracy - same['accuracy']):+.1f} pts vs proxy",
+        help=f"The target on {n} labeled validation images. {describe(accuracy, n)}.",
     )
-    cols[1].metric(
-        "Proxy, last round",
-        "n/a" if proxy is None else f"{proxy[1]:.1%}",
-        help="The proxy's validation accuracy when it chose the last batch.",
-    )
-    cols[2].metric("Validation images", result.get("n_validation", 0))
+    earlier = None if same is not None else latest_proxy(project)
+    if same is not None:
+        cols[1].metric(
+            "Proxy, same images",
+            f"{same['accuracy']:.1%}",
+            help=f"The proxy of round {same['round']} measured again, when the target trained, on the target's "
+            f"{same['n_validation']} validation images.",
+        )
+    else:
+        cols[1].metric(
+            "Proxy, last round",
+            "n/a" if earlier is None else f"{earlier.proxy_val_acc:.1%}",
+            help="The proxy's validation accuracy when it chose its batch, on the validation images labeled then.",
+        )
+    cols[2].metric("Validation images", n)
     cols[3].metric("Training labels", result.get("n_labels", 0))
     cols[4].metric(
         "Training time",
         f"{result.get('train_s', 0):.0f} s",
         help=f"{result.get('steps', '?')} optimizer steps of {widgets.md(result.get('model', ''))}",
     )
+    comparison_note(result, same, earlier)
     dynamic = result.get("dynamic")
     if dynamic:
         saved = 1 - dynamic["steps"] / max(1, dynamic["full_steps"])
@@ -86,10 +98,11 @@ def results(project: storage.Project, result: dict) -> None:
     if accuracy is None:
         st.caption("Label validation images to see accuracy, per-class accuracy and the confusion matrix.")
         return
-    if proxy is not None and accuracy < proxy[1]:
+    if same is not None and accuracy < same["accuracy"]:
         st.warning(
-            f"The target is less accurate than the proxy of round {proxy[0]} "
-            f"({accuracy:.1%} vs {proxy[1]:.1%}). Try thorough target training, or label more images."
+            f"On the same {n} validation images the target is less accurate than the proxy of round "
+            f"{same['round']} ({accuracy:.1%} vs {same['accuracy']:.1%}). Try thorough target training, or label "
+            "more images."
         )
     per_class, confusion = st.columns([1, 2])
     with per_class:
@@ -117,6 +130,7 @@ def subset_comparison(project: storage.Project, full: dict | None) -> None:
             {
                 "validation accuracy": [_percent(r.get("accuracy")) for r in rows.values()],
                 "validation images": [r.get("n_validation", 0) for r in rows.values()],
+                "95% interval": [_interval(r) for r in rows.values()],
                 "training labels": [r.get("n_labels", 0) for r in rows.values()],
                 "training s": [round(r.get("train_s", 0.0), 1) for r in rows.values()],
                 "steps": [r.get("steps") for r in rows.values()],
@@ -142,6 +156,15 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def _interval(result: dict) -> str:
+    """The 95 % Wilson interval of a target's accuracy ('' without one)."""
+    accuracy, n = result.get("accuracy"), result.get("n_validation", 0)
+    if accuracy is None or not n:
+        return ""
+    low, high = result.get("interval") or accuracy_interval(accuracy, n)
+    return span(low, high)
+
+
 def model_name(settings: storage.Settings) -> str:
     """The target's model name; for `auto`, the model it stands for. Which one `auto` picks without a
     backbone depends on the device the worker finds, and the server never imports torch to ask: an
@@ -157,10 +180,42 @@ def model_name(settings: storage.Settings) -> str:
     return f"{resolved} (auto)" if settings.target == names.AUTO else resolved
 
 
-def latest_proxy_accuracy(project: storage.Project) -> tuple[int, float] | None:
-    """(round index, proxy validation accuracy) of the latest round that measured one, or None."""
+def same_images_proxy(result: dict) -> dict | None:
+    """The last round's proxy as the target job measured it again on the target's own validation images
+    (engine.target.proxy_on_same_images), or None when it could not (or the target predates that)."""
+    proxy = result.get("proxy") or {}
+    if proxy.get("accuracy") is None or proxy.get("n_validation") != result.get("n_validation"):
+        return None
+    return proxy
+
+
+def latest_proxy(project: storage.Project) -> storage.Round | None:
+    """The latest round that measured its proxy on validation images (when it chose its batch), or None."""
     measured = [r for r in storage.list_rounds(project) if r.proxy_val_acc is not None]
-    return (measured[-1].index, measured[-1].proxy_val_acc) if measured else None
+    return measured[-1] if measured else None
+
+
+def comparison_note(result: dict, same: dict | None, earlier: storage.Round | None) -> None:
+    """Each accuracy with its n and 95 % interval, and whether the two were measured on the same images."""
+    accuracy, n = result.get("accuracy"), result.get("n_validation", 0)
+    lines = [f"**Target**: {describe(accuracy, n)}."]
+    if same is not None:
+        lines.append(
+            f"**Proxy of round {same['round']}** ({widgets.md(same.get('selector') or 'proxy')}), measured again on "
+            f"the same {same['n_validation']} images: {describe(same['accuracy'], same['n_validation'])}. "
+            f"Only the target was right on {same['target_only']} of them, only the proxy on {same['proxy_only']}."
+        )
+    elif earlier is not None:
+        why = (result.get("proxy") or {}).get("unavailable") or (
+            "this target was trained before the app kept the last round's proxy; train it again to compare the "
+            "two on the same images"
+        )
+        lines.append(
+            f"**Proxy of round {earlier.index}**: {describe(earlier.proxy_val_acc, earlier.proxy_val_n)}, measured "
+            f"when that round trained, on the validation images labeled then, not the target's {n}: the two are "
+            f"on different images, so no difference is shown. Not measured again: {widgets.md(why)}."
+        )
+    st.markdown("  \n".join(lines))
 
 
 def main() -> None:

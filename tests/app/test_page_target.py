@@ -65,6 +65,10 @@ def test_the_subset_target_is_compared_with_the_full_one(open_app, project, data
     assert list(table.index) == ["kept by margin (50%)", "every training label"]
     assert table.loc["every training label", "training labels"] == run.n_labeled
     assert table["validation images"].tolist() == [3, 3]
+    from engine.intervals import span, wilson
+
+    stored = [jobs.last_target_result(project, subset=True), jobs.last_target_result(project)]
+    assert table["95% interval"].tolist() == [span(*wilson(r["correct"], 3)) for r in stored]
 
 
 def test_a_dynams_target_is_named_so_in_comparisons():

@@ -55,10 +55,13 @@ def test_target_job_runs_and_shows_accuracy_and_confusion(open_app, project, dat
     run_worker(project.root, once=True)  # also runs the round queued when the batch was finished
     at.run()
     assert storage.get_job(project, job.id).state == "done"
-    assert [m.label for m in at.metric][:3] == ["Validation accuracy", "Proxy, last round", "Validation images"]
+    assert [m.label for m in at.metric][:3] == ["Validation accuracy", "Proxy, same images", "Validation images"]
     assert at.metric[2].value == "3"
-    proxy = storage.current_round(project).proxy_val_acc
-    assert at.metric[1].value == f"{proxy:.1%}"  # the target is shown against the proxy
+    result = storage.get_job(project, job.id).result
+    proxy = result["proxy"]  # the round's proxy, measured again by the target job on the target's three images
+    assert (proxy["round"], proxy["n_validation"]) == (storage.current_round(project).index, 3)
+    assert at.metric[1].value == f"{proxy['accuracy']:.1%}"
+    assert at.metric[0].proto.delta == f"{100 * (result['accuracy'] - proxy['accuracy']):+.1f} pts vs proxy"
     confusion = at.dataframe[0].value
     assert list(confusion.columns) == ["red", "green", "blue"]
     assert int(confusion.to_numpy().sum()) == 3
@@ -80,29 +83,34 @@ def test_a_diverged_target_shows_its_reason_and_no_result(open_app, project, dat
     assert not [m for m in at.metric if m.label == "Validation accuracy"]
 
 
-def _finished_target(project, accuracy):
-    """A target job done with `accuracy` on 3 validation images, recorded the way the worker records one."""
+def _finished_target(project, accuracy, n=4, proxy=None):
+    """A target job done with `accuracy` on `n` validation images (and `proxy`, what the job found of the
+    last round's proxy), recorded the way the worker records one."""
+    from engine.intervals import wilson
+
+    correct = round(accuracy * n)
+    result = {
+        "accuracy": accuracy,
+        "correct": correct,
+        "interval": list(wilson(correct, n)),
+        "per_class_accuracy": [accuracy, None, None],
+        "confusion": [[1, 0, 0], [0, 0, 0], [0, 0, 0]],
+        "n_validation": n,
+        "train_s": 1.0,
+        "n_labels": 4,
+        "model": "resnet20",
+        "steps": 400,
+    }
+    if proxy is not None:
+        result["proxy"] = proxy
     job = storage.enqueue_job(project, "target")
     storage.claim_job(project, "test-worker", ["target"])
-    storage.finish_job(
-        project,
-        job.id,
-        {
-            "accuracy": accuracy,
-            "per_class_accuracy": [accuracy, None, None],
-            "confusion": [[1, 0, 0], [0, 0, 0], [0, 0, 0]],
-            "n_validation": 3,
-            "train_s": 1.0,
-            "n_labels": 4,
-            "model": "resnet20",
-            "steps": 400,
-        },
-    )
+    storage.finish_job(project, job.id, result)
 
 
-def _proxy_round(project, accuracy):
+def _proxy_round(project, accuracy, n=4):
     free = storage.unlabeled_ids(project)[:1]
-    storage.create_round(
+    return storage.create_round(
         project,
         strategy="random",
         selector="proxy_tiny",
@@ -110,20 +118,69 @@ def _proxy_round(project, accuracy):
         scores=[0.0],
         n_labeled=4,
         proxy_val_acc=accuracy,
-        proxy_val_n=4,
+        proxy_val_n=n,
     )
 
 
+def _same_images(round_index, accuracy, n=4, target_only=0, proxy_only=0):
+    from engine.intervals import wilson
+
+    correct = round(accuracy * n)
+    return {
+        "round": round_index,
+        "selector": "proxy_tiny",
+        "accuracy": accuracy,
+        "correct": correct,
+        "n_validation": n,
+        "interval": list(wilson(correct, n)),
+        "target_only": target_only,
+        "proxy_only": proxy_only,
+    }
+
+
+def _text(at) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
 @pytest.mark.parametrize("target, proxy, warned", [(0.5, 0.75, True), (0.75, 0.5, False), (0.5, 0.5, False)])
-def test_the_target_is_shown_against_the_proxy(open_app, project, dataset, target, proxy, warned):
+def test_the_target_is_compared_with_the_proxy_on_the_same_images(open_app, project, dataset, target, proxy, warned):
     label_everything_queued(project, dataset[1])
-    _proxy_round(project, proxy)
-    _finished_target(project, target)
+    made = _proxy_round(project, 0.6, n=5)  # what the round measured, on the five labeled then
+    _finished_target(project, target, proxy=_same_images(made.index, proxy, target_only=1, proxy_only=2))
     at = open_app("app/page_target.py")
     metrics = {m.label: m for m in at.metric}
     assert metrics["Validation accuracy"].value == f"{target:.1%}"
-    assert metrics["Proxy, last round"].value == f"{proxy:.1%}"
+    assert metrics["Validation accuracy"].proto.delta == f"{100 * (target - proxy):+.1f} pts vs proxy"
+    assert metrics["Proxy, same images"].value == f"{proxy:.1%}"
     assert any("less accurate than the proxy" in w.value for w in at.warning) == warned
+    text = _text(at)
+    assert f"{target:.1%} ({round(4 * target)} of 4 validation images; 95% interval" in text
+    assert f"measured again on the same 4 images: {proxy:.1%} ({round(4 * proxy)} of 4" in text
+    assert "Only the target was right on 1 of them, only the proxy on 2." in text
+    assert "60.0%" not in text  # the round's own measurement, on other images, is not the one compared
+
+
+@pytest.mark.parametrize(
+    "proxy, why",
+    [
+        ({"round": None, "selector": None, "unavailable": "no round has saved its proxy yet"}, "no round has saved"),
+        (None, "this target was trained before the app kept the last round"),
+    ],
+)
+def test_on_different_images_the_two_are_shown_with_their_n_and_no_difference(open_app, project, dataset, proxy, why):
+    label_everything_queued(project, dataset[1])
+    _proxy_round(project, 0.6, n=5)
+    _finished_target(project, 0.5, proxy=proxy)
+    at = open_app("app/page_target.py")
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Validation accuracy"].value == "50.0%" and not metrics["Validation accuracy"].proto.delta
+    assert metrics["Proxy, last round"].value == "60.0%"
+    assert not at.warning  # the proxy's 60 % is on other images: no "less accurate" claim
+    text = _text(at)
+    assert "50.0% (2 of 4 validation images; 95% interval 15–85%)" in text
+    assert "60.0% (3 of 5 validation images; 95% interval 23–88%)" in text
+    assert "on different images, so no difference is shown" in text
+    assert why in text.replace("\\", "")
 
 
 def test_an_auto_target_is_named_by_the_model_it_stands_for(open_app, project, tmp_path):
