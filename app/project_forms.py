@@ -79,8 +79,8 @@ def _index(options: list[str], value: str) -> int:
 
 
 def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) -> dict:
-    """The settings widgets (inside a form); returns the values entered. fit: budget, first batch
-    and validation size start empty (None), to be fitted to the images found."""
+    """The settings widgets (inside a form); returns the values entered. fit: budget, round size, first
+    batch and validation size start empty (None), to be fitted to the images found (`storage.fit_to_pool`)."""
     strategies, models = engine_choices()
     proxies, targets = models + list(FROZEN_PROXIES), [*models, BACKBONE_TARGET]
     a, b = st.columns(2)
@@ -91,7 +91,7 @@ def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) 
     values = {
         "budget": a.number_input("Budget", **fitted("budget"), step=10, help=HELP["budget"], key=f"{prefix}budget"),
         "round_size": b.number_input(
-            "Round size", value=settings.round_size, step=5, help=HELP["round_size"], key=f"{prefix}round_size"
+            "Round size", **fitted("round_size"), step=5, help=HELP["round_size"], key=f"{prefix}round_size"
         ),
         "initial_size": a.number_input(
             "First random batch",

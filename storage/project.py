@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -22,7 +23,6 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import sqlite_utils
 
@@ -221,30 +221,48 @@ def _check_names(settings: Settings) -> None:
             raise SettingsError(f"{name} {getattr(settings, name)!r} must be one of {', '.join(TRAINING_LEVELS)}")
 
 
-FITTED = ("budget", "initial_size", "validation_size")
-MAX_FITTED_VALIDATION = 500
+FITTED = ("budget", "round_size", "initial_size", "validation_size")  # what the create form may leave empty
+MAX_FITTED_VALIDATION = 500  # images: about +-3.5 points at 95 % around 80 % accuracy
+SMALL_POOL_VALIDATION = 50  # a small pool sets aside up to a fifth of itself to get this many
+MAX_FITTED_BUDGET = 500  # a first goal on a large pool; the budget can be raised later on the Project page
+BUDGET_SHARE = 0.6  # of the images validation leaves: the last round still chooses among the other 40 %
+FITTED_BATCHES = 10  # the budget in about this many batches, the first one included ...
+MIN_FITTED_ROUND, MAX_FITTED_ROUND = 5, 50  # ... of this many images each
 
 
 def fit_to_pool(settings: Settings, pool_size: int, keep: tuple[str, ...] = ()) -> Settings:
-    """Settings whose budget, first batch and validation size fit a pool of `pool_size` usable images.
+    """Settings whose budget, round size, first batch and validation size fit a pool of `pool_size` usable
+    images; fields named in `keep` (the ones the user typed) stay as they are, the others fit around them.
 
-    Fields named in `keep` (the ones the user typed) stay as they are. Validation: 10 % of the pool,
-    at most MAX_FITTED_VALIDATION; budget: the default (500) or what the pool leaves; first batch:
-    the default (50) or the budget; round size never above the budget.
+    - validation: a tenth of the pool, and up to a fifth of a small one to reach SMALL_POOL_VALIDATION (a
+      validation set of 20 moves in 5-point steps), at most MAX_FITTED_VALIDATION, at most half the budget
+      (validation never takes over a third of the labeling) and never more than a typed budget leaves;
+    - budget: BUDGET_SHARE of the images validation leaves, at most MAX_FITTED_BUDGET, so the last round
+      still chooses its batch among many images instead of taking every one left;
+    - round size: a FITTED_BATCHES-th of the budget, MIN_FITTED_ROUND to MAX_FITTED_ROUND images (a small
+      pool gets about ten rounds), never above the budget; first batch: the round size.
+
+    100 images: validation 20, budget 48, rounds of 5; 245: 49, 117, 12; 2,000: 200, 500, 50; 100,000: 250,
+    500, 50 (tests/storage/test_project.py; docs/app.md, "Project page").
     """
-    defaults = Settings(image_root="", classes=())
-    values: dict[str, Any] = {
-        "validation_size": min(MAX_FITTED_VALIDATION, pool_size // 10),
-        "budget": defaults.budget,
-        "initial_size": defaults.initial_size,
-    }
-    values = {name: getattr(settings, name) if name in keep else value for name, value in values.items()}
-    if "budget" not in keep:
-        values["budget"] = max(1, min(values["budget"], pool_size - values["validation_size"]))
-    if "initial_size" not in keep:
-        values["initial_size"] = max(1, min(values["initial_size"], values["budget"]))
-    round_size = settings.round_size if "round_size" in keep else max(1, min(settings.round_size, values["budget"]))
-    return dataclasses.replace(settings, round_size=round_size, **values)
+    typed = {name: getattr(settings, name) for name in keep if name in FITTED}
+    small = min(SMALL_POOL_VALIDATION, math.ceil(pool_size / 5))
+    validation = typed.get("validation_size", min(MAX_FITTED_VALIDATION, max(math.ceil(pool_size / 10), small)))
+    if "budget" in typed:
+        budget = typed["budget"]
+        if "validation_size" not in typed:
+            validation = max(0, min(validation, budget // 2, pool_size - budget))
+    else:
+        budget = max(1, min(MAX_FITTED_BUDGET, math.floor(BUDGET_SHARE * (pool_size - validation))))
+        if "validation_size" not in typed:
+            validation = min(validation, budget // 2)
+    round_size = typed.get("round_size", max(MIN_FITTED_ROUND, min(MAX_FITTED_ROUND, round(budget / FITTED_BATCHES))))
+    if "round_size" not in typed:
+        round_size = max(1, min(round_size, budget))
+    initial_size = typed.get("initial_size", max(1, min(round_size, budget)))
+    return dataclasses.replace(
+        settings, budget=budget, round_size=round_size, initial_size=initial_size, validation_size=validation
+    )
 
 
 # ---------------------------------------------------------------- connections

@@ -127,8 +127,20 @@ def test_settings_left_empty_are_fitted_to_the_folder(tmp_path):
     fill_create(at, tmp_path / "images", tmp_path / "p", round_size=4)
     assert not at.error, [e.value for e in at.error]
     settings = storage.load_settings(storage.open_project(tmp_path / "p"))
-    assert (settings.validation_size, settings.budget, settings.initial_size) == (1, 11, 11)
+    # storage.fit_to_pool: the budget leaves images for the last round to choose from; the typed round size kept
+    assert (settings.validation_size, settings.budget, settings.initial_size, settings.round_size) == (2, 5, 4, 4)
     assert any("fitted to the 12 usable images" in c.value for c in at.caption)
+
+
+def test_the_round_size_left_empty_is_fitted_too(tmp_path):
+    write_image_folder(tmp_path / "images", per_class=34, flat=True)  # 102 images
+    at = fresh_app()
+    at.switch_page("app/page_project.py").run()
+    assert at.number_input(key="c-round_size").value is None  # "fit to the folder"
+    fill_create(at, tmp_path / "images", tmp_path / "p")
+    assert not at.error, [e.value for e in at.error]
+    settings = storage.load_settings(storage.open_project(tmp_path / "p"))
+    assert (settings.validation_size, settings.budget, settings.round_size, settings.initial_size) == (21, 48, 5, 5)
 
 
 def test_creating_again_finishes_a_half_made_project(tmp_path):
