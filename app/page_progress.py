@@ -2,41 +2,53 @@
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
 import storage
-from app import pool_map, project_forms
+from app import jobs, pool_map, project_forms
+from engine.intervals import FEW, accuracy_interval, describe, span
+
+ACCURACY = "proxy validation accuracy"
+N = "validation images"
+INTERVAL = "95% interval"
+# how a curve point is drawn: by the number of validation images it was measured on
+MANY, FEW_IMAGES, UNKNOWN = f"{FEW} or more images", f"fewer than {FEW} images", "n not recorded"
+COLOURS = {MANY: "#1f77b4", FEW_IMAGES: "#9e9e9e", UNKNOWN: "#cfcfcf"}
+WHEN_TRAINED, AGAIN = "when the round trained", "measured again for the target"
 
 
 def rounds_frame(project: storage.Project) -> pd.DataFrame:
-    """One row per round: labels it was trained on, proxy validation accuracy, stage seconds."""
+    """One row per round: labels it was trained on, proxy validation accuracy with the number of validation
+    images it was measured on and its 95 % interval, stage seconds."""
     rows = [
         {
             "round": r.index,
             "strategy": r.strategy,
             "selector": r.selector,
             "labels": r.n_labeled,
-            "proxy validation accuracy": r.proxy_val_acc,
+            ACCURACY: r.proxy_val_acc,
+            N: r.proxy_val_n,
+            INTERVAL: _interval(r.proxy_val_acc, r.proxy_val_n),
             "train s": r.train_s or 0.0,
             "score s": r.score_s or 0.0,
             "select s": r.select_s or 0.0,
         }
         for r in storage.list_rounds(project)
     ]
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         rows,
-        columns=[
-            "round",
-            "strategy",
-            "selector",
-            "labels",
-            "proxy validation accuracy",
-            "train s",
-            "score s",
-            "select s",
-        ],
+        columns=["round", "strategy", "selector", "labels", ACCURACY, N, INTERVAL, "train s", "score s", "select s"],
     )
+    frame[N] = frame[N].astype("Int64")  # None stays missing (a round made before n was recorded)
+    return frame
+
+
+def _interval(accuracy: float | None, n: int | None) -> str:
+    if accuracy is None or not n:
+        return ""
+    return span(*accuracy_interval(accuracy, n))
 
 
 def headline(project: storage.Project, frame: pd.DataFrame) -> None:
@@ -51,23 +63,127 @@ def headline(project: storage.Project, frame: pd.DataFrame) -> None:
     st.progress(min(1.0, labeled / settings.budget), text=f"Budget used: {labeled} of {settings.budget} labels")
 
 
-def learning_curve(frame: pd.DataFrame) -> None:
+def curve_frame(frame: pd.DataFrame, today: int, target: dict | None = None) -> pd.DataFrame:
+    """The learning curve's points: each trained round's proxy on the validation images labeled when it
+    trained, with n, the 95 % interval, how it is drawn (`measured on`: by n) and whether it was measured on
+    another number of images than the `today` labeled now (`other set`); plus, when the last target job
+    measured a round's proxy again on its own validation images (`target`'s metrics), that point."""
+    points = []
+    for row in frame.dropna(subset=[ACCURACY]).to_dict("records"):
+        n = None if pd.isna(row[N]) else int(row[N])
+        points.append(_point(int(row["round"]), int(row["labels"]), float(row[ACCURACY]), n, today, WHEN_TRAINED))
+    again = (target or {}).get("proxy") or {}
+    trained = {p["round"]: p["labels"] for p in points}
+    if again.get("accuracy") is not None and again.get("round") in trained:
+        points.append(
+            _point(again["round"], trained[again["round"]], again["accuracy"], again["n_validation"], today, AGAIN)
+        )
+    columns = ["round", "labels", "accuracy", "n", "low", "high", "interval", "measured on", "other set", "kind"]
+    return pd.DataFrame(points, columns=columns)
+
+
+def _point(index: int, labels: int, accuracy: float, n: int | None, today: int, kind: str) -> dict:
+    low, high = accuracy_interval(accuracy, n) if n else (None, None)
+    return {
+        "round": index,
+        "labels": labels,
+        "accuracy": accuracy,
+        "n": n,
+        "low": low,
+        "high": high,
+        "interval": "" if low is None or high is None else span(low, high),
+        "measured on": UNKNOWN if n is None else FEW_IMAGES if n < FEW else MANY,
+        "other set": n is not None and n != today,
+        "kind": kind,
+    }
+
+
+def learning_curve(project: storage.Project, frame: pd.DataFrame) -> None:
     st.subheader("Learning curve")
-    curve = frame.dropna(subset=["proxy validation accuracy"])
-    if curve.empty:
+    today = len(storage.validation_labels(project))
+    points = curve_frame(frame, today, jobs.last_target_result(project))
+    if points.empty:
         st.caption(
             "The proxy's accuracy on labeled validation images appears here after the first trained "
             "round. Label some validation images (Label page, Validation) to see it."
         )
         return
-    st.line_chart(
-        curve,
-        x="labels",
-        y="proxy validation accuracy",
-        x_label="training labels",
-        y_label="proxy validation accuracy",
-        height=280,
+    st.altair_chart(curve_chart(points), use_container_width=True)
+    st.caption(curve_note(points, today))
+
+
+def curve_chart(points: pd.DataFrame) -> alt.LayerChart:
+    """Accuracy by training labels: a point per round coloured by its n (grey under FEW images, with its n
+    written beside it), hollow when measured on another number of images than today's, its 95 % interval as a
+    bar; a black diamond for a proxy measured again for the target."""
+    colour = alt.Color(
+        "measured on:N",
+        title="measured on",
+        scale=alt.Scale(domain=list(COLOURS), range=list(COLOURS.values())),
+        legend=alt.Legend(orient="bottom"),
     )
+    x = alt.X("labels:Q", title="training labels")
+    y = alt.Y("accuracy:Q", title=ACCURACY, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    tooltip = [
+        alt.Tooltip("round:Q"),
+        alt.Tooltip("labels:Q", title="training labels"),
+        alt.Tooltip("accuracy:Q", format=".1%"),
+        alt.Tooltip("n:Q", title="validation images"),
+        alt.Tooltip("interval:N", title=INTERVAL),
+        alt.Tooltip("kind:N", title="measured"),
+    ]
+    base = alt.Chart(points).encode(x=x, y=y, tooltip=tooltip)
+    trained = base.transform_filter(alt.datum.kind == WHEN_TRAINED)
+    line = trained.mark_line(color="#bbbbbb")
+    bars = trained.mark_rule(opacity=0.5).encode(y=alt.Y("low:Q"), y2="high:Q", color=colour)
+    same = trained.transform_filter("!datum['other set']").mark_circle(size=70, opacity=1).encode(color=colour)
+    other = (
+        trained.transform_filter("datum['other set']")
+        .mark_point(size=70, filled=False, strokeWidth=2)
+        .encode(color=colour)
+    )
+    counts = (
+        trained.transform_filter(f"datum.n != null && datum.n < {FEW}")
+        .transform_calculate(count="'n=' + datum.n")
+        .mark_text(dx=14, dy=-9, fontSize=11, color="#757575")
+        .encode(text="count:N")
+    )
+    again = base.transform_filter(alt.datum.kind == AGAIN).mark_point(
+        shape="diamond", size=110, filled=True, color="black"
+    )
+    return alt.layer(line, bars, same, other, counts, again).properties(height=300)
+
+
+def curve_note(points: pd.DataFrame, today: int) -> str:
+    """Which images the curve is measured on, and what its marks mean."""
+    trained = points[points["kind"] == WHEN_TRAINED]
+    latest = trained.iloc[-1]
+    n = None if pd.isna(latest["n"]) else int(latest["n"])
+    lines = [
+        f"Each point: a round's proxy on the validation images labeled when that round trained (n per point; "
+        f"bars: 95% interval). Today {today} validation images are labeled. "
+        f"Latest, round {latest['round']}: {describe(latest['accuracy'], n)}."
+    ]
+    if (trained["measured on"] == FEW_IMAGES).any():
+        lines.append(f"Grey points are on fewer than {FEW} images: one image moves them by 5 points or more.")
+    other = trained[trained["other set"]]
+    if not other.empty:
+        rounds = ", ".join(str(r) for r in other["round"])
+        again = points[points["kind"] == AGAIN]
+        remeasured = (
+            f"The black diamond is round {again.iloc[0]['round']}'s proxy measured again on "
+            f"{int(again.iloc[0]['n'])} images when the target trained."
+            if not again.empty
+            else "Training the target (Target page) measures the latest round's proxy again on today's set."
+        )
+        lines.append(
+            f"Hollow points (round {rounds}) were measured on another number of validation images than today's "
+            f"{today}: the validation set changed since. Only the latest round's proxy is kept, so earlier "
+            f"rounds cannot be measured again on today's set. {remeasured}"
+        )
+    if (trained["measured on"] == UNKNOWN).any():
+        lines.append("Rounds made before this version did not record how many images they were measured on.")
+    return "  \n".join(lines)
 
 
 def labels_per_class(project: storage.Project) -> None:
@@ -95,7 +211,7 @@ def main() -> None:
     headline(project, frame)
     left, right = st.columns(2)
     with left:
-        learning_curve(frame)
+        learning_curve(project, frame)
     with right:
         labels_per_class(project)
     time_per_round(frame)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
 import storage
 from app import jobs
+from app.page_progress import ACCURACY, curve_frame
+from engine.intervals import describe, span, wilson
 from engine.worker import run_worker
 from tests.support import label_by_folder, label_queue, make_app_project, write_image_folder
 
@@ -62,10 +65,19 @@ def test_progress_page_shows_the_stored_rounds_after_two_trained_ones(open_app, 
     assert bar.proto.text == "Budget used: 10 of 12 labels"
 
     shown = charts(at)
-    assert shown["proxy validation accuracy"] == [
-        {"labels": 4, "proxy validation accuracy": one.proxy_val_acc},
-        {"labels": 8, "proxy validation accuracy": two.proxy_val_acc},
+    points = [
+        (p["round"], p["labels"], p["accuracy"], p["n"], p["measured on"], p["other set"]) for p in shown[ACCURACY]
     ]
+    assert points == [
+        (1, 4, one.proxy_val_acc, 3, "fewer than 20 images", False),
+        (2, 8, two.proxy_val_acc, 3, "fewer than 20 images", False),
+    ]
+    for point, made in zip(shown[ACCURACY], (one, two), strict=True):
+        assert (point["low"], point["high"]) == pytest.approx(wilson(round(3 * made.proxy_val_acc), 3))
+    [note] = [c.value for c in at.caption if "Each point" in c.value]
+    assert "Today 3 validation images are labeled" in note
+    assert f"Latest, round 2: {describe(two.proxy_val_acc, 3)}" in note
+    assert "Grey points are on fewer than 20 images" in note and "Hollow" not in note
     per_class = Counter(paths[i].split("/")[0] for i in labeled)  # the truth the items were labeled with
     assert {row["index -- streamlit-generated"]: row["labels"] for row in shown["labels per class"]} == per_class
     seconds = {
@@ -82,6 +94,8 @@ def test_progress_page_shows_the_stored_rounds_after_two_trained_ones(open_app, 
     table = at.dataframe[0].value
     assert table["round"].tolist() == [0, 1, 2] and table["labels"].tolist() == [0, 4, 8]
     assert table["proxy validation accuracy"].tolist()[1:] == [one.proxy_val_acc, two.proxy_val_acc]
+    assert table["validation images"].tolist()[1:] == [3, 3] and pd.isna(table["validation images"][0])
+    assert table["95% interval"].tolist()[1:] == [span(*wilson(round(3 * r.proxy_val_acc), 3)) for r in (one, two)]
 
 
 def test_an_imported_round_zero_is_not_drawn_as_a_trained_round(tmp_path, monkeypatch):
@@ -102,3 +116,75 @@ def test_an_imported_round_zero_is_not_drawn_as_a_trained_round(tmp_path, monkey
     at.switch_page("app/page_progress.py").run()
     assert not at.exception
     assert any("the labels the images came with" in c.value for c in at.caption)
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch) -> storage.Project:
+    """A project with its random round 0 labeled and none of its 3 validation images yet; the app opens it."""
+    from app import state
+
+    write_image_folder(tmp_path / "fresh_images", per_class=8)
+    project = make_app_project(tmp_path / "fresh", tmp_path / "fresh_images")
+    label_queue(project)
+    monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
+    return project
+
+
+def _progress_page(project):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import MAIN
+
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    at.switch_page("app/page_progress.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_a_round_measured_on_a_smaller_validation_set_is_marked_and_the_target_measures_its_proxy_again(fresh):
+    """One of the three validation images labeled when round 1 trained, all three after."""
+    validation = storage.validation_ids(fresh)
+    label_by_folder(fresh, validation[:1])
+    jobs.advance(fresh)
+    assert run_worker(fresh.root, once=True) == 1
+    [_, one] = storage.list_rounds(fresh)
+    assert one.proxy_val_n == 1
+    label_by_folder(fresh, validation[1:])
+
+    at = _progress_page(fresh)
+    [point] = charts(at)[ACCURACY]
+    assert (point["round"], point["n"], point["measured on"]) == (1, 1, "fewer than 20 images")
+    assert point["other set"]
+    [note] = [c.value for c in at.caption if "Each point" in c.value]
+    assert "Hollow points (round 1) were measured on another number of validation images than today's 3" in note
+    assert "earlier rounds cannot be measured again on today's set" in note
+    assert "Training the target (Target page) measures the latest round's proxy again" in note
+
+    jobs.start_target(fresh)
+    assert run_worker(fresh.root, once=True) == 1
+    at.run()
+    points = charts(at)[ACCURACY]
+    proxy = jobs.last_target_result(fresh)["proxy"]
+    assert [(p["round"], p["n"], p["kind"]) for p in points] == [
+        (1, 1, "when the round trained"),
+        (1, 3, "measured again for the target"),  # the round's saved proxy on today's three
+    ]
+    assert points[1]["accuracy"] == proxy["accuracy"]
+    [note] = [c.value for c in at.caption if "Each point" in c.value]
+    assert "The black diamond is round 1's proxy measured again on 3 images when the target trained" in note
+
+
+def test_the_curve_tells_many_images_from_few_and_from_unrecorded():
+    frame = pd.DataFrame(
+        {
+            "round": [1, 2, 3],
+            "labels": [4, 8, 12],
+            ACCURACY: [0.5, 0.75, 0.5],
+            "validation images": pd.array([24, pd.NA, 4], dtype="Int64"),
+        }
+    )
+    points = curve_frame(frame, today=24)
+    assert points["measured on"].tolist() == ["20 or more images", "n not recorded", "fewer than 20 images"]
+    assert points["other set"].tolist() == [False, False, True]
+    assert points["interval"].tolist() == [span(*wilson(12, 24)), "", span(*wilson(2, 4))]
+    assert [p is None or p != p for p in points["n"].tolist()] == [False, True, False]
