@@ -14,7 +14,7 @@ ACCURACY = "proxy validation accuracy"
 N = "validation images"
 INTERVAL = "95% interval"
 # how a curve point is drawn: by the number of validation images it was measured on
-MANY, FEW_IMAGES, UNKNOWN = f"{FEW} or more images", f"fewer than {FEW} images", "n not recorded"
+MANY, FEW_IMAGES, UNKNOWN = f"{FEW} or more", f"fewer than {FEW}", "not recorded"
 COLOURS = {MANY: "#1f77b4", FEW_IMAGES: "#9e9e9e", UNKNOWN: "#cfcfcf"}
 WHEN_TRAINED, AGAIN = "when the round trained", "measured again for the target"
 
@@ -116,13 +116,15 @@ def curve_chart(points: pd.DataFrame) -> alt.LayerChart:
     """Accuracy by training labels: a point per round coloured by its n (grey under FEW images, with its n
     written beside it), hollow when measured on another number of images than today's, its 95 % interval as a
     bar; a black diamond for a proxy measured again for the target."""
+    drawn = points.loc[points["kind"] == WHEN_TRAINED, "measured on"]
+    shown = [name for name in COLOURS if (drawn == name).any()]
     colour = alt.Color(
         "measured on:N",
-        title="measured on",
-        scale=alt.Scale(domain=list(COLOURS), range=list(COLOURS.values())),
-        legend=alt.Legend(orient="bottom"),
+        title="validation images",
+        scale=alt.Scale(domain=shown, range=[COLOURS[name] for name in shown]),
+        legend=alt.Legend(orient="bottom", direction="horizontal"),
     )
-    x = alt.X("labels:Q", title="training labels")
+    x = alt.X("labels:Q", title="training labels", scale=alt.Scale(padding=28, zero=False))
     y = alt.Y("accuracy:Q", title=ACCURACY, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
     tooltip = [
         alt.Tooltip("round:Q"),
@@ -135,7 +137,7 @@ def curve_chart(points: pd.DataFrame) -> alt.LayerChart:
     base = alt.Chart(points).encode(x=x, y=y, tooltip=tooltip)
     trained = base.transform_filter(alt.datum.kind == WHEN_TRAINED)
     line = trained.mark_line(color="#bbbbbb")
-    bars = trained.mark_rule(opacity=0.5).encode(y=alt.Y("low:Q"), y2="high:Q", color=colour)
+    bars = trained.mark_rule(opacity=0.45, strokeWidth=4).encode(y=alt.Y("low:Q"), y2="high:Q", color=colour)
     same = trained.transform_filter("!datum['other set']").mark_circle(size=70, opacity=1).encode(color=colour)
     other = (
         trained.transform_filter("datum['other set']")
@@ -145,13 +147,15 @@ def curve_chart(points: pd.DataFrame) -> alt.LayerChart:
     counts = (
         trained.transform_filter(f"datum.n != null && datum.n < {FEW}")
         .transform_calculate(count="'n=' + datum.n")
-        .mark_text(dx=14, dy=-9, fontSize=11, color="#757575")
+        .mark_text(align="left", dx=9, dy=10, fontSize=11, color="#616161")
         .encode(text="count:N")
     )
-    again = base.transform_filter(alt.datum.kind == AGAIN).mark_point(
-        shape="diamond", size=110, filled=True, color="black"
+    measured_again = base.transform_filter(alt.datum.kind == AGAIN)
+    again = measured_again.mark_point(shape="diamond", size=60, filled=True, color="black")
+    again_bar = measured_again.mark_rule(color="black", opacity=0.35, strokeWidth=2).encode(
+        y=alt.Y("low:Q"), y2="high:Q"
     )
-    return alt.layer(line, bars, same, other, counts, again).properties(height=300)
+    return alt.layer(line, bars, again_bar, same, again, other, counts).properties(height=300)
 
 
 def curve_note(points: pd.DataFrame, today: int) -> str:
@@ -168,16 +172,17 @@ def curve_note(points: pd.DataFrame, today: int) -> str:
         lines.append(f"Grey points are on fewer than {FEW} images: one image moves them by 5 points or more.")
     other = trained[trained["other set"]]
     if not other.empty:
-        rounds = ", ".join(str(r) for r in other["round"])
+        numbers = [str(r) for r in other["round"]]
+        rounds = f"round {numbers[0]}" if len(numbers) == 1 else f"rounds {', '.join(numbers[:-1])} and {numbers[-1]}"
         again = points[points["kind"] == AGAIN]
         remeasured = (
-            f"The black diamond is round {again.iloc[0]['round']}'s proxy measured again on "
-            f"{int(again.iloc[0]['n'])} images when the target trained."
+            f"The black diamond is round {again.iloc[0]['round']}'s proxy measured again when the target trained: "
+            f"{describe(again.iloc[0]['accuracy'], int(again.iloc[0]['n']))}."
             if not again.empty
             else "Training the target (Target page) measures the latest round's proxy again on today's set."
         )
         lines.append(
-            f"Hollow points (round {rounds}) were measured on another number of validation images than today's "
+            f"Hollow points ({rounds}) were measured on another number of validation images than today's "
             f"{today}: the validation set changed since. Only the latest round's proxy is kept, so earlier "
             f"rounds cannot be measured again on today's set. {remeasured}"
         )

@@ -69,8 +69,8 @@ def test_progress_page_shows_the_stored_rounds_after_two_trained_ones(open_app, 
         (p["round"], p["labels"], p["accuracy"], p["n"], p["measured on"], p["other set"]) for p in shown[ACCURACY]
     ]
     assert points == [
-        (1, 4, one.proxy_val_acc, 3, "fewer than 20 images", False),
-        (2, 8, two.proxy_val_acc, 3, "fewer than 20 images", False),
+        (1, 4, one.proxy_val_acc, 3, "fewer than 20", False),
+        (2, 8, two.proxy_val_acc, 3, "fewer than 20", False),
     ]
     for point, made in zip(shown[ACCURACY], (one, two), strict=True):
         assert (point["low"], point["high"]) == pytest.approx(wilson(round(3 * made.proxy_val_acc), 3))
@@ -153,7 +153,7 @@ def test_a_round_measured_on_a_smaller_validation_set_is_marked_and_the_target_m
 
     at = _progress_page(fresh)
     [point] = charts(at)[ACCURACY]
-    assert (point["round"], point["n"], point["measured on"]) == (1, 1, "fewer than 20 images")
+    assert (point["round"], point["n"], point["measured on"]) == (1, 1, "fewer than 20")
     assert point["other set"]
     [note] = [c.value for c in at.caption if "Each point" in c.value]
     assert "Hollow points (round 1) were measured on another number of validation images than today's 3" in note
@@ -171,7 +171,10 @@ def test_a_round_measured_on_a_smaller_validation_set_is_marked_and_the_target_m
     ]
     assert points[1]["accuracy"] == proxy["accuracy"]
     [note] = [c.value for c in at.caption if "Each point" in c.value]
-    assert "The black diamond is round 1's proxy measured again on 3 images when the target trained" in note
+    assert (
+        f"The black diamond is round 1's proxy measured again when the target trained: {describe(proxy['accuracy'], 3)}"
+        in note
+    )
 
 
 def test_the_curve_tells_many_images_from_few_and_from_unrecorded():
@@ -184,7 +187,7 @@ def test_the_curve_tells_many_images_from_few_and_from_unrecorded():
         }
     )
     points = curve_frame(frame, today=24)
-    assert points["measured on"].tolist() == ["20 or more images", "n not recorded", "fewer than 20 images"]
+    assert points["measured on"].tolist() == ["20 or more", "not recorded", "fewer than 20"]
     assert points["other set"].tolist() == [False, False, True]
     assert points["interval"].tolist() == [span(*wilson(12, 24)), "", span(*wilson(2, 4))]
     assert [p is None or p != p for p in points["n"].tolist()] == [False, True, False]
