@@ -205,6 +205,7 @@ def _round_job(project, params, on_progress, should_stop) -> dict:
         "score_s": made.score_s,
         "select_s": made.select_s,
         "proxy_val_acc": made.proxy_val_acc,
+        "proxy_val_n": made.proxy_val_n,
         "n_labeled": made.n_labeled,
     }
 
