@@ -20,7 +20,7 @@ import streamlit as st
 import storage
 from app import exports, jobs, labeler, labeling, project_forms, widgets
 from app.labeling import Entry, item_path
-from app.page_target import full_target_name
+from app.page_target import comparison_table
 from engine import names
 
 METHOD_HELP = {
@@ -270,22 +270,7 @@ def subset_target(project: storage.Project, run: storage.CoresetRun) -> None:
     result = jobs.last_target_result(project, subset=True)
     full = jobs.last_target_result(project)
     if result is not None:
-        rows = {"kept subset": result}
-        if full is not None:
-            rows[full_target_name(full)] = full
-        st.dataframe(
-            pd.DataFrame(
-                {
-                    "accuracy": [_percent(r.get("accuracy")) for r in rows.values()],
-                    "validation images": [r.get("n_validation", 0) for r in rows.values()],
-                    "training labels": [r.get("n_labels", 0) for r in rows.values()],
-                    "training s": [round(r.get("train_s", 0.0), 1) for r in rows.values()],
-                    "steps": [r.get("steps") for r in rows.values()],
-                },
-                index=list(rows),
-            ),
-            width="stretch",
-        )
+        comparison_table(result, full)
         trained_on = (result.get("coreset") or {}).get("run")
         if trained_on is not None and trained_on != run.id:
             st.caption(f"The subset target was trained on the kept share of an earlier run ({trained_on}).")
@@ -296,10 +281,6 @@ def subset_target(project: storage.Project, run: storage.CoresetRun) -> None:
         key="train-subset-target",
         help="Saved beside the target on all labels (the Target page compares them).",
     )
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def mislabeled(project: storage.Project, run: storage.CoresetRun) -> None:

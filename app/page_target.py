@@ -121,6 +121,11 @@ def subset_comparison(project: storage.Project, full: dict | None) -> None:
     if subset is None:
         return
     st.subheader("On the curated subset")
+    comparison_table(subset, full)
+
+
+def comparison_table(subset: dict, full: dict | None) -> None:
+    """The subset's target and (when there is one) the full target, one row each, with their sample sizes."""
     run = subset.get("coreset") or {}
     rows = {f"kept by {run.get('method', '?')} ({run.get('keep', 0):.0%})": subset}
     if full is not None:
