@@ -31,13 +31,13 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
         random_instead_button(project, "the first batch's job failed")
     elif rs.kind == "running" and rs.job.state == "queued" and (learning := storage.active_jobs(project, "backbone")):
         st.info(
-            f"Batch {rs.round.index} is done. The next batch is chosen once the representation of your "
+            f"Batch {batch_number(project, rs)} is done. The next batch is chosen once the representation of your "
             "images is learned (progress below); this continues if you refresh or close the tab."
         )
         widgets.live_job(str(project.root), learning[0].id)
     elif rs.kind == "running":
         st.info(
-            f"Batch {rs.round.index} is done. The proxy is retraining and choosing the next batch; "
+            f"Batch {batch_number(project, rs)} is done. The proxy is retraining and choosing the next batch; "
             "this continues if you refresh or close the tab."
         )
         widgets.live_job(str(project.root), rs.job.id)
@@ -45,7 +45,8 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
         widgets.job_failed(rs.job, "Retry the round", lambda: jobs.advance(project, force=True))
     elif rs.kind == "waiting":
         auto = storage.load_settings(project).auto_next_round
-        st.info(f"Batch {rs.round.index} is done." + ("" if auto else " Automatic rounds are off in the settings."))
+        off = "" if auto else " Automatic rounds are off in the settings."
+        st.info(f"Batch {batch_number(project, rs)} is done.{off}")
         st.button("Start the next round", type="primary", on_click=lambda: jobs.advance(project, force=True))
     elif rs.kind == "spent":
         st.success("The labeling budget is spent. Train the target model next.")
@@ -57,6 +58,11 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
             "it again on the Project page."
         )
         st.page_link("app/page_target.py", label="Go to the Target page", icon=":material/model_training:")
+
+
+def batch_number(project: storage.Project, rs: jobs.RoundState) -> int:
+    """The batch just done as people count it (from 1; labeling.batch_offset)."""
+    return (rs.round.index if rs.round else 0) + labeling.batch_offset(project)
 
 
 def first_batch_panel(project: storage.Project, job: storage.Job) -> None:

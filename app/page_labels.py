@@ -7,11 +7,14 @@ history, which storage keeps.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pandas as pd
 import streamlit as st
 
 import storage
 from app import labeler, project_forms, widgets
-from app.labeling import Entry, item_path, suspect_caption
+from app.labeling import Entry, batch_offset, item_path, suspect_caption
 
 KINDS = ("labeled", "skipped", "validation")
 CLASS_FILTER = "browse_classes"  # session key the Project page's class editor sets to show one class
@@ -31,14 +34,23 @@ def disagrees(row: storage.LabeledItem) -> bool:
     return row.guess is not None and row.class_name is not None and row.guess != row.class_name
 
 
-def filters(rows: list[storage.LabeledItem], classes: list[str]) -> dict:
-    kinds, names, rounds, people, odd, doubt = st.columns([2, 3, 2, 2, 2, 2], vertical_alignment="bottom")
+def filters(rows: list[storage.LabeledItem], classes: list[str], offset: int) -> dict:
+    """The filter widgets, on two rows: what to show, class, batch and annotator (each wide enough for its
+    choices: "Show" lists its three at once), then the two toggles. `offset`: labeling.batch_offset."""
+    kinds, names, rounds, people = st.columns([4, 3, 2, 2], vertical_alignment="bottom")
+    odd, doubt, _ = st.columns([3, 3, 5])
     annotators = sorted({r.annotator for r in rows if r.annotator})
     round_list = sorted({r.round_index for r in rows if r.round_index is not None})
     return {
-        "kinds": kinds.multiselect("Show", KINDS, default=list(KINDS), key="browse_kinds"),
+        "kinds": kinds.pills("Show", KINDS, selection_mode="multi", default=list(KINDS), key="browse_kinds") or [],
         "classes": names.multiselect("Class", classes, key=CLASS_FILTER, placeholder="every class"),
-        "rounds": rounds.multiselect("Round", round_list, key="browse_rounds", placeholder="every round"),
+        "rounds": rounds.multiselect(
+            "Batch",
+            round_list,
+            key="browse_rounds",
+            placeholder="every batch",
+            format_func=lambda index: f"batch {index + offset}",
+        ),
         "annotators": people.multiselect("Annotator", annotators, key="browse_people", placeholder="everyone"),
         "disagrees": odd.toggle(
             "Proxy disagrees",
@@ -66,10 +78,13 @@ def matches(row: storage.LabeledItem, chosen: dict, suspects: dict[int, storage.
     )
 
 
-def caption(row: storage.LabeledItem, suspect: storage.CoresetItem | None = None) -> str:
+def caption(row: storage.LabeledItem, suspect: storage.CoresetItem | None = None, offset: int = 1) -> str:
     if suspect is not None:
         return suspect_caption(suspect)
-    parts = ["validation" if row.is_validation else f"round {row.round_index}"]
+    if row.is_validation:
+        parts = ["validation"]
+    else:
+        parts = [f"batch {row.round_index + offset}" if row.round_index is not None else "imported"]
     if row.annotator:
         parts.append(f"by {row.annotator}")
     if disagrees(row):
@@ -82,7 +97,8 @@ def browser(project_root: str) -> None:
     project = storage.open_project(project_root)
     rows = storage.labeled_items(project)
     classes = list(storage.load_settings(project).classes)
-    chosen = filters(rows, classes)
+    offset = batch_offset(project)
+    chosen = filters(rows, classes, offset)
     suspects = {s.item_id: s for s in storage.open_suspects(project)} if chosen["suspects"] else {}
     shown = [r for r in rows if matches(r, chosen, suspects)]
     st.caption(
@@ -95,8 +111,52 @@ def browser(project_root: str) -> None:
         Entry(r.item_id, item_path(project_root, r.item_id), None, r.is_validation, r.class_name, r.skipped, r.guess)
         for r in shown
     ]
-    captions = {r.item_id: caption(r, suspects.get(r.item_id)) for r in shown}
+    captions = {r.item_id: caption(r, suspects.get(r.item_id), offset) for r in shown}
     labeler.show(project, "Browser", entries, "", classes, captions=captions, mode="grid")
+    history(project, shown, offset)
+
+
+def history(project: storage.Project, shown: list[storage.LabeledItem], offset: int) -> None:
+    """Every label an image was given, oldest first: who gave it, when, how, in which batch, and undos."""
+    with st.expander("History of an image"):
+        paths = {r.item_id: r.path for r in shown}
+        item_id = st.selectbox(
+            "Image",
+            list(paths),
+            index=None,
+            format_func=paths.__getitem__,
+            key="history_item",
+            placeholder="choose or type a file name (of the images shown above)",
+        )
+        if item_id is None:
+            return
+        batches = {r.id: r.index + offset for r in storage.list_rounds(project)}
+        events = storage.label_history(project, item_id)
+        if not events:
+            st.caption("No label given yet.")
+            return
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "when (UTC)": [
+                        datetime.fromtimestamp(e.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S") for e in events
+                    ],
+                    "what": [event_text(e) for e in events],
+                    "annotator": [e.annotator for e in events],
+                    "how": [e.source or "" for e in events],
+                    "batch": [str(batches[e.round_id]) if e.round_id in batches else "" for e in events],
+                }
+            ),
+            hide_index=True,
+        )
+
+
+def event_text(event: storage.LabelEvent) -> str:
+    if event.kind == "skip":
+        return "skipped"
+    if event.kind == "clear":
+        return "cleared"
+    return event.class_name if event.class_name is not None else "a class since removed"
 
 
 def main() -> None:

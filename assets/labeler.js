@@ -184,7 +184,7 @@ function focusKey(v, event) {
     case "u": case "backspace": undo(v); return true;
     case "arrowleft": move(v, -1); render(v); return true;
     case "arrowright": move(v, 1); render(v); return true;
-    case "z": v.zoom = !v.zoom; render(v); return true;
+    case "z": toggleZoom(v); return true;
     case "g": setMode(v, "grid"); return true;
     default: return false;
   }
@@ -212,7 +212,7 @@ function gridKey(v, event) {
     case "escape": v.selected.clear(); render(v); return true;
     case "pagedown": turnPage(v, 1); return true;
     case "pageup": turnPage(v, -1); return true;
-    case "z": case "f": setMode(v, "focus"); return true;
+    case "z": case "f": toFocus(v); return true;
     default: return false;
   }
 }
@@ -268,6 +268,14 @@ function tileEnter(v, id) {
   render(v);
 }
 
+// F, Z or the Focus button from the grid: the next image to label from the cursor on (the tile last clicked
+// is often one just labeled); a double-click opens the tile itself. A view with nothing open keeps the tile.
+function toFocus(v) {
+  if (isDone(effective(v).get(v.cursor))) v.cursor = firstOpen(v, indexOf(v, v.cursor));
+  v.pinned = false;
+  setMode(v, "focus");
+}
+
 function setMode(v, mode) {
   v.mode = mode; v.zoom = false;
   if (!v.data.mode) store(MODE_KEY, mode);           // a view that names its mode (the label browser) keeps it
@@ -321,7 +329,7 @@ function header(v, state) {
   for (const [mode, text] of [["focus", "Focus"], ["grid", "Grid"]]) {
     const b = el("button", "pl-mode" + (v.mode === mode ? " pl-on" : ""), text);
     b.dataset.mode = mode;
-    b.addEventListener("click", () => setMode(v, mode));
+    b.addEventListener("click", () => (mode === "focus" && v.mode === "grid" ? toFocus(v) : setMode(v, mode)));
     modes.append(b);
   }
   bar.append(modes);
@@ -358,8 +366,11 @@ function drawFocus(v, body, state) {
   img.dataset.itemId = String(item.id);
   img.alt = item.path;
   img.src = url(v.zoom ? v.data.urls.full : v.data.urls.focus, item.id);
-  img.addEventListener("click", () => { v.zoom = !v.zoom; render(v); });
-  if (v.zoom) img.addEventListener("load", () => magnify(img));
+  img.addEventListener("click", (e) => toggleZoom(v, v.zoom ? undefined : clickPoint(img, e)));
+  if (v.zoom) {
+    img.addEventListener("load", () => magnify(img, v.zoomAt));
+    stage.addEventListener("scroll", () => { v.zoomAt = viewCentre(stage, img); });
+  }
   img.title = v.zoom ? "Click or Z: fit to the window" : "Click or Z: full resolution";
   stage.append(img);
   const side = el("div", "pl-side");
@@ -384,7 +395,7 @@ function drawFocus(v, body, state) {
                  actionButton("Skip", "S", () => focusLabel(v, null, "typed")),
                  actionButton("Undo", "U", () => undo(v)),
                  actionButton("Next", "→", () => { move(v, 1); render(v); }),
-                 actionButton(v.zoom ? "Fit" : "Zoom", "Z", () => { v.zoom = !v.zoom; render(v); }));
+                 actionButton(v.zoom ? "Fit" : "Zoom", "Z", () => toggleZoom(v)));
   side.append(actions);
   side.append(el("div", "pl-help", "Keys: 1–0 label · Enter accept the guess · S skip · U undo · ← → move · Z zoom · G grid. " +
                  "Each label is saved the moment you give it."));
@@ -451,15 +462,44 @@ function render(v) {
   if (typing !== null) { v.nameInput.value = typing; v.nameInput.focus(); }   // an ack arrived mid-typing
 }
 
+// Zoom by key or button opens on the image's centre; a click on the image opens on the point clicked.
+function toggleZoom(v, at = { x: 0.5, y: 0.5 }) {
+  if (!v.zoom) v.zoomAt = at;
+  v.zoom = !v.zoom;
+  render(v);
+}
+
+// Where a click fell on the fitted image, as fractions of the picture (object-fit: contain letterboxes it).
+function clickPoint(img, event) {
+  const box = img.getBoundingClientRect();
+  if (!img.naturalWidth || !box.width || !box.height) return { x: 0.5, y: 0.5 };
+  const scale = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
+  const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+  const clamp = (t) => Math.min(1, Math.max(0, t));
+  return { x: clamp((event.clientX - box.left - (box.width - w) / 2) / w),
+           y: clamp((event.clientY - box.top - (box.height - h) / 2) / h) };
+}
+
+// The point of the zoomed picture at the middle of the stage, as fractions (kept across redraws).
+function viewCentre(stage, img) {
+  if (!img.offsetWidth || !img.offsetHeight) return { x: 0.5, y: 0.5 };
+  return { x: (stage.scrollLeft + stage.clientWidth / 2 - img.offsetLeft) / img.offsetWidth,
+           y: (stage.scrollTop + stage.clientHeight / 2 - img.offsetTop) / img.offsetHeight };
+}
+
 // Zoomed: the original file at full resolution, and never smaller than twice the fitted size,
-// so a tiny image is magnified (by whole pixels) rather than shown as a thumbnail.
-function magnify(img) {
+// so a tiny image is magnified (by whole pixels) rather than shown as a thumbnail; scrolled so that
+// the point `at` (fractions of the picture; the centre by default) is in the middle of the stage.
+function magnify(img, at) {
   const stage = img.parentElement;
   if (!stage || !img.naturalWidth) return;
   const fitted = Math.min(stage.clientWidth / img.naturalWidth, stage.clientHeight / img.naturalHeight);
   const scale = Math.max(1, Math.ceil(2 * fitted));
   img.style.width = `${img.naturalWidth * scale}px`;
   img.style.imageRendering = scale > 1 ? "pixelated" : "auto";
+  const { x, y } = at ?? { x: 0.5, y: 0.5 };
+  stage.scrollLeft = img.offsetLeft + x * img.offsetWidth - stage.clientWidth / 2;
+  stage.scrollTop = img.offsetTop + y * img.offsetHeight - stage.clientHeight / 2;
 }
 
 // The focus image fills the window below the view's top edge, whatever the page puts above it.

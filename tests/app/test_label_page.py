@@ -188,12 +188,12 @@ def test_label_browser_filters_and_relabels_in_place(open_app, project):
     shown = {item["id"]: item for item in data["items"]}
     assert {first, second, third} <= set(shown)
     assert set(shown) - {first, second, third} == set(storage.validation_ids(project))
-    assert shown[first]["why"] == "round 0 · by ana" and shown[third]["skipped"]
+    assert shown[first]["why"] == "batch 1 · by ana" and shown[third]["skipped"]  # batches count from 1
 
     at.multiselect(key="browse_people").set_value(["bob"]).run()
     assert [item["id"] for item in view_data(at)["items"]] == [second]
     at.multiselect(key="browse_people").set_value([]).run()
-    at.multiselect(key="browse_kinds").set_value(["skipped"]).run()
+    at.pills(key="browse_kinds").set_value(["skipped"]).run()
     assert [item["id"] for item in view_data(at)["items"]] == [third]
 
     # relabel in place: the view's event goes through the same commit; the history keeps both
@@ -276,3 +276,21 @@ def test_the_view_cannot_claim_a_source_it_never_gives(project, claimed):
     labeling.apply_events(project, {"client": "t", "events": [event(1, "label", [first], "red", how=claimed)]}, {})
     assert storage.current_labels(project) == {first: "red"}
     assert storage.label_history(project, first)[-1].source is None
+
+
+def test_batches_are_numbered_from_one_for_people(open_app, project):
+    at = open_app()
+    ids = batch_ids(project)
+    labeling.apply_events(project, {"client": "t", "events": [event(1, "label", ids, "red", how="bulk")]}, {})
+    jobs.advance(project)
+    at.run()
+    assert any(info.value.startswith("Batch 1 is done.") for info in at.info)  # round 0 is the first batch
+    assert labeling.batch_offset(project) == 1
+
+
+def test_a_round_0_of_imported_labels_is_no_batch(tmp_path):
+    from tests.support import make_tiny_project
+
+    project = make_tiny_project(tmp_path)
+    storage.create_round(project, strategy="imported", selector="labels", item_ids=[], scores=[], n_labeled=0)
+    assert labeling.batch_offset(project) == 0  # round 1, the first batch labeled, is batch 1

@@ -262,7 +262,7 @@ def test_a_click_on_a_tile_takes_the_keyboard_from_a_filter(chromium, big):
         page.wait_for_selector(".pl-tile")
         page.fill("input[aria-label='Annotator name']", "eve")
         page.keyboard.press("Enter")
-        page.locator("[data-testid='stMultiSelect'] input").nth(1).click()  # the class filter takes the keyboard
+        page.locator("[data-testid='stMultiSelect'] input").nth(0).click()  # the class filter takes the keyboard
         page.keyboard.press("Escape")
         assert page.evaluate("document.activeElement.tagName") == "INPUT"
         tile = page.locator(f".pl-tile[data-item-id='{open_items[-2]}']")
@@ -291,3 +291,95 @@ def test_a_double_click_on_a_tile_opens_it_in_the_focus_view(chromium, big):
         tile.dblclick()
         page.wait_for_selector(SHOWN)
         assert shown(page) == item
+
+
+def open_tiles(page) -> list[int]:
+    """Ids of the grid page's tiles, None for the labeled or skipped ones."""
+    return page.evaluate(
+        f"() => [...{VIEW}.querySelectorAll('.pl-tile')].map((t) => "
+        "t.classList.contains('pl-labeled') || t.classList.contains('pl-skipped') ? null : Number(t.dataset.itemId))"
+    )
+
+
+def test_f_from_the_grid_shows_the_next_open_image(chromium, big):
+    """Issue 25: after labeling a selection in the grid, F showed the last tile (already labeled)."""
+    project, url, _, tmp = big
+    with opened(chromium, url, tmp) as page:
+        page.click("button[data-mode='grid']")
+        page.wait_for_selector(".pl-tile")
+        tiles = open_tiles(page)
+        start = next(i for i in range(len(tiles) - 3) if all(tiles[i : i + 4]))  # four open tiles in a row
+        page.locator(".pl-tile").nth(start).click()
+        page.locator(".pl-tile").nth(start + 2).click(modifiers=["Shift"])
+        page.keyboard.press("2")
+        wait_saved(page)
+        assert all(storage.current_label(project, i) == "green" for i in tiles[start : start + 3])
+        page.keyboard.press("f")
+        page.wait_for_selector(SHOWN)
+        assert shown(page) == tiles[start + 3]
+        page.click("button[data-mode='grid']")
+        page.locator(".pl-tile").nth(start + 1).click()  # a labeled tile, then the Focus button
+        page.click("button[data-mode='focus']")
+        assert shown(page) == tiles[start + 3]
+
+
+STAGE = f"{VIEW}.querySelector('.pl-stage')"
+
+
+def zoomed(page) -> dict:
+    page.wait_for_function(
+        f"() => {VIEW}.querySelector('{SHOWN}')?.src.endsWith('/full') && {VIEW}.querySelector('{SHOWN}').style.width"
+    )
+    return page.evaluate(
+        f"() => {{ const s = {STAGE}; return {{left: s.scrollLeft, top: s.scrollTop, "
+        "maxLeft: s.scrollWidth - s.clientWidth, maxTop: s.scrollHeight - s.clientHeight}; }"
+    )
+
+
+def test_zoom_opens_on_the_centre_or_on_the_point_clicked(chromium, big):
+    """Issue 25: zoom opened at the top-left corner, so the subject could be out of view."""
+    _, url, _, tmp = big
+    with opened(chromium, url, tmp) as page:
+        page.keyboard.press("z")
+        at = zoomed(page)
+        assert at["maxLeft"] > 100 and at["maxTop"] > 100  # a 12 px image magnified past the stage
+        assert abs(at["left"] - at["maxLeft"] / 2) <= 2 and abs(at["top"] - at["maxTop"] / 2) <= 2
+        page.keyboard.press("z")  # back to fit
+        page.wait_for_function(f"() => {VIEW}.querySelector('{SHOWN}').src.endsWith('/focus')")
+        box = page.locator(SHOWN).bounding_box()
+        side = min(box["width"], box["height"])  # a square picture, letterboxed in the stage
+        x = box["x"] + (box["width"] - side) / 2 + 0.7 * side
+        y = box["y"] + (box["height"] - side) / 2 + 0.3 * side
+        page.mouse.click(x, y)
+        at = zoomed(page)
+        width = at["maxLeft"] + page.evaluate(f"() => {STAGE}.clientWidth")
+        height = at["maxTop"] + page.evaluate(f"() => {STAGE}.clientHeight")
+        centre_x = at["left"] + (width - at["maxLeft"]) / 2
+        centre_y = at["top"] + (height - at["maxTop"]) / 2
+        assert abs(centre_x / width - 0.7) < 0.02 and abs(centre_y / height - 0.3) < 0.02
+
+
+def test_the_show_filter_shows_its_three_choices(chromium, big):
+    """Issue 25: the Labels page's "Show" filter was too narrow for its three choices."""
+    _, url, _, tmp = big
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(url + "/labels")
+        page.wait_for_selector(".pl-tile")
+        for kind in ("labeled", "skipped", "validation"):
+            choice = page.get_by_text(kind, exact=True).first
+            assert choice.is_visible()
+            whole = choice.evaluate(
+                "(e) => { const r = e.getBoundingClientRect(); let p = e.parentElement; "
+                "while (p && getComputedStyle(p).overflow === 'visible') p = p.parentElement; "
+                "const c = p ? p.getBoundingClientRect() : r; "
+                "return e.scrollWidth <= e.clientWidth + 1 && r.left >= c.left - 1 && r.right <= c.right + 1; }"
+            )
+            assert whole, f"{kind} is cut off"
+    except Exception:
+        page.screenshot(path=str(tmp / "failure.png"))
+        raise
+    finally:
+        context.close()

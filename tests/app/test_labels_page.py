@@ -47,13 +47,13 @@ def test_proxy_disagrees_and_round_list_exactly_the_matching_items(open_app, pro
 
     at = open_app("app/page_labels.py")
     assert listed(at) == sorted([*round_zero, *round_one, *validation])
-    assert at.multiselect(key="browse_rounds").options == ["0", "1"]
+    assert at.multiselect(key="browse_rounds").options == ["batch 1", "batch 2"]  # people count from 1
 
     at.toggle(key="browse_disagrees").set_value(True).run()
     assert listed(at) == sorted(against)  # not round 0's labels (no guess), not the skip, not the agreeing ones
     [view] = at.get("bidi_component")
     why = {item["id"]: item["why"] for item in json.loads(view.proto.json)["items"]}
-    assert why == {i: f"round 1 · by ana · proxy said {guesses[i]}" for i in against}
+    assert why == {i: f"batch 2 · by ana · proxy said {guesses[i]}" for i in against}
 
     at.toggle(key="browse_disagrees").set_value(False).run()
     at.multiselect(key="browse_rounds").set_value([1]).run()
@@ -99,3 +99,20 @@ def test_possibly_mislabeled_lists_the_open_suspects_of_the_latest_curation(open
     storage.set_label(project, flagged[0], name, annotator="ben")  # the same class again: the label is right
     at.run()
     assert listed(at) == flagged[1:]
+
+
+def test_the_history_of_an_image_lists_every_label_it_was_given(open_app, project):
+    zero = storage.list_rounds(project)[0]
+    item_id = storage.round_items(project, zero.id)[0][0]
+    was = storage.current_label(project, item_id)
+    storage.set_label(project, item_id, next(c for c in RGB if c != was), annotator="bob", source="bulk")
+    storage.set_label(project, item_id, storage.SKIP, annotator="cy")
+    at = open_app("app/page_labels.py")
+    assert not at.dataframe  # nothing until an image is chosen
+    at.selectbox(key="history_item").set_value(item_id).run()
+    [table] = at.dataframe
+    frame = table.value
+    assert list(frame["what"]) == [was, next(c for c in RGB if c != was), "skipped"]
+    assert list(frame["annotator"]) == ["oracle", "bob", "cy"]
+    assert list(frame["how"]) == ["", "bulk", ""]
+    assert list(frame["batch"]) == ["1", "1", "1"]  # round 0, as people count it
