@@ -30,7 +30,8 @@ exported it ({repo}); each line printed is path, class, probability:
 
 ```bash
 {python} -m zipfile -e {bundle} checkpoint
-PYTHONPATH={repo} {python} -m engine predict checkpoint/target some_image.jpg
+IMAGE=your_image.jpg  # a placeholder: the path of the image (or images) to classify
+PYTHONPATH={repo} {python} -m engine predict checkpoint/target "$IMAGE"
 ```
 
 In Python, with `{repo}` on the path:
@@ -40,7 +41,7 @@ from PIL import Image
 from engine.checkpoint import load_checkpoint
 
 model = load_checkpoint("checkpoint/target")          # CPU; device="cuda" for a GPU
-print(model.predict([Image.open("some_image.jpg")]))  # [(class name, probability)]
+print(model.predict([Image.open("your_image.jpg")]))  # your image's path; [(class name, probability)]
 ```
 
 Without the repository, rebuild the architecture from `metadata.json["model"]`
@@ -86,7 +87,8 @@ def checkpoint_dir(project: storage.Project) -> Path | None:
 
 def checkpoint_bundle(project: storage.Project, bundle_name: str = "target_checkpoint.zip") -> bytes:
     """A zip of the target checkpoint (weights, metadata.json, metrics) plus a README whose commands,
-    run where the zip was saved as `bundle_name`, unzip it and classify an image."""
+    run where the zip was saved as `bundle_name`, unzip it and classify an image; also kept in the project's
+    exports folder under that name, as every export is."""
     folder = checkpoint_dir(project)
     if folder is None:
         raise storage.StorageError("no target checkpoint yet; train the target on the Target page first")
@@ -104,4 +106,6 @@ def checkpoint_bundle(project: storage.Project, bundle_name: str = "target_check
             if path.is_file() and not path.name.startswith("."):
                 archive.write(path, f"target/{path.name}")
         archive.writestr("target/README.md", readme)
+    with storage.atomic_write(project.exports_dir / Path(bundle_name).name) as tmp:
+        tmp.write_bytes(out.getvalue())
     return out.getvalue()

@@ -221,6 +221,7 @@ def test_export_buttons_hold_csv_jsonl_zip_and_checkpoint(open_app, project, dat
     assert json.loads(bundle.read("target/metadata.json"))["class_names"] == ["red", "green", "blue"]
     assert "load_checkpoint" in bundle.read("target/README.md").decode()
     assert_readme_commands_classify_an_image(data, name, bundle.read("target/README.md").decode(), tmp_path, dataset)
+    assert (project.exports_dir / name).read_bytes() == data  # kept in the exports folder, as the page says
 
 
 def assert_readme_commands_classify_an_image(data: bytes, name: str, readme: str, tmp_path, dataset) -> None:
@@ -229,10 +230,11 @@ def assert_readme_commands_classify_an_image(data: bytes, name: str, readme: str
     folder.mkdir()
     (folder / name).write_bytes(data)
     image = next(dataset[0].glob("*.png"))
-    (folder / "some_image.jpg").write_bytes(image.read_bytes())
+    assert "IMAGE=your_image.jpg  # a placeholder" in readme  # the README says what to replace
+    (folder / "your_image.jpg").write_bytes(image.read_bytes())
     commands = readme.split("```bash\n", 1)[1].split("```", 1)[0]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(["bash", "-euc", commands], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     path, predicted, probability = done.stdout.strip().split("\t")
-    assert path == "some_image.jpg" and predicted in {"red", "green", "blue"} and 0 < float(probability) <= 1
+    assert path == "your_image.jpg" and predicted in {"red", "green", "blue"} and 0 < float(probability) <= 1
