@@ -64,6 +64,7 @@ BASE_BATCH = 128  # config.lr is the peak for this batch size; other sizes scale
 TIMED_FROM = 2  # timing for max_seconds starts at step 2 (step 1 pays one-off costs) ...
 FIRST_FIT = 7  # ... and the plan is first fitted to the cap before step 7, then at each report
 MIN_CAPPED_STEPS = 50  # a time cap never cuts a plan below this many steps
+SHOWN_TOTAL_BAND = 0.1  # a refitted length changes the total reported only when it moves it by more than this
 CHECK_SAMPLE = 512  # training images predicted after training to detect a collapse
 BN_SAMPLE = 2048  # training images whose batch statistics become the batch-norm running statistics
 
@@ -185,6 +186,7 @@ def train(
     sampler = ShuffleAll() if sampler is None else sampler
     batch, planned = plan(len(labels), config)
     schedule = _Schedule(_run_steps(sampler, labels, batch, planned), config)
+    shown = _ShownTotal(schedule.total)
     optimizer = _optimizer(model, config, batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     ema = _Ema(model, config.ema) if config.ema else None
@@ -213,7 +215,7 @@ def train(
                 loss = loss_sum.item() / since_report
                 _check_finite(loss, step, schedule.total)
                 if on_progress is not None:
-                    on_progress(Progress(step, schedule.total, loss, clock.seconds()))
+                    on_progress(Progress(step, shown(step, schedule.total), loss, clock.seconds()))
                 loss_sum.zero_()
                 since_report = 0
             done = step
@@ -512,6 +514,22 @@ class _Schedule:
         if self.kind == "onecycle":
             return max(0.0, 1.0 - rest)
         return 0.5 * (1.0 + math.cos(math.pi * rest))
+
+
+class _ShownTotal:
+    """The step total a progress report gives. Under a time cap the run's length is refitted at every
+    report and wanders a few percent with the machine's load (517, 540, 506 steps): shown as it is, the
+    end a person reads keeps moving. The total shown changes only when the fitted length leaves a band of
+    SHOWN_TOTAL_BAND around it or the steps reach it, and is the true length at the last step. Reporting
+    only: the schedule runs `schedule.total` steps whatever is shown."""
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __call__(self, step: int, fitted: int) -> int:
+        if step >= fitted or step >= self.total or abs(fitted - self.total) > SHOWN_TOTAL_BAND * self.total:
+            self.total = fitted
+        return self.total
 
 
 class _Clock:
