@@ -152,7 +152,7 @@ def mixed_batch_entries(project: storage.Project) -> list[Entry]:
     order = storage.validation_order(project) if settings.validation_size > 0 else []
     if not order:
         return [dataclasses.replace(e, strategy=r.strategy) for r, entries in batches for e in entries]
-    done_at = storage.items.validation_done_at(project)
+    done_at = storage.validation_done_at(project)
     due = functools.partial(validation_due, len(order), settings.budget)
     queued = len(storage.queued_ids(project)) - sum(len(entries) for _, entries in batches)
     backlog_since = made[0].created_at

@@ -108,7 +108,7 @@ def learning_curve(project: storage.Project, frame: pd.DataFrame) -> None:
             "round. Label some validation images (Label page, Validation) to see it."
         )
         return
-    st.altair_chart(curve_chart(points), use_container_width=True)
+    st.altair_chart(curve_chart(points), width="stretch")
     st.caption(curve_note(points, today))
 
 

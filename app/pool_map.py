@@ -87,7 +87,7 @@ def show(project: storage.Project) -> None:
         .encode(color=alt.Color("label", title="label"))
     )
     batch = base.transform_filter(alt.datum.batch).mark_point(size=80, shape="diamond", color="black", strokeWidth=1.5)
-    st.altair_chart((unlabeled + labeled + batch).properties(height=420), use_container_width=True)
+    st.altair_chart((unlabeled + labeled + batch).properties(height=420), width="stretch")
     st.caption(
         f"First two principal components of the pool's embeddings. Grey: unlabeled; colours: labels; "
         f"black diamonds: the open batch ({int(frame['batch'].sum())} images)."

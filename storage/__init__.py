@@ -41,6 +41,7 @@ from storage.items import (
     resolve_item_path,
     restore_found,
     usable_items,
+    validation_done_at,
     validation_order,
 )
 from storage.jobs import (
@@ -230,6 +231,7 @@ __all__ = [
     "unlabeled_ids",
     "usable_items",
     "validate_settings",
+    "validation_done_at",
     "validation_ids",
     "validation_labels",
     "validation_order",
