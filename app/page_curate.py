@@ -192,8 +192,8 @@ def class_browser(project: storage.Project, run: storage.CoresetRun, items: list
     dropped = sorted((i for i in mine if not i.kept), key=_least_worth)
     root = str(project.root)
     for source, shown, title in (
-        ("CurateKept", kept, f"Kept: {len(kept)} of {len(mine)} (most worth keeping first)"),
-        ("CurateDropped", dropped, f"Dropped: {len(dropped)} (least worth keeping first)"),
+        ("CurateKept", kept, f"Kept of {len(mine)} {chosen}, most worth keeping first"),
+        ("CurateDropped", dropped, f"Dropped of {len(mine)} {chosen}, least worth keeping first"),
     ):
         if not shown:
             st.caption(f"{title}: none.")
@@ -312,8 +312,8 @@ def mislabeled(project: storage.Project, run: storage.CoresetRun) -> None:
         storage.class_names(project),
         captions={s.item_id: labeling.suspect_caption(s) for s in shown},
         mode="grid",
-        title=f"To review: {len(found)}"
-        + (f" (the first {SUSPECT_LIMIT} shown)" if len(found) > SUSPECT_LIMIT else ""),
+        title="To review, least likely label first"
+        + (f" (the first {SUSPECT_LIMIT} of {len(found)})" if len(found) > SUSPECT_LIMIT else ""),
     )
     with st.form("confirm"):
         chosen = st.multiselect(
