@@ -501,7 +501,7 @@ def table_svp(rows: list[dict], meta: dict) -> list[str]:
     keeps, methods = requested_in(meta, 1, "svp_keeps"), requested_in(meta, 1, "svp_methods")
     title = "#### SVP Table 3 in shape: target test accuracy (%) and end-to-end minutes (x all data)"
     if not keeps:
-        return [title, "", "Not measured in this run."]
+        return [title, "", "Not measured on this data set."]
     head = "| method | selector | " + " | ".join(f"{k:.0%} acc | {k:.0%} min" for k in keeps) + " |"
     lines = [title, "", head, "|" + "---|" * (2 + 2 * len(keeps))]
     for method in methods:
@@ -524,7 +524,7 @@ def table_deepcore(rows: list[dict], meta: dict) -> list[str]:
     keeps, methods = requested_in(meta, 2, "keeps"), requested_in(meta, 2, "methods")
     title = "#### DeepCore Table 1 in shape: target test accuracy (%) on the proxy's class-balanced selection"
     if not keeps:
-        return [title, "", "Not measured in this run."]
+        return [title, "", "Not measured on this data set."]
     means = {
         (m, k): _mean(_values(rows, kind="subset", selector="proxy", method=m, keep=k)) for m in methods for k in keeps
     }
