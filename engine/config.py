@@ -16,7 +16,7 @@ from engine.backbone_files import BACKBONE_TARGET as BACKBONE_TARGET  # re-expor
 from engine.device import best_device
 from engine.names import AUTO
 from engine.names import check_model_name as check_model_name  # re-exported: engine.simulate
-from engine.train import TrainConfig
+from engine.train import TrainConfig, plan
 
 # stage -> (settings field of the model, of the training level, of the fixed step count)
 STAGES = {"proxy": ("proxy", "proxy_training", "proxy_steps"), "target": ("target", "target_training", "target_steps")}
@@ -114,3 +114,16 @@ def use_tta(device: str) -> bool:
     doubles the scoring time, the second-largest part of a CPU round.
     """
     return best_device(device).type == "cuda"
+
+
+def scaled_to_subset(config: TrainConfig, n_full: int, n_subset: int) -> TrainConfig:
+    """`config` for training on `n_subset` of a set of `n_full`: the steps the whole set would be planned
+    (engine.train.plan: passes, floor, ceiling, or fixed steps) and its time cap, both times the share kept.
+    Planned on the subset alone, a step floor or a time cap would train half the data as long as all of it and
+    save nothing (docs/coreset.md)."""
+    if not 0 < n_subset <= n_full:
+        raise ValueError(f"a subset of {n_subset} of {n_full} examples")
+    share = n_subset / n_full
+    _, full_steps = plan(n_full, config)
+    cap = None if config.max_seconds is None else config.max_seconds * share
+    return replace(config, steps=max(1, round(full_steps * share)), max_seconds=cap)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import storage
-from engine.config import TRAINING_LEVELS, stage_config
+from engine.config import TRAINING_LEVELS, scaled_to_subset, stage_config
 from engine.example_stats import score_labeled_set
 from engine.machine import machine_info
 from engine.models import build_model
@@ -353,11 +353,15 @@ def load_labeled_data(config: CoresetConfig) -> LabeledData:
 
 
 def train_target(stage, data: LabeledData, picks: np.ndarray, sampler: Sampler | None = None) -> dict:
-    """Train the target on `picks` of the labeled set (with `sampler`, e.g. DynaMS); its test accuracy,
-    seconds and size."""
+    """Train the target on `picks` of the labeled set (with `sampler`, e.g. DynaMS) for the picks' share of the
+    steps and seconds all of it would get (`engine.config.scaled_to_subset`); its test accuracy, seconds and
+    size."""
     model = build_model(stage.model_name, len(data.classes), data.size, seed=stage.train.seed)
+    config = (
+        stage.train if len(picks) == len(data.labels) else scaled_to_subset(stage.train, len(data.labels), len(picks))
+    )
     started = time.perf_counter()
-    train(model, data.images[picks], data.labels[picks], stage.train, data.normalization, sampler=sampler)
+    train(model, data.images[picks], data.labels[picks], config, data.normalization, sampler=sampler)
     seconds = time.perf_counter() - started
     accuracy = evaluate(model, data.test_images, data.test_labels, data.normalization)
     return {"test_acc": round(accuracy, 4), "seconds": round(seconds, 2), "n": len(picks)}

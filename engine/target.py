@@ -19,7 +19,7 @@ from torch import nn
 
 import storage
 from engine.checkpoint import save_checkpoint
-from engine.config import BACKBONE_TARGET, stage_config
+from engine.config import BACKBONE_TARGET, scaled_to_subset, stage_config
 from engine.device import Normalization, model_device
 from engine.embeddings import backbone_classifier, resize_images
 from engine.intervals import wilson
@@ -83,14 +83,17 @@ def fit_target(
     """
     sampler = None if not dynamic_keep else DynamicKeep(dynamic_keep)  # a bad keep is refused here, before decoding
     kept = _kept(project, coreset_run) if items is None else frozenset(int(i) for i in items)
-    inputs = _restricted(storage.read_round_inputs(project), kept)
-    _check_labels(inputs)  # before decoding: fail fast
+    everything = storage.read_round_inputs(project)
+    _check_labels(_restricted(everything, kept))  # before decoding: fail fast
     report = on_progress or (lambda fraction, message: None)
-    inputs, pool = load_inputs_and_pool(project, inputs, lambda f: report(0.05 * f, "decoding images"))
+    inputs, pool = load_inputs_and_pool(project, everything, lambda f: report(0.05 * f, "decoding images"))
+    n_full = len(inputs.training)  # every training label: a subset trains its share of their plan
     inputs = _restricted(inputs, kept)
     _check_labels(inputs)  # again: decoding may have found images missing
     settings = inputs.settings
     stage = stage_config(settings, "target", model_name=model_name, steps=steps, level=level)
+    if kept is not None:  # a subset trains its share of the steps and seconds all the labels would get
+        stage = dataclasses.replace(stage, train=scaled_to_subset(stage.train, n_full, len(inputs.training)))
 
     started = time.perf_counter()
     model, image_size, normalization = _initial_model(project, settings, stage.model_name, pool, stage.train.seed)

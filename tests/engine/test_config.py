@@ -7,7 +7,7 @@ import pytest
 import storage
 from engine import config
 from engine.config import LEVELS, TRAINING_LEVELS, resolve_model_name, stage_config
-from engine.train import plan
+from engine.train import TrainConfig, plan
 
 
 def settings(**overrides) -> storage.Settings:
@@ -79,3 +79,30 @@ def test_storage_rejects_unknown_levels_and_negative_steps(tmp_path):
         storage.validate_settings(dataclasses.replace(good, proxy_training="slow"))
     with pytest.raises(storage.SettingsError, match="target_steps is -1"):
         storage.validate_settings(dataclasses.replace(good, target_steps=-1))
+
+
+@pytest.mark.parametrize(
+    ("config", "n_full", "n_subset", "steps", "cap"),
+    [
+        (TrainConfig(passes=30, min_steps=200, max_steps=3000, max_seconds=20.0), 1000, 500, 120, 10.0),
+        # a small set: all of it trains 210 steps, half of it 105 (planned alone: 200, the step floor)
+        (TrainConfig(passes=30, min_steps=200, max_steps=3000, max_seconds=None), 100, 50, 105, None),
+        (TrainConfig(steps=30), 24, 12, 15, None),
+        (TrainConfig(steps=30), 24, 24, 30, None),
+    ],
+)
+def test_a_subset_trains_its_share_of_the_full_plan(config, n_full, n_subset, steps, cap):
+    from engine.config import scaled_to_subset
+    from engine.train import plan
+
+    scaled = scaled_to_subset(config, n_full, n_subset)
+    assert (scaled.steps, scaled.max_seconds) == (steps, cap)
+    assert plan(n_subset, scaled)[1] == steps
+
+
+@pytest.mark.parametrize(("n_full", "n_subset"), [(10, 0), (10, 11)])
+def test_a_subset_must_be_part_of_the_set(n_full, n_subset):
+    from engine.config import scaled_to_subset
+
+    with pytest.raises(ValueError, match="subset"):
+        scaled_to_subset(TrainConfig(), n_full, n_subset)

@@ -183,6 +183,7 @@ def test_the_target_trains_on_a_core_set_runs_kept_items_beside_the_full_one(val
     full = run_target(validated_project)
     assert Path(full["checkpoint"]) == validated_project.models_dir / "target"
     assert full["n_labels"] == run.n_labeled - 1 and "coreset" not in full
+    assert full["steps"] == 30 and subset["steps"] == round(30 * subset["n_labels"] / full["n_labels"])  # its share
     assert (validated_project.models_dir / "target_subset" / "metrics.json").is_file()
 
 
