@@ -36,8 +36,8 @@ METHOD_HELP = {
     "facility_location": "the images that best represent the rest (facility location)",
     "graph_cut": "representative and diverse (graph cut)",
 }
-DEFAULT_METHOD = "forgetting"
-DEFAULT_KEEP = 50  # percent
+DEFAULT_METHOD = names.CORESET_DEFAULT_METHOD
+DEFAULT_KEEP = round(100 * names.CORESET_DEFAULT_KEEP)  # percent
 GRID_LIMIT = 60  # images per grid: the extremes of a class, not all of it
 SUSPECT_LIMIT = 120
 NAME_KEY = "curate_name"

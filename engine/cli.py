@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.names import CORESET_DEFAULT_KEEP, CORESET_DEFAULT_METHOD
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its subcommands."""
@@ -123,8 +125,15 @@ def add_coreset_arguments(parser: argparse.ArgumentParser) -> None:
         "saved in the project (the Curate page shows it)",
     )
     parser.add_argument("--out", type=Path, required=True, help="the JSON result")
-    parser.add_argument("--method", default="forgetting", help="a selection method (default: forgetting)")
-    parser.add_argument("--keep", type=float, default=0.5, help="share of the labeled set kept, in (0, 1]")
+    parser.add_argument(
+        "--method", default=CORESET_DEFAULT_METHOD, help=f"a selection method (default: {CORESET_DEFAULT_METHOD})"
+    )
+    parser.add_argument(
+        "--keep",
+        type=float,
+        default=CORESET_DEFAULT_KEEP,
+        help=f"share of the labeled set kept, in (0, 1] (default: {CORESET_DEFAULT_KEEP})",
+    )
     parser.add_argument("--selector", choices=("proxy", "target"), default="proxy", help="which model selects")
     parser.add_argument("--no-balance", action="store_true", help="select without balancing the classes")
     parser.add_argument("--baselines", action="store_true", help="also the target on all data and a random subset")

@@ -27,7 +27,7 @@ from engine.config import TRAINING_LEVELS, scaled_to_subset, stage_config
 from engine.example_stats import score_labeled_set
 from engine.machine import machine_info
 from engine.models import build_model
-from engine.names import CORESET_METHODS
+from engine.names import CORESET_DEFAULT_KEEP, CORESET_DEFAULT_METHOD, CORESET_METHODS
 from engine.pool_cache import channel_stats, folder_image_size
 from engine.score import PoolScores
 from engine.selection.balance import class_balanced, class_shares
@@ -72,8 +72,8 @@ class CoresetConfig:
     out: Path
     data: Path | None = None  # an ImageFolder tree: train/ is the labeled set, test/ tests the target ...
     project: Path | None = None  # ... or a project: its training labels, tested on its labeled validation images
-    method: str = "forgetting"
-    keep: float = 0.5  # share of the labeled set kept, in (0, 1]
+    method: str = CORESET_DEFAULT_METHOD  # docs/coreset.md: the study these defaults come from
+    keep: float = CORESET_DEFAULT_KEEP  # share of the labeled set kept, in (0, 1]
     selector: str = "proxy"  # proxy | target
     balance: bool = True  # class-balanced selection (DeepCore's setting)
     baselines: bool = False  # also the target on all data and on a random subset of the same size

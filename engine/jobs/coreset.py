@@ -22,6 +22,7 @@ from engine.config import stage_config
 from engine.coreset import check_choice, item_scores, keep_count, select, suspects
 from engine.example_stats import score_labeled_set
 from engine.models import build_model
+from engine.names import CORESET_DEFAULT_KEEP, CORESET_DEFAULT_METHOD
 from engine.round import RoundError, load_inputs_and_pool
 from engine.selection.coreset import labeled_pool
 from engine.train import Cancelled, Progress, evaluate
@@ -42,8 +43,8 @@ def run_coreset_job(
     """The worker's entry: `params` {method, keep, balance (default true), selector (default proxy)}."""
     run = curate(
         project,
-        method=params.get("method", "forgetting"),
-        keep=params.get("keep", 0.5),
+        method=params.get("method", CORESET_DEFAULT_METHOD),
+        keep=params.get("keep", CORESET_DEFAULT_KEEP),
         balance=bool(params.get("balance", True)),
         selector=params.get("selector", "proxy"),
         on_progress=on_progress,

@@ -35,12 +35,12 @@ def test_curate_in_the_browser_and_relabel_a_suspect(chromium, tmp_path):
         try:
             page.goto(url + "/curate")
             page.get_by_role("button", name="Curate the labeled set").click()
-            page.wait_for_selector("text=/Run 1: forgetting, keeping 50%/")  # the worker ran the job
+            page.wait_for_selector("text=/Run 1: kcenter, keeping 70%/")  # the defaults (docs/coreset.md)  # the worker ran the job
             page.wait_for_selector(".pl-tile")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(tmp_path / SCREENSHOTS[0]), full_page=True)
             run = storage.latest_coreset_run(project)
-            assert run.n_labeled == 57 and run.n_kept == 28  # 60 images, 3 for validation
+            assert run.n_labeled == 57 and run.n_kept == 40  # 60 images, 3 for validation
             flagged = {s.item_id for s in storage.suspects(project, run.id)}
             assert set(wrong) <= flagged, flagged
             text = page.inner_text("body")

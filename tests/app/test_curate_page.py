@@ -74,9 +74,9 @@ def test_the_target_trains_on_the_kept_subset_and_is_compared_with_the_full_one(
     run_worker(project.root, once=True)
     at.run()
     frame = next(d.value for d in at.dataframe if "training labels" in d.value.columns)
-    assert list(frame.index) == ["kept by forgetting (50%)"]
-    assert frame.loc["kept by forgetting (50%)", "training labels"] == run.n_kept
-    assert frame.loc["kept by forgetting (50%)", "validation images"] == 3
+    assert list(frame.index) == ["kept by kcenter (50%)"]
+    assert frame.loc["kept by kcenter (50%)", "training labels"] == run.n_kept
+    assert frame.loc["kept by kcenter (50%)", "validation images"] == 3
     assert (project.models_dir / "target_subset" / "model.safetensors").is_file()
 
 
