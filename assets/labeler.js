@@ -173,10 +173,20 @@ function classForKey(v, key) {
   return i >= 0 && i < v.data.classes.length ? v.data.classes[i] : undefined;
 }
 
+// A digit with no class behind it says so instead of doing nothing (issue 25: a key that cannot act says why).
+function noClassKey(v, event) {
+  if (!/^[0-9]$/.test(event.key) || classForKey(v, event.key) !== undefined) return false;
+  const n = v.data.classes.length;
+  v.message = `No class on key ${event.key}: keys 1–${Math.min(n, 10) % 10 || 0} label the ${n} classes.`;
+  render(v);
+  return true;
+}
+
 function focusKey(v, event) {
   const key = event.key.toLowerCase();
   const cls = event.key.length === 1 ? classForKey(v, event.key) : undefined;
   if (cls !== undefined) { if (!event.repeat) focusLabel(v, cls, "typed"); return true; }
+  if (noClassKey(v, event)) return true;
   if (event.repeat && !key.startsWith("arrow")) return true;
   switch (key) {
     case "enter": if (v.cursor != null && acceptGuess(v, [v.cursor], "accepted")) { advance(v); render(v); } return true;
@@ -195,6 +205,7 @@ function gridKey(v, event) {
   const targets = () => (v.selected.size ? [...v.selected] : v.cursor != null ? [v.cursor] : []);
   const cls = event.key.length === 1 ? classForKey(v, event.key) : undefined;
   if (cls !== undefined) { if (!event.repeat) { label(v, targets(), cls, v.selected.size > 1 ? "bulk" : "typed"); afterBulk(v); } return true; }
+  if (noClassKey(v, event)) return true;
   const cols = v.columns;
   const step = { arrowleft: -1, arrowright: 1, arrowup: -cols, arrowdown: cols }[key];
   if (step !== undefined) {

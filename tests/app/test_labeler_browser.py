@@ -383,3 +383,17 @@ def test_the_show_filter_shows_its_three_choices(chromium, big):
         raise
     finally:
         context.close()
+
+
+def test_a_digit_without_a_class_says_so(chromium, big):
+    project, url, _, tmp = big
+    before = label_rows(project)
+    with opened(chromium, url, tmp) as page:
+        page.keyboard.press("7")
+        page.wait_for_selector("text=/No class on key 7: keys 1–3 label the 3 classes/")
+        page.click("button[data-mode='grid']")
+        page.wait_for_selector(".pl-tile")
+        page.locator(".pl-tile").nth(2).click()
+        page.keyboard.press("9")
+        page.wait_for_selector("text=/No class on key 9/")
+    assert label_rows(project) == before
