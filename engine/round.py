@@ -35,7 +35,7 @@ from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load
 from engine.representation import load_backbone, project_embeddings, require_backbone
 from engine.saved_proxy import save_head_proxy, save_pixel_proxy, weights_path
 from engine.score import PoolScores, score_pool
-from engine.selection.strategies import DISTANCE_STRATEGIES, STRATEGIES, strategy_scores
+from engine.selection.strategies import DISTANCE_STRATEGIES, STRATEGIES, select_with_scores
 from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan, train
 from storage.items import inside_root
 
@@ -128,15 +128,14 @@ def select_next_batch(
     taken = pool.positions(sorted(inputs.taken))
     with stages.timed("select"):
         rng = np.random.default_rng(config.train.seed)
-        picks = np.asarray(STRATEGIES[strategy_name](scores, taken, size, rng=rng), dtype=np.int64)
-        item_scores = strategy_scores(strategy_name, scores, picks, labeled=taken)
+        picks, item_scores, note = select_with_scores(strategy_name, scores, taken, size, rng=rng)
 
     learned = strategy_name == settings.strategy  # a model that learned nothing guesses nothing
     probs = scores.probs[picks]
     written = storage.create_round(
         project,
         strategy=strategy_name,
-        selector=selector.name,
+        selector=selector.name + (f", {note}" if note else ""),
         item_ids=pool.item_ids[picks].tolist(),
         scores=[float(s) for s in item_scores],
         n_labeled=len(inputs.training),
@@ -280,12 +279,13 @@ def run_first_round(project: storage.Project, on_progress: OnProgress | None = N
     taken = pool.positions(sorted(inputs.taken))
     stages.at("select", 0.0, f"selecting {size} images ({name})")
     with stages.timed("select"):
-        picks = np.asarray(STRATEGIES[name](scores, taken, size, rng=np.random.default_rng(settings.seed)), np.int64)
-        item_scores = strategy_scores(name, scores, picks, labeled=taken)
+        picks, item_scores, note = select_with_scores(
+            name, scores, taken, size, rng=np.random.default_rng(settings.seed)
+        )
     return storage.create_round(
         project,
         strategy=name,
-        selector=f"{name} on {backbone.name} embeddings",
+        selector=f"{name} on {backbone.name} embeddings" + (f", {note}" if note else ""),
         item_ids=pool.item_ids[picks].tolist(),
         scores=[float(v) for v in item_scores],
         n_labeled=len(inputs.training),

@@ -222,14 +222,30 @@ def probcover(
     return np.asarray(chosen, dtype=np.int64)
 
 
-def probcover_scores(pool, chosen: np.ndarray, labeled) -> np.ndarray:
-    """The number of pool points within delta of each chosen point (the UI's score; delta as chosen)."""
+def probcover_scores(pool, chosen: np.ndarray, labeled, delta: float | None = None) -> np.ndarray:
+    """The number of pool points within `delta` of each chosen point (the UI's score). Give the radius the
+    picks used (`probcover_with_radius`); without one it is chosen again with k-means seed 0, which need not
+    be the picks' radius."""
     x = normalized(pool.embeddings)
     if not len(chosen):
         return np.zeros(0)
-    delta = choose_delta(x, max(2, np.asarray(pool.probs).shape[1]))
+    if delta is None:
+        delta = choose_delta(x, max(2, np.asarray(pool.probs).shape[1]))
     starts, _ = ball_graph(x, delta)
     return np.diff(starts)[np.asarray(chosen)].astype(np.float64)
+
+
+def probcover_with_radius(
+    pool, labeled, budget: int, *, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """ProbCover's picks, their scores and the one radius that chose the picks and measures the scores (issue 25:
+    the number shown beside an image came from a radius chosen again with another k-means seed). The picks are
+    those of `probcover(pool, labeled, budget, rng=rng)`."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    classes = max(2, np.asarray(pool.probs).shape[1])
+    delta = choose_delta(normalized(pool.embeddings), classes, seed=int(rng.integers(2**31)))
+    picks = probcover(pool, labeled, budget, rng=rng, delta=delta)
+    return picks, probcover_scores(pool, picks, labeled, delta=delta), delta
 
 
 def hybrid(pool, labeled, budget: int, *, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -26,7 +26,15 @@ import numpy as np
 
 from engine.names import COLD_START, DISTANCE_STRATEGIES
 from engine.score import PoolScores
-from engine.selection.coldstart import hybrid, probcover, probcover_scores, typiclust, typiclust_scores, use_typicality
+from engine.selection.coldstart import (
+    hybrid,
+    probcover,
+    probcover_scores,
+    probcover_with_radius,
+    typiclust,
+    typiclust_scores,
+    use_typicality,
+)
 from engine.selection.coreset import el2n, forgetting, grand, statistic
 from engine.selection.herding import herding, herding_distances
 from engine.selection.kcenter import check_selection, k_center_distances, k_center_greedy
@@ -52,6 +60,7 @@ __all__ = [
     "margin_scores",
     "probcover",
     "random_sample",
+    "select_with_scores",
     "strategy_scores",
     "top_k",
     "typiclust",
@@ -248,3 +257,15 @@ def strategy_scores(name: str, pool: PoolScores, chosen, *, labeled=None) -> np.
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(SCORES)}")
     order = check_selection(len(pool.probs), chosen, 0)
     return SCORES[name](pool, order, labeled)
+
+
+def select_with_scores(
+    name: str, pool: PoolScores, taken, budget: int, *, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(picks, the score shown for each, a note for the round's record): `STRATEGIES[name]` then
+    `strategy_scores`, except that ProbCover's radius is chosen once and serves both (the note names it)."""
+    if name == "probcover":
+        picks, scores, delta = probcover_with_radius(pool, taken, budget, rng=rng)
+        return picks, scores, f"radius {delta:g}"
+    picks = np.asarray(STRATEGIES[name](pool, taken, budget, rng=rng), dtype=np.int64)
+    return picks, strategy_scores(name, pool, picks, labeled=taken), ""

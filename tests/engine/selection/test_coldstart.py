@@ -123,3 +123,28 @@ def test_hybrid_switches_to_least_confidence_once_labels_are_many():
     assert hybrid(pool, many, 3, rng=rng).tolist() == [199, 198, 197]
     few = hybrid(pool, list(range(5)), 3, rng=np.random.default_rng(0))
     assert few.tolist() == typiclust(pool, list(range(5)), 3, rng=np.random.default_rng(0)).tolist()
+
+
+def test_probcover_scores_are_measured_with_the_radius_that_picked(monkeypatch):
+    """Issue 25: the score beside an image came from a radius chosen again with k-means seed 0, not the one
+    the picks used. One radius now serves both."""
+    from engine.selection import coldstart
+    from engine.selection.strategies import select_with_scores
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 8)).astype(np.float32)
+    pool = PoolScores(np.full((120, 3), 1 / 3, np.float32), x)
+    chosen_radii: list[float] = []
+
+    def by_seed(x, k, seed=0, alpha=coldstart.ALPHA):  # another seed, another radius, as k-means may give
+        delta = float(coldstart.DELTAS[2 if seed == 0 else 5])
+        chosen_radii.append(delta)
+        return delta
+
+    monkeypatch.setattr(coldstart, "choose_delta", by_seed)
+    picks, scores, note = select_with_scores("probcover", pool, [], 5, rng=np.random.default_rng(7))
+    assert len(chosen_radii) == 1 and note == f"radius {chosen_radii[0]:g}"  # chosen once, recorded
+    starts, _ = coldstart.ball_graph(coldstart.normalized(x), chosen_radii[0])
+    assert scores.tolist() == np.diff(starts)[picks].astype(float).tolist()
+    expected = coldstart.probcover(pool, [], 5, rng=np.random.default_rng(7))  # the same picks as before
+    assert picks.tolist() == expected.tolist()
