@@ -120,7 +120,9 @@ def table(rows: list[dict], name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/<class>/ and test/<class>/ (read, not used)")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="ImageFolder root with train/<class>/ and test/<class>/ (not used)"
+    )
     parser.add_argument("--name", default=None, help="the data set's name in the table")
     parser.add_argument("--per-class", type=int, default=0, help="a balanced sample of this many per class (0: all)")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.1])

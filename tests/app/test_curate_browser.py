@@ -35,7 +35,8 @@ def test_curate_in_the_browser_and_relabel_a_suspect(chromium, tmp_path):
         try:
             page.goto(url + "/curate")
             page.get_by_role("button", name="Curate the labeled set").click()
-            page.wait_for_selector("text=/Run 1: kcenter, keeping 70%/")  # the defaults (docs/coreset.md)  # the worker ran the job
+            # the worker ran the job, with the defaults (docs/coreset.md)
+            page.wait_for_selector("text=/Run 1: kcenter, keeping 70%/")
             page.wait_for_selector(".pl-tile")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(tmp_path / SCREENSHOTS[0]), full_page=True)
