@@ -283,17 +283,17 @@ def subset_target(project: storage.Project, run: storage.CoresetRun) -> None:
     )
 
 
-def mislabeled(project: storage.Project, run: storage.CoresetRun) -> None:
+def mislabeled(project: storage.Project, run: storage.CoresetRun, items: list[storage.CoresetItem]) -> None:
     st.subheader("Possibly mislabeled")
-    counts = storage.review_counts(project, run.id)
+    flagged = storage.in_review_order(items)
+    counts = storage.counted(flagged)
     st.write(
         f"{counts.suspects} labels the proxy could not learn or kept forgetting while it disagreed with them: "
         f"**{counts.reviewed} reviewed, {counts.changed} changed, {counts.open} to review**."
     )
-    found = [s for s in storage.suspects(project, run.id) if not s.reviewed]
+    found = [s for s in flagged if not s.reviewed]
     if not found:
         return
-    items = storage.coreset_items(project, run.id)
     agree = sum(i.predicted == i.label for i in items) / max(1, len(items))
     st.caption(
         f"Least likely label first, as the proxy sees it. It answers the given label for {agree:.0%} of the "
@@ -356,7 +356,7 @@ def main() -> None:
     class_browser(project, run, items)
     subset_exports(project, run)
     subset_target(project, run)
-    mislabeled(project, run)
+    mislabeled(project, run, items)
 
 
 if __name__ == "__main__":
