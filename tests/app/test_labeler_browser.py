@@ -39,15 +39,16 @@ def big(tmp_path_factory, chromium):
 
 
 @contextlib.contextmanager
-def opened(browser, url, tmp, name: str | None = "ana"):
-    """A new tab (its own browser context: nothing remembered) on the Label page, annotator typed in."""
+def opened(browser, url, tmp, name: str | None = "ana", ready: str = SHOWN):
+    """A new tab (its own browser context: nothing remembered) on `url`, the Label page (the Labels page with
+    `ready=".pl-tile"`), annotator typed in; a screenshot on failure."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.add_init_script(PRESS_LOG)
     try:
         page.goto(url)
-        page.wait_for_selector(SHOWN)
+        page.wait_for_selector(ready)
         if name:
             page.fill("input[aria-label='Annotator name']", name)
             page.keyboard.press("Enter")
@@ -221,14 +222,7 @@ def test_the_label_browser_relabels_in_place(chromium, big):
     project, url, _, tmp = big
     open_items = [i for i, _ in storage.round_queue(project, storage.current_round(project).id)]
     storage.set_label(project, open_items[-1], "red", annotator="ana")
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
-        page.goto(url + "/labels")
-        page.wait_for_selector(".pl-tile")
-        page.fill("input[aria-label='Annotator name']", "dan")
-        page.keyboard.press("Enter")
+    with opened(chromium, url + "/labels", tmp, name="dan", ready=".pl-tile") as page:
         tile = page.locator(".pl-tile.pl-labeled").first
         item = int(tile.get_attribute("data-item-id"))
         old = storage.current_label(project, item)
@@ -239,11 +233,6 @@ def test_the_label_browser_relabels_in_place(chromium, big):
         page.wait_for_function(
             f"() => {VIEW}.querySelector('.pl-tile[data-item-id=\"{item}\"] .pl-badge')?.textContent === '{new}'"
         )
-    except Exception:
-        page.screenshot(path=str(tmp / "failure.png"))
-        raise
-    finally:
-        context.close()
     history = storage.label_history(project, item)
     assert (history[-2].class_name, history[-1].class_name, history[-1].annotator) == (old, new, "dan")
 
@@ -254,14 +243,7 @@ def test_a_click_on_a_tile_takes_the_keyboard_from_a_filter(chromium, big):
     project, url, _, tmp = big
     open_items = [i for i, _ in storage.round_queue(project, storage.current_round(project).id)]
     storage.set_label(project, open_items[-2], "green", annotator="ana")
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
-        page.goto(url + "/labels")
-        page.wait_for_selector(".pl-tile")
-        page.fill("input[aria-label='Annotator name']", "eve")
-        page.keyboard.press("Enter")
+    with opened(chromium, url + "/labels", tmp, name="eve", ready=".pl-tile") as page:
         page.locator("[data-testid='stMultiSelect'] input").nth(0).click()  # the class filter takes the keyboard
         page.keyboard.press("Escape")
         assert page.evaluate("document.activeElement.tagName") == "INPUT"
@@ -273,11 +255,6 @@ def test_a_click_on_a_tile_takes_the_keyboard_from_a_filter(chromium, big):
             f"() => {VIEW}.querySelector('.pl-tile[data-item-id=\"{open_items[-2]}\"] .pl-badge')?.textContent "
             "=== 'blue'"
         )
-    except Exception:
-        page.screenshot(path=str(tmp / "failure.png"))
-        raise
-    finally:
-        context.close()
     assert storage.current_label(project, open_items[-2]) == "blue"
 
 
@@ -362,12 +339,7 @@ def test_zoom_opens_on_the_centre_or_on_the_point_clicked(chromium, big):
 def test_the_show_filter_shows_its_three_choices(chromium, big):
     """Issue 25: the Labels page's "Show" filter was too narrow for its three choices."""
     _, url, _, tmp = big
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
-        page.goto(url + "/labels")
-        page.wait_for_selector(".pl-tile")
+    with opened(chromium, url + "/labels", tmp, name=None, ready=".pl-tile") as page:
         for kind in ("labeled", "skipped", "validation"):
             choice = page.get_by_text(kind, exact=True).first
             assert choice.is_visible()
@@ -378,11 +350,6 @@ def test_the_show_filter_shows_its_three_choices(chromium, big):
                 "return e.scrollWidth <= e.clientWidth + 1 && r.left >= c.left - 1 && r.right <= c.right + 1; }"
             )
             assert whole, f"{kind} is cut off"
-    except Exception:
-        page.screenshot(path=str(tmp / "failure.png"))
-        raise
-    finally:
-        context.close()
 
 
 def test_a_digit_without_a_class_says_so(chromium, big):
