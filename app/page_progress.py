@@ -1,4 +1,7 @@
-"""Progress page: learning curve, labels per class, time per round, budget left."""
+"""Progress page: learning curve, labels per class, time per batch, budget left.
+
+It numbers batches as the Label page does (from 1; labeling.batch_offset): round r's proxy, trained on the
+labels of the batches before it, chose batch r + offset; a round 0 of imported labels is no batch."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import jobs, pool_map, project_forms
+from app import jobs, labeling, pool_map, project_forms
+from engine.initial import IMPORTED
 from engine.intervals import FEW, accuracy_interval, describe, span
 
 ACCURACY = "proxy validation accuracy"
@@ -16,15 +20,17 @@ INTERVAL = "95% interval"
 # how a curve point is drawn: by the number of validation images it was measured on
 MANY, FEW_IMAGES, UNKNOWN = f"{FEW} or more", f"fewer than {FEW}", "not recorded"
 COLOURS = {MANY: "#1f77b4", FEW_IMAGES: "#9e9e9e", UNKNOWN: "#cfcfcf"}
-WHEN_TRAINED, AGAIN = "when the round trained", "measured again for the target"
+WHEN_TRAINED, AGAIN = "when it trained", "measured again for the target"
+BATCH = "batch"  # the batch a round's proxy chose (or the random first batch), numbered as on the Label page
 
 
-def rounds_frame(project: storage.Project) -> pd.DataFrame:
-    """One row per round: labels it was trained on, proxy validation accuracy with the number of validation
-    images it was measured on and its 95 % interval, stage seconds."""
+def rounds_frame(project: storage.Project, offset: int) -> pd.DataFrame:
+    """One row per round: the batch it chose (`offset`: labeling.batch_offset; missing for a round 0 of
+    imported labels, which is no batch), the labels its proxy was trained on, proxy validation accuracy with
+    the number of validation images it was measured on and its 95 % interval, stage seconds."""
     rows = [
         {
-            "round": r.index,
+            BATCH: None if r.strategy == IMPORTED else r.index + offset,
             "strategy": r.strategy,
             "selector": r.selector,
             "labels": r.n_labeled,
@@ -39,8 +45,9 @@ def rounds_frame(project: storage.Project) -> pd.DataFrame:
     ]
     frame = pd.DataFrame(
         rows,
-        columns=["round", "strategy", "selector", "labels", ACCURACY, N, INTERVAL, "train s", "score s", "select s"],
+        columns=[BATCH, "strategy", "selector", "labels", ACCURACY, N, INTERVAL, "train s", "score s", "select s"],
     )
+    frame[BATCH] = frame[BATCH].astype("Int64")
     frame[N] = frame[N].astype("Int64")  # None stays missing (a round made before n was recorded)
     return frame
 
@@ -58,34 +65,34 @@ def headline(project: storage.Project, frame: pd.DataFrame) -> None:
     cols = st.columns(4)
     cols[0].metric("Labeled (training)", labeled)
     cols[1].metric("Budget left to queue", storage.budget_left(project), help=f"Budget: {settings.budget} images")
-    cols[2].metric("Rounds", len(frame))
+    cols[2].metric("Batches", int(frame[BATCH].count()), help="Batches chosen so far, the open ones included.")
     cols[3].metric("Validation labeled", f"{n_val} of {len(storage.validation_ids(project))}")
     st.progress(min(1.0, labeled / settings.budget), text=f"Budget used: {labeled} of {settings.budget} labels")
 
 
-def curve_frame(frame: pd.DataFrame, today: int, target: dict | None = None) -> pd.DataFrame:
-    """The learning curve's points: each trained round's proxy on the validation images labeled when it
-    trained, with n, the 95 % interval, how it is drawn (`measured on`: by n) and whether it was measured on
-    another number of images than the `today` labeled now (`other set`); plus, when the last target job
-    measured a round's proxy again on its own validation images (`target`'s metrics), that point."""
+def curve_frame(frame: pd.DataFrame, today: int, offset: int, target: dict | None = None) -> pd.DataFrame:
+    """The learning curve's points: each trained proxy, by the batch it chose, on the validation images
+    labeled when it trained, with n, the 95 % interval, how it is drawn (`measured on`: by n) and whether it
+    was measured on another number of images than the `today` labeled now (`other set`); plus, when the last
+    target job measured a round's proxy again on its own validation images (`target`'s metrics, which name
+    the round: its batch is round + `offset`), that point."""
     points = []
     for row in frame.dropna(subset=[ACCURACY]).to_dict("records"):
         n = None if pd.isna(row[N]) else int(row[N])
-        points.append(_point(int(row["round"]), int(row["labels"]), float(row[ACCURACY]), n, today, WHEN_TRAINED))
+        points.append(_point(int(row[BATCH]), int(row["labels"]), float(row[ACCURACY]), n, today, WHEN_TRAINED))
     again = (target or {}).get("proxy") or {}
-    trained = {p["round"]: p["labels"] for p in points}
-    if again.get("accuracy") is not None and again.get("round") in trained:
-        points.append(
-            _point(again["round"], trained[again["round"]], again["accuracy"], again["n_validation"], today, AGAIN)
-        )
-    columns = ["round", "labels", "accuracy", "n", "low", "high", "interval", "measured on", "other set", "kind"]
+    trained = {p[BATCH]: p["labels"] for p in points}
+    batch = None if again.get("round") is None else again["round"] + offset
+    if again.get("accuracy") is not None and batch in trained:
+        points.append(_point(batch, trained[batch], again["accuracy"], again["n_validation"], today, AGAIN))
+    columns = [BATCH, "labels", "accuracy", "n", "low", "high", "interval", "measured on", "other set", "kind"]
     return pd.DataFrame(points, columns=columns)
 
 
-def _point(index: int, labels: int, accuracy: float, n: int | None, today: int, kind: str) -> dict:
+def _point(batch: int, labels: int, accuracy: float, n: int | None, today: int, kind: str) -> dict:
     low, high = accuracy_interval(accuracy, n) if n else (None, None)
     return {
-        "round": index,
+        BATCH: batch,
         "labels": labels,
         "accuracy": accuracy,
         "n": n,
@@ -98,14 +105,14 @@ def _point(index: int, labels: int, accuracy: float, n: int | None, today: int, 
     }
 
 
-def learning_curve(project: storage.Project, frame: pd.DataFrame) -> None:
+def learning_curve(project: storage.Project, frame: pd.DataFrame, offset: int) -> None:
     st.subheader("Learning curve")
     today = len(storage.validation_labels(project))
-    points = curve_frame(frame, today, jobs.last_target_result(project))
+    points = curve_frame(frame, today, offset, jobs.last_target_result(project))
     if points.empty:
         st.caption(
-            "The proxy's accuracy on labeled validation images appears here after the first trained "
-            "round. Label some validation images (Label page, Validation) to see it."
+            "The proxy's accuracy on labeled validation images appears here once a trained proxy has chosen a "
+            "batch. Label some validation images (Label page, Validation) to see it."
         )
         return
     st.altair_chart(curve_chart(points), width="stretch")
@@ -113,9 +120,9 @@ def learning_curve(project: storage.Project, frame: pd.DataFrame) -> None:
 
 
 def curve_chart(points: pd.DataFrame) -> alt.LayerChart:
-    """Accuracy by training labels: a point per round coloured by its n (grey under FEW images, with its n
-    written beside it), hollow when measured on another number of images than today's, its 95 % interval as a
-    bar; a black diamond for a proxy measured again for the target."""
+    """Accuracy by training labels: a point per trained proxy coloured by its n (grey under FEW images, with
+    its n written beside it), hollow when measured on another number of images than today's, its 95 % interval
+    as a bar; a black diamond for a proxy measured again for the target."""
     drawn = points.loc[points["kind"] == WHEN_TRAINED, "measured on"]
     shown = [name for name in COLOURS if (drawn == name).any()]
     colour = alt.Color(
@@ -127,7 +134,7 @@ def curve_chart(points: pd.DataFrame) -> alt.LayerChart:
     x = alt.X("labels:Q", title="training labels", scale=alt.Scale(padding=28, zero=False))
     y = alt.Y("accuracy:Q", title=ACCURACY, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
     tooltip = [
-        alt.Tooltip("round:Q"),
+        alt.Tooltip(f"{BATCH}:Q", title="proxy that chose batch"),
         alt.Tooltip("labels:Q", title="training labels"),
         alt.Tooltip("accuracy:Q", format=".1%"),
         alt.Tooltip("n:Q", title="validation images"),
@@ -164,30 +171,30 @@ def curve_note(points: pd.DataFrame, today: int) -> str:
     latest = trained.iloc[-1]
     n = None if pd.isna(latest["n"]) else int(latest["n"])
     lines = [
-        f"Each point: a round's proxy on the validation images labeled when that round trained (n per point; "
-        f"bars: 95% interval). Today {today} validation images are labeled. "
-        f"Latest, round {latest['round']}: {describe(latest['accuracy'], n)}."
+        f"Each point: the proxy that chose a batch, on the validation images labeled when it trained (n per "
+        f"point; bars: 95% interval). Today {today} validation images are labeled. "
+        f"Latest, the proxy that chose batch {latest[BATCH]}: {describe(latest['accuracy'], n)}."
     ]
     if (trained["measured on"] == FEW_IMAGES).any():
         lines.append(f"Grey points are on fewer than {FEW} images: one image moves them by 5 points or more.")
     other = trained[trained["other set"]]
     if not other.empty:
-        numbers = [str(r) for r in other["round"]]
-        rounds = f"round {numbers[0]}" if len(numbers) == 1 else f"rounds {', '.join(numbers[:-1])} and {numbers[-1]}"
+        numbers = [str(b) for b in other[BATCH]]
+        batches = f"batch {numbers[0]}" if len(numbers) == 1 else f"batches {', '.join(numbers[:-1])} and {numbers[-1]}"
         again = points[points["kind"] == AGAIN]
         remeasured = (
-            f"The black diamond is round {again.iloc[0]['round']}'s proxy measured again when the target trained: "
-            f"{describe(again.iloc[0]['accuracy'], int(again.iloc[0]['n']))}."
+            f"The black diamond is the proxy that chose batch {again.iloc[0][BATCH]}, measured again when the "
+            f"target trained: {describe(again.iloc[0]['accuracy'], int(again.iloc[0]['n']))}."
             if not again.empty
-            else "Training the target (Target page) measures the latest round's proxy again on today's set."
+            else "Training the target (Target page) measures the latest proxy again on today's set."
         )
         lines.append(
-            f"Hollow points ({rounds}) were measured on another number of validation images than today's "
-            f"{today}: the validation set changed since. Only the latest round's proxy is kept, so earlier "
-            f"rounds cannot be measured again on today's set. {remeasured}"
+            f"Hollow points (the proxies that chose {batches}) were measured on another number of validation "
+            f"images than today's {today}: the validation set changed since. Only the latest proxy is kept, so "
+            f"earlier ones cannot be measured again on today's set. {remeasured}"
         )
     if (trained["measured on"] == UNKNOWN).any():
-        lines.append("Rounds made before this version did not record how many images they were measured on.")
+        lines.append("Proxies trained before this version did not record how many images they were measured on.")
     return "  \n".join(lines)
 
 
@@ -197,31 +204,37 @@ def labels_per_class(project: storage.Project) -> None:
     st.bar_chart(pd.DataFrame({"labels": counts}), height=max(280, 60 + 24 * len(counts)), horizontal=True)
 
 
-def time_per_round(frame: pd.DataFrame) -> None:
-    st.subheader("Time per round")
-    trained = frame[(frame["selector"] != "random") & (frame["strategy"] != "imported")]
-    if trained.empty:
+def time_per_batch(frame: pd.DataFrame, offset: int) -> None:
+    """The seconds it took to choose each batch (training, scoring, selection); a batch chosen with no
+    timed stage (a random first batch) is not drawn."""
+    st.subheader("Time per batch")
+    stages = ["train s", "score s", "select s"]
+    timed = frame[frame[BATCH].notna() & (frame[stages].sum(axis=1) > 0)]
+    if timed.empty:
+        first = "the imported labels are no batch" if offset == 0 else "a random first batch takes none"
         st.caption(
-            "Round 0 is a random batch, or the labels the images came with (no training); later rounds show "
-            "train, score and select seconds."
+            f"The seconds it took to choose each batch (training, scoring, selection) appear here once a "
+            f"proxy chooses one; {first}."
         )
         return
-    st.bar_chart(trained, x="round", y=["train s", "score s", "select s"], y_label="seconds", height=280)
+    st.caption("The seconds it took to choose each batch: training, scoring the pool, selection.")
+    st.bar_chart(timed, x=BATCH, y=stages, y_label="seconds", height=280)
 
 
 def main() -> None:
     project = project_forms.require_project()
     st.title("Progress")
-    frame = rounds_frame(project)
+    offset = labeling.batch_offset(project)
+    frame = rounds_frame(project, offset)
     headline(project, frame)
     left, right = st.columns(2)
     with left:
-        learning_curve(project, frame)
+        learning_curve(project, frame, offset)
     with right:
         labels_per_class(project)
-    time_per_round(frame)
+    time_per_batch(frame, offset)
     pool_map.show(project)
-    with st.expander("Rounds"):
+    with st.expander("Batches"):
         st.dataframe(frame, hide_index=True)
 
 
