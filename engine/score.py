@@ -60,7 +60,7 @@ def score_pool(
     """
     check_images(images)
     device = _prepare(model, device)
-    batch_size = _batch_size(batch_size, device)
+    batch_size = batch_size_on(batch_size, device)
     n = images.shape[0]
     probs: np.ndarray | None = None
     embeds: np.ndarray | None = None
@@ -99,7 +99,7 @@ def predict_logits(
     """
     check_images(images)
     device = _prepare(model, device)
-    batch_size = _batch_size(batch_size, device)
+    batch_size = batch_size_on(batch_size, device)
     out = []
     with eval_mode(model), torch.inference_mode(), autocast(device):
         mean, std = normalization_tensors(normalization, device)
@@ -122,7 +122,8 @@ def _prepare(model: nn.Module, device: torch.device | str | None) -> torch.devic
     return device
 
 
-def _batch_size(batch_size: int, device: torch.device) -> int:
+def batch_size_on(batch_size: int, device: torch.device) -> int:
+    """The batch `score_pool` and `predict_logits` use on `device`: capped at CPU_MAX_BATCH on a CPU."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return min(batch_size, CPU_MAX_BATCH) if device.type == "cpu" else batch_size

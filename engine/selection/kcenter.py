@@ -20,6 +20,7 @@ baseline for benchmarks).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -162,7 +163,9 @@ class _Seeds:
         self.index: Any = faiss.IndexFlatL2(X.shape[1])  # a GpuIndex when moved to the GPU
         self.index.add(np.ascontiguousarray(X[seeds]))
         if _faiss_gpus() > 0:
-            self.index = faiss.index_cpu_to_gpu(_faiss_resources(), 0, self.index)
+            # this process's GPU (torchrun gives each rank its own), not always GPU 0
+            gpu = torch.cuda.current_device() if torch.cuda.is_available() else 0
+            self.index = faiss.index_cpu_to_gpu(_faiss_resources(), gpu, self.index)
             self.rel = 2.0**-9  # cuBLAS may use TF32 products
 
     def slack(self, x_sq: np.ndarray | float) -> np.ndarray | float:
@@ -206,7 +209,13 @@ def _faiss_resources():
 
 
 def k_center_lazy(
-    X: np.ndarray, labeled: np.ndarray, budget: int, rng: np.random.Generator | None = None
+    X: np.ndarray,
+    labeled: np.ndarray,
+    budget: int,
+    rng: np.random.Generator | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    best_of: BestOf | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-center greedy with FAISS seeding and lazily refreshed bounds.
 
@@ -214,17 +223,18 @@ def k_center_lazy(
     [budget], squared distances float64 [budget] at pick time; inf for a
     random first center). Extra memory is O(N + (L + budget) * D).
 
-    Min distances only ever shrink as centers are added, so a stale value is an
-    upper bound. A max-heap keyed (-bound, position) pops the leader; it is
-    refreshed against the centers added since its last refresh and picked only
-    if it still leads with an exact, current value. Ties go to the lowest index
-    because the key orders them so.
+    `shard` (start, stop) and `best_of` split the pool between processes
+    (`engine.distributed.kcenter`): this process keeps the candidates of rows
+    start..stop only, and `best_of(value, position)` returns the best of every
+    process's leader (largest value, ties to the lowest position). Each
+    process reads only its rows and the centers from X (a memmap is fine), and
+    all of them return the same picks as one process would.
     """
     picks = np.empty(budget, np.int64)
     sqd = np.empty(budget, np.float64)
     if budget == 0:
         return picks, sqd
-    N, D = X.shape
+    N = len(X)
     taken = np.zeros(N, bool)
     taken[labeled] = True
     n = 0
@@ -232,41 +242,78 @@ def k_center_lazy(
         picks[0], sqd[0] = draw_first(taken, rng), np.inf
         taken[picks[0]] = True
         n = 1
-    seeds = _Seeds(X, labeled if len(labeled) else picks[:1])
-    cand = np.flatnonzero(~taken)
-    # all rows in contiguous blocks (no copies), then the candidates' share
-    x_sq = _row_sq(X)[cand]
-    first, kth, ids = seeds.search(X)
-    first, kth, ids = first[cand], kth[cand], ids[cand]
-    bound = first + seeds.slack(x_sq)
-    bound[~np.isfinite(bound)] = np.inf
-    slot = np.full(N, -1, np.int64)  # candidate position -> row in cand arrays
-    slot[cand] = np.arange(len(cand))
-    fresh = np.full(len(cand), -1, np.int64)  # centers counted in bound; -1: seeds estimated only
-    heap = list(zip((-bound).tolist(), cand.tolist(), strict=True))
-    heapq.heapify(heap)
-    centers = np.empty((budget, D), np.float64)
-    centers_sq = np.empty(budget, np.float64)
-    start = n
+    start, stop = shard if shard is not None else (0, N)
+    cand = start + np.flatnonzero(~taken[start:stop])
+    greedy = _LazyGreedy(X, cand, labeled if len(labeled) else picks[:1], budget)
     while n < budget:
-        neg, pos = heap[0]
-        r = slot[pos]
-        if fresh[r] == n:
-            heapq.heappop(heap)
-            picks[n], sqd[n] = pos, -neg
-            centers[n] = X[pos]
-            centers_sq[n] = x_sq[r]
-            n += 1
-            continue
-        x64 = X[pos].astype(np.float64)
-        value = -neg
-        if fresh[r] < 0:
-            value = seeds.exact_min(x64, x_sq[r], kth[r], ids[r])
-            fresh[r] = start
-        value = _screened_min(centers[fresh[r] : n], centers_sq[fresh[r] : n], x64, x_sq[r], value)
-        fresh[r] = n
-        heapq.heapreplace(heap, (-value, pos))
+        value, pos = greedy.leader()
+        if best_of is not None:
+            value, pos = best_of(value, pos)
+        picks[n], sqd[n] = pos, value
+        greedy.add_center(pos)
+        n += 1
     return picks, sqd
+
+
+BestOf = Callable[[float, int], tuple[float, int]]
+
+
+class _LazyGreedy:
+    """The candidates `cand` of X behind a max-heap of upper bounds on their squared distance to the nearest
+    center (the seeds, then each center added).
+
+    Min distances only ever shrink as centers are added, so a stale value is an
+    upper bound. The heap, keyed (-bound, position), pops the leader; it is
+    refreshed against the centers added since its last refresh and leads only
+    if it still does with an exact, current value. Ties go to the lowest index
+    because the key orders them so.
+    """
+
+    def __init__(self, X: np.ndarray, cand: np.ndarray, seeds: np.ndarray, capacity: int):
+        self.X = X
+        self.seeds = _Seeds(X, seeds)
+        self.x_sq = _row_sq(X, cand)
+        first, self.kth, self.ids = self.seeds.search(X, cand)
+        bound = first + self.seeds.slack(self.x_sq)
+        bound[~np.isfinite(bound)] = np.inf
+        self.base = int(cand[0]) if len(cand) else 0
+        self.slot = np.full(int(cand[-1]) - self.base + 1 if len(cand) else 0, -1, np.int64)
+        self.slot[cand - self.base] = np.arange(len(cand))  # candidate position - base -> row in the arrays
+        self.fresh = np.full(len(cand), -1, np.int64)  # centers counted in the bound; -1: seeds estimated only
+        self.heap = list(zip((-bound).tolist(), cand.tolist(), strict=True))
+        heapq.heapify(self.heap)
+        self.centers = np.empty((capacity, X.shape[1]), np.float64)
+        self.centers_sq = np.empty(capacity, np.float64)
+        self.n = 0  # centers added (not counting the seeds)
+
+    def leader(self) -> tuple[float, int]:
+        """(exact squared distance to the nearest center, position) of the farthest candidate, ties to the
+        lowest position; (-inf, -1) when no candidate is left."""
+        heap = self.heap
+        while heap:
+            neg, pos = heap[0]
+            r = self.slot[pos - self.base]
+            if self.fresh[r] == self.n:
+                return -neg, pos
+            x64 = self.X[pos].astype(np.float64)
+            value = -neg
+            if self.fresh[r] < 0:
+                value = self.seeds.exact_min(x64, self.x_sq[r], self.kth[r], self.ids[r])
+                self.fresh[r] = 0
+            value = _screened_min(
+                self.centers[self.fresh[r] : self.n], self.centers_sq[self.fresh[r] : self.n], x64, self.x_sq[r], value
+            )
+            self.fresh[r] = self.n
+            heapq.heapreplace(heap, (-value, pos))
+        return -np.inf, -1
+
+    def add_center(self, pos: int) -> None:
+        """Make `pos` a center; it leaves the candidates when it is one of them (then it is the leader)."""
+        if self.heap and self.heap[0][1] == pos:
+            heapq.heappop(self.heap)
+        self.centers[self.n] = self.X[pos]
+        self.centers_sq[self.n] = _row_sq(self.X, np.array([pos]))[0]
+        self.n += 1
 
 
 def _blocks(X: np.ndarray, rows: np.ndarray | None):
