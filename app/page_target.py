@@ -1,4 +1,7 @@
-"""Target page: train the target model in the background; validation accuracy and confusion matrix."""
+"""Target page: train the target model in the background; validation accuracy and confusion matrix.
+
+A proxy is named by the batch it chose, numbered as on the Label page: round r's is batch r + offset
+(labeling.batch_offset)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import jobs, project_forms, widgets
+from app import jobs, labeling, project_forms, widgets
 from engine import names
 from engine.intervals import accuracy_interval, describe, span
 
@@ -53,7 +56,8 @@ def train_controls(project: storage.Project) -> None:
         )
 
 
-def results(project: storage.Project, result: dict) -> None:
+def results(project: storage.Project, result: dict, offset: int) -> None:
+    """The target's accuracy beside a proxy's, each proxy named by the batch it chose (round + `offset`)."""
     classes = storage.class_names(project)
     st.subheader("Results")
     cols = st.columns(5)
@@ -70,14 +74,17 @@ def results(project: storage.Project, result: dict) -> None:
         cols[1].metric(
             "Proxy, same images",
             f"{same['accuracy']:.1%}",
-            help=f"The proxy of round {same['round']} measured again, when the target trained, on the target's "
-            f"{same['n_validation']} validation images.",
+            help=f"The proxy that chose batch {same['round'] + offset}, measured again when the target trained, on "
+            f"the target's {same['n_validation']} validation images.",
         )
     else:
         cols[1].metric(
-            "Proxy, last round",
+            "Proxy, last batch",
             "n/a" if earlier is None else f"{earlier.proxy_val_acc:.1%}",
-            help="The proxy's validation accuracy when it chose its batch, on the validation images labeled then.",
+            help="No proxy has chosen a batch yet."
+            if earlier is None
+            else f"The proxy that chose batch {earlier.index + offset}, on the validation images labeled when it "
+            "trained.",
         )
     cols[2].metric("Validation images", n)
     cols[3].metric("Training labels", result.get("n_labels", 0))
@@ -86,7 +93,7 @@ def results(project: storage.Project, result: dict) -> None:
         f"{result.get('train_s', 0):.0f} s",
         help=f"{result.get('steps', '?')} optimizer steps of {widgets.md(result.get('model', ''))}",
     )
-    comparison_note(result, same, earlier)
+    comparison_note(result, same, earlier, offset)
     dynamic = result.get("dynamic")
     if dynamic:
         saved = 1 - dynamic["steps"] / max(1, dynamic["full_steps"])
@@ -100,9 +107,9 @@ def results(project: storage.Project, result: dict) -> None:
         return
     if same is not None and accuracy < same["accuracy"]:
         st.warning(
-            f"On the same {n} validation images the target is less accurate than the proxy of round "
-            f"{same['round']} ({accuracy:.1%} vs {same['accuracy']:.1%}). Try thorough target training, or label "
-            "more images."
+            f"On the same {n} validation images the target is less accurate than the proxy that chose batch "
+            f"{same['round'] + offset} ({accuracy:.1%} vs {same['accuracy']:.1%}). Try thorough target training, "
+            "or label more images."
         )
     per_class, confusion = st.columns([1, 2])
     with per_class:
@@ -186,7 +193,7 @@ def model_name(settings: storage.Settings) -> str:
 
 
 def same_images_proxy(result: dict) -> dict | None:
-    """The last round's proxy as the target job measured it again on the target's own validation images
+    """The last proxy (its round: `round`) as the target job measured it again on the target's own validation images
     (engine.target.proxy_on_same_images), or None when it could not (or the target predates that)."""
     proxy = result.get("proxy") or {}
     if proxy.get("accuracy") is None or proxy.get("n_validation") != result.get("n_validation"):
@@ -195,30 +202,33 @@ def same_images_proxy(result: dict) -> dict | None:
 
 
 def latest_proxy(project: storage.Project) -> storage.Round | None:
-    """The latest round that measured its proxy on validation images (when it chose its batch), or None."""
+    """The latest round whose proxy was measured on validation images (when it trained), or None."""
     measured = [r for r in storage.list_rounds(project) if r.proxy_val_acc is not None]
     return measured[-1] if measured else None
 
 
-def comparison_note(result: dict, same: dict | None, earlier: storage.Round | None) -> None:
-    """Each accuracy with its n and 95 % interval, and whether the two were measured on the same images."""
+def comparison_note(result: dict, same: dict | None, earlier: storage.Round | None, offset: int) -> None:
+    """Each accuracy with its n and 95 % interval, and whether the two were measured on the same images; the
+    proxy named by the batch it chose (round + `offset`)."""
     accuracy, n = result.get("accuracy"), result.get("n_validation", 0)
     lines = [f"**Target**: {describe(accuracy, n)}."]
     if same is not None:
         lines.append(
-            f"**Proxy of round {same['round']}** ({widgets.md(same.get('selector') or 'proxy')}), measured again on "
-            f"the same {same['n_validation']} images: {describe(same['accuracy'], same['n_validation'])}. "
+            f"**The proxy that chose batch {same['round'] + offset}** "
+            f"({widgets.md(same.get('selector') or 'proxy')}), measured again on the same {same['n_validation']} "
+            f"images: {describe(same['accuracy'], same['n_validation'])}. "
             f"Only the target was right on {same['target_only']} of them, only the proxy on {same['proxy_only']}."
         )
     elif earlier is not None:
         why = (result.get("proxy") or {}).get("unavailable") or (
-            "this target was trained before the app kept the last round's proxy; train it again to compare the "
-            "two on the same images"
+            "this target was trained before the app kept the last proxy; train it again to compare the two on "
+            "the same images"
         )
         lines.append(
-            f"**Proxy of round {earlier.index}**: {describe(earlier.proxy_val_acc, earlier.proxy_val_n)}, measured "
-            f"when that round trained, on the validation images labeled then, not the target's {n}: the two are "
-            f"on different images, so no difference is shown. Not measured again: {widgets.md(why)}."
+            f"**The proxy that chose batch {earlier.index + offset}**: "
+            f"{describe(earlier.proxy_val_acc, earlier.proxy_val_n)}, measured when it trained, on the validation "
+            f"images labeled then, not the target's {n}: the two are on different images, so no difference is "
+            f"shown. Not measured again: {widgets.md(why)}."
         )
     st.markdown("  \n".join(lines))
 
@@ -229,7 +239,7 @@ def main() -> None:
     train_controls(project)
     result = jobs.last_target_result(project)
     if result:
-        results(project, result)
+        results(project, result, labeling.batch_offset(project))
     subset_comparison(project, result)
 
 

@@ -61,6 +61,8 @@ def test_target_job_runs_and_shows_accuracy_and_confusion(open_app, project, dat
     proxy = result["proxy"]  # the round's proxy, measured again by the target job on the target's three images
     assert (proxy["round"], proxy["n_validation"]) == (storage.current_round(project).index, 3)
     assert at.metric[1].value == f"{proxy['accuracy']:.1%}"
+    assert at.metric[1].help.startswith("The proxy that chose batch 2,")  # round 1's, after the random batch 1
+    assert "**The proxy that chose batch 2** (" in _text(at)
     assert at.metric[0].proto.delta == f"{100 * (result['accuracy'] - proxy['accuracy']):+.1f} pts vs proxy"
     confusion = at.dataframe[0].value
     assert list(confusion.columns) == ["red", "green", "blue"]
@@ -157,6 +159,9 @@ def test_the_target_is_compared_with_the_proxy_on_the_same_images(open_app, proj
     assert f"{target:.1%} ({round(4 * target)} of 4 validation images; 95% interval" in text
     assert f"measured again on the same 4 images: {proxy:.1%} ({round(4 * proxy)} of 4" in text
     assert "Only the target was right on 1 of them, only the proxy on 2." in text
+    assert f"**The proxy that chose batch {made.index + 1}** (" in text  # batch 1 was the random one
+    named = [f"the proxy that chose batch {made.index + 1} (" in w.value for w in at.warning]
+    assert named == ([True] if warned else [])
     assert "60.0%" not in text  # the round's own measurement, on other images, is not the one compared
 
 
@@ -164,23 +169,55 @@ def test_the_target_is_compared_with_the_proxy_on_the_same_images(open_app, proj
     "proxy, why",
     [
         ({"round": None, "selector": None, "unavailable": "no round has saved its proxy yet"}, "no round has saved"),
-        (None, "this target was trained before the app kept the last round"),
+        (None, "this target was trained before the app kept the last proxy"),
     ],
 )
 def test_on_different_images_the_two_are_shown_with_their_n_and_no_difference(open_app, project, dataset, proxy, why):
     label_everything_queued(project, dataset[1])
-    _proxy_round(project, 0.6, n=5)
+    made = _proxy_round(project, 0.6, n=5)
     _finished_target(project, 0.5, proxy=proxy)
     at = open_app("app/page_target.py")
     metrics = {m.label: m for m in at.metric}
     assert metrics["Validation accuracy"].value == "50.0%" and not metrics["Validation accuracy"].proto.delta
-    assert metrics["Proxy, last round"].value == "60.0%"
+    assert metrics["Proxy, last batch"].value == "60.0%"
+    assert metrics["Proxy, last batch"].help.startswith(f"The proxy that chose batch {made.index + 1},")
     assert not at.warning  # the proxy's 60 % is on other images: no "less accurate" claim
     text = _text(at)
     assert "50.0% (2 of 4 validation images; 95% interval 15–85%)" in text
     assert "60.0% (3 of 5 validation images; 95% interval 23–88%)" in text
     assert "on different images, so no difference is shown" in text
+    assert f"**The proxy that chose batch {made.index + 1}**: 60.0%" in text
     assert why in text.replace("\\", "")
+
+
+def test_after_imported_labels_the_proxy_is_named_by_the_batch_the_label_page_gives(tmp_path, monkeypatch):
+    """Round 0 is the imported labels (no batch), so round 1's proxy chose batch 1, as the Label page counts."""
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+    from app.page_label import batch_number
+    from engine.initial import start_from_labels
+    from tests.app.conftest import MAIN
+    from tests.support import APP_SETTINGS, label_by_folder, tiny_settings, write_image_folder
+
+    write_image_folder(tmp_path / "images", per_class=8)
+    project = storage.create_project(tmp_path / "imported", tiny_settings(tmp_path / "images", **APP_SETTINGS))
+    storage.ingest(project)
+    label_by_folder(project, [item.id for item in storage.usable_items(project)][:12])
+    assert start_from_labels(project).strategy == "imported"
+    made = _proxy_round(project, 0.6, n=5)
+    assert batch_number(project, jobs.RoundState("labeling", made)) == 1
+    _finished_target(project, 0.5, proxy=_same_images(made.index, 0.75))
+    monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    at.switch_page("app/page_target.py").run()
+    assert not at.exception
+    assert {m.label: m for m in at.metric}["Proxy, same images"].help.startswith("The proxy that chose batch 1,")
+    assert "**The proxy that chose batch 1** (" in _text(at)
+    [warning] = at.warning
+    assert "less accurate than the proxy that chose batch 1 (" in warning.value
+    shown = "\n".join([_text(at), warning.value, *(m.help for m in at.metric)]).lower()
+    assert "batch 0" not in shown and "round" not in shown
 
 
 def test_an_auto_target_is_named_by_the_model_it_stands_for(open_app, project, tmp_path):
