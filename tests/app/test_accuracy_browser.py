@@ -62,8 +62,9 @@ def test_accuracies_carry_their_n_and_the_target_is_compared_on_the_same_images(
             page.screenshot(path=str(tmp_path / SCREENSHOTS[0]), full_page=True)
             text = page.inner_text("body")
             assert "Today 24 validation images are labeled" in text
-            assert "Hollow points (rounds 1, 2 and 3)" in text
-            assert "measured again when the target trained: " in text and "of 24 validation images" in text
+            assert "Hollow points (the proxies that chose batches 2, 3 and 4)" in text  # batch 1: random
+            assert "The black diamond is the proxy that chose batch 4, measured again when the target trained: " in text
+            assert "of 24 validation images" in text
 
             page.goto(url + "/target")
             page.wait_for_selector("text=/measured again on the same 24 images/")
@@ -72,6 +73,7 @@ def test_accuracies_carry_their_n_and_the_target_is_compared_on_the_same_images(
             page.screenshot(path=str(tmp_path / SCREENSHOTS[1]), full_page=True)
             text = page.inner_text("body")
             assert "Proxy, same images" in text and "pts vs proxy" in text
+            assert "The proxy that chose batch 4" in text
             assert "of 24 validation images; 95% interval" in text
         finally:
             context.close()
