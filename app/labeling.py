@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
-from engine.initial import IMPORTED
+from engine import names
 from engine.names import STRATEGY_INFO
 
 KEYS = "1234567890"  # class position -> keyboard key (first ten classes); assets/labeler.js maps them
@@ -173,9 +173,9 @@ def mixed_batch_entries(project: storage.Project) -> list[Entry]:
 
 def batch_offset(project: storage.Project) -> int:
     """What to add to a round index to get the batch number people read: batches count from 1 (round
-    indexes stay 0-based in storage), and a round 0 that stands for imported labels is no batch."""
-    first = storage.list_rounds(project)[:1]
-    return 0 if first and first[0].strategy == IMPORTED else 1
+    indexes stay 0-based in storage), and a round 0 that stands for imported labels is no batch
+    (engine.names.batch_offset, the rule the engine's messages use too)."""
+    return names.batch_offset(storage.list_rounds(project))
 
 
 def why_chosen(strategy: str, score: float | None) -> str:

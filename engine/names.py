@@ -1,4 +1,4 @@
-"""The names the app offers and shows, without torch: models, what `auto` stands for, strategies.
+"""The names the app offers and shows, without torch: models, what `auto` stands for, strategies, batch numbers.
 
 The Streamlit server reads this module (the settings forms, the Target page, the Label page's score
 captions); importing torch there would slow every page and every label acknowledgement. The engine
@@ -8,10 +8,12 @@ maps each name to its code and tests check they agree: `engine.models.MODELS` re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import storage
 from engine.backbone_files import BACKBONE_TARGET, FROZEN_PROXIES, NONE
+from engine.initial import IMPORTED
 
 # ---------------------------------------------------------------- models
 
@@ -100,3 +102,14 @@ COLD_START = tuple(name for name, info in STRATEGY_INFO.items() if info.cold_sta
 CORESET_DEFAULT_METHOD = "kcenter"
 CORESET_DEFAULT_KEEP = 0.7
 CORESET_METHODS = tuple(name for name, info in STRATEGY_INFO.items() if not info.cold_start and name != "hybrid")
+
+
+# ---------------------------------------------------------------- batches
+
+
+def batch_offset(rounds: Sequence[storage.Round]) -> int:
+    """What to add to a round index to get the batch number people read (`rounds`: the project's, oldest
+    first; storage.list_rounds). Batches count from 1 while round indexes stay 0-based in storage and the
+    engine, and a round 0 that stands for imported labels (strategy IMPORTED) is no batch: round 1 chose
+    batch 1 then. The one rule for the app's pages and the engine's messages."""
+    return 0 if rounds and rounds[0].strategy == IMPORTED else 1

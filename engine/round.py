@@ -31,6 +31,7 @@ from engine.frozen import accuracy as frozen_accuracy
 from engine.frozen import pool_scores as frozen_pool_scores
 from engine.initial import RoundError, first_batch_size, initial_strategy, run_initial_round
 from engine.models import Model, build_model, load_pretrained
+from engine.names import batch_offset
 from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
 from engine.representation import load_backbone, project_embeddings, require_backbone
 from engine.saved_proxy import save_head_proxy, save_pixel_proxy, weights_path
@@ -107,10 +108,11 @@ def select_next_batch(
     storage.reserve_validation(project)
     inputs = storage.read_round_inputs(project)
     _strategy(inputs.settings.strategy)  # RoundError for an unknown name, before any work
-    check_round(inputs, early)  # ... and for every other reason, before any decoding
+    offset = batch_offset(storage.list_rounds(project))  # the messages number batches as people read them
+    check_round(inputs, early, offset=offset)  # ... and for every other reason, before any decoding
     stages = _Stages(on_progress, should_stop)
     inputs, pool = load_inputs_and_pool(project, inputs, stages.span("decode", "decoding images"))
-    size = check_round(inputs, early)
+    size = check_round(inputs, early, offset=offset)
     settings = inputs.settings
     own_proxy = stage == "proxy" and model_name is None  # the project's proxy: warm start and keep it
     config = stage_config(
@@ -149,7 +151,7 @@ def select_next_batch(
     )
     if own_proxy and selector.strategy is None:  # the project's proxy, and one that learned: kept until the next
         _save_proxy(project, written, selector, pool, settings.classes)
-    stages.at("select", 1.0, f"round {written.index} ready: {len(picks)} images to label")
+    stages.at("select", 1.0, f"batch {written.index + offset} ready: {len(picks)} images to label")
     return RoundOutcome(
         round=written,
         model=selector.model,
@@ -404,12 +406,13 @@ def _strategy(name: str):
     return STRATEGIES[name]
 
 
-def check_round(inputs: storage.RoundInputs, early: bool = False) -> int:
+def check_round(inputs: storage.RoundInputs, early: bool = False, *, offset: int) -> int:
     """The next batch's size; RoundError when no selection round can run on `inputs`.
 
     It cannot when the budget is spent, the latest round still has open
     items (unless `early`), no candidates are left, or fewer than two
-    classes have training labels.
+    classes have training labels. The messages name a round's batch as people
+    read it: round index + `offset` (engine.names.batch_offset).
     """
     settings = inputs.settings
     if inputs.budget_left < 1:
@@ -419,8 +422,8 @@ def check_round(inputs: storage.RoundInputs, early: bool = False) -> int:
         )
     if inputs.latest is not None and inputs.open_in_latest and not early:
         raise RoundError(
-            f"round {inputs.latest.index} still has {inputs.open_in_latest} unlabeled images; "
-            "label or skip them before the next round"
+            f"batch {inputs.latest.index + offset} still has {inputs.open_in_latest} unlabeled images; "
+            "label or skip them before the next batch is chosen"
         )
     candidates = len(inputs.candidates)
     if candidates < 1:

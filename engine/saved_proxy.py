@@ -34,6 +34,7 @@ import storage
 from engine.checkpoint import WEIGHTS, CheckpointError, load_checkpoint, save_checkpoint
 from engine.embeddings import BackboneError, pool_embeddings, resize_images
 from engine.frozen import Features, build_head, standardize
+from engine.names import batch_offset
 from engine.pool_cache import PoolCache
 from engine.representation import load_backbone
 from engine.score import predict_logits
@@ -141,8 +142,8 @@ def rescore(
         record = json.loads((folder / ROUND_FILE).read_text())
     except FileNotFoundError:
         return Rescored(
-            unavailable="no round has saved its proxy yet (rounds before this version kept none; the next "
-            "trained round will)"
+            unavailable="no proxy is kept yet (the app kept none before this version; the next proxy trained to "
+            "choose a batch will be)"
         )
     except (OSError, ValueError) as exc:
         return Rescored(unavailable=f"the saved proxy's record cannot be read ({exc})")
@@ -154,23 +155,24 @@ def rescore(
     if made is None or made.index != found.round:
         found.unavailable = "the saved proxy belongs to no round of this project"
         return found
+    chose = f"the proxy that chose batch {made.index + batch_offset(storage.list_rounds(project))}"  # as people count
     if list(record.get("class_names", [])) != list(settings.classes):
-        found.unavailable = f"the classes changed since round {made.index}, whose proxy was saved"
+        found.unavailable = f"the classes changed since {chose} was saved"
         return found
     if not labels:
         found.unavailable = "no validation image is labeled"
         return found
     try:
         if record.get("kind") == "pixels":
-            found.predicted = _pixel_predictions(folder, made, pool, labels, device)
+            found.predicted = _pixel_predictions(folder, made, chose, pool, labels, device)
         elif record.get("kind") == "head":
-            found.predicted = _head_predictions(project, settings, folder, record, pool, labels)
+            found.predicted = _head_predictions(project, settings, folder, record, chose, pool, labels)
         else:
             found.unavailable = f"the saved proxy is of an unknown kind {record.get('kind')!r}"
     except _Unfit as exc:
         found.unavailable = str(exc)
     except (CheckpointError, BackboneError, OSError, ValueError, RuntimeError, KeyError) as exc:
-        found.unavailable = f"the saved proxy of round {made.index} cannot be read ({exc})"
+        found.unavailable = f"the saved proxy, {chose}, cannot be read ({exc})"
     return found
 
 
@@ -178,24 +180,27 @@ class _Unfit(Exception):
     """The saved proxy cannot be applied to today's images; the message says why."""
 
 
-def _pixel_predictions(folder: Path, made: storage.Round, pool: PoolCache, labels: dict[int, int], device):
+def _pixel_predictions(folder: Path, made: storage.Round, chose: str, pool: PoolCache, labels: dict[int, int], device):
+    """`chose`: the proxy `made` trained, named for people ("the proxy that chose batch N")."""
     loaded = load_checkpoint(folder)
     if loaded.metadata.get("metrics", {}).get("round_id") != made.id:
-        raise _Unfit(f"the saved proxy's weights are not round {made.index}'s (a round was interrupted)")
+        raise _Unfit(f"the saved proxy's weights are not those of {chose} (saving a proxy was interrupted)")
     images, _ = pool.arrays(labels)
     images = resize_images(images, loaded.image_size)
     logits = predict_logits(loaded.model, images, loaded.normalization, device=device, tta=True)
     return logits.argmax(1).astype(np.int64)
 
 
-def _head_predictions(project, settings, folder: Path, record: dict, pool: PoolCache, labels: dict[int, int]):
+def _head_predictions(
+    project, settings, folder: Path, record: dict, chose: str, pool: PoolCache, labels: dict[int, int]
+):
     from safetensors.torch import load_file
 
     backbone = load_backbone(project, settings, pool.image_size)
     if backbone is None or backbone.fingerprint != record["fingerprint"] or backbone.input_size != record["input_size"]:
         raise _Unfit(
-            f"the backbone changed since round {record['round']}, whose head on it was saved: its embeddings "
-            "are not the ones the head learned"
+            f"the backbone changed since {chose}, a head on it, was saved: its embeddings are not the ones the "
+            "head learned"
         )
     state = load_file(str(folder / HEAD_FILE))
     head = build_head(record["head"], int(record["dim"]), len(record["class_names"]))

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+import storage
 from engine import names
 from engine.backbone_files import BACKBONE_TARGET
 from engine.models import MODELS
@@ -31,3 +34,16 @@ def test_unknown_names_are_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="unknown model 'mlp'"):  # a head is a proxy, never a target
         names.check_model_name("mlp", "target")
     names.check_model_name("mlp", "proxy")
+
+
+def test_batches_count_from_one_and_imported_labels_are_no_batch(tmp_path):
+    """The one rule the pages (app.labeling.batch_offset) and the engine's messages number batches by."""
+    from engine.initial import IMPORTED
+    from tests.support import make_tiny_project
+
+    project = make_tiny_project(tmp_path)
+    assert names.batch_offset([]) == 1  # the first round made will be batch 1
+    made = storage.create_round(project, strategy="random", selector="random", item_ids=[], scores=[], n_labeled=0)
+    assert names.batch_offset([made]) == 1  # round 0 is batch 1
+    imported = dataclasses.replace(made, strategy=IMPORTED)
+    assert names.batch_offset([imported]) == 0  # round 1, the first batch labeled, is batch 1

@@ -63,6 +63,7 @@ def test_round_end_to_end(labeled_project, fake_clock):
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("step 30/30" in m for _, m in seen)
+    assert seen[-1] == (1.0, "batch 2 ready: 4 images to label")  # round 1 chose batch 2, as the Label page counts
     assert storage.budget_left(labeled_project) == 4
     # the stored guess of each queued image is the trained proxy's most likely class, with its probability
     guesses = storage.round_guesses(labeled_project, made.id)
@@ -220,7 +221,20 @@ def _refuses(project, match, **kwargs):
 
 def test_refuses_while_the_previous_round_is_unlabeled(tiny_project):
     run_initial_round(tiny_project)
-    _refuses(tiny_project, "round 0 still has 6 unlabeled images; label or skip them")
+    _refuses(tiny_project, "^batch 1 still has 6 unlabeled images; label or skip them before the next batch is chosen$")
+
+
+def test_after_imported_labels_the_messages_count_batches_from_the_first_one_chosen(tiny_project):
+    """Round 0 stands for imported labels (no batch), so round 1 made batch 1: its progress line and the refusal
+    while it is open say so, as the Label page counts (engine.names.batch_offset)."""
+    from engine.initial import start_from_labels
+
+    label_by_folder(tiny_project, [item.id for item in storage.usable_items(tiny_project)][::5])  # 2 per class
+    assert start_from_labels(tiny_project).strategy == "imported"
+    seen = []
+    made = run_round(tiny_project, on_progress=lambda f, m: seen.append(m))
+    assert made.index == 1 and seen[-1] == "batch 1 ready: 4 images to label"
+    _refuses(tiny_project, "^batch 1 still has 4 unlabeled images; label or skip them before the next batch is chosen$")
 
 
 def test_refuses_when_the_budget_is_spent(tmp_path):

@@ -75,14 +75,16 @@ def test_a_head_on_the_backbone_is_measured_again_while_the_backbone_is_the_same
     record["fingerprint"] = "not-this-backbone"  # the backbone retrained since: other weights, other fingerprint
     (saved_proxy.proxy_dir(project) / saved_proxy.ROUND_FILE).write_text(json.dumps(record))
     proxy = run_target(project)["proxy"]
-    assert "accuracy" not in proxy and "the backbone changed since round 1" in proxy["unavailable"]
+    assert "accuracy" not in proxy and proxy["unavailable"].startswith(
+        "the backbone changed since the proxy that chose batch 2, a head on it, was saved:"
+    )
 
 
 def test_without_a_saved_proxy_the_target_says_why_there_is_no_comparison(tmp_path):
     project, _ = _round_on_part_of_the_validation_set(tmp_path, 3)
     (saved_proxy.proxy_dir(project) / saved_proxy.ROUND_FILE).unlink()  # a round from before this version
     proxy = run_target(project)["proxy"]
-    assert "accuracy" not in proxy and "no round has saved its proxy yet" in proxy["unavailable"]
+    assert "accuracy" not in proxy and "no proxy is kept yet" in proxy["unavailable"]
 
 
 def test_a_proxy_whose_classes_were_renamed_is_not_measured_again(tmp_path):
@@ -90,7 +92,7 @@ def test_a_proxy_whose_classes_were_renamed_is_not_measured_again(tmp_path):
     settings = storage.load_settings(project)
     storage.save_settings(project, dataclasses.replace(settings, classes=("crimson", *settings.classes[1:])))
     proxy = run_target(project)["proxy"]
-    assert proxy["unavailable"] == "the classes changed since round 1, whose proxy was saved"
+    assert proxy["unavailable"] == "the classes changed since the proxy that chose batch 2 was saved"
 
 
 def test_weights_of_another_round_than_the_record_names_are_not_used(tmp_path):
@@ -100,7 +102,9 @@ def test_weights_of_another_round_than_the_record_names_are_not_used(tmp_path):
     metadata["metrics"]["round_id"] = made.id + 1  # the weights of a round interrupted before its record
     (folder / "metadata.json").write_text(json.dumps(metadata))
     proxy = run_target(project)["proxy"]
-    assert proxy["unavailable"] == "the saved proxy's weights are not round 1's (a round was interrupted)"
+    assert proxy["unavailable"] == (
+        "the saved proxy's weights are not those of the proxy that chose batch 2 (saving a proxy was interrupted)"
+    )
 
 
 def test_each_round_overwrites_the_one_proxy_kept(tmp_path):
@@ -120,3 +124,10 @@ def test_each_round_overwrites_the_one_proxy_kept(tmp_path):
         "round.json",
     ]
     assert np.isfinite(second.proxy_val_acc)
+
+
+def test_a_saved_proxy_that_cannot_be_read_is_named_by_the_batch_it_chose(tmp_path):
+    project, _ = _round_on_part_of_the_validation_set(tmp_path, 3)
+    (saved_proxy.weights_path(project)).write_bytes(b"not safetensors")
+    proxy = run_target(project)["proxy"]
+    assert proxy["unavailable"].startswith("the saved proxy, the proxy that chose batch 2, cannot be read (")

@@ -60,7 +60,7 @@ def test_failure_is_readable_and_labels_are_untouched(tiny_project):
     failed = storage.get_job(tiny_project, job.id)
     assert failed.state == "failed"
     assert failed.error == (
-        "RoundError: round 0 still has 5 unlabeled images; label or skip them before the next round"
+        "RoundError: batch 1 still has 5 unlabeled images; label or skip them before the next batch is chosen"
     )
     assert "Traceback" not in failed.error
     assert _labels(tiny_project) == before
