@@ -9,7 +9,7 @@ import streamlit as st
 import storage
 from app import demo, jobs, labeler, labeling, project_forms, widgets
 from app.labeling import Entry
-from engine.initial import RoundError, initial_strategy
+from engine.initial import IMPORTED, RoundError, initial_strategy
 
 # ---------------------------------------------------------------- round panel
 
@@ -30,15 +30,18 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
         widgets.job_failed(rs.job, "Retry the first batch", lambda: jobs.advance(project, force=True))
         random_instead_button(project, "the first batch's job failed")
     elif rs.kind == "running" and rs.job.state == "queued" and (learning := storage.active_jobs(project, "backbone")):
+        done, which = batch_done(project, rs)
         st.info(
-            f"Batch {batch_number(project, rs)} is done. The next batch is chosen once the representation of your "
-            "images is learned (progress below); this continues if you refresh or close the tab."
+            f"{done} The {which} batch is chosen once the representation of your images is learned (progress "
+            "below); this continues if you refresh or close the tab."
         )
         widgets.live_job(str(project.root), learning[0].id)
     elif rs.kind == "running":
+        done, which = batch_done(project, rs)
+        training = "training on them" if which == "first" else "retraining"
         st.info(
-            f"Batch {batch_number(project, rs)} is done. The proxy is retraining and choosing the next batch; "
-            "this continues if you refresh or close the tab."
+            f"{done} The proxy is {training} and choosing the {which} batch; this continues if you refresh or "
+            "close the tab."
         )
         widgets.live_job(str(project.root), rs.job.id)
     elif rs.kind == "failed":
@@ -46,7 +49,7 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
     elif rs.kind == "waiting":
         auto = storage.load_settings(project).auto_next_round
         off = "" if auto else " Automatic rounds are off in the settings."
-        st.info(f"Batch {batch_number(project, rs)} is done.{off}")
+        st.info(f"{batch_done(project, rs)[0]}{off}")
         st.button("Start the next round", type="primary", on_click=lambda: jobs.advance(project, force=True))
     elif rs.kind == "spent":
         st.success("The labeling budget is spent. Train the target model next.")
@@ -60,9 +63,21 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
         st.page_link("app/page_target.py", label="Go to the Target page", icon=":material/model_training:")
 
 
-def batch_number(project: storage.Project, rs: jobs.RoundState) -> int:
-    """The batch just done as people count it (from 1; labeling.batch_offset)."""
+def batch_number(project: storage.Project, rs: jobs.RoundState) -> int | None:
+    """The batch just done as people count it (from 1; labeling.batch_offset), or None when the round is the
+    imported labels, which are no batch."""
+    if rs.round is not None and rs.round.strategy == IMPORTED:
+        return None
     return (rs.round.index if rs.round else 0) + labeling.batch_offset(project)
+
+
+def batch_done(project: storage.Project, rs: jobs.RoundState) -> tuple[str, str]:
+    """What was just finished, as a sentence, and which batch comes next ("next", or "first" after the
+    imported labels): never a batch 0."""
+    number = batch_number(project, rs)
+    if number is None:
+        return "The imported labels are in.", "first"
+    return f"Batch {number} is done.", "next"
 
 
 def first_batch_panel(project: storage.Project, job: storage.Job) -> None:

@@ -294,3 +294,43 @@ def test_a_round_0_of_imported_labels_is_no_batch(tmp_path):
     project = make_tiny_project(tmp_path)
     storage.create_round(project, strategy="imported", selector="labels", item_ids=[], scores=[], n_labeled=0)
     assert labeling.batch_offset(project) == 0  # round 1, the first batch labeled, is batch 1
+
+
+@pytest.mark.parametrize(
+    ("auto", "learning", "says"),
+    [
+        (True, False, "The imported labels are in. The proxy is training on them and choosing the first batch;"),
+        (True, True, "The imported labels are in. The first batch is chosen once the representation"),
+        (False, False, "The imported labels are in. Automatic rounds are off in the settings."),
+    ],
+    ids=["training", "behind-the-backbone", "auto-off"],
+)
+def test_after_imported_labels_the_page_says_they_are_in_not_batch_0(tmp_path, monkeypatch, auto, learning, says):
+    """Round 0 stands for the imported labels: while the proxy trains on them (or waits for the backbone, or for
+    the user), the page says so and names the batch it chooses the first, never 'Batch 0 is done'."""
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+    from app.page_label import batch_number
+    from engine.initial import start_from_labels
+    from tests.app.conftest import MAIN
+    from tests.support import APP_SETTINGS, label_by_folder, tiny_settings, write_image_folder
+
+    write_image_folder(tmp_path / "images", per_class=8)
+    settings = tiny_settings(tmp_path / "images", **APP_SETTINGS, auto_next_round=auto)
+    project = storage.create_project(tmp_path / "imported", settings)
+    storage.ingest(project)
+    label_by_folder(project, [item.id for item in storage.usable_items(project)][:12])
+    imported = start_from_labels(project)
+    assert imported.strategy == "imported"
+    if learning:
+        storage.enqueue_job(project, "backbone")
+    rs = jobs.advance(project)
+    assert rs.kind == ("running" if auto else "waiting")
+    assert batch_number(project, rs) is None  # the imported labels are no batch
+    monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert not at.exception, [e.message for e in at.exception]
+    shown = [info.value for info in at.info]
+    assert any(value.startswith(says) for value in shown), shown
+    assert not any("batch 0" in value.lower() for value in shown)
