@@ -12,12 +12,20 @@ the pixels against their block checksums (once per process and file
 version), so an interrupted build or a damaged file (pixels zeroed behind a
 valid header) is seen as "no cache" and rebuilt, never trained on.
 This module imports no torch: decoding workers start fast.
+
+Memory: no pass over the pool holds it. The build writes the pixels with
+plain file writes, block by block as they are decoded, keeping the channel
+histograms and the checksums as they pass; the check on loading and every
+other pass over the memmap (`read_rows`) hands the pages it read back to the
+page cache at once. The resident memory of a pass is one chunk whatever the
+pool's size (a million 32 px images are 3 GB of pixels, 128 px ones 49 GB).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import zlib
 from collections.abc import Callable, Sequence
@@ -169,6 +177,52 @@ def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
+def read_rows(images: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+    """`images[rows]` copied into memory (`rows`: a slice, or ascending int positions).
+
+    From the pool cache's read-only memmap, the pages read are handed back at
+    once (they stay in the page cache; only this process's mapping of them
+    goes), so reading the whole pool a chunk at a time keeps one chunk
+    resident, not the pool.
+    """
+    if isinstance(rows, slice):
+        first, stop, _ = rows.indices(len(images))
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.array(images[rows])
+        first, stop = int(rows.min()), int(rows.max()) + 1
+        if stop - first == len(rows) and np.all(np.diff(rows) == 1):
+            rows = slice(first, stop)  # a run: one slice reads faster than positions
+    out = np.array(images[rows])
+    release_rows(images, first, stop)
+    return out
+
+
+def release_rows(images: np.ndarray, first: int, stop: int) -> None:
+    """Hand back this process's pages of rows first:stop of a read-only memmap (nothing for other arrays).
+
+    madvise(MADV_DONTNEED) on a read-only file mapping drops the mapping of
+    those pages, never data: a later read maps them again from the page cache.
+    """
+    mapped = getattr(images, "_mmap", None)
+    if (
+        mapped is None
+        or getattr(images, "mode", None) != "r"
+        or not hasattr(mmap, "MADV_DONTNEED")
+        or not images.flags.c_contiguous
+        or stop <= first
+    ):
+        return
+    base = np.frombuffer(mapped, np.uint8)  # the mapping's own start (numpy maps from a page boundary)
+    start = images.ctypes.data - base.ctypes.data + first * images.strides[0]
+    del base  # an exported buffer would keep the mapping from being closed
+    begin = start - start % mmap.PAGESIZE
+    end = min(len(mapped), start + (stop - first) * images.strides[0])
+    if 0 <= begin < end:
+        mapped.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+
+
 def load_pool_cache(cache_dir: str | Path, image_size: int) -> PoolCache | None:
     """The cache for `image_size` in `cache_dir`, or None if absent, incomplete or inconsistent."""
     array_path, ids_path, stats_path = _paths(Path(cache_dir), image_size)
@@ -212,11 +266,13 @@ def _pixels_intact(path: Path, images: np.ndarray, blocks: list | None) -> bool:
 
 
 def block_checksums(images: np.ndarray) -> list[int]:
-    """CRC-32 of each run of BLOCK rows (about 1 GB/s: a 20,000-image 32 px pool in ~0.1 s)."""
-    return [
-        zlib.crc32(np.ascontiguousarray(images[start : start + BLOCK]).data)
-        for start in range(0, images.shape[0], BLOCK)
-    ]
+    """CRC-32 of each run of BLOCK rows (about 1 GB/s: a 20,000-image 32 px pool in ~0.1 s); a memmap's
+    pages are handed back block by block (`release_rows`)."""
+    sums = []
+    for start in range(0, images.shape[0], BLOCK):
+        sums.append(zlib.crc32(np.ascontiguousarray(images[start : start + BLOCK]).data))
+        release_rows(images, start, start + BLOCK)
+    return sums
 
 
 def build_pool_cache(
@@ -262,15 +318,13 @@ def _write(cache_dir, size, final_ids, old, keep, new_items, on_progress, worker
     array_path, ids_path, stats_path = _paths(cache_dir, size)
     tmp = [p.with_name(f"{p.name}.{os.getpid()}.tmp") for p in (array_path, ids_path, stats_path)]
     try:
-        out = np.lib.format.open_memmap(tmp[0], mode="w+", dtype=np.uint8, shape=(len(final_ids), 3, size, size))
-        n_kept = int(keep.sum())
-        if n_kept:
-            _copy_rows(old.images, np.flatnonzero(keep), out)
-        _decode_into(out, n_kept, [p for _, p in new_items], size, on_progress, workers)
-        out.flush()
-        mean, std = channel_stats(out)
-        blocks = block_checksums(out)
-        del out
+        with _PixelWriter(tmp[0], len(final_ids), size) as out:
+            kept = np.flatnonzero(keep)
+            for start in range(0, len(kept), STATS_CHUNK):
+                out.write(read_rows(old.images, kept[start : start + STATS_CHUNK]))
+            for block in _decoded([p for _, p in new_items], size, on_progress, workers):
+                out.write(block)
+        mean, std = _stats_of(out.counts)
         with open(tmp[1], "wb") as f:
             np.save(f, final_ids)
         stats = {
@@ -279,7 +333,7 @@ def _write(cache_dir, size, final_ids, old, keep, new_items, on_progress, worker
             "ids_sha256": _ids_hash(final_ids),
             "mean": mean,
             "std": std,
-            "blocks": blocks,
+            "blocks": out.blocks,
         }
         tmp[2].write_text(json.dumps(stats, indent=1))
         for src, dst in zip(tmp, (array_path, ids_path, stats_path), strict=True):  # stats last: it commits
@@ -289,25 +343,53 @@ def _write(cache_dir, size, final_ids, old, keep, new_items, on_progress, worker
             p.unlink(missing_ok=True)
 
 
-def _copy_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
-    for start in range(0, len(rows), STATS_CHUNK):
-        part = rows[start : start + STATS_CHUNK]
-        out[start : start + len(part)] = src[part]
+class _PixelWriter:
+    """Writes uint8 [n, 3, S, S] as a .npy file, rows appended in order with plain writes (a memmap being
+    written keeps every page it touched resident), keeping the channel histograms and the CRC-32 of each
+    block of BLOCK rows as the rows pass."""
+
+    def __init__(self, path: Path, n: int, size: int):
+        self.n, self.written, self.in_block, self.crc = n, 0, 0, 0
+        self.counts = np.zeros((3, 256), np.int64)
+        self.blocks: list[int] = []
+        self.file = open(path, "wb")  # noqa: SIM115  (closed by __exit__)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self.file, {**header, "shape": (n, 3, size, size)})
+
+    def __enter__(self) -> _PixelWriter:
+        return self
+
+    def write(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.uint8)
+        self.counts += _channel_counts(rows)
+        done = 0
+        while done < len(rows):
+            part = rows[done : done + BLOCK - self.in_block]
+            self.file.write(part.data)
+            self.crc = zlib.crc32(part.data, self.crc)
+            self.in_block += len(part)
+            done += len(part)
+            if self.in_block == BLOCK:
+                self.blocks.append(self.crc)
+                self.in_block, self.crc = 0, 0
+        self.written += len(rows)
+
+    def __exit__(self, kind, *_) -> None:
+        self.file.close()
+        if kind is None:
+            if self.in_block:
+                self.blocks.append(self.crc)
+            if self.written != self.n:
+                raise PoolCacheError(f"the pool cache writer got {self.written} rows for {self.n}")
 
 
-def _decode_into(
-    out: np.ndarray,
-    offset: int,
-    paths: list[Path],
-    size: int,
-    on_progress: Callable[[int, int], None] | None,
-    workers: int,
-) -> None:
+def _decoded(paths: list[Path], size: int, on_progress: Callable[[int, int], None] | None, workers: int):
+    """uint8 blocks [<= CHUNK, 3, S, S] of the images at `paths`, in order, decoded in `workers` processes."""
     total = len(paths)
     chunks = [(paths[i : i + CHUNK], size) for i in range(0, total, CHUNK)]
     done = 0
     for block in process_map(_decode_chunk, chunks, workers, files=total):
-        out[offset + done : offset + done + len(block)] = block
+        yield block
         done += len(block)
         if on_progress is not None:
             on_progress(done, total)
@@ -345,9 +427,16 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """
     counts = np.zeros((3, 256), np.int64)
     for start in range(0, images.shape[0], STATS_CHUNK):
-        chunk = np.asarray(images[start : start + STATS_CHUNK])
-        for c in range(3):
-            counts[c] += np.bincount(chunk[:, c].ravel(), minlength=256)
+        counts += _channel_counts(read_rows(images, slice(start, start + STATS_CHUNK)))
+    return _stats_of(counts)
+
+
+def _channel_counts(chunk: np.ndarray) -> np.ndarray:
+    """int64 [3, 256]: how many pixels of each channel of uint8 [n, 3, H, W] have each value."""
+    return np.stack([np.bincount(chunk[:, c].ravel(), minlength=256) for c in range(3)]).astype(np.int64)
+
+
+def _stats_of(counts: np.ndarray) -> tuple[list[float], list[float]]:
     values = np.arange(256, dtype=np.float64) / 255.0
     n = np.maximum(counts.sum(1), 1)
     mean = counts @ values / n

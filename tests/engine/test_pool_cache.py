@@ -275,3 +275,100 @@ def test_invalid_requests_raise(tmp_path):
         build_pool_cache(tmp_path / "cache", items + items, 8)
     with pytest.raises(PoolCacheError, match="image_size"):
         build_pool_cache(tmp_path / "cache", items, 4)
+
+
+# ---------------------------------------------------------------- memory: no pass holds the pool
+
+
+def _fake_decode(task):
+    """Stands in for the chunk decoder: rows made from the item number in each (fake) path, no file opened."""
+    paths, size = task
+    numbers = np.array([int(Path(p).stem) for p in paths], dtype=np.int64)
+    rows = (numbers[:, None] * 7 + np.arange(3 * size * size)) % 251
+    return rows.astype(np.uint8).reshape(len(paths), 3, size, size)
+
+
+def _fake_items(first: int, count: int) -> list[tuple[int, Path]]:
+    return [(i, Path(f"/nowhere/{i}.png")) for i in range(first, first + count)]
+
+
+def _resident_kb(path: Path) -> int:
+    """This process's resident kB of its mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            inside = len(head) >= 6 and head[5] == str(path)
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
+
+
+def test_the_writer_keeps_exact_stats_and_block_checksums_across_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(pc, "_decode_chunk", _fake_decode)
+    monkeypatch.setattr(pc, "BLOCK", 5)  # blocks that chunks of 3 and copies of 4 rows cross
+    monkeypatch.setattr(pc, "CHUNK", 3)
+    monkeypatch.setattr(pc, "STATS_CHUNK", 4)
+    build_pool_cache(tmp_path, _fake_items(1, 11), 8, workers=1)
+    cache = build_pool_cache(tmp_path, _fake_items(3, 12), 8, workers=1)  # 9 rows copied, 3 decoded
+    assert cache.item_ids.tolist() == list(range(3, 15))
+    expected = _fake_decode(([f"{i}.png" for i in range(3, 15)], 8))
+    np.testing.assert_array_equal(np.asarray(cache.images), expected)
+    stats = json.loads((tmp_path / "pool_8_stats.json").read_text())
+    assert stats["blocks"] == pc.block_checksums(expected) and len(stats["blocks"]) == 3
+    assert (list(cache.mean), list(cache.std)) == pc.channel_stats(expected)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_loading_the_cache_checks_it_without_keeping_the_pool_resident(tmp_path, monkeypatch):
+    monkeypatch.setattr(pc, "_decode_chunk", _fake_decode)
+    build_pool_cache(tmp_path, _fake_items(1, 4 * pc.BLOCK), 32, workers=1)  # 12 MB of pixels
+    pc._intact.clear()  # checked again, as in a new process
+    cache = load_pool_cache(tmp_path, 32)
+    assert cache is not None
+    block_kb = pc.BLOCK * 3 * 32 * 32 // 1024
+    assert _resident_kb(tmp_path / "pool_32.npy") <= block_kb  # the whole pool stayed mapped before
+    rows = pc.read_rows(cache.images, slice(0, len(cache)))
+    np.testing.assert_array_equal(rows, _fake_decode(([f"{i}.png" for i in range(1, 4 * pc.BLOCK + 1)], 32)))
+    assert _resident_kb(tmp_path / "pool_32.npy") <= 8  # read_rows hands its pages back too
+    picked = pc.read_rows(cache.images, np.array([5, 7, 9]))
+    np.testing.assert_array_equal(picked, rows[[5, 7, 9]])
+
+
+BUILD_PEAK = """
+import sys
+from pathlib import Path
+import numpy as np
+import engine.pool_cache as pc
+
+def kb(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+def fake_decode(task):
+    paths, size = task
+    return np.full((len(paths), 3, size, size), len(paths), np.uint8)
+
+pc._decode_chunk = fake_decode
+items = [(i, Path(f"/nowhere/{i}.png")) for i in range(1, 32 * pc.BLOCK + 1)]
+Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from here
+before = kb("VmRSS")
+pc.build_pool_cache(Path(sys.argv[1]), items, 32, workers=1)
+print((kb("VmHWM") - before) * 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_building_the_cache_keeps_a_chunk_of_the_pool_in_memory_not_the_pool(tmp_path):
+    """A 100 MB pool built in a process of its own: its peak resident memory grows by a fraction of it (the
+    memmap it was written through, then read back for its statistics and its check, held all of it)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_PEAK, str(tmp_path)], cwd=repo, capture_output=True, text=True, check=True
+    )
+    pool_bytes = 32 * pc.BLOCK * 3 * 32 * 32
+    assert int(done.stdout.split()[-1]) < pool_bytes / 4, done.stdout
