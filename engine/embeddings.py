@@ -49,12 +49,14 @@ from engine.backbone_files import (  # noqa: F401  (re-exported)
 )
 from engine.device import Normalization, best_device, check_images, normalization_tensors
 from engine.models import TORCHVISION, Model, ModelConfig, _read_state_dict, model_from_config
+from engine.pool_cache import read_rows
 from engine.precision import autocast
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 PRETRAINED_MIN_INPUT = 96  # ImageNet ResNets downsample 32x: smaller inputs leave them 1x1 maps too early
 PRETRAINED_MAX_INPUT = 224
 EMBED_BATCH = 256
+EMBED_CHUNK = 8192  # pool rows read into memory at a time to embed (25 MB at 32 px, 400 MB at 128 px)
 
 
 @dataclass
@@ -245,8 +247,10 @@ def pool_embeddings(
     """float16 [N, D] embeddings of the pool rows `item_ids` (int64, images[i] is item_ids[i]).
 
     Rows already in the cache for this backbone are read from it; only the
-    others are embedded, then the cache is rewritten with all of them (the
-    rows file first, the ids last, each moved into place whole).
+    others are embedded, EMBED_CHUNK images read from `images` (the pool's
+    memmap) at a time, so memory holds a chunk of the pool, never the pool;
+    then the cache is rewritten with all of them (the rows file first, the
+    ids last, each moved into place whole).
     """
     item_ids = np.asarray(item_ids, dtype=np.int64)
     rows_path, ids_path = embedding_paths(cache_dir, backbone)
@@ -254,14 +258,34 @@ def pool_embeddings(
     have = np.isin(item_ids, cached_ids)
     if have.all() and len(cached_ids):
         return cached[_rows_of(cached_ids, item_ids)]
-    new = embed_images(backbone, images[np.flatnonzero(~have)], device, on_progress).astype(np.float16)
-    all_ids = np.concatenate([cached_ids, item_ids[~have]])
+    todo = np.flatnonzero(~have)
+    new = np.empty((len(todo), backbone.dim), np.float16)
+    for start in range(0, len(todo), EMBED_CHUNK):
+        part = todo[start : start + EMBED_CHUNK]
+        progress = _chunk_progress(on_progress, start, len(part), len(todo))
+        new[start : start + len(part)] = embed_images(backbone, read_rows(images, part), device, progress)
+    all_ids = np.concatenate([cached_ids, item_ids[todo]])
     order = np.argsort(all_ids, kind="stable")
-    all_rows = np.concatenate([np.asarray(cached), new])[order]
+    all_rows = np.empty((len(all_ids), backbone.dim), np.float16)
+    rank = np.empty(len(all_ids), np.int64)
+    rank[order] = np.arange(len(all_ids))  # where each cached row, then each new row, goes
+    all_rows[rank[len(cached_ids) :]] = new
+    for start in range(0, len(cached_ids), EMBED_CHUNK):
+        stop = min(start + EMBED_CHUNK, len(cached_ids))
+        all_rows[rank[start:stop]] = read_rows(cached, slice(start, stop))
     all_ids = all_ids[order]
     _write(rows_path, all_rows)
     _write(ids_path, all_ids)
+    if np.array_equal(all_ids, item_ids):
+        return all_rows  # the whole pool, in its order: no copy
     return all_rows[_rows_of(all_ids, item_ids)]
+
+
+def _chunk_progress(on_progress: Callable[[float], None] | None, start: int, size: int, total: int):
+    """A chunk's own 0..1 progress as the whole run's."""
+    if on_progress is None:
+        return None
+    return lambda fraction: on_progress((start + fraction * size) / total)
 
 
 def embedding_paths(cache_dir: Path, backbone: Backbone) -> tuple[Path, Path]:
