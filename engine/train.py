@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.device import Normalization, best_device, check_images, normalization_tensors, to_float
+from engine.distributed.world import World, data_parallel, from_main, mean_over_ranks, shard_range, world
 from engine.precision import autocast, float32_convs
 from engine.score import logits_and_embedding, predict_logits
 
@@ -133,15 +134,18 @@ class LearnedNothing(TrainingFailed):
     """Training stayed finite but the model predicts one class for everything, or no better than the majority."""
 
 
-def plan(n: int, config: TrainConfig) -> tuple[int, int]:
+def plan(n: int, config: TrainConfig, processes: int = 1) -> tuple[int, int]:
     """(batch size, optimizer steps) for a labeled set of `n` images, before any time cap.
 
     The batch is `config.batch_size` for large sets, about n / 8 for smaller
     ones, never under MIN_BATCH (or n, if smaller) nor under 2. The steps are
     `config.steps` when set, else `passes` times the steps of one pass,
-    clamped to [min_steps, max_steps].
+    clamped to [min_steps, max_steps]. With several `processes` (DDP) the batch
+    is the global one, split between them: up to `config.batch_size` each, so
+    a large set takes proportionally fewer, larger steps (and a larger learning
+    rate, scaled with the global batch by `_optimizer`).
     """
-    batch = max(2, min(config.batch_size, max(min(n, MIN_BATCH), n // BATCHES_PER_PASS)))
+    batch = max(2, min(config.batch_size * processes, max(min(n, MIN_BATCH), n // BATCHES_PER_PASS)))
     if config.steps:
         return batch, config.steps
     per_pass = len(step_sizes(n, batch))
@@ -173,10 +177,16 @@ def train(
     (`StepObserver`: per-example statistics such as forgetting events, without a second pass).
     `sampler` picks the positions each step's batch draws from and the run's length (`Sampler`;
     default `ShuffleAll`, every example once a pass); recalibration and the check use all the data.
+
+    Inside a torchrun job (`engine.distributed.world`) every rank calls this with the same arguments and
+    trains one model with DistributedDataParallel: each global batch is split between the ranks, the time
+    cap's length and `should_stop` are decided on rank 0 and broadcast (ranks never disagree on the number of
+    steps), only rank 0 reports progress, and every rank returns the same weights.
     """
     labels = _labels_array(labels)
     _check_inputs(images, labels, config, model)
-    device = best_device(config.device)
+    here = world()
+    device = best_device(config.device) if here.size == 1 else _rank_device(config.device, here)
     data = _as_tensor(images).to(device)  # uint8, converted per batch
     targets = torch.from_numpy(labels.astype(np.int64)).to(device)
     model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster on CUDA and CPU
@@ -184,37 +194,49 @@ def train(
     mean, std = normalization_tensors(normalization, device)
     gen = torch.Generator(device=device if device.type in ("cpu", "cuda") else "cpu").manual_seed(config.seed)
     sampler = ShuffleAll() if sampler is None else sampler
-    batch, planned = plan(len(labels), config)
+    batch, planned = plan(len(labels), config, here.size)
+    _check_world(here, batch, observer)
+    # the shuffles (gen) are the same in every rank; each rank's augmentation draws differ
+    crops = gen if here.size == 1 else torch.Generator(device=gen.device).manual_seed(config.seed * 7919 + here.rank)
     schedule = _Schedule(_run_steps(sampler, labels, batch, planned), config)
     shown = _ShownTotal(schedule.total)
     optimizer = _optimizer(model, config, batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     ema = _Ema(model, config.ema) if config.ema else None
     pad = max(1, round(4 * data.shape[-1] / 32))  # 4 px at 32 px, scaled with the size
-    stopper = _Stopper(should_stop)
+    stopper = _Stopper(should_stop if here.main else None)
     clock = _Clock(device)
     loss_sum = torch.zeros((), device=device)
     since_report = done = 0
     run = TrainingRun(model, data, targets, mean, std, batch, gen, schedule, stopper.check)
+    stepped = model if here.size == 1 else data_parallel(model, device)
     # convolutions that oneDNN's bf16 kernels get wrong run in float32 (engine.precision)
     with float32_convs(model, to_float(data[:1], mean, std, channels_last=True)):
         for step, idx in enumerate(sampler.batches(run), start=1):
             if step > schedule.total:
                 break
-            stopper.check()
-            if config.max_seconds is not None and (step in (TIMED_FROM, FIRST_FIT) or step % config.report_every == 1):
-                clock.fit(step, schedule, config.max_seconds)
-            x = to_float(augment(data[idx], pad, gen), mean, std, channels_last=True)
+            fit_now = step in (TIMED_FROM, FIRST_FIT) or step % config.report_every == 1
+            timed = config.max_seconds is not None and fit_now
+            if here.size == 1:
+                stopper.check()
+                if timed:
+                    clock.fit(step, schedule, config.max_seconds or 0.0)
+            elif step == 1 or step % config.report_every == 1 or timed:
+                _agree_on_rank_0(stopper, clock, schedule, step, config.max_seconds if timed else None)
+                if step > schedule.total:
+                    break
+            idx = idx if here.size == 1 else _my_part(idx, here)
+            x = to_float(augment(data[idx], pad, crops), mean, std, channels_last=True)
             seen = None if observer is None else (observer, step, idx)
-            loss_sum += _step(model, x, targets[idx], optimizer, config, seen)
+            loss_sum += _step(stepped, x, targets[idx], optimizer, config, seen)
             scheduler.step()
             if ema is not None:
                 ema.update(model, step)
             since_report += 1
             if step == schedule.total or step % config.report_every == 0:
-                loss = loss_sum.item() / since_report
+                loss = mean_over_ranks(loss_sum).item() / since_report
                 _check_finite(loss, step, schedule.total)
-                if on_progress is not None:
+                if on_progress is not None and here.main:
                     on_progress(Progress(step, shown(step, schedule.total), loss, clock.seconds()))
                 loss_sum.zero_()
                 since_report = 0
@@ -281,6 +303,50 @@ class ShuffleAll:
 
     def finish(self, steps: int, seconds: float) -> None:
         pass
+
+
+def _rank_device(preference: str, here: World) -> torch.device:
+    """A rank's device: its own GPU (by local rank) unless the CPU is asked for."""
+    if preference == "cpu" or here.device.type == "cpu":
+        return torch.device("cpu")
+    return here.device
+
+
+def _check_world(here: World, batch: int, observer: StepObserver | None) -> None:
+    if here.size == 1:
+        return
+    if batch < 2 * here.size:
+        raise ValueError(
+            f"{here.size} processes need batches of at least {2 * here.size} images (two per process for batch "
+            f"norm), but this set trains with batches of {batch}: label more images or use one process"
+        )
+    if observer is not None:
+        raise ValueError("per-example statistics (a StepObserver) are gathered in one process: run with one process")
+
+
+def _my_part(idx: torch.Tensor, here: World) -> torch.Tensor:
+    """This rank's contiguous part of a global batch (every rank gets at least two, see _check_world)."""
+    start, stop = shard_range(len(idx), here.rank, here.size)
+    return idx[start:stop]
+
+
+def _agree_on_rank_0(
+    stopper: _Stopper, clock: _Clock, schedule: _Schedule, step: int, max_seconds: float | None
+) -> None:
+    """Under DDP: rank 0 polls should_stop and fits the run's length to the time cap, and every rank takes
+    its answer, so all stop together after the same number of steps."""
+    stop = False
+    if world().main:
+        try:
+            stopper.check()
+        except Cancelled:
+            stop = True
+        if max_seconds is not None:
+            clock.fit(step, schedule, max_seconds)
+    stop_flag, total = from_main([int(stop), schedule.total])
+    schedule.total = total
+    if stop_flag:
+        raise Cancelled("training cancelled")
 
 
 def _run_steps(sampler: Sampler, labels: np.ndarray, batch: int, planned: int) -> int:

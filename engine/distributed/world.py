@@ -19,17 +19,21 @@ __all__ = [
     "World",
     "barrier",
     "best_of",
-    "decide",
+    "collective_timeout_s",
+    "data_parallel",
+    "from_main",
     "join",
     "largest",
     "leave",
+    "mean_over_ranks",
     "shard_range",
     "world",
 ]
 
 # A collective that waits longer than this raises in every rank still alive: a rank that died or hangs fails the
 # job within this time instead of holding the others forever. Long enough for a slow rank's checkpoint write.
-COLLECTIVE_TIMEOUT_S = float(os.environ.get("PROXY_LABELER_COLLECTIVE_TIMEOUT_S", "300"))
+# PROXY_LABELER_COLLECTIVE_TIMEOUT_S overrides it (read when the group is joined).
+COLLECTIVE_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,14 @@ def join(timeout_s: float | None = None) -> World:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(
         backend="nccl" if cuda else "gloo",
-        timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S if timeout_s is None else timeout_s),
+        timeout=timedelta(seconds=collective_timeout_s() if timeout_s is None else timeout_s),
     )
     return world()
+
+
+def collective_timeout_s() -> float:
+    """Seconds a collective may wait for the other ranks."""
+    return float(os.environ.get("PROXY_LABELER_COLLECTIVE_TIMEOUT_S", COLLECTIVE_TIMEOUT_S))
 
 
 def leave() -> None:
@@ -111,17 +120,6 @@ def barrier() -> None:
     """Wait until every rank gets here (nothing with one process)."""
     if world().size > 1:
         dist.barrier()
-
-
-def decide(flag: bool) -> bool:
-    """Rank 0's `flag` in every rank: decisions that must agree (stop now, the time cap is reached) are taken
-    on rank 0 and broadcast, otherwise ranks would run different numbers of steps and hang."""
-    here = world()
-    if here.size == 1:
-        return flag
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_collective_device())
-    dist.broadcast(value, src=0)
-    return bool(value.item())
 
 
 def best_of(value: float, position: int) -> tuple[float, int]:
@@ -138,6 +136,33 @@ def best_of(value: float, position: int) -> tuple[float, int]:
     pairs = every.view(here.size, 2).cpu().tolist()
     best = max((v, -p) for v, p in pairs if p >= 0)
     return best[0], int(-best[1])
+
+
+def from_main(values: list[int]) -> list[int]:
+    """Rank 0's `values` in every rank (one broadcast): decisions that must agree, such as a run's length."""
+    if world().size == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.int64, device=_collective_device())
+    dist.broadcast(tensor, src=0)
+    return [int(v) for v in tensor.tolist()]
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar tensor over all ranks (one all-reduce): a loss every rank checks alike."""
+    if world().size == 1:
+        return value
+    out = value.detach().to(_collective_device(), torch.float64).reshape(1)
+    dist.all_reduce(out)
+    return out[0] / world().size
+
+
+def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`model` under DistributedDataParallel on `device`: one gradient all-reduce per step, and rank 0's
+    weights and buffers copied to every rank at the start, so all ranks begin and stay identical."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None)
 
 
 def largest(values: list[int]) -> list[int]:

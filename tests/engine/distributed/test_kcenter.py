@@ -21,25 +21,30 @@ def tied_pool(seed: int = 0) -> np.ndarray:
     return X
 
 
-def picks_in_ranks(path: str, labeled: list[int], budget: int, seed: int | None) -> tuple[list, list]:
+CASES = [([3, 77, 200], None), ([], 5)]  # (labeled, seed of the first center's draw when nothing is labeled)
+BUDGET = 60
+
+
+def picks_in_ranks(path: str) -> list[tuple[list, list]]:
     X = np.load(path, mmap_mode="r")  # every rank reads the same file, never a copy of it
-    rng = None if seed is None else np.random.default_rng(seed)
-    picks, dist = k_center_sharded(X, labeled, budget, rng=rng, return_distances=True)
-    return picks.tolist(), dist.tolist()
+    out = []
+    for labeled, seed in CASES:
+        rng = None if seed is None else np.random.default_rng(seed)
+        picks, dist = k_center_sharded(X, labeled, BUDGET, rng=rng, return_distances=True)
+        out.append((picks.tolist(), dist.tolist()))
+    return out
 
 
 @pytest.mark.parametrize("size", [2, 3])
-@pytest.mark.parametrize(("labeled", "seed"), [([3, 77, 200], None), ([], 5)])
-def test_sharded_picks_are_one_process_picks(tmp_path, size, labeled, seed):
+def test_sharded_picks_are_one_process_picks(tmp_path, size):
     X = tied_pool()
     np.save(tmp_path / "X.npy", X)
-    budget = 60
-    rng = None if seed is None else np.random.default_rng(seed)
-    want, want_dist = k_center_greedy(X, labeled, budget, rng=rng, return_distances=True)
-    results = run_ranks(picks_in_ranks, size, tmp_path / "ranks", str(tmp_path / "X.npy"), labeled, budget, seed)
-    for picks, dist in results:
-        assert picks == want.tolist()
-        np.testing.assert_array_equal(dist, want_dist)
+    for rank_result in run_ranks(picks_in_ranks, size, tmp_path / "ranks", str(tmp_path / "X.npy")):
+        for (labeled, seed), (picks, dist) in zip(CASES, rank_result, strict=True):
+            rng = None if seed is None else np.random.default_rng(seed)
+            want, want_dist = k_center_greedy(X, labeled, BUDGET, rng=rng, return_distances=True)
+            assert picks == want.tolist()
+            np.testing.assert_array_equal(dist, want_dist)
 
 
 def test_one_rank_of_a_split_sees_only_its_shard_and_agrees_through_best_of():
