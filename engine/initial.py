@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 import storage
+from engine.names import IMPORTED
 
 
 class RoundError(ValueError):
@@ -34,9 +35,6 @@ def run_initial_round(project: storage.Project, selector: str = "random") -> sto
         n_labeled=len(inputs.training),
         index=0,
     )
-
-
-IMPORTED = "imported"  # the strategy of a round 0 that stands for labels brought with the images
 
 
 def start_from_labels(project: storage.Project) -> storage.Round | None:

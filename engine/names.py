@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import storage
 from engine.backbone_files import BACKBONE_TARGET, FROZEN_PROXIES, NONE
-from engine.initial import IMPORTED
+
+if TYPE_CHECKING:
+    import storage
+
+IMPORTED = "imported"  # the strategy of a round 0 that stands for labels brought with the images
 
 # ---------------------------------------------------------------- models
 
