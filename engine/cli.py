@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the whole loop on an ImageFolder tree (train/, test/).",
     )
     add_simulate_arguments(simulate)
+    add_launch_arguments(simulate)
     simulate.set_defaults(run="engine.simulate:main")
 
     bench = commands.add_parser(
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method, train the target on the kept images and test it; one JSON with accuracies and seconds.",
     )
     add_coreset_arguments(coreset)
+    add_launch_arguments(coreset)
     coreset.set_defaults(run="engine.coreset:main")
 
     add_import_labels_arguments(
@@ -168,6 +170,18 @@ def add_import_labels_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run="engine.cli:run_import_labels_command")
 
 
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """How heavy stages run (`engine.distributed.launch`): processes here, and torchrun's rendezvous."""
+    group = parser.add_argument_group("processes (training and scoring as torchrun jobs; docs/scale.md)")
+    group.add_argument(
+        "--processes", default=None, help="processes per machine: auto (one per GPU, 1 on a CPU) or N (default 1)"
+    )
+    group.add_argument("--nnodes", default="1", help="machines (torchrun --nnodes: N or MIN:MAX)")
+    group.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of the rendezvous, for several machines")
+    group.add_argument("--rdzv-id", default=None, help="the job's id at the rendezvous")
+    group.add_argument("--max-restarts", type=int, default=0, help="torchrun's elastic restarts of a stage")
+
+
 def add_worker_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The worker's options (also parsed alone: see `main`)."""
     parser.description = "Take round, target, backbone and coreset jobs from a project's jobs table."
@@ -181,6 +195,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         default=None,
         help="the process that started it (the app server): exit within seconds once it is gone",
     )
+    add_launch_arguments(parser)
     parser.set_defaults(command="worker", run="engine.cli:run_worker_command")
     return parser
 
@@ -282,6 +297,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     lock = WorkerLock(args.project)
     if args.project.is_dir() and not lock.acquire():
         return 0
+    from engine.distributed.launch import launch_from_args
     from engine.worker import run_worker
 
     run_worker(
@@ -291,6 +307,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         idle_exit_s=args.idle_exit,
         parent_pid=args.parent_pid,
         lock=lock,
+        launch=launch_from_args(args) if args.processes is not None else None,
     )
     return 0
 

@@ -99,7 +99,10 @@ def config_from_args(args: argparse.Namespace) -> CoresetConfig:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of `proxy-labeler coreset`."""
-    result = run_coreset(config_from_args(args), progress=lambda line: print(line, flush=True))
+    from engine.distributed.launch import launch_from_args, launching
+
+    with launching(launch_from_args(args)):
+        result = run_coreset(config_from_args(args), progress=lambda line: print(line, flush=True))
     shown = ("method", "keep", "subset", "stages", "full", "random", "dynamic")
     print(json.dumps({k: result[k] for k in shown if k in result}, indent=1))
     return 0

@@ -25,6 +25,7 @@ from torch import nn
 
 import storage
 from engine.config import stage_config, use_tta
+from engine.distributed.launch import score_model, train_model
 from engine.embeddings import Backbone, BackboneError
 from engine.frozen import HEADS, Features, HeadConfig, train_head
 from engine.frozen import accuracy as frozen_accuracy
@@ -35,9 +36,9 @@ from engine.names import batch_offset
 from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
 from engine.representation import load_backbone, project_embeddings, require_backbone
 from engine.saved_proxy import save_head_proxy, save_pixel_proxy, weights_path
-from engine.score import PoolScores, score_pool
+from engine.score import PoolScores
 from engine.selection.strategies import DISTANCE_STRATEGIES, STRATEGIES, select_with_scores
-from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan, train
+from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan
 from storage.items import inside_root
 
 OnProgress = Callable[[float, str], None]
@@ -189,7 +190,9 @@ def _pixel_selector(project, inputs, stage, own_proxy, pool, stages) -> _Selecto
         steps = StepsSeen(_train_progress(stages.span("train", "training")))
         config = warm_config(stage.train, len(targets)) if warm else stage.train
         try:
-            train(model, images, targets, config, pool.normalization, on_progress=steps, should_stop=stages.should_stop)
+            train_model(
+                model, images, targets, config, pool.normalization, on_progress=steps, should_stop=stages.should_stop
+            )
         except LearnedNothing as exc:
             # Selection through a proxy that learned nothing is worse than random, and failing the
             # round would leave no way to add the labels it needs: this batch is drawn at random.
@@ -198,7 +201,7 @@ def _pixel_selector(project, inputs, stage, own_proxy, pool, stages) -> _Selecto
         val_acc = _validation_accuracy(inputs.validation, model, pool)
     stages.at("score", 0.0, f"scoring {len(pool)} images")
     with stages.timed("score"):
-        scores = score_pool(model, pool.images, pool.normalization, tta=use_tta(settings.device))
+        scores = score_model(model, pool.images, pool.normalization, tta=use_tta(settings.device))
         backbone = (
             _backbone_for_distances(project, settings, pool)
             if ((strategy or settings.strategy) in DISTANCE_STRATEGIES)

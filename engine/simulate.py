@@ -20,7 +20,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import numpy as np
 import storage
 from engine.backbone_files import check_backbone_setting, check_backbone_users
 from engine.config import BACKBONE_TARGET, TRAINING_LEVELS, check_model_name, resolve_model_name
+from engine.distributed.launch import Launch, launch_from_args, launching
 from engine.embeddings import embed_images
 from engine.frozen import accuracy_on
 from engine.pool_cache import decode_image, pick_image_size
@@ -67,12 +68,14 @@ class SimulateConfig:
     initial_strategy: str = "auto"  # round 0: auto | random | typiclust | probcover
     ssl_minutes: float = 10.0  # how long the ssl backbone trains
     ssl_steps: int = 0  # a fixed number of SSL steps instead (0 = ssl_minutes)
+    launch: Launch = field(default_factory=Launch)  # processes for training and scoring (engine.distributed)
 
 
 def config_from_args(args: argparse.Namespace) -> SimulateConfig:
     """SimulateConfig from parsed flags (engine.cli); flags not given keep the defaults."""
-    names = {f.name for f in dataclasses.fields(SimulateConfig)}
-    return SimulateConfig(**{k: v for k, v in vars(args).items() if k in names})
+    names = {f.name for f in dataclasses.fields(SimulateConfig)} - {"launch"}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    return SimulateConfig(**given, launch=launch_from_args(args) if hasattr(args, "processes") else Launch())
 
 
 def main(args: argparse.Namespace) -> int:
@@ -91,7 +94,7 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
     started = time.perf_counter()
     check_config(config)
     progress = progress or ProgressLine(expected_rounds(config))
-    with _workdir(config.workdir) as workdir:
+    with _workdir(config.workdir) as workdir, launching(config.launch):
         project, classes = _make_project(config, Path(workdir))
         oracle = _oracle(project, classes)
         size = storage.load_settings(project).image_size
@@ -121,6 +124,7 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
             "rounds": rows,
             "target": {"test_acc": test_acc, "train_s": train_s, "labeled": len(storage.training_labels(project))},
             "total_s": time.perf_counter() - started,
+            "processes": config.launch.processes,
         }
         if ssl is not None:
             result["ssl"] = ssl
@@ -274,7 +278,8 @@ def _row(made: storage.Round, acc: float | None) -> dict:
 
 
 def _settings_json(config: SimulateConfig, classes, project, n_test: int) -> dict:
-    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    values: dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    values["launch"] = {k: v for k, v in dataclasses.asdict(config.launch).items() if v is not None}
     values.update(
         classes=list(classes),
         pool_size=len(storage.usable_items(project)),

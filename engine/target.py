@@ -21,6 +21,7 @@ import storage
 from engine.checkpoint import save_checkpoint
 from engine.config import BACKBONE_TARGET, scaled_to_subset, stage_config
 from engine.device import Normalization, model_device
+from engine.distributed.launch import train_model
 from engine.embeddings import backbone_classifier, resize_images
 from engine.intervals import wilson
 from engine.models import build_model
@@ -29,7 +30,7 @@ from engine.representation import require_backbone
 from engine.round import RoundError, load_inputs_and_pool
 from engine.saved_proxy import rescore
 from engine.score import predict_logits
-from engine.train import Cancelled, Progress, StepsSeen, train
+from engine.train import Cancelled, Progress, StepsSeen
 from engine.training.dynamic import DynamicKeep
 
 CHECKPOINT_DIR = "target"
@@ -104,7 +105,7 @@ def fit_target(
         report(0.05 + 0.9 * p.fraction, f"training the target: step {p.step}/{p.steps}, loss {p.loss:.3f}")
 
     seen = StepsSeen(on_train)
-    train(
+    train_model(
         model, images, targets, stage.train, normalization, on_progress=seen, should_stop=should_stop, sampler=sampler
     )
     train_s = time.perf_counter() - started

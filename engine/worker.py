@@ -26,10 +26,13 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import storage
 from engine.worker_lock import WorkerLock, lock_holder, worker_alive
+
+if TYPE_CHECKING:
+    from engine.distributed.launch import Launch
 
 # The training modules (torch, FAISS) are imported where a job runs, not here: the Streamlit server
 # imports this module for ensure_worker, and torch in the server process measured +100 ms on every
@@ -68,6 +71,7 @@ def run_worker(
     heartbeat_s: float = HEARTBEAT_S,
     parent_pid: int | None = None,
     lock: WorkerLock | None = None,
+    launch: Launch | None = None,
 ) -> int:
     """Run round and target jobs of the project at `project_dir` until told to stop; return jobs run.
 
@@ -76,7 +80,8 @@ def run_worker(
     this one; return as soon as it is gone (a running job is put back in the
     queue). Returns 0 at once, quietly, when another worker holds the
     project's lock. lock: the project's lock, already held (the worker
-    command takes it before importing anything heavy).
+    command takes it before importing anything heavy). launch: how heavy stages run
+    (`engine.distributed.launch`); None: the project's `processes` setting, read per job.
     """
     parent = Parent(parent_pid)
     if lock is None:
@@ -92,7 +97,7 @@ def run_worker(
     name = f"{socket.gethostname()}:{os.getpid()}"
     try:
         log.info("worker %s started for %s", name, project.root)
-        return _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, parent)
+        return _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, parent, launch)
     finally:
         log.info("worker %s stopping", name)
         log.removeHandler(handler)
@@ -100,7 +105,7 @@ def run_worker(
         lock.release()
 
 
-def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, parent) -> int:
+def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, parent, launch) -> int:
     done, idle_since = 0, time.monotonic()
     while True:
         if parent.gone():
@@ -116,7 +121,7 @@ def _loop(project, name, once, poll_s, idle_exit_s, stale_after_s, heartbeat_s, 
                 return done
             time.sleep(poll_s)
             continue
-        run_job(project, job, name, heartbeat_s=heartbeat_s, parent=parent)
+        run_job(project, job, name, heartbeat_s=heartbeat_s, parent=parent, launch=launch)
         done += 1
         idle_since = time.monotonic()
 
@@ -128,17 +133,22 @@ def run_job(
     *,
     heartbeat_s: float = HEARTBEAT_S,
     parent: Parent | None = None,
+    launch: Launch | None = None,
 ) -> None:
     """Run one claimed job to its end: finish_job with its result, or fail_job with a readable error
-    (or, when the app that started the worker is gone, release_job: it runs again later)."""
+    (or, when the app that started the worker is gone, release_job: it runs again later). Its heavy stages
+    run as `launch` says, by default as the project's `processes` setting says."""
     log.info("job %s (%s) %s started", job.id, job.kind, job.params)
     parent = parent or Parent(None)
     beat = _Heartbeat(project, job.id, worker, heartbeat_s)
     beat.start()
+    from engine.distributed.launch import launching
+
     try:
-        result = JOBS[job.kind](
-            project, job.params, _progress(project, job.id), _canceller(project, job.id, beat, parent)
-        )
+        with launching(launch or settings_launch(project)):
+            result = JOBS[job.kind](
+                project, job.params, _progress(project, job.id), _canceller(project, job.id, beat, parent)
+            )
     except Exception as exc:  # any failure is reported on the job, never lost
         beat.stop()
         if parent.gone():
@@ -153,6 +163,13 @@ def run_job(
         log.info("job %s done: %s", job.id, result)
     except storage.StorageError as exc:
         log.warning("job %s finished but could not be marked done: %s", job.id, exc)
+
+
+def settings_launch(project: storage.Project) -> Launch:
+    """The project's `processes` setting as a Launch on this machine (auto: one process per GPU)."""
+    from engine.distributed.launch import Launch, resolve_processes
+
+    return Launch(processes=resolve_processes(storage.load_settings(project).processes))
 
 
 def _record_failure(project: storage.Project, job: storage.Job, exc: BaseException) -> None:

@@ -38,6 +38,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 TRAINING_LEVELS = ("fast", "balanced", "thorough")
 # round 0's picks; auto = typiclust when the project has a backbone, else random
 INITIAL_STRATEGIES = ("auto", "random", "typiclust", "probcover")
+MAX_PROCESSES = 1024  # per machine
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Settings:
     backbone: str = "none"  # none | ssl (learned on the pool) | a local weights file or resnet18/34/50
     initial_strategy: str = "auto"  # one of INITIAL_STRATEGIES
     ssl_minutes: float = 10.0  # the self-supervised backbone trains this long (on this machine's device)
+    processes: str = "auto"  # training and scoring processes per machine: auto (one per GPU, 1 on a CPU) or N
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,12 @@ def _check_numbers(settings: Settings) -> None:
             raise SettingsError(f"{name} must be true or false")
 
 
+def _check_processes(value: str) -> None:
+    text = str(value).strip().lower()
+    if text != "auto" and not (text.isdigit() and 1 <= int(text) <= MAX_PROCESSES):
+        raise SettingsError(f"processes {value!r} must be auto or a whole number from 1 to {MAX_PROCESSES}")
+
+
 def _check_names(settings: Settings) -> None:
     for name in ("strategy", "proxy", "target"):
         value = getattr(settings, name)
@@ -207,6 +215,7 @@ def _check_names(settings: Settings) -> None:
             raise SettingsError(f"{name} must be a non-empty name")
     if settings.device not in DEVICES:
         raise SettingsError(f"device {settings.device!r} must be one of {', '.join(DEVICES)}")
+    _check_processes(settings.processes)
     if not isinstance(settings.backbone, str) or not settings.backbone.strip():
         raise SettingsError("backbone must be none, ssl, or the path of a local weights file")
     if settings.initial_strategy not in INITIAL_STRATEGIES:

@@ -325,3 +325,14 @@ def test_the_lock_names_its_holder_and_a_probe_changes_nothing(tiny_project):
     (tiny_project.root / "worker.lock").write_text("12345")  # the last worker's pid
     assert not worker_alive(tiny_project.root)
     assert lock_holder(tiny_project.root) == 12345  # the probe took the free lock without signing it
+
+
+def test_jobs_run_with_the_processes_the_settings_ask_for(tiny_project):
+    import dataclasses
+
+    from engine.distributed.launch import Launch
+    from engine.worker import settings_launch
+
+    assert settings_launch(tiny_project) == Launch(processes=1)  # auto on a CPU: one process
+    storage.save_settings(tiny_project, dataclasses.replace(storage.load_settings(tiny_project), processes="3"))
+    assert settings_launch(tiny_project) == Launch(processes=3)

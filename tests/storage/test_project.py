@@ -221,3 +221,16 @@ def test_removing_a_class_in_use_is_refused(project):
     storage.save_settings(project, dataclasses.replace(settings, classes=("cat", "dog", "bird")))
     assert storage.label_history(project, 3)[0].class_name == "bird"
     assert storage.current_label(project, 3) == "cat"
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-1", "", "1.5", "2000"])
+def test_processes_must_be_auto_or_a_whole_number(tmp_path, bad):
+    settings = dataclasses.replace(tiny_settings(tmp_path), processes=bad)
+    with pytest.raises(storage.SettingsError, match="processes .* must be auto or a whole number from 1 to 1024"):
+        storage.validate_settings(settings)
+
+
+def test_processes_are_stored_and_read_back(tmp_path):
+    project = storage.create_project(tmp_path / "p", dataclasses.replace(tiny_settings(tmp_path), processes="4"))
+    assert storage.load_settings(project).processes == "4"
+    assert storage.Settings(image_root="", classes=("a", "b")).processes == "auto"

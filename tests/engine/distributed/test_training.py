@@ -18,7 +18,7 @@ pytestmark = pytest.mark.distributed
 
 NORM = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 CLASSES = 4
-HANG_S = 20  # a hung rank's sleep; the collective timeout in these tests is 5 s
+HANG_S = 12  # a hung rank's sleep; the collective timeout in these tests is 3 s
 
 
 def squares(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,9 +48,8 @@ def train_in_ranks(config: TrainConfig) -> dict:
     }
 
 
-def test_ddp_training_learns_and_leaves_every_rank_the_same_model(tmp_path):
-    config = TrainConfig(steps=80, device="cpu", report_every=20, seed=1)
-    first, second = run_ranks(train_in_ranks, 2, tmp_path, config)
+def test_ddp_training_learns_and_leaves_every_rank_the_same_model(runs):
+    first, second = (rank["learn"] for rank in runs)
     assert first["accuracy"] >= 0.9, first["accuracy"]  # 4 classes: chance is 0.25
     assert first["accuracy"] == second["accuracy"]
     for a, b in zip(first["weights"], second["weights"], strict=True):
@@ -100,14 +99,28 @@ def stop_or_cap_in_ranks(kind: str) -> dict:
     return {"outcome": outcome, "steps": sampler.steps_taken, "polled": len(calls), "rank": world().rank}
 
 
-def test_a_stop_asked_on_rank_0_stops_every_rank_together(tmp_path):
-    first, second = run_ranks(stop_or_cap_in_ranks, 2, tmp_path, "stop")
+def three_runs() -> dict:
+    """The three runs the tests below read, in one start of two ranks (starting them costs seconds)."""
+    return {
+        "learn": train_in_ranks(TrainConfig(steps=80, device="cpu", report_every=20, seed=1)),
+        "stop": stop_or_cap_in_ranks("stop"),
+        "cap": stop_or_cap_in_ranks("cap"),
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[dict]:
+    return run_ranks(three_runs, 2, tmp_path_factory.mktemp("ranks"))
+
+
+def test_a_stop_asked_on_rank_0_stops_every_rank_together(runs):
+    first, second = (rank["stop"] for rank in runs)
     assert first["outcome"] == second["outcome"] == "cancelled"
     assert first["polled"] == 3 and second["polled"] == 0  # only rank 0 asks the database
 
 
-def test_the_time_cap_is_fitted_on_rank_0_so_all_ranks_take_the_same_steps(tmp_path):
-    first, second = run_ranks(stop_or_cap_in_ranks, 2, tmp_path, "cap")
+def test_the_time_cap_is_fitted_on_rank_0_so_all_ranks_take_the_same_steps(runs):
+    first, second = (rank["cap"] for rank in runs)
     assert first["outcome"] == second["outcome"] == "finished"
     assert first["steps"] == second["steps"] < 2000
 
@@ -174,7 +187,7 @@ def test_a_rank_that_dies_or_hangs_fails_the_others_within_the_timeout(tmp_path,
         tmp_path,
         hang,
         may_die=True,
-        env={"PROXY_LABELER_COLLECTIVE_TIMEOUT_S": "5"},
+        env={"PROXY_LABELER_COLLECTIVE_TIMEOUT_S": "3"},
     )
     assert second is None  # rank 1 died, or hung and then died, without a result
-    assert first["error"] is not None and first["seconds"] < HANG_S - 5, first  # it did not wait for rank 1
+    assert first["error"] is not None and first["seconds"] < HANG_S - 3, first  # it did not wait for rank 1

@@ -1,0 +1,336 @@
+"""Heavy stages as torchrun jobs: the caller stays one process, the stage runs in N.
+
+A job (a round, the target, a simulation) runs in one process as always. With more than one process asked
+for (`Launch.processes`, set by `launching` from the `processes` setting or `--processes`), its heavy
+stages — training a model, scoring the pool — run as a child `torchrun` job instead: the inputs go to a
+stage folder (weights, the labeled images, the path of the pool cache's memmap), every rank runs
+`engine.distributed.stage` on them, and rank 0 writes the result there atomically. The caller reads
+progress from the folder as rank 0 writes it, stops the child when its job is stopped, and retries a
+crashed stage once; a training that failed for a reason (diverged, learned nothing) is raised as itself.
+With one process nothing of this runs: the stage is called in-process, the same code as ever.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "Launch",
+    "StageFailed",
+    "current",
+    "launch_from_args",
+    "launching",
+    "resolve_processes",
+    "run_stage",
+    "torchrun_argv",
+]
+
+POLL_S = 0.2  # how often the caller reads progress and asks should_stop
+KILL_GRACE_S = 5.0  # after SIGTERM, seconds before the child's process group is killed
+LOG_TAIL = 2000  # characters of the child's log quoted in an error
+
+
+class StageFailed(RuntimeError):
+    """A torchrun stage exited without a result (a rank crashed, was killed, or timed out)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How heavy stages run: `processes` per machine, and torchrun's rendezvous for several machines."""
+
+    processes: int = 1
+    nnodes: str = "1"  # torchrun --nnodes: N, or MIN:MAX for an elastic job
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous (several machines)
+    rdzv_id: str | None = None  # the job's id at that rendezvous
+    max_restarts: int = 0  # torchrun --max-restarts: elastic restarts of the whole stage
+    retries: int = 1  # times a crashed stage is started again before the job fails
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise ValueError(f"processes must be at least 1, got {self.processes}")
+        if self.max_restarts < 0 or self.retries < 0:
+            raise ValueError("max_restarts and retries must be >= 0")
+
+    @property
+    def distributed(self) -> bool:
+        """Stages run as torchrun jobs (more than one process here, or more than one machine)."""
+        return self.processes > 1 or self.nnodes != "1"
+
+
+_CURRENT: list[Launch] = [Launch()]
+
+
+def current() -> Launch:
+    """The launch in force: set by `launching`; one process by default."""
+    return _CURRENT[-1]
+
+
+@contextmanager
+def launching(launch: Launch) -> Iterator[Launch]:
+    """Run heavy stages inside this block as `launch` says."""
+    _CURRENT.append(launch)
+    try:
+        yield launch
+    finally:
+        _CURRENT.pop()
+
+
+def resolve_processes(value: str | int) -> int:
+    """`auto`: one process per GPU, one on a CPU; else a positive integer."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"processes must be auto or a positive integer, got {value!r}") from None
+    if count < 1:
+        raise ValueError(f"processes must be auto or a positive integer, got {value!r}")
+    return count
+
+
+def launch_from_args(args) -> Launch:
+    """The Launch the --processes, --nnodes, --rdzv-endpoint, --rdzv-id and --max-restarts flags ask for
+    (`engine.cli.add_launch_arguments`); --processes missing means one."""
+    return Launch(
+        processes=resolve_processes(args.processes if args.processes is not None else 1),
+        nnodes=str(args.nnodes),
+        rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id,
+        max_restarts=args.max_restarts,
+    )
+
+
+def torchrun_argv(launch: Launch, folder: Path) -> list[str]:
+    """The torchrun command running `engine.distributed.stage` on `folder`."""
+    argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.processes}"]
+    argv.append(f"--max-restarts={launch.max_restarts}")
+    if launch.rdzv_endpoint:
+        argv += [f"--nnodes={launch.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"]
+        argv.append(f"--rdzv-id={launch.rdzv_id or 'proxy-labeler'}")
+    else:
+        if launch.nnodes != "1":
+            raise ValueError("several machines (--nnodes) need --rdzv-endpoint HOST:PORT")
+        argv.append("--standalone")  # one machine: a free local port
+    return [*argv, "-m", "engine.distributed.stage", str(folder)]
+
+
+def run_stage(
+    kind: str,
+    inputs: Callable[[Path], dict],
+    *,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    launch: Launch | None = None,
+    workdir: Path | None = None,
+) -> tuple[dict, Path]:
+    """Run stage `kind` as a torchrun job; return (rank 0's result, the folder holding its files).
+
+    `inputs(folder)` writes the stage's files into a fresh folder and returns the request's parameters.
+    Progress lines rank 0 writes go to `on_progress`; `should_stop()` turning True stops the child and raises
+    `engine.train.Cancelled`. A child that crashes is started again (`launch.retries` times) before StageFailed;
+    a failure the stage explains (TrainingFailed, LearnedNothing, ValueError) is raised as that. The caller
+    removes the folder when it is done with the files (`shutil.rmtree`)."""
+    launch = launch or current()
+    folder = Path(tempfile.mkdtemp(prefix=f"stage-{kind}-", dir=workdir))
+    try:
+        return _attempts(kind, inputs, launch, folder, on_progress, should_stop), folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _attempts(kind: str, inputs, launch: Launch, folder: Path, on_progress, should_stop) -> dict:
+    request = {"kind": kind, "params": inputs(folder)}
+    (folder / "request.json").write_text(json.dumps(request))
+    for attempt in range(launch.retries + 1):
+        _clear(folder)
+        code = _run_child(launch, folder, on_progress, should_stop)
+        result = folder / "result.json"
+        if code == 0 and result.exists():
+            return json.loads(result.read_text())
+        reason = _raise_explained(folder)
+        if attempt == launch.retries:
+            raise StageFailed(
+                f"the {kind} stage failed in {launch.processes} processes (exit code {code}, "
+                f"{attempt + 1} attempt{'s' if attempt else ''}): {reason or 'a rank crashed or was killed'}; "
+                f"{_rank_errors(folder)}"
+            )
+    raise AssertionError("unreachable")
+
+
+def _clear(folder: Path) -> None:
+    for name in ("result.json", "error.json", "progress.jsonl", "log.txt"):
+        (folder / name).unlink(missing_ok=True)
+    for path in folder.glob("rank*.err"):
+        path.unlink()
+
+
+def _run_child(launch: Launch, folder: Path, on_progress, should_stop) -> int:
+    from engine.train import Cancelled  # the caller's own exception for a stop
+
+    with open(folder / "log.txt", "wb") as log:
+        child = subprocess.Popen(
+            torchrun_argv(launch, folder),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a stop reaches every rank
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        read = 0
+        try:
+            while child.poll() is None:
+                read = _forward_progress(folder, read, on_progress)
+                if should_stop is not None and should_stop():
+                    _stop(child)
+                    raise Cancelled("stopped")
+                time.sleep(POLL_S)
+        except BaseException:
+            _stop(child)
+            raise
+        _forward_progress(folder, read, on_progress)
+        return child.returncode
+
+
+def _forward_progress(folder: Path, read: int, on_progress) -> int:
+    path = folder / "progress.jsonl"
+    if on_progress is None or not path.exists():
+        return read
+    with open(path, "rb") as handle:
+        handle.seek(read)
+        chunk = handle.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    for line in complete.splitlines():
+        on_progress(json.loads(line))
+    return read + len(complete)
+
+
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is not None:
+        return
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait(KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _raise_explained(folder: Path) -> str | None:
+    """Raise the failure rank 0 explained in error.json as its own type when the caller knows it; else
+    say what it was (None when rank 0 explained nothing)."""
+    path = folder / "error.json"
+    if not path.exists():
+        return None
+    error = json.loads(path.read_text())
+    from engine.train import LearnedNothing, TrainingFailed
+
+    known: dict[str, type[Exception]] = {
+        "LearnedNothing": LearnedNothing,
+        "TrainingFailed": TrainingFailed,
+        "ValueError": ValueError,
+    }
+    if error["type"] in known:
+        raise known[error["type"]](error["message"])
+    return f"rank 0 raised {error['type']}: {error['message']}"
+
+
+def _rank_errors(folder: Path) -> str:
+    """What the ranks said of their failure (their rank*.err files), else the end of torchrun's log."""
+    said = [
+        f"{path.stem}: {path.read_text(errors='replace')[-LOG_TAIL:].strip()}"
+        for path in sorted(folder.glob("rank*.err"))
+    ]
+    if said:
+        return "the ranks said:\n" + "\n".join(said)
+    text = (folder / "log.txt").read_text(errors="replace") if (folder / "log.txt").exists() else ""
+    return "its log ends:\n" + (text[-LOG_TAIL:].strip() or "(nothing)")
+
+
+# ---------------------------------------------------------------- the stages the jobs call
+
+
+def save_model(model: nn.Module, path: Path) -> None:
+    """The model's config (to rebuild it) and weights, for a stage to load."""
+    config = model.config
+    assert dataclasses.is_dataclass(config) and not isinstance(config, type)  # engine.models.ModelConfig
+    torch.save({"config": dataclasses.asdict(config), "state": model.state_dict()}, path)
+
+
+def train_model(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config,
+    normalization,
+    on_progress=None,
+    should_stop=None,
+    sampler=None,
+) -> nn.Module:
+    """`engine.train.train`, as a torchrun stage when the launch in force has several processes.
+
+    The stage trains under DDP (`engine.train` joins the ranks) and rank 0 writes the weights; they are
+    loaded into `model`, which is returned in eval mode. A sampler with state of its own (DynaMS), a model
+    without a `config`, or one process train in this process."""
+    from engine.train import Progress, train
+
+    launch = current()
+    if not launch.distributed or sampler is not None or not hasattr(model, "config"):
+        return train(model, images, labels, config, normalization, on_progress, should_stop, sampler=sampler)
+
+    def inputs(folder: Path) -> dict:
+        save_model(model, folder / "model.pt")
+        np.save(folder / "images.npy", np.asarray(images))
+        np.save(folder / "labels.npy", np.asarray(labels))
+        return {"config": dataclasses.asdict(config), "normalization": [list(normalization[0]), list(normalization[1])]}
+
+    def progress(line: dict) -> None:
+        if on_progress is not None:
+            on_progress(Progress(line["step"], line["steps"], line["loss"], line["seconds"]))
+
+    _result, folder = run_stage("train", inputs, on_progress=progress, should_stop=should_stop, launch=launch)
+    try:
+        state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def score_model(model: nn.Module, images: np.ndarray, normalization, *, tta: bool = False, device=None):
+    """`engine.score.score_pool`, as a torchrun stage (each rank scores its shard of the memmap) when the
+    launch in force has several processes and `images` is a memmap a stage can open; returns PoolScores."""
+    from engine.score import PoolScores, score_pool
+
+    launch = current()
+    if not launch.distributed or not isinstance(images, np.memmap) or images.filename is None:
+        return score_pool(model, images, normalization, device=device, tta=tta)
+
+    def inputs(folder: Path) -> dict:
+        save_model(model, folder / "model.pt")
+        pool = {"path": str(images.filename), "offset": int(images.offset), "shape": list(images.shape)}
+        return {"pool": pool, "normalization": [list(normalization[0]), list(normalization[1])], "tta": tta}
+
+    _result, folder = run_stage("score", inputs, launch=launch)
+    try:
+        probs, embeddings = (np.load(folder / name) for name in ("scores_probs.npy", "scores_embeddings.npy"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return PoolScores(probs=probs, embeddings=embeddings)

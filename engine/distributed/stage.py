@@ -1,0 +1,102 @@
+"""One heavy stage in every rank of a torchrun job: `python -m engine.distributed.stage FOLDER`.
+
+`engine.distributed.launch` writes FOLDER/request.json and the inputs; each rank joins the process group,
+runs the stage, and rank 0 writes the result (weights, scores) under temporary names moved into place,
+then result.json last. A failure rank 0 can explain goes to error.json; the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.distributed.world import join, leave, world
+from engine.models import ModelConfig, model_from_config
+from storage.files import atomic_write
+
+
+def main(argv: list[str]) -> int:
+    folder = Path(argv[0])
+    request = json.loads((folder / "request.json").read_text())
+    if request["kind"] not in STAGES:  # before joining: a bad request fails at once, in every rank
+        _said(folder, f"unknown stage {request['kind']!r}; known: {', '.join(STAGES)}")
+        return 2
+    here = join()
+    try:
+        result = STAGES[request["kind"]](folder, request["params"])
+        if here.main:
+            with atomic_write(folder / "result.json") as tmp:
+                tmp.write_text(json.dumps(result))
+        return 0
+    except Exception as exc:
+        if here.main:
+            with atomic_write(folder / "error.json") as tmp:
+                tmp.write_text(json.dumps({"type": type(exc).__name__, "message": str(exc)}))
+        _said(folder, traceback.format_exc())
+        return 1
+    finally:
+        leave()
+
+
+def _said(folder: Path, text: str) -> None:
+    """This rank's account of its failure, for the caller's error (rank*.err) and torchrun's log."""
+    print(text, file=sys.stderr)
+    (folder / f"rank{os.environ.get('RANK', '0')}.err").write_text(text)
+
+
+def _model(folder: Path):
+    saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    model = model_from_config(ModelConfig(**saved["config"]))
+    model.load_state_dict(saved["state"])
+    return model
+
+
+def _normalization(params: dict):
+    mean, std = params["normalization"]
+    return tuple(mean), tuple(std)
+
+
+def train_stage(folder: Path, params: dict) -> dict:
+    from engine.train import Progress, TrainConfig, train
+
+    model = _model(folder)
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    labels = np.load(folder / "labels.npy")
+    here = world()
+    log = open(folder / "progress.jsonl", "a") if here.main else None  # noqa: SIM115  closed below
+
+    def report(p: Progress) -> None:
+        if log is not None:
+            log.write(json.dumps({"step": p.step, "steps": p.steps, "loss": p.loss, "seconds": p.seconds}) + "\n")
+            log.flush()
+
+    try:
+        train(model, images, labels, TrainConfig(**params["config"]), _normalization(params), on_progress=report)
+    finally:
+        if log is not None:
+            log.close()
+    if here.main:
+        with atomic_write(folder / "weights.pt") as tmp:
+            torch.save(model.state_dict(), tmp)
+    return {"processes": here.size}
+
+
+def score_stage(folder: Path, params: dict) -> dict:
+    from engine.distributed.scoring import score_sharded
+
+    pool = params["pool"]
+    images = np.memmap(pool["path"], dtype=np.uint8, mode="r", offset=pool["offset"], shape=tuple(pool["shape"]))
+    score_sharded(_model(folder), images, _normalization(params), folder, tta=params["tta"])
+    return {"processes": world().size, "n": len(images)}
+
+
+STAGES = {"train": train_stage, "score": score_stage}
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

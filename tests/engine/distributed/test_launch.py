@@ -1,0 +1,98 @@
+"""Heavy stages as real torchrun jobs (2 processes, gloo): training and scoring give what one process gives,
+progress reaches the caller, a stop stops every rank, a crash is retried once and then reported."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.distributed import launch as launch_module
+from engine.distributed.launch import Launch, StageFailed, launching, resolve_processes, run_stage, torchrun_argv
+from engine.models import build_model
+from engine.score import score_pool
+from engine.train import Cancelled, LearnedNothing, TrainConfig, evaluate
+from tests.engine.distributed.test_training import CLASSES, NORM, squares
+
+pytestmark = pytest.mark.distributed
+
+TWO = Launch(processes=2)
+
+
+def test_training_as_a_two_process_stage_learns_and_reports_progress():
+    images, labels = squares(40, seed=0)
+    model = build_model("proxy_tiny", CLASSES, 16, seed=0)
+    seen = []
+    with launching(TWO):
+        trained = launch_module.train_model(
+            model, images, labels, TrainConfig(steps=60, device="cpu", report_every=20), NORM, on_progress=seen.append
+        )
+    test_images, test_labels = squares(20, seed=1)
+    assert trained is model and not model.training
+    assert evaluate(model, test_images, test_labels, NORM, device="cpu") >= 0.9
+    assert [p.step for p in seen] == [20, 40, 60] and all(p.steps == 60 for p in seen)
+
+
+def test_scoring_as_a_two_process_stage_equals_one_process(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(600, 3, 16, 16), dtype=np.uint8)
+    np.save(tmp_path / "pool.npy", images)
+    pool = np.load(tmp_path / "pool.npy", mmap_mode="r")
+    model = build_model("proxy_tiny", CLASSES, 16, seed=2)
+    want = score_pool(model, images, NORM, device="cpu")
+    with launching(TWO):
+        got = launch_module.score_model(model, pool, NORM)
+    np.testing.assert_array_equal(got.probs, want.probs)
+    np.testing.assert_array_equal(got.embeddings, want.embeddings)
+
+
+def test_a_stop_kills_every_rank_and_raises_cancelled(tmp_path):
+    images, labels = squares(40, seed=0)
+    model = build_model("proxy_tiny", CLASSES, 16, seed=0)
+    stop = threading.Event()  # set once the ranks are training: their first progress report
+    config = TrainConfig(steps=100_000, device="cpu", report_every=5)
+    with launching(TWO), pytest.raises(Cancelled):
+        launch_module.train_model(
+            model, images, labels, config, NORM, on_progress=lambda p: stop.set(), should_stop=stop.is_set
+        )
+    stopped = time.monotonic()
+    left = []
+    while time.monotonic() - stopped < 10:  # no rank outlives the stop
+        left = subprocess.run(["pgrep", "-f", "engine.distributed.stage"], capture_output=True, text=True).stdout
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left
+
+
+def test_a_failure_the_stage_explains_is_raised_as_itself():
+    images = np.zeros((32, 3, 16, 16), np.uint8)  # nothing to learn: every image the same
+    labels = np.repeat(np.arange(CLASSES), 8)
+    model = build_model("proxy_tiny", CLASSES, 16, seed=0)
+    with launching(TWO), pytest.raises(LearnedNothing):
+        launch_module.train_model(model, images, labels, TrainConfig(steps=30, device="cpu"), NORM)
+
+
+def test_a_crashing_stage_is_retried_once_then_reported_with_its_log(tmp_path):
+    def inputs(folder):
+        return {}
+
+    with pytest.raises(StageFailed, match=r"(?s)2 attempts\): a rank crashed.*rank0: unknown stage 'no-such-stage'"):
+        run_stage("no-such-stage", inputs, launch=TWO, workdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the stage folder is gone
+
+
+def test_resolve_processes_and_the_command():
+    assert resolve_processes("auto") == 1  # no GPU on the test machines' CPU path
+    assert resolve_processes("3") == 3
+    for bad in ("0", "-1", "two", ""):
+        with pytest.raises(ValueError, match="auto or a positive integer"):
+            resolve_processes(bad)
+    argv = torchrun_argv(Launch(processes=4), tmp := __import__("pathlib").Path("/x"))
+    assert "--nproc-per-node=4" in argv and "--standalone" in argv and argv[-1] == str(tmp)
+    many = torchrun_argv(Launch(processes=8, nnodes="2", rdzv_endpoint="head:29500", rdzv_id="job7"), tmp)
+    assert {"--nnodes=2", "--rdzv-endpoint=head:29500", "--rdzv-id=job7", "--rdzv-backend=c10d"} <= set(many)
+    with pytest.raises(ValueError, match="rdzv-endpoint"):
+        torchrun_argv(Launch(processes=2, nnodes="2"), tmp)
