@@ -356,6 +356,7 @@ def stage_keypress(args) -> dict:
     truth = _truth(project)
     times, syncs = [], []
     probe = project.root / "fsync_probe"
+    os.sync()  # the earlier stages' writes go to disk first: else a label's fsync waits for them (20 ms, not 2)
     for item_id in open_items:
         started = time.perf_counter()
         storage.set_labels(project, [item_id], truth[item_id], annotator="bench", source="typed")
@@ -394,7 +395,9 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], dict]] = {
 
 def run_stage(args: argparse.Namespace) -> int:
     """In the stage's own process: run it, add its peak RSS, write stage_<name>.json in the work folder."""
+    load = os.getloadavg()[0]
     result = RUNNERS[args.stage](args)
+    result["load_1min"] = round(load, 2)  # at the start: the machine is shared
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / MB
     result["peak_rss_mb"] = round(own, 1)
