@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import storage
+from engine.distributed.launch import pretrain_model
 from engine.embeddings import (
     NONE,
     SSL,
@@ -35,7 +36,7 @@ from engine.embeddings import (
 from engine.frozen import knn_predict
 from engine.initial import RoundError
 from engine.pool_cache import PoolCache
-from engine.ssl import SSLConfig, SSLProgress, backbone_config, pretrain, ssl_input_size
+from engine.ssl import SSLConfig, SSLProgress, backbone_config, ssl_input_size
 
 OnProgress = Callable[[float, str], None]
 
@@ -111,7 +112,7 @@ def train_ssl_backbone(
             0.05 + 0.85 * p.fraction, f"learning the pool's representation: step {p.step}/{p.steps}, loss {p.loss:.2f}"
         )
 
-    result = pretrain(pool.images, pool.normalization, config, state, on_step, should_stop)
+    result = pretrain_model(pool.images, pool.normalization, config, state, on_step, should_stop)
     model_config = backbone_config(config, ssl_input_size(pool.image_size))
     meta = {
         "model_config": dataclasses.asdict(model_config),

@@ -39,6 +39,14 @@ from torch import nn
 
 import storage
 from engine.device import Normalization, best_device, check_images, normalization_tensors
+from engine.distributed.world import (
+    buffers_from_main,
+    data_parallel,
+    from_main,
+    gather_with_grad,
+    mean_over_ranks,
+    world,
+)
 from engine.models import Model, ModelConfig, model_from_config
 from engine.precision import autocast, float32_convs
 from engine.train import Cancelled, TrainingFailed, _as_tensor, _Stopper
@@ -125,13 +133,49 @@ class ProjectionHead(nn.Module):
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The SimCLR loss of two views' projections [B, D]: each view must find its partner among 2B - 1."""
+    """The SimCLR loss of two views' projections [B, D]: each view must find its partner among 2B - 1.
+
+    Inside a torchrun job the other ranks' projections are gathered with their gradients, so each of this
+    rank's 2B views finds its partner among all 2BW - 1 of the global batch (SimCLR's large-batch negatives);
+    every rank passes the same B."""
+    here = world()
+    if here.size > 1:
+        return _nt_xent_gathered(z1, z2, temperature, here.rank, here.size)
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
     n = len(z1)
     sim = z @ z.T / temperature
     sim.fill_diagonal_(float("-inf"))
     partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(sim, partner)
+
+
+def _nt_xent_gathered(z1: torch.Tensor, z2: torch.Tensor, temperature: float, rank: int, size: int) -> torch.Tensor:
+    """nt_xent of this rank's views against the views of every rank: rows of all first views (rank by rank),
+    then all second views; the anchors are this rank's rows, taken from the gathered tensor so the gradient
+    of each comparison reaches both sides."""
+    n = len(z1)
+    every = F.normalize(torch.cat([*gather_with_grad(z1), *gather_with_grad(z2)]).float(), dim=1)  # [2nW, D]
+    mine = torch.cat([torch.arange(rank * n, (rank + 1) * n), torch.arange((size + rank) * n, (size + rank + 1) * n)])
+    mine = mine.to(every.device)
+    sim = every[mine] @ every.T / temperature  # [2n, 2nW]
+    sim[torch.arange(2 * n, device=sim.device), mine] = float("-inf")  # never its own partner
+    half = size * n
+    partner = torch.where(mine < half, mine + half, mine - half)
+    return F.cross_entropy(sim, partner)
+
+
+class _Projector(nn.Module):
+    """Backbone and projection head as one module, the one DistributedDataParallel wraps. The backbone's
+    classifier (`fc`) takes no part in SimCLR: it is frozen, as DDP needs every trained parameter used."""
+
+    def __init__(self, model: nn.Module, head: nn.Module):
+        super().__init__()
+        self.model, self.head = model, head
+        for p in model.fc.parameters():  # type: ignore[union-attr]
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model.embed(x))  # type: ignore[operator]
 
 
 def augment_views(batch: torch.Tensor, out_size: int, config: SSLConfig, gen: torch.Generator) -> torch.Tensor:
@@ -207,30 +251,39 @@ def pretrain(
     check_images(images)
     if len(images) < 2:
         raise ValueError("self-supervised training needs at least 2 images")
-    device = best_device(config.device)
+    here = world()
+    device = best_device(config.device) if here.size == 1 else _rank_device(config.device, here)
+    if here.size > 1 and len(images) < 2 * here.size:
+        raise ValueError(f"{here.size} processes need at least {2 * here.size} images (two per process)")
     input_size = ssl_input_size(int(images.shape[-1]))
-    batch = max(2, min(config.batch_size, len(images)))
+    # each rank draws its batches from its own contiguous shard of the pool; all draw the same batch size
+    batch = max(2, min(config.batch_size, len(images) // here.size))
+    start, stop = here.shard(len(images))
     torch.manual_seed(config.seed)
     model = model_from_config(backbone_config(config, input_size), seed=config.seed).to(device)
     head = ProjectionHead(model.embed_dim, config.projection_dim).to(device)
     params = list(model.parameters()) + list(head.parameters())
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
+    global_batch = batch * here.size  # the learning rate follows the global batch
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr * batch / 256,
+        lr=config.lr * global_batch / 256,
         momentum=0.9,
         nesterov=True,
     )
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     state = _State(step=0, total=config.steps or config.max_steps, seconds=0.0, fitted=bool(config.steps))
     state_path = Path(state_path) if state_path is not None else None
-    if state_path is not None and state_path.is_file():
+    if state_path is not None and state_path.is_file():  # every rank reads rank 0's state: any world size resumes
         state = _load_state(state_path, config, model, head, optimizer, gen)
+    if here.size > 1:  # each rank its own draws, the same whatever world size saved the state
+        gen.manual_seed(config.seed * 1_000_003 + here.rank * 7919 + state.step)
     resumed_from = state.step
-    data = _as_tensor(images).to(device)
+    data = _as_tensor(images[start:stop]).to(device)  # this rank's shard only: never a copy of the pool per rank
     mean, std = (t / 255 for t in normalization_tensors(normalization, device))
-    stopper = _Stopper(should_stop)
+    stopper = _Stopper(should_stop if here.main else None)
+    net = _Projector(model, head) if here.size == 1 else data_parallel(_Projector(model, head), device)
     model.train()
     head.train()
     started = time.perf_counter() - state.seconds
@@ -242,18 +295,28 @@ def pretrain(
     with float32_convs(model, torch.zeros(1, 3, input_size, input_size, device=device)):
         while state.step < state.total:
             try:
-                stopper.check()
+                if here.size == 1:
+                    stopper.check()
+                else:  # rank 0 fits the time cap before the step, then its length and stop reach every rank
+                    if not state.fitted and config.max_seconds is not None and here.main and state.step > 0:
+                        timed = _fit_total(state, config, device, timed, started, resumed_from)
+                    _agree_on_rank_0(stopper, state)
             except Cancelled:
-                if state_path is not None:
+                if state_path is not None and here.main:
                     state.seconds = time.perf_counter() - started
                     _save_state(state_path, config, model, head, optimizer, gen, state)
                 raise
+            if state.step >= state.total:  # rank 0 fitted the run to its time cap
+                break
             step = state.step
-            _set_lr(optimizer, config, batch, step, state.total)
+            _set_lr(optimizer, config, global_batch, step, state.total)
             idx = torch.randint(len(data), (batch,), generator=gen).to(device)
             views = [(augment_views(data[idx], input_size, config, gen) - mean) / std for _ in range(2)]
             with autocast(device):
-                z1, z2 = (head(model.embed(v.contiguous(memory_format=torch.channels_last))) for v in views)
+                if here.size == 1:
+                    z1, z2 = (net(v.contiguous(memory_format=torch.channels_last)) for v in views)
+                else:  # one forward through DDP per step: both views in one batch
+                    z1, z2 = net(torch.cat(views).contiguous(memory_format=torch.channels_last)).chunk(2)
                 loss_t = nt_xent(z1, z2, config.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss_t.backward()
@@ -262,10 +325,10 @@ def pretrain(
             loss_sum += loss_t.detach().float()
             since += 1
             state.step = step + 1
-            if not state.fitted and config.max_seconds is not None:
+            if not state.fitted and config.max_seconds is not None and here.size == 1:
                 timed = _fit_total(state, config, device, timed, started, resumed_from)
             if state.step % config.report_every == 0 or state.step == state.total:
-                loss = loss_sum.item() / since
+                loss = mean_over_ranks(loss_sum).item() / since
                 loss_sum.zero_()
                 since = 0
                 if not math.isfinite(loss):
@@ -274,17 +337,36 @@ def pretrain(
                         f"{state.step}; retry with a smaller learning rate"
                     )
                 state.seconds = time.perf_counter() - started
-                if on_progress is not None:
+                if on_progress is not None and here.main:
                     on_progress(SSLProgress(state.step, state.total, loss, state.seconds, model))
-            if state_path is not None and time.perf_counter() - last_save >= config.save_every_s:
+            if state_path is not None and here.main and time.perf_counter() - last_save >= config.save_every_s:
                 state.seconds = time.perf_counter() - started
                 _save_state(state_path, config, model, head, optimizer, gen, state)
                 last_save = time.perf_counter()
+    buffers_from_main(net)  # every rank ends with rank 0's batch-norm statistics, the ones it saves
     state.seconds = time.perf_counter() - started
-    if state_path is not None:
+    if state_path is not None and here.main:
         _save_state(state_path, config, model, head, optimizer, gen, state)
     model.eval()
     return SSLResult(model=model, steps=state.step, seconds=state.seconds, final_loss=loss, resumed_from=resumed_from)
+
+
+def _agree_on_rank_0(stopper: _Stopper, state: _State) -> None:
+    """Inside a torchrun job: rank 0's should_stop (rate-limited) and its fitted schedule length reach every
+    rank before each step, so all take the same steps, report at the same steps and stop together."""
+    stop = 0
+    if world().main:
+        try:
+            stopper.check()
+        except Cancelled:
+            stop = 1
+    stop, state.total = from_main([stop, state.total])
+    if stop:
+        raise Cancelled("training cancelled")
+
+
+def _rank_device(preference: str, here) -> torch.device:
+    return torch.device("cpu") if preference == "cpu" else here.device
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, config: SSLConfig, batch: int, step: int, total: int) -> None:

@@ -43,6 +43,8 @@ __all__ = [
 
 POLL_S = 0.2  # how often the caller reads progress and asks should_stop
 KILL_GRACE_S = 5.0  # after SIGTERM, seconds before the child's process group is killed
+STOP_GRACE_S = 30.0  # after a stop is asked, seconds the ranks have to save their state and exit
+STOP_FILE = "stop"  # in the stage folder: the caller's job was stopped
 LOG_TAIL = 2000  # characters of the child's log quoted in an error
 
 
@@ -175,7 +177,7 @@ def _attempts(kind: str, inputs, launch: Launch, folder: Path, on_progress, shou
 
 
 def _clear(folder: Path) -> None:
-    for name in ("result.json", "error.json", "progress.jsonl", "log.txt"):
+    for name in ("result.json", "error.json", "progress.jsonl", "log.txt", STOP_FILE):
         (folder / name).unlink(missing_ok=True)
     for path in folder.glob("rank*.err"):
         path.unlink()
@@ -197,7 +199,7 @@ def _run_child(launch: Launch, folder: Path, on_progress, should_stop) -> int:
             while child.poll() is None:
                 read = _forward_progress(folder, read, on_progress)
                 if should_stop is not None and should_stop():
-                    _stop(child)
+                    _ask_to_stop(folder, child)
                     raise Cancelled("stopped")
                 time.sleep(POLL_S)
         except BaseException:
@@ -218,6 +220,16 @@ def _forward_progress(folder: Path, read: int, on_progress) -> int:
     for line in complete.splitlines():
         on_progress(json.loads(line))
     return read + len(complete)
+
+
+def _ask_to_stop(folder: Path, child: subprocess.Popen) -> None:
+    """Ask the ranks to stop (rank 0 reads the stop file between steps, saves what it saves on a stop and
+    broadcasts the stop); kill them if they are not gone within STOP_GRACE_S."""
+    (folder / STOP_FILE).touch()
+    try:
+        child.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _stop(child)
 
 
 def _stop(child: subprocess.Popen) -> None:
@@ -334,3 +346,34 @@ def score_model(model: nn.Module, images: np.ndarray, normalization, *, tta: boo
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return PoolScores(probs=probs, embeddings=embeddings)
+
+
+def pretrain_model(images: np.ndarray, normalization, config, state_path: Path, on_progress=None, should_stop=None):
+    """`engine.ssl.pretrain` (SimCLR), as a torchrun stage when the launch in force has several processes and
+    `images` is a memmap: each rank trains on its shard of the pool with the global batch's negatives, rank 0
+    saves the resumable state at `state_path` and the backbone. Returns an SSLResult."""
+    from engine.ssl import SSLProgress, SSLResult, backbone_config, pretrain, ssl_input_size
+
+    launch = current()
+    if not launch.distributed or not isinstance(images, np.memmap) or images.filename is None:
+        return pretrain(images, normalization, config, state_path, on_progress, should_stop)
+
+    def inputs(folder: Path) -> dict:
+        pool = {"path": str(images.filename), "offset": int(images.offset), "shape": list(images.shape)}
+        norm = [list(normalization[0]), list(normalization[1])]
+        return {"pool": pool, "normalization": norm, "config": dataclasses.asdict(config), "state": str(state_path)}
+
+    def progress(line: dict) -> None:
+        if on_progress is not None:
+            on_progress(SSLProgress(line["step"], line["steps"], line["loss"], line["seconds"]))
+
+    result, folder = run_stage("ssl", inputs, on_progress=progress, should_stop=should_stop, launch=launch)
+    try:
+        state = torch.load(folder / "backbone.pt", map_location="cpu", weights_only=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    from engine.models import model_from_config
+
+    model = model_from_config(backbone_config(config, ssl_input_size(int(images.shape[-1]))))
+    model.load_state_dict(state)
+    return SSLResult(model.eval(), result["steps"], result["seconds"], result["final_loss"], result["resumed_from"])

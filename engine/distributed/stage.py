@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,14 @@ def _said(folder: Path, text: str) -> None:
     (folder / f"rank{os.environ.get('RANK', '0')}.err").write_text(text)
 
 
+def _stop_asked(folder: Path):
+    """should_stop for the stage: the caller writes the stop file when its job is stopped."""
+    from engine.distributed.launch import STOP_FILE
+
+    stop = folder / STOP_FILE
+    return stop.exists
+
+
 def _model(folder: Path):
     saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     model = model_from_config(ModelConfig(**saved["config"]))
@@ -77,7 +86,15 @@ def train_stage(folder: Path, params: dict) -> dict:
             log.flush()
 
     try:
-        train(model, images, labels, TrainConfig(**params["config"]), _normalization(params), on_progress=report)
+        train(
+            model,
+            images,
+            labels,
+            TrainConfig(**params["config"]),
+            _normalization(params),
+            on_progress=report,
+            should_stop=_stop_asked(folder),
+        )
     finally:
         if log is not None:
             log.close()
@@ -96,7 +113,39 @@ def score_stage(folder: Path, params: dict) -> dict:
     return {"processes": world().size, "n": len(images)}
 
 
-STAGES = {"train": train_stage, "score": score_stage}
+def ssl_stage(folder: Path, params: dict) -> dict:
+    from engine.ssl import SSLConfig, SSLProgress, pretrain
+
+    pool = params["pool"]
+    images = np.memmap(pool["path"], dtype=np.uint8, mode="r", offset=pool["offset"], shape=tuple(pool["shape"]))
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in params["config"].items()}
+    here = world()
+    log = open(folder / "progress.jsonl", "a") if here.main else None  # noqa: SIM115  closed below
+
+    def report(p: SSLProgress) -> None:
+        if log is not None:
+            log.write(json.dumps({"step": p.step, "steps": p.steps, "loss": p.loss, "seconds": p.seconds}) + "\n")
+            log.flush()
+
+    try:
+        config = SSLConfig(**values)
+        result = pretrain(images, _normalization(params), config, params["state"], report, _stop_asked(folder))
+    finally:
+        if log is not None:
+            log.close()
+    if here.main:
+        with atomic_write(folder / "backbone.pt") as tmp:
+            torch.save(result.model.state_dict(), tmp)
+    return {
+        "processes": here.size,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "final_loss": result.final_loss,
+        "resumed_from": result.resumed_from,
+    }
+
+
+STAGES = {"train": train_stage, "score": score_stage, "ssl": ssl_stage}
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

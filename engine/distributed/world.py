@@ -19,9 +19,11 @@ __all__ = [
     "World",
     "barrier",
     "best_of",
+    "buffers_from_main",
     "collective_timeout_s",
     "data_parallel",
     "from_main",
+    "gather_with_grad",
     "join",
     "largest",
     "leave",
@@ -163,6 +165,25 @@ def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None)
+
+
+def buffers_from_main(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) into every rank's `module`: DDP copies them
+    before each forward, so after the last step each rank still holds its own."""
+    if world().size == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+def gather_with_grad(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's `tensor` (same shape in each), in rank order, with gradients flowing back to their
+    ranks (torch.distributed.nn): what contrastive losses need to use other ranks' examples as negatives."""
+    if world().size == 1:
+        return [tensor]
+    from torch.distributed.nn.functional import all_gather
+
+    return list(all_gather(tensor))
 
 
 def largest(values: list[int]) -> list[int]:

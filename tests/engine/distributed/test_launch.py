@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from engine.distributed import launch as launch_module
 from engine.distributed.launch import Launch, StageFailed, launching, resolve_processes, run_stage, torchrun_argv
@@ -96,3 +97,24 @@ def test_resolve_processes_and_the_command():
     assert {"--nnodes=2", "--rdzv-endpoint=head:29500", "--rdzv-id=job7", "--rdzv-backend=c10d"} <= set(many)
     with pytest.raises(ValueError, match="rdzv-endpoint"):
         torchrun_argv(Launch(processes=2, nnodes="2"), tmp)
+
+
+def test_ssl_as_a_two_process_stage_trains_saves_its_state_and_returns_the_backbone(tmp_path):
+    import dataclasses
+
+    from engine.pool_cache import channel_stats
+    from tests.engine.test_representation import TINY_SSL, stripes
+
+    images, _ = stripes(64, size=8)
+    np.save(tmp_path / "pool.npy", images)
+    pool = np.load(tmp_path / "pool.npy", mmap_mode="r")
+    config = dataclasses.replace(TINY_SSL, steps=20, batch_size=8, report_every=5)
+    seen = []
+    with launching(TWO):
+        result = launch_module.pretrain_model(
+            pool, channel_stats(images), config, tmp_path / "state.pt", on_progress=seen.append
+        )
+    assert result.steps == 20 and result.resumed_from == 0 and np.isfinite(result.final_loss)
+    assert [p.step for p in seen] == [5, 10, 15, 20]
+    assert (tmp_path / "state.pt").is_file()  # rank 0 saved the resumable state where the caller asked
+    assert not result.model.training and result.model.embed(torch.zeros(2, 3, 8, 8)).shape[0] == 2
