@@ -85,7 +85,7 @@ def create_round(
         # the index first: a maker that lost a race learns that, not which of its items the winner queued
         next_index = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds").fetchone()[0]
         if index is not None and index != next_index:
-            raise StorageError(f"round {index} was already made (by another tab or the worker); reload the page")
+            raise StorageError("this batch was already chosen, by another tab or the worker; reload the page")
         index = next_index
         _check_queueable(db, item_ids)
         left = _budget_left(db)
@@ -165,7 +165,7 @@ def _check_queueable(db: sqlite_utils.Database, item_ids: list[int]) -> None:
         if is_validation:
             raise StorageError(f"item {item_id} is reserved for validation and cannot be queued")
         if queued_in is not None:
-            raise StorageError(f"item {item_id} is already queued in round {queued_in}")
+            raise StorageError(f"item {item_id} is already in another batch")
 
 
 def _round(row: tuple) -> Round:

@@ -238,7 +238,7 @@ def test_two_tabs_asking_for_a_random_first_batch_at_once_make_one_and_both_get_
     [made] = storage.list_rounds(project)
     assert made.index == 0 and made.strategy == "random"
     assert outcomes == {"t1": made, "t2": made}  # the tab that lost the write shows the batch the other made
-    with pytest.raises(storage.StorageError, match="round 0 was already made"):  # a third, later: refused
+    with pytest.raises(storage.StorageError, match="this batch was already chosen"):  # a third, later: refused
         create_round(project, strategy="random", selector="r", item_ids=[], scores=[], n_labeled=0, index=0)
 
 

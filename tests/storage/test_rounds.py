@@ -96,7 +96,7 @@ def test_items_cannot_be_queued_twice_or_from_validation(project):
     (reserved,) = storage.reserve_validation(project)
     other = 1 if reserved != 1 else 2
     _round(project, [other])
-    with pytest.raises(storage.StorageError, match=f"item {other} is already queued in round"):
+    with pytest.raises(storage.StorageError, match=f"item {other} is already in another batch"):
         _round(project, [other])
     with pytest.raises(storage.StorageError, match="reserved for validation"):
         _round(project, [reserved])
@@ -139,8 +139,8 @@ def test_open_rounds_span_from_the_oldest_open_batch_to_the_newest(project):
 
 def test_a_maker_that_lost_the_race_for_a_round_index_is_told_so_first(project):
     _round(project, [1, 2], index=0)
-    # the loser picked an item the winner queued: the answer is that round 0 exists, not which item clashed
-    with pytest.raises(storage.StorageError, match=r"round 0 was already made \(by another tab or the worker\)"):
+    # the loser picked an item the winner queued: the answer is that the batch exists, not which item clashed
+    with pytest.raises(storage.StorageError, match="already chosen, by another tab or the worker; reload the page"):
         _round(project, [2, 3], index=0)
     assert [made.index for made in storage.list_rounds(project)] == [0]
 
