@@ -202,7 +202,7 @@ def run_target(
     """
     fit = fit_target(project, on_progress, should_stop, coreset_run=coreset_run, dynamic_keep=dynamic_keep)
     if on_progress is not None:
-        on_progress(0.97, "measuring the last round's proxy on the same validation images")
+        on_progress(0.97, "measuring the last proxy on the same validation images")
     fit.metrics["proxy"] = proxy_on_same_images(project, fit)
     path = save_checkpoint(
         fit.model,
