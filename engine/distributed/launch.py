@@ -41,6 +41,7 @@ __all__ = [
     "torchrun_argv",
 ]
 
+KCENTER_STAGE_ROWS = 1_000_000  # k-center runs across processes from this pool size (below, one is faster)
 POLL_S = 0.2  # how often the caller reads progress and asks should_stop
 KILL_GRACE_S = 5.0  # after SIGTERM, seconds before the child's process group is killed
 STOP_GRACE_S = 30.0  # after a stop is asked, seconds the ranks have to save their state and exit
@@ -377,3 +378,30 @@ def pretrain_model(images: np.ndarray, normalization, config, state_path: Path, 
     model = model_from_config(backbone_config(config, ssl_input_size(int(images.shape[-1]))))
     model.load_state_dict(state)
     return SSLResult(model.eval(), result["steps"], result["seconds"], result["final_loss"], result["resumed_from"])
+
+
+def k_center_model(embeddings: np.ndarray, labeled, budget: int, *, rng=None) -> np.ndarray:
+    """`engine.selection.kcenter.k_center_greedy`, split across the processes of a torchrun stage when the
+    launch in force has several and the pool has at least KCENTER_STAGE_ROWS rows (a stage costs seconds to
+    start; below that one process is faster). The picks are the same either way: the first center, when
+    nothing is labeled, is drawn here with `rng` as one process draws it."""
+    from engine.selection.kcenter import check_embeddings, check_selection, draw_first, k_center_greedy
+
+    launch = current()
+    if not launch.distributed or len(embeddings) < KCENTER_STAGE_ROWS or budget == 0:
+        return k_center_greedy(embeddings, labeled, budget, rng=rng)
+    X = check_embeddings(embeddings)
+    lab = check_selection(len(X), labeled, budget)
+    first: list[int] = []
+    if len(lab) == 0:
+        taken = np.zeros(len(X), bool)
+        first = [draw_first(taken, rng)]
+        lab = np.asarray(first, np.int64)
+
+    def inputs(folder: Path) -> dict:
+        np.save(folder / "embeddings.npy", X)
+        return {"labeled": lab.tolist(), "budget": budget - len(first)}
+
+    result, folder = run_stage("kcenter", inputs, launch=launch)
+    shutil.rmtree(folder, ignore_errors=True)
+    return np.asarray(first + result["picks"], np.int64)

@@ -145,7 +145,15 @@ def ssl_stage(folder: Path, params: dict) -> dict:
     }
 
 
-STAGES = {"train": train_stage, "score": score_stage, "ssl": ssl_stage}
+def kcenter_stage(folder: Path, params: dict) -> dict:
+    from engine.distributed.kcenter import k_center_sharded
+
+    embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")  # each rank reads its rows and the centers
+    picks = k_center_sharded(embeddings, params["labeled"], params["budget"])
+    return {"processes": world().size, "picks": picks.tolist()}
+
+
+STAGES = {"train": train_stage, "score": score_stage, "ssl": ssl_stage, "kcenter": kcenter_stage}
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

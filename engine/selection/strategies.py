@@ -173,8 +173,11 @@ def _predicted(pool: PoolScores) -> np.ndarray:
 
 def kcenter(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
     """k-center greedy over the embeddings (rng draws the first center when
-    nothing is labeled)."""
-    return k_center_greedy(pool.embeddings, labeled, budget, rng=rng)
+    nothing is labeled); across processes for a huge pool when the job runs in several
+    (`engine.distributed.launch.k_center_model`, the same picks)."""
+    from engine.distributed.launch import k_center_model
+
+    return k_center_model(pool.embeddings, labeled, budget, rng=rng)
 
 
 STRATEGIES: dict[str, Strategy] = {

@@ -118,3 +118,27 @@ def test_ssl_as_a_two_process_stage_trains_saves_its_state_and_returns_the_backb
     assert [p.step for p in seen] == [5, 10, 15, 20]
     assert (tmp_path / "state.pt").is_file()  # rank 0 saved the resumable state where the caller asked
     assert not result.model.training and result.model.embed(torch.zeros(2, 3, 8, 8)).shape[0] == 2
+
+
+def test_kcenter_on_a_huge_pool_runs_across_the_stage_processes_with_the_same_picks(monkeypatch):
+    from engine.score import PoolScores
+    from engine.selection.kcenter import k_center_greedy
+    from engine.selection.strategies import STRATEGIES
+
+    monkeypatch.setattr(launch_module, "KCENTER_STAGE_ROWS", 100)  # a "huge" pool of 400 rows
+    X = np.random.default_rng(0).integers(0, 4, size=(400, 5)).astype(np.float32)  # many ties
+    pool = PoolScores(probs=np.full((400, 2), 0.5, np.float32), embeddings=X)
+    want = k_center_greedy(X, [], 30, rng=np.random.default_rng(7))
+    runs = []
+    monkeypatch.setattr(launch_module, "run_stage", _counting(launch_module.run_stage, runs))
+    with launching(TWO):
+        got = STRATEGIES["kcenter"](pool, np.empty(0, np.int64), 30, rng=np.random.default_rng(7))
+    assert runs == ["kcenter"] and got.tolist() == want.tolist()
+
+
+def _counting(run_stage, runs: list):
+    def counted(kind, *args, **kwargs):
+        runs.append(kind)
+        return run_stage(kind, *args, **kwargs)
+
+    return counted
