@@ -37,6 +37,9 @@ HELP = {
     "a weights file) fine-tuned with a new classifier. auto: backbone when there is one, else resnet20 "
     "on a CPU, resnet18 on a GPU.",
     "device": "auto uses a GPU when there is one, else the CPU.",
+    "processes": "Processes that train and score on this machine: auto = one per GPU (1 on a CPU), or a number. "
+    "Above one, each training and scoring runs as a torchrun job of that many processes; starting one costs "
+    "seconds, so it pays on large label sets and pools (docs/scale.md).",
     "proxy_training": "How long the proxy trains each round. fast: at most ~10 s on a CPU; balanced: ~20 s; "
     "thorough: up to 90 s. Small label sets always get a few hundred steps.",
     "target_training": "How long the target trains. fast: at most ~1 minute on a CPU; balanced: ~5 minutes; "
@@ -167,6 +170,7 @@ def settings_fields(settings: storage.Settings, prefix: str, fit: bool = False) 
             help=HELP["ssl_minutes"],
             key=f"{prefix}ssl_minutes",
         ),
+        "processes": b.text_input("Processes", settings.processes, help=HELP["processes"], key=f"{prefix}processes"),
         "auto_next_round": st.checkbox(
             "Start the next round automatically",
             settings.auto_next_round,

@@ -174,3 +174,15 @@ def test_import_labels_with_problems_shows_the_report_and_changes_nothing(open_a
 
 def ids_by_path(project: storage.Project) -> dict[str, int]:
     return {item.path: item.id for item in storage.usable_items(project)}
+
+
+def test_the_processes_setting_is_saved_or_refused_with_its_reason(open_app, project):
+    at = open_app("app/page_project.py")
+    assert at.text_input(key="s-processes").value == "auto"
+    at.text_input(key="s-processes").set_value("two")
+    submit(at, "settings")
+    assert any("processes 'two' must be auto or a whole number" in e.value and "Not saved" in e.value for e in at.error)
+    assert storage.load_settings(project).processes == "auto"
+    at.text_input(key="s-processes").set_value("2")
+    submit(at, "settings")
+    assert not at.error and storage.load_settings(project).processes == "2"
