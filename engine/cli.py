@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="scripts/svp_study.py (resumable), then scripts/plot_study.py.",
     )
     study.set_defaults(run="engine.cli:run_study_command")
+
+    from engine.users_cli import add_users_arguments  # accounts of a shared server (torch-free)
+
+    add_users_arguments(commands.add_parser("users", help="accounts of a shared server: add, passwd, disable, list"))
     return parser
 
 
