@@ -1,7 +1,11 @@
-"""Nearest neighbours for selection, with FAISS: one exact search and the sparse similarity graph built on it.
+"""Nearest neighbours for selection, with FAISS: one exact search, the sparse similarity graph built on it,
+and SEALS's candidate pool.
 
 Never an N x N matrix: each point keeps its `k` nearest, so facility location
-and graph cut (engine.selection.submodular) run on 100,000 images.
+and graph cut (engine.selection.submodular) run on 100,000 images, and a
+round on a huge pool may choose among the labeled images' neighbours only
+(`SealsCandidates`; Coleman et al., "Similarity Search for Efficient Active
+Learning and Search of Rare Concepts", AAAI 2022).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import numpy as np
 
 from engine.selection.kcenter import check_embeddings
 
-__all__ = ["SimilarityGraph", "nearest", "normalized", "similarity_graph"]
+__all__ = ["SealsCandidates", "SimilarityGraph", "nearest", "normalized", "similarity_graph"]
+
+QUERY_CHUNK = 4096  # rows searched at once: bounds the [chunk, k] results, never the pool
 
 
 def normalized(embeddings) -> np.ndarray:
@@ -23,12 +29,12 @@ def normalized(embeddings) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def nearest(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distances and indices [N, k] of each row's k nearest rows (itself first), exact."""
+def nearest(x: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Squared distances and indices [Q, k] of the k nearest rows of `x` (float32 [N, D]) to each of `x[rows]`
+    (default: every row, Q = N), itself first, exact. The rows are searched in place: no copy of `x` is made."""
     k = min(k, len(x))
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    dist, idx = index.search(x, k)
+    queries = x if rows is None else x[np.asarray(rows, dtype=np.int64)]
+    dist, idx = faiss.knn(queries, x, k)
     return np.maximum(dist, 0.0), idx
 
 
@@ -66,3 +72,52 @@ def similarity_graph(embeddings, k: int = 10) -> SimilarityGraph:
     rows, cols, values = rows[first], cols[first], values[first]
     starts = np.searchsorted(rows, np.arange(len(x) + 1)).astype(np.int64)
     return SimilarityGraph(starts, cols.astype(np.int64), values.astype(np.float64))
+
+
+class SealsCandidates:
+    """SEALS's candidate pool over fixed embeddings: the union of the `k` nearest neighbours of every labeled
+    row, less the rows already taken.
+
+    As in the paper, each labeled row is searched once, the first time it is seen labeled, so the pool grows
+    incrementally as labels arrive and a round searches only its new labels; the neighbours are found among
+    every row (a neighbour labeled later simply leaves the pool). The embeddings must stay fixed while an
+    instance is used (a backbone's, not a retrained proxy's); a labeled row that lost its label starts the
+    search over.
+    """
+
+    def __init__(self, embeddings, k: int):
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a whole number >= 1, got {k!r}")
+        self.x = check_embeddings(embeddings)
+        self.k = int(k)
+        self.searched = np.zeros(len(self.x), bool)  # rows whose neighbours are in `near`
+        self.near = np.zeros(len(self.x), bool)  # the union of those neighbours
+        self.queries = 0  # rows searched so far (each once)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def candidates(self, labeled, taken=()) -> np.ndarray:
+        """int64 positions, ascending: the neighbours of the `labeled` rows that are not in `taken` (the labeled
+        rows are taken too: never a candidate)."""
+        labeled = self._positions(labeled, "labeled")
+        if self.searched.any() and not np.isin(np.flatnonzero(self.searched), labeled).all():
+            self.searched[:] = False  # a label was removed: its neighbours no longer belong
+            self.near[:] = False
+        new = labeled[~self.searched[labeled]]
+        for start in range(0, len(new), QUERY_CHUNK):
+            chunk = new[start : start + QUERY_CHUNK]
+            _, idx = nearest(self.x, self.k + 1, chunk)  # k + 1: each row finds itself first
+            self.near[idx[idx >= 0]] = True
+            self.searched[chunk] = True
+            self.queries += len(chunk)
+        free = self.near.copy()
+        free[labeled] = False
+        free[self._positions(taken, "taken")] = False
+        return np.flatnonzero(free).astype(np.int64)
+
+    def _positions(self, rows, name: str) -> np.ndarray:
+        rows = np.unique(np.asarray(rows, dtype=np.int64).ravel())
+        if len(rows) and (rows[0] < 0 or rows[-1] >= len(self.x)):
+            raise ValueError(f"{name} positions must lie in 0..{len(self.x) - 1}")
+        return rows
