@@ -39,6 +39,9 @@ TRAINING_LEVELS = ("fast", "balanced", "thorough")
 # round 0's picks; auto = typiclust when the project has a backbone, else random
 INITIAL_STRATEGIES = ("auto", "random", "typiclust", "probcover")
 MAX_PROCESSES = 1024  # per machine
+# what a round chooses among: every free image, or SEALS's nearest neighbours of the labeled ones (docs/seals.md)
+CANDIDATES = ("all", "seals")
+MAX_SEALS_K = 10_000
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Settings:
     initial_strategy: str = "auto"  # one of INITIAL_STRATEGIES
     ssl_minutes: float = 10.0  # the self-supervised backbone trains this long (on this machine's device)
     processes: str = "auto"  # training and scoring processes per machine: auto (one per GPU, 1 on a CPU) or N
+    candidates: str = "all"  # one of CANDIDATES: all, or seals (the seals_k nearest neighbours of each labeled image)
+    seals_k: int = 100  # neighbours per labeled image with candidates = seals (k = 100 in the SEALS paper)
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,13 @@ def _check_processes(value: str) -> None:
         raise SettingsError(f"processes {value!r} must be auto or a whole number from 1 to {MAX_PROCESSES}")
 
 
+def _check_candidates(candidates: str, seals_k: int) -> None:
+    if candidates not in CANDIDATES:
+        raise SettingsError(f"candidates {candidates!r} must be one of {', '.join(CANDIDATES)}")
+    if isinstance(seals_k, bool) or not isinstance(seals_k, int) or not 1 <= seals_k <= MAX_SEALS_K:
+        raise SettingsError(f"seals_k {seals_k!r} must be a whole number of neighbours from 1 to {MAX_SEALS_K}")
+
+
 def _check_names(settings: Settings) -> None:
     for name in ("strategy", "proxy", "target"):
         value = getattr(settings, name)
@@ -216,6 +228,7 @@ def _check_names(settings: Settings) -> None:
     if settings.device not in DEVICES:
         raise SettingsError(f"device {settings.device!r} must be one of {', '.join(DEVICES)}")
     _check_processes(settings.processes)
+    _check_candidates(settings.candidates, settings.seals_k)
     if not isinstance(settings.backbone, str) or not settings.backbone.strip():
         raise SettingsError("backbone must be none, ssl, or the path of a local weights file")
     if settings.initial_strategy not in INITIAL_STRATEGIES:

@@ -9,7 +9,7 @@ import pytest
 
 import storage
 from storage import schema
-from storage.project import connect
+from storage.project import connect, writing
 from tests.support import PETS, tiny_settings
 
 
@@ -226,7 +226,7 @@ def test_removing_a_class_in_use_is_refused(project):
 @pytest.mark.parametrize("bad", ["0", "two", "-1", "", "1.5", "2000"])
 def test_processes_must_be_auto_or_a_whole_number(tmp_path, bad):
     settings = dataclasses.replace(tiny_settings(tmp_path), processes=bad)
-    with pytest.raises(storage.SettingsError, match="processes .* must be auto or a whole number from 1 to 1024"):
+    with pytest.raises(storage.SettingsError, match=r"processes .* must be auto or a whole number from 1 to 1024"):
         storage.validate_settings(settings)
 
 
@@ -234,3 +234,30 @@ def test_processes_are_stored_and_read_back(tmp_path):
     project = storage.create_project(tmp_path / "p", dataclasses.replace(tiny_settings(tmp_path), processes="4"))
     assert storage.load_settings(project).processes == "4"
     assert storage.Settings(image_root="", classes=("a", "b")).processes == "auto"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"candidates": "nearest"}, "candidates 'nearest' must be one of all, seals"),
+        ({"seals_k": 0}, "seals_k 0 must be a whole number of neighbours from 1 to 10000"),
+        ({"seals_k": 2.5}, "seals_k 2.5 must be a whole number"),
+        ({"seals_k": True}, "seals_k True must be a whole number"),
+        ({"seals_k": 10_001}, "seals_k 10001 must be a whole number"),
+    ],
+)
+def test_candidates_must_be_all_or_seals_with_a_whole_k(tmp_path, overrides, message):
+    with pytest.raises(storage.SettingsError) as error:
+        storage.validate_settings(dataclasses.replace(tiny_settings(tmp_path), **overrides))
+    assert message in str(error.value)
+
+
+def test_candidates_are_stored_and_a_project_from_before_reads_the_defaults(tmp_path):
+    settings = dataclasses.replace(tiny_settings(tmp_path), candidates="seals", seals_k=20)
+    project = storage.create_project(tmp_path / "p", settings)
+    read = storage.load_settings(project)
+    assert (read.candidates, read.seals_k) == ("seals", 20)
+    with writing(project) as db:  # a project saved before these settings existed
+        db.execute("DELETE FROM settings WHERE key IN ('candidates', 'seals_k')")
+    read = storage.load_settings(project)
+    assert (read.candidates, read.seals_k) == ("all", 100)
