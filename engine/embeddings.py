@@ -259,11 +259,9 @@ def pool_embeddings(
     if have.all() and len(cached_ids):
         return cached[_rows_of(cached_ids, item_ids)]
     todo = np.flatnonzero(~have)
-    new = np.empty((len(todo), backbone.dim), np.float16)
-    for start in range(0, len(todo), EMBED_CHUNK):
-        part = todo[start : start + EMBED_CHUNK]
-        progress = _chunk_progress(on_progress, start, len(part), len(todo))
-        new[start : start + len(part)] = embed_images(backbone, read_rows(images, part), device, progress)
+    from engine.distributed.launch import embed_rows  # several processes when the job runs in several
+
+    new = embed_rows(backbone, images, todo, device, on_progress)
     all_ids = np.concatenate([cached_ids, item_ids[todo]])
     order = np.argsort(all_ids, kind="stable")
     all_rows = np.empty((len(all_ids), backbone.dim), np.float16)
@@ -279,6 +277,23 @@ def pool_embeddings(
     if np.array_equal(all_ids, item_ids):
         return all_rows  # the whole pool, in its order: no copy
     return all_rows[_rows_of(all_ids, item_ids)]
+
+
+def embed_chunks(
+    backbone: Backbone,
+    images: np.ndarray,
+    rows: np.ndarray,
+    device: str = "auto",
+    on_progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
+    """float16 [len(rows), D] embeddings of `images[rows]`, EMBED_CHUNK rows read at a time (from the pool's
+    memmap: memory holds a chunk of the pool, never the pool)."""
+    new = np.empty((len(rows), backbone.dim), np.float16)
+    for start in range(0, len(rows), EMBED_CHUNK):
+        part = rows[start : start + EMBED_CHUNK]
+        progress = _chunk_progress(on_progress, start, len(part), len(rows))
+        new[start : start + len(part)] = embed_images(backbone, read_rows(images, part), device, progress)
+    return new
 
 
 def _chunk_progress(on_progress: Callable[[float], None] | None, start: int, size: int, total: int):

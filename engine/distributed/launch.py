@@ -405,3 +405,27 @@ def k_center_model(embeddings: np.ndarray, labeled, budget: int, *, rng=None) ->
     result, folder = run_stage("kcenter", inputs, launch=launch)
     shutil.rmtree(folder, ignore_errors=True)
     return np.asarray(first + result["picks"], np.int64)
+
+
+def embed_rows(backbone, images: np.ndarray, rows: np.ndarray, device: str = "auto", on_progress=None) -> np.ndarray:
+    """float16 [len(rows), D] embeddings of the pool rows `rows` by `backbone`, in chunks read from `images`
+    (the pool's memmap); as a torchrun stage when the launch in force has several processes, each rank
+    embedding a contiguous shard of the rows into one shared file (identical rows to one process's)."""
+    from engine.embeddings import embed_chunks
+
+    launch = current()
+    if not launch.distributed or len(rows) == 0 or not isinstance(images, np.memmap) or images.filename is None:
+        return embed_chunks(backbone, images, rows, device, on_progress)
+
+    def inputs(folder: Path) -> dict:
+        save_model(backbone.model, folder / "model.pt")
+        np.save(folder / "rows.npy", np.asarray(rows, np.int64))
+        pool = {"path": str(images.filename), "offset": int(images.offset), "shape": list(images.shape)}
+        norm = [list(backbone.normalization[0]), list(backbone.normalization[1])]
+        return {"pool": pool, "normalization": norm, "input_size": backbone.input_size, "device": device}
+
+    _result, folder = run_stage("embed", inputs, launch=launch)
+    try:
+        return np.load(folder / "embeddings.npy")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

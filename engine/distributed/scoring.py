@@ -21,7 +21,7 @@ from engine.device import Normalization
 from engine.distributed.world import World, barrier, largest, world
 from engine.score import PoolScores, batch_size_on, score_pool
 
-__all__ = ["score_files", "score_sharded"]
+__all__ = ["score_files", "score_sharded", "write_shared"]
 
 
 def score_files(folder: Path) -> tuple[Path, Path]:
@@ -49,33 +49,35 @@ def score_sharded(
     batch = batch_size_on(batch_size, device)
     start, stop = here.shard(len(images), align=batch)
     part = score_pool(model, images[start:stop], normalization, batch, device, tta=tta)
-    final = score_files(Path(folder))
-    partial = tuple(path.with_name(f".{path.stem}.partial.npy") for path in final)
-    dims = _dims(part)
+    probs_path, embeddings_path = score_files(Path(folder))
+    classes, width = largest([part.probs.shape[1], part.embeddings.shape[1]])  # a rank may have scored none
+    probs = write_shared(probs_path, (len(images), classes), np.float32, start, part.probs)
+    embeddings = write_shared(embeddings_path, (len(images), width), np.float32, start, part.embeddings)
+    return PoolScores(probs=probs, embeddings=embeddings)
+
+
+def write_shared(path: Path, shape: tuple[int, int], dtype, start: int, rows: np.ndarray) -> np.ndarray:
+    """Every rank's `rows`, at its `start`, in one .npy file at `path`; returned read-only (a memmap).
+
+    Rank 0 makes the file under a temporary name, every rank writes its rows, and rank 0 moves the file
+    into place once all have: a reader never sees a file with rows missing. Call it in every rank."""
+    here = world()
+    partial = path.with_name(f".{path.stem}.partial.npy")
     if here.main:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        for path, width in zip(partial, dims, strict=True):
-            open_memmap(path, mode="w+", dtype=np.float32, shape=(len(images), width)).flush()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        open_memmap(partial, mode="w+", dtype=dtype, shape=shape).flush()
     barrier()
-    for path, rows in zip(partial, (part.probs, part.embeddings), strict=True):
-        out = open_memmap(path, mode="r+")
-        out[start:stop] = rows
+    if len(rows):
+        out = open_memmap(partial, mode="r+")
+        out[start : start + len(rows)] = rows
         out.flush()
         del out
     barrier()
     if here.main:
-        for path, dest in zip(partial, final, strict=True):
-            _fsync(path)
-            os.replace(path, dest)
+        _fsync(partial)
+        os.replace(partial, path)
     barrier()
-    probs, embeddings = (np.load(path, mmap_mode="r") for path in final)
-    return PoolScores(probs=probs, embeddings=embeddings)
-
-
-def _dims(part: PoolScores) -> tuple[int, int]:
-    """(classes, embedding width): from this rank's rows, or from rank 0's when it scored none."""
-    classes, width = largest([part.probs.shape[1], part.embeddings.shape[1]])
-    return classes, width
+    return np.load(path, mmap_mode="r")
 
 
 def _fsync(path: Path) -> None:

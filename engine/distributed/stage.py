@@ -153,7 +153,24 @@ def kcenter_stage(folder: Path, params: dict) -> dict:
     return {"processes": world().size, "picks": picks.tolist()}
 
 
-STAGES = {"train": train_stage, "score": score_stage, "ssl": ssl_stage, "kcenter": kcenter_stage}
+def embed_stage(folder: Path, params: dict) -> dict:
+    from engine.distributed.scoring import write_shared
+    from engine.embeddings import EMBED_BATCH, Backbone, embed_chunks
+
+    pool = params["pool"]
+    images = np.memmap(pool["path"], dtype=np.uint8, mode="r", offset=pool["offset"], shape=tuple(pool["shape"]))
+    rows = np.load(folder / "rows.npy")
+    model = _model(folder)
+    backbone = Backbone("stage", model, params["input_size"], _normalization(params), "stage")
+    here = world()
+    start, stop = here.shard(len(rows), align=EMBED_BATCH)  # whole batches: rows identical to one process's
+    device = str(here.device) if params["device"] != "cpu" else "cpu"
+    mine = embed_chunks(backbone, images, rows[start:stop], device)
+    write_shared(folder / "embeddings.npy", (len(rows), backbone.dim), np.float16, start, mine)
+    return {"processes": here.size, "n": len(rows)}
+
+
+STAGES = {"train": train_stage, "score": score_stage, "ssl": ssl_stage, "kcenter": kcenter_stage, "embed": embed_stage}
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

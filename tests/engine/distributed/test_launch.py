@@ -142,3 +142,21 @@ def _counting(run_stage, runs: list):
         return run_stage(kind, *args, **kwargs)
 
     return counted
+
+
+def test_embedding_as_a_two_process_stage_equals_one_process(tmp_path):
+    from engine.embeddings import Backbone, embed_chunks
+    from engine.ssl import SSLConfig, backbone_config
+
+    images = np.random.default_rng(1).integers(0, 256, size=(700, 3, 16, 16), dtype=np.uint8)
+    np.save(tmp_path / "pool.npy", images)
+    pool = np.load(tmp_path / "pool.npy", mmap_mode="r")
+    from engine.models import model_from_config
+
+    backbone = Backbone("b", model_from_config(backbone_config(SSLConfig(), 16), seed=4), 16, NORM, "b")
+    rows = np.arange(3, 700, 2)  # the rows still to embed, not all of the pool
+    want = embed_chunks(backbone, pool, rows, "cpu")
+    with launching(TWO):
+        got = launch_module.embed_rows(backbone, pool, rows, "cpu")
+    assert got.dtype == np.float16 and got.shape == (len(rows), backbone.dim)
+    np.testing.assert_array_equal(got, want)
