@@ -75,42 +75,45 @@ def similarity_graph(embeddings, k: int = 10) -> SimilarityGraph:
 
 
 class SealsCandidates:
-    """SEALS's candidate pool over fixed embeddings: the union of the `k` nearest neighbours of every labeled
-    row, less the rows already taken.
+    """SEALS's candidate pool over fixed embeddings of `n` rows: the union of the `k` nearest neighbours of every
+    labeled row, less the rows already taken.
 
     As in the paper, each labeled row is searched once, the first time it is seen labeled, so the pool grows
     incrementally as labels arrive and a round searches only its new labels; the neighbours are found among
-    every row (a neighbour labeled later simply leaves the pool). The embeddings must stay fixed while an
-    instance is used (a backbone's, not a retrained proxy's); a labeled row that lost its label starts the
-    search over.
+    every row (a neighbour labeled later simply leaves the pool). The instance keeps only that state (two
+    flags per row), not the embeddings: each call passes them, and they must be the same fixed space every
+    time (a backbone's, not a retrained proxy's). A labeled row that lost its label starts the search over.
     """
 
-    def __init__(self, embeddings, k: int):
+    def __init__(self, n: int, k: int):
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a whole number >= 1, got {k!r}")
-        self.x = check_embeddings(embeddings)
         self.k = int(k)
-        self.searched = np.zeros(len(self.x), bool)  # rows whose neighbours are in `near`
-        self.near = np.zeros(len(self.x), bool)  # the union of those neighbours
+        self.searched = np.zeros(n, bool)  # rows whose neighbours are in `near`
+        self.near = np.zeros(n, bool)  # the union of those neighbours
         self.queries = 0  # rows searched so far (each once)
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.near)
 
-    def candidates(self, labeled, taken=()) -> np.ndarray:
-        """int64 positions, ascending: the neighbours of the `labeled` rows that are not in `taken` (the labeled
-        rows are taken too: never a candidate)."""
+    def candidates(self, embeddings, labeled, taken=()) -> np.ndarray:
+        """int64 positions, ascending: the neighbours of the `labeled` rows of `embeddings` (float32 [n, D]) that
+        are not in `taken` (the labeled rows are taken too: never a candidate)."""
         labeled = self._positions(labeled, "labeled")
         if self.searched.any() and not np.isin(np.flatnonzero(self.searched), labeled).all():
             self.searched[:] = False  # a label was removed: its neighbours no longer belong
             self.near[:] = False
         new = labeled[~self.searched[labeled]]
-        for start in range(0, len(new), QUERY_CHUNK):
-            chunk = new[start : start + QUERY_CHUNK]
-            _, idx = nearest(self.x, self.k + 1, chunk)  # k + 1: each row finds itself first
-            self.near[idx[idx >= 0]] = True
-            self.searched[chunk] = True
-            self.queries += len(chunk)
+        if len(new):
+            x = check_embeddings(embeddings)
+            if len(x) != len(self):
+                raise ValueError(f"embeddings have {len(x)} rows; this candidate pool has {len(self)}")
+            for start in range(0, len(new), QUERY_CHUNK):
+                chunk = new[start : start + QUERY_CHUNK]
+                _, idx = nearest(x, self.k + 1, chunk)  # k + 1: each row finds itself first
+                self.near[idx[idx >= 0]] = True
+                self.searched[chunk] = True
+                self.queries += len(chunk)
         free = self.near.copy()
         free[labeled] = False
         free[self._positions(taken, "taken")] = False
@@ -118,6 +121,6 @@ class SealsCandidates:
 
     def _positions(self, rows, name: str) -> np.ndarray:
         rows = np.unique(np.asarray(rows, dtype=np.int64).ravel())
-        if len(rows) and (rows[0] < 0 or rows[-1] >= len(self.x)):
-            raise ValueError(f"{name} positions must lie in 0..{len(self.x) - 1}")
+        if len(rows) and (rows[0] < 0 or rows[-1] >= len(self)):
+            raise ValueError(f"{name} positions must lie in 0..{len(self) - 1}")
         return rows
