@@ -9,12 +9,15 @@ it on the labeled validation items, scores the whole usable pool in one
 pass, picks the batch with the project's strategy and writes it, with
 per-item scores and stage timings, in one storage transaction. Images come
 only from the pool cache: once it is current, a round opens no image file.
+With `candidates = seals` the strategy chooses only among the nearest
+neighbours of the labeled images (`select_among`, docs/seals.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load
 from engine.representation import load_backbone, project_embeddings, require_backbone
 from engine.saved_proxy import save_head_proxy, save_pixel_proxy, weights_path
 from engine.score import PoolScores
+from engine.selection.neighbours import SealsCandidates
 from engine.selection.strategies import DISTANCE_STRATEGIES, STRATEGIES, select_with_scores
 from engine.train import Cancelled, LearnedNothing, Progress, StepsSeen, TrainConfig, evaluate, plan
 from storage.items import inside_root
@@ -60,6 +64,7 @@ class RoundOutcome:
     train_steps: int  # optimizer steps the selector took
     backbone: Backbone | None = None  # set when the selector is a head on the backbone's embeddings ...
     features: Features | None = None  # ... which are these (the model then takes features, not pixels)
+    candidates: int | None = None  # images the strategy chose among (candidates = seals); None: every free one
 
 
 def run_round(
@@ -131,7 +136,16 @@ def select_next_batch(
     taken = pool.positions(sorted(inputs.taken))
     with stages.timed("select"):
         rng = np.random.default_rng(config.train.seed)
-        picks, item_scores, note = select_with_scores(strategy_name, scores, taken, size, rng=rng)
+        among, space = None, ""
+        if settings.candidates == "seals":
+            stages.at("select", 0.0, f"finding the nearest neighbours of the labeled images ({strategy_name})")
+            among, space = seals_candidates(project, inputs, selector, pool, taken)
+            stages.at("select", 0.5, f"selecting {size} images ({strategy_name}) among {len(among):,} candidates")
+        picks, item_scores, note = select_among(strategy_name, scores, taken, size, among, rng=rng)
+    if among is not None:
+        free = len(pool) - len(taken)
+        share = f"{len(among):,} candidates of {free:,} ({100 * len(among) / max(1, free):.1f} %)"
+        note = ", ".join(filter(None, [f"SEALS k={settings.seals_k} on {space}: {share}", note]))
 
     learned = strategy_name == settings.strategy  # a model that learned nothing guesses nothing
     probs = scores.probs[picks]
@@ -160,7 +174,76 @@ def select_next_batch(
         train_steps=selector.steps,
         backbone=selector.backbone,
         features=selector.features,
+        candidates=None if among is None else len(among),
     )
+
+
+def select_among(
+    name: str,
+    scores: PoolScores,
+    taken: np.ndarray,
+    size: int,
+    candidates: np.ndarray | None,
+    *,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """`select_with_scores` restricted to the `candidates` positions (None: the whole pool).
+
+    The strategy runs, with its plain signature, on the pool's scores of the candidates and the taken
+    positions only (the taken ones stay taken: k-center still measures from every labeled image), and its
+    picks are mapped back to pool positions. When the candidates are fewer than `size` the rest are chosen
+    from the whole pool, after them, and the note says how many.
+    """
+    if candidates is None:
+        return select_with_scores(name, scores, taken, size, rng=rng)
+    taken = np.asarray(taken, dtype=np.int64)
+    candidates = np.setdiff1d(np.asarray(candidates, dtype=np.int64), taken)
+    first = min(size, len(candidates))
+    picks, item_scores, notes = np.empty(0, np.int64), np.empty(0), []
+    if first:
+        rows = np.union1d(candidates, taken)  # ascending: the subset keeps the pool's order (and its ties)
+        inner, item_scores, note = select_with_scores(
+            name, scores.subset(rows), np.searchsorted(rows, taken), first, rng=rng
+        )
+        picks = rows[inner]
+        notes.append(note)
+    if size > first:
+        rest = size - first
+        more, more_scores, note = select_with_scores(name, scores, np.concatenate([taken, picks]), rest, rng=rng)
+        picks, item_scores = np.concatenate([picks, more]), np.concatenate([item_scores, more_scores])
+        notes += [note, f"{rest} from the whole pool (fewer candidates than the batch)"]
+    return picks, item_scores, ", ".join(filter(None, notes))
+
+
+# SEALS's state over the last fixed embedding space, kept for the next round in this process (two flags per
+# image; the embeddings stay in their cache): a round then searches only its new labels.
+_SEALS_STATE: dict[tuple, SealsCandidates] = {}
+
+
+def seals_candidates(
+    project: storage.Project, inputs: storage.RoundInputs, selector: _Selector, pool: PoolCache, taken: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """SEALS's candidates (engine.selection.neighbours.SealsCandidates, k = `seals_k`): the nearest neighbours
+    of every labeled image (training and validation) that are not taken, and the space they were found in.
+
+    The space is fixed when the project has a backbone (its embeddings; the search grows with the labels
+    across rounds), else the round's proxy's embeddings (searched again each round: they change with it).
+    """
+    settings = inputs.settings
+    labeled = pool.positions(sorted({**inputs.training, **inputs.validation}))
+    backbone = selector.backbone or _backbone_for_distances(project, settings, pool)
+    if backbone is None:
+        seals = SealsCandidates(len(pool), settings.seals_k)
+        return seals.candidates(selector.scores.embeddings, labeled, taken), "the proxy's embeddings"
+    if selector.features is not None and selector.backbone is backbone:
+        embeddings = selector.features.raw
+    else:
+        embeddings = project_embeddings(project, backbone, pool, settings.device)
+    key = (backbone.fingerprint, settings.seals_k, hashlib.sha256(pool.item_ids.tobytes()).hexdigest())
+    if key not in _SEALS_STATE:
+        _SEALS_STATE.clear()
+        _SEALS_STATE[key] = SealsCandidates(len(pool), settings.seals_k)
+    return _SEALS_STATE[key].candidates(embeddings, labeled, taken), f"{backbone.name} embeddings"
 
 
 @dataclass

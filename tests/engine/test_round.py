@@ -12,18 +12,21 @@ import torch
 
 import storage
 from engine.config import LEVELS
+from engine.representation import load_backbone, project_embeddings
 from engine.round import (
     WARM_START_FILE,
     RoundError,
     load_project_pool,
     run_initial_round,
     run_round,
+    select_among,
     select_next_batch,
     warm_config,
 )
-from engine.score import predict_logits
+from engine.score import PoolScores, predict_logits
+from engine.selection.neighbours import SealsCandidates
 from engine.train import Cancelled, TrainConfig, plan
-from tests.support import label_by_folder, label_queue, make_tiny_project
+from tests.support import label_by_folder, label_queue, make_tiny_project, write_ssl_backbone
 
 
 def test_initial_round_is_a_seeded_random_batch(tiny_project):
@@ -281,3 +284,97 @@ def test_cancelled_round_writes_nothing(labeled_project):
         run_round(labeled_project, should_stop=lambda: True)
     assert storage.list_rounds(labeled_project) == before
     assert storage.budget_left(labeled_project) == 8
+
+
+# ---------------------------------------------------------------- SEALS candidates
+
+
+def _line_pool(*xs: float, probs=None) -> PoolScores:
+    """Pool scores of points on a line (2-D embeddings), uniform probabilities unless given."""
+    embeddings = np.array([[x, 0.0] for x in xs], dtype=np.float32)
+    if probs is None:
+        probs = np.full((len(xs), 2), 0.5, np.float32)
+    return PoolScores(np.asarray(probs, np.float32), embeddings)
+
+
+def test_select_among_runs_the_strategy_on_the_candidates_only():
+    # least confidence: rows 3 and 4 are the least sure of all, but only 1, 2 and 5 are candidates
+    probs = [[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.5, 0.5], [0.5, 0.5], [0.7, 0.3]]
+    pool = _line_pool(0, 1, 2, 3, 4, 5, probs=probs)
+    rng = np.random.default_rng(0)
+    picks, scores, note = select_among("least_confidence", pool, np.array([0]), 2, np.array([1, 2, 5]), rng=rng)
+    assert picks.tolist() == [2, 5] and note == ""
+    np.testing.assert_allclose(scores, [0.4, 0.3], atol=1e-6)
+    whole, _, _ = select_among("least_confidence", pool, np.array([0]), 2, None, rng=rng)
+    assert whole.tolist() == [3, 4]  # None: the whole pool, as before
+
+
+def test_select_among_keeps_measuring_k_center_from_every_taken_image():
+    # taken: 0 (x = 0) and 3 (x = 10), neither a candidate; candidates 1 (x = 9) and 2 (x = 4):
+    # 2 is the farther from the taken images, though 1 is the farther from the other candidate
+    pool = _line_pool(0, 9, 4, 10, 100)
+    picks, scores, _ = select_among(
+        "kcenter", pool, np.array([0, 3]), 1, np.array([1, 2]), rng=np.random.default_rng(0)
+    )
+    assert picks.tolist() == [2] and scores.tolist() == [4.0]
+
+
+def test_select_among_takes_the_rest_from_the_whole_pool_when_the_candidates_run_out():
+    pool = _line_pool(0, 1, 2, 50, 100)
+    picks, scores, note = select_among(
+        "kcenter", pool, np.array([0]), 3, np.array([0, 1]), rng=np.random.default_rng(0)
+    )
+    # 1 is the one candidate left (0 is taken); then k-center on the whole pool, measuring from 0 and 1
+    assert picks.tolist() == [1, 4, 3]
+    assert scores.tolist() == [1.0, 99.0, 49.0]
+    assert note == "2 from the whole pool (fewer candidates than the batch)"
+
+
+def test_a_seals_round_chooses_among_the_backbones_neighbours_of_the_labels(tmp_path, monkeypatch):
+    import engine.selection.neighbours as neighbours
+
+    project = make_tiny_project(
+        tmp_path,
+        backbone=str(write_ssl_backbone(tmp_path / "exported")),
+        initial_strategy="random",
+        candidates="seals",
+        seals_k=2,
+    )
+    run_initial_round(project)
+    labeled = label_queue(project)
+    seen: list[str] = []
+    outcome = select_next_batch(project, on_progress=lambda f, m: seen.append(m))
+    pool = outcome.pool
+    settings = storage.load_settings(project)
+    backbone = load_backbone(project, settings, pool.image_size)
+    assert backbone is not None
+    embeddings = project_embeddings(project, backbone, pool)
+    expected = SealsCandidates(len(pool), 2).candidates(embeddings, pool.positions(labeled))
+    picks = pool.positions([i for i, _ in storage.round_queue(project, outcome.round.id)])
+    assert 4 <= len(expected) <= 12 and set(picks.tolist()) <= set(expected.tolist())
+    assert outcome.candidates == len(expected)
+    share = f"{len(expected)} candidates of 24 ({100 * len(expected) / 24:.1f} %)"
+    assert outcome.round.selector == f"proxy_tiny, SEALS k=2 on ssl embeddings: {share}"
+    assert f"selecting 4 images (least_confidence) among {len(expected)} candidates" in seen
+
+    # the next round searches only its new labels: the embeddings are fixed, the candidate pool grows
+    searched: list[int] = []
+    real = neighbours.nearest
+
+    def spy(x, k, rows=None):
+        searched.extend(np.asarray(rows).tolist())
+        return real(x, k, rows)
+
+    monkeypatch.setattr(neighbours, "nearest", spy)
+    new = label_queue(project)
+    select_next_batch(project)
+    assert sorted(searched) == sorted(pool.positions(new).tolist())
+
+
+def test_a_seals_round_without_a_backbone_searches_the_proxys_embeddings(labeled_project):
+    settings = storage.load_settings(labeled_project)
+    storage.save_settings(labeled_project, dataclasses.replace(settings, candidates="seals", seals_k=3))
+    outcome = select_next_batch(labeled_project)
+    assert outcome.candidates is not None and 1 <= outcome.candidates <= 18
+    assert outcome.round.selector.startswith("proxy_tiny, SEALS k=3 on the proxy's embeddings: ")
+    assert len(storage.round_queue(labeled_project, outcome.round.id)) == 4
