@@ -226,7 +226,7 @@ def add_kcenter_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGr
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulate flags. Omitted flags take engine.simulate.SimulateConfig's defaults."""
-    from storage.project import TRAINING_LEVELS
+    from storage.project import CANDIDATES, TRAINING_LEVELS
 
     optional: dict[str, Any] = {"default": argparse.SUPPRESS}
     parser.add_argument(
@@ -291,6 +291,14 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ssl-steps", type=int, help="a fixed number of ssl steps instead of --ssl-minutes", **optional
     )
+    parser.add_argument(
+        "--candidates",
+        choices=CANDIDATES,
+        help="what each batch is chosen among: all free images (default), or seals: the --seals-k nearest "
+        "neighbours of every labeled image (backbone embeddings, else the proxy's; docs/seals.md)",
+        **optional,
+    )
+    parser.add_argument("--seals-k", type=int, help="neighbours per labeled image with seals (default 100)", **optional)
 
 
 def run_worker_command(args: argparse.Namespace) -> int:

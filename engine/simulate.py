@@ -7,7 +7,9 @@ then rounds until the budget is spent, the oracle labeling each queued
 batch. Each round reports the selector's test accuracy and its train /
 score / select seconds; at the end the target trains on every label.
 `--selector target` selects with the target architecture and training: the
-baseline the Selection-via-Proxy paper compares against.
+baseline the Selection-via-Proxy paper compares against. `--candidates seals`
+chooses each batch among the `--seals-k` nearest neighbours of the labeled
+images only (SEALS; each round's row then says how many candidates it had).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class SimulateConfig:
     initial_strategy: str = "auto"  # round 0: auto | random | typiclust | probcover
     ssl_minutes: float = 10.0  # how long the ssl backbone trains
     ssl_steps: int = 0  # a fixed number of SSL steps instead (0 = ssl_minutes)
+    candidates: str = "all"  # all | seals: each batch chosen among the labeled images' nearest neighbours
+    seals_k: int = 100  # neighbours per labeled image with seals
     launch: Launch = field(default_factory=Launch)  # processes for training and scoring (engine.distributed)
 
 
@@ -112,6 +116,8 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
             outcome = select_next_batch(project, progress.update, stage=selector_stage)
             acc = _proxy_accuracy(outcome, test_images, test_labels, test_embeddings)
             row = _row(outcome.round, acc)
+            if outcome.candidates is not None:
+                row["candidates"] = outcome.candidates
             if config.eval_every_round:
                 row["target_test_acc"] = _target_accuracy(project, test_images, test_labels, progress)[0]
             rows.append(row)
@@ -168,6 +174,10 @@ def check_config(config: SimulateConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(TRAINING_LEVELS)}")
     if config.initial > config.budget:
         raise ValueError(f"--initial ({config.initial}) is larger than --budget ({config.budget})")
+    if config.candidates not in storage.project.CANDIDATES:
+        raise ValueError(f"--candidates must be one of {', '.join(storage.project.CANDIDATES)}")
+    if not 1 <= config.seals_k <= storage.project.MAX_SEALS_K:
+        raise ValueError(f"--seals-k must be from 1 to {storage.project.MAX_SEALS_K}")
 
 
 def expected_rounds(config: SimulateConfig) -> int:
@@ -198,6 +208,8 @@ def _make_project(config: SimulateConfig, workdir: Path) -> tuple[storage.Projec
         backbone=config.backbone,
         initial_strategy=config.initial_strategy,
         ssl_minutes=config.ssl_minutes,
+        candidates=config.candidates,
+        seals_k=config.seals_k,
     )
     project = storage.create_project(workdir / "project", settings)
     storage.ingest(project)

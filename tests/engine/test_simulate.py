@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from engine.simulate import ProgressLine, SimulateConfig, expected_rounds, simulate
+from engine.cli import build_parser
+from engine.simulate import ProgressLine, SimulateConfig, config_from_args, expected_rounds, simulate
 from tests.support import write_image_folder
 
 
@@ -105,6 +106,8 @@ def test_simulate_keeps_its_project_in_workdir(data_root, tmp_path):
         (dict(initial=20, budget=14), r"--initial \(20\) is larger than --budget \(14\)"),
         (dict(round_size=0), "--round-size must be at least 1"),
         (dict(budget=100, initial=6), "fewer than the budget of 100"),
+        (dict(candidates="nearest"), "--candidates must be one of all, seals"),
+        (dict(candidates="seals", seals_k=0), "--seals-k must be from 1 to 10000"),
     ],
 )
 def test_simulate_rejects_bad_settings(data_root, tmp_path, overrides, message):
@@ -118,3 +121,16 @@ def test_simulate_needs_train_and_test_folders(tmp_path):
         simulate(_config(tmp_path / "only", tmp_path), progress=ProgressLine(1, io.StringIO()))
     with pytest.raises(ValueError, match="train is not a folder"):
         simulate(_config(tmp_path / "missing", tmp_path), progress=ProgressLine(1, io.StringIO()))
+
+
+def test_simulate_with_seals_candidates_says_how_many_each_round_had(data_root, tmp_path):
+    args = build_parser().parse_args(
+        ["simulate", "--data", str(data_root), "--out", "o.json", "--candidates", "seals", "--seals-k", "2"]
+    )
+    assert (config_from_args(args).candidates, config_from_args(args).seals_k) == ("seals", 2)
+    result = simulate(
+        _config(data_root, tmp_path, candidates="seals", seals_k=2, budget=10), progress=ProgressLine(2, io.StringIO())
+    )
+    assert (result["settings"]["candidates"], result["settings"]["seals_k"]) == ("seals", 2)
+    assert "candidates" not in result["rounds"][0]  # round 0 is random over the whole pool
+    assert 1 <= result["rounds"][1]["candidates"] <= 12  # 2 neighbours of each of the 6 labels, less the taken
