@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint setup bench study clean
+.PHONY: run test lint setup bench study clean gpu-check gpu-check-dry
 
 # The project installed in editable mode (console script `proxy-labeler`) with the dev group
 # (pytest, playwright, matplotlib, ruff, mypy) from pyproject.toml.
@@ -36,6 +36,16 @@ bench: $(STAMP)
 # The Selection-via-Proxy study (issue 5): resumable; then tables and plots.
 study: $(STAMP)
 	$(VENV)/bin/proxy-labeler study
+
+# The prepared GPU check (docs/gpu.md): proxy training, scoring, k-center, target and DDP figures on this
+# machine's GPU, then `pytest -m gpu`, in at most 8 minutes; refuses without CUDA. The dry run: every stage at
+# tiny sizes on the CPU, written to a temporary folder. Set up first unless PY names a prepared interpreter
+# (make gpu-check PY=python3).
+gpu-check: $(if $(filter $(VENV)/%,$(PY)),$(STAMP))
+	$(PY) -m benchmarks.gpu_check --doc docs/gpu.md --json docs/gpu.json
+
+gpu-check-dry: $(if $(filter $(VENV)/%,$(PY)),$(STAMP))
+	$(PY) -m benchmarks.gpu_check --dry-run
 
 clean:
 	rm -rf $(VENV) .pytest_cache
