@@ -1,11 +1,17 @@
-"""Router: page config and navigation only; each page lives in app/."""
+"""Router: page config, who is signed in, and navigation only; each page lives in app/.
+
+Once accounts exist (app/auth.py) every run starts from the signed-in user, checked on the server:
+a session that is gone stops the run, and each role is given only its pages (annotators label and
+relabel, viewers read progress, admins everything). A page left out of the navigation never runs,
+whatever URL the browser asks for.
+"""
 
 from pathlib import Path
 
 import streamlit as st
 
 import storage
-from app import project_forms
+from app import auth, project_forms, state
 
 ICON = (
     Path(__file__).resolve().parent / "assets" / "icon.png"
@@ -13,17 +19,39 @@ ICON = (
 
 st.set_option("client.toolbarMode", "minimal")  # no "Deploy" button: this is a local tool
 st.set_page_config(page_title="Proxy Labeler", page_icon=str(ICON), layout="wide")
-page = st.navigation(
-    [
-        st.Page("app/page_label.py", title="Label", icon=":material/label:", default=True),
-        st.Page("app/page_labels.py", url_path="labels", title="Labels", icon=":material/checklist:"),
-        st.Page("app/page_project.py", url_path="project", title="Project", icon=":material/folder_open:"),
-        st.Page("app/page_progress.py", url_path="progress", title="Progress", icon=":material/monitoring:"),
-        st.Page("app/page_curate.py", url_path="curate", title="Curate", icon=":material/filter_alt:"),
-        st.Page("app/page_target.py", url_path="target", title="Target", icon=":material/model_training:"),
-        st.Page("app/page_export.py", url_path="export", title="Export", icon=":material/download:"),
-    ]
-)
+user = state.session_user()  # None: no accounts, the local tool
+role = user.role if user else "admin"
+ROLE_PAGES = {
+    "admin": ("label", "labels", "project", "progress", "curate", "target", "export"),
+    "annotator": ("label", "labels", "progress"),
+    "viewer": ("progress",),
+}
+PAGES = {
+    "label": lambda default: st.Page("app/page_label.py", title="Label", icon=":material/label:", default=default),
+    "labels": lambda default: st.Page(
+        "app/page_labels.py", url_path="labels", title="Labels", icon=":material/checklist:", default=default
+    ),
+    "project": lambda default: st.Page(
+        "app/page_project.py", url_path="project", title="Project", icon=":material/folder_open:", default=default
+    ),
+    "progress": lambda default: st.Page(
+        "app/page_progress.py", url_path="progress", title="Progress", icon=":material/monitoring:", default=default
+    ),
+    "curate": lambda default: st.Page(
+        "app/page_curate.py", url_path="curate", title="Curate", icon=":material/filter_alt:", default=default
+    ),
+    "target": lambda default: st.Page(
+        "app/page_target.py", url_path="target", title="Target", icon=":material/model_training:", default=default
+    ),
+    "export": lambda default: st.Page(
+        "app/page_export.py", url_path="export", title="Export", icon=":material/download:", default=default
+    ),
+}
+allowed = ROLE_PAGES[role]
+page = st.navigation([PAGES[name](name == allowed[0]) for name in allowed])
+if user is not None:
+    st.sidebar.caption(f"Signed in as **{user.name}** ({user.role})")
+    st.sidebar.markdown(f'<a href="{auth.SIGNOUT}" target="_self">Sign out</a>', unsafe_allow_html=True)
 try:
     page.run()
 except storage.StorageError as exc:  # the project broke under a page (disk full, folder gone): no dead end

@@ -16,6 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
+from app import state
 from engine import names
 from engine.names import STRATEGY_INFO
 
@@ -228,7 +229,7 @@ def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> i
 
 def _apply(project: storage.Project, event: dict) -> None:
     action, items = event["action"], [int(i) for i in event["items"]]
-    annotator = str(event.get("annotator") or "").strip()
+    annotator = state.annotator_for(event.get("annotator"))  # the signed-in user's name once accounts exist
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     if not annotator:

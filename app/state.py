@@ -25,6 +25,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
+from storage import accounts
 
 ENV_PROJECT = "PROXY_LABELER_PROJECT"
 ENV_HOME = "PROXY_LABELER_HOME"
@@ -47,7 +48,48 @@ def init_session() -> None:
 
 
 def home_dir() -> Path:
-    return Path(os.environ.get(ENV_HOME) or Path.home() / ".proxy_labeler")
+    return accounts.home_dir()
+
+
+# ---------------------------------------------------------------- who is signed in (app/auth.py)
+
+
+def current_session():
+    """This browser session's sign-in (an app.auth.Session), checked on the server from the signed cookie
+    the websocket was opened with; None when the server has no accounts (the local tool, nobody signs in)."""
+    from app import auth
+
+    if not accounts.has_accounts():
+        return None
+    return auth.check_token(st.context.cookies.get(auth.COOKIE))
+
+
+def session_user() -> accounts.User | None:
+    """The signed-in user, None without accounts. With accounts and no valid session (expired, disabled,
+    password changed since) the page says why, links to the sign-in page and stops: nothing else runs."""
+    from app import auth
+
+    session = current_session()
+    if session is None:
+        return None
+    if session.user is None:
+        st.error(f"Signed out: {session.reason}.")
+        st.markdown(f'<a href="{auth.SIGNIN}" target="_self">Sign in</a>', unsafe_allow_html=True)
+        st.stop()
+    return session.user
+
+
+def annotator_for(typed: object) -> str:
+    """The name a label is saved under: the signed-in user's, whatever the browser sent, once accounts
+    exist (ValueError when the session is gone or the user may not label); else the name typed."""
+    session = current_session()
+    if session is None:
+        return str(typed or "").strip()
+    if session.user is None:
+        raise ValueError(f"not saved: {session.reason}")
+    if session.user.role not in ("admin", "annotator"):
+        raise ValueError(f"not saved: {session.user.name} is a {session.user.role}; viewers cannot label")
+    return session.user.name
 
 
 def remember_project(root: Path) -> None:

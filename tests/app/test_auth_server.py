@@ -1,0 +1,277 @@
+"""Sign-in in front of the whole server (app/auth.py, server.py), through a real server: HTTP requests
+with http.client and Streamlit's websocket with the websockets client. Every refused request is
+checked to carry a readable reason and to change nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from app import auth
+from app.live_server import REPO, free_port, wait_healthy
+from storage import accounts
+from tests.support import make_app_project, write_image_folder
+
+PASSWORD = "a long enough password"
+MAX_WAIT_S = "1"  # failed sign-ins wait at most this long here (60 s by default)
+
+
+@contextlib.contextmanager
+def server(home: Path, project: Path | None, log: Path, address: str = "127.0.0.1"):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LABELER_")}
+    env.update(PROXY_LABELER_HOME=str(home), PROXY_LABELER_SIGNIN_MAX_WAIT_S=MAX_WAIT_S)
+    env.update(PROXY_LABELER_ROOTS=str(home.parent), PROXY_LABELER_DEMO_ASSETS=str(home / "no_demo"))
+    if project is not None:
+        env["PROXY_LABELER_PROJECT"] = str(project)
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "server.py"), "--server.port", str(port)]
+    command += ["--server.address", address]
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=out)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}")
+        yield port
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+
+
+def call(port: int, method: str, path: str, *, cookie: str | None = None, body: str | None = None, headers=None):
+    """(status, headers with lower-case names, body text) of one request; redirects are not followed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    sent = {"Accept": "text/html"} if method == "GET" else {}
+    sent.update(headers or {})
+    if cookie is not None:
+        sent["Cookie"] = f"{auth.COOKIE}={cookie}"
+    if body is not None:
+        sent["Content-Type"] = "application/x-www-form-urlencoded"
+    conn.request(method, path, body=body, headers=sent)
+    response = conn.getresponse()
+    text = response.read().decode("utf-8", "replace")
+    conn.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, text
+
+
+def sign_in(port: int, name: str, password: str = PASSWORD, **extra):
+    return call(port, "POST", "/signin", body=urllib.parse.urlencode({"name": name, "password": password, **extra}))
+
+
+def session_of(port: int, name: str) -> str:
+    """A fresh session cookie of `name` (waiting out a slowdown left by another test)."""
+    for _ in range(10):
+        status, headers, _ = sign_in(port, name)
+        if status != 429:
+            break
+        time.sleep(float(headers["retry-after"]))
+    assert status == 303, status
+    return headers["set-cookie"].split(";")[0].split("=", 1)[1]
+
+
+def websocket_status(port: int, cookie: str | None = None) -> int:
+    """101 when Streamlit's websocket opens, else the HTTP status it was refused with."""
+    headers = {"Cookie": f"{auth.COOKIE}={cookie}"} if cookie else {}
+    try:
+        with connect(f"ws://127.0.0.1:{port}/_stcore/stream", additional_headers=headers, open_timeout=20):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A server with accounts (alice admin, bob annotator, vera viewer, dave annotator) on a tiny project."""
+    root = tmp_path_factory.mktemp("auth")
+    home = root / "home"
+    os.environ[accounts.ENV_HOME] = str(home)  # the test process reads and changes the same accounts
+    for name, role in (("alice", "admin"), ("bob", "annotator"), ("vera", "viewer"), ("dave", "annotator")):
+        accounts.add_user(name, role, PASSWORD, actor="test", home=home)
+    images = root / "images"
+    write_image_folder(images, per_class=4, flat=True)
+    project = make_app_project(root / "project", images)
+    with server(home, project.root, root / "server.log") as port:
+        yield port, home
+    os.environ.pop(accounts.ENV_HOME, None)
+
+
+PROTECTED = [
+    ("GET", "/"),
+    ("GET", "/labels"),
+    ("GET", "/project"),
+    ("GET", "/export"),
+    ("GET", "/_stcore/host-config"),
+    ("GET", "/_stcore/script-health-check"),
+    ("GET", "/px/sometoken/1/grid"),
+    ("GET", "/media/0123456789abcdef.csv"),  # st.download_button's files
+    ("PUT", "/_stcore/upload_file/session/file"),
+    ("GET", "/static/js/index.js"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_without_a_session_nothing_but_the_sign_in_page_is_served(site, method, path):
+    port, _ = site
+    status, headers, body = call(port, method, path, headers={"Accept": "*/*"})
+    assert status == 401 and body.startswith("sign in first: you are not signed in")
+    if method == "GET":  # a page a browser asks for goes to the sign-in page
+        status, headers, _ = call(port, method, path)
+        assert status == 303 and headers["location"] == "/signin?" + urllib.parse.urlencode({"next": path})
+
+
+def test_the_websocket_is_refused_without_a_session_and_opens_with_one(site):
+    port, _ = site
+    assert websocket_status(port) == 403
+    assert websocket_status(port, session_of(port, "bob")) == 101
+
+
+def test_the_health_check_and_the_sign_in_page_are_open(site):
+    port, _ = site
+    assert call(port, "GET", "/_stcore/health")[0] == 200
+    status, _, body = call(port, "GET", "/signin?next=/labels")
+    assert status == 200 and 'name="password"' in body and 'value="/labels"' in body
+
+
+def test_signing_in_sets_a_strict_http_only_cookie_that_opens_the_app(site):
+    port, home = site
+    status, headers, _ = sign_in(port, "alice", next="/labels")
+    assert status == 303 and headers["location"] == "/labels"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and f"Max-Age={auth.SESSION_S}" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; over TLS it is Secure
+    token = cookie.split(";")[0].split("=", 1)[1]
+    status, _, body = call(port, "GET", "/", cookie=token)
+    assert status == 200 and "<html" in body.lower()
+    assert call(port, "GET", "/px/unknown/1/grid", cookie=token)[0] == 404  # through sign-in to the image route
+    assert accounts.audit_entries(home)[0].action == "signin"
+
+
+def test_sign_in_never_redirects_to_another_site(site):
+    port, _ = site
+    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+        status, headers, _ = sign_in(port, "alice", next=target)
+        assert status == 303 and headers["location"] == "/"
+
+
+def test_a_sign_in_posted_from_another_site_is_refused(site):
+    port, _ = site
+    body = urllib.parse.urlencode({"name": "alice", "password": PASSWORD})
+    status, headers, text = call(port, "POST", "/signin", body=body, headers={"Origin": "http://evil.example"})
+    assert status == 403 and "set-cookie" not in headers and "this server's own page" in text
+
+
+def _other_secret_token(name: str) -> str:
+    import base64
+    import hashlib
+    import hmac
+
+    body = f"{name}.0.{int(time.time())}"
+    mac = hmac.new(b"x" * 32, body.encode(), hashlib.sha256).digest()
+    return f"{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def test_forged_expired_and_altered_cookies_are_refused_everywhere(site):
+    port, home = site
+    bob = session_of(port, "bob")
+    altered = "alice" + bob[len("bob") :]  # bob's signed cookie with alice's name
+    expired = auth.sign("bob", 0, issued_at=time.time() - auth.SESSION_S - 5, home=home)
+    cases = {
+        "garbage": ("not-a-token", "not one this server made"),
+        "other secret": (_other_secret_token("alice"), "not one this server made"),
+        "altered": (altered, "not one this server made"),
+        "expired": (expired, "your session expired"),
+    }
+    for name, (token, reason) in cases.items():
+        for method, path in PROTECTED:
+            status, _, body = call(port, method, path, cookie=token, headers={"Accept": "*/*"})
+            assert status == 401 and reason in body, (name, path, status, body)
+        assert websocket_status(port, token) == 403, name
+
+
+def test_twenty_wrong_passwords_are_slowed_and_the_right_one_works_after_the_wait(site):
+    port, home = site
+    seen = []
+    for _ in range(20):
+        status, headers, body = sign_in(port, "dave", "wrong password!")
+        assert "set-cookie" not in headers
+        seen.append(status)
+        if status == 429:
+            assert "Too many failed sign-ins: try again in" in body and int(headers["retry-after"]) >= 1
+    assert seen[: auth.FREE_FAILURES] == [401] * auth.FREE_FAILURES and 429 in seen
+    assert any(e.action == "signin.failed: wrong user name or password" for e in accounts.audit_entries(home))
+    assert any(e.action == "signin.throttled" and e.actor == "dave" for e in accounts.audit_entries(home))
+    assert session_of(port, "dave")  # waits out Retry-After, then signs in
+
+
+def test_a_disabled_user_is_signed_out_at_once_and_cannot_sign_in(site):
+    port, home = site
+    accounts.add_user("erin", "annotator", PASSWORD, actor="test", home=home)
+    token = session_of(port, "erin")
+    assert call(port, "GET", "/", cookie=token)[0] == 200
+    accounts.set_enabled("erin", False, actor="alice", home=home)
+    status, _, body = call(port, "GET", "/_stcore/host-config", cookie=token, headers={"Accept": "*/*"})
+    assert status == 401 and "your account is disabled" in body
+    assert websocket_status(port, token) == 403
+    status, headers, body = sign_in(port, "erin")
+    assert status == 403 and "set-cookie" not in headers and "disabled" in body
+
+
+def test_a_changed_password_ends_the_old_sessions(site):
+    port, home = site
+    accounts.add_user("fred", "viewer", PASSWORD, actor="test", home=home)
+    token = session_of(port, "fred")
+    accounts.set_password("fred", "a brand new password", actor="alice", home=home)
+    status, _, body = call(port, "GET", "/_stcore/host-config", cookie=token, headers={"Accept": "*/*"})
+    assert status == 401 and "session was ended" in body
+
+
+@pytest.mark.parametrize("name", ["<script>alert(1)</script>", "bob smith", "../../etc/passwd", "a\x00b", "é" * 80])
+def test_odd_user_names_are_refused_and_never_echoed_as_html(site, name):
+    port, home = site
+    before = accounts.list_users(home)
+    status, headers, body = sign_in(port, name, "whatever password")
+    assert status in (401, 429) and "set-cookie" not in headers
+    assert "<script>alert" not in body
+    assert accounts.list_users(home) == before
+
+
+def test_sign_out_clears_the_cookie(site):
+    port, _ = site
+    token = session_of(port, "bob")
+    status, headers, _ = call(port, "GET", "/signout", cookie=token)
+    assert status == 303 and headers["location"] == "/signin"
+    assert headers["set-cookie"].startswith(f"{auth.COOKIE}=;") and "Max-Age=0" in headers["set-cookie"]
+
+
+# ---------------------------------------------------------------- safe by default
+
+
+def test_without_accounts_localhost_works_as_before(tmp_path):
+    home = tmp_path / "home"
+    with server(home, None, tmp_path / "server.log") as port:
+        assert call(port, "GET", "/")[0] == 200
+        assert websocket_status(port) == 101
+        status, headers, _ = call(port, "GET", "/signin")
+        assert status == 303 and headers["location"] == "/"  # nothing to sign in to
+    assert not accounts.accounts_path(home).exists()
+
+
+def test_without_accounts_the_server_refuses_any_address_but_localhost(tmp_path):
+    address = "0.0.0.0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_LABELER_")}
+    env["PROXY_LABELER_HOME"] = str(tmp_path / "home")
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "server.py"), "--server.address", address]
+    command += ["--server.port", str(free_port())]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"refused to listen on {address}: no account exists" in done.stderr
+    assert "proxy-labeler users add NAME --role admin" in done.stderr
