@@ -218,6 +218,7 @@ PAGE = """<!doctype html>
 <style>
 body {{ font-family: system-ui, sans-serif; display: flex; justify-content: center; margin-top: 12vh; }}
 form {{ display: flex; flex-direction: column; gap: .6rem; width: 18rem; }}
+label {{ display: flex; flex-direction: column; gap: .2rem; }}
 input, button {{ font-size: 1rem; padding: .45rem; }}
 .error {{ color: #b00020; }}
 </style></head>

@@ -17,6 +17,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+import storage
 from app import auth
 from app.live_server import REPO, free_port, wait_healthy
 from storage import accounts
@@ -100,7 +101,7 @@ def site(tmp_path_factory):
     write_image_folder(images, per_class=4, flat=True)
     project = make_app_project(root / "project", images)
     with server(home, project.root, root / "server.log") as port:
-        yield port, home
+        yield port, home, project
     os.environ.pop(accounts.ENV_HOME, None)
 
 
@@ -120,7 +121,7 @@ PROTECTED = [
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 def test_without_a_session_nothing_but_the_sign_in_page_is_served(site, method, path):
-    port, _ = site
+    port, _, _ = site
     status, headers, body = call(port, method, path, headers={"Accept": "*/*"})
     assert status == 401 and body.startswith("sign in first: you are not signed in")
     if method == "GET":  # a page a browser asks for goes to the sign-in page
@@ -129,20 +130,20 @@ def test_without_a_session_nothing_but_the_sign_in_page_is_served(site, method, 
 
 
 def test_the_websocket_is_refused_without_a_session_and_opens_with_one(site):
-    port, _ = site
+    port, _, _ = site
     assert websocket_status(port) == 403
     assert websocket_status(port, session_of(port, "bob")) == 101
 
 
 def test_the_health_check_and_the_sign_in_page_are_open(site):
-    port, _ = site
+    port, _, _ = site
     assert call(port, "GET", "/_stcore/health")[0] == 200
     status, _, body = call(port, "GET", "/signin?next=/labels")
     assert status == 200 and 'name="password"' in body and 'value="/labels"' in body
 
 
 def test_signing_in_sets_a_strict_http_only_cookie_that_opens_the_app(site):
-    port, home = site
+    port, home, _ = site
     status, headers, _ = sign_in(port, "alice", next="/labels")
     assert status == 303 and headers["location"] == "/labels"
     cookie = headers["set-cookie"]
@@ -156,14 +157,14 @@ def test_signing_in_sets_a_strict_http_only_cookie_that_opens_the_app(site):
 
 
 def test_sign_in_never_redirects_to_another_site(site):
-    port, _ = site
+    port, _, _ = site
     for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
         status, headers, _ = sign_in(port, "alice", next=target)
         assert status == 303 and headers["location"] == "/"
 
 
 def test_a_sign_in_posted_from_another_site_is_refused(site):
-    port, _ = site
+    port, _, _ = site
     body = urllib.parse.urlencode({"name": "alice", "password": PASSWORD})
     status, headers, text = call(port, "POST", "/signin", body=body, headers={"Origin": "http://evil.example"})
     assert status == 403 and "set-cookie" not in headers and "this server's own page" in text
@@ -180,7 +181,7 @@ def _other_secret_token(name: str) -> str:
 
 
 def test_forged_expired_and_altered_cookies_are_refused_everywhere(site):
-    port, home = site
+    port, home, _ = site
     bob = session_of(port, "bob")
     altered = "alice" + bob[len("bob") :]  # bob's signed cookie with alice's name
     expired = auth.sign("bob", 0, issued_at=time.time() - auth.SESSION_S - 5, home=home)
@@ -198,7 +199,7 @@ def test_forged_expired_and_altered_cookies_are_refused_everywhere(site):
 
 
 def test_twenty_wrong_passwords_are_slowed_and_the_right_one_works_after_the_wait(site):
-    port, home = site
+    port, home, _ = site
     seen = []
     for _ in range(20):
         status, headers, body = sign_in(port, "dave", "wrong password!")
@@ -213,7 +214,7 @@ def test_twenty_wrong_passwords_are_slowed_and_the_right_one_works_after_the_wai
 
 
 def test_a_disabled_user_is_signed_out_at_once_and_cannot_sign_in(site):
-    port, home = site
+    port, home, _ = site
     accounts.add_user("erin", "annotator", PASSWORD, actor="test", home=home)
     token = session_of(port, "erin")
     assert call(port, "GET", "/", cookie=token)[0] == 200
@@ -226,7 +227,7 @@ def test_a_disabled_user_is_signed_out_at_once_and_cannot_sign_in(site):
 
 
 def test_a_changed_password_ends_the_old_sessions(site):
-    port, home = site
+    port, home, _ = site
     accounts.add_user("fred", "viewer", PASSWORD, actor="test", home=home)
     token = session_of(port, "fred")
     accounts.set_password("fred", "a brand new password", actor="alice", home=home)
@@ -236,7 +237,7 @@ def test_a_changed_password_ends_the_old_sessions(site):
 
 @pytest.mark.parametrize("name", ["<script>alert(1)</script>", "bob smith", "../../etc/passwd", "a\x00b", "é" * 80])
 def test_odd_user_names_are_refused_and_never_echoed_as_html(site, name):
-    port, home = site
+    port, home, _ = site
     before = accounts.list_users(home)
     status, headers, body = sign_in(port, name, "whatever password")
     assert status in (401, 429) and "set-cookie" not in headers
@@ -245,11 +246,68 @@ def test_odd_user_names_are_refused_and_never_echoed_as_html(site, name):
 
 
 def test_sign_out_clears_the_cookie(site):
-    port, _ = site
+    port, _, _ = site
     token = session_of(port, "bob")
     status, headers, _ = call(port, "GET", "/signout", cookie=token)
     assert status == 303 and headers["location"] == "/signin"
     assert headers["set-cookie"].startswith(f"{auth.COOKIE}=;") and "Max-Age=0" in headers["set-cookie"]
+
+
+# ---------------------------------------------------------------- in a browser
+
+
+def _browser_sign_in(chromium, port: int, name: str, shots: Path):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"http://127.0.0.1:{port}/labels")
+    page.wait_for_selector("input[name=password]")
+    page.screenshot(path=str(shots / "signin.png"))
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    return context, page
+
+
+@pytest.mark.browser
+def test_in_a_browser_the_label_is_saved_under_the_signed_in_name_whatever_is_typed(site, chromium, tmp_path):
+    port, _, project = site
+    context, page = _browser_sign_in(chromium, port, "bob", tmp_path)
+    try:
+        page.wait_for_selector("text=Signed in as")
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("img.pl-focus-img")
+        item = int(page.get_attribute("img.pl-focus-img", "data-item-id"))
+        page.fill("input[aria-label='Annotator name']", "mallory")  # the browser's word is not taken
+        page.keyboard.press("Enter")
+        page.keyboard.press("1")
+        view = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
+        page.wait_for_function(f"() => {view}?.querySelector('.pl-sync')?.dataset.pending === '0'")
+        page.screenshot(path=str(tmp_path / "labeled.png"))
+        assert storage.label_history(project, item)[-1].annotator == "bob"
+        nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+        assert "Label" in nav and "Export" not in nav and "Project" not in nav  # an annotator's pages
+        page.click("text=Sign out")
+        page.wait_for_selector("input[name=password]")
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("input[name=password]")  # signed out: the app is not served
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_in_a_browser_a_viewer_gets_the_progress_page_only(site, chromium, tmp_path):
+    port, _, _ = site
+    context, page = _browser_sign_in(chromium, port, "vera", tmp_path)
+    try:
+        for path in ("labels", "export"):  # asked by URL: the page never runs, the viewer's own page does
+            page.goto(f"http://127.0.0.1:{port}/{path}")
+            page.wait_for_selector("text=Page not found")
+            page.wait_for_selector("text=Signed in as")
+            page.screenshot(path=str(tmp_path / f"viewer-{path}.png"))
+            assert not page.locator("text=Download").count() and not page.locator(".pl-focus-img").count()
+    finally:
+        context.close()
 
 
 # ---------------------------------------------------------------- safe by default
