@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run="benchmarks.bench_round:main_all")
 
     add_worker_arguments(commands.add_parser("worker", help="run the background worker of a project"))
+    agent = commands.add_parser(
+        "stage-agent",
+        help="lend this machine's processes to the stages another machine's jobs announce (--nnodes)",
+        description="Join, with this machine's processes, every training and scoring stage announced in "
+        "--stage-dir by the machine running the job (docs/scale.md, several machines).",
+    )
+    add_launch_arguments(agent)
+    agent.add_argument("--once", action="store_true", help="exit after joining one stage")
+    agent.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without a stage")
+    agent.set_defaults(run="engine.distributed.agent:main")
 
     predict = commands.add_parser(
         "predict",
@@ -184,6 +194,9 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of the rendezvous, for several machines")
     group.add_argument("--rdzv-id", default=None, help="the job's id at the rendezvous")
     group.add_argument("--max-restarts", type=int, default=0, help="torchrun's elastic restarts of a stage")
+    group.add_argument(
+        "--stage-dir", default=None, help="where stages keep their files; several machines: a folder all see"
+    )
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -63,12 +63,23 @@ class Launch:
     rdzv_id: str | None = None  # the job's id at that rendezvous
     max_restarts: int = 0  # torchrun --max-restarts: elastic restarts of the whole stage
     retries: int = 1  # times a crashed stage is started again before the job fails
+    stage_dir: str | None = None  # where stage folders go; several machines: a folder all see at the same path
 
     def __post_init__(self) -> None:
         if self.processes < 1:
             raise ValueError(f"processes must be at least 1, got {self.processes}")
         if self.max_restarts < 0 or self.retries < 0:
             raise ValueError("max_restarts and retries must be >= 0")
+        if self.nnodes != "1" and not (self.rdzv_endpoint and self.stage_dir):
+            raise ValueError(
+                "several machines (--nnodes) need --rdzv-endpoint HOST:PORT and --stage-dir, a folder every "
+                "machine sees at the same path (docs/scale.md)"
+            )
+
+    @property
+    def machines(self) -> bool:
+        """More than one machine: the others run `proxy-labeler stage-agent` to join each stage."""
+        return self.nnodes != "1"
 
     @property
     def distributed(self) -> bool:
@@ -116,21 +127,35 @@ def launch_from_args(args) -> Launch:
         rdzv_endpoint=args.rdzv_endpoint,
         rdzv_id=args.rdzv_id,
         max_restarts=args.max_restarts,
+        stage_dir=getattr(args, "stage_dir", None),
     )
 
 
-def torchrun_argv(launch: Launch, folder: Path) -> list[str]:
-    """The torchrun command running `engine.distributed.stage` on `folder`."""
+def torchrun_argv(launch: Launch, folder: Path, rdzv_id: str | None = None) -> list[str]:
+    """The torchrun command running `engine.distributed.stage` on `folder` (`rdzv_id`: this stage's id at
+    the rendezvous, the same on every machine; default the launch's)."""
     argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch.processes}"]
     argv.append(f"--max-restarts={launch.max_restarts}")
     if launch.rdzv_endpoint:
         argv += [f"--nnodes={launch.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"]
-        argv.append(f"--rdzv-id={launch.rdzv_id or 'proxy-labeler'}")
+        argv.append(f"--rdzv-id={rdzv_id or launch.rdzv_id or 'proxy-labeler'}")
     else:
-        if launch.nnodes != "1":
-            raise ValueError("several machines (--nnodes) need --rdzv-endpoint HOST:PORT")
         argv.append("--standalone")  # one machine: a free local port
     return [*argv, "-m", "engine.distributed.stage", str(folder)]
+
+
+ANNOUNCE = "current_stage.json"  # in stage_dir: the stage the other machines' agents join
+
+
+def announce(launch: Launch, folder: Path, attempt: int) -> str:
+    """Tell the other machines' agents (stage_dir/ANNOUNCE, written atomically) which stage to join;
+    returns the stage's rendezvous id."""
+    from storage.files import atomic_write
+
+    rdzv_id = f"{launch.rdzv_id or 'proxy-labeler'}-{folder.name}-{attempt}"
+    with atomic_write(Path(launch.stage_dir or folder.parent) / ANNOUNCE) as tmp:
+        tmp.write_text(json.dumps({"folder": str(folder), "rdzv_id": rdzv_id}))
+    return rdzv_id
 
 
 def run_stage(
@@ -150,6 +175,9 @@ def run_stage(
     a failure the stage explains (TrainingFailed, LearnedNothing, ValueError) is raised as that. The caller
     removes the folder when it is done with the files (`shutil.rmtree`)."""
     launch = launch or current()
+    if workdir is None and launch.stage_dir is not None:
+        workdir = Path(launch.stage_dir)
+        workdir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"stage-{kind}-", dir=workdir))
     try:
         return _attempts(kind, inputs, launch, folder, on_progress, should_stop), folder
@@ -163,7 +191,8 @@ def _attempts(kind: str, inputs, launch: Launch, folder: Path, on_progress, shou
     (folder / "request.json").write_text(json.dumps(request))
     for attempt in range(launch.retries + 1):
         _clear(folder)
-        code = _run_child(launch, folder, on_progress, should_stop)
+        rdzv_id = announce(launch, folder, attempt) if launch.machines else None
+        code = _run_child(launch, folder, on_progress, should_stop, rdzv_id)
         result = folder / "result.json"
         if code == 0 and result.exists():
             return json.loads(result.read_text())
@@ -184,12 +213,12 @@ def _clear(folder: Path) -> None:
         path.unlink()
 
 
-def _run_child(launch: Launch, folder: Path, on_progress, should_stop) -> int:
+def _run_child(launch: Launch, folder: Path, on_progress, should_stop, rdzv_id: str | None = None) -> int:
     from engine.train import Cancelled  # the caller's own exception for a stop
 
     with open(folder / "log.txt", "wb") as log:
         child = subprocess.Popen(
-            torchrun_argv(launch, folder),
+            torchrun_argv(launch, folder, rdzv_id),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a stop reaches every rank

@@ -160,3 +160,46 @@ def test_embedding_as_a_two_process_stage_equals_one_process(tmp_path):
         got = launch_module.embed_rows(backbone, pool, rows, "cpu")
     assert got.dtype == np.float16 and got.shape == (len(rows), backbone.dim)
     np.testing.assert_array_equal(got, want)
+
+
+def test_two_machines_share_a_stage_through_the_stage_agent(tmp_path):
+    """Two "machines" on this one: the job's own torchrun and a stage agent's, one process each, joined at a
+    c10d rendezvous; the stage's two ranks train one model."""
+    import sys
+
+    from tests.engine.distributed.ranks import free_port
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    flags = ["--nnodes", "2", "--rdzv-endpoint", endpoint, "--rdzv-id", "t", "--stage-dir", str(tmp_path)]
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "engine", "stage-agent", "--processes", "1", *flags, "--once", "--idle-exit", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        images, labels = squares(40, seed=0)
+        model = build_model("proxy_tiny", CLASSES, 16, seed=0)
+        seen = []
+        launch = Launch(processes=1, nnodes="2", rdzv_endpoint=endpoint, rdzv_id="t", stage_dir=str(tmp_path))
+        with launching(launch):
+            launch_module.train_model(
+                model,
+                images,
+                labels,
+                TrainConfig(steps=40, device="cpu", report_every=20),
+                NORM,
+                on_progress=seen.append,
+            )
+        output = agent.communicate(timeout=120)[0]
+    finally:
+        agent.kill()
+    assert agent.returncode == 0 and "joined 1 stage(s)" in output, output
+    test_images, test_labels = squares(20, seed=1)
+    assert [p.step for p in seen] == [20, 40]
+    assert evaluate(model, test_images, test_labels, NORM, device="cpu") >= 0.9
+
+
+def test_several_machines_need_a_rendezvous_and_a_shared_stage_folder():
+    with pytest.raises(ValueError, match="--rdzv-endpoint HOST:PORT and --stage-dir"):
+        Launch(processes=2, nnodes="2", rdzv_endpoint="head:29500")
