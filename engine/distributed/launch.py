@@ -222,6 +222,7 @@ def _run_child(launch: Launch, folder: Path, on_progress, should_stop, rdzv_id: 
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a stop reaches every rank
+            preexec_fn=_die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         read = 0
@@ -237,6 +238,20 @@ def _run_child(launch: Launch, folder: Path, on_progress, should_stop, rdzv_id: 
             raise
         _forward_progress(folder, read, on_progress)
         return child.returncode
+
+
+def _die_with_parent() -> None:
+    """In the torchrun child, before it runs: the kernel sends it SIGTERM when the job's process dies (a
+    killed worker), and torchrun then stops its ranks, so no stage outlives its job. Linux only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _forward_progress(folder: Path, read: int, on_progress) -> int:

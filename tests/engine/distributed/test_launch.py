@@ -203,3 +203,41 @@ def test_two_machines_share_a_stage_through_the_stage_agent(tmp_path):
 def test_several_machines_need_a_rendezvous_and_a_shared_stage_folder():
     with pytest.raises(ValueError, match="--rdzv-endpoint HOST:PORT and --stage-dir"):
         Launch(processes=2, nnodes="2", rdzv_endpoint="head:29500")
+
+
+def test_a_stage_dies_with_the_job_process_that_started_it(tmp_path):
+    """A worker killed outright (SIGKILL: no clean-up runs) takes its torchrun stage and ranks with it."""
+    import signal
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from engine.distributed import launch
+        from engine.models import build_model
+        from engine.train import TrainConfig
+        from tests.engine.distributed.test_training import CLASSES, NORM, squares
+        images, labels = squares(40, seed=0)
+        with launch.launching(launch.Launch(processes=2)):
+            launch.train_model(build_model("proxy_tiny", CLASSES, 16), images, labels,
+                               TrainConfig(steps=100_000, device="cpu", report_every=5), NORM,
+                               on_progress=lambda p: open({str(tmp_path / "started")!r}, "w").close())
+    """)
+    job = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            assert job.poll() is None, "the job ended before its stage trained"
+            time.sleep(0.2)
+        assert (tmp_path / "started").exists()
+        job.send_signal(signal.SIGKILL)
+        job.wait(10)
+        left = "?"
+        for _ in range(100):  # torchrun stops its ranks on SIGTERM within seconds
+            left = subprocess.run(["pgrep", "-f", "engine.distributed.stage"], capture_output=True, text=True).stdout
+            if not left:
+                break
+            time.sleep(0.2)
+        assert not left, f"stage processes outlived their job: {left}"
+    finally:
+        job.kill()
