@@ -99,9 +99,9 @@ def config_from_args(args: argparse.Namespace) -> CoresetConfig:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of `proxy-labeler coreset`."""
-    from engine.distributed.launch import launch_from_args, launching
+    from engine.distributed.launch import launch_from_args, launching, on_device
 
-    with launching(launch_from_args(args)):
+    with launching(on_device(launch_from_args(args), getattr(args, "device", "auto") or "auto")):
         result = run_coreset(config_from_args(args), progress=lambda line: print(line, flush=True))
     shown = ("method", "keep", "subset", "stages", "full", "random", "dynamic")
     print(json.dumps({k: result[k] for k in shown if k in result}, indent=1))

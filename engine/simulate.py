@@ -30,7 +30,7 @@ import numpy as np
 import storage
 from engine.backbone_files import check_backbone_setting, check_backbone_users
 from engine.config import BACKBONE_TARGET, TRAINING_LEVELS, check_model_name, resolve_model_name
-from engine.distributed.launch import Launch, launch_from_args, launching
+from engine.distributed.launch import Launch, launch_from_args, launching, on_device
 from engine.embeddings import embed_images
 from engine.frozen import accuracy_on
 from engine.pool_cache import decode_image, pick_image_size
@@ -98,7 +98,7 @@ def simulate(config: SimulateConfig, progress=None) -> dict:
     started = time.perf_counter()
     check_config(config)
     progress = progress or ProgressLine(expected_rounds(config))
-    with _workdir(config.workdir) as workdir, launching(config.launch):
+    with _workdir(config.workdir) as workdir, launching(on_device(config.launch, config.device)):
         project, classes = _make_project(config, Path(workdir))
         oracle = _oracle(project, classes)
         size = storage.load_settings(project).image_size

@@ -167,9 +167,10 @@ def run_job(
 
 def settings_launch(project: storage.Project) -> Launch:
     """The project's `processes` setting as a Launch on this machine (auto: one process per GPU)."""
-    from engine.distributed.launch import Launch, resolve_processes
+    from engine.distributed.launch import Launch, on_device, resolve_processes
 
-    return Launch(processes=resolve_processes(storage.load_settings(project).processes))
+    settings = storage.load_settings(project)
+    return on_device(Launch(processes=resolve_processes(settings.processes, settings.device)), settings.device)
 
 
 def _record_failure(project: storage.Project, job: storage.Job, exc: BaseException) -> None:

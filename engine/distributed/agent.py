@@ -10,6 +10,7 @@ same path (NFS, a cluster file system).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -34,7 +35,10 @@ def run_agent(launch: Launch, *, once: bool = False, poll_s: float = POLL_S, idl
             seen = stage["rdzv_id"]
             folder = Path(stage["folder"])
             with open(folder / f"agent-{time.time_ns()}.log", "wb") as log:
-                subprocess.run(torchrun_argv(launch, folder, seen), stdout=log, stderr=subprocess.STDOUT, check=False)
+                env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if launch.cpu else {})}
+                subprocess.run(
+                    torchrun_argv(launch, folder, seen), stdout=log, stderr=subprocess.STDOUT, env=env, check=False
+                )
             joined += 1
             idle_since = time.monotonic()
             if once:

@@ -36,6 +36,7 @@ __all__ = [
     "current",
     "launch_from_args",
     "launching",
+    "on_device",
     "resolve_processes",
     "run_stage",
     "torchrun_argv",
@@ -64,6 +65,7 @@ class Launch:
     max_restarts: int = 0  # torchrun --max-restarts: elastic restarts of the whole stage
     retries: int = 1  # times a crashed stage is started again before the job fails
     stage_dir: str | None = None  # where stage folders go; several machines: a folder all see at the same path
+    cpu: bool = False  # the job's device is the CPU: its stages see no GPU (and join with gloo)
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -105,10 +107,13 @@ def launching(launch: Launch) -> Iterator[Launch]:
         _CURRENT.pop()
 
 
-def resolve_processes(value: str | int) -> int:
-    """`auto`: one process per GPU, one on a CPU; else a positive integer."""
+def resolve_processes(value: str | int, device: str = "auto") -> int:
+    """`auto`: one process per GPU, one on a CPU (or when the job's `device` is the CPU); else a positive
+    integer."""
     if isinstance(value, str) and value.strip().lower() == "auto":
-        return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+        if device == "cpu" or not torch.cuda.is_available():
+            return 1
+        return max(1, torch.cuda.device_count())
     try:
         count = int(value)
     except (TypeError, ValueError):
@@ -116,6 +121,12 @@ def resolve_processes(value: str | int) -> int:
     if count < 1:
         raise ValueError(f"processes must be auto or a positive integer, got {value!r}")
     return count
+
+
+def on_device(launch: Launch, device: str) -> Launch:
+    """`launch` for a job whose device setting is `device`: a job told to use the CPU keeps its stages
+    there, and `auto` processes on the CPU are one."""
+    return dataclasses.replace(launch, cpu=True) if device == "cpu" else launch
 
 
 def launch_from_args(args) -> Launch:
@@ -223,7 +234,7 @@ def _run_child(launch: Launch, folder: Path, on_progress, should_stop, rdzv_id: 
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a stop reaches every rank
             preexec_fn=_die_with_parent,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **({"CUDA_VISIBLE_DEVICES": ""} if launch.cpu else {})},
         )
         read = 0
         try:

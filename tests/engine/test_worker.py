@@ -333,6 +333,10 @@ def test_jobs_run_with_the_processes_the_settings_ask_for(tiny_project):
     from engine.distributed.launch import Launch
     from engine.worker import settings_launch
 
+    settings = storage.load_settings(tiny_project)
+    storage.save_settings(tiny_project, dataclasses.replace(settings, device="auto"))
     assert settings_launch(tiny_project) == Launch(processes=1)  # auto on a CPU: one process
-    storage.save_settings(tiny_project, dataclasses.replace(storage.load_settings(tiny_project), processes="3"))
+    storage.save_settings(tiny_project, dataclasses.replace(settings, device="auto", processes="3"))
     assert settings_launch(tiny_project) == Launch(processes=3)
+    storage.save_settings(tiny_project, dataclasses.replace(settings, device="cpu", processes="3"))
+    assert settings_launch(tiny_project) == Launch(processes=3, cpu=True)  # its stages see no GPU

@@ -93,10 +93,9 @@ def test_resolve_processes_and_the_command():
             resolve_processes(bad)
     argv = torchrun_argv(Launch(processes=4), tmp := __import__("pathlib").Path("/x"))
     assert "--nproc-per-node=4" in argv and "--standalone" in argv and argv[-1] == str(tmp)
-    many = torchrun_argv(Launch(processes=8, nnodes="2", rdzv_endpoint="head:29500", rdzv_id="job7"), tmp)
+    two_machines = Launch(processes=8, nnodes="2", rdzv_endpoint="head:29500", rdzv_id="job7", stage_dir="/shared")
+    many = torchrun_argv(two_machines, tmp)
     assert {"--nnodes=2", "--rdzv-endpoint=head:29500", "--rdzv-id=job7", "--rdzv-backend=c10d"} <= set(many)
-    with pytest.raises(ValueError, match="rdzv-endpoint"):
-        torchrun_argv(Launch(processes=2, nnodes="2"), tmp)
 
 
 def test_ssl_as_a_two_process_stage_trains_saves_its_state_and_returns_the_backbone(tmp_path):
@@ -241,3 +240,24 @@ def test_a_stage_dies_with_the_job_process_that_started_it(tmp_path):
         assert not left, f"stage processes outlived their job: {left}"
     finally:
         job.kill()
+
+
+def test_a_job_on_the_cpu_hides_the_gpus_from_its_stages(monkeypatch, tmp_path):
+    seen = {}
+
+    class Done:
+        returncode, pid = 0, 0
+
+        def __init__(self, argv, **kwargs):
+            seen.update(kwargs["env"])
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(launch_module.subprocess, "Popen", Done)
+    launch_module._run_child(Launch(processes=2, cpu=True), tmp_path, None, None)
+    assert seen["CUDA_VISIBLE_DEVICES"] == ""
+    seen.clear()
+    launch_module._run_child(Launch(processes=2), tmp_path, None, None)
+    assert "CUDA_VISIBLE_DEVICES" not in seen or seen["CUDA_VISIBLE_DEVICES"] != ""
+    assert resolve_processes("auto", "cpu") == 1
