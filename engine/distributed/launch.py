@@ -335,6 +335,38 @@ def _rank_errors(folder: Path) -> str:
 # ---------------------------------------------------------------- the stages the jobs call
 
 
+def pool_file(images) -> dict | None:
+    """Where a stage finds `images` (a memmap of an .npy file: path, offset, shape); None for arrays in
+    memory, which a stage cannot open."""
+    if not isinstance(images, np.memmap) or images.filename is None:
+        return None
+    return {"path": str(images.filename), "offset": int(images.offset), "shape": list(images.shape)}
+
+
+def _listed(normalization) -> list[list[float]]:
+    return [list(normalization[0]), list(normalization[1])]
+
+
+def _forwarded(on_progress, kind):
+    """A stage's progress lines as `kind` (Progress, SSLProgress) to the caller's callback."""
+
+    def forward(line: dict) -> None:
+        if on_progress is not None:
+            on_progress(kind(line["step"], line["steps"], line["loss"], line["seconds"]))
+
+    return forward
+
+
+def _read_then_remove(folder: Path, name: str):
+    """A stage's result file (.pt weights or .npy rows), read into memory; then the stage folder is removed."""
+    try:
+        if name.endswith(".pt"):
+            return torch.load(folder / name, map_location="cpu", weights_only=True)
+        return np.load(folder / name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def save_model(model: nn.Module, path: Path) -> None:
     """The model's config (to rebuild it) and weights, for a stage to load."""
     config = model.config
@@ -367,18 +399,11 @@ def train_model(
         save_model(model, folder / "model.pt")
         np.save(folder / "images.npy", np.asarray(images))
         np.save(folder / "labels.npy", np.asarray(labels))
-        return {"config": dataclasses.asdict(config), "normalization": [list(normalization[0]), list(normalization[1])]}
+        return {"config": dataclasses.asdict(config), "normalization": _listed(normalization)}
 
-    def progress(line: dict) -> None:
-        if on_progress is not None:
-            on_progress(Progress(line["step"], line["steps"], line["loss"], line["seconds"]))
-
+    progress = _forwarded(on_progress, Progress)
     _result, folder = run_stage("train", inputs, on_progress=progress, should_stop=should_stop, launch=launch)
-    try:
-        state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    model.load_state_dict(state)
+    model.load_state_dict(_read_then_remove(folder, "weights.pt"))
     return model.eval()
 
 
@@ -388,20 +413,16 @@ def score_model(model: nn.Module, images: np.ndarray, normalization, *, tta: boo
     from engine.score import PoolScores, score_pool
 
     launch = current()
-    if not launch.distributed or not isinstance(images, np.memmap) or images.filename is None:
+    if not launch.distributed or pool_file(images) is None:
         return score_pool(model, images, normalization, device=device, tta=tta)
 
     def inputs(folder: Path) -> dict:
         save_model(model, folder / "model.pt")
-        pool = {"path": str(images.filename), "offset": int(images.offset), "shape": list(images.shape)}
-        return {"pool": pool, "normalization": [list(normalization[0]), list(normalization[1])], "tta": tta}
+        return {"pool": pool_file(images), "normalization": _listed(normalization), "tta": tta}
 
     _result, folder = run_stage("score", inputs, launch=launch)
-    try:
-        probs, embeddings = (np.load(folder / name) for name in ("scores_probs.npy", "scores_embeddings.npy"))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return PoolScores(probs=probs, embeddings=embeddings)
+    probs = np.load(folder / "scores_probs.npy")
+    return PoolScores(probs=probs, embeddings=_read_then_remove(folder, "scores_embeddings.npy"))
 
 
 def pretrain_model(images: np.ndarray, normalization, config, state_path: Path, on_progress=None, should_stop=None):
@@ -411,27 +432,24 @@ def pretrain_model(images: np.ndarray, normalization, config, state_path: Path, 
     from engine.ssl import SSLProgress, SSLResult, backbone_config, pretrain, ssl_input_size
 
     launch = current()
-    if not launch.distributed or not isinstance(images, np.memmap) or images.filename is None:
+    if not launch.distributed or pool_file(images) is None:
         return pretrain(images, normalization, config, state_path, on_progress, should_stop)
 
     def inputs(folder: Path) -> dict:
-        pool = {"path": str(images.filename), "offset": int(images.offset), "shape": list(images.shape)}
-        norm = [list(normalization[0]), list(normalization[1])]
-        return {"pool": pool, "normalization": norm, "config": dataclasses.asdict(config), "state": str(state_path)}
+        values = dataclasses.asdict(config)
+        return {
+            "pool": pool_file(images),
+            "normalization": _listed(normalization),
+            "config": values,
+            "state": str(state_path),
+        }
 
-    def progress(line: dict) -> None:
-        if on_progress is not None:
-            on_progress(SSLProgress(line["step"], line["steps"], line["loss"], line["seconds"]))
-
+    progress = _forwarded(on_progress, SSLProgress)
     result, folder = run_stage("ssl", inputs, on_progress=progress, should_stop=should_stop, launch=launch)
-    try:
-        state = torch.load(folder / "backbone.pt", map_location="cpu", weights_only=True)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     from engine.models import model_from_config
 
     model = model_from_config(backbone_config(config, ssl_input_size(int(images.shape[-1]))))
-    model.load_state_dict(state)
+    model.load_state_dict(_read_then_remove(folder, "backbone.pt"))
     return SSLResult(model.eval(), result["steps"], result["seconds"], result["final_loss"], result["resumed_from"])
 
 
@@ -469,18 +487,14 @@ def embed_rows(backbone, images: np.ndarray, rows: np.ndarray, device: str = "au
     from engine.embeddings import embed_chunks
 
     launch = current()
-    if not launch.distributed or len(rows) == 0 or not isinstance(images, np.memmap) or images.filename is None:
+    if not launch.distributed or len(rows) == 0 or pool_file(images) is None:
         return embed_chunks(backbone, images, rows, device, on_progress)
 
     def inputs(folder: Path) -> dict:
         save_model(backbone.model, folder / "model.pt")
         np.save(folder / "rows.npy", np.asarray(rows, np.int64))
-        pool = {"path": str(images.filename), "offset": int(images.offset), "shape": list(images.shape)}
-        norm = [list(backbone.normalization[0]), list(backbone.normalization[1])]
-        return {"pool": pool, "normalization": norm, "input_size": backbone.input_size, "device": device}
+        norm = _listed(backbone.normalization)
+        return {"pool": pool_file(images), "normalization": norm, "input_size": backbone.input_size, "device": device}
 
     _result, folder = run_stage("embed", inputs, launch=launch)
-    try:
-        return np.load(folder / "embeddings.npy")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    return _read_then_remove(folder, "embeddings.npy")

@@ -11,6 +11,8 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,27 @@ def _stop_asked(folder: Path):
     return stop.exists
 
 
+def _pool(params: dict) -> np.memmap:
+    """The pool cache's pixels, read-only, from the memmap the caller named (`launch.pool_file`)."""
+    pool = params["pool"]
+    return np.memmap(pool["path"], dtype=np.uint8, mode="r", offset=pool["offset"], shape=tuple(pool["shape"]))
+
+
+@contextmanager
+def _progress_log(folder: Path) -> Iterator[Callable]:
+    """A progress callback writing each report as a line the caller reads (rank 0's; the others' do nothing)."""
+    if not world().main:
+        yield lambda progress: None
+        return
+    with open(folder / "progress.jsonl", "a") as log:
+
+        def report(p) -> None:
+            log.write(json.dumps({"step": p.step, "steps": p.steps, "loss": p.loss, "seconds": p.seconds}) + "\n")
+            log.flush()
+
+        yield report
+
+
 def _model(folder: Path):
     saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     model = model_from_config(ModelConfig(**saved["config"]))
@@ -72,32 +95,15 @@ def _normalization(params: dict):
 
 
 def train_stage(folder: Path, params: dict) -> dict:
-    from engine.train import Progress, TrainConfig, train
+    from engine.train import TrainConfig, train
 
     model = _model(folder)
     images = np.load(folder / "images.npy", mmap_mode="r")
     labels = np.load(folder / "labels.npy")
     here = world()
-    log = open(folder / "progress.jsonl", "a") if here.main else None  # noqa: SIM115  closed below
-
-    def report(p: Progress) -> None:
-        if log is not None:
-            log.write(json.dumps({"step": p.step, "steps": p.steps, "loss": p.loss, "seconds": p.seconds}) + "\n")
-            log.flush()
-
-    try:
-        train(
-            model,
-            images,
-            labels,
-            TrainConfig(**params["config"]),
-            _normalization(params),
-            on_progress=report,
-            should_stop=_stop_asked(folder),
-        )
-    finally:
-        if log is not None:
-            log.close()
+    config = TrainConfig(**params["config"])
+    with _progress_log(folder) as report:
+        train(model, images, labels, config, _normalization(params), report, _stop_asked(folder))
     if here.main:
         with atomic_write(folder / "weights.pt") as tmp:
             torch.save(model.state_dict(), tmp)
@@ -107,32 +113,20 @@ def train_stage(folder: Path, params: dict) -> dict:
 def score_stage(folder: Path, params: dict) -> dict:
     from engine.distributed.scoring import score_sharded
 
-    pool = params["pool"]
-    images = np.memmap(pool["path"], dtype=np.uint8, mode="r", offset=pool["offset"], shape=tuple(pool["shape"]))
+    images = _pool(params)
     score_sharded(_model(folder), images, _normalization(params), folder, tta=params["tta"])
     return {"processes": world().size, "n": len(images)}
 
 
 def ssl_stage(folder: Path, params: dict) -> dict:
-    from engine.ssl import SSLConfig, SSLProgress, pretrain
+    from engine.ssl import SSLConfig, pretrain
 
-    pool = params["pool"]
-    images = np.memmap(pool["path"], dtype=np.uint8, mode="r", offset=pool["offset"], shape=tuple(pool["shape"]))
+    images = _pool(params)
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in params["config"].items()}
     here = world()
-    log = open(folder / "progress.jsonl", "a") if here.main else None  # noqa: SIM115  closed below
-
-    def report(p: SSLProgress) -> None:
-        if log is not None:
-            log.write(json.dumps({"step": p.step, "steps": p.steps, "loss": p.loss, "seconds": p.seconds}) + "\n")
-            log.flush()
-
-    try:
-        config = SSLConfig(**values)
+    config = SSLConfig(**values)
+    with _progress_log(folder) as report:
         result = pretrain(images, _normalization(params), config, params["state"], report, _stop_asked(folder))
-    finally:
-        if log is not None:
-            log.close()
     if here.main:
         with atomic_write(folder / "backbone.pt") as tmp:
             torch.save(result.model.state_dict(), tmp)
@@ -157,8 +151,7 @@ def embed_stage(folder: Path, params: dict) -> dict:
     from engine.distributed.scoring import write_shared
     from engine.embeddings import EMBED_BATCH, Backbone, embed_chunks
 
-    pool = params["pool"]
-    images = np.memmap(pool["path"], dtype=np.uint8, mode="r", offset=pool["offset"], shape=tuple(pool["shape"]))
+    images = _pool(params)
     rows = np.load(folder / "rows.npy")
     model = _model(folder)
     backbone = Backbone("stage", model, params["input_size"], _normalization(params), "stage")
