@@ -4,9 +4,10 @@ What a job pays and gains when its heavy stages run as torchrun jobs (`engine.di
 
 - `stage_start`: a training stage of one step in N processes, minus the same step in this process: what
   starting torchrun, its ranks and their process group costs each stage;
-- `train`: the proxy recipe's model (`proxy_tiny`) trained a fixed number of steps on the labeled images of
-  an ImageFolder tree (`DIR/train`), in this process and as an N-process stage (DDP: the same global batch,
-  split), with the test accuracy each model reaches on `DIR/test` (n and 95 % interval);
+- `train`: the proxy recipe's model (`proxy_tiny`) trained the same number of passes over the labeled images
+  of an ImageFolder tree (`DIR/train`), in this process and as an N-process stage (DDP: a global batch of up
+  to N x 128, so N times fewer steps), with the test accuracy each model reaches on `DIR/test` (n and 95 %
+  interval) and the images per second of the steps (the stage's start taken off);
 - `score`: the pool (`DIR/train`, repeated to `--pool` rows, from a memmap) scored in this process and as
   an N-process stage (each rank its shard).
 
@@ -54,14 +55,14 @@ def measure(args) -> dict:
     classes, images, labels, test_images, test_labels = load(args.data)
     norm = channel_stats(images)
     many = Launch(processes=args.processes)
-    config = TrainConfig(steps=args.steps, device="cpu", report_every=args.steps, seed=0)
+    config = TrainConfig(passes=args.passes, min_steps=1, max_steps=1_000_000, device="cpu", report_every=50, seed=0)
     result: dict = {
         "machine": machine_description(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "processes": args.processes,
         "labeled": len(labels),
         "test": len(test_labels),
-        "steps": args.steps,
+        "passes": args.passes,
         "threads_in_process": torch.get_num_threads(),  # torchrun gives each rank one (OMP_NUM_THREADS=1)
     }
 
@@ -82,7 +83,15 @@ def measure(args) -> dict:
             _, seconds = timed(lambda model=model: train_model(model, images, labels, config, norm))
         accuracy = evaluate(model, test_images, test_labels, norm, device="cpu")
         low, high = wilson(round(accuracy * len(test_labels)), len(test_labels))
-        rows[name] = {"seconds": seconds, "test_acc": accuracy, "interval": [low, high], "n": len(test_labels)}
+        start = result["stage_start"]["seconds"] if launch.distributed else 0.0
+        seen = args.passes * len(labels)
+        rows[name] = {
+            "seconds": seconds,
+            "images_per_s": seen / max(1e-9, seconds - start),
+            "test_acc": accuracy,
+            "interval": [low, high],
+            "n": len(test_labels),
+        }
         print("train", name, rows[name], flush=True)
     result["train"] = rows
 
@@ -104,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder root with train/ and test/")
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=300, help="training steps, in one process and in N")
+    parser.add_argument("--passes", type=float, default=2.0, help="passes over the labeled images, in one and in N")
     parser.add_argument("--pool", type=int, default=50_000, help="images scored")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
