@@ -186,3 +186,14 @@ def test_the_processes_setting_is_saved_or_refused_with_its_reason(open_app, pro
     at.text_input(key="s-processes").set_value("2")
     submit(at, "settings")
     assert not at.error and storage.load_settings(project).processes == "2"
+
+
+def test_seals_candidates_are_a_setting_of_the_project(open_app, project):
+    at = open_app("app/page_project.py")
+    assert at.selectbox(key="s-candidates").value == "all"
+    at.selectbox(key="s-candidates").set_value("seals")
+    at.number_input(key="s-seals_k").set_value(20)
+    submit(at, "settings")
+    assert not at.error
+    saved = storage.load_settings(project)
+    assert (saved.candidates, saved.seals_k) == ("seals", 20)
