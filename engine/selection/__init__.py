@@ -13,6 +13,7 @@ which are offered for labeling, are in the torch-free `engine.names`). Modules:
 - `submodular`: facility location and graph cut, lazy greedy on a sparse similarity graph;
 - `herding`: herding, the examples whose mean stays closest to the mean of all (one matrix-vector
   product per pick);
-- `neighbours`: FAISS nearest neighbours and that graph (never an N x N matrix);
+- `neighbours`: FAISS nearest neighbours and that graph (never an N x N matrix), and SEALS's candidate pool
+  (the nearest neighbours of the labeled images: the setting `candidates = seals`, docs/seals.md);
 - `balance`: `class_balanced(method)`, any method with its budget shared over the classes.
 """
