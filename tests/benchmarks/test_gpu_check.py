@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import pytest
@@ -88,4 +89,6 @@ def test_stages_that_do_not_fit_the_budget_are_skipped_and_say_so(tmp_path):
     assert main([*argv, "--stages", "proxy", "kcenter"]) == 0
     stages = json.loads(out.read_text())["stages"]
     assert [stage["status"] for stage in stages.values()] == ["skipped", "skipped"]
-    assert "| k-center | skipped: 0 s of the check's budget left for it, it needs 15 s |" in doc.read_text()
+    # how much of the 1 s budget is left when k-center's turn comes depends on the machine's load: 0 or 1 s
+    skipped = r"\| k-center \| skipped: [01] s of the check's budget left for it, it needs 15 s \|"
+    assert re.search(skipped, doc.read_text())
