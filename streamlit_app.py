@@ -26,29 +26,24 @@ ROLE_PAGES = {
     "annotator": ("label", "labels", "progress"),
     "viewer": ("progress",),
 }
-PAGES = {
-    "label": lambda default: st.Page("app/page_label.py", title="Label", icon=":material/label:", default=default),
-    "labels": lambda default: st.Page(
-        "app/page_labels.py", url_path="labels", title="Labels", icon=":material/checklist:", default=default
-    ),
-    "project": lambda default: st.Page(
-        "app/page_project.py", url_path="project", title="Project", icon=":material/folder_open:", default=default
-    ),
-    "progress": lambda default: st.Page(
-        "app/page_progress.py", url_path="progress", title="Progress", icon=":material/monitoring:", default=default
-    ),
-    "curate": lambda default: st.Page(
-        "app/page_curate.py", url_path="curate", title="Curate", icon=":material/filter_alt:", default=default
-    ),
-    "target": lambda default: st.Page(
-        "app/page_target.py", url_path="target", title="Target", icon=":material/model_training:", default=default
-    ),
-    "export": lambda default: st.Page(
-        "app/page_export.py", url_path="export", title="Export", icon=":material/download:", default=default
-    ),
+PAGES = {  # name: (script, url path, title, icon); the label page is the root
+    "label": ("app/page_label.py", None, "Label", ":material/label:"),
+    "labels": ("app/page_labels.py", "labels", "Labels", ":material/checklist:"),
+    "project": ("app/page_project.py", "project", "Project", ":material/folder_open:"),
+    "progress": ("app/page_progress.py", "progress", "Progress", ":material/monitoring:"),
+    "curate": ("app/page_curate.py", "curate", "Curate", ":material/filter_alt:"),
+    "target": ("app/page_target.py", "target", "Target", ":material/model_training:"),
+    "export": ("app/page_export.py", "export", "Export", ":material/download:"),
 }
+
+
+def page_of(name: str, default: bool) -> st.Page:
+    script, url, title, icon = PAGES[name]
+    return st.Page(script, url_path=url, title=title, icon=icon, default=default)
+
+
 allowed = ROLE_PAGES[role]
-page = st.navigation([PAGES[name](name == allowed[0]) for name in allowed])
+page = st.navigation([page_of(name, name == allowed[0]) for name in allowed])
 if user is not None:
     st.sidebar.caption(f"Signed in as **{user.name}** ({user.role})")
     st.sidebar.markdown(f'<a href="{auth.SIGNOUT}" target="_self">Sign out</a>', unsafe_allow_html=True)
