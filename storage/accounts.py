@@ -1,12 +1,17 @@
 """Accounts of the people who may use a shared server, and the audit trail of what they did.
 
 Kept in the app's home folder (`PROXY_LABELER_HOME`, default ~/.proxy_labeler), in `accounts.db`,
-not inside any one project. While the file holds no user the app is the local tool it always was
-(localhost only, no sign-in); the first `proxy-labeler users add NAME --role admin` turns sign-in on.
+not inside any one project, with who belongs to which project. While the file holds no user the app
+is the local tool it always was (localhost only, no sign-in); the first
+`proxy-labeler users add NAME --role admin` turns sign-in on.
 
 Passwords are hashed with Argon2id (argon2-cffi's PasswordHasher, its default parameters); there is
 no default password anywhere. Each user has a `session_epoch`: changing the password, the role or
 disabling the user bumps it, which ends every session signed with the old value.
+
+Admins may open every project; annotators and viewers only those they are members of. Every change
+of a user can carry the `updated_at` its editor saw (`seen`): when another admin changed the user in
+between, the change is refused (and audited) rather than silently overwriting theirs.
 
 Connections, transactions and errors follow storage/project.py: a connection per call, writes under
 `BEGIN IMMEDIATE`, an environment failure becomes an UnavailableError saying what to do. The audit
@@ -16,13 +21,16 @@ table is append-only (triggers refuse UPDATE and DELETE).
 from __future__ import annotations
 
 import contextlib
+import csv
+import datetime
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import sqlite_utils
 
@@ -64,7 +72,18 @@ _V1 = (
     """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
 )
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2 = (
+    # who may open a project besides the admins; `project` is the project folder, resolved
+    """CREATE TABLE members (
+        project TEXT NOT NULL,
+        user TEXT NOT NULL COLLATE NOCASE,
+        added_at REAL NOT NULL,
+        added_by TEXT NOT NULL,
+        PRIMARY KEY (project, user)
+    )""",
+    "CREATE INDEX members_by_user ON members (user)",
+)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 
 
 @dataclass(frozen=True)
@@ -315,11 +334,12 @@ def add_user(name: str, role: str, password: str, *, actor: str, address: str = 
     return user
 
 
-def set_password(name: str, password: str, *, actor: str, address: str = "", home: Path | None = None) -> None:
+def set_password(
+    name: str, password: str, *, actor: str, address: str = "", seen: float | None = None, home: Path | None = None
+) -> None:
     """A new password; every session of the user ends."""
     password_hash = hash_password(password)
-    with writing(home) as db:
-        _existing(db, name)
+    with _changing(name, "user.passwd", actor, address, seen, home) as (db, _user_now):
         db.execute(
             "UPDATE users SET password_hash = ?, session_epoch = session_epoch + 1, updated_at = ? WHERE name = ?",
             (password_hash, time.time(), name),
@@ -327,25 +347,28 @@ def set_password(name: str, password: str, *, actor: str, address: str = "", hom
         _audit(db, actor, "user.passwd", name, "", address)
 
 
-def set_enabled(name: str, enabled: bool, *, actor: str, address: str = "", home: Path | None = None) -> None:
+def set_enabled(
+    name: str, enabled: bool, *, actor: str, address: str = "", seen: float | None = None, home: Path | None = None
+) -> None:
     """Enable or disable a user; disabling ends every session of the user. The last enabled admin
     cannot be disabled (nobody could manage the server any more)."""
-    with writing(home) as db:
-        user = _existing(db, name)
+    action = "user.enable" if enabled else "user.disable"
+    with _changing(name, action, actor, address, seen, home) as (db, user):
         if not enabled and user.enabled and user.role == "admin":
             _keep_an_admin(db, user.name, "disable")
         db.execute(
             "UPDATE users SET enabled = ?, session_epoch = session_epoch + ?, updated_at = ? WHERE name = ?",
             (int(enabled), 0 if enabled else 1, time.time(), name),
         )
-        _audit(db, actor, "user.enable" if enabled else "user.disable", user.name, "", address)
+        _audit(db, actor, action, user.name, "", address)
 
 
-def set_role(name: str, role: str, *, actor: str, address: str = "", home: Path | None = None) -> None:
+def set_role(
+    name: str, role: str, *, actor: str, address: str = "", seen: float | None = None, home: Path | None = None
+) -> None:
     """Change a user's role; their sessions end (they sign in again with the new rights)."""
     check_role(role)
-    with writing(home) as db:
-        user = _existing(db, name)
+    with _changing(name, "user.role", actor, address, seen, home) as (db, user):
         if user.role == "admin" and role != "admin" and user.enabled:
             _keep_an_admin(db, user.name, f"make {role}")
         db.execute(
@@ -353,6 +376,27 @@ def set_role(name: str, role: str, *, actor: str, address: str = "", home: Path 
             (role, time.time(), name),
         )
         _audit(db, actor, "user.role", user.name, f"{user.role} -> {role}", address)
+
+
+@contextlib.contextmanager
+def _changing(
+    name: str, action: str, actor: str, address: str, seen: float | None, home: Path | None
+) -> Iterator[tuple[sqlite_utils.Database, User]]:
+    """A write transaction on an existing user. With `seen` (the user's `updated_at` as its editor saw
+    it), AccountError when someone changed the user since: nothing is changed, the refusal is audited."""
+    with writing(home) as db:
+        user = _existing(db, name)
+        if seen is None or abs(user.updated_at - seen) < 1e-6:
+            yield db, user
+            return
+    audit(
+        actor, f"{action}.refused", user.name, "changed by someone else since it was read", address=address, home=home
+    )
+    raise AccountError(
+        f"{user.name} was changed by someone else since you opened this page "
+        f"(at {time.strftime('%H:%M:%S', time.localtime(user.updated_at))}); nothing changed: "
+        "look at the user again and redo the change if it still holds"
+    )
 
 
 def _existing(db: sqlite_utils.Database, name: str) -> User:
@@ -369,6 +413,60 @@ def _keep_an_admin(db: sqlite_utils.Database, name: str, what: str) -> None:
     ).fetchone()[0]
     if not others:
         raise AccountError(f"cannot {what} {name!r}: it is the only enabled admin; add another admin first")
+
+
+# ---------------------------------------------------------------- project members
+
+
+def project_key(root: Path | str) -> str:
+    """How a project is named in the members table: its folder, resolved."""
+    return str(Path(root).expanduser().resolve())
+
+
+def may_open(user: User, root: Path | str, home: Path | None = None) -> bool:
+    """Whether `user` may open the project at `root`: admins every project, others their own."""
+    if user.role == "admin":
+        return True
+    return project_key(root) in projects_of(user.name, home)
+
+
+def projects_of(name: str, home: Path | None = None) -> list[str]:
+    """The project folders `name` is a member of (admins open every project besides)."""
+    if not accounts_path(home).exists():
+        return []
+    with opened(home) as db:
+        rows = db.execute("SELECT project FROM members WHERE user = ? ORDER BY project", (name,)).fetchall()
+    return [row[0] for row in rows]
+
+
+def members(root: Path | str, home: Path | None = None) -> list[str]:
+    """The user names that are members of the project at `root`."""
+    if not accounts_path(home).exists():
+        return []
+    with opened(home) as db:
+        rows = db.execute(
+            "SELECT user FROM members WHERE project = ? ORDER BY user COLLATE NOCASE", (project_key(root),)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def set_member(
+    root: Path | str, name: str, member: bool, *, actor: str, address: str = "", home: Path | None = None
+) -> bool:
+    """Add `name` to the project at `root` (or remove them); False when nothing had to change."""
+    key = project_key(root)
+    with writing(home) as db:
+        user = _existing(db, name)
+        if member:
+            changed = db.execute(
+                "INSERT OR IGNORE INTO members (project, user, added_at, added_by) VALUES (?, ?, ?, ?)",
+                (key, user.name, time.time(), actor),
+            ).rowcount
+        else:
+            changed = db.execute("DELETE FROM members WHERE project = ? AND user = ?", (key, user.name)).rowcount
+        if changed:
+            _audit(db, actor, "member.add" if member else "member.remove", user.name, key, address)
+    return bool(changed)
 
 
 # ---------------------------------------------------------------- audit
@@ -397,3 +495,19 @@ def audit_entries(home: Path | None = None, limit: int | None = None) -> list[Au
     with opened(home) as db:
         rows = db.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
     return [AuditEntry(*row) for row in rows]
+
+
+AUDIT_COLUMNS = ("at", "actor", "action", "target", "detail", "address")
+
+
+def write_audit_csv(entries: Iterable[AuditEntry], out: TextIO) -> None:
+    """The audit trail as CSV, one row per entry with its time in ISO 8601 (UTC), formula cells
+    neutralized as in the labels' CSV; the app's download and `proxy-labeler users audit` write it."""
+    from storage.export import spreadsheet_safe
+
+    writer = csv.writer(out)
+    writer.writerow(AUDIT_COLUMNS)
+    for entry in entries:
+        at = datetime.datetime.fromtimestamp(entry.at, datetime.UTC).isoformat(timespec="seconds")
+        cells = [at, entry.actor, entry.action, entry.target, entry.detail, entry.address]
+        writer.writerow([spreadsheet_safe(cell) for cell in cells])

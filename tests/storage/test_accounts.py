@@ -145,3 +145,77 @@ def test_users_command_refuses_odd_names_and_asks_for_no_password_without_a_term
     assert _cli(monkeypatch, ["add", "bob", "--role", "admin", "--password-stdin"], "") == 2
     assert "too short" in capsys.readouterr().err
     assert not accounts.has_accounts()
+
+
+# ---------------------------------------------------------------- members, concurrent edits, the audit's CSV
+
+
+def test_admins_open_every_project_and_others_only_their_own(home, tmp_path):
+    alice = accounts.add_user("alice", "admin", PASSWORD, actor="test")
+    bob = accounts.add_user("bob", "annotator", PASSWORD, actor="test")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert accounts.may_open(alice, one) and not accounts.may_open(bob, one)
+    assert accounts.set_member(one, "BOB", True, actor="alice")  # names ignore case
+    assert not accounts.set_member(one, "bob", True, actor="alice")  # already a member: nothing changes
+    assert accounts.may_open(bob, one) and accounts.may_open(bob, tmp_path / "x" / ".." / "one")
+    assert not accounts.may_open(bob, two)
+    assert accounts.projects_of("bob") == [str(one.resolve())] and accounts.members(one) == ["bob"]
+    assert accounts.set_member(one, "bob", False, actor="alice")
+    assert not accounts.may_open(bob, one) and accounts.members(one) == []
+    with pytest.raises(AccountError, match="there is no user 'carol'"):
+        accounts.set_member(one, "carol", True, actor="alice")
+    actions = [(e.action, e.target, e.detail) for e in accounts.audit_entries()][:2]
+    assert actions == [("member.remove", "bob", str(one.resolve())), ("member.add", "bob", str(one.resolve()))]
+
+
+def test_two_admins_editing_the_same_user_the_second_is_refused_and_audited(home):
+    accounts.add_user("alice", "admin", PASSWORD, actor="test")
+    accounts.add_user("root2", "admin", PASSWORD, actor="test")
+    bob = accounts.add_user("bob", "annotator", PASSWORD, actor="test")
+    accounts.set_role("bob", "viewer", actor="alice", seen=bob.updated_at)  # alice saw bob as he was
+    for change in (
+        lambda: accounts.set_enabled("bob", False, actor="root2", seen=bob.updated_at),
+        lambda: accounts.set_role("bob", "admin", actor="root2", seen=bob.updated_at),
+        lambda: accounts.set_password("bob", "another password", actor="root2", seen=bob.updated_at),
+    ):
+        with pytest.raises(AccountError, match="bob was changed by someone else since you opened this page"):
+            change()
+    now = accounts.get_user("bob")
+    assert now is not None and now.role == "viewer" and now.enabled and now.session_epoch == 1
+    assert accounts.authenticate("bob", PASSWORD) is not None  # the refused password change did nothing
+    refused = [(e.actor, e.action) for e in accounts.audit_entries() if e.action.endswith(".refused")]
+    assert refused == [
+        ("root2", "user.passwd.refused"),
+        ("root2", "user.role.refused"),
+        ("root2", "user.disable.refused"),
+    ]
+
+
+def test_the_audit_trail_as_csv_neutralizes_formulas(home):
+    import csv
+
+    accounts.audit("alice", "export.csv", "/p", '=HYPERLINK("http://x")', address="10.0.0.1")
+    out = io.StringIO()
+    accounts.write_audit_csv(accounts.audit_entries(), out)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == ["at", "actor", "action", "target", "detail", "address"]
+    assert rows[1][1:] == ["alice", "export.csv", "/p", '\'=HYPERLINK("http://x")', "10.0.0.1"]
+    assert rows[1][0].endswith("+00:00")
+
+
+def test_users_command_grants_and_revokes_projects_and_writes_the_audit(home, monkeypatch, capsys, tmp_path):
+    import storage
+
+    project = storage.create_project(tmp_path / "p", storage.Settings(str(tmp_path), ("cat", "dog")))
+    assert _cli(monkeypatch, ["add", "bob", "--role", "annotator", "--password-stdin"], PASSWORD + "\n") == 0
+    assert _cli(monkeypatch, ["grant", "bob", str(tmp_path / "nothing")]) == 2
+    assert "holds no project" in capsys.readouterr().err
+    assert _cli(monkeypatch, ["grant", "bob", str(project.root)]) == 0
+    assert _cli(monkeypatch, ["list"]) == 0
+    assert "bob\tannotator\tenabled" in capsys.readouterr().out and accounts.projects_of("bob")
+    assert _cli(monkeypatch, ["revoke", "bob", str(project.root)]) == 0
+    assert accounts.projects_of("bob") == []
+    capsys.readouterr()
+    assert _cli(monkeypatch, ["audit", "--limit", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "at,actor,action,target,detail,address" and len(lines) == 3 and ",member.remove,bob," in lines[1]
