@@ -3,7 +3,10 @@
 The browser view (app/labeler.py) prefetches and caches images by URL, so
 the next image shows at once. A project is reachable only through a random
 token this server process made when one of its pages registered the project:
-the route never takes a path from the browser.
+the route never takes a path from the browser. Once accounts exist a token is
+made for one signed-in user and one project: the route serves it only to a
+request whose session (app/auth.py) is that user's, while the user may still
+open the project (a member, or an admin); anything else is a 403.
 
 What the route serves, and how (docs/app.md, "Safety"):
 - only usable items: `storage.resolve_item_path` refuses an id that is not
@@ -42,6 +45,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 import storage
+from storage import accounts
 from storage.ingest import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, FORMATS
 
 PREFIX = "/px"
@@ -56,24 +60,40 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeEr
 _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="px-image")
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_tokens: dict[str, str] = {}  # token -> project root
-_by_root: dict[str, str] = {}  # project root -> token
+Grant = tuple[str, str | None]  # (project root, the signed-in user's name; None without accounts)
+_tokens: dict[str, Grant] = {}  # token -> what it opens
+_by_grant: dict[Grant, str] = {}
 _served = False
 
 
-def token_for(project_root: str) -> str:
-    """This process's token for a project (made on first use)."""
+def token_for(project_root: str, user: accounts.User | None = None) -> str:
+    """This process's token for a project, for the signed-in `user` (None without accounts); made on
+    first use."""
+    grant = (project_root, user.name.casefold() if user else None)
     with _lock:
-        token = _by_root.get(project_root)
+        token = _by_grant.get(grant)
         if token is None:
             token = secrets.token_urlsafe(16)
-            _by_root[project_root], _tokens[token] = token, project_root
+            _by_grant[grant], _tokens[token] = token, grant
         return token
 
 
-def url_template(project_root: str, size: str) -> str:
-    """URL of an image with `{id}` in place of the item id."""
-    return f"{PREFIX}/{token_for(project_root)}/{{id}}/{size}"
+def url_template(project_root: str, size: str, user: accounts.User | None = None) -> str:
+    """URL of an image with `{id}` in place of the item id, for the signed-in `user`."""
+    return f"{PREFIX}/{token_for(project_root, user)}/{{id}}/{size}"
+
+
+def refused(grant: Grant, user: accounts.User | None) -> str | None:
+    """Why the request's signed-in `user` (None: no session, the server has no accounts) may not use a
+    token made for `grant`, or None when it may."""
+    root, owner = grant
+    if user is None and owner is None:
+        return None
+    if user is None or owner != user.name.casefold():
+        return "this image link belongs to another session: reload the page"
+    if not accounts.may_open(user, root):
+        return f"{user.name} is not a member of this project"
+    return None
 
 
 def served() -> bool:
@@ -173,13 +193,21 @@ def cached(project_root: str, item_id: int, size: str) -> tuple[bytes, str]:
     return render(path, size)
 
 
-def answer(token: str, item_id: int, size: str):
-    """The response to one image request; blocking work, run in the image pool. Never raises."""
+def answer(token: str, item_id: int, size: str, user: accounts.User | None = None):
+    """The response to one image request from the signed-in `user` (set by app/auth.py's middleware);
+    blocking work, run in the image pool. Never raises."""
     from starlette.responses import PlainTextResponse, Response
 
-    root = _tokens.get(token)
-    if root is None:
+    grant = _tokens.get(token)
+    if grant is None:
         return PlainTextResponse("unknown project token (the server restarted?): reload the page", status_code=404)
+    try:
+        why = refused(grant, user)
+    except storage.StorageError as exc:  # the accounts file cannot be read: nothing is served
+        return PlainTextResponse(f"cannot show this image: {exc}", status_code=503)
+    if why is not None:
+        return PlainTextResponse(f"cannot show this image: {why}", status_code=403)
+    root = grant[0]
     try:
         body, media_type = cached(root, item_id, size)
     except NotServed as exc:
@@ -200,8 +228,9 @@ async def _serve(request):
     """The route: image work goes to the image pool, so the event loop and Starlette's
     shared thread pool stay free for every other request."""
     params = request.path_params
+    user = request.scope.get("state", {}).get("user")  # app/auth.py's SignIn: the session's user
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_pool, answer, params["token"], params["item_id"], params["size"])
+    return await loop.run_in_executor(_pool, answer, params["token"], params["item_id"], params["size"], user)
 
 
 def routes() -> list:

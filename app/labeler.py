@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
-from app import images, jobs, labeling
+from app import images, jobs, labeling, state
 from app.labeling import Entry
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -64,6 +64,7 @@ def payload(
     """Everything the browser view needs, as plain JSON."""
     acks = st.session_state.get(ACKS, {})
     captions = captions or {}
+    user = state.session_user()
     return {
         "instance": f"{project_root}|{source}",
         "title": title or TITLES[source],
@@ -71,7 +72,8 @@ def payload(
         "progress": source in ("Batch", "Validation"),  # browsing views (Labels, Curate) count nothing
         "items": [item_payload(e, strategy, captions.get(e.item_id)) for e in entries],
         "classes": classes,
-        "urls": {size: images.url_template(project_root, size) for size in (*images.SIZES, images.FULL)},
+        "urls": {size: images.url_template(project_root, size, user) for size in (*images.SIZES, images.FULL)},
+        "signedIn": user.name if user else None,  # no name box: labels are saved under the session's user
         "acked": {client: ack["seq"] for client, ack in acks.items()},
         "errors": {client: ack["errors"] for client, ack in acks.items() if ack["errors"]},
         "served": images.served(),

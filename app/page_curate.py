@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import exports, jobs, labeler, labeling, project_forms, widgets
+from app import exports, jobs, labeler, labeling, project_forms, state, widgets
 from app.labeling import Entry, item_path
 from app.page_target import comparison_table
 from engine import names
@@ -250,7 +250,9 @@ def subset_exports(project: storage.Project, run: storage.CoresetRun) -> None:
     for column, (key, label, make, suffix, mime, icon) in zip(st.columns(3), SUBSET_EXPORTS, strict=True):
         column.download_button(
             label,
-            functools.partial(make, project, run.id),
+            state.audited(
+                functools.partial(make, project, run.id), f"export.subset_{key}", f"{project.root} run {run.id}"
+            ),
             f"{name}_coreset_{run.id}{suffix}",
             mime,
             key=f"dl-subset-{key}",
@@ -338,7 +340,7 @@ def _describe(item_id: int, shown: list[storage.CoresetItem]) -> str:
 
 
 def main() -> None:
-    project = project_forms.require_project()
+    project = project_forms.require_project("manage", "curate")
     widgets.apply_style()
     st.title("Curate")
     controls(project)

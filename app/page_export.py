@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import exports, project_forms, widgets
+from app import exports, project_forms, state, widgets
 
 
 def summary(project: storage.Project) -> int:
@@ -33,7 +33,7 @@ def label_downloads(project: storage.Project, name: str, empty: bool) -> None:
     csv, jsonl, folder = st.columns(3)
     csv.download_button(
         "Labels as CSV",
-        lambda: exports.labels_csv(project),
+        state.audited(lambda: exports.labels_csv(project), "export.labels_csv", str(project.root)),
         f"{name}_labels.csv",
         "text/csv",
         key="dl-csv",
@@ -42,7 +42,7 @@ def label_downloads(project: storage.Project, name: str, empty: bool) -> None:
     )
     jsonl.download_button(
         "Labels as JSONL",
-        lambda: exports.labels_jsonl(project),
+        state.audited(lambda: exports.labels_jsonl(project), "export.labels_jsonl", str(project.root)),
         f"{name}_labels.jsonl",
         "application/jsonl",
         key="dl-jsonl",
@@ -51,7 +51,7 @@ def label_downloads(project: storage.Project, name: str, empty: bool) -> None:
     )
     folder.download_button(
         "ImageFolder zip",
-        lambda: exports.imagefolder_zip(project),
+        state.audited(lambda: exports.imagefolder_zip(project), "export.imagefolder_zip", str(project.root)),
         f"{name}_imagefolder.zip",
         "application/zip",
         key="dl-zip",
@@ -70,7 +70,9 @@ def checkpoint_download(project: storage.Project, name: str) -> None:
     bundle = f"{name}_target_checkpoint.zip"
     st.download_button(
         "Target checkpoint bundle",
-        lambda: exports.checkpoint_bundle(project, bundle),
+        state.audited(
+            lambda: exports.checkpoint_bundle(project, bundle), "export.target_checkpoint", str(project.root)
+        ),
         bundle,
         "application/zip",
         key="dl-checkpoint",
@@ -81,7 +83,7 @@ def checkpoint_download(project: storage.Project, name: str) -> None:
 
 
 def main() -> None:
-    project = project_forms.require_project()
+    project = project_forms.require_project("manage", "export")
     st.title("Export")
     name = storage.sanitize_class_name(project.root.name) or "project"
     total = summary(project)

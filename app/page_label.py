@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 import storage
-from app import demo, jobs, labeler, labeling, project_forms, widgets
+from app import demo, jobs, labeler, labeling, project_forms, state, widgets
 from app.labeling import Entry
 from engine.initial import IMPORTED, RoundError, initial_strategy
 
@@ -22,7 +22,10 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
             "random (no training needed), or, when the images came with labels in two classes or more, chosen "
             "by a proxy trained on them. A project whose creation was interrupted is finished here."
         )
-        if st.button("Scan the images and make the first batch", type="primary", key="finish-setup"):
+        if not state.can("manage"):
+            st.caption("An admin starts the project (the Label page of an admin shows the button).")
+        elif st.button("Scan the images and make the first batch", type="primary", key="finish-setup"):
+            state.require("manage", "finish setup")
             project_forms.finish_setup(project)
     elif rs.kind == "first":
         first_batch_panel(project, rs.job)
@@ -209,7 +212,7 @@ def oracle_then_advance(project: storage.Project, item_ids: list[int]) -> None:
 
 
 def main() -> None:
-    project = project_forms.require_project()
+    project = project_forms.require_project("label", "label")
     widgets.apply_style()
     st.title("Label")
     error = st.session_state.pop("round_error", None)

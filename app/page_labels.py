@@ -160,7 +160,7 @@ def event_text(event: storage.LabelEvent) -> str:
 
 
 def main() -> None:
-    project = project_forms.require_project()
+    project = project_forms.require_project("label", "labels")
     widgets.apply_style()
     st.title("Labels")
     browser(str(project.root))

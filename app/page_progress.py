@@ -222,7 +222,7 @@ def time_per_batch(frame: pd.DataFrame, offset: int) -> None:
 
 
 def main() -> None:
-    project = project_forms.require_project()
+    project = project_forms.require_project("read", "progress")
     st.title("Progress")
     offset = labeling.batch_offset(project)
     frame = rounds_frame(project, offset)

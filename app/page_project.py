@@ -29,6 +29,10 @@ def settings_form(project: storage.Project) -> None:
         except (storage.SettingsError, BackboneError) as exc:
             st.error(f"Not saved: {widgets.md(exc)}")
         else:
+            changed = [
+                f"{k}: {getattr(settings, k)!r} -> {v!r}" for k, v in values.items() if getattr(settings, k) != v
+            ]
+            state.audit_action("settings.save", str(project.root), "; ".join(changed) or "unchanged")
             st.success("Settings saved.")
             project_forms.start_representation(project)
 
@@ -76,6 +80,7 @@ def class_editor(project: storage.Project) -> None:
                     args=(still_used[0],),
                 )
         else:
+            state.audit_action("classes.save", str(project.root), f"{list(settings.classes)} -> {parse_classes(text)}")
             text_col.success("Classes saved.")
     with legend_col:
         key_legend(storage.class_names(project))
@@ -113,6 +118,7 @@ def import_section(project: storage.Project) -> None:
         st.info("The check passed: Import imports this.")
         project_forms.show_import_report(plan.report())
         return
+    state.audit_action("labels.import", str(project.root), f"{len(plan.labels)} labels from {choice} {path.strip()}")
     st.success(f"Imported {len(plan.labels)} labels.")
     project_forms.show_import_report(plan.report())
     after_import(project)
@@ -225,6 +231,7 @@ def rejected_summary(project: storage.Project) -> None:
 
 
 def main() -> None:
+    state.require("manage", "page project")
     if st.session_state.pop(GO_TO_LABELS, False):
         st.switch_page("app/page_labels.py")
     project = state.active_project()

@@ -234,7 +234,7 @@ def comparison_note(result: dict, same: dict | None, earlier: storage.Round | No
 
 
 def main() -> None:
-    project = project_forms.require_project()
+    project = project_forms.require_project("manage", "target")
     st.title("Target")
     train_controls(project)
     result = jobs.last_target_result(project)

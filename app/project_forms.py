@@ -200,8 +200,10 @@ def parse_classes(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def require_project() -> storage.Project:
-    """This session's project; when it cannot be opened, the reason and the forms, and the page stops."""
+def require_project(capability: str = "read", page: str = "") -> storage.Project:
+    """This session's project, once the session may do `capability` (state.CAN) on `page`; when it
+    cannot be opened, the reason and the forms, and the page stops."""
+    state.require(capability, f"page {page}")
     project = state.active_project()
     if project is None:
         dead_end(state.project_error())
@@ -210,11 +212,14 @@ def require_project() -> storage.Project:
 
 
 def dead_end(message: str | None) -> None:
-    """No project could be opened: say why, and offer the ways on."""
+    """No project could be opened: say why, and offer the ways on (to admins: others ask one)."""
     if message:
         st.error(widgets.md(message))
-    else:
+    elif state.can("manage"):
         st.info("No project is open. Open or create one.")
+    if not state.can("manage"):
+        st.info("No project is open to you. An admin adds you to a project on the Users page.")
+        return
     open_section()
     create_section()
 

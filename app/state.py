@@ -17,16 +17,19 @@ else lives in SQLite.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import streamlit as st
 
 import storage
 from storage import accounts
 
+T = TypeVar("T")
 ENV_PROJECT = "PROXY_LABELER_PROJECT"
 ENV_HOME = "PROXY_LABELER_HOME"
 ENV_ROOTS = "PROXY_LABELER_ROOTS"
@@ -79,16 +82,98 @@ def session_user() -> accounts.User | None:
     return session.user
 
 
+# What each role may do, checked on the server in every action (not only by leaving pages out).
+CAN = {
+    "read": ("admin", "annotator", "viewer"),  # progress, the labels as they are
+    "label": ("admin", "annotator"),  # label, relabel, skip, start the next round of the loop
+    "manage": ("admin",),  # projects, settings, classes, target, curation, exports, users, the audit
+}
+
+
+def can(capability: str) -> bool:
+    """Whether this session may do `capability` (a key of CAN); everything without accounts."""
+    session = current_session()
+    if session is None:
+        return True
+    return session.user is not None and session.user.role in CAN[capability]
+
+
+def refusal(capability: str) -> str | None:
+    """Why this session may not do `capability` (a sentence), or None when it may."""
+    session = current_session()
+    if session is None:
+        return None
+    if session.user is None:
+        return f"not done: {session.reason}"
+    if session.user.role in CAN[capability]:
+        return None
+    roles = " or ".join(CAN[capability])
+    return f"not done: {session.user.name} is {_a(session.user.role)}; only {roles}s may do this"
+
+
+def _a(role: str) -> str:
+    return f"an {role}" if role[0] in "aeiou" else f"a {role}"
+
+
+def require(capability: str, what: str) -> None:
+    """Stop the run, saying why and writing the refusal to the audit trail, when this session may not do
+    `capability`; `what` names the action for the audit ("page project", "export csv")."""
+    why = refusal(capability)
+    if why is None:
+        return
+    audit_action("refused", what, why)
+    st.error(why[0].upper() + why[1:] + ".")
+    st.stop()
+
+
+def actor() -> str:
+    """Who the audit trail records: the signed-in user's name ("local" without accounts)."""
+    session = current_session()
+    if session is None or session.user is None:
+        return "local"
+    return session.user.name
+
+
+def audit_action(action: str, target: str = "", detail: str = "") -> None:
+    """One entry in the audit trail (storage/accounts.py) for this session's user and address, once
+    accounts exist (the local tool keeps none)."""
+    if current_session() is not None:
+        _write_audit(actor(), action, target, detail, st.context.ip_address or "")
+
+
+def audited(make: Callable[[], T], action: str, target: str) -> Callable[[], T]:
+    """`make`, writing `action` on `target` to the audit trail each time it runs: a download button's
+    deferred data runs outside the script run, so who asked and from where are read now."""
+    if current_session() is None:
+        return make
+    who, address = actor(), st.context.ip_address or ""
+
+    def run() -> T:
+        data = make()
+        _write_audit(who, action, target, "", address)
+        return data
+
+    return run
+
+
+def _write_audit(who: str, action: str, target: str, detail: str, address: str) -> None:
+    """An audit entry that cannot be written never undoes what the user saw succeed: it is logged."""
+    try:
+        accounts.audit(who, action, target, detail, address=address)
+    except storage.StorageError as exc:
+        logging.getLogger(__name__).warning("audit entry %s %s not written: %s", action, target, exc)
+
+
 def annotator_for(typed: object) -> str:
     """The name a label is saved under: the signed-in user's, whatever the browser sent, once accounts
     exist (ValueError when the session is gone or the user may not label); else the name typed."""
     session = current_session()
     if session is None:
         return str(typed or "").strip()
-    if session.user is None:
-        raise ValueError(f"not saved: {session.reason}")
-    if session.user.role not in ("admin", "annotator"):
-        raise ValueError(f"not saved: {session.user.name} is a {session.user.role}; viewers cannot label")
+    why = refusal("label")
+    if why is not None:
+        raise ValueError(why.replace("not done", "not saved", 1))
+    assert session.user is not None
     return session.user.name
 
 
@@ -193,7 +278,8 @@ def switch_project(project: storage.Project) -> None:
     st.session_state["project_dir"] = str(project.root)
     st.session_state["labeler_acks"] = {}
     st.session_state.pop(ERROR, None)
-    remember_project(project.root)
+    if can("manage"):  # what a server restart reopens is the admins' choice, not the last annotator's
+        remember_project(project.root)
 
 
 def project_error() -> str | None:
@@ -201,15 +287,39 @@ def project_error() -> str | None:
     return st.session_state.get(ERROR)
 
 
+def may_open(root: Path | str) -> bool:
+    """Whether this session's user may open the project at `root` (everyone without accounts, admins
+    every project, annotators and viewers the projects they are members of)."""
+    session = current_session()
+    if session is None:
+        return True
+    return session.user is not None and accounts.may_open(session.user, root)
+
+
+def member_projects() -> list[str]:
+    """The project folders of a signed-in annotator or viewer (empty for admins and without accounts)."""
+    session = current_session()
+    if session is None or session.user is None or session.user.role == "admin":
+        return []
+    return accounts.projects_of(session.user.name)
+
+
 def active_project() -> storage.Project | None:
-    """This session's project, opening the requested, remembered or demo one on first use.
+    """This session's project, opening the requested, remembered or demo one on first use (for an
+    annotator or viewer: one they are a member of, their first project else).
 
     None when it cannot be opened: `project_error()` says why (pages then show the
     Open/Create forms). A remembered project whose folder is gone is forgotten quietly.
     """
     init_session()
     own = st.session_state["project_dir"]
-    candidates = [Path(own)] if own else [requested_project(), remembered_project()]
+    if own and not may_open(own):  # removed from the project since: the session leaves it
+        st.session_state["project_dir"] = own = None
+    if own:
+        candidates: list[Path | None] = [Path(own)]
+    else:
+        candidates = [p if p is not None and may_open(p) else None for p in (requested_project(), remembered_project())]
+        candidates += [Path(p) for p in member_projects()]
     for candidate in candidates:
         if candidate is None:
             continue
@@ -228,6 +338,8 @@ def active_project() -> storage.Project | None:
         return project
     from app import demo
 
+    if not may_open(demo.demo_dir()):
+        return None
     project = demo.open_demo_with_status()
     if project is not None:
         switch_project(project)

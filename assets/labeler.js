@@ -48,6 +48,7 @@ const isDone = (s) => s && (s.label != null || s.skipped);
 
 function receive(v, data) {
   v.data = data;
+  if (data.signedIn) v.annotator = data.signedIn;   // the server saves labels under this name whatever is sent
   const acked = (data.acked || {})[v.client] || 0;
   v.pending = v.pending.filter((ev) => ev.seq > acked);
   const refused = ((data.errors || {})[v.client] || []).filter((e) => e.seq > (v.shownError || 0));
@@ -318,6 +319,19 @@ function statusText(s, cls) {
   return s.pending ? ["pending", `${what} · saving…`] : [cls, `✓ saved as ${what}`];
 }
 
+// The annotator name box of the local tool (no accounts): the name is kept in this browser.
+function nameBox(v) {
+  const who = el("label", "pl-who" + (v.annotator ? "" : " pl-missing"), "Annotator ");
+  const input = el("input");
+  input.value = v.annotator; input.placeholder = "your name"; input.size = 12;
+  input.setAttribute("aria-label", "Annotator name");
+  input.addEventListener("change", () => { v.annotator = input.value.trim(); store(NAME_KEY, v.annotator); v.message = ""; render(v); });
+  input.addEventListener("keydown", (e) => { if (e.key === "Enter") input.blur(); e.stopPropagation(); });
+  v.nameInput = input;
+  who.append(input);
+  return who;
+}
+
 function header(v, state) {
   const bar = el("div", "pl-bar");
   const done = v.data.items.filter((it) => isDone(state.get(it.id))).length;
@@ -327,15 +341,10 @@ function header(v, state) {
                   v.pending.length ? `${v.pending.length} saving…` : "all saved ✓");
   sync.dataset.pending = String(v.pending.length);
   bar.append(sync);
-  const who = el("label", "pl-who" + (v.annotator ? "" : " pl-missing"), "Annotator ");
-  const input = el("input");
-  input.value = v.annotator; input.placeholder = "your name"; input.size = 12;
-  input.setAttribute("aria-label", "Annotator name");
-  input.addEventListener("change", () => { v.annotator = input.value.trim(); store(NAME_KEY, v.annotator); v.message = ""; render(v); });
-  input.addEventListener("keydown", (e) => { if (e.key === "Enter") input.blur(); e.stopPropagation(); });
-  v.nameInput = input;
-  who.append(input);
-  bar.append(who);
+  if (v.data.signedIn) {
+    bar.append(el("span", "pl-who", `Labeling as ${v.data.signedIn}`));
+    v.nameInput = null;
+  } else bar.append(nameBox(v));
   const modes = el("span", "pl-modes");
   for (const [mode, text] of [["focus", "Focus"], ["grid", "Grid"]]) {
     const b = el("button", "pl-mode" + (v.mode === mode ? " pl-on" : ""), text);
@@ -470,7 +479,7 @@ function render(v) {
   v.root.replaceChildren(body);
   fitStage(v);
   v.typedName = v.nameInput;
-  if (typing !== null) { v.nameInput.value = typing; v.nameInput.focus(); }   // an ack arrived mid-typing
+  if (typing !== null && v.nameInput) { v.nameInput.value = typing; v.nameInput.focus(); }   // an ack arrived mid-typing
 }
 
 // Zoom by key or button opens on the image's centre; a click on the image opens on the point clicked.

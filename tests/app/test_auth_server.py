@@ -14,6 +14,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from streamlit.proto.WidgetStates_pb2 import WidgetState
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -21,6 +22,7 @@ import storage
 from app import auth
 from app.live_server import REPO, free_port, wait_healthy
 from storage import accounts
+from tests.app.streamlit_ws import run_page
 from tests.support import make_app_project, write_image_folder
 
 PASSWORD = "a long enough password"
@@ -91,7 +93,8 @@ def websocket_status(port: int, cookie: str | None = None) -> int:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """A server with accounts (alice admin, bob annotator, vera viewer, dave annotator) on a tiny project."""
+    """A server with accounts (alice admin, bob annotator, vera viewer, dave annotator) on a tiny project
+    whose members are bob and vera (dave belongs to no project)."""
     root = tmp_path_factory.mktemp("auth")
     home = root / "home"
     os.environ[accounts.ENV_HOME] = str(home)  # the test process reads and changes the same accounts
@@ -100,6 +103,8 @@ def site(tmp_path_factory):
     images = root / "images"
     write_image_folder(images, per_class=4, flat=True)
     project = make_app_project(root / "project", images)
+    for name in ("bob", "vera"):
+        accounts.set_member(project.root, name, True, actor="test", home=home)
     with server(home, project.root, root / "server.log") as port:
         yield port, home, project
     os.environ.pop(accounts.ENV_HOME, None)
@@ -253,6 +258,87 @@ def test_sign_out_clears_the_cookie(site):
     assert headers["set-cookie"].startswith(f"{auth.COOKIE}=;") and "Max-Age=0" in headers["set-cookie"]
 
 
+# ---------------------------------------------------------------- roles and members, through the websocket
+
+
+def _form_widgets(run, form: str) -> dict[str, object]:
+    """The widgets of one form in a run, by label (the submit button as "submit")."""
+    found: dict[str, object] = {}
+    for kind, proto in run.elements:
+        if getattr(proto, "form_id", None) == form:
+            found["submit" if kind == "button" else proto.label] = proto
+    return found
+
+
+def test_an_annotator_calling_an_admin_action_through_the_websocket_is_refused_and_audited(site):
+    port, home, project = site
+    admin = run_page(port, session_of(port, "alice"), page_name="project")
+    page_hash = admin.page_hashes["project"]
+    form = _form_widgets(admin, "settings")
+    assert "submit" in form and "Budget" in form  # what an admin's browser sends to save the settings
+    before = storage.load_settings(project)
+    forged = [WidgetState(id=form["submit"].id, trigger_value=True), WidgetState(id=form["Budget"].id, int_value=7)]
+    for ask in ({"page_name": "project"}, {"page_script_hash": page_hash}):  # by URL, by the page's hash
+        run = run_page(port, session_of(port, "bob"), widgets=forged, **ask)
+        assert run.ran_page_hash != page_hash  # the annotator's own first page ran instead
+        errors = [text for text in run.texts("alert") if "not open to annotators" in text]
+        assert errors and "signed in as bob" in errors[0], run.texts("alert")
+        assert not _form_widgets(run, "settings")  # the page never ran: no form, nothing saved
+    assert storage.load_settings(project) == before
+    refused = [e for e in accounts.audit_entries(home) if e.actor == "bob" and e.action == "refused"]
+    assert len(refused) >= 2 and refused[0].target == "page project"
+
+
+def test_a_viewer_cannot_reach_the_exports_or_the_labeling_view_through_the_websocket(site):
+    port, home, _ = site
+    label_page = run_page(port, session_of(port, "bob")).ran_page_hash  # an annotator's first page: Label
+    for ask in ({"page_name": "export"}, {"page_name": "labels"}, {"page_script_hash": label_page}):
+        run = run_page(port, session_of(port, "vera"), **ask)
+        assert not run.of("download_button") and not run.of("bidi_component"), ask
+        assert any("not open to viewers" in text for text in run.texts("alert")), ask
+    assert any(e.actor == "vera" and e.target == "page export" for e in accounts.audit_entries(home))
+
+
+def _image_urls(port: int, cookie: str) -> dict[str, str]:
+    """The image URL templates the labeling view of this session was given."""
+    import json
+
+    run = run_page(port, cookie)
+    [view] = [proto for proto in run.of("bidi_component")] or pytest.fail(f"no labeling view: {run.texts('alert')}")
+    data = json.loads(view.json)
+    return data["urls"]
+
+
+def test_images_are_served_only_to_the_session_user_while_a_member(site):
+    port, home, project = site
+    bob = session_of(port, "bob")
+    urls = _image_urls(port, bob)
+    item = storage.labeled_items(project)[0].item_id if storage.labeled_items(project) else 1
+    url = urls["grid"].replace("{id}", str(item))
+    assert call(port, "GET", url, cookie=bob, headers={"Accept": "*/*"})[0] == 200
+    for other in ("alice", "dave"):  # another user's session, even an admin's, does not use bob's link
+        status, _, body = call(port, "GET", url, cookie=session_of(port, other), headers={"Accept": "*/*"})
+        assert status == 403 and "belongs to another session" in body, (other, body)
+    accounts.set_member(project.root, "bob", False, actor="alice", home=home)
+    try:
+        status, _, body = call(port, "GET", url, cookie=bob, headers={"Accept": "*/*"})
+        assert status == 403 and "bob is not a member of this project" in body
+        run = run_page(port, bob)  # and the app no longer opens the project for him
+        assert any("No project is open to you" in text for text in run.texts("alert")), run.texts("alert")
+        assert not run.of("bidi_component")
+    finally:
+        accounts.set_member(project.root, "bob", True, actor="alice", home=home)
+    assert call(port, "GET", url, cookie=bob, headers={"Accept": "*/*"})[0] == 200
+
+
+def test_a_user_of_no_project_sees_none_and_no_project_forms(site):
+    port, _, _ = site
+    run = run_page(port, session_of(port, "dave"))
+    assert any("No project is open to you" in text for text in run.texts("alert")), run.texts("alert")
+    labels = [getattr(proto, "label", "") for _, proto in run.elements]
+    assert "Project folder on the server" not in labels and not run.of("bidi_component")
+
+
 # ---------------------------------------------------------------- in a browser
 
 
@@ -270,7 +356,7 @@ def _browser_sign_in(chromium, port: int, name: str, shots: Path):
 
 
 @pytest.mark.browser
-def test_in_a_browser_the_label_is_saved_under_the_signed_in_name_whatever_is_typed(site, chromium, tmp_path):
+def test_in_a_browser_an_annotator_labels_under_the_signed_in_name_and_signs_out(site, chromium, tmp_path):
     port, _, project = site
     context, page = _browser_sign_in(chromium, port, "bob", tmp_path)
     try:
@@ -278,10 +364,11 @@ def test_in_a_browser_the_label_is_saved_under_the_signed_in_name_whatever_is_ty
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_selector("img.pl-focus-img")
         item = int(page.get_attribute("img.pl-focus-img", "data-item-id"))
-        page.fill("input[aria-label='Annotator name']", "mallory")  # the browser's word is not taken
-        page.keyboard.press("Enter")
-        page.keyboard.press("1")
         view = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
+        who = page.evaluate(f"() => {view}.querySelector('.pl-who').textContent")
+        assert who == "Labeling as bob"  # no name box to type another name in: the session's name is used
+        assert not page.evaluate(f"() => !!{view}.querySelector('input[aria-label=\"Annotator name\"]')")
+        page.keyboard.press("1")
         page.wait_for_function(f"() => {view}?.querySelector('.pl-sync')?.dataset.pending === '0'")
         page.screenshot(path=str(tmp_path / "labeled.png"))
         assert storage.label_history(project, item)[-1].annotator == "bob"
@@ -302,7 +389,7 @@ def test_in_a_browser_a_viewer_gets_the_progress_page_only(site, chromium, tmp_p
     try:
         for path in ("labels", "export"):  # asked by URL: the page never runs, the viewer's own page does
             page.goto(f"http://127.0.0.1:{port}/{path}")
-            page.wait_for_selector("text=Page not found")
+            page.wait_for_selector("text=page is not open to viewers")
             page.wait_for_selector("text=Signed in as")
             page.screenshot(path=str(tmp_path / f"viewer-{path}.png"))
             assert not page.locator("text=Download").count() and not page.locator(".pl-focus-img").count()

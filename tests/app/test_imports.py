@@ -13,6 +13,7 @@ from pathlib import Path
 import storage
 from app import jobs
 from engine.worker import run_worker
+from storage import accounts
 from tests.app.conftest import MAIN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,11 +35,14 @@ def test_every_app_module_imports_without_torch_or_faiss():
 
 # Renders each page given on the command line in one AppTest session (one server process), then reports
 # what drew and which heavy modules the process holds. The worker is never started (as in conftest).
+# With accounts (PROXY_LABELER_HOME holds an admin), signed in as that admin: every page, Users too.
 RENDER_PAGES = f"""
 import json, sys
 from streamlit.testing.v1 import AppTest
-from app import jobs
+from app import auth, jobs, state
+from storage import accounts
 jobs.start_worker = lambda project: None
+state.current_session = lambda: auth.Session(accounts.get_user("admin"))
 main, pages = sys.argv[1], sys.argv[2:]
 at = AppTest.from_file(main, default_timeout=60).run()
 drawn = {{}}
@@ -57,7 +61,7 @@ print(json.dumps({{"drawn": drawn, "heavy": sorted(m for m in {HEAVY!r} if m in 
 
 def test_drawing_every_page_of_a_trained_project_imports_neither_torch_nor_faiss(project, dataset):
     """Every page, with real content: a labeled round 0, a trained round 1, a trained target, the
-    Project page's settings and create forms. A call-time import (a form's model names read from
+    Project page's settings and create forms, the Users page. A call-time import (a form's model names read from
     engine.models, the target's model name from engine.config) fails this as a top-level one would."""
     truth = dataset[1]
     batch = [item_id for item_id, _ in storage.round_items(project, storage.current_round(project).id)]
@@ -73,7 +77,9 @@ def test_drawing_every_page_of_a_trained_project_imports_neither_torch_nor_faiss
     assert storage.latest_coreset_run(project) is not None
 
     pages = sorted(str(p.relative_to(REPO)) for p in (REPO / "app").glob("page_*.py"))
-    env = {**os.environ, "PROXY_LABELER_PROJECT": str(project.root)}
+    home = project.root.parent / "home"
+    accounts.add_user("admin", "admin", "a long enough password", actor="test", home=home)
+    env = {**os.environ, "PROXY_LABELER_PROJECT": str(project.root), "PROXY_LABELER_HOME": str(home)}
     done = subprocess.run(
         [sys.executable, "-c", RENDER_PAGES, MAIN, *pages],
         cwd=REPO,
@@ -85,7 +91,7 @@ def test_drawing_every_page_of_a_trained_project_imports_neither_torch_nor_faiss
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     drawn = report["drawn"]
-    assert sorted(drawn) == pages and len(pages) == 7
+    assert sorted(drawn) == pages and len(pages) == 8
     assert all(page["title"] for page in drawn.values())
     project_page = drawn["app/page_project.py"]["selectboxes"]
     assert {"s-strategy", "s-proxy", "s-target", "c-strategy", "c-proxy", "c-target"} <= set(project_page)
