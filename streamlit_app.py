@@ -67,6 +67,7 @@ if asked is not None and asked not in allowed:  # a URL typed or a page named by
     state.audit_action("refused", f"page {asked}", f"{role} asked for the {title} page")
     st.error(f"The {title} page is not open to {role}s: you are signed in as {user.name if user else '?'}.")
 if user is not None:
+    state.project_switcher()
     st.sidebar.caption(f"Signed in as **{user.name}** ({user.role})")
     st.sidebar.markdown(f'<a href="{auth.SIGNOUT}" target="_self">Sign out</a>', unsafe_allow_html=True)
 try:

@@ -253,6 +253,7 @@ def open_folder(path: str) -> None:
         st.error(f"Not opened: {widgets.md(exc)}")
         return
     state.switch_project(project)
+    state.audit_action("project.open", str(project.root))
     st.rerun()
 
 
@@ -333,6 +334,7 @@ def create_project(
     if resumed:
         st.info(f"{widgets.md(project.root)} already held this project, half made: finishing it.")
     state.switch_project(project)
+    state.audit_action("project.create", str(project.root), f"images {image_root}")
     finish_setup(project, None if resumed else typed, labels=source)
 
 

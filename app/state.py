@@ -107,8 +107,8 @@ def refusal(capability: str) -> str | None:
         return f"not done: {session.reason}"
     if session.user.role in CAN[capability]:
         return None
-    roles = " or ".join(CAN[capability])
-    return f"not done: {session.user.name} is {_a(session.user.role)}; only {roles}s may do this"
+    roles = " or ".join(f"{role}s" for role in CAN[capability])
+    return f"not done: {session.user.name} is {_a(session.user.role)}; only {roles} may do this"
 
 
 def _a(role: str) -> str:
@@ -138,7 +138,7 @@ def audit_action(action: str, target: str = "", detail: str = "") -> None:
     """One entry in the audit trail (storage/accounts.py) for this session's user and address, once
     accounts exist (the local tool keeps none)."""
     if current_session() is not None:
-        _write_audit(actor(), action, target, detail, st.context.ip_address or "")
+        _write_audit(actor(), action, target, detail, client_address())
 
 
 def audited(make: Callable[[], T], action: str, target: str) -> Callable[[], T]:
@@ -146,7 +146,7 @@ def audited(make: Callable[[], T], action: str, target: str) -> Callable[[], T]:
     deferred data runs outside the script run, so who asked and from where are read now."""
     if current_session() is None:
         return make
-    who, address = actor(), st.context.ip_address or ""
+    who, address = actor(), client_address()
 
     def run() -> T:
         data = make()
@@ -154,6 +154,12 @@ def audited(make: Callable[[], T], action: str, target: str) -> Callable[[], T]:
         return data
 
     return run
+
+
+def client_address() -> str:
+    """The browser's address as the server saw it ("" where there is none, as in AppTest)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else ""
 
 
 def _write_audit(who: str, action: str, target: str, detail: str, address: str) -> None:
@@ -302,6 +308,24 @@ def member_projects() -> list[str]:
     if session is None or session.user is None or session.user.role == "admin":
         return []
     return accounts.projects_of(session.user.name)
+
+
+def project_switcher() -> None:
+    """In the sidebar of an annotator or viewer who belongs to several projects: which one to work on
+    (admins open projects on the Project page)."""
+    choices = member_projects()
+    if len(choices) < 2:
+        return
+    current = st.session_state.get("project_dir")
+    index = choices.index(current) if current in choices else None
+    chosen = st.sidebar.selectbox(
+        "Project", choices, index=index, format_func=lambda root: Path(root).name, key="member-project"
+    )
+    if chosen and chosen != current:
+        try:
+            switch_project(open_allowed(chosen))
+        except storage.StorageError as exc:
+            st.sidebar.error(f"Not opened: {exc}")
 
 
 def active_project() -> storage.Project | None:
