@@ -1,7 +1,7 @@
 """Users page (admins only, once accounts exist): the users and their roles, a new user, the members
 of the open project, and the audit trail.
 
-Every change names who made it (`state.actor()`) and from where (`st.context.ip_address`), and goes
+Every change names who made it (`state.actor()`) and from where (`state.client_address()`), and goes
 through storage/accounts.py, which audits it. A change of a user carries the `updated_at` this page
 showed for them (`SEEN`, kept in the session from the run that drew the table): when another admin
 changed the user since, accounts refuses it in words, changes nothing and audits the refusal. The
@@ -32,10 +32,6 @@ AUDIT_SHOWN = 200
 def local_time(at: float) -> str:
     """A time stamp as local ISO time with its offset (2025-06-01 14:03:07+02:00)."""
     return datetime.datetime.fromtimestamp(at).astimezone().isoformat(sep=" ", timespec="seconds")
-
-
-def address() -> str:
-    return st.context.ip_address or ""
 
 
 def change(what: Callable[[], object], done: str) -> None:
@@ -81,7 +77,7 @@ def editor(users: list[accounts.User], seen: dict[str, float]) -> None:
         return
     user = by_name[name]
     shown = seen.get(name, user.updated_at)  # what this page showed when the admin chose the change
-    who, where = state.actor(), address()
+    who, where = state.actor(), state.client_address()
     role_col, access_col, password_col = st.columns(3)
     with role_col, st.form("user-role"):
         role = st.selectbox("Role", accounts.ROLES, index=accounts.ROLES.index(user.role), key=f"role-{name}")
@@ -139,7 +135,7 @@ def add_user_form() -> None:
         return
     name = name.strip()
     change(
-        lambda: accounts.add_user(name, role, first, actor=state.actor(), address=address()),
+        lambda: accounts.add_user(name, role, first, actor=state.actor(), address=state.client_address()),
         f"Added {widgets.md(name)} ({role}).",
     )
 
@@ -202,7 +198,7 @@ def save_members(project: storage.Project, current: list[str], chosen: list[str]
     done = []
     try:
         for name, member in changes:
-            accounts.set_member(project.root, name, member, actor=state.actor(), address=address())
+            accounts.set_member(project.root, name, member, actor=state.actor(), address=state.client_address())
             done.append(f"{'added' if member else 'removed'} {widgets.md(name)}")
     except storage.StorageError as exc:
         st.error(f"Not saved: {widgets.md(exc)}" + (f" (saved before that: {', '.join(done)})" if done else ""))

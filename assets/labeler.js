@@ -475,7 +475,7 @@ function render(v) {
   if (!v.data.items.length) body.append(el("p", "pl-empty", "Nothing to label here."));
   else if (v.mode === "grid") drawGrid(v, body, state);
   else drawFocus(v, body, state);
-  const typing = v.root.getRootNode().activeElement === v.typedName ? v.typedName.value : null;
+  const typing = v.typedName && v.root.getRootNode().activeElement === v.typedName ? v.typedName.value : null;
   v.root.replaceChildren(body);
   fitStage(v);
   v.typedName = v.nameInput;

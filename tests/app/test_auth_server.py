@@ -397,6 +397,51 @@ def test_in_a_browser_a_viewer_gets_the_progress_page_only(site, chromium, tmp_p
         context.close()
 
 
+@pytest.mark.browser
+def test_in_a_browser_an_admin_labels_reads_the_audit_trail_and_signs_out(site, chromium, tmp_path):
+    port, home, project = site
+    context, page = _browser_sign_in(chromium, port, "alice", tmp_path)
+    try:
+        page.wait_for_selector("text=Signed in as")
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("img.pl-focus-img")
+        view = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
+        assert page.evaluate(f"() => {view}.querySelector('.pl-who').textContent") == "Labeling as alice"
+        item = int(page.get_attribute("img.pl-focus-img", "data-item-id"))
+        page.keyboard.press("2")
+        deadline = time.monotonic() + 30
+        while not storage.label_history(project, item):
+            if time.monotonic() > deadline:
+                page.screenshot(path=str(tmp_path / "admin-label-not-saved.png"))
+                pytest.fail("the admin's label was not saved")
+            time.sleep(0.2)
+        assert storage.label_history(project, item)[-1].annotator == "alice"
+        page.wait_for_function(f"() => {view}?.querySelector('.pl-sync')?.dataset.pending === '0'")
+        page.screenshot(path=str(tmp_path / "admin-label.png"))
+        nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+        assert all(name in nav for name in ("Project", "Export", "Users"))
+        page.goto(f"http://127.0.0.1:{port}/users")
+        page.wait_for_selector("text=Change a user")
+        page.wait_for_selector("text=Set password")
+        page.wait_for_timeout(1500)  # the users table (a canvas) draws after the page's text
+        page.screenshot(path=str(tmp_path / "admin-users.png"), full_page=True)
+        page.get_by_role("tab", name="Audit").click()
+        page.wait_for_selector("text=Audit trail as CSV")
+        page.screenshot(path=str(tmp_path / "admin-audit.png"), full_page=True)
+        with page.expect_download() as download:
+            page.get_by_text("Audit trail as CSV").click()
+        text = Path(download.value.path()).read_text()
+        assert text.startswith("at,actor,action,target,detail,address") and ",alice,signin," in text
+        deadline = time.monotonic() + 30
+        while not any(e.action == "export.audit" and e.actor == "alice" for e in accounts.audit_entries(home)):
+            assert time.monotonic() < deadline, "the download was not audited"
+            time.sleep(0.2)
+        page.click("text=Sign out")
+        page.wait_for_selector("input[name=password]")
+    finally:
+        context.close()
+
+
 # ---------------------------------------------------------------- safe by default
 
 
