@@ -16,6 +16,9 @@ The session cookie is `name.epoch.issued` signed with HMAC-SHA256 under a secret
 over TLS, with an expiry (`SESSION_S`). Every request re-reads the user: a disabled user, or one whose
 password or role changed (the epoch moved), is signed out at once.
 
+A refused cookie (forged, expired, of a disabled user) is audited as `session.refused`, at most once a
+minute per address, name and reason.
+
 Failed sign-ins are slowed per user name and per address (`Throttle`): after `FREE_FAILURES` failures
 each attempt waits twice as long as the one before, up to `max_wait_s()`; while a name or address is
 waiting every attempt, even with the right password, is refused with 429 and Retry-After.
@@ -105,6 +108,7 @@ def sign(name: str, epoch: int, issued_at: float | None = None, home: Path | Non
 class Session:
     user: accounts.User | None  # None: refused, `reason` says why
     reason: str = ""
+    name: str = ""  # a refused cookie's user name, when this server signed it (expired, disabled, ended)
 
 
 def check_token(token: str | None, home: Path | None = None, now: float | None = None) -> Session:
@@ -120,15 +124,46 @@ def check_token(token: str | None, home: Path | None = None, now: float | None =
         return Session(None, "the session cookie is not one this server made; sign in again")
     now = time.time() if now is None else now
     if not (epoch.isdigit() and issued.isdigit()) or now - int(issued) > SESSION_S or int(issued) > now + 60:
-        return Session(None, "your session expired; sign in again")
+        return Session(None, "your session expired; sign in again", name)
     user = accounts.get_user(name, home)
     if user is None:
-        return Session(None, "your account no longer exists")
+        return Session(None, "your account no longer exists", name)
     if not user.enabled:
-        return Session(None, "your account is disabled; ask an admin")
+        return Session(None, "your account is disabled; ask an admin", name)
     if user.session_epoch != int(epoch):
-        return Session(None, "your session was ended (password or role changed); sign in again")
+        return Session(None, "your session was ended (password or role changed); sign in again", name)
     return Session(user)
+
+
+class RefusalLog:
+    """Refused session cookies go to the audit trail, each (address, name, reason) at most once a minute,
+    so a flood of forged cookies cannot flood the trail."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: tuple[str, str, str], now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if len(self._last) > 10_000:
+                self._last = {k: t for k, t in self._last.items() if now - t < self.EVERY_S}
+            if now - self._last.get(key, -self.EVERY_S) < self.EVERY_S:
+                return False
+            self._last[key] = now
+            return True
+
+
+REFUSALS = RefusalLog()
+
+
+def audit_refused(session: Session, address: str, where: str, home: Path | None = None) -> None:
+    """Write a refused cookie (forged, expired, of a disabled user) to the audit trail, rate-limited."""
+    who = session.name or "?"  # a name only from a cookie this server signed
+    if REFUSALS.due((address, who, session.reason)):
+        accounts.audit(who, "session.refused", where[:200], session.reason, address=address, home=home)
 
 
 # ---------------------------------------------------------------- slowing failed sign-ins
@@ -279,6 +314,8 @@ class SignIn:
             scope.setdefault("state", {})["user"] = session.user
             await self.app(scope, receive, send)
             return
+        if token:  # a cookie was sent and refused: forged, expired, or its user disabled since
+            await anyio.to_thread.run_sync(audit_refused, session, _address(scope), path, self.home)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": session.reason[:120]})  # a 403
             return

@@ -76,6 +76,7 @@ def session_user() -> accounts.User | None:
     if session is None:
         return None
     if session.user is None:
+        auth.audit_refused(session, client_address(), "websocket session")
         st.error(f"Signed out: {session.reason}.")
         st.markdown(f'<a href="{auth.SIGNIN}" target="_self">Sign in</a>', unsafe_allow_html=True)
         st.stop()

@@ -31,32 +31,37 @@ class Run:
         return [proto for name, proto in self.elements if name == kind]
 
 
-def run_page(
-    port: int,
-    cookie: str | None,
-    page_name: str = "",
-    page_script_hash: str = "",
-    widgets: list | None = None,
-    timeout_s: float = 90,
-) -> Run:
-    """Open a session with `cookie`, run the app once asking for `page_name` / `page_script_hash` with
-    `widgets` (WidgetState protos, e.g. a forged button trigger), and collect what the run sent."""
-    headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie else {}
-    run = Run()
-    with connect(
-        f"ws://127.0.0.1:{port}/_stcore/stream", additional_headers=headers, open_timeout=30, max_size=None
-    ) as ws:
+class Session:
+    """One browser tab's websocket: several script runs on one connection (`with Session(...) as tab`)."""
+
+    def __init__(self, port: int, cookie: str | None) -> None:
+        headers = {"Cookie": f"{COOKIE}={cookie}"} if cookie else {}
+        url = f"ws://127.0.0.1:{port}/_stcore/stream"
+        self._ws = connect(url, additional_headers=headers, open_timeout=30, max_size=None)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ws.close()
+
+    def run(
+        self, page_name: str = "", page_script_hash: str = "", widgets: list | None = None, timeout_s: float = 90
+    ) -> Run:
+        """Run the app once asking for `page_name` / `page_script_hash` with `widgets` (WidgetState protos,
+        e.g. a forged button trigger), and collect what the run sent."""
         message = BackMsg()
         message.rerun_script.query_string = ""
         message.rerun_script.page_name = page_name
         message.rerun_script.page_script_hash = page_script_hash
         for state in widgets or []:
             message.rerun_script.widget_states.widgets.append(state)
-        ws.send(message.SerializeToString())
+        self._ws.send(message.SerializeToString())
+        run = Run()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             forward = ForwardMsg()
-            forward.ParseFromString(ws.recv(timeout=max(1.0, deadline - time.monotonic())))
+            forward.ParseFromString(self._ws.recv(timeout=max(1.0, deadline - time.monotonic())))
             kind = forward.WhichOneof("type")
             if kind == "script_finished":
                 return run
@@ -69,4 +74,10 @@ def run_page(
                 element = forward.delta.new_element
                 name = element.WhichOneof("type")
                 run.elements.append((name, getattr(element, name)))
-    raise TimeoutError(f"the run of {page_name or page_script_hash or 'the default page'} did not finish")
+        raise TimeoutError(f"the run of {page_name or page_script_hash or 'the default page'} did not finish")
+
+
+def run_page(port: int, cookie: str | None, page_name: str = "", page_script_hash: str = "", widgets=None) -> Run:
+    """One run in a fresh session (a new tab)."""
+    with Session(port, cookie) as tab:
+        return tab.run(page_name, page_script_hash, widgets)

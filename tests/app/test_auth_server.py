@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import storage
 from app import auth
 from app.live_server import REPO, free_port, wait_healthy
 from storage import accounts
-from tests.app.streamlit_ws import run_page
+from tests.app.streamlit_ws import Session, run_page
 from tests.support import make_app_project, write_image_folder
 
 PASSWORD = "a long enough password"
@@ -229,6 +230,35 @@ def test_a_disabled_user_is_signed_out_at_once_and_cannot_sign_in(site):
     assert websocket_status(port, token) == 403
     status, headers, body = sign_in(port, "erin")
     assert status == 403 and "set-cookie" not in headers and "disabled" in body
+
+
+def test_a_disabled_user_with_a_page_open_is_signed_out_at_the_next_run_and_it_is_audited(site):
+    port, home, project = site
+    accounts.add_user("gina", "annotator", PASSWORD, actor="test", home=home)
+    accounts.set_member(project.root, "gina", True, actor="test", home=home)
+    with Session(port, session_of(port, "gina")) as tab:  # the websocket opened while gina was enabled
+        first = tab.run()
+        [view] = first.of("bidi_component") or pytest.fail(f"no labeling view: {first.texts('alert')}")
+        accounts.set_enabled("gina", False, actor="alice", home=home)
+        state = json.dumps({"outbox": {"client": "tab", "events": [{"seq": 1, "action": "skip", "items": [1],
+                            "value": None, "how": "typed", "annotator": "gina"}]}})  # fmt: skip
+        before = storage.labeled_items(project)
+        second = tab.run(widgets=[WidgetState(id=view.id, json_value=state)])
+    assert "Signed out: your account is disabled; ask an admin." in second.texts("alert")
+    assert not second.of("bidi_component") and storage.labeled_items(project) == before
+    refused = [e for e in accounts.audit_entries(home) if e.actor == "gina" and e.action == "session.refused"]
+    assert refused and refused[0].detail == "your account is disabled; ask an admin"
+
+
+def test_forged_and_expired_cookies_are_audited_once_a_minute(site):
+    port, home, _ = site
+    expired = auth.sign("vera", 0, issued_at=time.time() - auth.SESSION_S - 5, home=home)
+    for _ in range(3):
+        call(port, "GET", "/_stcore/host-config", cookie=_other_secret_token("zed"), headers={"Accept": "*/*"})
+        call(port, "GET", "/_stcore/host-config", cookie=expired, headers={"Accept": "*/*"})
+    refused = [(e.actor, e.detail) for e in accounts.audit_entries(home) if e.action == "session.refused"]
+    assert refused.count(("?", "the session cookie is not one this server made; sign in again")) == 1
+    assert refused.count(("vera", "your session expired; sign in again")) == 1
 
 
 def test_a_changed_password_ends_the_old_sessions(site):
