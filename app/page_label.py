@@ -23,7 +23,7 @@ def round_panel(project: storage.Project, rs: jobs.RoundState) -> None:
             "by a proxy trained on them. A project whose creation was interrupted is finished here."
         )
         if not state.can("manage"):
-            st.caption("An admin starts the project (the Label page of an admin shows the button).")
+            st.caption("The first batch is made by an admin; it shows here once it is ready.")
         elif st.button("Scan the images and make the first batch", type="primary", key="finish-setup"):
             state.require("manage", "finish setup")
             project_forms.finish_setup(project)
