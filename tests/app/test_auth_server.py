@@ -361,6 +361,46 @@ def test_images_are_served_only_to_the_session_user_while_a_member(site):
     assert call(port, "GET", url, cookie=bob, headers={"Accept": "*/*"})[0] == 200
 
 
+def _widget(run, kind: str, label: str, form: str = ""):
+    found = [proto for proto in run.of(kind) if proto.label == label and proto.form_id == form]
+    assert found, (kind, label, [getattr(p, "label", "") for _, p in run.elements])
+    return found[0]
+
+
+def test_two_admins_changing_the_same_user_through_the_server_the_second_is_refused(site):
+    port, home, _ = site
+    accounts.add_user("root2", "admin", PASSWORD, actor="test", home=home)
+    accounts.add_user("hank", "annotator", PASSWORD, actor="test", home=home)
+    tabs = {name: Session(port, session_of(port, name)) for name in ("alice", "root2")}
+    try:
+        picked = {}
+        for name, tab in tabs.items():  # both open the Users page and pick hank
+            first = tab.run(page_name="users")
+            pick = WidgetState(id=_widget(first, "selectbox", "User").id, string_value="hank")
+            shown = tab.run(page_name="users", widgets=[pick])
+            role = _widget(shown, "selectbox", "Role", "user-role")
+            submit = next(p for p in shown.of("button") if p.form_id == "user-role")
+            picked[name] = (pick, role.id, submit.id)
+
+        def save_role(name: str, value: str):
+            pick, role, submit = picked[name]
+            widgets = [pick, WidgetState(id=role, string_value=value), WidgetState(id=submit, trigger_value=True)]
+            return tabs[name].run(page_name="users", widgets=widgets)
+
+        done = save_role("root2", "viewer")
+        assert any("viewer" in text for text in done.texts("alert")), done.texts("alert")
+        late = save_role("alice", "admin")  # alice's page still shows hank as he was before root2's change
+    finally:
+        for tab in tabs.values():
+            tab.__exit__()
+    errors = [text for text in late.texts("alert") if "changed by someone else since you opened this page" in text]
+    assert errors, late.texts("alert")
+    hank = accounts.get_user("hank", home)
+    assert hank is not None and hank.role == "viewer"  # root2's change stands, alice's did nothing
+    refused = [e for e in accounts.audit_entries(home) if e.action == "user.role.refused"]
+    assert refused and refused[0].actor == "alice" and refused[0].target == "hank"
+
+
 def test_a_user_of_no_project_sees_none_and_no_project_forms(site):
     port, _, _ = site
     run = run_page(port, session_of(port, "dave"))
