@@ -310,6 +310,13 @@ class SignIn:
         if path == SIGNOUT and scope["type"] == "http":
             await _redirect(send, SIGNIN, session_cookie("", _secure(scope), max_age=0))
             return
+        if session.user is not None and scope["type"] == "websocket" and not _same_origin(headers):
+            # a page of another site opening our websocket with the user's cookie (SameSite=Strict already
+            # keeps browsers from sending it; this holds for browsers that do not honour it)
+            who, address = session.user.name, _address(scope)
+            await anyio.to_thread.run_sync(_audit, who, "websocket.cross-site", address, self.home)
+            await send({"type": "websocket.close", "code": 1008, "reason": "refused: opened from another site"})
+            return
         if session.user is not None:
             scope.setdefault("state", {})["user"] = session.user
             await self.app(scope, receive, send)

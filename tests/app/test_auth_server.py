@@ -82,9 +82,11 @@ def session_of(port: int, name: str) -> str:
     return headers["set-cookie"].split(";")[0].split("=", 1)[1]
 
 
-def websocket_status(port: int, cookie: str | None = None) -> int:
+def websocket_status(port: int, cookie: str | None = None, origin: str | None = None) -> int:
     """101 when Streamlit's websocket opens, else the HTTP status it was refused with."""
     headers = {"Cookie": f"{auth.COOKIE}={cookie}"} if cookie else {}
+    if origin:
+        headers["Origin"] = origin
     try:
         with connect(f"ws://127.0.0.1:{port}/_stcore/stream", additional_headers=headers, open_timeout=20):
             return 101
@@ -139,6 +141,14 @@ def test_the_websocket_is_refused_without_a_session_and_opens_with_one(site):
     port, _, _ = site
     assert websocket_status(port) == 403
     assert websocket_status(port, session_of(port, "bob")) == 101
+
+
+def test_the_websocket_opened_from_another_site_is_refused_even_with_a_session(site):
+    port, home, _ = site
+    bob = session_of(port, "bob")
+    assert websocket_status(port, bob, origin="http://evil.example") == 403
+    assert websocket_status(port, bob, origin=f"http://127.0.0.1:{port}") == 101
+    assert any(e.action == "websocket.cross-site" and e.actor == "bob" for e in accounts.audit_entries(home))
 
 
 def test_the_health_check_and_the_sign_in_page_are_open(site):
