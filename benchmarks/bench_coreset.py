@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 import storage
-from engine.config import LEVELS, TRAINING_LEVELS, StageConfig, stage_config
+from engine.config import LEVELS, TRAINING_LEVELS, StageConfig, scaled_to_subset, stage_config
 from engine.coreset import CoresetConfig, LabeledData, _settings, load_labeled_data, train_target
 from engine.example_stats import score_labeled_set
 from engine.machine import machine_description, machine_info
@@ -172,13 +172,18 @@ def run_selector(stage: StageConfig, data: LabeledData, seed: int):
     return labeled_pool(scored, data.labels), row
 
 
-def target_row(stage: StageConfig, data: LabeledData, picks: np.ndarray) -> dict:
+def target_row(stage: StageConfig, data: LabeledData, picks: np.ndarray, subset_plan: str = "own") -> dict:
     """The target trained on `picks`: test accuracy, seconds (wall: training; CPU: training and the test
-    pass), size, batch and steps (or why it failed)."""
-    batch, steps = plan(len(picks), stage.train)
+    pass), size, batch and steps (or why it failed). `subset_plan` "own": the target's passes over the
+    subset, planned on the subset alone (the study's plan, as the tables of 2026-12-04 ran); "share": the
+    subset's share of the steps all the data is planned (`engine.coreset.train_target`, the product's since
+    those tables). They differ under 1,024 images, where a subset's batch is smaller than all data's."""
+    n = len(data.labels)
+    own = subset_plan == "own" or len(picks) == n
+    batch, steps = plan(len(picks), stage.train if own else scaled_to_subset(stage.train, n, len(picks)))
     cpu = time.process_time()
     try:
-        trained = train_target(stage, data, picks)
+        trained = _train_own_plan(stage, data, picks) if own else train_target(stage, data, picks)
     except TrainingFailed as exc:
         return {"test_acc": None, "target_s": None, "n": len(picks), "batch": batch, "steps": steps, "failed": str(exc)}
     return {
@@ -189,6 +194,16 @@ def target_row(stage: StageConfig, data: LabeledData, picks: np.ndarray) -> dict
         "batch": batch,
         "steps": steps,
     }
+
+
+def _train_own_plan(stage: StageConfig, data: LabeledData, picks: np.ndarray) -> dict:
+    """`train_target` without the subset's share: `stage.train` planned on the picks alone."""
+    model = build_model(stage.model_name, len(data.classes), data.size, seed=stage.train.seed)
+    started = time.perf_counter()
+    train(model, data.images[picks], data.labels[picks], stage.train, data.normalization)
+    seconds = time.perf_counter() - started
+    accuracy = evaluate(model, data.test_images, data.test_labels, data.normalization)
+    return {"test_acc": round(accuracy, 4), "seconds": round(seconds, 2), "n": len(picks)}
 
 
 def select(method, pool, keep_n: int, seed: int) -> tuple[np.ndarray, float, float]:
@@ -285,7 +300,7 @@ def measure(k: dict, args, data: LabeledData, config: dict, pools: dict, selecto
         return {**k, **row, "e2e_s": row["target_s"], "e2e_cpu_s": row.get("target_cpu_s")}
     if k["kind"] == "random":
         picks, select_s, select_cpu = select(random_sample, pools_any(pools, data), keep_count(keep, n), seed + 1)
-        row = target_row(target, data, picks)
+        row = target_row(target, data, picks, args.subset_plan)
         return {
             **k,
             **row,
@@ -297,7 +312,7 @@ def measure(k: dict, args, data: LabeledData, config: dict, pools: dict, selecto
     if k["kind"] == "subset":
         picks, select_s, select_cpu = select(k["method"], pools[k["selector"]], keep_count(keep, n), seed)
         chosen = selector_rows[k["selector"]]
-        row = target_row(target, data, picks)
+        row = target_row(target, data, picks, args.subset_plan)
         selector_s = chosen["train_s"] + chosen["score_s"]
         return {
             **k,
@@ -703,6 +718,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--proxy-passes", type=float, default=0, help="0 = the proxy level's passes")
     parser.add_argument("--target-passes", type=float, default=0, help="0 = the target level's passes")
     parser.add_argument("--proxy-steps", type=int, default=0, help="fixed proxy steps (0 = planned by passes)")
+    parser.add_argument(
+        "--subset-plan",
+        default="own",
+        choices=("own", "share"),
+        help="a subset trains the target's passes over itself (own: the study's plan, as the tables of 2026-12-04) "
+        "or its share of all data's steps (share: engine.coreset.train_target's, the product's)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch (and FAISS) threads")
     parser.add_argument("--pin", type=int, help="run on this CPU core only (like taskset -c)")
