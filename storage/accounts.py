@@ -241,6 +241,31 @@ def opened(home: Path | None = None) -> Iterator[sqlite_utils.Database]:
         db.close()
 
 
+_migrated: set[Path] = set()  # accounts files this process has brought to the current schema
+
+
+@contextlib.contextmanager
+def reading(home: Path | None = None) -> Iterator[sqlite3.Connection]:
+    """A read-only connection, for the reads every request and script run makes (the session's user,
+    their projects): the schema is brought up to date once per process, not on every read."""
+    path = accounts_path(home)
+    if path not in _migrated:
+        connect(home).close()
+        _migrated.add(path)
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.OperationalError as exc:
+        raise _unavailable(path, exc) from exc
+    try:
+        yield conn
+    except sqlite3.OperationalError as exc:
+        if _environment_kind(exc) is None:
+            raise
+        raise _unavailable(path, exc) from exc
+    finally:
+        conn.close()
+
+
 @contextlib.contextmanager
 def writing(home: Path | None = None) -> Iterator[sqlite_utils.Database]:
     with opened(home) as db, write_transaction(db):
@@ -278,13 +303,13 @@ _USER_COLUMNS = "name, role, enabled, session_epoch, created_at, updated_at"
 def get_user(name: str, home: Path | None = None) -> User | None:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         return None
-    with opened(home) as db:
+    with reading(home) as db:
         row = db.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,)).fetchone()
     return _user(row) if row else None
 
 
 def list_users(home: Path | None = None) -> list[User]:
-    with opened(home) as db:
+    with reading(home) as db:
         rows = db.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY name COLLATE NOCASE").fetchall()
     return [_user(row) for row in rows]
 
@@ -296,7 +321,7 @@ def authenticate(name: str, password: str, home: Path | None = None) -> User | N
     known = isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
     row = None
     if known:
-        with opened(home) as db:
+        with reading(home) as db:
             row = db.execute(f"SELECT password_hash, {_USER_COLUMNS} FROM users WHERE name = ?", (name,)).fetchone()
     if not isinstance(password, str) or len(password) > MAX_PASSWORD:
         password = ""
@@ -434,7 +459,7 @@ def projects_of(name: str, home: Path | None = None) -> list[str]:
     """The project folders `name` is a member of (admins open every project besides)."""
     if not accounts_path(home).exists():
         return []
-    with opened(home) as db:
+    with reading(home) as db:
         rows = db.execute("SELECT project FROM members WHERE user = ? ORDER BY project", (name,)).fetchall()
     return [row[0] for row in rows]
 
@@ -443,7 +468,7 @@ def members(root: Path | str, home: Path | None = None) -> list[str]:
     """The user names that are members of the project at `root`."""
     if not accounts_path(home).exists():
         return []
-    with opened(home) as db:
+    with reading(home) as db:
         rows = db.execute(
             "SELECT user FROM members WHERE project = ? ORDER BY user COLLATE NOCASE", (project_key(root),)
         ).fetchall()
@@ -492,7 +517,7 @@ def audit_entries(home: Path | None = None, limit: int | None = None) -> list[Au
     if not accounts_path(home).exists():
         return []
     sql = "SELECT id, at, actor, action, target, detail, address FROM audit ORDER BY id DESC"
-    with opened(home) as db:
+    with reading(home) as db:
         rows = db.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
     return [AuditEntry(*row) for row in rows]
 
