@@ -64,8 +64,11 @@ asked = requested(pages)
 page = st.navigation([pages[name] for name in allowed])
 if asked is not None and asked not in allowed:  # a URL typed or a page named by a hand-made request
     title = PAGES[asked][2]
-    state.audit_action("refused", f"page {asked}", f"{role} asked for the {title} page")
-    st.error(f"The {title} page is not open to {role}s: you are signed in as {user.name if user else '?'}.")
+    if user is None:  # the local tool: only the Users page is missing, until accounts exist
+        st.info(f"The {title} page exists once accounts do: `proxy-labeler users add NAME --role admin`.")
+    else:
+        state.audit_action("refused", f"page {asked}", f"{role} asked for the {title} page")
+        st.error(f"The {title} page is not open to {role}s: you are signed in as {user.name}.")
 if user is not None:
     state.project_switcher()
     st.sidebar.caption(f"Signed in as **{user.name}** ({user.role})")

@@ -532,6 +532,8 @@ def test_without_accounts_localhost_works_as_before(tmp_path):
         assert websocket_status(port) == 101
         status, headers, _ = call(port, "GET", "/signin")
         assert status == 303 and headers["location"] == "/"  # nothing to sign in to
+        run = run_page(port, None, page_name="users")  # the Users page needs accounts: it says how to add one
+        assert any("exists once accounts do" in text for text in run.texts("alert")), run.texts("alert")
     assert not accounts.accounts_path(home).exists()
 
 
