@@ -6,15 +6,18 @@ While accounts.db holds no user it passes every request through untouched (the l
 server.py then refuses any address but localhost). Once a user exists:
 
 - `/signin` shows a form (GET) and checks a name and password (POST); a good pair sets the session
-  cookie and goes back to the page asked for; `/signout` clears it;
+  cookie and goes back to the page asked for; `/signout` clears it and ends the session on the server
+  (its signature is kept as signed out until it would have expired), so another tab that still holds
+  it, or a copy of the cookie, is refused too;
 - every other request needs a valid session cookie: a page is redirected to `/signin`, anything else
   (websocket, images, media, uploads) is refused with 401 or 403 and a one-line reason;
 - `/_stcore/health` stays open (it says only "ok").
 
-The session cookie is `name.epoch.issued` signed with HMAC-SHA256 under a secret made once with
-`secrets` and kept in the home folder (0600): HttpOnly, SameSite=Strict, Secure when the request came
-over TLS, with an expiry (`SESSION_S`). Every request re-reads the user: a disabled user, or one whose
-password or role changed (the epoch moved), is signed out at once.
+The session cookie is `name.epoch.issued.nonce` (the nonce tells apart two sign-ins of one second)
+signed with HMAC-SHA256 under a secret made once with `secrets` and kept in the home folder (0600):
+HttpOnly, SameSite=Strict, Secure when the request came over TLS, with an expiry (`SESSION_S`). Every
+request re-reads the user: a disabled user, or one whose password or role changed (the epoch moved), or
+a session signed out, is refused at once.
 
 A refused cookie (forged, expired, of a disabled user) is audited as `session.refused`, at most once a
 minute per address, name and reason.
@@ -99,7 +102,7 @@ def _b64(data: bytes) -> str:
 def sign(name: str, epoch: int, issued_at: float | None = None, home: Path | None = None) -> str:
     """A session token for `name` at session epoch `epoch`, issued at `issued_at` (now)."""
     issued = int(time.time() if issued_at is None else issued_at)
-    body = f"{name}.{epoch}.{issued}"
+    body = f"{name}.{epoch}.{issued}.{secrets.token_hex(8)}"
     mac = hmac.new(secret(home), body.encode(), hashlib.sha256).digest()
     return f"{body}.{_b64(mac)}"
 
@@ -116,23 +119,32 @@ def check_token(token: str | None, home: Path | None = None, now: float | None =
     if not token:
         return Session(None, "you are not signed in")
     parts = token.split(".")
-    if len(parts) != 4:
+    if len(parts) != 5:
         return Session(None, "the session cookie is not one this server made; sign in again")
-    name, epoch, issued, mac = parts
-    expected = _b64(hmac.new(secret(home), f"{name}.{epoch}.{issued}".encode(), hashlib.sha256).digest())
+    name, epoch, issued, nonce, mac = parts
+    body = f"{name}.{epoch}.{issued}.{nonce}"
+    expected = _b64(hmac.new(secret(home), body.encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(mac, expected):
         return Session(None, "the session cookie is not one this server made; sign in again")
     now = time.time() if now is None else now
     if not (epoch.isdigit() and issued.isdigit()) or now - int(issued) > SESSION_S or int(issued) > now + 60:
         return Session(None, "your session expired; sign in again", name)
-    user = accounts.get_user(name, home)
+    user, signed_out = accounts.session_user(name, mac, home)
     if user is None:
         return Session(None, "your account no longer exists", name)
+    if signed_out:
+        return Session(None, "you signed out of this session; sign in again", name)
     if not user.enabled:
         return Session(None, "your account is disabled; ask an admin", name)
     if user.session_epoch != int(epoch):
         return Session(None, "your session was ended (password or role changed); sign in again", name)
     return Session(user)
+
+
+def end_session(token: str, address: str, home: Path | None = None) -> None:
+    """Sign out the (valid) session `token`: refused from now on, also on a websocket already open."""
+    name, _, issued, _, mac = token.split(".")
+    accounts.sign_out(name, mac, int(issued) + SESSION_S, address=address, home=home)
 
 
 class RefusalLog:
@@ -308,6 +320,8 @@ class SignIn:
             await self._signin(scope, receive, send, headers)
             return
         if path == SIGNOUT and scope["type"] == "http":
+            if session.user is not None and token:  # the session ends on the server too, in every open tab
+                await anyio.to_thread.run_sync(end_session, token, _address(scope), self.home)
             await _redirect(send, SIGNIN, session_cookie("", _secure(scope), max_age=0))
             return
         if session.user is not None and scope["type"] == "websocket" and not _same_origin(headers):

@@ -83,7 +83,11 @@ _V2 = (
     )""",
     "CREATE INDEX members_by_user ON members (user)",
 )
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3 = (
+    # sessions signed out before their expiry (by their signature), kept until they would have expired
+    "CREATE TABLE signed_out (signature TEXT PRIMARY KEY, until REAL NOT NULL)",
+)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,29 @@ def get_user(name: str, home: Path | None = None) -> User | None:
     with reading(home) as db:
         row = db.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,)).fetchone()
     return _user(row) if row else None
+
+
+def session_user(name: str, signature: str, home: Path | None = None) -> tuple[User | None, bool]:
+    """The user `name` (None when there is none) and whether the session signed `signature` was signed
+    out: what every request asks, in one query."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        return None, False
+    with reading(home) as db:
+        row = db.execute(
+            f"SELECT {_USER_COLUMNS}, EXISTS(SELECT 1 FROM signed_out WHERE signature = ?) FROM users WHERE name = ?",
+            (signature, name),
+        ).fetchone()
+    return (_user(row[:-1]), bool(row[-1])) if row else (None, False)
+
+
+def sign_out(name: str, signature: str, until: float, *, address: str = "", home: Path | None = None) -> None:
+    """End one session of `name` (its signature) before it expires at `until`; audited as a sign-out.
+    Sessions that would have expired by now are forgotten."""
+    now = time.time()
+    with writing(home) as db:
+        db.execute("DELETE FROM signed_out WHERE until < ?", (now,))
+        db.execute("INSERT OR REPLACE INTO signed_out (signature, until) VALUES (?, ?)", (signature, until))
+        _audit(db, name, "signout", "", "", address)
 
 
 def list_users(home: Path | None = None) -> list[User]:

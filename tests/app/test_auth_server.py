@@ -191,7 +191,7 @@ def _other_secret_token(name: str) -> str:
     import hashlib
     import hmac
 
-    body = f"{name}.0.{int(time.time())}"
+    body = f"{name}.0.{int(time.time())}.0123456789abcdef"
     mac = hmac.new(b"x" * 32, body.encode(), hashlib.sha256).digest()
     return f"{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
@@ -290,12 +290,21 @@ def test_odd_user_names_are_refused_and_never_echoed_as_html(site, name):
     assert accounts.list_users(home) == before
 
 
-def test_sign_out_clears_the_cookie(site):
-    port, _, _ = site
+def test_sign_out_clears_the_cookie_and_ends_the_session_in_every_open_tab(site):
+    port, home, _ = site
     token = session_of(port, "bob")
-    status, headers, _ = call(port, "GET", "/signout", cookie=token)
-    assert status == 303 and headers["location"] == "/signin"
-    assert headers["set-cookie"].startswith(f"{auth.COOKIE}=;") and "Max-Age=0" in headers["set-cookie"]
+    with Session(port, token) as other_tab:  # a second tab, its websocket open before the sign-out
+        assert other_tab.run().of("bidi_component")
+        status, headers, _ = call(port, "GET", "/signout", cookie=token)
+        assert status == 303 and headers["location"] == "/signin"
+        assert headers["set-cookie"].startswith(f"{auth.COOKIE}=;") and "Max-Age=0" in headers["set-cookie"]
+        after = other_tab.run()
+    assert "Signed out: you signed out of this session; sign in again." in after.texts("alert")
+    assert not after.of("bidi_component")
+    status, _, body = call(port, "GET", "/_stcore/host-config", cookie=token, headers={"Accept": "*/*"})
+    assert status == 401 and "you signed out of this session" in body  # a copy of the cookie is refused too
+    assert websocket_status(port, session_of(port, "bob")) == 101  # bob's other sessions are untouched
+    assert any(e.action == "signout" and e.actor == "bob" for e in accounts.audit_entries(home))
 
 
 # ---------------------------------------------------------------- roles and members, through the websocket
