@@ -444,23 +444,34 @@ def _browser_sign_in(chromium, port: int, name: str, shots: Path):
     return context, page
 
 
+def _label_one(page, port: int, project: storage.Project, name: str, key: str, shot: Path) -> None:
+    """On the Label page, signed in as `name`: the view shows the name (no name box), `key` labels the
+    image shown, and the label is saved under `name`."""
+    page.wait_for_selector("text=Signed in as")
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_selector("img.pl-focus-img")
+    view = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
+    assert page.evaluate(f"() => {view}.querySelector('.pl-who').textContent") == f"Labeling as {name}"
+    assert not page.evaluate(f"() => !!{view}.querySelector('input[aria-label=\"Annotator name\"]')")
+    item = int(page.get_attribute("img.pl-focus-img", "data-item-id"))
+    page.keyboard.press(key)
+    deadline = time.monotonic() + 30
+    while not storage.label_history(project, item):
+        if time.monotonic() > deadline:
+            page.screenshot(path=str(shot.with_name(f"{shot.stem}-not-saved.png")))
+            pytest.fail(f"{name}'s label was not saved")
+        time.sleep(0.2)
+    assert storage.label_history(project, item)[-1].annotator == name
+    page.wait_for_function(f"() => {view}?.querySelector('.pl-sync')?.dataset.pending === '0'")
+    page.screenshot(path=str(shot))
+
+
 @pytest.mark.browser
 def test_in_a_browser_an_annotator_labels_under_the_signed_in_name_and_signs_out(site, chromium, tmp_path):
     port, _, project = site
     context, page = _browser_sign_in(chromium, port, "bob", tmp_path)
     try:
-        page.wait_for_selector("text=Signed in as")
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_selector("img.pl-focus-img")
-        item = int(page.get_attribute("img.pl-focus-img", "data-item-id"))
-        view = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
-        who = page.evaluate(f"() => {view}.querySelector('.pl-who').textContent")
-        assert who == "Labeling as bob"  # no name box to type another name in: the session's name is used
-        assert not page.evaluate(f"() => !!{view}.querySelector('input[aria-label=\"Annotator name\"]')")
-        page.keyboard.press("1")
-        page.wait_for_function(f"() => {view}?.querySelector('.pl-sync')?.dataset.pending === '0'")
-        page.screenshot(path=str(tmp_path / "labeled.png"))
-        assert storage.label_history(project, item)[-1].annotator == "bob"
+        _label_one(page, port, project, "bob", "1", tmp_path / "labeled.png")
         nav = page.locator("[data-testid=stSidebarNav]").inner_text()
         assert "Label" in nav and "Export" not in nav and "Project" not in nav  # an annotator's pages
         page.click("text=Sign out")
@@ -491,22 +502,7 @@ def test_in_a_browser_an_admin_labels_reads_the_audit_trail_and_signs_out(site, 
     port, home, project = site
     context, page = _browser_sign_in(chromium, port, "alice", tmp_path)
     try:
-        page.wait_for_selector("text=Signed in as")
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_selector("img.pl-focus-img")
-        view = "document.querySelector('[data-testid=\"stBidiComponentIsolated\"]')?.shadowRoot"
-        assert page.evaluate(f"() => {view}.querySelector('.pl-who').textContent") == "Labeling as alice"
-        item = int(page.get_attribute("img.pl-focus-img", "data-item-id"))
-        page.keyboard.press("2")
-        deadline = time.monotonic() + 30
-        while not storage.label_history(project, item):
-            if time.monotonic() > deadline:
-                page.screenshot(path=str(tmp_path / "admin-label-not-saved.png"))
-                pytest.fail("the admin's label was not saved")
-            time.sleep(0.2)
-        assert storage.label_history(project, item)[-1].annotator == "alice"
-        page.wait_for_function(f"() => {view}?.querySelector('.pl-sync')?.dataset.pending === '0'")
-        page.screenshot(path=str(tmp_path / "admin-label.png"))
+        _label_one(page, port, project, "alice", "2", tmp_path / "admin-label.png")
         nav = page.locator("[data-testid=stSidebarNav]").inner_text()
         assert all(name in nav for name in ("Project", "Export", "Users"))
         page.goto(f"http://127.0.0.1:{port}/users")
