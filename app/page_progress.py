@@ -204,6 +204,28 @@ def labels_per_class(project: storage.Project) -> None:
     st.bar_chart(pd.DataFrame({"labels": counts}), height=max(280, 60 + 24 * len(counts)), horizontal=True)
 
 
+def labels_per_annotator(project: storage.Project) -> None:
+    """Who labeled what: the labels and skips that stand per annotator, and when each last worked."""
+    counts = storage.annotator_counts(project)
+    if not counts:
+        return
+    st.subheader("Labels per annotator")
+    st.caption(
+        "Labels and skips that stand now: an image relabeled, or an undo, counts for whoever gave its current "
+        "label (as in the exports); validation images included; imported labels under their file's name."
+    )
+    rows = [
+        {
+            "annotator": c.annotator,
+            "labels": c.labels,
+            "skips": c.skips,
+            "last active": pd.Timestamp(c.last_at, unit="s", tz="UTC").tz_convert(None).floor("s"),
+        }
+        for c in counts
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={"last active": "last active (UTC)"})
+
+
 def time_per_batch(frame: pd.DataFrame, offset: int) -> None:
     """The seconds it took to choose each batch (training, scoring, selection); a batch chosen with no
     timed stage (a random first batch) is not drawn."""
@@ -233,6 +255,7 @@ def main() -> None:
     with right:
         labels_per_class(project)
     time_per_batch(frame, offset)
+    labels_per_annotator(project)
     pool_map.show(project)
     with st.expander("Batches"):
         st.dataframe(frame, hide_index=True)

@@ -273,6 +273,29 @@ def label_counts(project: Project) -> dict[str, int]:
         return dict(rows.fetchall())
 
 
+@dataclass(frozen=True)
+class AnnotatorCounts:
+    """What one annotator's work amounts to now: the labels and skips that stand (the item's current
+    state is theirs; validation included) and when they last labeled, skipped or undid anything."""
+
+    annotator: str
+    labels: int
+    skips: int
+    last_at: float
+
+
+def annotator_counts(project: Project) -> list[AnnotatorCounts]:
+    """Per annotator (imported labels under their file's name, the demo's oracle), most labels first."""
+    with opened(project) as db:
+        rows = db.execute(
+            "SELECT l.annotator, COALESCE(s.labels, 0), COALESCE(s.skips, 0), MAX(l.created_at) FROM labels l "
+            "LEFT JOIN (SELECT st.annotator, SUM(st.state = 'label') AS labels, SUM(st.state = 'skip') AS skips "
+            "FROM item_states st JOIN items i ON i.id = st.item_id WHERE i.status = 'ok' GROUP BY st.annotator) s "
+            "ON s.annotator = l.annotator GROUP BY l.annotator ORDER BY 2 DESC, 4 DESC"
+        )
+        return [AnnotatorCounts(*row) for row in rows]
+
+
 def label_history(project: Project, item_id: int) -> list[LabelEvent]:
     """Every event of `item_id`, oldest first."""
     with opened(project) as db:

@@ -92,7 +92,7 @@ def test_progress_page_shows_the_stored_rounds_after_two_trained_ones(open_app, 
     }
     assert None not in seconds.values()  # the trained rounds stored every stage's time
 
-    table = at.dataframe[0].value
+    [table] = [d.value for d in at.dataframe if "batch" in d.value.columns]  # the Batches table
     assert table["batch"].tolist() == [1, 2, 3] and table["labels"].tolist() == [0, 4, 8]
     assert table["proxy validation accuracy"].tolist()[1:] == [one.proxy_val_acc, two.proxy_val_acc]
     assert table["validation images"].tolist()[1:] == [3, 3] and pd.isna(table["validation images"][0])
@@ -240,7 +240,7 @@ def test_progress_numbers_batches_as_the_label_page_does(start, tmp_path, monkey
 
     monkeypatch.setenv(state.ENV_PROJECT, str(project.root))
     at = _progress_page(project)
-    table = at.dataframe[0].value
+    [table] = [d.value for d in at.dataframe if "batch" in d.value.columns]  # the Batches table
     assert table["batch"].tolist()[int(imported) :] == numbers
     assert not imported or pd.isna(table["batch"][0])  # the imported labels: no batch number at all
     assert {m.label: m.value for m in at.metric}["Batches"] == str(chosen)
@@ -251,3 +251,16 @@ def test_progress_numbers_batches_as_the_label_page_does(start, tmp_path, monkey
     assert f"Latest, the proxy that chose batch {chosen}:" in note
     text = "\n".join(e.value for e in [*at.caption, *at.markdown, *at.subheader] if isinstance(e.value, str))
     assert "batch 0" not in text.lower() and "round" not in text.lower()
+
+
+def test_progress_shows_what_each_annotator_labeled(open_app, project):
+    first, second, third = [i for i, _ in storage.round_items(project, storage.current_round(project).id)][:3]
+    storage.set_label(project, first, "red", annotator="ana")
+    storage.set_label(project, second, "blue", annotator="ana")
+    storage.set_label(project, third, storage.SKIP, annotator="bo")
+    at = open_app("app/page_progress.py")
+    assert "Labels per annotator" in [h.value for h in at.subheader]
+    [table] = [d.value for d in at.dataframe if "annotator" in d.value.columns]
+    rows = table[["annotator", "labels", "skips"]].values.tolist()
+    assert ["ana", 2, 0] in rows and ["bo", 0, 1] in rows
+    assert rows.index(["ana", 2, 0]) < rows.index(["bo", 0, 1])  # most labels first

@@ -238,3 +238,20 @@ def test_labeled_items_lists_labels_skips_and_validation_with_round_and_guess(pr
     assert rows[1] == storage.LabeledItem(1, rows[1].path, "cat", False, False, made.index, "ana", "typed", "dog")
     assert (rows[2].class_name, rows[2].skipped, rows[2].annotator, rows[2].guess) == (None, True, "bob", "cat")
     assert all(rows[i].is_validation and rows[i].class_name is None for i in validation)
+
+
+def test_annotator_counts_are_what_stands_per_annotator(project):
+    a, b, c = storage.unlabeled_ids(project)[:3]
+    storage.set_label(project, a, "cat", annotator="ana")
+    storage.set_label(project, b, "cat", annotator="ana")
+    storage.set_label(project, b, "dog", annotator="bo")  # bo relabels ana's: it counts for bo now
+    storage.set_label(project, c, storage.SKIP, annotator="ana")
+    storage.set_label(project, a, "dog", annotator="cy")
+    storage.undo_label(project, a, annotator="cy")  # the label cy's undo restores is cy's row, as in exports
+    counts = {x.annotator: (x.labels, x.skips) for x in storage.annotator_counts(project)}
+    assert counts == {"ana": (0, 1), "bo": (1, 0), "cy": (1, 0)}
+    storage.set_label(project, c, "cat", annotator="dee")
+    counts = {x.annotator: (x.labels, x.skips) for x in storage.annotator_counts(project)}
+    assert counts["ana"] == (0, 0) and counts["dee"] == (1, 0)  # ana worked, nothing of hers stands
+    order = [x.annotator for x in storage.annotator_counts(project)]
+    assert order == ["dee", "cy", "bo", "ana"]  # most labels first, then the most recently active
