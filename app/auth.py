@@ -333,7 +333,7 @@ class SignIn:
             return
         if session.user is not None:
             scope.setdefault("state", {})["user"] = session.user
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _framed_by_us_only(send) if scope["type"] == "http" else send)
             return
         if token:  # a cookie was sent and refused: forged, expired, or its user disabled since
             await anyio.to_thread.run_sync(audit_refused, session, _address(scope), path, self.home)
@@ -416,6 +416,23 @@ async def _read_body(receive, limit: int) -> bytes | None:
             return None
         if not message.get("more_body"):
             return body
+
+
+FRAMING = [(b"x-frame-options", b"SAMEORIGIN"), (b"content-security-policy", b"frame-ancestors 'self'")]
+
+
+def _framed_by_us_only(send):
+    """`send` with every response marked as not to be framed by another site: a signed-in page inside a
+    hidden frame of another site could be clicked into admin actions (Streamlit's own frames are ours)."""
+
+    async def wrapped(message) -> None:
+        if message["type"] == "http.response.start":
+            names = {name.lower() for name, _ in message.get("headers", [])}
+            extra = [(name, value) for name, value in FRAMING if name not in names]
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
 
 
 async def _respond(send, status: int, body: bytes, content_type: bytes, extra: list | None = None) -> None:

@@ -166,8 +166,10 @@ def test_signing_in_sets_a_strict_http_only_cookie_that_opens_the_app(site):
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and f"Max-Age={auth.SESSION_S}" in cookie
     assert "Secure" not in cookie  # plain HTTP here; over TLS it is Secure
     token = cookie.split(";")[0].split("=", 1)[1]
-    status, _, body = call(port, "GET", "/", cookie=token)
+    status, page_headers, body = call(port, "GET", "/", cookie=token)
     assert status == 200 and "<html" in body.lower()
+    assert page_headers["x-frame-options"] == "SAMEORIGIN"  # another site cannot frame a signed-in page
+    assert page_headers["content-security-policy"] == "frame-ancestors 'self'"
     assert call(port, "GET", "/px/unknown/1/grid", cookie=token)[0] == 404  # through sign-in to the image route
     assert accounts.audit_entries(home)[0].action == "signin"
 
