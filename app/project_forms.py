@@ -200,7 +200,7 @@ def parse_classes(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def require_project(capability: str = "read", page: str = "") -> storage.Project:
+def require_project(capability: str, page: str) -> storage.Project:
     """This session's project, once the session may do `capability` (state.CAN) on `page`; when it
     cannot be opened, the reason and the forms, and the page stops."""
     state.require(capability, f"page {page}")
