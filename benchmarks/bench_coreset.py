@@ -472,7 +472,7 @@ def _header(meta: dict, rows: list[dict], seeds: list[int]) -> str:
         f"(all data: {full[0]['steps'] if full else '?'} steps of {full[0]['batch'] if full else '?'}). "
         f"Proxy `{run['proxy_model']}`: {run['proxy_passes']:g} passes"
         + (f" ({proxy['steps']} steps)" if proxy else "")
-        + f". Machine: {machine['cpu']}, {machine['cores']} cores, {_pinned(run)}, "
+        + f". Machine: {machine['cpu']}, {machine['cores']} cores, {_pinned(meta['runs'])}, "
         f"torch {machine.get('torch')} with **{machine.get('torch_threads')} thread**, "
         f"{'no GPU' if not machine.get('gpu') else machine['gpu']}, bf16 {run['bf16']}; "
         f"load average {', '.join(str(r['machine']['load_average_1min']) for r in meta['runs'])} at the start of "
@@ -496,11 +496,14 @@ def _header(meta: dict, rows: list[dict], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def _pinned(run: dict) -> str:
-    cores = run.get("affinity") or []
-    if len(cores) == 1:
-        return f"pinned to core {cores[0]}"
-    return f"on cores {', '.join(map(str, cores))}" if cores else "affinity unknown"
+def _pinned(runs: list[dict]) -> str:
+    """Where the invocations ran: one core each (the same or, listed in order, different ones), or not pinned."""
+    placed = [tuple(run.get("affinity") or ()) for run in runs]
+    if all(len(cores) == 1 for cores in placed):
+        if len(set(placed)) == 1:
+            return f"pinned to core {placed[0][0]}"
+        return f"each invocation pinned to one core (cores {', '.join(str(cores[0]) for cores in placed)})"
+    return "; ".join(f"on cores {', '.join(map(str, cores))}" if cores else "affinity unknown" for cores in placed)
 
 
 def requested_in(meta: dict, table: int, field: str) -> list:
