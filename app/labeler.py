@@ -10,16 +10,18 @@ the next render's data. See assets/labeler.js for the browser half.
 from __future__ import annotations
 
 import functools
+import uuid
 from pathlib import Path
 
 import streamlit as st
 
 import storage
-from app import images, jobs, labeling, state
+from app import claims, images, jobs, labeling, state
 from app.labeling import Entry
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 ACKS = "labeler_acks"  # session key: client id -> {"seq": last committed, "errors": [...]}
+TAB = "labeler_tab"  # session key: this session's holder id before it has a name (app/claims.py)
 UNSAVED = "labeler_unsaved"  # session key: why the last commit could not be written (disk full...)
 NOT_SERVED = (
     "Images cannot be shown: the app was started without its image route. "
@@ -34,7 +36,7 @@ _component = st.components.v2.component(
 )
 
 
-def item_payload(entry: Entry, strategy: str, caption: str | None = None) -> dict:
+def item_payload(entry: Entry, strategy: str, caption: str | None = None, held_by: str | None = None) -> dict:
     why = "validation" if entry.is_validation else labeling.why_chosen(entry.strategy or strategy, entry.score)
     return {
         "id": entry.item_id,
@@ -45,10 +47,32 @@ def item_payload(entry: Entry, strategy: str, caption: str | None = None) -> dic
         "conf": entry.confidence,
         "why": caption if caption is not None else why,
         "validation": entry.is_validation,  # marked on screen: measures the models, never trained on
+        "heldBy": held_by,  # another annotator's next image (app/claims.py): the view moves past it
     }
 
 
 TITLES = {"Batch": "This batch", "Validation": "Validation set", "Browser": "Shown"}
+HELD_SOURCES = ("Batch", "Validation")  # worklists several annotators work through together
+
+
+def held_by_others(project_root: str, source: str, entries: list[Entry], signed_in: str | None) -> dict[int, str]:
+    """Renew this session's hold on its next open images (app/claims.py) and return the images others
+    hold, with their names. The session holds as the signed-in user or the name it last labeled under;
+    before its first label, as itself; when it may not label, nothing."""
+    if source not in HELD_SOURCES:
+        return {}
+    order = [e.item_id for e in entries]
+    in_order = set(order)
+    acks = [a for a in st.session_state.get(ACKS, {}).values() if "at" in a]
+    tab = "tab:" + st.session_state.setdefault(TAB, uuid.uuid4().hex)
+    name = signed_in or max(acks, key=lambda a: a["at"], default={}).get("annotator")
+    holder = claims.annotator_key(name) if name else tab
+    here = [a for a in acks if a["last_item"] in in_order]
+    after = max(here, key=lambda a: a["at"])["last_item"] if here else None
+    open_ids = {e.item_id for e in entries if not e.done} if state.can("label") else set()
+    return claims.HOLDS.hold(
+        project_root, holder, name or "another annotator", order, open_ids, after, release=tab if name else None
+    )
 
 
 def payload(
@@ -65,12 +89,13 @@ def payload(
     acks = st.session_state.get(ACKS, {})
     captions = captions or {}
     user = state.session_user()
+    held = held_by_others(project_root, source, entries, user.name if user else None)
     return {
         "instance": f"{project_root}|{source}",
         "title": title or TITLES[source],
         "mode": mode,
         "progress": source in ("Batch", "Validation"),  # browsing views (Labels, Curate) count nothing
-        "items": [item_payload(e, strategy, captions.get(e.item_id)) for e in entries],
+        "items": [item_payload(e, strategy, captions.get(e.item_id), held.get(e.item_id)) for e in entries],
         "classes": classes,
         "urls": {size: images.url_template(project_root, size, user) for size in (*images.SIZES, images.FULL)},
         "signedIn": user.name if user else None,  # no name box: labels are saved under the session's user

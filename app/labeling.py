@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,7 +204,8 @@ def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> i
     `outbox` is the view's state: {"client": id, "events": [{seq, action, items, value, how,
     annotator}]}, every event it has not seen acknowledged. `acks[client]` remembers the last
     committed seq and the events refused (with why), so an event sent again is never committed
-    twice. Each event names the items that were on screen when it was given: a label always
+    twice, and, after a label or skip, who gave it, its last item and when (app/claims.py reads
+    where the annotator is from them). Each event names the items that were on screen when it was given: a label always
     lands on the image the person saw, whatever happened in other tabs meanwhile. When the machine
     refuses the write (storage.UnavailableError: disk full, read-only folder) the event and those
     after it stay unacknowledged, so the view keeps them and they are committed on a later call.
@@ -217,8 +219,10 @@ def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> i
         if seq <= ack["seq"]:
             continue
         try:
-            _apply(project, event)
+            annotator = _apply(project, event)
             committed += 1
+            if event["action"] != "undo":
+                ack.update(annotator=annotator, last_item=int(event["items"][-1]), at=time.time())
         except storage.UnavailableError:
             raise
         except (storage.StorageError, ValueError, TypeError, KeyError) as exc:
@@ -227,7 +231,8 @@ def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> i
     return committed
 
 
-def _apply(project: storage.Project, event: dict) -> None:
+def _apply(project: storage.Project, event: dict) -> str:
+    """Commit one event; returns the name it was saved under."""
     action, items = event["action"], [int(i) for i in event["items"]]
     annotator = state.annotator_for(event.get("annotator"))  # the signed-in user's name once accounts exist
     if action not in ACTIONS:
@@ -237,10 +242,11 @@ def _apply(project: storage.Project, event: dict) -> None:
     if action == "undo":
         for item_id in items:
             storage.undo_label(project, item_id, annotator=annotator)
-        return
+        return annotator
     value = storage.SKIP if action == "skip" else str(event["value"])
     how = event.get("how") if event.get("how") in VIEW_SOURCES else None
     storage.set_labels(project, items, value, annotator=annotator, source=how)
+    return annotator
 
 
 def suspect_caption(item: storage.CoresetItem) -> str:

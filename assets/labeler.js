@@ -59,11 +59,19 @@ function receive(v, data) {
   for (const id of [...v.selected]) if (!ids.includes(id)) v.selected.delete(id);
 }
 
+// Held by another annotator: the server leaves out this session's own holds; without accounts the name
+// typed here may also hold images from this person's earlier tab, which are this tab's too.
+const heldByOther = (v, it) => it.heldBy != null && it.heldBy.toLowerCase() !== (v.annotator || "").trim().toLowerCase();
+
+// The next open image after position `after`, wrapping: one another annotator holds (app/claims.py) only
+// when no other is open, so two people on one batch label different images and either can finish it.
 function firstOpen(v, after) {
   const items = v.data.items, state = effective(v), n = items.length;
-  for (let step = 1; step <= n; step++) {
-    const it = items[(after + step + n) % n];
-    if (!isDone(state.get(it.id))) return it.id;
+  for (const othersToo of [false, true]) {
+    for (let step = 1; step <= n; step++) {
+      const it = items[(after + step + n) % n];
+      if (!isDone(state.get(it.id)) && (othersToo || !heldByOther(v, it))) return it.id;
+    }
   }
   return n ? items[Math.max(0, Math.min(after, n - 1))].id : null;
 }
@@ -302,7 +310,7 @@ function prefetch(v) {
   const wanted = [];
   for (let k = 1; k < items.length && wanted.length < PREFETCH; k++) {
     const it = items[(at + k) % items.length];
-    if (!isDone(state.get(it.id))) wanted.push(it.id);
+    if (!isDone(state.get(it.id)) && !heldByOther(v, it)) wanted.push(it.id);
   }
   if (at > 0) wanted.push(items[at - 1].id);
   for (const id of wanted) {
@@ -398,6 +406,7 @@ function drawFocus(v, body, state) {
   side.append(el("div", "pl-path", item.path));
   if (item.validation) side.append(el("div", "pl-valmark", "Validation image: measures the models, never trained on"));
   side.append(el("div", "pl-meta", `image ${at + 1} of ${v.data.items.length}${item.why ? " · " + item.why : ""}`));
+  if (heldByOther(v, item) && !isDone(s)) side.append(el("div", "pl-heldmark", `${item.heldBy} is labeling this image`));
   const [cls, text] = statusText(s, "saved");
   const status = el("div", "pl-status pl-" + cls, text);
   status.dataset.itemId = String(item.id);
@@ -448,13 +457,14 @@ function drawGrid(v, body, state) {
     if (v.selected.has(it.id)) tile.classList.add("pl-selected");
     if (v.cursor === it.id) tile.classList.add("pl-cursor");
     if (it.validation) { tile.classList.add("pl-validation"); tile.append(el("span", "pl-valtag", "val")); }
+    if (heldByOther(v, it) && !isDone(s)) { tile.classList.add("pl-held"); tile.append(el("span", "pl-heldtag", it.heldBy)); }
     const img = el("img");
     img.src = url(v.data.urls.grid, it.id); img.alt = it.path; img.draggable = false; img.loading = "lazy";
     tile.append(img);
     const badge = el("span", "pl-badge", isDone(s) ? (s.skipped ? "skip" : s.label) : (it.guess != null ? `${it.guess}?` : ""));
     if (!isDone(s) && it.guess != null) badge.classList.add("pl-guessbadge");
     tile.append(badge);
-    tile.title = `${it.path}${it.why ? " · " + it.why : ""}`;
+    tile.title = `${it.path}${it.why ? " · " + it.why : ""}${heldByOther(v, it) && !isDone(s) ? " · " + it.heldBy + " is labeling it" : ""}`;
     tile.addEventListener("mousedown", (e) => tileDown(v, it.id, e));
     tile.addEventListener("mouseenter", () => tileEnter(v, it.id));
     tile.addEventListener("dblclick", () => { v.cursor = it.id; v.pinned = true; setMode(v, "focus"); });

@@ -54,7 +54,12 @@ def test_events_commit_in_order_once_and_are_acknowledged(project):
     assert labeling.apply_events(project, outbox, acks) == 0  # sent again by a coalesced rerun
     outbox["events"] += [event(3, "label", [third], "blue", how="accepted"), event(4, "undo", [third])]
     assert labeling.apply_events(project, outbox, acks) == 2
-    assert acks["tab-1"] == {"seq": 4, "errors": []}
+    assert {k: acks["tab-1"][k] for k in ("seq", "errors", "annotator", "last_item")} == {
+        "seq": 4,
+        "errors": [],
+        "annotator": "ana",
+        "last_item": third,
+    }  # the last label or skip: where ana is (app/claims.py)
     assert storage.current_label(project, first) == "red"
     assert storage.current_label(project, second) is storage.SKIP
     assert storage.current_label(project, third) is None

@@ -111,11 +111,21 @@ def test_fifty_rapid_presses_are_fifty_events_on_the_images_shown(chromium, big)
     assert {e.source for h in histories.values() for e in h if e.kind == "label"} == {"typed"}
 
 
+def go_to(page, item: int) -> None:
+    """Move the focus view to `item` with the arrow keys, as a person would."""
+    for _ in range(100):
+        if shown(page) == item:
+            return
+        page.keyboard.press("ArrowRight")
+    raise AssertionError(f"item {item} is not in the view")
+
+
 def test_a_stale_tab_labels_the_image_it_shows(chromium, big):
     project, url, _, tmp = big
     with opened(chromium, url, tmp) as first, opened(chromium, url, tmp, name="bob") as second:
         item = shown(first)
-        assert shown(second) == item  # both show the first open image
+        assert shown(second) != item  # bob starts elsewhere (app/claims.py) ...
+        go_to(second, item)  # ... and goes to ana's image
         first.keyboard.press("1")
         wait_saved(first)
         assert shown(first) != item
@@ -123,6 +133,47 @@ def test_a_stale_tab_labels_the_image_it_shows(chromium, big):
         wait_saved(second)
     history = storage.label_history(project, item)
     assert [(e.class_name, e.annotator) for e in history] == [("red", "ana"), ("blue", "bob")]
+
+
+def test_two_annotators_at_once_label_different_images_and_see_what_the_other_holds(chromium, tmp_path):
+    """A server of its own: the other tests' tabs hold images of `big` for two minutes after they close."""
+    write_image_folder(tmp_path / "images", per_class=20, flat=True)
+    project = make_app_project(tmp_path / "project", tmp_path / "images", budget=50, initial_size=50)
+    with (
+        streamlit_server(project.root, tmp_path / "home", tmp_path / "server.log") as url,
+        opened(chromium, url, tmp_path, name="dora") as dora,
+        opened(chromium, url, tmp_path, name="eve") as eve,
+    ):
+        two_annotators(project, dora, eve, tmp_path)
+
+
+def two_annotators(project, dora, eve, tmp) -> None:
+    """Six labels each, alternating: no image labeled by both; then eve sees which images dora holds."""
+    assert shown(dora) != shown(eve)  # opened at once: neither has labeled, each holds its own images
+    seen: dict[str, list[int]] = {"dora": [], "eve": []}
+    for _ in range(6):
+        for name, page, key in (("dora", dora, "1"), ("eve", eve, "2")):
+            seen[name].append(shown(page))
+            page.keyboard.press(key)
+            time.sleep(0.15)
+    wait_saved(dora)
+    wait_saved(eve)
+    assert not set(seen["dora"]) & set(seen["eve"])
+    assert len(set(seen["dora"])) == len(set(seen["eve"])) == 6
+    for name, items in seen.items():
+        assert {storage.label_history(project, i)[-1].annotator for i in items} == {name}
+    eve.keyboard.press("g")
+    eve.wait_for_selector(".pl-tile")
+    eve.wait_for_selector(".pl-tile.pl-held")  # dora's next images, tagged with her name
+    tags = eve.evaluate(f"() => [...{VIEW}.querySelectorAll('.pl-held .pl-heldtag')].map((t) => t.textContent)")
+    assert "dora" in tags and "eve" not in tags
+    eve.wait_for_function(f"() => [...{VIEW}.querySelectorAll('.pl-tile img')].slice(0, 24).every((i) => i.complete)")
+    eve.screenshot(path=str(tmp / "held.png"))  # looked at: docs/screenshots/label_held.png
+    held = int(eve.locator(".pl-tile.pl-held").first.get_attribute("data-item-id"))
+    eve.locator(".pl-tile.pl-held").first.dblclick()  # eve may still open it: she is told who is on it
+    eve.wait_for_selector(SHOWN)
+    assert shown(eve) == held
+    assert eve.inner_text(".pl-heldmark") == "dora is labeling this image"
 
 
 def test_grid_bulk_labels_a_dragged_and_shift_clicked_selection(chromium, big):
@@ -271,10 +322,11 @@ def test_a_double_click_on_a_tile_opens_it_in_the_focus_view(chromium, big):
 
 
 def open_tiles(page) -> list[int]:
-    """Ids of the grid page's tiles, None for the labeled or skipped ones."""
+    """Ids of the grid page's tiles, None for the labeled or skipped ones and those another annotator holds
+    (app/claims.py: the other tests' tabs hold images for two minutes after they close)."""
     return page.evaluate(
-        f"() => [...{VIEW}.querySelectorAll('.pl-tile')].map((t) => "
-        "t.classList.contains('pl-labeled') || t.classList.contains('pl-skipped') ? null : Number(t.dataset.itemId))"
+        f"() => [...{VIEW}.querySelectorAll('.pl-tile')].map((t) => ['pl-labeled', 'pl-skipped', 'pl-held']"
+        ".some((c) => t.classList.contains(c)) ? null : Number(t.dataset.itemId))"
     )
 
 
