@@ -231,7 +231,7 @@ def requested(args: argparse.Namespace) -> list[dict]:
         seed_rows = [key("full", seed)]
         wanted: list[tuple[float, str, str]] = []
         if 1 in args.tables:
-            wanted += [(k, m, s) for k in args.svp_keeps for s in SELECTORS for m in args.svp_methods]
+            wanted += [(k, m, s) for k in args.svp_keeps for s in args.svp_selectors for m in args.svp_methods]
         if 2 in args.tables:
             wanted += [(k, m, "proxy") for k in args.keeps for m in args.methods]
         for keep, method, selector in wanted:
@@ -522,8 +522,9 @@ def table_svp(rows: list[dict], meta: dict) -> list[str]:
         return [title, "", "Not measured on this data set."]
     head = "| method | selector | " + " | ".join(f"{k:.0%} acc | {k:.0%} min" for k in keeps) + " |"
     lines = [title, "", head, "|" + "---|" * (2 + 2 * len(keeps))]
+    measured = {r["selector"] for r in rows if r["kind"] == "subset"}
     for method in methods:
-        for selector in SELECTORS:
+        for selector in [s for s in SELECTORS if s in measured]:
             cells = []
             for keep in keeps:
                 match = dict(kind="subset", selector=selector, method=method, keep=keep)
@@ -714,6 +715,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--svp-keeps", type=float, nargs="+", default=list(SVP_KEEPS), help="table 1")
     parser.add_argument("--methods", nargs="+", help="table 2 (default: every labeled-set method registered)")
     parser.add_argument("--svp-methods", nargs="+", default=list(SVP_METHODS), help="table 1")
+    parser.add_argument(
+        "--svp-selectors",
+        nargs="+",
+        choices=SELECTORS,
+        default=list(SELECTORS),
+        help="table 1: who selects (the target as its own selector costs a full target run per seed)",
+    )
     parser.add_argument("--proxy", default="auto")
     parser.add_argument("--target", default="auto")
     parser.add_argument("--proxy-training", default="balanced", choices=TRAINING_LEVELS)

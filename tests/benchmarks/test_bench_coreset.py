@@ -193,3 +193,13 @@ def test_the_dynams_row_trains_fewer_steps_than_all_data_or_says_it_was_not_meas
         "all data",
     ]
     assert all(cell != "–" for row in table[2:] for cell in row[1:])
+
+
+def test_svp_selectors_proxy_plans_no_target_selection(study):
+    argv = [*study["argv"], "--svp-selectors", "proxy"]
+    keys = bench_coreset.requested(bench_coreset.parse_args(argv))
+    subsets = [k for k in keys if k["kind"] == "subset"]
+    assert subsets and {k["selector"] for k in subsets} == {"proxy"}
+    rows = [r for r in study["result"]["rows"] if r["selector"] != "target"]
+    svp = _table("\n".join(bench_coreset.table_svp(rows, study["result"]["meta"])), "#### SVP Table 3")
+    assert [r[1] for r in svp[2:-2]] == ["proxy"] * len(bench_coreset.SVP_METHODS)  # no empty target rows
