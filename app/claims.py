@@ -71,6 +71,13 @@ class Holds:
                     mine += 1
             return {i: held[i].name for i in order if i in held and held[i].holder != holder}
 
+    def holders(self, project_root: str, ttl_s: float = TTL_S, now: float | None = None) -> dict[str, int]:
+        """Who holds images of the project now (the names others are told), with how many."""
+        now = time.time() if now is None else now
+        with self._lock:
+            live = [h.name for h in self._held.get(project_root, {}).values() if h.at >= now - ttl_s]
+        return {name: live.count(name) for name in sorted(set(live))}
+
 
 def annotator_key(name: str) -> str:
     """The holder an annotator's name stands for: one person's tabs share a hold."""

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 import storage
-from app import jobs, labeling, pool_map, project_forms
+from app import claims, jobs, labeling, pool_map, project_forms
 from engine.initial import IMPORTED
 from engine.intervals import FEW, accuracy_interval, describe, span
 
@@ -207,12 +207,15 @@ def labels_per_class(project: storage.Project) -> None:
 def labels_per_annotator(project: storage.Project) -> None:
     """Who labeled what: the labels and skips that stand per annotator, and when each last worked."""
     counts = storage.annotator_counts(project)
-    if not counts:
+    holding = claims.HOLDS.holders(str(project.root))
+    if not counts and not holding:
         return
     st.subheader("Labels per annotator")
     st.caption(
         "Labels and skips that stand now: an image relabeled, or an undo, counts for whoever gave its current "
-        "label (as in the exports); validation images included; imported labels under their file's name."
+        "label (as in the exports); validation images included; imported labels under their file's name. "
+        "*Labeling now*: the images someone's open labeling view holds, so that no one else is sent to them "
+        "(held for two minutes after their last label)."
     )
     rows = [
         {
@@ -220,10 +223,22 @@ def labels_per_annotator(project: storage.Project) -> None:
             "labels": c.labels,
             "skips": c.skips,
             "last active": pd.Timestamp(c.last_at, unit="s", tz="UTC").tz_convert(None).floor("s"),
+            "labeling now": holding.pop(c.annotator, 0),
         }
         for c in counts
     ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={"last active": "last active (UTC)"})
+    rows += [
+        {"annotator": name, "labels": 0, "skips": 0, "last active": pd.NaT, "labeling now": n}
+        for name, n in holding.items()
+    ]
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={
+            "last active": "last active (UTC)",
+            "labeling now": st.column_config.NumberColumn("labeling now (images held)", format="%d"),
+        },
+    )
 
 
 def time_per_batch(frame: pd.DataFrame, offset: int) -> None:

@@ -163,3 +163,12 @@ def test_signed_in_annotators_hold_as_themselves_from_their_first_render(big_bat
         order[claims.HOLD : 2 * claims.HOLD], "cy"
     )
     assert not any(i["heldBy"] == "amy" for i in view_items(session()))  # amy's second tab: the same hold
+
+
+def test_holders_are_who_holds_images_now():
+    holds = claims.Holds()
+    hold(holds, "ana", count=3, now=0.0)
+    hold(holds, "bob", count=2, now=100.0)
+    assert holds.holders(ROOT, now=100.0) == {"ana": 3, "bob": 2}
+    assert holds.holders(ROOT, now=claims.TTL_S + 50) == {"bob": 2}  # ana's lapsed
+    assert holds.holders("/projects/b", now=0.0) == {}

@@ -264,3 +264,16 @@ def test_progress_shows_what_each_annotator_labeled(open_app, project):
     rows = table[["annotator", "labels", "skips"]].values.tolist()
     assert ["ana", 2, 0] in rows and ["bo", 0, 1] in rows
     assert rows.index(["ana", 2, 0]) < rows.index(["bo", 0, 1])  # most labels first
+
+
+def test_progress_says_who_is_labeling_now(open_app, project):
+    from app import claims
+
+    order = [i for i, _ in storage.round_items(project, storage.current_round(project).id)]
+    storage.set_label(project, order[0], "red", annotator="ana")
+    claims.HOLDS.hold(str(project.root), claims.annotator_key("ana"), "ana", order, set(order[1:]), count=2)
+    claims.HOLDS.hold(str(project.root), claims.annotator_key("cy"), "cy", order, set(order[1:]), count=1)
+    at = open_app("app/page_progress.py")
+    [table] = [d.value for d in at.dataframe if "annotator" in d.value.columns]
+    rows = table[["annotator", "labels", "labeling now"]].values.tolist()
+    assert ["ana", 1, 2] in rows and ["cy", 0, 1] in rows  # cy has labeled nothing yet: her view is open
