@@ -743,6 +743,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--doc", type=Path, help="write the tables between this data set's markers in this file")
     parser.add_argument("--resume", action="store_true", help="skip the rows --json already holds")
     parser.add_argument("--render", action="store_true", help="only rewrite the tables from --json")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="PART",
+        help="measure nothing: add to --json the rows and invocations these JSONs hold that it does not (seeds run "
+        "at once on different cores, each with --resume into a copy of --json), then rewrite the tables",
+    )
     args = parser.parse_args(argv)
     args.name = args.name or args.data.resolve().name
     args.methods = args.methods or methods_for_labeled_sets()
@@ -761,7 +769,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None, progress: Callable[[str], None] | None = None) -> dict:
     args = parse_args(argv)
     args.progress = progress or (lambda line: print(line, flush=True))
-    if args.render:
+    if args.merge:
+        result = merge(json.loads(args.json.read_text()), [json.loads(part.read_text()) for part in args.merge])
+        save_json(args.json, result)
+    elif args.render:
         result = json.loads(args.json.read_text())
     else:
         result = measure_all(args)
@@ -771,6 +782,21 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     else:
         print(markdown)
     return result
+
+
+def merge(base: dict, parts: list[dict]) -> dict:
+    """`base` with the rows of `parts` it lacks and the invocations that measured them. A row `base` holds stays
+    as it is: a resumed run trains its selector again and rewrites that row with its own timings."""
+    rows, runs = list(base["rows"]), list(base["meta"]["runs"])
+    have = {row_key(r) for r in rows}
+    for part in parts:
+        if part["meta"]["data"] != base["meta"]["data"]:
+            raise SystemExit(f"a part holds rows of other data: {part['meta']['data']}")
+        new = [r for r in part["rows"] if row_key(r) not in have]
+        rows += new
+        have |= {row_key(r) for r in new}
+        runs += [run for run in part["meta"]["runs"] if run not in runs]
+    return {"meta": {**base["meta"], "runs": runs}, "rows": rows}
 
 
 def measure_all(args: argparse.Namespace) -> dict:

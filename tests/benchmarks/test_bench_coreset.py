@@ -203,3 +203,20 @@ def test_svp_selectors_proxy_plans_no_target_selection(study):
     rows = [r for r in study["result"]["rows"] if r["selector"] != "target"]
     svp = _table("\n".join(bench_coreset.table_svp(rows, study["result"]["meta"])), "#### SVP Table 3")
     assert [r[1] for r in svp[2:-2]] == ["proxy"] * len(bench_coreset.SVP_METHODS)  # no empty target rows
+
+
+def test_merge_adds_what_the_parts_measured_and_keeps_what_the_base_holds():
+    data = {"name": "tiny"}
+    full = {"kind": "full", "seed": 0, "test_acc": 0.5}
+    base = {"meta": {"data": data, "runs": [{"args": {"seeds": [0]}}]}, "rows": [full]}
+    retrained = {"kind": "full", "seed": 0, "test_acc": 0.9}  # the same row measured again: not taken
+    seed1 = {"kind": "full", "seed": 1, "test_acc": 0.6}
+    part = {
+        "meta": {"data": data, "runs": [{"args": {"seeds": [0]}}, {"args": {"seeds": [1]}}]},
+        "rows": [retrained, seed1],
+    }
+    merged = bench_coreset.merge(base, [part])
+    assert merged["rows"] == [full, seed1]
+    assert [r["args"]["seeds"] for r in merged["meta"]["runs"]] == [[0], [1]]
+    with pytest.raises(SystemExit, match="other data"):
+        bench_coreset.merge(base, [{**part, "meta": {**part["meta"], "data": {"name": "other"}}}])
