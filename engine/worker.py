@@ -147,7 +147,7 @@ def run_job(
     try:
         with launching(launch or settings_launch(project)):
             result = JOBS[job.kind](
-                project, job.params, _progress(project, job.id), _canceller(project, job.id, beat, parent)
+                project, job.params, _progress(project, job.id), _canceller(project, job.id, beat, parent), job.id
             )
     except Exception as exc:  # any failure is reported on the job, never lost
         beat.stop()
@@ -193,7 +193,7 @@ def describe_error(exc: BaseException) -> str:
 # ---------------------------------------------------------------- job kinds
 
 
-def _round_job(project, params, on_progress, should_stop) -> dict:
+def _round_job(project, params, on_progress, should_stop, job_id=None) -> dict:
     from engine.round import run_first_round, run_round
 
     params = _check_params("round", params, {"model", "steps", "level", "strategy", "after_round", "early"})
@@ -228,7 +228,7 @@ def _round_job(project, params, on_progress, should_stop) -> dict:
     }
 
 
-def _target_job(project, params, on_progress, should_stop) -> dict:
+def _target_job(project, params, on_progress, should_stop, job_id=None) -> dict:
     from engine.target import run_target
 
     params = _check_params("target", params, {"coreset_run", "dynamic_keep"})
@@ -242,17 +242,17 @@ def _target_job(project, params, on_progress, should_stop) -> dict:
     )
 
 
-def _backbone_job(project, params, on_progress, should_stop) -> dict:
+def _backbone_job(project, params, on_progress, should_stop, job_id=None) -> dict:
     from engine.representation import train_ssl_backbone
 
     params = _check_params("backbone", params, {"steps"})
     return train_ssl_backbone(project, on_progress, should_stop, steps=int(params.get("steps", 0)))
 
 
-def _coreset_job(project, params, on_progress, should_stop) -> dict:
+def _coreset_job(project, params, on_progress, should_stop, job_id=None) -> dict:
     from engine.jobs.coreset import PARAMS, run_coreset_job
 
-    return run_coreset_job(project, _check_params("coreset", params, PARAMS), on_progress, should_stop)
+    return run_coreset_job(project, _check_params("coreset", params, PARAMS), on_progress, should_stop, job_id)
 
 
 JOBS: dict[str, Callable[..., dict]] = {

@@ -39,8 +39,10 @@ def run_coreset_job(
     params: dict,
     on_progress: Callable[[float, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    job_id: int | None = None,
 ) -> dict:
-    """The worker's entry: `params` {method, keep, balance (default true), selector (default proxy)}."""
+    """The worker's entry: `params` {method, keep, balance (default true), selector (default proxy)}; the run
+    records `job_id`, the job that made it."""
     run = curate(
         project,
         method=params.get("method", CORESET_DEFAULT_METHOD),
@@ -49,6 +51,7 @@ def run_coreset_job(
         selector=params.get("selector", "proxy"),
         on_progress=on_progress,
         should_stop=should_stop,
+        job_id=job_id,
     )
     counts = storage.review_counts(project, run.id)
     return {
@@ -77,6 +80,7 @@ def curate(
     seed: int | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    job_id: int | None = None,
 ) -> storage.CoresetRun:
     """Run the selector once on the project's training labels, keep `keep` of them by `method`, save the run.
     `seed` (default: the project's) seeds the selector's training and the selection's tie-breaks.
@@ -128,6 +132,7 @@ def curate(
         selector=selector,
         selector_model=stage.model_name,
         label_watermark=inputs.label_watermark,
+        job_id=job_id,
         rows=_rows(item_ids, labels, scores, picks, method),
         steps=scored.steps,
         train_s=scored.train_s,

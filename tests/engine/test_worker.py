@@ -153,7 +153,7 @@ def test_heartbeat_thread_keeps_a_long_job_fresh(labeled_project, monkeypatch, s
 
     monkeypatch.setattr(storage, "heartbeat", heartbeat)
 
-    def long_job(project, params, on_progress, should_stop):
+    def long_job(project, params, on_progress, should_stop, job_id):
         storage_clock.now = 2000.0
         beat = beat_while_running.wait(30)  # the thread beats every 0.05 s; 30 s only ends a broken run
         return {"beat": beat, "stolen": storage.claim_job(project, "other-worker", stale_after_s=60) is not None}
@@ -255,7 +255,7 @@ class _FlippingParent(worker.Parent):
 def test_a_job_running_when_the_app_goes_is_put_back_in_the_queue(labeled_project, monkeypatch):
     parent = _FlippingParent()
 
-    def long_job(project, params, on_progress, should_stop):
+    def long_job(project, params, on_progress, should_stop, job_id):
         parent.ended = True  # the server stops while the job runs
         if should_stop():
             from engine.train import Cancelled

@@ -119,3 +119,15 @@ def test_a_head_on_the_backbone_selects_through_a_model_trained_on_pixels(curate
     assert _selector_stage(settings, "proxy", None).model_name == "proxy_tiny"
     assert _selector_stage(settings, "proxy", 7).train.seed == 7
     assert np.isfinite(_selector_stage(settings, "target", None).train.lr)
+
+
+def test_a_run_made_by_the_worker_names_its_job(curated_project):
+    from engine import worker
+
+    project, _, _ = curated_project
+    job = storage.enqueue_job(project, "coreset", {"method": "entropy", "keep": 0.5})
+    worker.run_job(project, storage.claim_job(project, "w"), "w")
+    done = storage.get_job(project, job.id)
+    assert done.state == "done", done.error
+    run = storage.latest_coreset_run(project)
+    assert (run.id, run.job_id) == (done.result["run_id"], job.id)
