@@ -205,8 +205,9 @@ def apply_events(project: storage.Project, outbox: dict | None, acks: dict) -> i
     annotator}]}, every event it has not seen acknowledged. `acks[client]` remembers the last
     committed seq and the events refused (with why), so an event sent again is never committed
     twice, and, after a label or skip, who gave it, its last item and when (app/claims.py reads
-    where the annotator is from them). Each event names the items that were on screen when it was given: a label always
-    lands on the image the person saw, whatever happened in other tabs meanwhile. When the machine
+    where the annotator is from them). Each event names the items that were on screen when it was
+    given: a label always lands on the image the person saw, whatever happened in other tabs
+    meanwhile. When the machine
     refuses the write (storage.UnavailableError: disk full, read-only folder) the event and those
     after it stay unacknowledged, so the view keeps them and they are committed on a later call.
     """
