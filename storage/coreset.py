@@ -5,11 +5,13 @@ statistics (forgetting events, EL2N, GraNd, its final answer), keeps a share of 
 method, and flags as *suspects* the never-learned and most-forgotten items whose label the trained
 selector disagrees with. `save_coreset_run` writes a run and its items in one transaction.
 
-A suspect is *reviewed* once a person gave the item any label row after the run's snapshot
-(`label_watermark`: a relabel, even to the same class, a skip or a clear) or confirmed its label
-(`confirm_label`); it is *changed* when its current label differs from the class the run trained it
-as. Reviewed suspects leave the review list (`open_suspects`); `review_counts` says how many there
-were, were reviewed and were changed.
+A suspect is *reviewed* once a person acted on the item after the run's snapshot (`label_watermark`: a
+relabel, even to the same class, a skip or a clear, unless undone again; an undo of an earlier label),
+confirmed its label (`confirm_label`), or its label no longer is the one the run trained on; it is
+*changed* in that last case. A review carries over to the next run that flags the item again
+(`save_coreset_run`), so a new curation does not ask about a label a person already looked at.
+Reviewed suspects leave the review list (`open_suspects`); `review_counts` says how many there were,
+were reviewed and were changed.
 """
 
 from __future__ import annotations
@@ -86,8 +88,8 @@ class CoresetItem:
     confidence: float | None
     right_share: float | None
     suspect: bool
-    reviewed: bool  # labeled again after the run, or its label confirmed
-    changed: bool  # its label now differs from the one the run trained on
+    reviewed: bool  # a person acted on it after the run or confirmed its label, or its label changed since
+    changed: bool  # a suspect whose label now differs from the one the run trained on
 
     @property
     def never_learned(self) -> bool:
@@ -205,7 +207,28 @@ def save_coreset_run(
                 for row in rows
             ],
         )
+        _carry_reviews(db, run_id)
         return _run(db.execute(f"SELECT {_RUN_COLUMNS} FROM coreset_runs WHERE id = ?", (run_id,)).fetchone())
+
+
+def _carry_reviews(db: sqlite_utils.Database, run_id: int) -> None:
+    """Mark reviewed, in the new run `run_id`, the suspects a person already looked at as suspects of the run
+    before it (a chain: that run's reviews were carried the same way), under the name of who looked."""
+    previous = db.execute("SELECT MAX(id) FROM coreset_runs WHERE id < ?", (run_id,)).fetchone()[0]
+    if previous is None:
+        return
+    db.execute(
+        f"""INSERT OR IGNORE INTO label_reviews (run_id, item_id, annotator, created_at)
+        SELECT n.run_id, c.item_id, COALESCE(
+            (SELECT v.annotator FROM label_reviews v WHERE v.run_id = c.run_id AND v.item_id = c.item_id),
+            (SELECT l.annotator FROM labels l WHERE l.item_id = c.item_id AND l.id > r.label_watermark
+                ORDER BY l.id DESC LIMIT 1)), ?
+        FROM coreset_items c
+        JOIN coreset_runs r ON r.id = c.run_id
+        JOIN coreset_items n ON n.run_id = ? AND n.item_id = c.item_id AND n.suspect = 1
+        WHERE c.run_id = ? AND c.suspect = 1 AND {_LOOKED_AT_SQL}""",
+        (time.time(), run_id, previous),
+    )
 
 
 def _finite(value: float | None) -> float | None:
@@ -236,11 +259,24 @@ def get_coreset_run(project: Project, run_id: int) -> CoresetRun:
     return _run(row)
 
 
-_ITEMS_SQL = """
+# A person looked at item c after run r's snapshot: they confirmed its label, or they gave it a label row
+# that was not undone again (an undo row cancels the row it undoes; an undo of a row from before the snapshot
+# is an action of its own). Imported rows come from a file, not from a look at the image.
+_LOOKED_AT_SQL = """(
+    EXISTS (SELECT 1 FROM label_reviews v WHERE v.run_id = c.run_id AND v.item_id = c.item_id)
+    OR EXISTS (
+        SELECT 1 FROM labels l WHERE l.item_id = c.item_id AND l.id > r.label_watermark AND (
+            (l.undoes IS NOT NULL AND l.undoes <= r.label_watermark)
+            OR (l.undoes IS NULL AND COALESCE(l.source, '') != 'imported' AND NOT EXISTS (
+                SELECT 1 FROM labels u WHERE u.item_id = l.item_id AND u.undoes = l.id))
+        )
+    )
+)"""
+
+_ITEMS_SQL = f"""
 SELECT c.item_id, i.path, lc.name, s.class_name, c.kept, c.rank, c.score, c.forgetting, c.el2n, c.grand,
     pc.name, ac.name, c.confidence, c.right_share, c.suspect,
-    EXISTS (SELECT 1 FROM labels l WHERE l.item_id = c.item_id AND l.id > r.label_watermark)
-        OR EXISTS (SELECT 1 FROM label_reviews v WHERE v.run_id = c.run_id AND v.item_id = c.item_id),
+    {_LOOKED_AT_SQL},
     COALESCE(s.state = 'label' AND s.position = lc.position, 0) = 0
 FROM coreset_items c
 JOIN coreset_runs r ON r.id = c.run_id
@@ -264,7 +300,7 @@ def coreset_items(project: Project, run_id: int) -> list[CoresetItem]:
 
 def _item(row: tuple) -> CoresetItem:
     (item_id, path, label, current, kept, rank, score, forgetting, el2n, grand, predicted, alternative) = row[:12]
-    confidence, right_share, suspect, reviewed, changed = row[12:]
+    confidence, right_share, suspect, looked_at, changed = row[12:]
     return CoresetItem(
         item_id=item_id,
         path=path,
@@ -281,8 +317,8 @@ def _item(row: tuple) -> CoresetItem:
         confidence=confidence,
         right_share=right_share,
         suspect=bool(suspect),
-        reviewed=bool(reviewed),
-        changed=bool(suspect) and bool(reviewed) and bool(changed),
+        reviewed=bool(looked_at) or bool(changed),
+        changed=bool(suspect) and bool(changed),
     )
 
 

@@ -119,11 +119,67 @@ def test_a_relabel_to_the_same_class_reviews_without_changing(labeled):
 
 def test_labels_given_before_the_run_snapshot_do_not_count_as_review(labeled):
     watermark = storage.read_round_inputs(labeled).label_watermark
-    storage.set_label(labeled, 2, "cat", annotator="ana")  # after the snapshot the run read ...
-    run = save(labeled, label_watermark=watermark)
-    assert storage.review_counts(labeled, run.id).reviewed == 1  # ... so it is newer than what the run saw
+    storage.set_label(labeled, 2, "cat", annotator="ana")
     run = save(labeled)  # a run that read the newest labels
     assert storage.review_counts(labeled, run.id).reviewed == 0
+    run = save(labeled, label_watermark=watermark)  # a run that read the labels before that one ...
+    assert storage.review_counts(labeled, run.id).reviewed == 1  # ... so it is newer than what the run saw
+
+
+def test_an_undone_relabel_is_no_review(labeled):
+    run = save(labeled)
+    storage.set_label(labeled, 4, "cat", annotator="ben")
+    assert storage.review_counts(labeled, run.id) == storage.ReviewCounts(2, 1, 1)
+    storage.undo_label(labeled, 4, annotator="ben")  # back to dog, the label the run flagged
+    assert storage.review_counts(labeled, run.id) == storage.ReviewCounts(2, 0, 0)
+    assert [s.item_id for s in storage.open_suspects(labeled)] == [2, 4]
+    storage.undo_label(labeled, 2, annotator="ben")  # undoes ana's label from before the run: an action
+    assert storage.review_counts(labeled, run.id) == storage.ReviewCounts(2, 1, 1)
+
+
+def test_an_imported_label_reviews_only_when_it_changes_the_label(labeled):
+    run = save(labeled)
+    storage.set_label(labeled, 4, "dog", annotator="labels.csv", source="imported")  # the same class, from a file
+    assert storage.review_counts(labeled, run.id) == storage.ReviewCounts(2, 0, 0)
+    storage.set_label(labeled, 2, "dog", annotator="labels.csv", source="imported")
+    assert storage.review_counts(labeled, run.id) == storage.ReviewCounts(2, 1, 1)
+
+
+def flagged_again(project, *suspect_ids):
+    """A second run over the labels as they are now, flagging `suspect_ids`."""
+    current = storage.current_labels(project)
+    position = {name: i for i, name in enumerate(storage.class_names(project))}
+    rows = [
+        CoresetRow(
+            i,
+            position[current[i]],
+            i in (1, 3, 5),
+            (1, 3, 5).index(i) if i in (1, 3, 5) else None,
+            suspect=i in suspect_ids,
+        )
+        for i in range(1, 7)
+    ]
+    return save(project, rows=rows)
+
+
+def test_a_review_carries_over_to_the_next_run_that_flags_the_item(labeled):
+    run = save(labeled)
+    storage.confirm_label(labeled, run.id, 4, "ben")  # dog is right
+    storage.set_label(labeled, 2, "dog", annotator="ben")  # cat was wrong
+    again = flagged_again(labeled, 2, 4, 6)
+    assert [s.item_id for s in storage.open_suspects(labeled)] == [6]
+    assert storage.review_counts(labeled, again.id) == storage.ReviewCounts(3, 2, 0)
+    third = flagged_again(labeled, 2, 4)  # carried again, run to run
+    assert storage.review_counts(labeled, third.id) == storage.ReviewCounts(2, 2, 0)
+
+
+def test_a_review_nobody_made_does_not_carry_over(labeled):
+    save(labeled)
+    storage.set_label(labeled, 2, "dog", annotator="labels.csv", source="imported")  # changed, by a file
+    storage.set_label(labeled, 4, "cat", annotator="ben")
+    storage.undo_label(labeled, 4, annotator="ben")  # looked at, then taken back
+    flagged_again(labeled, 2, 4)
+    assert [s.item_id for s in storage.open_suspects(labeled)] == [2, 4]
 
 
 def test_only_a_suspect_can_be_confirmed(labeled):
