@@ -35,7 +35,7 @@ from engine.selection.coldstart import (
     typiclust_scores,
     use_typicality,
 )
-from engine.selection.coreset import el2n, forgetting, grand, statistic
+from engine.selection.coreset import el2n, forgetting, grand, statistic, top_k_random_ties
 from engine.selection.herding import herding, herding_distances
 from engine.selection.kcenter import check_selection, k_center_distances, k_center_greedy
 from engine.selection.submodular import facility_location, gains_in_order, graph_cut
@@ -153,18 +153,28 @@ def random_sample(pool: PoolScores, labeled, budget: int, *, rng: np.random.Gene
 
 
 def least_confidence(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
-    """Least-confidence sampling, balanced across predicted classes: lowest top-class probability first."""
-    return balanced_top_k(least_confidence_scores(pool.probs), _predicted(pool), labeled, budget)
+    """Least-confidence sampling: lowest top-class probability first (see `_uncertain_first`)."""
+    return _uncertain_first(least_confidence_scores(pool.probs), pool, labeled, budget, rng)
 
 
 def margin(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
-    """Margin sampling, balanced across predicted classes: smallest gap between the top two classes first."""
-    return balanced_top_k(margin_scores(pool.probs), _predicted(pool), labeled, budget)
+    """Margin sampling: smallest gap between the top two classes first (see `_uncertain_first`)."""
+    return _uncertain_first(margin_scores(pool.probs), pool, labeled, budget, rng)
 
 
 def entropy(pool: PoolScores, labeled, budget: int, *, rng=None) -> np.ndarray:
-    """Entropy sampling, balanced across predicted classes: highest predictive entropy first."""
-    return balanced_top_k(entropy_scores(pool.probs), _predicted(pool), labeled, budget)
+    """Entropy sampling: highest predictive entropy first (see `_uncertain_first`)."""
+    return _uncertain_first(entropy_scores(pool.probs), pool, labeled, budget, rng)
+
+
+def _uncertain_first(scores: np.ndarray, pool: PoolScores, labeled, budget: int, rng) -> np.ndarray:
+    """The highest `scores` first. On an unlabeled pool balanced across the classes the proxy predicts
+    (`balanced_top_k`, ties by position); on a labeled set (a core-set) the plain top with ties drawn with
+    `rng`, as DeepCore's uncertainty methods keep it: balance by the given labels is the class balancer's
+    (`engine.selection.balance.class_balanced`), and `--no-balance` means none."""
+    if pool.labels is None:
+        return balanced_top_k(scores, _predicted(pool), labeled, budget)
+    return top_k_random_ties(scores, labeled, budget, rng)
 
 
 def _predicted(pool: PoolScores) -> np.ndarray:

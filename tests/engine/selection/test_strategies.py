@@ -76,6 +76,19 @@ def random_case(seed):
 # --- uncertainty strategies ---------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["least_confidence", "margin", "entropy"])
+def test_on_a_labeled_set_uncertainty_keeps_the_plain_top_and_draws_ties(name):
+    """A core-set: no balance over predicted classes (the class balancer balances by label), ties by rng."""
+    probs = np.array([[0.5, 0.5], [0.55, 0.45], [0.6, 0.4], [0.65, 0.35], [0.1, 0.9], [0.2, 0.8]], np.float32)
+    labeled_set = PoolScores(probs, np.zeros((6, 1), np.float32), labels=np.array([0, 0, 0, 0, 1, 1]))
+    assert STRATEGIES[name](labeled_set, [], 2, rng=np.random.default_rng(0)).tolist() == [0, 1]
+    unlabeled = PoolScores(probs, np.zeros((6, 1), np.float32))  # active learning: one per predicted class
+    assert STRATEGIES[name](unlabeled, [], 2, rng=None).tolist() == [0, 5]
+    tied = PoolScores(np.full((6, 2), 0.5, np.float32), np.zeros((6, 1), np.float32), labels=np.zeros(6, int))
+    draws = {tuple(STRATEGIES[name](tied, [], 2, rng=np.random.default_rng(s)).tolist()) for s in range(8)}
+    assert len(draws) > 1
+
+
 def test_scores_by_hand():
     np.testing.assert_allclose(least_confidence_scores(PROBS), [0.10, 0.60, 0.50, 0.66, 0.60], rtol=1e-6)
     np.testing.assert_allclose(margin_scores(PROBS), [0.15, 0.95, 1.0, 0.99, 0.95], rtol=1e-6)
@@ -98,7 +111,8 @@ def test_scores_by_hand():
 )
 def test_exact_picks(name, labeled, expected):
     budget = len(expected)
-    got = STRATEGIES[name](POOL, np.array(labeled, np.int64), budget, rng=np.random.default_rng(0))
+    unlabeled = PoolScores(PROBS, EMB)  # an active-learning pool: every row predicted class 0
+    got = STRATEGIES[name](unlabeled, np.array(labeled, np.int64), budget, rng=np.random.default_rng(0))
     assert got.dtype == np.int64
     assert got.tolist() == expected
 
