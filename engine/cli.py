@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.names import CORESET_DEFAULT_KEEP, CORESET_DEFAULT_METHOD
+from engine.names import CORESET_DEFAULT_KEEP, CORESET_DEFAULT_METHOD, CORESET_METHODS, LABELING_STRATEGIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +142,9 @@ def add_coreset_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="the JSON result")
     parser.add_argument(
-        "--method", default=CORESET_DEFAULT_METHOD, help=f"a selection method (default: {CORESET_DEFAULT_METHOD})"
+        "--method",
+        default=CORESET_DEFAULT_METHOD,
+        help=f"{' | '.join(CORESET_METHODS)} (default: {CORESET_DEFAULT_METHOD})",
     )
     parser.add_argument(
         "--keep",
@@ -248,7 +250,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results JSON; a CSV of the rounds goes beside it")
     parser.add_argument(
         "--strategy",
-        help="random | least_confidence | margin | entropy | kcenter | typiclust | probcover | hybrid",
+        help=" | ".join(LABELING_STRATEGIES),
         **optional,
     )
     parser.add_argument("--initial", type=int, help="size of the random initial batch", **optional)

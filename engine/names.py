@@ -99,6 +99,22 @@ STRATEGY_NAMES = tuple(STRATEGY_INFO)
 LABELING_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.labeling)
 DISTANCE_STRATEGIES = tuple(name for name, info in STRATEGY_INFO.items() if info.reads_distances)
 COLD_START = tuple(name for name, info in STRATEGY_INFO.items() if info.cold_start)
+
+
+def check_labeling_strategy(name: str) -> None:
+    """ValueError unless `name` can choose what to label: an unknown name, or a core-set method that reads the
+    statistics of a proxy trained on the labeled set (named before any training)."""
+    if name in LABELING_STRATEGIES:
+        return
+    choices = ", ".join(LABELING_STRATEGIES)
+    if name in STRATEGY_INFO:
+        raise ValueError(
+            f"{name} selects from a labeled set (a curation: proxy-labeler coreset, the Curate page), "
+            f"not what to label; choose one of {choices}"
+        )
+    raise ValueError(f"unknown strategy {name!r}; choose one of {choices}")
+
+
 # what can select from a labeled set (a core-set); the cold-start ones, and hybrid (typiclust until the labels
 # cover the pool's clusters), are made for an unlabeled pool
 # The defaults of a curation, from the study on this CPU (docs/coreset.md): k-center at 70 % beat random on digits

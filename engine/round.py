@@ -35,7 +35,7 @@ from engine.frozen import accuracy as frozen_accuracy
 from engine.frozen import pool_scores as frozen_pool_scores
 from engine.initial import RoundError, first_batch_size, initial_strategy, run_initial_round
 from engine.models import Model, build_model, load_pretrained
-from engine.names import batch_offset
+from engine.names import batch_offset, check_labeling_strategy
 from engine.pool_cache import PoolCache, UnreadableImage, build_pool_cache, load_pool_cache, pick_image_size
 from engine.representation import load_backbone, project_embeddings, require_backbone
 from engine.saved_proxy import save_head_proxy, save_pixel_proxy, weights_path
@@ -487,8 +487,10 @@ def _count_progress(on_progress: Callable[[float], None] | None):
 
 
 def _strategy(name: str):
-    if name not in STRATEGIES:
-        raise RoundError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+    try:
+        check_labeling_strategy(name)
+    except ValueError as exc:
+        raise RoundError(str(exc)) from None
     return STRATEGIES[name]
 
 

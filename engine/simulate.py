@@ -33,10 +33,10 @@ from engine.config import BACKBONE_TARGET, TRAINING_LEVELS, check_model_name, re
 from engine.distributed.launch import Launch, launch_from_args, launching, on_device
 from engine.embeddings import embed_images
 from engine.frozen import accuracy_on
+from engine.names import check_labeling_strategy
 from engine.pool_cache import decode_image, pick_image_size
 from engine.representation import train_ssl_backbone
 from engine.round import RoundOutcome, run_first_round, select_next_batch
-from engine.selection.strategies import STRATEGIES
 from engine.target import fit_target
 from engine.train import evaluate
 from storage.walk import find_images
@@ -145,8 +145,7 @@ def check_config(config: SimulateConfig) -> None:
         raise ValueError(f"{config.data}/train is not a folder; --data must hold train/<class>/ and test/<class>/")
     if not (config.data / "test").is_dir():
         raise ValueError(f"{config.data}/test is not a folder; --data must hold train/<class>/ and test/<class>/")
-    if config.strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {config.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+    check_labeling_strategy(config.strategy)
     check_model_name(config.proxy, "proxy")
     check_model_name(config.target, "target")
     check_backbone_setting(config.backbone)

@@ -270,6 +270,8 @@ def test_refuses_an_unknown_strategy_or_model(tmp_path):
     run_initial_round(project)
     label_queue(project)
     _refuses(project, "unknown strategy 'best_guess'; choose one of")
+    storage.save_settings(project, dataclasses.replace(storage.load_settings(project), strategy="forgetting"))
+    _refuses(project, "forgetting selects from a labeled set")  # a core-set method, named before any training
     storage.save_settings(
         project,
         storage.Settings(**{**storage.load_settings(project).__dict__, "strategy": "margin", "proxy": "tiny_net"}),

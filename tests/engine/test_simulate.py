@@ -102,6 +102,7 @@ def test_simulate_keeps_its_project_in_workdir(data_root, tmp_path):
     "overrides, message",
     [
         (dict(strategy="best"), "unknown strategy 'best'"),
+        (dict(strategy="el2n"), "el2n selects from a labeled set"),
         (dict(proxy="nope"), "unknown model 'nope'"),
         (dict(initial=20, budget=14), r"--initial \(20\) is larger than --budget \(14\)"),
         (dict(round_size=0), "--round-size must be at least 1"),
