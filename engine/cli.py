@@ -142,6 +142,13 @@ def add_coreset_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="the JSON result")
     parser.add_argument(
+        "--subset-csv",
+        type=Path,
+        metavar="FILE",
+        help="also a CSV of every labeled image with a kept column (1 or 0): with --data path (relative to "
+        "train/), class, kept; with --project the project's label export",
+    )
+    parser.add_argument(
         "--method",
         default=CORESET_DEFAULT_METHOD,
         help=f"{' | '.join(CORESET_METHODS)} (default: {CORESET_DEFAULT_METHOD})",

@@ -13,6 +13,7 @@ same run. One JSON holds the accuracies, sizes and seconds of each stage.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import time
@@ -28,14 +29,15 @@ from engine.example_stats import score_labeled_set
 from engine.machine import machine_info
 from engine.models import build_model
 from engine.names import CORESET_DEFAULT_KEEP, CORESET_DEFAULT_METHOD, CORESET_METHODS
-from engine.pool_cache import channel_stats, folder_image_size
+from engine.pool_cache import channel_stats, decode_image, folder_image_size
 from engine.score import PoolScores
 from engine.selection.balance import class_balanced, class_shares
 from engine.selection.coreset import STATISTICS, labeled_pool
 from engine.selection.strategies import SCORES, STRATEGIES
-from engine.simulate import load_test_set
+from engine.simulate import class_folder_images, load_test_set
 from engine.train import Sampler, evaluate, train
 from engine.training.dynamic import DynamicKeep, check_keep
+from storage.export import spreadsheet_safe
 
 SELECTORS = ("proxy", "target")
 # flags of the --data form that a project's settings decide instead
@@ -63,6 +65,7 @@ class LabeledData:
     normalization: tuple
     classes: list[str]
     size: int
+    paths: tuple[str, ...] = ()  # of the labeled images, relative to train/ ('cat/001.png'), in `labels` order
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class CoresetConfig:
     seed: int = 0
     device: str = "auto"
     image_size: int = 0  # 0 = picked from the images
+    subset_csv: Path | None = None  # also every labeled image's path, class and kept (1 or 0) as a CSV
 
 
 def config_from_args(args: argparse.Namespace) -> CoresetConfig:
@@ -226,7 +230,9 @@ def _on_folder(config: CoresetConfig, progress: Callable[[str], None]) -> dict:
     stages = {"proxy_s": scored.train_s, "score_s": scored.score_s, "select_s": select_s, "target_s": subset["seconds"]}
     result = _result(config, selector.model_name, target.model_name, subset, stages)
     result.update(data=str(config.data), n_train=len(data.labels), n_test=len(data.test_labels))
-    result["kept"] = sorted(int(p) for p in picks)
+    result["kept"] = sorted(data.paths[int(p)] for p in picks)  # relative to train/
+    if config.subset_csv is not None:
+        write_subset_csv(config.subset_csv, data, picks)
     everything = np.arange(len(data.labels))
     if config.baselines or config.dynamic_keep:
         progress(f"baseline: target on all {len(data.labels)}")
@@ -294,6 +300,8 @@ def _on_project(config: CoresetConfig, progress: Callable[[str], None]) -> dict:
         test_set="the project's labeled validation images",
         kept=storage.kept_item_ids(project, run.id),
     )
+    if config.subset_csv is not None:
+        storage.export_labels_csv(project, config.subset_csv, coreset_run=run.id)
     if config.baselines or config.dynamic_keep:
         progress(f"baseline: target on all {run.n_labeled}")
         result["full"] = target_row()[0]
@@ -349,10 +357,25 @@ def load_labeled_data(config: CoresetConfig) -> LabeledData:
     root = config.data / "train"
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     size = config.image_size or folder_image_size(root, classes)
-    images, labels = load_test_set(root, classes, size)
+    paths, labels = class_folder_images(root, classes)
+    images = np.stack([decode_image(path, size) for path in paths])
     test_images, test_labels = load_test_set(config.data / "test", classes, size)
     mean, std = channel_stats(images)
-    return LabeledData(images, labels, test_images, test_labels, (tuple(mean), tuple(std)), classes, size)
+    relative = tuple(path.relative_to(root).as_posix() for path in paths)
+    return LabeledData(images, labels, test_images, test_labels, (tuple(mean), tuple(std)), classes, size, relative)
+
+
+def write_subset_csv(dest: Path, data: LabeledData, picks: np.ndarray) -> None:
+    """Every labeled image of `data` as a CSV row: path (relative to train/), class and kept (1 or 0): the
+    columns `proxy-labeler import-labels` reads, and the `kept` column of the project exports."""
+    kept = np.zeros(len(data.labels), bool)
+    kept[picks] = True
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with storage.atomic_write(dest) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("path", "class", "kept"))
+        for path, label, flag in zip(data.paths, data.labels, kept, strict=True):
+            writer.writerow((spreadsheet_safe(path), spreadsheet_safe(data.classes[label]), int(flag)))
 
 
 def train_target(stage, data: LabeledData, picks: np.ndarray, sampler: Sampler | None = None) -> dict:

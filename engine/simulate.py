@@ -238,18 +238,25 @@ def _label_queue(project: storage.Project, made: storage.Round, oracle: dict) ->
 
 def load_test_set(test_root: Path, classes: list[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode `test_root/<class>/*` once: (uint8 [N, 3, S, S], int64 class indices [N])."""
+    paths, labels = class_folder_images(test_root, classes)
+    images = np.stack([decode_image(path, image_size) for path in paths])
+    return images, labels
+
+
+def class_folder_images(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    """The images of `root/<class>/*`, class folders in name order, and their int64 class indices; ValueError
+    for a folder not among `classes`, or no image at all."""
     index = {name: i for i, name in enumerate(classes)}
     paths, labels = [], []
-    for folder in sorted(p for p in test_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name not in index:
-            raise ValueError(f"test class {folder.name!r} is not among the train classes {classes}")
+            raise ValueError(f"class {folder.name!r} of {root} is not among the train classes {classes}")
         found = find_images(folder).paths
         paths += [folder / p for p in found]
         labels += [index[folder.name]] * len(found)
     if not paths:
-        raise ValueError(f"no test images under {test_root}/<class>/")
-    images = np.stack([decode_image(path, image_size) for path in paths])
-    return images, np.asarray(labels, dtype=np.int64)
+        raise ValueError(f"no images under {root}/<class>/")
+    return paths, np.asarray(labels, dtype=np.int64)
 
 
 def _target_accuracy(project, test_images, test_labels, progress) -> tuple[float, float]:

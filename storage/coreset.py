@@ -207,6 +207,7 @@ def save_coreset_run(
                 for row in rows
             ],
         )
+        assert run_id is not None  # an INSERT's row id
         _carry_reviews(db, run_id)
         return _run(db.execute(f"SELECT {_RUN_COLUMNS} FROM coreset_runs WHERE id = ?", (run_id,)).fetchone())
 

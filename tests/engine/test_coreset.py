@@ -3,6 +3,8 @@ the command line, and every bad setting refused before any training."""
 
 from __future__ import annotations
 
+import collections
+import csv
 import dataclasses
 import json
 import math
@@ -35,7 +37,8 @@ def _config(data_root, tmp_path, **overrides) -> CoresetConfig:
 
 def test_a_balanced_half_is_kept_and_the_target_trained_on_it_with_the_baselines(data_root, tmp_path):
     lines: list[str] = []
-    result = run_coreset(_config(data_root, tmp_path, baselines=True), progress=lines.append)
+    csv_path = tmp_path / "out" / "subset.csv"
+    result = run_coreset(_config(data_root, tmp_path, baselines=True, subset_csv=csv_path), progress=lines.append)
     assert json.loads((tmp_path / "out" / "coreset.json").read_text()) == result
     assert (result["method"], result["keep"], result["selector"], result["n_train"], result["n_test"]) == (
         "forgetting",
@@ -44,9 +47,14 @@ def test_a_balanced_half_is_kept_and_the_target_trained_on_it_with_the_baselines
         24,
         9,
     )
-    kept = np.array(result["kept"])
+    kept = result["kept"]  # paths relative to train/
     assert result["subset"]["n"] == len(kept) == len(set(kept)) == 12
-    assert np.bincount(kept // 8).tolist() == [4, 4, 4]  # write_image_folder: class after class, 8 each
+    assert all((data_root / "train" / path).is_file() for path in kept)
+    assert collections.Counter(path.split("/")[0] for path in kept) == {c: 4 for c in ("red", "green", "blue")}
+    with csv_path.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 24 and all(row["class"] == row["path"].split("/")[0] for row in rows)
+    assert sorted(row["path"] for row in rows if row["kept"] == "1") == kept
     assert result["full"]["n"] == 24 and result["random"]["n"] == 12
     # solid colours: every target learns them (chance is 1/3)
     for row in ("subset", "full", "random"):
@@ -175,8 +183,11 @@ def test_the_project_form_saves_a_run_and_tests_on_the_validation_labels(tmp_pat
     )
     args_config = config_from_args(args)
     assert args_config.project == project.root and args_config.data is None
-    result = run_coreset(dataclasses.replace(args_config, baselines=True, dynamic_keep=0.5))
+    csv_path = tmp_path / "subset.csv"
+    result = run_coreset(dataclasses.replace(args_config, baselines=True, dynamic_keep=0.5, subset_csv=csv_path))
     run = storage.latest_coreset_run(project)
+    with csv_path.open(encoding="utf-8") as handle:  # the project's label export with its kept column
+        assert sum(row["kept"] == "1" for row in csv.DictReader(handle)) == 12
     assert result["coreset_run"] == run.id and result["kept"] == storage.kept_item_ids(project, run.id)
     assert (result["n_train"], result["n_test"], result["subset"]["n"]) == (24, 6, 12)
     assert result["full"]["n"] == 24 and result["random"]["n"] == 12 and result["dynamic"]["n"] == 24
