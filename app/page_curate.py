@@ -139,8 +139,9 @@ def per_class_table(items: list[storage.CoresetItem]) -> None:
 
 
 def histogram(run: storage.CoresetRun, items: list[storage.CoresetItem]) -> None:
-    """Kept and dropped counts over bins of the method's score, or, for a method without a score of its own,
-    of the forgetting events (one bar per count, the never learned in a bar of their own)."""
+    """Kept and dropped counts over bins of the method's score (for k-center, herding and the submodular
+    methods: each image's distance to the nearest other kept image of its class), or, for random, of the
+    forgetting events (one bar per count, the never learned in a bar of their own)."""
     if any(i.score is not None for i in items) and run.method != "forgetting":
         values = [(i.score, i.kept) for i in items if i.score is not None]
         scores = np.array([v for v, _ in values], dtype=np.float64)
@@ -149,7 +150,7 @@ def histogram(run: storage.CoresetRun, items: list[storage.CoresetItem]) -> None
         counts_kept, _ = np.histogram(scores[kept], edges)
         counts_dropped, _ = np.histogram(scores[~kept], edges)
         labels = [f"{a:.2g}–{b:.2g}" for a, b in itertools.pairwise(edges)]
-        what = f"{run.method} score"
+        what = names.KEPT_DISTANCE if run.method in names.KEPT_DISTANCE_SCORED else f"{run.method} score"
     else:
         forgotten = [i for i in items if i.forgetting is not None]
         if not forgotten:
@@ -170,14 +171,15 @@ def _bar(item: storage.CoresetItem) -> int | str:
     return int(item.forgetting) if math.isfinite(item.forgetting) else "never learned"
 
 
-def caption(item: storage.CoresetItem) -> str:
+def caption(item: storage.CoresetItem, method: str) -> str:
     parts = [f"kept #{item.rank + 1}" if item.kept and item.rank is not None else "dropped"]
     if item.never_learned:
         parts.append("never learned")
     elif item.forgetting:
         parts.append(f"forgotten {item.forgetting:.0f}×")
     if item.score is not None:
-        parts.append(f"score {item.score:.3g}")
+        kept_distance = method in names.KEPT_DISTANCE_SCORED
+        parts.append(f"{item.score:.3g} from the nearest other kept" if kept_distance else f"score {item.score:.3g}")
     return " · ".join(parts)
 
 
@@ -207,14 +209,15 @@ def class_browser(project: storage.Project, run: storage.CoresetRun, items: list
             entries,
             run.method,
             classes,
-            captions={i.item_id: caption(i) for i in shown[:GRID_LIMIT]},
+            captions={i.item_id: caption(i, run.method) for i in shown[:GRID_LIMIT]},
             mode="grid",
             title=title,
         )
 
 
 def _least_worth(item: storage.CoresetItem) -> tuple[float, int]:
-    """Dropped items, the least worth keeping first: lowest score (or fewest forgetting events) first."""
+    """Dropped items, the least worth keeping first: lowest score (for k-center and the other picking-order
+    methods, the closest to a kept image of their class) or fewest forgetting events first."""
     value = item.score if item.score is not None else item.forgetting
     return (-math.inf if value is None else value, item.item_id)
 

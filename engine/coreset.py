@@ -28,11 +28,12 @@ from engine.config import TRAINING_LEVELS, scaled_to_subset, stage_config
 from engine.example_stats import score_labeled_set
 from engine.machine import machine_info
 from engine.models import build_model
-from engine.names import CORESET_DEFAULT_KEEP, CORESET_DEFAULT_METHOD, CORESET_METHODS
+from engine.names import CORESET_DEFAULT_KEEP, CORESET_DEFAULT_METHOD, CORESET_METHODS, KEPT_DISTANCE_SCORED
 from engine.pool_cache import channel_stats, decode_image, folder_image_size
 from engine.score import PoolScores
 from engine.selection.balance import class_balanced, class_shares
 from engine.selection.coreset import STATISTICS, labeled_pool
+from engine.selection.neighbours import nearest_among
 from engine.selection.strategies import SCORES, STRATEGIES
 from engine.simulate import class_folder_images, load_test_set
 from engine.train import Sampler, evaluate, train
@@ -52,6 +53,8 @@ PROJECT_SETTINGS = (
     "image_size",
 )
 PER_ITEM_SCORES = ("least_confidence", "margin", "entropy", *STATISTICS)
+# the methods whose per-item score is `kept_distances` (engine.names.KEPT_DISTANCE_SCORED: the page names it)
+DISTANCE_SCORED = KEPT_DISTANCE_SCORED
 
 
 @dataclass(frozen=True)
@@ -178,13 +181,37 @@ def select(pool: PoolScores, method: str, keep_n: int, balance: bool, seed: int)
     return (class_balanced(strategy) if balance else strategy)(pool, [], keep_n, rng=np.random.default_rng(seed))
 
 
-def item_scores(method: str, pool: PoolScores) -> np.ndarray | None:
-    """float64 [N]: each example's score under `method` when it has one of its own (higher kept first);
-    None for random and the methods whose score depends on the order of picking (k-center, herding,
-    the submodular ones)."""
-    if method not in PER_ITEM_SCORES:
-        return None
-    return np.asarray(SCORES[method](pool, np.arange(len(pool.probs)), None), dtype=np.float64)
+def item_scores(method: str, pool: PoolScores, picks: np.ndarray | None = None) -> np.ndarray | None:
+    """float64 [N]: each example's score under `method` when it has one of its own (higher kept first). The
+    methods whose order depends on the picking (k-center, herding, the submodular ones) have none; with the
+    kept `picks` they get `kept_distances` instead (for k-center, too, every kept one is at least as far from
+    the other kept ones as any dropped one). None for random."""
+    if method in PER_ITEM_SCORES:
+        return np.asarray(SCORES[method](pool, np.arange(len(pool.probs)), None), dtype=np.float64)
+    if method in DISTANCE_SCORED and picks is not None:
+        return kept_distances(pool, picks)
+    return None
+
+
+def kept_distances(pool: PoolScores, picks: np.ndarray) -> np.ndarray:
+    """float64 [N]: each example's distance, in the selector's embeddings, to the nearest *other* kept example
+    of its class (nan where its class keeps no other). Small for a dropped example: a kept one stands for it."""
+    x = np.ascontiguousarray(pool.embeddings, dtype=np.float32)
+    labels = np.asarray(pool.labels)
+    kept = np.zeros(len(x), bool)
+    kept[np.asarray(picks, dtype=np.int64)] = True
+    found = np.full(len(x), np.nan)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        base = members[kept[members]]
+        if len(base) == 0:
+            continue
+        dist, idx = nearest_among(x, base, 2, members)
+        other = idx != members[:, None]  # a kept example is its own nearest: the next one stands for it
+        first_other = np.argmax(other, axis=1)
+        has_other = other[np.arange(len(members)), first_other]
+        found[members[has_other]] = np.sqrt(dist[np.arange(len(members)), first_other][has_other])
+    return found
 
 
 def suspects(pool: PoolScores) -> np.ndarray:

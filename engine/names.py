@@ -122,6 +122,10 @@ def check_labeling_strategy(name: str) -> None:
 CORESET_DEFAULT_METHOD = "kcenter"
 CORESET_DEFAULT_KEEP = 0.7
 CORESET_METHODS = tuple(name for name, info in STRATEGY_INFO.items() if not info.cold_start and name != "hybrid")
+# core-set methods with no score per example of their own (it depends on the order of picking): a curation
+# records each example's distance to the nearest other kept example of its class instead (engine.coreset)
+KEPT_DISTANCE_SCORED = ("kcenter", "herding", "facility_location", "graph_cut")
+KEPT_DISTANCE = "distance to the nearest other kept image of its class"
 
 
 # ---------------------------------------------------------------- batches

@@ -172,7 +172,7 @@ def _validation_accuracy(model, pool, validation: dict[int, int]) -> tuple[float
 
 def _rows(item_ids, labels, scores, picks, method) -> list[storage.CoresetRow]:
     rank = {int(position): r for r, position in enumerate(picks)}
-    per_item = item_scores(method, scores)
+    per_item = item_scores(method, scores, picks)
     stats = scores.per_example
     flagged = suspects(scores)
     probs = np.asarray(scores.probs)

@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.selection.kcenter import check_embeddings
 
-__all__ = ["SealsCandidates", "SimilarityGraph", "nearest", "normalized", "similarity_graph"]
+__all__ = ["SealsCandidates", "SimilarityGraph", "nearest", "nearest_among", "normalized", "similarity_graph"]
 
 QUERY_CHUNK = 4096  # rows searched at once: bounds the [chunk, k] results, never the pool
 
@@ -36,6 +36,16 @@ def nearest(x: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.n
     queries = x if rows is None else x[np.asarray(rows, dtype=np.int64)]
     dist, idx = faiss.knn(queries, x, k)
     return np.maximum(dist, 0.0), idx
+
+
+def nearest_among(x: np.ndarray, base: np.ndarray, k: int, rows: np.ndarray | None = None):
+    """Squared distances and pool positions [Q, k] of the k nearest of the rows `base` of `x` (float32 [N, D])
+    to each of `x[rows]` (default: every row), exact; k is cut to len(base)."""
+    base = np.asarray(base, dtype=np.int64)
+    k = min(k, len(base))
+    queries = x if rows is None else x[np.asarray(rows, dtype=np.int64)]
+    dist, idx = faiss.knn(np.ascontiguousarray(queries), np.ascontiguousarray(x[base]), k)
+    return np.maximum(dist, 0.0), base[idx]
 
 
 @dataclass(frozen=True)

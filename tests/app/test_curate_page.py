@@ -7,6 +7,7 @@ import csv
 import io
 
 import storage
+from engine import names
 from engine.worker import run_worker
 from tests.app.test_target_export import deferred, download  # noqa: F401  (a fixture and its reader)
 
@@ -68,6 +69,8 @@ def test_the_target_trains_on_the_kept_subset_and_is_compared_with_the_full_one(
     at = open_app(PAGE)
     curate(at, project, curate_keep=50)
     run = storage.latest_coreset_run(project)
+    # k-center (the default) has no score per image: the histogram reads each one's distance to the kept
+    assert any(c.value.startswith(f"{names.KEPT_DISTANCE}: 21 images") for c in at.caption)
     at.button(key="train-subset-target").click().run()
     [job] = storage.active_jobs(project, "target")
     assert job.params == {"coreset_run": run.id}

@@ -196,3 +196,19 @@ def test_the_project_form_saves_a_run_and_tests_on_the_validation_labels(tmp_pat
     for row in ("subset", "full", "random", "dynamic"):
         assert result[row]["test_acc"] >= 2 / 3, row
     assert json.loads((tmp_path / "r.json").read_text())["coreset_run"] == run.id
+
+
+def test_kept_distances_by_hand():
+    from engine.coreset import item_scores, kept_distances
+    from engine.score import PoolScores
+
+    embeddings = np.array([[0.0], [1.0], [5.0], [6.0], [9.0], [20.0]], np.float32)
+    pool = PoolScores(np.full((6, 2), 0.5, np.float32), embeddings, labels=np.array([0, 0, 0, 0, 1, 1]))
+    found = kept_distances(pool, np.array([0, 2, 4]))
+    # class 0 keeps 0 and 5: each kept one's other kept is 5 away, 1 and 6 are 1 from theirs;
+    # class 1 keeps only 9: no other kept for it, and 20 is 11 from it
+    np.testing.assert_allclose(found[:4], [5.0, 1.0, 5.0, 1.0])
+    assert np.isnan(found[4]) and found[5] == pytest.approx(11.0)
+    assert item_scores("random", pool, np.array([0])) is None
+    np.testing.assert_allclose(item_scores("herding", pool, np.array([0, 2, 4]))[:4], [5.0, 1.0, 5.0, 1.0])
+    assert item_scores("kcenter", pool) is None  # without the picks

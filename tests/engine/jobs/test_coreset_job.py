@@ -54,11 +54,17 @@ def test_a_run_keeps_its_share_per_class_and_flags_the_wrong_labels(curated_proj
     assert seen[-1] == 1.0 and seen == sorted(seen)
 
 
-def test_methods_without_a_score_of_their_own_store_none(curated_project):
+def test_picking_order_methods_store_the_distance_to_the_nearest_kept(curated_project):
     project, _, _ = curated_project
-    run = curate(project, method="kcenter", keep=0.25, balance=False)
+    run = curate(project, method="kcenter", keep=0.25)
     items = storage.coreset_items(project, run.id)
-    assert run.n_kept == 14 and all(i.score is None for i in items)
+    assert run.n_kept == 14 and all(i.score is not None and i.score >= 0 for i in items)
+    for name in CLASS_NAMES[:3]:  # k-center: every kept one at least as far from the other kept as any dropped
+        kept = [i.score for i in items if i.label == name and i.kept]
+        dropped = [i.score for i in items if i.label == name and not i.kept]
+        assert min(kept) >= max(dropped) - 1e-6
+    run = curate(project, method="random", keep=0.25)
+    assert all(i.score is None for i in storage.coreset_items(project, run.id))
     run = curate(project, method="margin", keep=0.25)
     assert all(i.score is not None for i in storage.coreset_items(project, run.id))
 
