@@ -101,6 +101,10 @@ def browser(project_root: str) -> None:
     chosen = filters(rows, classes, offset)
     suspects = {s.item_id: s for s in storage.open_suspects(project)} if chosen["suspects"] else {}
     shown = [r for r in rows if matches(r, chosen, suspects)]
+    if chosen["suspects"]:
+        review_note(project)
+        order = {item_id: position for position, item_id in enumerate(suspects)}  # least likely label first
+        shown.sort(key=lambda r: order[r.item_id])
     st.caption(
         f"{len(shown)} of {len(rows)} items match. Select tiles (click, shift-click, drag) and press a "
         "class key to relabel them; every change is kept in the item's history."
@@ -114,6 +118,19 @@ def browser(project_root: str) -> None:
     captions = {r.item_id: caption(r, suspects.get(r.item_id), offset) for r in shown}
     labeler.show(project, "Browser", entries, "", classes, captions=captions, mode="grid")
     history(project, shown, offset)
+
+
+def review_note(project: storage.Project) -> None:
+    """How far the review of the last curation's suspects has come, as the Curate page counts it."""
+    run = storage.latest_coreset_run(project)
+    if run is None:
+        st.caption("No curation has run yet: the Curate page flags the labels to review.")
+        return
+    counts = storage.review_counts(project, run.id)
+    st.caption(
+        f"Possibly mislabeled, least likely label first: {counts.open} to review of the {counts.suspects} "
+        f"labels the last curation flagged ({counts.reviewed} reviewed, {counts.changed} changed)."
+    )
 
 
 def history(project: storage.Project, shown: list[storage.LabeledItem], offset: int) -> None:

@@ -72,7 +72,13 @@ def test_possibly_mislabeled_lists_the_open_suspects_of_the_latest_curation(open
     flagged = [item_id for item_id, _ in labeled[:2]]
     rows = [
         storage.CoresetRow(
-            item_id, position, kept=False, forgetting=float("inf"), alternative=(position + 1) % 3, suspect=True
+            item_id,
+            position,
+            kept=False,
+            forgetting=float("inf"),
+            alternative=(position + 1) % 3,
+            confidence=0.4 if item_id == flagged[0] else 0.1,  # the second one's label is the least likely
+            suspect=True,
         )
         if item_id in flagged
         else storage.CoresetRow(item_id, position, kept=False)
@@ -91,7 +97,10 @@ def test_possibly_mislabeled_lists_the_open_suspects_of_the_latest_curation(open
     )
     at = open_app("app/page_labels.py")
     at.toggle(key="browse_suspects").set_value(True).run()
-    assert listed(at) == flagged
+    assert listed(at) == flagged[::-1]  # least likely label first, as on the Curate page
+    assert any(
+        "2 to review of the 2 labels the last curation flagged (0 reviewed, 0 changed)" in c.value for c in at.caption
+    )
     [view] = at.get("bidi_component")
     whys = [item["why"] for item in json.loads(view.proto.json)["items"]]
     assert all("never learned" in why and "proxy suggests" in why for why in whys)
@@ -99,6 +108,9 @@ def test_possibly_mislabeled_lists_the_open_suspects_of_the_latest_curation(open
     storage.set_label(project, flagged[0], name, annotator="ben")  # the same class again: the label is right
     at.run()
     assert listed(at) == flagged[1:]
+    assert any(
+        "1 to review of the 2 labels the last curation flagged (1 reviewed, 0 changed)" in c.value for c in at.caption
+    )
 
 
 def test_the_history_of_an_image_lists_every_label_it_was_given(open_app, project):
