@@ -12,7 +12,7 @@ from engine.jobs.coreset import CoresetError, _selector_stage, curate
 from engine.selection.balance import class_shares
 from engine.train import Cancelled
 from engine.worker import JOBS
-from tests.support import CLASS_NAMES, label_by_folder, make_tiny_project
+from tests.support import CLASS_NAMES, label_by_folder, make_tiny_project, tiny_settings
 
 
 @pytest.fixture
@@ -137,3 +137,62 @@ def test_a_run_made_by_the_worker_names_its_job(curated_project):
     assert done.state == "done", done.error
     run = storage.latest_coreset_run(project)
     assert (run.id, run.job_id) == (done.result["run_id"], job.id)
+
+
+def test_a_curation_whose_worker_died_is_taken_up_again_and_saved_once(curated_project, monkeypatch):
+    import storage.jobs
+    from engine.worker import run_worker
+    from tests.engine.test_worker import _StorageClock
+
+    project, _, _ = curated_project
+    clock = _StorageClock(1000.0)
+    monkeypatch.setattr(storage.jobs, "time", clock)
+    job = storage.enqueue_job(project, "coreset", {"method": "kcenter", "keep": 0.5})
+    storage.claim_job(project, "killed-worker")  # claimed, then its process died without a word
+    clock.now += 30
+    assert run_worker(project.root, once=True, stale_after_s=60) == 0  # still within its heartbeat
+    assert storage.coreset_runs(project) == []
+    clock.now += 31
+    assert run_worker(project.root, once=True, stale_after_s=60) == 1
+    done = storage.get_job(project, job.id)
+    assert (done.state, done.attempts) == ("done", 2) and done.worker != "killed-worker"
+    [run] = storage.coreset_runs(project)
+    assert run.job_id == job.id and run.n_kept == 27
+
+
+def test_photos_of_mixed_sizes_and_modes_imported_by_subfolder_are_curated(tmp_path):
+    """Not CIFAR-shaped: JPEG, grayscale PNG and RGBA PNG from 37 x 90 to 300 x 200 px, labeled by importing
+    their class folders, then curated with the defaults' method."""
+    import io
+
+    from PIL import Image
+
+    shapes = [(37, 90), (120, 80), (64, 64), (300, 200), (90, 41), (200, 150)]
+    colours = {"ant": (200, 60, 40), "bee": (40, 60, 220)}
+    rng = np.random.default_rng(0)
+    for name, colour in colours.items():
+        for k in range(12):
+            width, height = shapes[k % len(shapes)]
+            pixels = np.clip(np.array(colour) + rng.integers(-30, 31, (height, width, 3)), 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels)
+            fmt, image = [("JPEG", image), ("PNG", image.convert("L")), ("PNG", image.convert("RGBA"))][k % 3]
+            buffer = io.BytesIO()
+            image.save(buffer, fmt)
+            (tmp_path / "photos" / name).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "photos" / name / f"{k:02d}.{fmt.lower()}").write_bytes(buffer.getvalue())
+    settings = dataclasses.replace(
+        tiny_settings(tmp_path / "photos", ("ant", "bee")), image_size=0, validation_size=4, proxy_steps=40
+    )
+    project = storage.create_project(tmp_path / "project", settings)
+    storage.ingest(project, workers=1)
+    storage.reserve_validation(project)
+    plan = storage.import_labels(project, storage.SUBFOLDERS)
+    assert plan.imported and len(storage.training_labels(project)) == 20
+    run = curate(project, method="kcenter", keep=0.5)
+    assert (run.n_labeled, run.n_kept, run.n_val) == (20, 10, 4)
+    items = storage.coreset_items(project, run.id)
+    assert sorted(sum(i.kept for i in items if i.label == c) for c in colours) == [5, 5]
+    assert all(i.score is not None for i in items)
+    from engine.round import load_project_pool
+
+    assert load_project_pool(project).image_size == 64  # picked from the photos: median shorter side 72 px
