@@ -128,3 +128,10 @@ def test_the_history_of_an_image_lists_every_label_it_was_given(open_app, projec
     assert list(frame["annotator"]) == ["oracle", "bob", "cy"]
     assert list(frame["how"]) == ["", "bulk", ""]
     assert list(frame["batch"]) == ["1", "1", "1"]  # round 0, as people count it
+
+
+def test_an_imported_label_is_captioned_with_its_file():
+    from app.page_labels import caption
+
+    row = storage.LabeledItem(1, "blue/a.png", "blue", False, False, None, "labels.csv", "imported", None)
+    assert caption(row) == "imported · by labels.csv"
