@@ -36,7 +36,9 @@ _component = st.components.v2.component(
 )
 
 
-def item_payload(entry: Entry, strategy: str, caption: str | None = None, held_by: str | None = None) -> dict:
+def item_payload(
+    entry: Entry, strategy: str, caption: str | None = None, held_by: str | None = None, on_tile: bool = False
+) -> dict:
     why = "validation" if entry.is_validation else labeling.why_chosen(entry.strategy or strategy, entry.score)
     return {
         "id": entry.item_id,
@@ -46,6 +48,7 @@ def item_payload(entry: Entry, strategy: str, caption: str | None = None, held_b
         "guess": entry.guess,
         "conf": entry.confidence,
         "why": caption if caption is not None else why,
+        "captioned": on_tile and caption is not None,  # the page's caption is written on the grid's tile
         "validation": entry.is_validation,  # marked on screen: measures the models, never trained on
         "heldBy": held_by,  # another annotator's next image (app/claims.py): the view moves past it
     }
@@ -84,6 +87,7 @@ def payload(
     captions: dict[int, str] | None = None,
     mode: str | None = None,
     title: str | None = None,
+    captions_on_tiles: bool = False,
 ) -> dict:
     """Everything the browser view needs, as plain JSON."""
     acks = st.session_state.get(ACKS, {})
@@ -95,7 +99,9 @@ def payload(
         "title": title or TITLES[source],
         "mode": mode,
         "progress": source in ("Batch", "Validation"),  # browsing views (Labels, Curate) count nothing
-        "items": [item_payload(e, strategy, captions.get(e.item_id), held.get(e.item_id)) for e in entries],
+        "items": [
+            item_payload(e, strategy, captions.get(e.item_id), held.get(e.item_id), captions_on_tiles) for e in entries
+        ],
         "classes": classes,
         "urls": {size: images.url_template(project_root, size, user) for size in (*images.SIZES, images.FULL)},
         "signedIn": user.name if user else None,  # no name box: labels are saved under the session's user
@@ -132,9 +138,11 @@ def show(
     captions: dict[int, str] | None = None,
     mode: str | None = None,
     title: str | None = None,
+    captions_on_tiles: bool = False,
 ) -> None:
     """Mount the view on `entries`. `source` names the worklist ("Batch", "Validation", "Browser") and keys
-    the view's state; `captions` replace the why-chosen line per item; `mode` fixes focus or grid."""
+    the view's state; `captions` replace the why-chosen line per item (`captions_on_tiles`: also written on
+    the grid's tiles, not only shown on hover); `mode` fixes focus or grid."""
     root = str(project.root)
     key = f"labeler-{source}"
     if st.session_state.get(UNSAVED):
@@ -144,5 +152,5 @@ def show(
             f"Labels not saved yet: {st.session_state[UNSAVED]}. They are kept in this tab (shown as "
             "saving) and saved as soon as the write succeeds; do not close the tab until they are."
         )
-    data = payload(root, source, entries, strategy, classes, captions, mode, title)
+    data = payload(root, source, entries, strategy, classes, captions, mode, title, captions_on_tiles)
     _component(key=key, data=data, default={"outbox": None}, on_outbox_change=functools.partial(commit, root, key))

@@ -179,7 +179,7 @@ def caption(item: storage.CoresetItem, method: str) -> str:
         parts.append(f"forgotten {item.forgetting:.0f}×")
     if item.score is not None:
         kept_distance = method in names.KEPT_DISTANCE_SCORED
-        parts.append(f"{item.score:.3g} from the nearest other kept" if kept_distance else f"score {item.score:.3g}")
+        parts.append(f"{item.score:.2g} from kept" if kept_distance else f"score {item.score:.3g}")
     return " · ".join(parts)
 
 
@@ -212,6 +212,7 @@ def class_browser(project: storage.Project, run: storage.CoresetRun, items: list
             captions={i.item_id: caption(i, run.method) for i in shown[:GRID_LIMIT]},
             mode="grid",
             title=title,
+            captions_on_tiles=True,
         )
 
 
@@ -316,6 +317,7 @@ def mislabeled(project: storage.Project, run: storage.CoresetRun, items: list[st
         run.method,
         storage.class_names(project),
         captions={s.item_id: labeling.suspect_caption(s) for s in shown},
+        captions_on_tiles=True,
         mode="grid",
         title="To review, least likely label first"
         + (f" (the first {SUSPECT_LIMIT} of {len(found)})" if len(found) > SUSPECT_LIMIT else ""),

@@ -116,7 +116,10 @@ def browser(project_root: str) -> None:
         for r in shown
     ]
     captions = {r.item_id: caption(r, suspects.get(r.item_id), offset) for r in shown}
-    labeler.show(project, "Browser", entries, "", classes, captions=captions, mode="grid")
+    # the suspects' reasons (the proxy's other class) are written on the tiles; the rest is shown on hover
+    labeler.show(
+        project, "Browser", entries, "", classes, captions=captions, mode="grid", captions_on_tiles=bool(suspects)
+    )
     history(project, shown, offset)
 
 

@@ -461,6 +461,7 @@ function drawGrid(v, body, state) {
     const img = el("img");
     img.src = url(v.data.urls.grid, it.id); img.alt = it.path; img.draggable = false; img.loading = "lazy";
     tile.append(img);
+    if (it.captioned && it.why) tile.append(el("span", "pl-why", it.why));
     const badge = el("span", "pl-badge", isDone(s) ? (s.skipped ? "skip" : s.label) : (it.guess != null ? `${it.guess}?` : ""));
     if (!isDone(s) && it.guess != null) badge.classList.add("pl-guessbadge");
     tile.append(badge);

@@ -47,6 +47,8 @@ def test_curate_in_the_browser_and_relabel_a_suspect(chromium, tmp_path):
             text = page.inner_text("body")
             assert f"{run.n_kept} of {run.n_labeled}" in text and "Possibly mislabeled" in text
             views = page.locator("[data-testid='stBidiComponentIsolated']")
+            captions = views.first.locator(".pl-why").all_inner_texts()  # written on the kept grid's tiles
+            assert captions[0].startswith("kept #1") and "from kept" in captions[0], captions
             suspects = views.nth(views.count() - 1)  # the last view on the page lists the suspects
             tile = suspects.locator(f".pl-tile[data-item-id='{wrong[0]}']")
             suspects.locator("input[aria-label='Annotator name']").fill("dan")

@@ -102,8 +102,9 @@ def test_possibly_mislabeled_lists_the_open_suspects_of_the_latest_curation(open
         "2 to review of the 2 labels the last curation flagged (0 reviewed, 0 changed)" in c.value for c in at.caption
     )
     [view] = at.get("bidi_component")
-    whys = [item["why"] for item in json.loads(view.proto.json)["items"]]
-    assert all("never learned" in why and "proxy suggests" in why for why in whys)
+    items = json.loads(view.proto.json)["items"]
+    assert all("never learned" in item["why"] and "proxy suggests" in item["why"] for item in items)
+    assert all(item["captioned"] for item in items)  # the reasons are written on the tiles
     name = storage.current_labels(project)[flagged[0]]
     storage.set_label(project, flagged[0], name, annotator="ben")  # the same class again: the label is right
     at.run()
