@@ -5,8 +5,9 @@ that FAISS builds, never an N x N matrix, so they are meant to run on 100,000 im
 method of `engine.names.CORESET_METHODS` through `engine.coreset.select` (the path a curation takes) on
 generated embeddings shaped like a proxy's: `--classes` labels, each a mixture of `--clusters` Gaussian
 blobs in `--dim` dimensions, with random probabilities and training statistics. Baseline in the same run:
-random selection of the same share. Seconds are wall-clock on one thread; the peak is the process's
-resident memory growth during the call (Linux: VmHWM after resetting it), against the embeddings' size.
+random selection of the same share. Seconds are wall-clock on one thread; each selection runs in a forked
+child, and its peak is the child's resident memory growth during the call (Linux: VmHWM after resetting
+it), against the embeddings' size.
 
     python -m benchmarks.bench_coreset_methods [--n 100000] [--dim 128] [--keep 0.5] [--json out.json]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -48,13 +50,31 @@ def make_pool(n: int, dim: int, classes: int, clusters: int, seed: int = 0) -> P
 
 
 def measure(pool: PoolScores, method: str, keep_n: int, balance: bool, seed: int) -> dict:
-    base = _rss_reset()
-    started = time.perf_counter()
-    picks = select(pool, method, keep_n, balance, seed)
-    seconds = time.perf_counter() - started
-    peak = None if base is None else (_status_kb("VmHWM") * 1024 - base) / MB
-    assert len(picks) == keep_n and len(np.unique(picks)) == keep_n, method
-    return {"method": method, "balance": balance, "seconds": round(seconds, 3), "rss_peak_mb": peak}
+    """One selection in a forked child, so its peak memory is its own (memory an earlier method freed to
+    the allocator but not to the system would hide a later method's growth)."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_measure_in_child, args=(results, pool, method, keep_n, balance, seed))
+    child.start()
+    row = results.get()
+    child.join()
+    if "error" in row:
+        raise RuntimeError(f"{method}: {row['error']}")
+    return row
+
+
+def _measure_in_child(results, pool: PoolScores, method: str, keep_n: int, balance: bool, seed: int) -> None:
+    try:
+        base = _rss_reset()
+        started = time.perf_counter()
+        picks = select(pool, method, keep_n, balance, seed)
+        seconds = time.perf_counter() - started
+        peak = None if base is None else (_status_kb("VmHWM") * 1024 - base) / MB
+        if len(picks) != keep_n or len(np.unique(picks)) != keep_n:
+            raise AssertionError(f"{len(picks)} picks, {len(np.unique(picks))} distinct, of {keep_n}")
+        results.put({"method": method, "balance": balance, "seconds": round(seconds, 3), "rss_peak_mb": peak})
+    except Exception as exc:  # reported to the parent, which raises it
+        results.put({"error": repr(exc)})
 
 
 def run(args: argparse.Namespace) -> dict:
