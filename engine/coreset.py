@@ -53,8 +53,6 @@ PROJECT_SETTINGS = (
     "image_size",
 )
 PER_ITEM_SCORES = ("least_confidence", "margin", "entropy", *STATISTICS)
-# the methods whose per-item score is `kept_distances` (engine.names.KEPT_DISTANCE_SCORED: the page names it)
-DISTANCE_SCORED = KEPT_DISTANCE_SCORED
 
 
 @dataclass(frozen=True)
@@ -188,7 +186,7 @@ def item_scores(method: str, pool: PoolScores, picks: np.ndarray | None = None) 
     the other kept ones as any dropped one). None for random."""
     if method in PER_ITEM_SCORES:
         return np.asarray(SCORES[method](pool, np.arange(len(pool.probs)), None), dtype=np.float64)
-    if method in DISTANCE_SCORED and picks is not None:
+    if method in KEPT_DISTANCE_SCORED and picks is not None:
         return kept_distances(pool, picks)
     return None
 
