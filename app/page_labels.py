@@ -99,10 +99,12 @@ def browser(project_root: str) -> None:
     classes = list(storage.load_settings(project).classes)
     offset = batch_offset(project)
     chosen = filters(rows, classes, offset)
-    suspects = {s.item_id: s for s in storage.open_suspects(project)} if chosen["suspects"] else {}
+    run = storage.latest_coreset_run(project) if chosen["suspects"] else None
+    flagged = storage.suspects(project, run.id) if run is not None else []  # one read: the list and its counts
+    suspects = {s.item_id: s for s in flagged if not s.reviewed}
     shown = [r for r in rows if matches(r, chosen, suspects)]
     if chosen["suspects"]:
-        review_note(project)
+        review_note(flagged, run is not None)
         order = {item_id: position for position, item_id in enumerate(suspects)}  # least likely label first
         shown.sort(key=lambda r: order[r.item_id])
     st.caption(
@@ -123,13 +125,12 @@ def browser(project_root: str) -> None:
     history(project, shown, offset)
 
 
-def review_note(project: storage.Project) -> None:
-    """How far the review of the last curation's suspects has come, as the Curate page counts it."""
-    run = storage.latest_coreset_run(project)
-    if run is None:
+def review_note(flagged: list[storage.CoresetItem], curated: bool) -> None:
+    """How far the review of the last curation's suspects (`flagged`) has come, as the Curate page counts it."""
+    if not curated:
         st.caption("No curation has run yet: the Curate page flags the labels to review.")
         return
-    counts = storage.review_counts(project, run.id)
+    counts = storage.counted(flagged)
     st.caption(
         f"Possibly mislabeled, least likely label first: {counts.open} to review of the {counts.suspects} "
         f"labels the last curation flagged ({counts.reviewed} reviewed, {counts.changed} changed)."
